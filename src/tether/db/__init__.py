@@ -1,0 +1,3 @@
+from tether.db.engine import Database
+
+__all__ = ["Database"]

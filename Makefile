@@ -1,0 +1,39 @@
+# Two entry points for a fresh Debian machine:
+#   make run    create .venv, install tether, run the hub on embedded defaults
+#   make test   install what the tests need (Debian packages included) and run the suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ./data
+LISTEN ?= 127.0.0.1:8580
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test venv bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: installing python3-venv"; \
+	  apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+
+install: venv
+	@$(BIN)/pip install -q -e .
+
+install-test: venv
+	@scripts/install-system-deps
+	@$(BIN)/pip install -q -e '.[test]'
+
+run: install
+	@$(BIN)/tether hub --data $(DATA) --listen $(LISTEN)
+
+# pytest exits 5 when it collects no tests; scripts/run-tests turns that into a failure
+# and also refuses a run that executed fewer tests than it collected.
+test: install-test
+	@scripts/run-tests $(PYTEST_ARGS)
+
+bench: install-test
+	@$(BIN)/python benchmarks/auth_rps.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

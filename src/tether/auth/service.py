@@ -1,0 +1,636 @@
+"""Identities, spaces, grants and tokens: the storage side of authorization.
+
+The rules themselves live in the pure cores (``caveats``, ``policy``); this module
+loads what they need, applies their answers and keeps counters atomic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tether.auth import tokens as tokfmt
+from tether.auth.caveats import (
+    AttenuationError,
+    CaveatError,
+    Caveats,
+    Level,
+    Remaining,
+    check_budget,
+    check_request,
+    derive,
+    parse_duration,
+    parse_scope,
+    parse_source,
+    parse_time,
+)
+from tether.auth.policy import Principal, Resource, authorize
+from tether.db import Database
+from tether.db.models import Grant, PublicKey, Space, Token, User, utcnow
+from tether.hub.errors import Problem, bad_request, conflict, forbidden, not_found, unauthenticated
+
+USER_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+SPACE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USER_KINDS = ("person", "service")
+
+# Refusals of a credential that is no longer (or not yet) valid are 401; the rest 403.
+_UNAUTHENTICATED_CODES = {"token-expired", "token-not-yet-valid"}
+
+
+@dataclass
+class AuthContext:
+    """Who is calling: the user, the token (None for an SSH-key login) and its caveats."""
+
+    user: User
+    token: Token | None = None
+    caveats: Caveats | None = None
+    grants: dict[str, Level] = field(default_factory=dict)
+    source: str | None = None
+    # What the audit trail should say about this request: action, resource, reason.
+    trail: dict = field(default_factory=dict)
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(
+            user=self.user.name,
+            is_admin=self.user.is_admin,
+            disabled=self.user.disabled,
+            grants=self.grants,
+            scopes=self.caveats.scopes if self.caveats else None,
+            token_id=self.token.id if self.token else None,
+        )
+
+    def require(self, action: str, resource: Resource = Resource()) -> None:
+        decision = authorize(self.principal, action, resource)
+        self.trail["action"] = action
+        self.trail["resource"] = describe(resource)
+        if not decision.allowed:
+            raise forbidden(decision.detail, slug=decision.code, action=action)
+
+
+def describe(r: Resource) -> str:
+    """A short resource name for audit records: space:builds/path, user:alice, token:…"""
+    parts = []
+    if r.space:
+        parts.append(f"space:{r.space}" + (f"/{r.path}" if r.path else ""))
+    if r.job:
+        parts.append(f"job:{r.job}")
+    if r.user:
+        parts.append(f"user:{r.user}")
+    if r.token_ancestry:
+        parts.append(f"token:{r.token_ancestry[0]}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime) -> AuthContext:
+    """Resolve a bearer token to a caller, enforcing every per-request caveat."""
+    parts = tokfmt.split_token(bearer)
+    if parts is None:
+        raise unauthenticated("the token is malformed: tether tokens look like tth_<id>_<secret>", "invalid-token")
+    token_id, secret = parts
+    with db.read() as s:
+        row = s.execute(select(Token, User).join(User, Token.user_id == User.id).where(Token.id == token_id)).first()
+        token, user = row if row else (None, None)
+        # Compare even for an unknown id so timing does not reveal which ids exist.
+        ok = tokfmt.secret_matches(secret, token.secret_hash if token else "0" * 64)
+        if token is None or not ok:
+            raise unauthenticated("the token is not valid for this hub", "invalid-token", token_id=token_id)
+        if token.revoked_at is not None:
+            raise unauthenticated(
+                f"token {token.id} was revoked at {token.revoked_at.isoformat()}", "token-revoked",
+                caveat="revoked", token_id=token.id,
+            )
+        caveats = Caveats.from_json(token.caveats)
+        refusal = check_request(caveats, now=now, source=source)
+        if refusal is not None:
+            make = unauthenticated if refusal.code in _UNAUTHENTICATED_CODES else forbidden
+            raise make(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
+        if user.disabled:
+            raise forbidden(f"user {user.name} is disabled", "user-disabled", token_id=token.id)
+        grants = _grants_of(s, user.id)
+    if token.limited.get("uses"):
+        _count_use(db, token)
+    return AuthContext(user=user, token=token, caveats=caveats, grants=grants, source=source)
+
+
+def context_for_user(db: Database, name: str, *, source: str | None = None) -> AuthContext:
+    """A caller authenticated by other means (an SSH key): the user's own grants, no caveats."""
+    with db.read() as s:
+        user = s.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise unauthenticated(f"user {name} does not exist", "unknown-user")
+        if user.disabled:
+            raise forbidden(f"user {name} is disabled", "user-disabled")
+        return AuthContext(user=user, grants=_grants_of(s, user.id), source=source)
+
+
+def _grants_of(s: Session, user_id: int) -> dict[str, Level]:
+    rows = s.execute(select(Space.name, Grant.level).join(Grant, Grant.space_id == Space.id).where(Grant.user_id == user_id))
+    return {name: Level(level) for name, level in rows}
+
+
+def _count_use(db: Database, token: Token) -> None:
+    """Count one use on every limited token of the chain, all or nothing."""
+    with db.write() as s:
+        for tid in sorted(token.limited["uses"]):  # fixed order: no lock-order deadlocks
+            done = s.execute(
+                update(Token).where(Token.id == tid, Token.uses < Token.max_uses).values(uses=Token.uses + 1)
+            ).rowcount
+            if done != 1:
+                whose = "this token" if tid == token.id else f"its parent token {tid}"
+                raise forbidden(
+                    f"{whose} has used up its max_uses", "token-uses-exhausted", caveat="max_uses", token_id=token.id
+                )
+
+
+def remaining(s: Session, token: Token) -> Remaining:
+    """What is left of the uses/files/bytes budgets along the token's chain."""
+    ids = {tid for ids in token.limited.values() for tid in ids}
+    if not ids:
+        return Remaining()
+    rows = {t.id: t for t in s.scalars(select(Token).where(Token.id.in_(ids)))}
+
+    def least(kind: str, cap: str, used: str) -> int | None:
+        left = [getattr(rows[t], cap) - getattr(rows[t], used) for t in token.limited.get(kind, []) if t in rows]
+        return max(0, min(left)) if left else None
+
+    return Remaining(
+        uses=least("uses", "max_uses", "uses"),
+        files=least("files", "max_files", "files"),
+        bytes=least("bytes", "max_bytes", "bytes"),
+    )
+
+
+def check_draw(db: Database, token: Token, *, files: int, nbytes: int) -> None:
+    """Refuse (without drawing) a request for more files/bytes than the chain has left."""
+    with db.read() as s:
+        refusal = check_budget(remaining(s, token), files=files, bytes=nbytes)
+    if refusal is not None:
+        raise forbidden(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
+
+
+def draw_budget(s: Session, token: Token, *, files: int, nbytes: int) -> None:
+    """Draw files/bytes from every limited token of the chain inside the caller's write
+    transaction; raise (so the caller rolls back everything) if any budget would go negative."""
+    if files < 0 or nbytes < 0:
+        raise ValueError("draws are never negative")
+    ids = sorted(set(token.limited.get("files", [])) | set(token.limited.get("bytes", [])) | {token.id})
+    for tid in ids:
+        done = s.execute(
+            update(Token)
+            .where(
+                Token.id == tid,
+                or_(Token.max_files.is_(None), Token.files + files <= Token.max_files),
+                or_(Token.max_bytes.is_(None), Token.bytes + nbytes <= Token.max_bytes),
+            )
+            .values(files=Token.files + files, bytes=Token.bytes + nbytes)
+        ).rowcount
+        if done != 1:
+            row = s.get(Token, tid)
+            over_files = row is not None and row.max_files is not None and row.files + files > row.max_files
+            caveat, code = ("max_files", "token-files-exhausted") if over_files else ("max_bytes", "token-bytes-exhausted")
+            whose = "this token" if tid == token.id else f"its parent token {tid}"
+            raise forbidden(
+                f"{whose} has no {caveat[4:]} budget left for {files} file(s) / {nbytes} byte(s)",
+                code, caveat=caveat, token_id=token.id,
+            )
+
+
+# ---------------------------------------------------------------- tokens
+
+
+@dataclass
+class MintRequest:
+    for_user: str | None = None
+    inherit: bool = False
+    scopes: list[str] | None = None
+    expires: str | None = None
+    not_before: str | None = None
+    sources: list[str] | None = None
+    max_uses: int | None = None
+    max_files: int | None = None
+    max_bytes: int | None = None
+    label: str | None = None
+
+
+def _requested_caveats(req: MintRequest, now: datetime) -> Caveats:
+    try:
+        return Caveats(
+            scopes=tuple(dict.fromkeys(parse_scope(s) for s in req.scopes)) if req.scopes is not None else None,
+            expires_at=parse_time(req.expires, now=now, caveat="expires") if req.expires else None,
+            not_before=parse_time(req.not_before, now=now, caveat="not_before") if req.not_before else None,
+            sources=tuple(parse_source(s) for s in req.sources) if req.sources is not None else None,
+            max_uses=req.max_uses,
+            max_files=req.max_files,
+            max_bytes=req.max_bytes,
+            label=req.label,
+        )
+    except CaveatError as exc:
+        raise bad_request(str(exc), "invalid-caveat", caveat=exc.caveat) from None
+
+
+def mint(
+    db: Database,
+    ctx: AuthContext,
+    req: MintRequest,
+    *,
+    now: datetime,
+    max_lifetime: timedelta,
+    default_lifetime: timedelta,
+) -> tuple[Token, str]:
+    """Mint a token: a child of the caller's token, or (``for_user``, admins) a new root."""
+    if req.for_user is not None:
+        ctx.require("token.mint_for", Resource(user=req.for_user))
+    else:
+        ctx.require("token.mint", Resource(user=ctx.user.name))
+    requested = _requested_caveats(req, now)
+    parent = None if req.for_user is not None else ctx.token
+    ceiling = now + max_lifetime
+    if requested.expires_at is not None and requested.expires_at > ceiling:
+        raise bad_request(
+            f"expires: {requested.expires_at.isoformat()} is past this hub's maximum token lifetime "
+            f"({ceiling.isoformat()}); ask for a shorter --expires",
+            "invalid-caveat", caveat="expires",
+        )
+    with db.write() as s:
+        if req.for_user is not None:
+            owner = s.scalar(select(User).where(User.name == req.for_user))
+            if owner is None:
+                raise not_found(f"user {req.for_user}")
+            if owner.disabled:
+                raise bad_request(f"user {owner.name} is disabled; enable it before minting tokens for it")
+        else:
+            owner = ctx.user
+        parent_caveats = Caveats.from_json(parent.caveats) if parent is not None else None
+        left = remaining(s, parent) if parent is not None else Remaining()
+        if not req.inherit and requested.expires_at is None:
+            expiry = now + default_lifetime
+            if parent_caveats is not None and parent_caveats.expires_at is not None:
+                expiry = min(expiry, parent_caveats.expires_at)
+            requested = _replace(requested, expires_at=expiry)
+        try:
+            child = derive(parent_caveats, requested, remaining=left, now=now)
+        except AttenuationError as exc:
+            raise forbidden(
+                f"{exc}: a derived token can only narrow its parent", "attenuation-refused", caveat=exc.caveat
+            ) from None
+        except CaveatError as exc:
+            raise bad_request(str(exc), "invalid-caveat", caveat=exc.caveat) from None
+        if not req.inherit:
+            child = _replace(child, label=req.label)  # a fresh mint names itself
+        if child.expires_at is None or child.expires_at > ceiling:
+            # Only the bootstrap admin token lives without an expiry; children get the cap.
+            child = _replace(child, expires_at=min(ceiling, now + default_lifetime))
+        token_id, secret_hash, secret = tokfmt.new_token()
+        parent_limited = parent.limited if parent is not None else {}
+        limited = {
+            kind: list(parent_limited.get(kind, [])) + ([token_id] if getattr(child, f"max_{kind}") is not None else [])
+            for kind in ("uses", "files", "bytes")
+        }
+        row = Token(
+            id=token_id,
+            secret_hash=secret_hash,
+            user_id=owner.id,
+            parent_id=parent.id if parent is not None else None,
+            ancestry=(parent.ancestry + parent.id + "/") if parent is not None else "/",
+            minted_by=ctx.token.id if ctx.token is not None else None,
+            caveats=child.to_json(),
+            limited=limited,
+            expires_at=child.expires_at,
+            max_uses=child.max_uses,
+            max_files=child.max_files,
+            max_bytes=child.max_bytes,
+            created_at=now,
+        )
+        s.add(row)
+    return row, secret
+
+
+def create_bootstrap_admin(db: Database, *, now: datetime) -> str | None:
+    """On an empty hub: create user ``admin`` and a non-expiring admin token; return its secret."""
+    with db.write() as s:
+        if s.scalar(select(User.id).limit(1)) is not None:
+            return None
+        admin = User(name="admin", kind="person", is_admin=True, created_at=now)
+        s.add(admin)
+        s.flush()
+        token_id, secret_hash, secret = tokfmt.new_token()
+        caveats = Caveats(label="bootstrap admin token")
+        s.add(
+            Token(
+                id=token_id, secret_hash=secret_hash, user_id=admin.id, caveats=caveats.to_json(),
+                limited={"uses": [], "files": [], "bytes": []}, created_at=now,
+            )
+        )
+    return secret
+
+
+def _replace(c: Caveats, **changes) -> Caveats:
+    from dataclasses import replace
+
+    return replace(c, **changes)
+
+
+def token_info(s: Session, token: Token) -> dict:
+    owner = s.get(User, token.user_id)
+    c = token.caveats
+    return {
+        "id": token.id,
+        "user": owner.name if owner else None,
+        "parent": token.parent_id,
+        "minted_by": token.minted_by,
+        "label": c.get("label"),
+        "scopes": c.get("scopes"),
+        "expires_at": _iso(token.expires_at),
+        "not_before": c.get("not_before"),
+        "sources": c.get("sources"),
+        "max_uses": token.max_uses,
+        "uses": token.uses,
+        "max_files": token.max_files,
+        "files": token.files,
+        "max_bytes": token.max_bytes,
+        "bytes": token.bytes,
+        "created_at": _iso(token.created_at),
+        "revoked_at": _iso(token.revoked_at),
+    }
+
+
+def get_token_for(s: Session, ctx: AuthContext, token_id: str) -> Token:
+    if not tokfmt.is_token_id(token_id):
+        raise bad_request(f"{token_id!r} is not a token id (16 hex digits, as `tether token list` shows)")
+    token = s.get(Token, token_id)
+    if token is None:
+        raise not_found(f"token {token_id}")
+    owner = s.get(User, token.user_id)
+    ctx.require("token.inspect", Resource(user=owner.name if owner else None))
+    return token
+
+
+def list_tokens(s: Session, ctx: AuthContext, *, user: str | None, include_all: bool) -> list[dict]:
+    target = user or ctx.user.name
+    # "*" is no user's name, so only a hub admin passes the self-or-admin check for it.
+    ctx.require("token.list", Resource(user="*" if include_all and user is None else target))
+    q = select(Token).order_by(Token.created_at)
+    if not (include_all and user is None):
+        owner = s.scalar(select(User).where(User.name == target))
+        if owner is None:
+            raise not_found(f"user {target}")
+        q = q.where(Token.user_id == owner.id)
+    return [token_info(s, t) for t in s.scalars(q)]
+
+
+def revoke(db: Database, ctx: AuthContext, token_id: str, *, now: datetime) -> list[str]:
+    """Revoke a token and every token derived from it; return the ids revoked now."""
+    if not tokfmt.is_token_id(token_id):
+        raise bad_request(f"{token_id!r} is not a token id (16 hex digits, as `tether token list` shows)")
+    with db.write() as s:
+        token = s.get(Token, token_id)
+        if token is None:
+            raise not_found(f"token {token_id}")
+        owner = s.get(User, token.user_id)
+        ancestry = tuple(reversed(token.chain))
+        ctx.require("token.revoke", Resource(user=owner.name if owner else None, token_ancestry=ancestry))
+        targets = or_(Token.id == token_id, Token.ancestry.like(f"%/{token_id}/%"))
+        ids = list(s.scalars(select(Token.id).where(targets, Token.revoked_at.is_(None))))
+        if ids:
+            s.execute(update(Token).where(Token.id.in_(ids)).values(revoked_at=now))
+    return sorted(ids)
+
+
+# ---------------------------------------------------------------- users and keys
+
+
+def user_info(u: User) -> dict:
+    return {"name": u.name, "kind": u.kind, "admin": u.is_admin, "disabled": u.disabled, "created_at": _iso(u.created_at)}
+
+
+def key_info(k: PublicKey) -> dict:
+    return {
+        "id": k.id, "kind": k.kind, "algorithm": k.algorithm, "fingerprint": k.fingerprint,
+        "comment": k.comment, "public_key": k.public_key, "created_at": _iso(k.created_at),
+    }
+
+
+def check_user_name(name: str) -> None:
+    if not USER_NAME_RE.match(name):
+        raise bad_request(
+            f"user name {name!r} is not valid: use 1-32 characters a-z, 0-9, '_', '.', '-', starting with a letter or '_'",
+            "invalid-name",
+        )
+
+
+def create_user(db: Database, ctx: AuthContext, name: str, kind: str, admin: bool) -> dict:
+    ctx.require("user.create")
+    check_user_name(name)
+    if kind not in USER_KINDS:
+        raise bad_request(f"user kind {kind!r} is not one of: {', '.join(USER_KINDS)}")
+    try:
+        with db.write() as s:
+            u = User(name=name, kind=kind, is_admin=admin, created_at=utcnow())
+            s.add(u)
+            s.flush()
+            return user_info(u)
+    except IntegrityError:
+        raise conflict(f"user {name} already exists") from None
+
+
+def _user(s: Session, name: str) -> User:
+    u = s.scalar(select(User).where(User.name == name))
+    if u is None:
+        raise not_found(f"user {name}")
+    return u
+
+
+def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> dict:
+    ctx.require("user.disable" if disabled else "user.enable", Resource(user=name))
+    with db.write() as s:
+        u = _user(s, name)
+        if disabled and u.id == ctx.user.id:
+            raise bad_request("you cannot disable yourself; ask another admin")
+        u.disabled = disabled
+        return user_info(u)
+
+
+def show_user(db: Database, ctx: AuthContext, name: str) -> dict:
+    ctx.require("user.read", Resource(user=name))
+    with db.read() as s:
+        u = _user(s, name)
+        info = user_info(u)
+        info["keys"] = [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
+        info["grants"] = [
+            {"space": sp, "level": Level(lv).name.lower()}
+            for sp, lv in s.execute(
+                select(Space.name, Grant.level).join(Grant, Grant.space_id == Space.id).where(Grant.user_id == u.id).order_by(Space.name)
+            )
+        ]
+        return info
+
+
+def list_users(db: Database, ctx: AuthContext) -> list[dict]:
+    ctx.require("user.list")
+    with db.read() as s:
+        return [user_info(u) for u in s.scalars(select(User).order_by(User.name))]
+
+
+def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | None, comment: str | None) -> dict:
+    from tether.auth.keys import InvalidKey, parse_public_key
+
+    ctx.require("key.add", Resource(user=name))
+    if kind not in (None, "ssh", "signing"):
+        raise bad_request(f"key kind {kind!r} is not 'ssh' or 'signing'")
+    try:
+        parsed = parse_public_key(text, kind)
+    except InvalidKey as exc:
+        raise bad_request(str(exc), "invalid-key") from None
+    try:
+        with db.write() as s:
+            u = _user(s, name)
+            k = PublicKey(
+                user_id=u.id, kind=parsed.kind, algorithm=parsed.algorithm, public_key=parsed.public_key,
+                fingerprint=parsed.fingerprint, comment=(comment if comment is not None else parsed.comment)[:200],
+                created_at=utcnow(),
+            )
+            s.add(k)
+            s.flush()
+            return key_info(k)
+    except IntegrityError:
+        raise conflict(f"{parsed.kind} key {parsed.fingerprint} is already registered (a key maps to one user)") from None
+
+
+def list_keys(db: Database, ctx: AuthContext, name: str) -> list[dict]:
+    ctx.require("key.list", Resource(user=name))
+    with db.read() as s:
+        u = _user(s, name)
+        return [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
+
+
+def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
+    ctx.require("key.remove", Resource(user=name))
+    with db.write() as s:
+        u = _user(s, name)
+        cond = PublicKey.fingerprint == ref
+        if ref.isdigit():
+            cond = or_(cond, PublicKey.id == int(ref))
+        keys = list(s.scalars(select(PublicKey).where(PublicKey.user_id == u.id, cond)))
+        if not keys:
+            raise not_found(f"key {ref} of user {name}")
+        for k in keys:
+            s.delete(k)
+
+
+# ---------------------------------------------------------------- spaces and grants
+
+
+def space_info(sp: Space) -> dict:
+    return {"name": sp.name, "description": sp.description, "created_at": _iso(sp.created_at)}
+
+
+def create_space(db: Database, ctx: AuthContext, name: str, description: str) -> dict:
+    ctx.require("space.create", Resource(space=name))
+    if not SPACE_NAME_RE.match(name):
+        raise bad_request(
+            f"space name {name!r} is not valid: use 1-64 characters a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+            "invalid-name",
+        )
+    if len(description) > 500 or any(ord(ch) < 32 and ch not in "\t" for ch in description):
+        raise bad_request("description must be at most 500 characters, without control characters")
+    try:
+        with db.write() as s:
+            sp = Space(name=name, description=description, created_at=utcnow())
+            s.add(sp)
+            s.flush()
+            return space_info(sp)
+    except IntegrityError:
+        raise conflict(f"space {name} already exists") from None
+
+
+def _space(s: Session, name: str) -> Space:
+    sp = s.scalar(select(Space).where(Space.name == name))
+    if sp is None:
+        raise not_found(f"space {name}")
+    return sp
+
+
+def _access(ctx: AuthContext, space: str) -> Level:
+    return Level.ADMIN if ctx.user.is_admin else ctx.grants.get(space, Level.NONE)
+
+
+def list_spaces(db: Database, ctx: AuthContext) -> list[dict]:
+    ctx.require("space.list")
+    with db.read() as s:
+        out = []
+        for sp in s.scalars(select(Space).order_by(Space.name)):
+            if authorize(ctx.principal, "space.read", Resource(space=sp.name)).allowed:
+                out.append(space_info(sp) | {"access": _access(ctx, sp.name).name.lower()})
+        return out
+
+
+def show_space(db: Database, ctx: AuthContext, name: str) -> dict:
+    ctx.require("space.read", Resource(space=name))
+    with db.read() as s:
+        sp = _space(s, name)
+        info = space_info(sp) | {"access": _access(ctx, name).name.lower()}
+        if authorize(ctx.principal, "space.grant", Resource(space=name)).allowed:
+            info["grants"] = [
+                {"user": u, "level": Level(lv).name.lower()}
+                for u, lv in s.execute(
+                    select(User.name, Grant.level).join(Grant, Grant.user_id == User.id).where(Grant.space_id == sp.id).order_by(User.name)
+                )
+            ]
+        return info
+
+
+def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str | None) -> dict | None:
+    """Set (or with ``level=None``, remove) a user's grant on a space."""
+    ctx.require("space.grant" if level is not None else "space.revoke", Resource(space=space))
+    parsed: Level | None = None
+    if level is not None:
+        try:
+            parsed = Level.parse(level)
+        except ValueError:
+            raise bad_request(f"grant level {level!r} is not one of: none, read, write, admin", "invalid-level") from None
+    with db.write() as s:
+        sp = _space(s, space)
+        u = _user(s, user)
+        s.execute(delete(Grant).where(and_(Grant.space_id == sp.id, Grant.user_id == u.id)))
+        if parsed is None:
+            return None
+        if parsed is not Level.NONE:
+            s.add(Grant(space_id=sp.id, user_id=u.id, level=int(parsed)))
+        return {"space": space, "user": user, "level": parsed.name.lower()}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def parse_lifetime(value: str, setting: str) -> timedelta:
+    try:
+        return parse_duration(value, caveat=setting)
+    except CaveatError as exc:
+        raise ValueError(f"{setting}: {exc.detail}") from None
+
+
+def normalise_source(host: str | None) -> str | None:
+    """An address as the caveat checker wants it (IPv4-mapped IPv6 stays for the core to unmap)."""
+    if host is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+__all__ = ["AuthContext", "MintRequest", "Problem", "authenticate", "mint"]

@@ -1,0 +1,48 @@
+"""``tether audit``: read the hub's audit log."""
+
+from __future__ import annotations
+
+import click
+
+from tether.cli.common import Conn, client_options, emit_json, emit_table, json_option
+
+COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "reason"]
+
+
+@click.command()
+@click.option("--since", metavar="E", help="Only records newer than this: a duration back (1h, 2d) or a timestamp.")
+@click.option("--user", metavar="U", help="Only records of user U.")
+@click.option("--token", "token_id", metavar="ID", help="Only records made with token ID.")
+@click.option("--action", metavar="A", help="Only records of this action, e.g. token.mint.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N records (newest first).")
+@client_options(token_flag="--auth-token")
+@json_option
+def audit(
+    conn: Conn,
+    since: str | None,
+    user: str | None,
+    token_id: str | None,
+    action: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Show the hub's audit log: who did what, with which token, from where.
+
+    Here `--token ID` filters by token; pass the token to authenticate with
+    as --auth-token, TETHER_TOKEN or through `tether login`.
+
+    With --json, prints a JSON array of records.
+
+    \b
+    Examples:
+      tether audit --since 1h
+      tether audit --user ci-android --action token.mint --limit 20
+      tether audit --token 42 --json | jq -r '.[] | select(.outcome != "ok")'
+    """
+    params = {"since": since, "user": user, "token": token_id, "action": action, "limit": limit}
+    params = {k: str(v) for k, v in params.items() if v is not None}
+    records = (conn.client.get("/api/v1/audit", params=params) or {}).get("records", [])
+    if as_json:
+        emit_json(records)
+        return
+    emit_table(records, COLUMNS, empty="no audit records")

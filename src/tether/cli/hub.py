@@ -1,0 +1,101 @@
+"""``tether hub``: run the hub server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create a 0600 file atomically (temp file + rename); never readable by others, even briefly."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML settings file (default /etc/tether/hub.toml when it exists).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory: database, blobs, admin.token (default ./data). Env TETHER_DATA_DIR.")
+@click.option("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8580). Env TETHER_LISTEN.")
+@click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key):
+    """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
+
+    On first start the hub creates user 'admin' and writes its token to
+    DATA/admin.token (mode 0600); the token is never printed.
+
+    \b
+    Examples:
+      tether hub                                   # SQLite in ./data, 127.0.0.1:8580
+      tether hub --data /var/lib/tether --listen 0.0.0.0:443 \\
+                 --tls-cert cert.pem --tls-key key.pem
+      TETHER_DATABASE_URL=postgresql+psycopg://tether@db/tether tether hub
+    """
+    from tether.config import ConfigError, load_settings, split_listen
+
+    try:
+        settings = load_settings(
+            config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key
+        )
+    except ConfigError as exc:
+        click.echo(f"tether: error: {exc}", err=True)
+        sys.exit(2)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        click.echo("tether: error: TLS needs both --tls-cert and --tls-key", err=True)
+        sys.exit(2)
+
+    import uvicorn
+
+    from tether.auth.service import create_bootstrap_admin
+    from tether.db import Database
+    from tether.db.models import utcnow
+    from tether.hub.app import create_app
+
+    data = settings.data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(data, 0o700)
+        db = Database(settings.effective_database_url())
+        db.migrate()
+        secret = create_bootstrap_admin(db, now=utcnow())
+    except Exception as exc:  # storage unreachable, permissions, bad URL
+        click.echo(f"tether: error: cannot open the hub's storage: {exc}", err=True)
+        sys.exit(3)
+    token_file = (data / "admin.token").resolve()
+    if secret is not None:
+        write_private(token_file, secret + "\n")
+        click.echo(f"tether: created user 'admin'; its token is in {token_file} (mode 0600, shown nowhere else)", err=True)
+
+    host, port = split_listen(settings.listen)
+    scheme = "https" if settings.tls_cert else "http"
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
+    if token_file.exists():
+        click.echo(f"tether: admin token: {token_file}", err=True)
+    uvicorn.run(
+        create_app(settings, db),
+        host=host,
+        port=port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+    )

@@ -1,0 +1,123 @@
+"""``tether space``: spaces and who may read, write or administer them."""
+
+from __future__ import annotations
+
+import click
+
+from tether.cli.common import Conn, client_options, emit_json, emit_object, emit_table, json_option, q
+
+LEVELS = ["none", "read", "write", "admin"]
+
+
+@click.group()
+def space() -> None:
+    """Create spaces and grant users access to them.
+
+    A space is a named area of the hub (published builds, a record log, ...).
+    Users get one level per space: none, read, write or admin.
+
+    \b
+    Examples:
+      tether space create builds --description "CI artefacts"
+      tether space grant builds ci-android write
+      tether space show builds
+    """
+
+
+@space.command("create")
+@click.argument("name")
+@click.option("--description", "-d", metavar="D", default="", help="What the space is for.")
+@client_options
+@json_option
+def space_create(conn: Conn, name: str, description: str, as_json: bool) -> None:
+    """Create space NAME. Exits 1 if it already exists.
+
+    \b
+    Examples:
+      tether space create builds
+      tether space create logs --description "node record logs"
+    """
+    s = conn.client.post("/api/v1/spaces", json={"name": name, "description": description}) or {}
+    if as_json:
+        emit_json(s)
+        return
+    click.echo(f"created space {s.get('name', name)}")
+
+
+@space.command("list")
+@client_options
+@json_option
+def space_list(conn: Conn, as_json: bool) -> None:
+    """List the spaces you can see, with your access level in each.
+
+    With --json, prints a JSON array of space objects.
+
+    \b
+    Examples:
+      tether space list
+      tether space list --json | jq -r '.[] | select(.access == "write") | .name'
+    """
+    spaces = (conn.client.get("/api/v1/spaces") or {}).get("spaces", [])
+    if as_json:
+        emit_json(spaces)
+        return
+    emit_table(spaces, ["name", "access", "description", "created_at"], empty="no spaces")
+
+
+@space.command("show")
+@click.argument("name")
+@client_options
+@json_option
+def space_show(conn: Conn, name: str, as_json: bool) -> None:
+    """Show space NAME and its grants. Exits 1 if there is no such space.
+
+    \b
+    Examples:
+      tether space show builds
+      tether space show builds --json | jq '.grants'
+    """
+    s = conn.client.get(f"/api/v1/spaces/{q(name)}") or {}
+    if as_json:
+        emit_json(s)
+        return
+    emit_object(s, [k for k in s if k != "grants"])
+    click.echo()
+    emit_table(s.get("grants") or [], ["user", "level"], title="grants", empty="grants: none")
+
+
+@space.command("grant")
+@click.argument("space_name", metavar="SPACE")
+@click.argument("user")
+@click.argument("level", type=click.Choice(LEVELS))
+@client_options
+@json_option
+def space_grant(conn: Conn, space_name: str, user: str, level: str, as_json: bool) -> None:
+    """Give USER access LEVEL (none, read, write, admin) to SPACE.
+
+    The new level replaces any earlier grant.
+
+    \b
+    Examples:
+      tether space grant builds ci-android write
+      tether space grant builds alice read
+    """
+    g = conn.client.put(f"/api/v1/spaces/{q(space_name)}/grants/{q(user)}", json={"level": level}) or {}
+    if as_json:
+        emit_json(g)
+        return
+    click.echo(f"granted {g.get('level', level)} on {g.get('space', space_name)} to {g.get('user', user)}")
+
+
+@space.command("revoke")
+@click.argument("space_name", metavar="SPACE")
+@click.argument("user")
+@client_options
+def space_revoke(conn: Conn, space_name: str, user: str) -> None:
+    """Remove USER's grant on SPACE. Exits 1 if there was none.
+
+    \b
+    Example:
+      tether space revoke builds alice
+    """
+    conn.client.delete(f"/api/v1/spaces/{q(space_name)}/grants/{q(user)}")
+    click.echo(f"revoked {user}'s access to {space_name}")

@@ -1,0 +1,230 @@
+"""A small synchronous client for the hub's HTTP API.
+
+    >>> with HubClient("https://hub.example", token="tth_...") as hub:
+    ...     me = hub.get("/api/v1/whoami")
+
+Non-2xx answers raise :class:`HubError` carrying the ``application/problem+json``
+body; failures to talk to the hub at all raise :class:`TransportError`.
+Connection failures and 502/503/504 are retried with backoff, for idempotent
+methods only (GET, PUT, DELETE, HEAD), at most three tries in all.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from tether import __version__
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_TRIES = 3
+BACKOFF = 0.25  # seconds, doubled per try, with jitter
+MAX_RETRY_AFTER = 5.0
+
+# Errors where the request never reached the server's handler (or the peer
+# dropped the connection); safe to retry for idempotent methods.
+_RETRYABLE_EXC = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class HubError(Exception):
+    """The hub answered with a non-2xx status; ``problem`` is its problem+json body."""
+
+    def __init__(self, status: int, problem: dict[str, Any]):
+        self.status = status
+        self.problem = problem
+        super().__init__(self.message)
+
+    @property
+    def slug(self) -> str:
+        t = str(self.problem.get("type") or "")
+        return t.rsplit(":", 1)[-1] if t.startswith("urn:tether:problem:") else ""
+
+    @property
+    def message(self) -> str:
+        p = self.problem
+        detail = p.get("detail")
+        if isinstance(detail, list):  # FastAPI-style validation errors
+            parts = []
+            for err in detail:
+                if isinstance(err, dict):
+                    loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+                    parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+                else:
+                    parts.append(str(err))
+            detail = "; ".join(parts)
+        msg = str(detail or p.get("title") or _phrase(self.status))
+        if p.get("caveat"):
+            msg += f" (caveat: {p['caveat']})"
+        return msg
+
+
+class TransportError(Exception):
+    """The hub could not be reached, or the exchange broke off."""
+
+    def __init__(self, message: str, *, url: str | None = None, tls: bool = False):
+        super().__init__(message)
+        self.url = url
+        self.tls = tls
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _problem_from(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        body.setdefault("status", resp.status_code)
+        return body
+    if resp.is_redirect:
+        where = resp.headers.get("Location", "?")
+        return {
+            "type": "about:blank",
+            "title": _phrase(resp.status_code),
+            "status": resp.status_code,
+            "detail": f"the hub redirects to {where}: use that URL as the hub URL",
+        }
+    text = resp.text.strip()
+    return {
+        "type": "about:blank",
+        "title": _phrase(resp.status_code),
+        "status": resp.status_code,
+        "detail": f"{_phrase(resp.status_code)}: {text[:200]}" if text else _phrase(resp.status_code),
+    }
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return None
+
+
+class HubClient:
+    """Talk to a hub. ``ca_bundle`` is a PEM file trusted instead of the system CAs."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 30,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.hub_url = hub_url.rstrip("/")
+        self._token = token
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle:
+            try:
+                verify = ssl.create_default_context(cafile=ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                from tether.clientconfig import ConfigError
+
+                raise ConfigError(f"cannot load CA bundle {ca_bundle}: {getattr(exc, 'strerror', None) or exc}") from exc
+        headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.hub_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"HubClient({self.hub_url!r}, token={'<set>' if self._token else None})"
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- requests -----------------------------------------------------------
+
+    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any] | None:
+        """Send one request; return the decoded JSON body (None when empty)."""
+        method = method.upper()
+        tries = MAX_TRIES if method in IDEMPOTENT else 1
+        url = self.hub_url + path
+        for attempt in range(1, tries + 1):
+            last = attempt == tries
+            try:
+                resp = self._http.request(method, path, **kw)
+            except _RETRYABLE_EXC as exc:
+                if last:
+                    raise self._transport_error(exc, url) from None
+                self._sleep(attempt)
+                continue
+            except httpx.TimeoutException as exc:
+                raise TransportError(f"timed out talking to {self.hub_url} ({type(exc).__name__})", url=url) from None
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, url) from None
+            if resp.status_code in RETRY_STATUSES and not last:
+                self._sleep(attempt, _retry_after(resp))
+                continue
+            return self._decode(resp)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, path: str, **kw: Any) -> dict[str, Any] | None:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> dict[str, Any] | None:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> dict[str, Any] | None:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> dict[str, Any] | None:
+        return self.request("DELETE", path, **kw)
+
+    # -- helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _sleep(attempt: int, hint: float | None = None) -> None:
+        delay = hint if hint is not None else BACKOFF * (2 ** (attempt - 1))
+        time.sleep(delay * (0.75 + random.random() / 2))
+
+    def _transport_error(self, exc: Exception, url: str) -> TransportError:
+        text = str(exc) or type(exc).__name__
+        tls = "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc.__context__, ssl.SSLError)
+        return TransportError(f"cannot reach hub at {self.hub_url}: {text}", url=url, tls=tls)
+
+    @staticmethod
+    def _decode(resp: httpx.Response) -> dict[str, Any] | None:
+        if not resp.is_success:
+            raise HubError(resp.status_code, _problem_from(resp))
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise HubError(
+                502,
+                {
+                    "type": "about:blank",
+                    "title": "Bad response",
+                    "status": 502,
+                    "detail": f"the hub sent a non-JSON {resp.status_code} answer",
+                },
+            ) from None

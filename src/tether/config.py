@@ -1,0 +1,82 @@
+"""Hub settings: embedded defaults, a TOML file, then ``TETHER_*`` environment overrides.
+
+Precedence (highest first): explicit command-line values, ``TETHER_*`` environment
+variables, the TOML file (``--config`` or ``/etc/tether/hub.toml``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG = Path("/etc/tether/hub.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem the operator must fix (exit code 2)."""
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="forbid")
+
+    data_dir: Path = Field(default=Path("./data"), description="where the database, blobs and admin.token live")
+    listen: str = Field(default="127.0.0.1:8580", description="HOST:PORT the API listens on")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in data_dir")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_max_lifetime: str = Field(default="90d", description="no minted token may live longer")
+    token_default_lifetime: str = Field(default="30d", description="lifetime of a minted token with no --expires")
+    audit_retention_days: int = Field(default=90, ge=1)
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="largest JSON API request body")
+    forwarded_allow_ips: str | None = Field(
+        default=None, description="comma list of proxy addresses whose X-Forwarded-For is trusted"
+    )
+    auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
+    log_level: str = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tether.db').resolve()}"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535) or not host:
+        raise ValueError(f"listen address {value!r} is not HOST:PORT (e.g. 127.0.0.1:8580 or [::1]:8580)")
+    return host.strip("[]"), int(port)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> HubSettings:
+    """Read the TOML file (if any), apply env vars, then explicit overrides."""
+    file_values: dict[str, Any] = {}
+    path = config_file or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        # Settings may sit at top level or under [hub].
+        file_values = dict(raw.get("hub", raw))
+    env_keys = {name for name in HubSettings.model_fields if f"TETHER_{name.upper()}" in os.environ}
+    values = {k: v for k, v in file_values.items() if k not in env_keys}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return HubSettings(**values)
+    except Exception as exc:  # pydantic.ValidationError
+        raise ConfigError(f"invalid hub configuration: {exc}") from None

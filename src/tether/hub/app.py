@@ -1,0 +1,224 @@
+"""Assemble the hub's ASGI application: storage, errors, metrics, audit, routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from urllib.parse import unquote
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether import __version__
+from tether.auth.service import parse_lifetime
+from tether.config import HubSettings
+from tether.db import Database
+from tether.db.models import utcnow
+from tether.hub import audit
+from tether.hub.errors import Problem
+from tether.hub.metrics import Metrics
+from tether.hub.ratelimit import FailureLimiter
+
+log = logging.getLogger("tether.hub")
+
+PROBLEM_JSON = "application/problem+json"
+_MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+_REFUSALS = {401, 403, 429}
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+class HubState:
+    """Everything a request handler needs, hung on ``app.state.hub``."""
+
+    def __init__(self, settings: HubSettings, db: Database):
+        self.settings = settings
+        self.db = db
+        self.max_lifetime = parse_lifetime(settings.token_max_lifetime, "token_max_lifetime")
+        self.default_lifetime = min(
+            parse_lifetime(settings.token_default_lifetime, "token_default_lifetime"), self.max_lifetime
+        )
+        self.limiter = FailureLimiter(settings.auth_failures_per_minute)
+        self.metrics = Metrics()
+
+
+def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
+    if request is not None:
+        request.state.problem = p
+    return JSONResponse(p.body(), status_code=p.status, headers=p.headers, media_type=PROBLEM_JSON)
+
+
+class HubMiddleware:
+    """Pure ASGI middleware: request-size limit, metrics and the audit trail.
+
+    Pure ASGI rather than BaseHTTPMiddleware: it costs little per request and
+    never buffers a streamed body.
+    """
+
+    def __init__(self, app, hub: HubState):
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+        limit = self.hub.settings.max_request_bytes
+        state = scope.setdefault("state", {})
+        observed = False
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if _has_control(scope.get("path", "")) or _has_control(unquote(scope.get("query_string", b"").decode("latin-1"))):
+            p = Problem(400, "bad-request", "control characters (such as NUL) are not allowed in URLs")
+            state["problem"] = p
+            await problem_response(p)(scope, receive, send)
+            status = 400
+        elif declared is not None and (not declared.isdigit() or int(declared) > limit):
+            p = Problem(413, "request-too-large", f"request bodies are limited to {limit} bytes")
+            state["problem"] = p
+            await problem_response(p)(scope, receive, send)
+            status = 413
+        else:
+            seen = 0
+
+            async def limited_receive():
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise Problem(413, "request-too-large", f"request bodies are limited to {limit} bytes")
+                return message
+
+            async def capture_send(message):
+                nonlocal status, observed
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                elif message["type"] == "http.response.body" and not message.get("more_body") and not observed:
+                    # Count before the last byte leaves, so a client that reads /metrics
+                    # right after a response sees that response counted.
+                    observed = True
+                    self._observe(scope, status, started)
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, capture_send)
+            except Problem as p:  # raised from limited_receive outside any handler
+                state["problem"] = p
+                status = p.status
+                await problem_response(p)(scope, receive, send)
+
+        if not observed:
+            self._observe(scope, status, started)
+        if scope["method"] in _MUTATING or status in _REFUSALS:
+            await anyio.to_thread.run_sync(self._audit, scope, state, status)
+
+    def _observe(self, scope, status: int, started: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.hub.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+
+    def _audit(self, scope, state, status: int) -> None:
+        ctx = state.get("auth")
+        trail = getattr(ctx, "trail", None) or state.get("trail") or {}
+        problem: Problem | None = state.get("problem")
+        client = scope.get("client")
+        outcome = "allowed" if status < 400 else ("denied" if status in _REFUSALS else "failed")
+        try:
+            audit.record(
+                self.hub.db,
+                at=utcnow(),
+                user=ctx.user.name if ctx is not None else trail.get("user"),
+                token_id=(ctx.token.id if ctx is not None and ctx.token is not None else trail.get("token_id")),
+                action=trail.get("action") or f"http.{scope['method']}",
+                resource=trail.get("resource") or scope.get("path", ""),
+                source=client[0] if client else None,
+                outcome=outcome,
+                status=status,
+                reason=(f"{problem.slug}: {problem.detail}" if problem is not None else ""),
+            )
+        except Exception:  # never let auditing turn a response into a 500; but say so loudly
+            log.exception("could not write an audit record")
+
+
+def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
+    db = db or Database(settings.effective_database_url())
+    hub = HubState(settings, db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_prune_audit_forever, hub)
+            yield
+            tg.cancel_scope.cancel()
+
+    app = FastAPI(
+        title="tether hub",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem):
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        # Name the field and the rule; never echo the input (it may hold a secret).
+        errors = [
+            {"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:5])
+        return problem_response(Problem(422, "invalid-request", f"the request is not valid: {summary}", errors=errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such endpoint: {request.url.path} (see /api/v1/openapi.json)"
+        return problem_response(Problem(exc.status_code, slug, detail, headers=dict(exc.headers or {})), request)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "internal-error", "the hub hit an internal error; see its log"), request)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        body, content_type = hub.metrics.render()
+        return PlainTextResponse(body, media_type=content_type)
+
+    from tether.hub.routes import router
+
+    app.include_router(router)
+    app.add_middleware(HubMiddleware, hub=hub)
+    return app
+
+
+async def _prune_audit_forever(hub: HubState) -> None:
+    while True:
+        cutoff = utcnow() - timedelta(days=hub.settings.audit_retention_days)
+        try:
+            removed = await anyio.to_thread.run_sync(lambda: audit.prune(hub.db, before=cutoff))
+            if removed:
+                log.info("pruned %d audit records older than %s days", removed, hub.settings.audit_retention_days)
+        except Exception:
+            log.exception("audit pruning failed; will retry")
+        await anyio.sleep(3600)

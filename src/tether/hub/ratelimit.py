@@ -1,0 +1,33 @@
+"""Failed-authentication limiter (sans-IO: the caller passes the clock).
+
+Tokens carry 256 random bits, so guessing is hopeless; this only stops a
+misconfigured or hostile client from hammering the database with bad tokens.
+Per-replica memory is fine here: it protects the replica, it holds no state
+that matters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class FailureLimiter:
+    def __init__(self, per_minute: int, *, max_keys: int = 10_000):
+        self.per_minute = per_minute
+        self.max_keys = max_keys
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def retry_after(self, key: str, now: float) -> int | None:
+        """Seconds to wait if ``key`` is over its budget, else None."""
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= 60:
+            return None
+        return int(60 - (now - start)) + 1 if count >= self.per_minute else None
+
+    def failed(self, key: str, now: float) -> None:
+        start, count = self._windows.pop(key, (now, 0))
+        if now - start >= 60:
+            start, count = now, 0
+        self._windows[key] = (start, count + 1)
+        while len(self._windows) > self.max_keys:  # bounded memory under a spray of sources
+            self._windows.popitem(last=False)

@@ -1,0 +1,297 @@
+"""The management API: whoami, users, keys, spaces, grants, tokens, audit, authz checks.
+
+Every route authenticates through ``caller`` and asks ``AuthContext.require`` (the
+single policy function) before touching anything.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tether.auth import service
+from tether.auth.caveats import CaveatError, parse_time
+from tether.auth.policy import ACTIONS, Resource, authorize
+from tether.auth.service import AuthContext, MintRequest
+from tether.db.models import Token, utcnow
+from tether.hub import audit
+from tether.hub.errors import Problem, bad_request, unauthenticated
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _hub(request: Request):
+    return request.app.state.hub
+
+
+def caller(request: Request) -> AuthContext:
+    """Authenticate the bearer token; count failures per source for the 429 limiter."""
+    hub = _hub(request)
+    source = service.normalise_source(request.client.host if request.client else None)
+    key = source or "unknown"
+    now_mono = time.monotonic()
+    wait = hub.limiter.retry_after(key, now_mono)
+    if wait is not None:
+        hub.metrics.auth_refusals.labels("rate-limited").inc()
+        raise Problem(
+            429, "too-many-failures",
+            f"too many failed authentications from {key}; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        hub.metrics.auth_refusals.labels("unauthenticated").inc()
+        raise unauthenticated("this endpoint needs a token: send 'Authorization: Bearer tth_…'")
+    try:
+        ctx = service.authenticate(hub.db, value.strip(), source=source, now=utcnow())
+    except Problem as p:
+        hub.metrics.auth_refusals.labels(p.slug).inc()
+        request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth"}
+        if p.status == 401:
+            hub.limiter.failed(key, now_mono)
+        raise
+    request.state.auth = ctx
+    return ctx
+
+
+Caller = Annotated[AuthContext, Depends(caller)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, and no string may carry a NUL (PostgreSQL cannot store one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, v):
+        values = v if isinstance(v, list) else [v]
+        if any(isinstance(x, str) and "\x00" in x for x in values):
+            raise ValueError("must not contain NUL characters")
+        return v
+
+
+class UserIn(StrictModel):
+    name: str = Field(max_length=64)
+    kind: Literal["person", "service"] = "person"
+    admin: bool = False
+
+
+class KeyIn(StrictModel):
+    public_key: str = Field(max_length=16384)
+    kind: Literal["ssh", "signing"] | None = None
+    comment: str | None = Field(default=None, max_length=200)
+
+
+class SpaceIn(StrictModel):
+    name: str = Field(max_length=128)
+    description: str = Field(default="", max_length=500)
+
+
+class GrantIn(StrictModel):
+    level: str = Field(max_length=16)
+
+
+class TokenIn(StrictModel):
+    for_user: str | None = Field(default=None, max_length=64)
+    inherit: bool = False
+    scopes: list[Annotated[str, Field(max_length=1200)]] | None = Field(default=None, max_length=64)
+    expires: str | None = Field(default=None, max_length=64)
+    not_before: str | None = Field(default=None, max_length=64)
+    sources: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=64)
+    max_uses: int | None = Field(default=None, ge=1, le=2**62)
+    max_files: int | None = Field(default=None, ge=1, le=2**62)
+    max_bytes: int | None = Field(default=None, ge=1, le=2**62)
+    label: str | None = Field(default=None, max_length=200)
+
+
+class CheckIn(StrictModel):
+    action: str = Field(max_length=64)
+    space: str | None = Field(default=None, max_length=128)
+    path: str | None = Field(default=None, max_length=4096)
+    job: str | None = Field(default=None, max_length=128)
+    user: str | None = Field(default=None, max_length=64)
+    files: int = Field(default=0, ge=0, le=2**62)
+    bytes: int = Field(default=0, ge=0, le=2**62)
+
+
+# ---------------------------------------------------------------- who am I
+
+
+@router.get("/whoami", tags=["identity"])
+def whoami(ctx: Caller, request: Request):
+    ctx.require("whoami")
+    token = None
+    if ctx.token is not None:
+        with _hub(request).db.read() as s:
+            token = service.token_info(s, s.get(Token, ctx.token.id))
+    return {"user": service.user_info(ctx.user), "token": token}
+
+
+@router.post("/authz/check", tags=["identity"])
+def authz_check(body: CheckIn, ctx: Caller, request: Request):
+    """Dry run: may this token do ACTION on the resource (and fit FILES/BYTES in its budget)?
+    Nothing is drawn or changed."""
+    ctx.require("whoami")
+    if body.action not in ACTIONS:
+        raise bad_request(f"unknown action {body.action!r}; see docs/hub.md for the list", "unknown-action")
+    resource = Resource(space=body.space, path=body.path, job=body.job, user=body.user)
+    decision = authorize(ctx.principal, body.action, resource)
+    if not decision.allowed:
+        return {"allowed": False, "code": decision.code, "detail": decision.detail}
+    if ctx.token is not None and (body.files or body.bytes):
+        try:
+            service.check_draw(_hub(request).db, ctx.token, files=body.files, nbytes=body.bytes)
+        except Problem as p:
+            return {"allowed": False, "code": p.slug, "detail": p.detail, "caveat": p.extra.get("caveat")}
+    return {"allowed": True, "code": "ok", "detail": "allowed"}
+
+
+# ---------------------------------------------------------------- users and keys
+
+
+@router.post("/users", status_code=201, tags=["users"])
+def create_user(body: UserIn, ctx: Caller, request: Request):
+    return service.create_user(_hub(request).db, ctx, body.name, body.kind, body.admin)
+
+
+@router.get("/users", tags=["users"])
+def list_users(ctx: Caller, request: Request):
+    return {"users": service.list_users(_hub(request).db, ctx)}
+
+
+@router.get("/users/{name}", tags=["users"])
+def show_user(name: str, ctx: Caller, request: Request):
+    return service.show_user(_hub(request).db, ctx, name)
+
+
+@router.post("/users/{name}/disable", tags=["users"])
+def disable_user(name: str, ctx: Caller, request: Request):
+    return service.set_disabled(_hub(request).db, ctx, name, True)
+
+
+@router.post("/users/{name}/enable", tags=["users"])
+def enable_user(name: str, ctx: Caller, request: Request):
+    return service.set_disabled(_hub(request).db, ctx, name, False)
+
+
+@router.post("/users/{name}/keys", status_code=201, tags=["keys"])
+def add_key(name: str, body: KeyIn, ctx: Caller, request: Request):
+    return service.add_key(_hub(request).db, ctx, name, body.public_key, body.kind, body.comment)
+
+
+@router.get("/users/{name}/keys", tags=["keys"])
+def list_keys(name: str, ctx: Caller, request: Request):
+    return {"keys": service.list_keys(_hub(request).db, ctx, name)}
+
+
+@router.delete("/users/{name}/keys/{ref}", status_code=204, tags=["keys"])
+def remove_key(name: str, ref: str, ctx: Caller, request: Request):
+    service.remove_key(_hub(request).db, ctx, name, ref)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- spaces and grants
+
+
+@router.post("/spaces", status_code=201, tags=["spaces"])
+def create_space(body: SpaceIn, ctx: Caller, request: Request):
+    return service.create_space(_hub(request).db, ctx, body.name, body.description)
+
+
+@router.get("/spaces", tags=["spaces"])
+def list_spaces(ctx: Caller, request: Request):
+    return {"spaces": service.list_spaces(_hub(request).db, ctx)}
+
+
+@router.get("/spaces/{name}", tags=["spaces"])
+def show_space(name: str, ctx: Caller, request: Request):
+    return service.show_space(_hub(request).db, ctx, name)
+
+
+@router.put("/spaces/{name}/grants/{user}", tags=["spaces"])
+def grant(name: str, user: str, body: GrantIn, ctx: Caller, request: Request):
+    return service.set_grant(_hub(request).db, ctx, name, user, body.level)
+
+
+@router.delete("/spaces/{name}/grants/{user}", status_code=204, tags=["spaces"])
+def revoke_grant(name: str, user: str, ctx: Caller, request: Request):
+    service.set_grant(_hub(request).db, ctx, name, user, None)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+@router.post("/tokens", status_code=201, tags=["tokens"])
+def mint_token(body: TokenIn, ctx: Caller, request: Request):
+    hub = _hub(request)
+    row, secret = service.mint(
+        hub.db, ctx, MintRequest(**body.model_dump()), now=utcnow(),
+        max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime,
+    )
+    ctx.trail["resource"] = f"token:{row.id}"
+    with hub.db.read() as s:
+        return service.token_info(s, row) | {"token": secret}
+
+
+@router.get("/tokens", tags=["tokens"])
+def list_tokens(ctx: Caller, request: Request, user: str | None = Query(default=None, max_length=64), all: bool = False):
+    with _hub(request).db.read() as s:
+        return {"tokens": service.list_tokens(s, ctx, user=user, include_all=all)}
+
+
+@router.get("/tokens/self", tags=["tokens"])
+def token_self(ctx: Caller, request: Request):
+    ctx.require("whoami")
+    if ctx.token is None:
+        raise bad_request("this request was not made with a token")
+    with _hub(request).db.read() as s:
+        return service.token_info(s, s.get(Token, ctx.token.id))
+
+
+@router.get("/tokens/{token_id}", tags=["tokens"])
+def inspect_token(token_id: str, ctx: Caller, request: Request):
+    with _hub(request).db.read() as s:
+        return service.token_info(s, service.get_token_for(s, ctx, token_id))
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"])
+def revoke_token(token_id: str, ctx: Caller, request: Request):
+    return {"revoked": service.revoke(_hub(request).db, ctx, token_id, now=utcnow())}
+
+
+# ---------------------------------------------------------------- audit
+
+
+@router.get("/audit", tags=["audit"])
+def read_audit(
+    ctx: Caller,
+    request: Request,
+    since: str | None = Query(default=None, max_length=64, description="ISO 8601 time or a duration ago (1h, 7d)"),
+    user: str | None = Query(default=None, max_length=64),
+    token: str | None = Query(default=None, max_length=32),
+    action: str | None = Query(default=None, max_length=64),
+    limit: int = Query(default=1000, ge=1, le=100_000),
+):
+    ctx.require("audit.read")
+    since_at: datetime | None = None
+    if since:
+        try:
+            since_at = _since(since)
+        except CaveatError as exc:
+            raise bad_request(f"since: {exc.detail}") from None
+    records = audit.query(_hub(request).db, since=since_at, user=user, token=token, action=action, limit=limit)
+    return {"records": records}
+
+
+def _since(value: str) -> datetime:
+    """'1h' means one hour ago; an ISO time is taken as it is."""
+    now = utcnow()
+    when = parse_time(value, now=now, caveat="since")
+    return now - (when - now) if when > now else when
