@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.auth import service
-from tether.auth.caveats import CaveatError, parse_time
+from tether.auth.caveats import CaveatError, parse_duration, parse_time
 from tether.auth.policy import ACTIONS, Resource, authorize
 from tether.auth.service import AuthContext, MintRequest
 from tether.db.models import Token, utcnow
@@ -190,7 +190,7 @@ def list_keys(name: str, ctx: Caller, request: Request):
     return {"keys": service.list_keys(_hub(request).db, ctx, name)}
 
 
-@router.delete("/users/{name}/keys/{ref}", status_code=204, tags=["keys"])
+@router.delete("/users/{name}/keys/{ref:path}", status_code=204, tags=["keys"])
 def remove_key(name: str, ref: str, ctx: Caller, request: Request):
     service.remove_key(_hub(request).db, ctx, name, ref)
     return Response(status_code=204)
@@ -293,5 +293,7 @@ def read_audit(
 def _since(value: str) -> datetime:
     """'1h' means one hour ago; an ISO time is taken as it is."""
     now = utcnow()
-    when = parse_time(value, now=now, caveat="since")
-    return now - (when - now) if when > now else when
+    try:
+        return now - parse_duration(value, caveat="since")
+    except CaveatError:
+        return parse_time(value, now=now, caveat="since")
