@@ -35,7 +35,7 @@ def hub(request, tmp_path_factory):
     """A hub process shared by a session, one per backend. Tests make their own users/spaces."""
     url = None
     if request.param == "postgresql":
-        url = request.getfixturevalue("pg_server").create_database("shared_hub")
+        url = request.getfixturevalue("pg_server").create_database(unique("shared_hub").replace("-", "_"))
     proc = HubProcess(tmp_path_factory.mktemp(f"hub-{request.param}") / "data", database_url=url).start()
     proc.backend = request.param
     yield proc

@@ -105,21 +105,33 @@ def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime
         if token is None or not ok:
             raise unauthenticated("the token is not valid for this hub", "invalid-token", token_id=token_id)
         if token.revoked_at is not None:
-            raise unauthenticated(
+            raise _with_user(user, unauthenticated(
                 f"token {token.id} was revoked at {token.revoked_at.isoformat()}", "token-revoked",
                 caveat="revoked", token_id=token.id,
-            )
-        caveats = Caveats.from_json(token.caveats)
-        refusal = check_request(caveats, now=now, source=source)
-        if refusal is not None:
-            make = unauthenticated if refusal.code in _UNAUTHENTICATED_CODES else forbidden
-            raise make(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
-        if user.disabled:
-            raise forbidden(f"user {user.name} is disabled", "user-disabled", token_id=token.id)
-        grants = _grants_of(s, user.id)
+            ))
+        try:
+            caveats = Caveats.from_json(token.caveats)
+            refusal = check_request(caveats, now=now, source=source)
+            if refusal is not None:
+                make = unauthenticated if refusal.code in _UNAUTHENTICATED_CODES else forbidden
+                raise make(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
+            if user.disabled:
+                raise forbidden(f"user {user.name} is disabled", "user-disabled", token_id=token.id)
+            grants = _grants_of(s, user.id)
+        except Problem as p:
+            raise _with_user(user, p) from None
     if token.limited.get("uses"):
-        _count_use(db, token)
+        # After the read session is closed: a request never holds two pooled connections.
+        try:
+            _count_use(db, token)
+        except Problem as p:
+            raise _with_user(user, p) from None
     return AuthContext(user=user, token=token, caveats=caveats, grants=grants, source=source)
+
+
+def _with_user(user: User, p: Problem) -> Problem:
+    p.trail["user"] = user.name
+    return p
 
 
 def context_for_user(db: Database, name: str, *, source: str | None = None) -> AuthContext:
@@ -429,7 +441,7 @@ def check_user_name(name: str) -> None:
 
 
 def create_user(db: Database, ctx: AuthContext, name: str, kind: str, admin: bool) -> dict:
-    ctx.require("user.create")
+    ctx.require("user.create", Resource(user=name))
     check_user_name(name)
     if kind not in USER_KINDS:
         raise bad_request(f"user kind {kind!r} is not one of: {', '.join(USER_KINDS)}")

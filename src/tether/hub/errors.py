@@ -18,6 +18,8 @@ class Problem(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
+        # For the audit trail only, never sent to the client (e.g. the user a refused token acts for).
+        self.trail: dict[str, Any] = {}
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body = {

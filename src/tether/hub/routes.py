@@ -51,7 +51,7 @@ def caller(request: Request) -> AuthContext:
         ctx = service.authenticate(hub.db, value.strip(), source=source, now=utcnow())
     except Problem as p:
         hub.metrics.auth_refusals.labels(p.slug).inc()
-        request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth"}
+        request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}
         if p.status == 401:
             hub.limiter.failed(key, now_mono)
         raise
