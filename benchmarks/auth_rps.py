@@ -120,6 +120,23 @@ def server_totals(base_url: str, route: str) -> tuple[float, float]:
     return total["sum"], total["count"]
 
 
+def settled_totals(base_url: str, route: str, timeout: float = 10.0) -> tuple[float, float]:
+    """Like ``server_totals`` once the hub has finished what wrk left queued.
+
+    wrk stops on time, but the hub still serves the requests already accepted; counting
+    those in the next run would charge it with the previous run's queueing.
+    """
+    last = server_totals(base_url, route)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = server_totals(base_url, route)
+        if now[1] == last[1]:
+            return now
+        last = now
+    return last
+
+
 # ---------------------------------------------------------------- in-process token check
 
 
@@ -187,16 +204,16 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
         for label, route, token, body in cells_spec:
             kw = dict(threads=args.threads, connections=args.connections, token=token, body=body, workdir=base)
             run_wrk(wrk, hub.url + route, WARMUP_SECONDS, **kw)
-            s0, n0 = server_totals(hub.url, route)
+            s0, n0 = settled_totals(hub.url, route)
             rps, errors = run_wrk(wrk, hub.url + route, args.seconds, **kw)
-            s1, n1 = server_totals(hub.url, route)
+            s1, n1 = settled_totals(hub.url, route)
             server_ms = (s1 - s0) / (n1 - n0) * 1e3 if n1 > n0 else None
             # Under 32 connections the histogram also counts queueing inside the hub; one
             # connection at a time shows the time to serve a request on an idle hub.
             kw1 = dict(kw, threads=1, connections=1)
-            s0, n0 = server_totals(hub.url, route)
+            s0, n0 = settled_totals(hub.url, route)
             _, errors1 = run_wrk(wrk, hub.url + route, ONE_CONN_SECONDS, **kw1)
-            s1, n1 = server_totals(hub.url, route)
+            s1, n1 = settled_totals(hub.url, route)
             server_ms_1 = (s1 - s0) / (n1 - n0) * 1e3 if n1 > n0 else None
             cells.append(Cell(backend, label, rps, errors + errors1, server_ms, server_ms_1))
             print(f"  {backend:10s} {label:55s} {rps:9.0f} req/s  server {server_ms:.3f} ms"

@@ -207,7 +207,7 @@ class HubClient:
 
     def _transport_error(self, exc: Exception, url: str) -> TransportError:
         text = str(exc) or type(exc).__name__
-        tls = "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc.__context__, ssl.SSLError)
+        tls = "[SSL" in text or isinstance(exc.__context__, ssl.SSLError)
         return TransportError(f"cannot reach hub at {self.hub_url}: {text}", url=url, tls=tls)
 
     @staticmethod

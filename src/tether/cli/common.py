@@ -55,10 +55,9 @@ class TetherError(click.ClickException):
         self.hint = hint
 
     def show(self, file: Any = None) -> None:
-        err = file if file is not None else click.get_text_stream("stderr")
-        click.echo(f"tether: error: {self.format_message()}", file=err)
+        click.echo(f"tether: error: {self.format_message()}", file=file, err=True)
         if self.hint:
-            click.echo(f"tether: hint: {self.hint}", file=err)
+            click.echo(f"tether: hint: {self.hint}", file=file, err=True)
 
 
 def exit_code_for_status(status: int) -> int:
@@ -111,7 +110,10 @@ def translate_error(exc: BaseException, conn: Conn | None = None) -> TetherError
             return TetherError(scrub(exc.message, secret), code, hint)
         if isinstance(exc, client_mod.TransportError):
             if exc.tls:
-                hint = "if the hub uses a private CA, pass --ca-bundle FILE or set TETHER_CA_BUNDLE"
+                hint = (
+                    "TLS failed: check https:// vs http:// in the hub URL; if the hub uses "
+                    "a private CA, pass --ca-bundle FILE or set TETHER_CA_BUNDLE"
+                )
             else:
                 hint = "is the hub running and reachable? check --hub / TETHER_HUB"
             return TetherError(scrub(str(exc), secret), EXIT_RUNTIME, hint)
@@ -357,6 +359,9 @@ def emit_object(obj: Mapping[str, Any], fields: Sequence[str] | None = None, *, 
         click.echo(f"{(k + ':').ljust(width)} {fmt(obj[k])}", err=err)
 
 
+_NO_WRAP = frozenset({"id", "token_id", "fingerprint", "name", "user"})
+
+
 def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, empty: str | None = None, title: str | None = None) -> None:
     """Print rows as a table: rich on a terminal, plain aligned columns otherwise."""
     rows = list(rows)
@@ -374,8 +379,10 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, emp
         from rich.text import Text
 
         table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False)
-        for c in columns:
-            table.add_column(c, overflow="fold")
+        for i, c in enumerate(columns):
+            # identifiers get copied and pasted: never fold them
+            keep = i == 0 or c in _NO_WRAP
+            table.add_column(c, no_wrap=keep, overflow="fold", min_width=len(c) if not keep else None)
         for row in cells:
             table.add_row(*(Text(v) for v in row))
         Console(file=sys.stdout).print(table)

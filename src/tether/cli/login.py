@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -21,11 +22,10 @@ from tether.cli.common import (
 
 
 def _read_token() -> str:
-    stdin = click.get_text_stream("stdin")
-    if stdin.isatty():
+    if sys.stdin.isatty():
         token = click.prompt("Token", hide_input=True, err=True)
     else:
-        token = stdin.readline()
+        token = sys.stdin.readline()
     token = (token or "").strip()
     if not token:
         raise TetherError("no token given", EXIT_USAGE, "pass --token T, set TETHER_TOKEN or pipe the token on stdin")
