@@ -145,3 +145,28 @@ def test_tls(start_hub, tmp_path):
             pass
     finally:
         h.stop()
+
+
+def test_recover_admin_token(start_hub):
+    import subprocess
+    import sys
+
+    h = start_hub()
+    old = h.admin_token
+    h.stop()
+    argv = [sys.executable, "-m", "tether", "hub", "--data", str(h.data_dir)]
+    r = subprocess.run(argv + ["--recover-admin-token", "nobody"], capture_output=True, text=True, env=h.env)
+    assert r.returncode == 1 and "not an enabled hub admin" in r.stderr
+    assert h.admin_token == old
+    r = subprocess.run(argv + ["--recover-admin-token", "admin"], capture_output=True, text=True, env=h.env)
+    assert r.returncode == 0, r.stderr
+    new = h.admin_token
+    assert new != old and new not in r.stderr + r.stdout
+    assert stat.S_IMODE((h.data_dir / "admin.token").stat().st_mode) == 0o600
+    h2 = HubProcess(h.data_dir).start()
+    try:
+        for t in (old, new):  # the old one is not revoked by recovery
+            with h2.client(t) as c:
+                assert c.get("/api/v1/whoami").json()["user"]["name"] == "admin"
+    finally:
+        h2.stop()

@@ -335,14 +335,27 @@ def create_bootstrap_admin(db: Database, *, now: datetime) -> str | None:
         admin = User(name="admin", kind="person", is_admin=True, created_at=now)
         s.add(admin)
         s.flush()
-        token_id, secret_hash, secret = tokfmt.new_token()
-        caveats = Caveats(label="bootstrap admin token")
-        s.add(
-            Token(
-                id=token_id, secret_hash=secret_hash, user_id=admin.id, caveats=caveats.to_json(),
-                limited={"uses": [], "files": [], "bytes": []}, created_at=now,
-            )
+        return _root_token(s, admin, "bootstrap admin token", now)
+
+
+def recover_admin_token(db: Database, name: str, *, now: datetime) -> str:
+    """For an operator with access to the hub's storage: a new non-expiring token for an
+    existing, enabled hub admin (e.g. after admin.token was lost)."""
+    with db.write() as s:
+        user = s.scalar(select(User).where(User.name == name))
+        if user is None or not user.is_admin or user.disabled:
+            raise ValueError(f"{name!r} is not an enabled hub admin on this hub")
+        return _root_token(s, user, "recovery admin token", now)
+
+
+def _root_token(s: Session, user: User, label: str, now: datetime) -> str:
+    token_id, secret_hash, secret = tokfmt.new_token()
+    s.add(
+        Token(
+            id=token_id, secret_hash=secret_hash, user_id=user.id, caveats=Caveats(label=label).to_json(),
+            limited={"uses": [], "files": [], "bytes": []}, created_at=now,
         )
+    )
     return secret
 
 

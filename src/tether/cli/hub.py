@@ -24,6 +24,17 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML settings file (default /etc/tether/hub.toml when it exists).")
@@ -33,7 +44,10 @@ def write_private(path: Path, text: str) -> None:
 @click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
-def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key):
+@click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
+              help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
+                   "(for an operator who lost it; needs access to the hub's storage).")
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -45,6 +59,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key):
       tether hub --data /var/lib/tether --listen 0.0.0.0:443 \\
                  --tls-cert cert.pem --tls-key key.pem
       TETHER_DATABASE_URL=postgresql+psycopg://tether@db/tether tether hub
+      tether hub --data /var/lib/tether --recover-admin-token admin
     """
     from tether.config import ConfigError, load_settings, split_listen
 
@@ -61,7 +76,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key):
 
     import uvicorn
 
-    from tether.auth.service import create_bootstrap_admin
+    from tether.auth.service import create_bootstrap_admin, recover_admin_token
     from tether.db import Database
     from tether.db.models import utcnow
     from tether.hub.app import create_app
@@ -77,12 +92,25 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key):
         click.echo(f"tether: error: cannot open the hub's storage: {exc}", err=True)
         sys.exit(3)
     token_file = (data / "admin.token").resolve()
+    if recover_admin:
+        try:
+            fresh = recover_admin_token(db, recover_admin, now=utcnow())
+        except ValueError as exc:
+            click.echo(f"tether: error: {exc}", err=True)
+            sys.exit(1)
+        write_private(token_file, fresh + "\n")
+        click.echo(f"tether: wrote a new token for {recover_admin} to {token_file} (mode 0600); "
+                   "revoke the old one with `tether token revoke ID` if it may have leaked", err=True)
+        return
     if secret is not None:
         write_private(token_file, secret + "\n")
         click.echo(f"tether: created user 'admin'; its token is in {token_file} (mode 0600, shown nowhere else)", err=True)
 
     host, port = split_listen(settings.listen)
     scheme = "https" if settings.tls_cert else "http"
+    if scheme == "http" and not _is_loopback(host):
+        click.echo(f"tether: warning: serving plain HTTP on {host}: tokens will cross the network in clear; "
+                   "use --tls-cert/--tls-key or a TLS-terminating proxy", err=True)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
     if token_file.exists():

@@ -113,7 +113,10 @@ def space_grant(conn: Conn, space_name: str, user: str, level: str, as_json: boo
 @click.argument("user")
 @client_options
 def space_revoke(conn: Conn, space_name: str, user: str) -> None:
-    """Remove USER's grant on SPACE. Exits 1 if there was none.
+    """Remove USER's grant on SPACE (the same as granting `none`).
+
+    Revoking a grant the user does not have succeeds and changes nothing;
+    exits 1 if SPACE or USER does not exist.
 
     \b
     Example:

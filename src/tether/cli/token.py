@@ -162,16 +162,19 @@ def token_inspect(conn: Conn, token_id: str | None, as_json: bool) -> None:
 
 @token.command("list")
 @click.option("--user", "user", metavar="U", help="Only tokens of user U (admin for other users).")
-@click.option("--all", "all_", is_flag=True, help="Include revoked and expired tokens.")
+@click.option("--all", "all_", is_flag=True, help="Every user's tokens (hub admin only); ignored with --user.")
 @client_options
 @json_option
 def token_list(conn: Conn, user: str | None, all_: bool, as_json: bool) -> None:
-    """List tokens (never their secrets). With --json, prints a JSON array.
+    """List your tokens (never their secrets), revoked and expired ones included.
+
+    With --json, prints a JSON array of token objects.
 
     \b
     Examples:
       tether token list
-      tether token list --user ci-android --all
+      tether token list --user ci-android
+      tether token list --all
       tether token list --json | jq -r '.[] | select(.label == "job-123") | .id'
     """
     params: dict[str, str] = {}
