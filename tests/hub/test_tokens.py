@@ -370,3 +370,14 @@ def test_scheduler_flow_mint_for_service_user(hub):
     assert job["user"] == sched and job["label"] == "job-123" and job["max_files"] == 500
     with hub.client(job["token"]) as c:
         assert c.get("/api/v1/whoami").json()["token"]["label"] == "job-123"
+
+
+def test_forwarded_for_is_trusted_only_from_configured_proxies(start_hub):
+    trusting = start_hub(env={"TETHER_FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    plain = start_hub()
+    for h, expected in ((trusting, 200), (plain, 403)):
+        with h.admin() as c:
+            t = mint(c, sources=["10.0.0.0/8"], expires="1h")["token"]
+        with h.client(t) as c:
+            r = c.get("/api/v1/whoami", headers={"X-Forwarded-For": "10.1.2.3"})
+        assert r.status_code == expected, r.text
