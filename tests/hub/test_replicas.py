@@ -39,3 +39,31 @@ def test_revocation_and_use_counts_hold_across_replicas(pg_server, tmp_path):
     finally:
         b.stop()
         a.stop()
+
+
+def test_database_outage_is_503_and_the_hub_recovers(tmp_path):
+    from tests.services.postgres import PostgresServer
+
+    pg = PostgresServer(tmp_path / "pg")
+    pg.start()
+    (tmp_path / "h").mkdir()
+    h = HubProcess(tmp_path / "h" / "data", database_url=pg.create_database("outage"))
+    try:
+        h.start()
+        with h.admin() as c:
+            assert c.get("/api/v1/whoami").status_code == 200
+        port = pg.port
+        pg.stop()
+        with h.admin() as c:
+            for _ in range(3):  # every pooled connection is dead: each request is a 503, never a 500
+                r = c.get("/api/v1/whoami")
+                assert r.status_code == 503, r.text
+        assert r.json()["type"] == "urn:tether:problem:storage-unavailable" and r.headers["retry-after"]
+        pg.start(port=port)
+        with h.admin() as c:
+            statuses = [c.get("/api/v1/whoami").status_code for _ in range(25)]
+        # at most the stale pooled connections fail once each, then it is back
+        assert statuses[-5:] == [200] * 5, statuses
+    finally:
+        h.stop()
+        pg.stop()

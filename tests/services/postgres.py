@@ -124,7 +124,8 @@ class PostgresServer:
         """SQLAlchemy URL for database ``name`` (psycopg 3 driver, TCP, trust auth)."""
         return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{name}"
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Start (or restart, e.g. on the ``port`` it had before) the server."""
         if self.pid is not None:
             return
         pg_bin = self._pg_bin or find_pg_bin()
@@ -138,8 +139,8 @@ class PostgresServer:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         last_error = ""
-        for _attempt in range(3):  # the free port may be taken between pick and bind
-            self._port = free_port()
+        for _attempt in range(1 if port else 3):  # the free port may be taken between pick and bind
+            self._port = port or free_port()
             self._write_conf(self._port)
             proc = self._run(
                 [

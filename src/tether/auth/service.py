@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,10 +48,10 @@ _UNAUTHENTICATED_CODES = {"token-expired", "token-not-yet-valid"}
 class AuthContext:
     """Who is calling: the user, the token (None for an SSH-key login) and its caveats."""
 
-    user: User
-    token: Token | None = None
+    user: UserRef
+    token: TokenRef | None = None
     caveats: Caveats | None = None
-    grants: dict[str, Level] = field(default_factory=dict)
+    grants: Mapping[str, Level] = field(default_factory=dict)
     source: str | None = None
     # What the audit trail should say about this request: action, resource, reason.
     trail: dict = field(default_factory=dict)
@@ -91,42 +92,123 @@ def describe(r: Resource) -> str:
 # ---------------------------------------------------------------- authentication
 
 
+@dataclass(frozen=True)
+class UserRef:
+    """The calling user as loaded for one request (a plain value, not an ORM row)."""
+
+    id: int
+    name: str
+    kind: str
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    """The calling token as loaded for one request."""
+
+    id: str
+    user_id: int
+    parent_id: str | None
+    ancestry: str
+    caveats: dict
+    limited: dict
+
+    @property
+    def chain(self) -> list[str]:
+        return [p for p in self.ancestry.split("/") if p] + [self.id]
+
+
+class LazyGrants(Mapping):
+    """A user's grants, loaded on first look: most token checks never need them."""
+
+    def __init__(self, db: Database, user_id: int):
+        self._db, self._user_id, self._grants = db, user_id, None
+
+    def _load(self) -> dict[str, Level]:
+        if self._grants is None:
+            with self._db.connect() as conn:
+                self._grants = {name: Level(level) for name, level in conn.execute(_GRANTS_QUERY, {"uid": self._user_id})}
+        return self._grants
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self):
+        return len(self._load())
+
+
+_t, _u = Token.__table__, User.__table__
+# Built once: the token check is the hottest path in the hub.
+_AUTH_QUERY = (
+    select(
+        _t.c.id, _t.c.secret_hash, _t.c.user_id, _t.c.parent_id, _t.c.ancestry, _t.c.caveats, _t.c.limited,
+        _t.c.revoked_at, _u.c.name, _u.c.kind, _u.c.is_admin, _u.c.disabled, _u.c.created_at,
+    )
+    .join_from(_t, _u, _t.c.user_id == _u.c.id)
+    .where(_t.c.id == bindparam("tid"))
+)
+_GRANTS_QUERY = (
+    select(Space.__table__.c.name, Grant.__table__.c.level)
+    .join_from(Grant.__table__, Space.__table__, Grant.__table__.c.space_id == Space.__table__.c.id)
+    .where(Grant.__table__.c.user_id == bindparam("uid"))
+)
+_COUNT_USE = (
+    update(_t)
+    .where(_t.c.id == bindparam("tid"), _t.c.uses < _t.c.max_uses)
+    .values(uses=_t.c.uses + 1)
+)
+# A token's caveats never change after mint, so their parsed form can be kept.
+_caveat_cache: dict[str, Caveats] = {}
+_CAVEAT_CACHE_MAX = 10_000
+
+
+def _caveats_of(token_id: str, data: dict) -> Caveats:
+    cached = _caveat_cache.get(token_id)
+    if cached is None:
+        cached = Caveats.from_json(data)
+        if len(_caveat_cache) >= _CAVEAT_CACHE_MAX:
+            _caveat_cache.clear()
+        _caveat_cache[token_id] = cached
+    return cached
+
+
 def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime) -> AuthContext:
     """Resolve a bearer token to a caller, enforcing every per-request caveat."""
     parts = tokfmt.split_token(bearer)
     if parts is None:
         raise unauthenticated("the token is malformed: tether tokens look like tth_<id>_<secret>", "invalid-token")
     token_id, secret = parts
-    with db.read() as s:
-        row = s.execute(select(Token, User).join(User, Token.user_id == User.id).where(Token.id == token_id)).first()
-        token, user = row if row else (None, None)
-        # Compare even for an unknown id so timing does not reveal which ids exist.
-        ok = tokfmt.secret_matches(secret, token.secret_hash if token else "0" * 64)
-        if token is None or not ok:
-            raise unauthenticated("the token is not valid for this hub", "invalid-token", token_id=token_id)
-        if token.revoked_at is not None:
-            raise _with_user(user, unauthenticated(
-                f"token {token.id} was revoked at {token.revoked_at.isoformat()}", "token-revoked",
+    with db.connect() as conn:
+        row = conn.execute(_AUTH_QUERY, {"tid": token_id}).first()
+    # Compare even for an unknown id so timing does not reveal which ids exist.
+    ok = tokfmt.secret_matches(secret, row.secret_hash if row is not None else "0" * 64)
+    if row is None or not ok:
+        raise unauthenticated("the token is not valid for this hub", "invalid-token", token_id=token_id)
+    user = UserRef(row.user_id, row.name, row.kind, row.is_admin, row.disabled, row.created_at)
+    token = TokenRef(row.id, row.user_id, row.parent_id, row.ancestry, row.caveats, row.limited)
+    try:
+        if row.revoked_at is not None:
+            raise unauthenticated(
+                f"token {token.id} was revoked at {row.revoked_at.isoformat()}", "token-revoked",
                 caveat="revoked", token_id=token.id,
-            ))
-        try:
-            caveats = Caveats.from_json(token.caveats)
-            refusal = check_request(caveats, now=now, source=source)
-            if refusal is not None:
-                make = unauthenticated if refusal.code in _UNAUTHENTICATED_CODES else forbidden
-                raise make(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
-            if user.disabled:
-                raise forbidden(f"user {user.name} is disabled", "user-disabled", token_id=token.id)
-            grants = _grants_of(s, user.id)
-        except Problem as p:
-            raise _with_user(user, p) from None
-    if token.limited.get("uses"):
-        # After the read session is closed: a request never holds two pooled connections.
-        try:
+            )
+        caveats = _caveats_of(token.id, token.caveats)
+        refusal = check_request(caveats, now=now, source=source)
+        if refusal is not None:
+            make = unauthenticated if refusal.code in _UNAUTHENTICATED_CODES else forbidden
+            raise make(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
+        if user.disabled:
+            raise forbidden(f"user {user.name} is disabled", "user-disabled", token_id=token.id)
+        if token.limited.get("uses"):
             _count_use(db, token)
-        except Problem as p:
-            raise _with_user(user, p) from None
-    return AuthContext(user=user, token=token, caveats=caveats, grants=grants, source=source)
+    except Problem as p:
+        raise _with_user(user, p) from None
+    return AuthContext(user=user, token=token, caveats=caveats, grants=LazyGrants(db, user.id), source=source)
 
 
 def _with_user(user: User, p: Problem) -> Problem:
@@ -137,26 +219,20 @@ def _with_user(user: User, p: Problem) -> Problem:
 def context_for_user(db: Database, name: str, *, source: str | None = None) -> AuthContext:
     """A caller authenticated by other means (an SSH key): the user's own grants, no caveats."""
     with db.read() as s:
-        user = s.scalar(select(User).where(User.name == name))
-        if user is None:
+        u = s.scalar(select(User).where(User.name == name))
+        if u is None:
             raise unauthenticated(f"user {name} does not exist", "unknown-user")
-        if user.disabled:
+        if u.disabled:
             raise forbidden(f"user {name} is disabled", "user-disabled")
-        return AuthContext(user=user, grants=_grants_of(s, user.id), source=source)
+        user = UserRef(u.id, u.name, u.kind, u.is_admin, u.disabled, u.created_at)
+    return AuthContext(user=user, grants=LazyGrants(db, user.id), source=source)
 
 
-def _grants_of(s: Session, user_id: int) -> dict[str, Level]:
-    rows = s.execute(select(Space.name, Grant.level).join(Grant, Grant.space_id == Space.id).where(Grant.user_id == user_id))
-    return {name: Level(level) for name, level in rows}
-
-
-def _count_use(db: Database, token: Token) -> None:
+def _count_use(db: Database, token: TokenRef) -> None:
     """Count one use on every limited token of the chain, all or nothing."""
-    with db.write() as s:
+    with db.write_engine.begin() as conn:
         for tid in sorted(token.limited["uses"]):  # fixed order: no lock-order deadlocks
-            done = s.execute(
-                update(Token).where(Token.id == tid, Token.uses < Token.max_uses).values(uses=Token.uses + 1)
-            ).rowcount
+            done = conn.execute(_COUNT_USE, {"tid": tid}).rowcount
             if done != 1:
                 whose = "this token" if tid == token.id else f"its parent token {tid}"
                 raise forbidden(
@@ -402,8 +478,12 @@ def get_token_for(s: Session, ctx: AuthContext, token_id: str) -> Token:
 
 def list_tokens(s: Session, ctx: AuthContext, *, user: str | None, include_all: bool) -> list[dict]:
     target = user or ctx.user.name
-    # "*" is no user's name, so only a hub admin passes the self-or-admin check for it.
-    ctx.require("token.list", Resource(user="*" if include_all and user is None else target))
+    if include_all and user is None:
+        if not ctx.user.is_admin:
+            raise forbidden("listing every user's tokens (--all) needs a hub admin; without --all you see your own")
+        ctx.require("token.list", Resource(user="*"))  # scopes still apply to admins
+    else:
+        ctx.require("token.list", Resource(user=target))
     q = select(Token).order_by(Token.created_at)
     if not (include_all and user is None):
         owner = s.scalar(select(User).where(User.name == target))

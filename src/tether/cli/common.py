@@ -138,6 +138,13 @@ def handle_errors(fn: F, conn_of: Callable[[], Conn | None] = lambda: None) -> F
             return fn(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): stay quiet, as other tools do.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_RUNTIME)
         except Exception as exc:
             err = translate_error(exc, conn_of())
             if err is None:

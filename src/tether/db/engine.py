@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,8 +50,11 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.engine = create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
-            self.write_engine = self.engine
+            # Reads run in autocommit: one round trip per query, no BEGIN/ROLLBACK. No
+            # pool pre-ping either (another round trip per checkout); a connection lost
+            # to a database restart fails one request with 503 and the pool refills.
+            self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
+            self.engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -59,6 +62,12 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._read() as session:
             yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A plain read connection for hot paths that don't need the ORM."""
+        with self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -81,5 +90,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self.write_engine is not self.engine:
-            self.write_engine.dispose()
+        self.write_engine.dispose()

@@ -12,6 +12,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether import __version__
@@ -190,6 +191,16 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.url.path} (see /api/v1/openapi.json)"
         return problem_response(Problem(exc.status_code, slug, detail, headers=dict(exc.headers or {})), request)
+
+    @app.exception_handler(OperationalError)
+    async def _storage(request: Request, exc: OperationalError):
+        # The database is unreachable, restarting or busy: the client should retry.
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+        return problem_response(
+            Problem(503, "storage-unavailable", "the hub's database is unavailable; retry shortly",
+                    headers={"Retry-After": "1"}),
+            request,
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
