@@ -54,7 +54,7 @@ class HubSettings(BaseSettings):
 def split_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535) or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not (0 <= int(port) <= 65535) or not host:
         raise ValueError(f"listen address {value!r} is not HOST:PORT (e.g. 127.0.0.1:8580 or [::1]:8580)")
     return host.strip("[]"), int(port)
 

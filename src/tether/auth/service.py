@@ -106,7 +106,7 @@ class UserRef:
 
 @dataclass(frozen=True)
 class TokenRef:
-    """The calling token as loaded for one request."""
+    """The calling token as loaded for one request (counters as of that request)."""
 
     id: str
     user_id: int
@@ -114,6 +114,16 @@ class TokenRef:
     ancestry: str
     caveats: dict
     limited: dict
+    minted_by: str | None = None
+    expires_at: datetime | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    max_files: int | None = None
+    files: int = 0
+    max_bytes: int | None = None
+    bytes: int = 0
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
 
     @property
     def chain(self) -> list[str]:
@@ -147,7 +157,9 @@ _t, _u = Token.__table__, User.__table__
 _AUTH_QUERY = (
     select(
         _t.c.id, _t.c.secret_hash, _t.c.user_id, _t.c.parent_id, _t.c.ancestry, _t.c.caveats, _t.c.limited,
-        _t.c.revoked_at, _u.c.name, _u.c.kind, _u.c.is_admin, _u.c.disabled, _u.c.created_at,
+        _t.c.minted_by, _t.c.expires_at, _t.c.max_uses, _t.c.uses, _t.c.max_files, _t.c.files, _t.c.max_bytes,
+        _t.c.bytes, _t.c.created_at, _t.c.revoked_at,
+        _u.c.name, _u.c.kind, _u.c.is_admin, _u.c.disabled, _u.c.created_at.label("user_created_at"),
     )
     .join_from(_t, _u, _t.c.user_id == _u.c.id)
     .where(_t.c.id == bindparam("tid"))
@@ -189,8 +201,12 @@ def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime
     ok = tokfmt.secret_matches(secret, row.secret_hash if row is not None else "0" * 64)
     if row is None or not ok:
         raise unauthenticated("the token is not valid for this hub", "invalid-token", token_id=token_id)
-    user = UserRef(row.user_id, row.name, row.kind, row.is_admin, row.disabled, row.created_at)
-    token = TokenRef(row.id, row.user_id, row.parent_id, row.ancestry, row.caveats, row.limited)
+    user = UserRef(row.user_id, row.name, row.kind, row.is_admin, row.disabled, row.user_created_at)
+    token = TokenRef(
+        row.id, row.user_id, row.parent_id, row.ancestry, row.caveats, row.limited, row.minted_by, row.expires_at,
+        row.max_uses, row.uses + (1 if row.id in row.limited.get("uses", ()) else 0),  # this request's use
+        row.max_files, row.files, row.max_bytes, row.bytes, row.created_at, row.revoked_at,
+    )
     try:
         if row.revoked_at is not None:
             raise unauthenticated(
@@ -441,12 +457,12 @@ def _replace(c: Caveats, **changes) -> Caveats:
     return replace(c, **changes)
 
 
-def token_info(s: Session, token: Token) -> dict:
-    owner = s.get(User, token.user_id)
+def token_info(token: Token | TokenRef, owner: str) -> dict:
+    """The public view of a token (never its secret or hash)."""
     c = token.caveats
     return {
         "id": token.id,
-        "user": owner.name if owner else None,
+        "user": owner,
         "parent": token.parent_id,
         "minted_by": token.minted_by,
         "label": c.get("label"),
@@ -465,15 +481,15 @@ def token_info(s: Session, token: Token) -> dict:
     }
 
 
-def get_token_for(s: Session, ctx: AuthContext, token_id: str) -> Token:
+def inspect_token(s: Session, ctx: AuthContext, token_id: str) -> dict:
     if not tokfmt.is_token_id(token_id):
         raise bad_request(f"{token_id!r} is not a token id (16 hex digits, as `tether token list` shows)")
-    token = s.get(Token, token_id)
-    if token is None:
+    row = s.execute(select(Token, User.name).join(User, Token.user_id == User.id).where(Token.id == token_id)).first()
+    if row is None:
         raise not_found(f"token {token_id}")
-    owner = s.get(User, token.user_id)
-    ctx.require("token.inspect", Resource(user=owner.name if owner else None))
-    return token
+    token, owner = row
+    ctx.require("token.inspect", Resource(user=owner))
+    return token_info(token, owner)
 
 
 def list_tokens(s: Session, ctx: AuthContext, *, user: str | None, include_all: bool) -> list[dict]:
@@ -484,13 +500,13 @@ def list_tokens(s: Session, ctx: AuthContext, *, user: str | None, include_all: 
         ctx.require("token.list", Resource(user="*"))  # scopes still apply to admins
     else:
         ctx.require("token.list", Resource(user=target))
-    q = select(Token).order_by(Token.created_at)
+    q = select(Token, User.name).join(User, Token.user_id == User.id).order_by(Token.created_at)
     if not (include_all and user is None):
         owner = s.scalar(select(User).where(User.name == target))
         if owner is None:
             raise not_found(f"user {target}")
         q = q.where(Token.user_id == owner.id)
-    return [token_info(s, t) for t in s.scalars(q)]
+    return [token_info(t, name) for t, name in s.execute(q)]
 
 
 def revoke(db: Database, ctx: AuthContext, token_id: str, *, now: datetime) -> list[str]:
@@ -623,7 +639,7 @@ def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
     with db.write() as s:
         u = _user(s, name)
         cond = PublicKey.fingerprint == ref
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             cond = or_(cond, PublicKey.id == int(ref))
         keys = list(s.scalars(select(PublicKey).where(PublicKey.user_id == u.id, cond)))
         if not keys:
