@@ -33,6 +33,7 @@ test: install-test
 	@scripts/run-tests $(PYTEST_ARGS)
 
 bench: install-test
+	@scripts/install-system-deps --bench
 	@$(BIN)/python benchmarks/auth_rps.py
 
 clean:

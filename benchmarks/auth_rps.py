@@ -6,11 +6,13 @@ max_files, label; the second one also has ``max_uses``), and drives the hub with
 in a separate process:
 
 * ``GET /healthz``                 no authentication (the baseline);
-* ``GET /api/v1/whoami``           caveated token, read-only check (one SELECT + the grants);
+* ``GET /api/v1/whoami``           caveated token, read-only check (one prebuilt SELECT; the
+                                   route answers from what the check loaded);
 * ``GET /api/v1/whoami``           caveated token with ``max_uses``: every request also commits
                                    an atomic counter UPDATE (an fsync per request on SQLite);
-* ``POST /api/v1/authz/check``     caveated token, an authorized ``publish.write``; POSTs are
-                                   audited, so each one also commits an audit row.
+* ``POST /api/v1/authz/check``     caveated token, an authorized ``publish.write`` (this one also
+                                   loads the user's grants); an allowed dry run changes nothing
+                                   and is not audited.
 
 Besides requests/s it reports the mean *server* time per request from the hub's own
 Prometheus histogram (``tether_http_request_seconds``, diffed around each measured run) and
@@ -203,7 +205,7 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
             ("GET /healthz (no auth)", "/healthz", None, None),
             ("GET /api/v1/whoami, caveated token", "/api/v1/whoami", plain, None),
             ("GET /api/v1/whoami, caveated token + max_uses", "/api/v1/whoami", counted, None),
-            ("POST /api/v1/authz/check, caveated token (audited)", "/api/v1/authz/check", plain, check_body),
+            ("POST /api/v1/authz/check, caveated token (grant check)", "/api/v1/authz/check", plain, check_body),
         ]
         cells: list[Cell] = []
         for label, route, token, body in cells_spec:
@@ -306,8 +308,8 @@ def interpretation(cells: list[Cell], connections: int) -> str:
             f"in-process ({verdict}). Over HTTP with one connection, `whoami` takes "
             f"{plain.server_ms_1:.2f} ms of server time against {health.server_ms_1:.2f} ms for "
             f"`/healthz`: the difference ({plain.server_ms_1 - health.server_ms_1:.2f} ms) is the token "
-            f"check plus the route's own work (a second read for the token's details, FastAPI's "
-            f"dependency and JSON handling). Under {connections} connections the hub serves "
+            f"check plus the request's own work (one hop to a worker thread for the blocking "
+            f"database call, FastAPI's dependency handling, JSON). Under {connections} connections the hub serves "
             f"{plain.ratio:.0%} of the `/healthz` rate with the read-only check and {counted.ratio:.0%} "
             f"with `max_uses` ({counted.check_us:,.0f} µs per check in-process)."
         )
@@ -328,9 +330,8 @@ def interpretation(cells: list[Cell], connections: int) -> str:
         "(WAL, `synchronous=FULL`) and a WAL flush on PostgreSQL (run here with `fsync`, "
         "`synchronous_commit` and `full_page_writes` turned back on; the test helper turns them off); "
         "its one-connection time varies with fsync latency. Use `max_uses` for tokens that are used "
-        "a bounded number of times, not for high-rate clients. `POST /authz/check` skips `whoami`'s "
-        "second read but writes an audit record (an INSERT and a commit) for every POST, so its cost "
-        "lands close to `whoami`'s. Absolute "
+        "a bounded number of times, not for high-rate clients. `POST /authz/check` also reads the "
+        "user's grants (a second SELECT) and parses a JSON body. Absolute "
         "requests/s are low because the hub is a single uvicorn process and shares the two cores "
         "with `wrk` (2 threads) and the database; the ratios and server times are the numbers to "
         "compare between runs."

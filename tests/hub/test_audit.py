@@ -78,3 +78,17 @@ def test_prune_removes_only_old_records(tmp_path):
     assert audit.prune(db, before=now - timedelta(days=90)) == 2
     with db.read() as s:
         assert s.query(AuditRecord).count() == 1
+
+
+def test_dry_run_checks_are_not_changes_but_refusals_are_recorded(hub):
+    space = hub.make_space()
+    name, token = hub.make_user(grants={space: "read"})
+    with hub.client(token) as c:
+        ok = c.post("/api/v1/authz/check", json={"action": "publish.read", "space": space})
+        no = c.post("/api/v1/authz/check", json={"action": "nonsense.action"})
+        assert ok.json()["allowed"] and no.status_code == 400
+        c.post(f"/api/v1/users/{name}/disable")  # 403: recorded
+    recs = wait_for(hub, lambda r: r["status"] == 403, user=name)
+    assert recs[-1]["action"] == "user.disable"
+    mine = records(hub, user=name)
+    assert [r["status"] for r in mine if r["action"] == "whoami"] == [400]

@@ -119,7 +119,8 @@ class HubMiddleware:
 
         if not observed:
             self._observe(scope, status, started)
-        if scope["method"] in _MUTATING or status in _REFUSALS:
+        read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
+        if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
             await anyio.to_thread.run_sync(self._audit, scope, state, status)
 
     def _observe(self, scope, status: int, started: float) -> None:

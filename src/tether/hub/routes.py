@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.auth import service
@@ -134,10 +135,11 @@ async def whoami(ctx: Caller):
 
 
 @router.post("/authz/check", tags=["identity"])
-def authz_check(body: CheckIn, ctx: Caller, request: Request):
+async def authz_check(body: CheckIn, ctx: Caller, request: Request):
     """Dry run: may this token do ACTION on the resource (and fit FILES/BYTES in its budget)?
-    Nothing is drawn or changed."""
+    Nothing is drawn or changed, so an allowed check is not an audited change."""
     ctx.require("whoami")
+    request.state.read_only = True
     if body.action not in ACTIONS:
         raise bad_request(f"unknown action {body.action!r}; see docs/hub.md for the list", "unknown-action")
     resource = Resource(space=body.space, path=body.path, job=body.job, user=body.user)
@@ -146,7 +148,7 @@ def authz_check(body: CheckIn, ctx: Caller, request: Request):
         return JSONResponse({"allowed": False, "code": decision.code, "detail": decision.detail})
     if ctx.token is not None and (body.files or body.bytes):
         try:
-            service.check_draw(_hub(request).db, ctx.token, files=body.files, nbytes=body.bytes)
+            await run_in_threadpool(service.check_draw, _hub(request).db, ctx.token, files=body.files, nbytes=body.bytes)
         except Problem as p:
             return JSONResponse({"allowed": False, "code": p.slug, "detail": p.detail, "caveat": p.extra.get("caveat")})
     return JSONResponse({"allowed": True, "code": "ok", "detail": "allowed"})
