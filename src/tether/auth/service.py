@@ -1,4 +1,4 @@
-"""Identities, spaces, grants and tokens: the storage side of authorization.
+"""Authentication and scoped tokens: the storage side of the token rules.
 
 The rules themselves live in the pure cores (``caveats``, ``policy``); this module
 loads what they need, applies their answers and keeps counters atomic.
@@ -7,13 +7,11 @@ loads what they need, applies their answers and keeps counters atomic.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from tether.auth import tokens as tokfmt
@@ -33,12 +31,8 @@ from tether.auth.caveats import (
 )
 from tether.auth.policy import Principal, Resource, authorize
 from tether.db import Database
-from tether.db.models import Grant, PublicKey, Space, Token, User, utcnow
-from tether.hub.errors import Problem, bad_request, conflict, forbidden, not_found, unauthenticated
-
-USER_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-SPACE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-USER_KINDS = ("person", "service")
+from tether.db.models import Grant, Space, Token, User
+from tether.hub.errors import Problem, bad_request, forbidden, not_found, unauthenticated
 
 # Refusals of a credential that is no longer (or not yet) valid are 401; the rest 403.
 _UNAUTHENTICATED_CODES = {"token-expired", "token-not-yet-valid"}
@@ -467,7 +461,7 @@ def token_info(token: Token | TokenRef, owner: str) -> dict:
         "minted_by": token.minted_by,
         "label": c.get("label"),
         "scopes": c.get("scopes"),
-        "expires_at": _iso(token.expires_at),
+        "expires_at": iso(token.expires_at),
         "not_before": c.get("not_before"),
         "sources": c.get("sources"),
         "max_uses": token.max_uses,
@@ -476,8 +470,8 @@ def token_info(token: Token | TokenRef, owner: str) -> dict:
         "files": token.files,
         "max_bytes": token.max_bytes,
         "bytes": token.bytes,
-        "created_at": _iso(token.created_at),
-        "revoked_at": _iso(token.revoked_at),
+        "created_at": iso(token.created_at),
+        "revoked_at": iso(token.revoked_at),
     }
 
 
@@ -527,213 +521,10 @@ def revoke(db: Database, ctx: AuthContext, token_id: str, *, now: datetime) -> l
     return sorted(ids)
 
 
-# ---------------------------------------------------------------- users and keys
-
-
-def user_info(u: User) -> dict:
-    return {"name": u.name, "kind": u.kind, "admin": u.is_admin, "disabled": u.disabled, "created_at": _iso(u.created_at)}
-
-
-def key_info(k: PublicKey) -> dict:
-    return {
-        "id": k.id, "kind": k.kind, "algorithm": k.algorithm, "fingerprint": k.fingerprint,
-        "comment": k.comment, "public_key": k.public_key, "created_at": _iso(k.created_at),
-    }
-
-
-def check_user_name(name: str) -> None:
-    if not USER_NAME_RE.match(name):
-        raise bad_request(
-            f"user name {name!r} is not valid: use 1-32 characters a-z, 0-9, '_', '.', '-', starting with a letter or '_'",
-            "invalid-name",
-        )
-
-
-def create_user(db: Database, ctx: AuthContext, name: str, kind: str, admin: bool) -> dict:
-    ctx.require("user.create", Resource(user=name))
-    check_user_name(name)
-    if kind not in USER_KINDS:
-        raise bad_request(f"user kind {kind!r} is not one of: {', '.join(USER_KINDS)}")
-    try:
-        with db.write() as s:
-            u = User(name=name, kind=kind, is_admin=admin, created_at=utcnow())
-            s.add(u)
-            s.flush()
-            return user_info(u)
-    except IntegrityError:
-        raise conflict(f"user {name} already exists") from None
-
-
-def _user(s: Session, name: str) -> User:
-    u = s.scalar(select(User).where(User.name == name))
-    if u is None:
-        raise not_found(f"user {name}")
-    return u
-
-
-def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> dict:
-    ctx.require("user.disable" if disabled else "user.enable", Resource(user=name))
-    with db.write() as s:
-        u = _user(s, name)
-        if disabled and u.id == ctx.user.id:
-            raise bad_request("you cannot disable yourself; ask another admin")
-        u.disabled = disabled
-        return user_info(u)
-
-
-def show_user(db: Database, ctx: AuthContext, name: str) -> dict:
-    ctx.require("user.read", Resource(user=name))
-    with db.read() as s:
-        u = _user(s, name)
-        info = user_info(u)
-        info["keys"] = [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
-        info["grants"] = [
-            {"space": sp, "level": Level(lv).name.lower()}
-            for sp, lv in s.execute(
-                select(Space.name, Grant.level).join(Grant, Grant.space_id == Space.id).where(Grant.user_id == u.id).order_by(Space.name)
-            )
-        ]
-        return info
-
-
-def list_users(db: Database, ctx: AuthContext) -> list[dict]:
-    ctx.require("user.list")
-    with db.read() as s:
-        return [user_info(u) for u in s.scalars(select(User).order_by(User.name))]
-
-
-def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | None, comment: str | None) -> dict:
-    from tether.auth.keys import InvalidKey, parse_public_key
-
-    ctx.require("key.add", Resource(user=name))
-    if kind not in (None, "ssh", "signing"):
-        raise bad_request(f"key kind {kind!r} is not 'ssh' or 'signing'")
-    try:
-        parsed = parse_public_key(text, kind)
-    except InvalidKey as exc:
-        raise bad_request(str(exc), "invalid-key") from None
-    try:
-        with db.write() as s:
-            u = _user(s, name)
-            k = PublicKey(
-                user_id=u.id, kind=parsed.kind, algorithm=parsed.algorithm, public_key=parsed.public_key,
-                fingerprint=parsed.fingerprint, comment=(comment if comment is not None else parsed.comment)[:200],
-                created_at=utcnow(),
-            )
-            s.add(k)
-            s.flush()
-            return key_info(k)
-    except IntegrityError:
-        raise conflict(f"{parsed.kind} key {parsed.fingerprint} is already registered (a key maps to one user)") from None
-
-
-def list_keys(db: Database, ctx: AuthContext, name: str) -> list[dict]:
-    ctx.require("key.list", Resource(user=name))
-    with db.read() as s:
-        u = _user(s, name)
-        return [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
-
-
-def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
-    ctx.require("key.remove", Resource(user=name))
-    with db.write() as s:
-        u = _user(s, name)
-        cond = PublicKey.fingerprint == ref
-        if ref.isascii() and ref.isdigit():
-            cond = or_(cond, PublicKey.id == int(ref))
-        keys = list(s.scalars(select(PublicKey).where(PublicKey.user_id == u.id, cond)))
-        if not keys:
-            raise not_found(f"key {ref} of user {name}")
-        for k in keys:
-            s.delete(k)
-
-
-# ---------------------------------------------------------------- spaces and grants
-
-
-def space_info(sp: Space) -> dict:
-    return {"name": sp.name, "description": sp.description, "created_at": _iso(sp.created_at)}
-
-
-def create_space(db: Database, ctx: AuthContext, name: str, description: str) -> dict:
-    ctx.require("space.create", Resource(space=name))
-    if not SPACE_NAME_RE.match(name):
-        raise bad_request(
-            f"space name {name!r} is not valid: use 1-64 characters a-z, 0-9, '.', '_', '-', starting with a letter or digit",
-            "invalid-name",
-        )
-    if len(description) > 500 or any(ord(ch) < 32 and ch not in "\t" for ch in description):
-        raise bad_request("description must be at most 500 characters, without control characters")
-    try:
-        with db.write() as s:
-            sp = Space(name=name, description=description, created_at=utcnow())
-            s.add(sp)
-            s.flush()
-            return space_info(sp)
-    except IntegrityError:
-        raise conflict(f"space {name} already exists") from None
-
-
-def _space(s: Session, name: str) -> Space:
-    sp = s.scalar(select(Space).where(Space.name == name))
-    if sp is None:
-        raise not_found(f"space {name}")
-    return sp
-
-
-def _access(ctx: AuthContext, space: str) -> Level:
-    return Level.ADMIN if ctx.user.is_admin else ctx.grants.get(space, Level.NONE)
-
-
-def list_spaces(db: Database, ctx: AuthContext) -> list[dict]:
-    ctx.require("space.list")
-    with db.read() as s:
-        out = []
-        for sp in s.scalars(select(Space).order_by(Space.name)):
-            if authorize(ctx.principal, "space.read", Resource(space=sp.name)).allowed:
-                out.append(space_info(sp) | {"access": _access(ctx, sp.name).name.lower()})
-        return out
-
-
-def show_space(db: Database, ctx: AuthContext, name: str) -> dict:
-    ctx.require("space.read", Resource(space=name))
-    with db.read() as s:
-        sp = _space(s, name)
-        info = space_info(sp) | {"access": _access(ctx, name).name.lower()}
-        if authorize(ctx.principal, "space.grant", Resource(space=name)).allowed:
-            info["grants"] = [
-                {"user": u, "level": Level(lv).name.lower()}
-                for u, lv in s.execute(
-                    select(User.name, Grant.level).join(Grant, Grant.user_id == User.id).where(Grant.space_id == sp.id).order_by(User.name)
-                )
-            ]
-        return info
-
-
-def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str | None) -> dict | None:
-    """Set (or with ``level=None``, remove) a user's grant on a space."""
-    ctx.require("space.grant" if level is not None else "space.revoke", Resource(space=space))
-    parsed: Level | None = None
-    if level is not None:
-        try:
-            parsed = Level.parse(level)
-        except ValueError:
-            raise bad_request(f"grant level {level!r} is not one of: none, read, write, admin", "invalid-level") from None
-    with db.write() as s:
-        sp = _space(s, space)
-        u = _user(s, user)
-        s.execute(delete(Grant).where(and_(Grant.space_id == sp.id, Grant.user_id == u.id)))
-        if parsed is None:
-            return None
-        if parsed is not Level.NONE:
-            s.add(Grant(space_id=sp.id, user_id=u.id, level=int(parsed)))
-        return {"space": space, "user": user, "level": parsed.name.lower()}
-
-
 # ---------------------------------------------------------------- helpers
 
 
-def _iso(t: datetime | None) -> str | None:
+def iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t is not None else None
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tether.auth import service
+from tether.auth import identities, service
 from tether.auth.caveats import CaveatError, parse_duration, parse_time
 from tether.auth.policy import ACTIONS, Resource, authorize
 from tether.auth.service import AuthContext, MintRequest
@@ -131,7 +131,7 @@ class CheckIn(StrictModel):
 async def whoami(ctx: Caller):
     ctx.require("whoami")
     token = service.token_info(ctx.token, ctx.user.name) if ctx.token is not None else None
-    return JSONResponse({"user": service.user_info(ctx.user), "token": token})
+    return JSONResponse({"user": identities.user_info(ctx.user), "token": token})
 
 
 @router.post("/authz/check", tags=["identity"])
@@ -159,42 +159,42 @@ async def authz_check(body: CheckIn, ctx: Caller, request: Request):
 
 @router.post("/users", status_code=201, tags=["users"])
 def create_user(body: UserIn, ctx: Caller, request: Request):
-    return service.create_user(_hub(request).db, ctx, body.name, body.kind, body.admin)
+    return identities.create_user(_hub(request).db, ctx, body.name, body.kind, body.admin)
 
 
 @router.get("/users", tags=["users"])
 def list_users(ctx: Caller, request: Request):
-    return {"users": service.list_users(_hub(request).db, ctx)}
+    return {"users": identities.list_users(_hub(request).db, ctx)}
 
 
 @router.get("/users/{name}", tags=["users"])
 def show_user(name: str, ctx: Caller, request: Request):
-    return service.show_user(_hub(request).db, ctx, name)
+    return identities.show_user(_hub(request).db, ctx, name)
 
 
 @router.post("/users/{name}/disable", tags=["users"])
 def disable_user(name: str, ctx: Caller, request: Request):
-    return service.set_disabled(_hub(request).db, ctx, name, True)
+    return identities.set_disabled(_hub(request).db, ctx, name, True)
 
 
 @router.post("/users/{name}/enable", tags=["users"])
 def enable_user(name: str, ctx: Caller, request: Request):
-    return service.set_disabled(_hub(request).db, ctx, name, False)
+    return identities.set_disabled(_hub(request).db, ctx, name, False)
 
 
 @router.post("/users/{name}/keys", status_code=201, tags=["keys"])
 def add_key(name: str, body: KeyIn, ctx: Caller, request: Request):
-    return service.add_key(_hub(request).db, ctx, name, body.public_key, body.kind, body.comment)
+    return identities.add_key(_hub(request).db, ctx, name, body.public_key, body.kind, body.comment)
 
 
 @router.get("/users/{name}/keys", tags=["keys"])
 def list_keys(name: str, ctx: Caller, request: Request):
-    return {"keys": service.list_keys(_hub(request).db, ctx, name)}
+    return {"keys": identities.list_keys(_hub(request).db, ctx, name)}
 
 
 @router.delete("/users/{name}/keys/{ref:path}", status_code=204, tags=["keys"])
 def remove_key(name: str, ref: str, ctx: Caller, request: Request):
-    service.remove_key(_hub(request).db, ctx, name, ref)
+    identities.remove_key(_hub(request).db, ctx, name, ref)
     return Response(status_code=204)
 
 
@@ -203,27 +203,27 @@ def remove_key(name: str, ref: str, ctx: Caller, request: Request):
 
 @router.post("/spaces", status_code=201, tags=["spaces"])
 def create_space(body: SpaceIn, ctx: Caller, request: Request):
-    return service.create_space(_hub(request).db, ctx, body.name, body.description)
+    return identities.create_space(_hub(request).db, ctx, body.name, body.description)
 
 
 @router.get("/spaces", tags=["spaces"])
 def list_spaces(ctx: Caller, request: Request):
-    return {"spaces": service.list_spaces(_hub(request).db, ctx)}
+    return {"spaces": identities.list_spaces(_hub(request).db, ctx)}
 
 
 @router.get("/spaces/{name}", tags=["spaces"])
 def show_space(name: str, ctx: Caller, request: Request):
-    return service.show_space(_hub(request).db, ctx, name)
+    return identities.show_space(_hub(request).db, ctx, name)
 
 
 @router.put("/spaces/{name}/grants/{user}", tags=["spaces"])
 def grant(name: str, user: str, body: GrantIn, ctx: Caller, request: Request):
-    return service.set_grant(_hub(request).db, ctx, name, user, body.level)
+    return identities.set_grant(_hub(request).db, ctx, name, user, body.level)
 
 
 @router.delete("/spaces/{name}/grants/{user}", status_code=204, tags=["spaces"])
 def revoke_grant(name: str, user: str, ctx: Caller, request: Request):
-    service.set_grant(_hub(request).db, ctx, name, user, None)
+    identities.set_grant(_hub(request).db, ctx, name, user, None)
     return Response(status_code=204)
 
 
