@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG = Path("/etc/tether/hub.toml")
@@ -19,6 +19,17 @@ DEFAULT_CONFIG = Path("/etc/tether/hub.toml")
 
 class ConfigError(Exception):
     """A configuration problem the operator must fix (exit code 2)."""
+
+
+class PublishType(BaseModel):
+    """How one build type is published (``[hub.publish_types.android]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(default="{type}/{build_id}", description="where builds land in their space")
+    overwrite: bool = Field(default=False, description="may a build id be published again (replacing it)")
+    public: bool = Field(default=False, description="downloadable without a token")
+    keep_last: int | None = Field(default=None, ge=1, description="retention: keep only the newest N builds")
+    keep_days: float | None = Field(default=None, gt=0, description="retention: keep builds younger than D days")
 
 
 class HubSettings(BaseSettings):
@@ -38,12 +49,24 @@ class HubSettings(BaseSettings):
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
     log_level: str = "info"
+    # publishing
+    blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    publish_types: dict[str, PublishType] = Field(default_factory=dict)
+    blob_lease_seconds: int = Field(default=3600, ge=60, description="how long a 'you already have it' answer holds")
+    gc_grace: str = Field(default="1h", description="unreferenced blobs younger than this are kept")
+    max_manifest_bytes: int = Field(default=64 << 20, ge=1024)
+    max_blob_bytes: int = Field(default=1 << 40, ge=1, description="largest single file")
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         split_listen(v)
         return v
+
+    def effective_blob_store(self) -> str:
+        return self.blob_store or str((self.data_dir / "blobs").resolve())
 
     def effective_database_url(self) -> str:
         if self.database_url:

@@ -56,6 +56,7 @@ EXPECTED = {
     "space.grant": ("space", A, "space", True),
     "space.revoke": ("space", A, "space", True),
     "audit.read": ("hub_admin", Level.NONE, None, False),
+    "gc.run": ("hub_admin", Level.NONE, None, False),
     "publish.read": ("space", R, "publish", True),
     "publish.write": ("space", W, "publish", True),
     "publish.admin": ("space", A, "publish", True),
@@ -133,7 +134,7 @@ def test_authenticated_actions(action):
 
 @pytest.mark.parametrize(
     "action", ["token.mint_for", "user.create", "user.list", "user.disable", "user.enable",
-               "space.create", "space.delete", "audit.read"],
+               "space.create", "space.delete", "audit.read", "gc.run"],
 )
 def test_hub_admin_actions(action):
     assert authorize(ADMIN, action, Resource(user="x", space="s")).allowed

@@ -51,10 +51,16 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("token", "inspect"): ["[ID]", *CLIENT_OPTS, "--json"],
     ("token", "list"): ["--user", "--all", *CLIENT_OPTS, "--json"],
     ("token", "revoke"): ["ID", *CLIENT_OPTS],
+    ("publish",): [
+        "BUILD_ID", "GLOB...", "--type", "--strip", "--space", "--root", "--dry-run", "--jobs", "--json",
+        "--public", "--private", *CLIENT_OPTS,
+    ],
+    ("gc",): ["--dry-run", "--json", *CLIENT_OPTS],
     ("audit",): ["--since", "--user", "--token", "--action", "--limit", "--json", "--hub", "--auth-token", "--ca-bundle"],
+    ("signal",): ["-s", "-r", "-D", "-d", "-p", "-u", "-v", "-o", "-t", "-S", "-c", "-C", "--max-handlers", "Exit codes"],
 }  # fmt: skip
 
-HEAVY = ("httpx", "fastapi", "sqlalchemy", "uvicorn", "starlette", "rich")
+HEAVY = ("httpx", "fastapi", "sqlalchemy", "uvicorn", "starlette", "rich", "nats")
 
 
 @pytest.fixture
@@ -96,7 +102,7 @@ def test_command_help(runner, path):
     assert r.exit_code == 0, r.output
     for word in EXPECTED[path]:
         assert word in r.output, f"{word!r} missing from `tether {' '.join(path)} --help`"
-    if len(path) == 2 or path in {("login",), ("whoami",), ("audit",)}:
+    if len(path) == 2 or path in {("login",), ("whoami",), ("audit",), ("publish",), ("signal",), ("gc",)}:
         assert "Example" in r.output, "every command's help shows an example"
 
 
@@ -145,7 +151,10 @@ def test_importing_the_cli_is_light():
     assert _imported_after("import tether.cli") == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["user", "--help"], ["token", "mint", "--help"], ["audit", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["user", "--help"], ["token", "mint", "--help"], ["audit", "--help"], ["publish", "--help"],
+             ["signal", "--help"]]
+)
 def test_help_imports_nothing_heavy(args):
     code = (
         "from tether.cli import main\n"
@@ -173,6 +182,17 @@ def test_help_imports_nothing_heavy(args):
         ["token", "mint", "--max-files", "-1"],
         ["audit", "--limit", "0"],
         ["key", "add", "alice", "/no/such/file.pub"],
+        ["signal", "-s", "-r"],
+        ["signal", "-t", "soon"],
+        ["signal", "-c", "/no/such/remaphore.conf"],
+        ["publish", "1234", "out/**"],
+        ["publish", "--type", "android", "1234"],
+        ["publish", "--type", "android", "--strip", "-1", "1234", "x"],
+        ["publish", "--type", "android", "--jobs", "0", "1234", "x"],
+        ["publish", "--type", "Bad Type", "1234", "x", "--hub", "http://127.0.0.1:1"],
+        ["publish", "--type", "android", "../up", "x", "--hub", "http://127.0.0.1:1"],
+        ["publish", "--type", "android", "1234", "no-such-file-*", "--hub", "http://127.0.0.1:1"],
+        ["publish", "--type", "android", "1234", "../x", "--hub", "http://127.0.0.1:1"],
     ],
     ids=lambda a: " ".join(a),
 )

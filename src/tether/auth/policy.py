@@ -98,6 +98,7 @@ _TABLE: list[Action] = [
     _a("space.revoke", "space", "Revoke a user's grant on a space.",
        level=Level.ADMIN, capability="space", scoped_ok=True),
     _a("audit.read", "hub_admin", "Read the hub's audit log."),
+    _a("gc.run", "hub_admin", "Garbage-collect unreferenced blobs and apply retention rules."),
     *_space_actions("publish", {
         Level.READ: "List and download published builds and files.",
         Level.WRITE: "Upload files and publish builds.",

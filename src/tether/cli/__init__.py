@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "space": ("tether.cli.space:space", "Create spaces and grant users access to them."),
     "token": ("tether.cli.token:token", "Mint, attenuate, inspect, list and revoke scoped tokens."),
     "audit": ("tether.cli.audit:audit", "Show the hub's audit log."),
+    "gc": ("tether.cli.gc:gc", "Garbage-collect unreferenced blobs and apply retention (admins)."),
+    "publish": ("tether.publish.cli:publish", "Publish build artifacts, uploading only what the hub lacks."),
+    "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
 }
 
 

@@ -137,3 +137,65 @@ class AuditRecord(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(1024), default="")
+
+
+# ---------------------------------------------------------------- publishing
+
+
+class Blob(Base):
+    """A verified blob in the blob store. ``leased_until`` pins it against garbage
+    collection between a "you already have it" answer (or an upload) and the commit."""
+
+    __tablename__ = "blobs"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    leased_until: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+    __table_args__ = (
+        UniqueConstraint("space_id", "type", "build_id", name="uq_builds_space_type_build"),
+        UniqueConstraint("space_id", "path", name="uq_builds_space_path"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    build_id: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(1024))
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    user: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BuildFile(Base):
+    __tablename__ = "build_files"
+    build: Mapped[int] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[int] = mapped_column(Integer, default=0o644)
+
+
+class Latest(Base):
+    __tablename__ = "latest"
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    build: Mapped[int] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
+
+
+class Upload(Base):
+    """A resumable upload of one large blob; its bytes so far sit in DATA/uploads/<id>."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    user: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    space: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -72,17 +72,17 @@ class HubMiddleware:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = 500
-        limit = self.hub.settings.max_request_bytes
         state = scope.setdefault("state", {})
         observed = False
 
+        limit = self._body_limit(scope["method"], scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if _has_control(scope.get("path", "")) or _has_control(unquote(scope.get("query_string", b"").decode("latin-1"))):
             p = Problem(400, "bad-request", "control characters (such as NUL) are not allowed in URLs")
             state["problem"] = p
             await problem_response(p)(scope, receive, send)
             status = 400
-        elif declared is not None and (not declared.isdigit() or int(declared) > limit):
+        elif declared is not None and limit is not None and (not declared.isdigit() or int(declared) > limit):
             p = Problem(413, "request-too-large", f"request bodies are limited to {limit} bytes")
             state["problem"] = p
             await problem_response(p)(scope, receive, send)
@@ -93,7 +93,7 @@ class HubMiddleware:
             async def limited_receive():
                 nonlocal seen
                 message = await receive()
-                if message["type"] == "http.request":
+                if message["type"] == "http.request" and limit is not None:
                     seen += len(message.get("body", b""))
                     if seen > limit:
                         raise Problem(413, "request-too-large", f"request bodies are limited to {limit} bytes")
@@ -122,6 +122,17 @@ class HubMiddleware:
         read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
         if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
             await anyio.to_thread.run_sync(self._audit, scope, state, status)
+
+    def _body_limit(self, method: str, path: str) -> int | None:
+        """JSON bodies are small; manifests larger; blob uploads are streamed and
+        limited by the publishing code itself (None here)."""
+        if method in ("PUT", "POST") and path.startswith(("/api/v1/blobs/sha256/", "/api/v1/blobs/batch", "/api/v1/uploads/")):
+            return None
+        if method == "PUT" and path.startswith("/api/v1/publish/"):
+            return None
+        if method == "POST" and path.startswith("/api/v1/publish/"):
+            return self.hub.settings.max_manifest_bytes
+        return self.hub.settings.max_request_bytes
 
     def _observe(self, scope, status: int, started: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
@@ -217,9 +228,17 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         body, content_type = hub.metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
+    from tether.blobs import open_store
     from tether.hub.routes import router
+    from tether.publish.api import files_router
+    from tether.publish.api import router as publish_router
+    from tether.publish.service import Publisher
 
+    store = open_store(settings.effective_blob_store(), endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    app.state.publisher = Publisher(settings, db, store)
     app.include_router(router)
+    app.include_router(publish_router)
+    app.include_router(files_router)
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 

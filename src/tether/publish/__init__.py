@@ -1,0 +1,1 @@
+"""Publishing build artifacts: content-addressed blobs, atomic builds, downloads."""

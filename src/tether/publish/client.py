@@ -1,0 +1,859 @@
+"""Publish a set of local files to a hub as one build.
+
+    >>> summary = publish("https://hub.example", "tth_...", "builds", "android", "1234",
+    ...                   ["out/**/*.img"], root=".", strip=1)
+
+The flow:
+
+1. expand the globs, map paths (``--strip``), refuse bad paths, hash (with the
+   local hash cache);
+2. ask the hub which digests it lacks (``POST /api/v1/blobs/missing``, in
+   batches of 10,000); the hub keeps a lease on the ones it has until commit;
+3. upload only the missing blobs, each distinct content once, in parallel:
+   small ones many to a request (``POST /api/v1/blobs/batch``), medium ones
+   streamed one per request (``PUT /api/v1/blobs/sha256/<hex>``), large ones
+   in resumable 16 MiB chunks (``/api/v1/uploads``);
+4. commit the manifest in one request (``POST /api/v1/publish/<space>/<type>/<build>``):
+   nothing of the build is visible before, all of it after.
+
+Transient failures (connection errors, 429, 502, 503, 504) are retried with
+exponential backoff, at most :data:`MAX_TRIES` times per request, honouring
+``Retry-After``. Memory stays flat: files are streamed in 1 MiB pieces.
+
+The pure helpers (:func:`frame_header`, :func:`encode_frames`,
+:func:`pack_batches`, :func:`plan_chunks`, :func:`classify`) carry the wire
+format and the upload planning and are tested without a hub.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from tether.publish.core import DIGEST_RE, PathError, validate_build_id, validate_type
+from tether.publish.files import (
+    READ_CHUNK,
+    FileChangedError,
+    HashCache,
+    InputError,
+    LocalFile,
+    expand,
+    hash_file,
+    hash_files,
+    plan,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tether.client import HubClient
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+SMALL_MAX = 1 * MiB  # blobs up to this size travel many to a request
+MEDIUM_MAX = 64 * MiB  # up to this, one streamed PUT; above, resumable chunks
+BATCH_MAX_BYTES = 16 * MiB
+BATCH_MAX_BLOBS = 1000
+CHUNK_SIZE = 16 * MiB
+MISSING_BATCH = 10_000
+DEFAULT_JOBS = 8
+
+MAX_TRIES = 5
+BACKOFF = 0.5  # seconds, doubled per try, with jitter
+MAX_RETRY_AFTER = 60.0
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+BATCH_CONTENT_TYPE = "application/x-tether-blobs"
+ENV_SPACE = "TETHER_SPACE"
+
+
+class PublishError(Exception):
+    """Publishing failed; ``exit_code`` follows DESIGN.md (1 no, 2 usage, 3 runtime, 4 auth)."""
+
+    def __init__(self, message: str, exit_code: int = 3, hint: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.hint = hint
+        self.status = status
+
+
+# -- pure helpers: wire format and planning ---------------------------------------------
+
+
+def frame_header(digest: str, size: int) -> bytes:
+    """The header line of one frame in a batch upload: ``<hex> <size>\\n``."""
+    if not DIGEST_RE.match(digest):
+        raise ValueError(f"not a sha256 hex digest: {digest!r}")
+    if not isinstance(size, int) or size < 0:
+        raise ValueError(f"bad size {size!r}")
+    return f"{digest} {size}\n".encode("ascii")
+
+
+def encode_frames(blobs: Iterable[tuple[str, bytes]]) -> bytes:
+    """A whole batch body from ``(digest, data)`` pairs (for tests and small uses)."""
+    return b"".join(frame_header(d, len(data)) + data for d, data in blobs)
+
+
+def decode_frames(body: bytes) -> list[tuple[str, bytes]]:
+    """Inverse of :func:`encode_frames`; ValueError on a malformed body."""
+    out: list[tuple[str, bytes]] = []
+    pos = 0
+    while pos < len(body):
+        nl = body.find(b"\n", pos, pos + 64 + 1 + 20 + 1)
+        if nl < 0:
+            raise ValueError(f"no frame header at byte {pos}")
+        digest, _, size_s = body[pos:nl].decode("ascii").partition(" ")
+        if not DIGEST_RE.match(digest) or not size_s.isdigit():
+            raise ValueError(f"bad frame header at byte {pos}")
+        size = int(size_s)
+        start = nl + 1
+        if start + size > len(body):
+            raise ValueError(f"frame {digest} is truncated")
+        out.append((digest, body[start : start + size]))
+        pos = start + size
+    return out
+
+
+def batch_length(items: Sequence[tuple[str, int]]) -> int:
+    """The exact byte length of a batch body of ``(digest, size)`` frames."""
+    return sum(len(frame_header(d, s)) + s for d, s in items)
+
+
+def classify(size: int) -> str:
+    """``"small"`` (batched), ``"medium"`` (one PUT) or ``"large"`` (resumable)."""
+    if size <= SMALL_MAX:
+        return "small"
+    if size <= MEDIUM_MAX:
+        return "medium"
+    return "large"
+
+
+def pack_batches(
+    items: Sequence[tuple[str, int]], max_bytes: int = BATCH_MAX_BYTES, max_blobs: int = BATCH_MAX_BLOBS
+) -> list[list[tuple[str, int]]]:
+    """Group ``(digest, size)`` items, in order, into batches of at most
+    ``max_blobs`` frames and ``max_bytes`` body bytes (headers included).
+    A single item bigger than ``max_bytes`` gets a batch of its own."""
+    batches: list[list[tuple[str, int]]] = []
+    cur: list[tuple[str, int]] = []
+    cur_bytes = 0
+    for d, s in items:
+        n = len(frame_header(d, s)) + s
+        if cur and (len(cur) >= max_blobs or cur_bytes + n > max_bytes):
+            batches.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append((d, s))
+        cur_bytes += n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def plan_chunks(size: int, offset: int = 0, chunk: int = CHUNK_SIZE) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` half-open ranges covering ``offset..size`` in ``chunk`` steps."""
+    if chunk <= 0:
+        raise ValueError("chunk must be positive")
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} outside 0..{size}")
+    return [(start, min(start + chunk, size)) for start in range(offset, size, chunk)]
+
+
+def space_from_scopes(scopes: Sequence[str] | None) -> str | None:
+    """The space of the token's only ``publish:`` scope, or None (none, or several spaces)."""
+    spaces = set()
+    for s in scopes or ():
+        kind, _, rest = str(s).strip().partition(":")
+        if kind.lower() != "publish" or not rest:
+            continue
+        spaces.add(rest.split(":", 1)[0].split("/", 1)[0])
+    return spaces.pop() if len(spaces) == 1 else None
+
+
+def human_bytes(n: int) -> str:
+    """``1234567`` -> ``1.2 MB`` (decimal units)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """The one line printed on stderr after a publish (or a dry run)."""
+    if s.get("dry_run"):
+        where = "/".join(str(x) for x in (s.get("space") or "?", s["type"], s["build"]))
+        return (
+            f"dry run: would publish {s['files']} files ({human_bytes(s['bytes'])}) to {where}: "
+            f"hashed {human_bytes(s['bytes_hashed'])}, {s['seconds']:.1f} s"
+        )
+    return (
+        f"published {s['files']} files ({human_bytes(s['bytes'])}) to {s.get('url') or s.get('path')}: "
+        f"hashed {human_bytes(s['bytes_hashed'])}, sent {human_bytes(s['bytes_sent'])}, "
+        f"{s['deduplicated']} deduplicated, {s['seconds']:.1f} s"
+    )
+
+
+# -- progress -------------------------------------------------------------------------
+
+
+class _NoProgress:
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _RichProgress:
+    """A rich progress bar on stderr, one task per phase (thread-safe advance)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._p = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            DownloadColumn(binary_units=False),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._p.start()
+        self._task: Any = None
+        self._total = 0
+        self._closed = False
+
+    def phase(self, name: str, total: int) -> None:
+        if self._task is not None:
+            self._p.update(self._task, completed=self._total)
+        self._total = total
+        self._task = self._p.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._task is not None:
+                self._p.update(self._task, completed=self._total)
+            self._p.stop()
+
+
+# -- the HTTP side ------------------------------------------------------------------------
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+@dataclass
+class _Blob:
+    digest: str
+    size: int
+    file: LocalFile  # one file holding this content
+
+
+@dataclass
+class _Run:
+    http: httpx.Client
+    space: str
+    type: str
+    build: str
+    progress: Any
+    sent: _Counter = field(default_factory=_Counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"space": self.space, "type": self.type, "build": self.build}
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value).timestamp()
+        return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _sleep(attempt: int, hint: float | None = None) -> None:
+    delay = hint if hint is not None else BACKOFF * (2 ** (attempt - 1))
+    time.sleep(delay * (0.75 + random.random() / 2) if hint is None else delay)
+
+
+def _hub_error(resp: httpx.Response) -> Exception:
+    from tether.client import HubError, _problem_from
+
+    return HubError(resp.status_code, _problem_from(resp))
+
+
+def _transport_error(run_or_http: Any, exc: Exception) -> Exception:
+    from tether.client import TransportError
+
+    http = getattr(run_or_http, "http", run_or_http)
+    base = str(getattr(http, "base_url", "")).rstrip("/")
+    text = str(exc) or type(exc).__name__
+    return TransportError(f"cannot reach hub at {base}: {text}", url=base, tls="[SSL" in text)
+
+
+def _is_digest_mismatch(exc: Exception) -> bool:
+    status = getattr(exc, "status", None)
+    if status not in (400, 422):
+        return False
+    problem = getattr(exc, "problem", {}) or {}
+    slug = getattr(exc, "slug", "")
+    if "digest" in slug and ("mismatch" in slug or "match" in slug):
+        return True
+    if problem.get("digest_mismatch"):
+        return True
+    text = str(getattr(exc, "message", "") or exc).lower()
+    return "digest" in text and "match" in text
+
+
+def _request(
+    run_or_http: Any,
+    method: str,
+    url: str,
+    *,
+    body: Callable[[], Any] | None = None,
+    ok: Iterable[int] = (),
+    on_transport_retry: Callable[[], None] | None = None,
+    **kw: Any,
+) -> httpx.Response:
+    """One request with retries; returns a 2xx response (or one whose status is in ``ok``).
+
+    ``body`` builds a fresh request body for each try (a generator cannot be
+    replayed). Raises HubError for other statuses, TransportError when the
+    hub stays unreachable.
+    """
+    import httpx
+
+    http = getattr(run_or_http, "http", run_or_http)
+    ok = set(ok)
+    for attempt in range(1, MAX_TRIES + 1):
+        last = attempt == MAX_TRIES
+        cancelled = getattr(run_or_http, "cancelled", None)
+        if cancelled is not None and cancelled.is_set():
+            raise PublishError("cancelled")
+        kwargs = dict(kw)
+        if body is not None:
+            kwargs["content"] = body()
+        try:
+            resp = http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            if last:
+                raise _transport_error(run_or_http, exc) from None
+            if on_transport_retry is not None:
+                on_transport_retry()
+            _sleep(attempt)
+            continue
+        if resp.status_code in RETRY_STATUSES and not last:
+            _sleep(attempt, _retry_after(resp))
+            continue
+        if resp.is_success or resp.status_code in ok:
+            return resp
+        raise _hub_error(resp)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise PublishError(f"the hub sent an unexpected {resp.status_code} answer to {resp.request.url.path}")
+    return data
+
+
+def _read_exact(f: LocalFile, start: int, end: int, run: _Run | None) -> Iterator[bytes]:
+    """Stream bytes ``start..end`` of ``f`` in 1 MiB pieces; FileChangedError if it shrank."""
+    with open(f.abs_path, "rb", buffering=0) as fh:
+        if start:
+            fh.seek(start)
+        left = end - start
+        while left > 0:
+            if run is not None and run.cancelled.is_set():
+                raise PublishError("cancelled")
+            data = fh.read(min(READ_CHUNK, left))
+            if not data:
+                raise FileChangedError(f.rel_path)
+            left -= len(data)
+            if run is not None:
+                run.sent.add(len(data))
+                run.progress.advance(len(data))
+            yield data
+
+
+def _batch_body(blobs: Sequence[_Blob], run: _Run) -> Iterator[bytes]:
+    """Frames for ``blobs``, coalesced into ~1 MiB writes."""
+    buf = bytearray()
+    for b in blobs:
+        if run.cancelled.is_set():
+            raise PublishError("cancelled")
+        buf += frame_header(b.digest, b.size)
+        if b.size:
+            with open(b.file.abs_path, "rb", buffering=0) as fh:
+                data = fh.read(b.size)
+                # a short read on a regular file means it shrank; read on to be sure
+                while len(data) < b.size:
+                    more = fh.read(b.size - len(data))
+                    if not more:
+                        raise FileChangedError(b.file.rel_path)
+                    data += more
+            buf += data
+            run.sent.add(b.size)
+            run.progress.advance(b.size)
+        if len(buf) >= READ_CHUNK:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+def _which_changed(blobs: Sequence[_Blob]) -> FileChangedError:
+    for b in blobs:
+        try:
+            if hash_file(b.file) != b.digest:
+                return FileChangedError(b.file.rel_path)
+        except FileChangedError as exc:
+            return exc
+        except OSError:
+            return FileChangedError(b.file.rel_path)
+    return FileChangedError(blobs[0].file.rel_path if len(blobs) == 1 else "a file")
+
+
+def _upload_batch(run: _Run, blobs: Sequence[_Blob]) -> None:
+    length = batch_length([(b.digest, b.size) for b in blobs])
+    try:
+        resp = _request(
+            run,
+            "POST",
+            "/api/v1/blobs/batch",
+            params=run.params,
+            body=lambda: _batch_body(blobs, run),
+            headers={"Content-Type": BATCH_CONTENT_TYPE, "Content-Length": str(length)},
+        )
+    except Exception as exc:
+        if _is_digest_mismatch(exc):
+            raise _which_changed(blobs) from None
+        raise
+    stored = set(_json(resp).get("stored") or ())
+    lost = [b for b in blobs if b.digest not in stored]
+    if lost:
+        raise PublishError(f"the hub did not store {len(lost)} of {len(blobs)} uploaded blobs (first: {lost[0].file.rel_path})")
+
+
+def _upload_single(run: _Run, blob: _Blob) -> None:
+    try:
+        _request(
+            run,
+            "PUT",
+            f"/api/v1/blobs/sha256/{blob.digest}",
+            params=run.params,
+            body=lambda: _read_exact(blob.file, 0, blob.size, run),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
+        )
+    except Exception as exc:
+        if _is_digest_mismatch(exc):
+            raise FileChangedError(blob.file.rel_path) from None
+        raise
+
+
+def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
+    """Upload a large blob in chunks; a broken connection resumes from the hub's offset."""
+    import httpx
+
+    chunk = chunk or CHUNK_SIZE
+    created = _json(
+        _request(
+            run,
+            "POST",
+            "/api/v1/uploads",
+            json={**run.params, "digest": blob.digest, "size": blob.size},
+        )
+    )
+    upload_id = str(created.get("id") or "")
+    if not upload_id:
+        raise PublishError("the hub did not return an upload id")
+    url = f"/api/v1/uploads/{_q(upload_id)}"
+    offset = int(created.get("offset") or 0)
+    failures = 0
+
+    def resync(attempt: int, hint: float | None = None) -> int:
+        _sleep(attempt, hint)
+        state = _json(_request(run, "GET", url))
+        return int(state.get("offset") or 0)
+
+    while True:
+        if run.cancelled.is_set():
+            raise PublishError("cancelled")
+        if not 0 <= offset <= blob.size:
+            raise PublishError(f"the hub reports offset {offset} outside 0..{blob.size} for {blob.file.rel_path}")
+        # at offset == size an empty PUT asks the hub to finish the upload
+        start, end = plan_chunks(blob.size, offset, chunk)[0] if offset < blob.size else (offset, offset)
+        try:
+            resp = run.http.request(
+                "PUT",
+                url,
+                params={"offset": start},
+                content=_read_exact(blob.file, start, end, run),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start)},
+            )
+        except FileChangedError:
+            raise
+        except httpx.TransportError as exc:
+            failures += 1
+            if failures >= MAX_TRIES:
+                raise _transport_error(run, exc) from None
+            offset = resync(failures)  # resume where the hub got to, not from zero
+            continue
+        if resp.status_code == 409 or resp.status_code in RETRY_STATUSES:
+            failures += 1
+            if failures >= MAX_TRIES:
+                raise _hub_error(resp)
+            hint = _retry_after(resp) if resp.status_code in RETRY_STATUSES else 0.0
+            offset = resync(failures, hint)  # 409: our offset was wrong; ask for the right one
+            continue
+        if not resp.is_success:
+            err = _hub_error(resp)
+            if _is_digest_mismatch(err):
+                raise FileChangedError(blob.file.rel_path) from None
+            raise err
+        state = _json(resp)
+        if state.get("complete"):
+            return
+        new = int(state.get("offset") or 0)
+        if new > offset:
+            failures = 0
+        else:
+            failures += 1
+            if failures >= MAX_TRIES:
+                raise PublishError(f"the hub made no progress on {blob.file.rel_path} at offset {offset}")
+        offset = new
+
+
+def _ask_missing(http: Any, params: dict[str, str], digests: Sequence[str]) -> tuple[set[str], float]:
+    missing: set[str] = set()
+    lease = float("inf")
+    for i in range(0, len(digests), MISSING_BATCH):
+        part = list(digests[i : i + MISSING_BATCH])
+        data = _json(_request(http, "POST", "/api/v1/blobs/missing", json={**params, "digests": part}))
+        asked = set(part)
+        missing.update(d for d in data.get("missing") or () if d in asked)
+        if data.get("lease_seconds") is not None:
+            lease = min(lease, float(data["lease_seconds"]))
+    return missing, lease
+
+
+def _upload_all(run: _Run, blobs: list[_Blob], jobs: int) -> None:
+    small = [b for b in blobs if classify(b.size) == "small"]
+    medium = [b for b in blobs if classify(b.size) == "medium"]
+    large = [b for b in blobs if classify(b.size) == "large"]
+    by_digest = {b.digest: b for b in small}
+    tasks: list[tuple[Callable[..., None], Any]] = []
+    for b in sorted(large, key=lambda b: -b.size):
+        tasks.append((_upload_resumable, b))
+    for b in sorted(medium, key=lambda b: -b.size):
+        tasks.append((_upload_single, b))
+    for batch in pack_batches([(b.digest, b.size) for b in small], BATCH_MAX_BYTES, BATCH_MAX_BLOBS):
+        tasks.append((_upload_batch, [by_digest[d] for d, _ in batch]))
+    if not tasks:
+        return
+    if jobs <= 1 or len(tasks) == 1:
+        for fn, arg in tasks:
+            fn(run, arg)
+        return
+    with ThreadPoolExecutor(max_workers=min(jobs, len(tasks)), thread_name_prefix="tether-up") as pool:
+        futures: list[Future[None]] = [pool.submit(fn, run, arg) for fn, arg in tasks]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: stop the workers at their next read
+            run.cancelled.set()
+            for f in futures:
+                f.cancel()
+            raise
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            # The first real failure; the others will only say "cancelled".
+            run.cancelled.set()
+            for f in futures:
+                f.cancel()
+            raise failed[0].exception()  # type: ignore[misc]
+
+
+def _resolve_space(http: Any, space: str | None) -> str:
+    if space:
+        return space
+    env = os.environ.get(ENV_SPACE, "").strip()
+    if env:
+        return env
+    from tether.client import HubError
+
+    scopes = None
+    try:
+        data = _json(_request(http, "GET", "/api/v1/tokens/self"))
+        scopes = data.get("scopes")
+    except HubError as exc:
+        if exc.status not in (400, 404):
+            raise
+    found = space_from_scopes(scopes)
+    if found is None:
+        raise PublishError(
+            "which space? say --space SPACE (or set TETHER_SPACE)",
+            exit_code=2,
+            hint="the space can be guessed only from a token with exactly one publish: scope",
+        )
+    return found
+
+
+def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None) -> dict[str, Any]:
+    from tether.client import HubError
+
+    retried = False
+
+    def note_retry() -> None:
+        nonlocal retried
+        retried = True
+
+    url = f"/api/v1/publish/{_q(space)}/{_q(build_type)}/{_q(build)}"
+    try:
+        resp = _request(http, "POST", url, json={"files": manifest, "public": public}, on_transport_retry=note_retry)
+    except HubError as exc:
+        if exc.status == 409:
+            msg = f"build {build} already exists; publish under a new id"
+            hint = (
+                "an earlier try of this commit lost its answer and may have published it: check the build's URL"
+                if retried
+                else None
+            )
+            raise PublishError(msg, exit_code=1, hint=hint, status=409) from None
+        if exc.status == 400:
+            raise PublishError(f"the hub refused the build: {exc.message}", exit_code=2, status=400) from None
+        raise
+    return _json(resp)
+
+
+# -- the flow -------------------------------------------------------------------------
+
+
+def publish(
+    hub_url: str | None,
+    token: str | None,
+    space: str | None,
+    type: str,
+    build: str,
+    globs: list[str],
+    root: str | Path = ".",
+    strip: int = 0,
+    jobs: int = DEFAULT_JOBS,
+    public: bool | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+    *,
+    client: HubClient | Callable[[], HubClient] | None = None,
+    ca_bundle: str | None = None,
+    cache: HashCache | str | Path | bool | None = None,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Publish the files matching ``globs`` under ``root`` as build ``build``.
+
+    Returns the summary (files, bytes, bytes_hashed, bytes_sent,
+    deduplicated, uploaded, seconds, space, type, build, path, url).
+    Raises InputError (bad local input, exit 2), PublishError (with its
+    ``exit_code``), or tether.client's HubError / TransportError.
+
+    ``client`` reuses an open HubClient (or a function returning one, called
+    once the local input has passed its checks) instead of ``hub_url``/``token``;
+    ``cache`` is a HashCache, a path for one, False for none, or None for the
+    default (``$XDG_CACHE_HOME/tether/hashes.sqlite``).
+    """
+    t0 = time.monotonic()
+    try:
+        validate_type(type)
+        validate_build_id(build)
+    except PathError as exc:
+        raise InputError(str(exc)) from None
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, not {jobs}")
+
+    files = expand(Path(root), list(globs))
+    pairs = plan(files, strip)
+
+    own_cache = not isinstance(cache, HashCache)
+    hc: HashCache | None
+    if cache is False:
+        hc = None
+    elif isinstance(cache, HashCache):
+        hc = cache
+    else:
+        hc = HashCache(cache if cache not in (None, True) else None)  # type: ignore[arg-type]
+    bar: Any = _RichProgress() if progress else _NoProgress()
+    try:
+        hashed = hash_files(
+            [f for f, _ in pairs],
+            hc,
+            jobs,
+            on_bytes=bar.advance,
+            on_plan=lambda total: bar.phase("hashing", total),
+        )
+    except BaseException:
+        bar.close()
+        raise
+    finally:
+        if own_cache and hc is not None:
+            hc.close()
+
+    total_bytes = sum(f.size for f, _ in pairs)
+    manifest = [
+        {"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs
+    ]
+    summary: dict[str, Any] = {
+        "files": len(pairs),
+        "bytes": total_bytes,
+        "bytes_hashed": hashed.bytes_hashed,
+        "bytes_sent": 0,
+        "deduplicated": 0,
+        "uploaded": 0,
+        "seconds": 0.0,
+        "space": space or os.environ.get(ENV_SPACE) or None,
+        "type": type,
+        "build": build,
+        "path": None,
+        "url": None,
+    }
+    if dry_run:
+        bar.close()
+        summary["dry_run"] = True
+        summary["manifest"] = [dict(m, source=f.rel_path) for m, (f, _) in zip(manifest, pairs)]
+        summary["seconds"] = round(time.monotonic() - t0, 3)
+        return summary
+
+    own_client = client is None
+    if callable(client) and not hasattr(client, "_http"):
+        client = client()  # a factory: connect only now that the local input is known good
+    if client is None:
+        from tether.client import HubClient
+
+        if not hub_url:
+            from tether.clientconfig import NO_HUB
+
+            bar.close()
+            raise NO_HUB
+        client = HubClient(hub_url, token=token, ca_bundle=ca_bundle, timeout=timeout, transport=transport)
+    http = client._http  # the pooled httpx.Client, with base URL, auth and TLS set up
+    try:
+        space = _resolve_space(http, space)
+        summary["space"] = space
+        run = _Run(http, space, type, build, bar)
+
+        by_digest: dict[str, _Blob] = {}
+        for f, _ in pairs:
+            d = hashed[f.abs_path]
+            by_digest.setdefault(d, _Blob(d, f.size, f))
+        digests = sorted(by_digest)
+        uploaded: set[str] = set()
+        to_check = digests
+        for _round in range(3):
+            asked_at = time.monotonic()
+            missing, lease = _ask_missing(http, run.params, to_check)
+            blobs = [by_digest[d] for d in sorted(missing) if d not in uploaded]
+            bar.phase("uploading", sum(b.size for b in blobs))
+            _upload_all(run, blobs, jobs)
+            uploaded.update(b.digest for b in blobs)
+            # The hub's "you have it" holds for `lease` seconds: if uploading took
+            # longer, ask again about what we skipped before committing.
+            if time.monotonic() - asked_at < 0.8 * lease:
+                break
+            to_check = [d for d in digests if d not in uploaded]
+            if not to_check:
+                break
+        result = _commit(http, space, type, build, manifest, public)
+    finally:
+        bar.close()
+        if own_client:
+            client.close()
+
+    summary.update(
+        {
+            "bytes_sent": run.sent.value,
+            "uploaded": len(uploaded),
+            "deduplicated": len(pairs) - len(uploaded),
+            "space": result.get("space", space),
+            "type": result.get("type", type),
+            "build": result.get("build", build),
+            "path": result.get("path"),
+            "url": result.get("url"),
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+    )
+    return summary
+
+
+__all__ = [
+    "BATCH_MAX_BLOBS",
+    "BATCH_MAX_BYTES",
+    "CHUNK_SIZE",
+    "MAX_TRIES",
+    "MEDIUM_MAX",
+    "MISSING_BATCH",
+    "SMALL_MAX",
+    "FileChangedError",
+    "InputError",
+    "PublishError",
+    "batch_length",
+    "classify",
+    "decode_frames",
+    "encode_frames",
+    "frame_header",
+    "human_bytes",
+    "pack_batches",
+    "plan_chunks",
+    "publish",
+    "space_from_scopes",
+    "summary_line",
+]

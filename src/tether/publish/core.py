@@ -1,0 +1,127 @@
+"""Publishing rules with no I/O: path validation, type mapping, manifest checks.
+
+Shared by the hub (which trusts nothing a client says) and the client (which
+refuses bad input before sending anything).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_PATH = 1024
+MAX_SEGMENT = 255
+MAX_MANIFEST_FILES = 100_000
+MODES = (0o644, 0o755)
+
+
+class PathError(ValueError):
+    """A path that must not be published; the message says why."""
+
+
+def validate_path(path: str) -> str:
+    """Return ``path`` if it is a safe relative POSIX path, else raise PathError.
+
+    Refused: empty, absolute, ``..`` or ``.`` segments, empty segments (``a//b``),
+    backslashes, NUL and other control or format characters, over-long paths.
+    No silent normalisation: what is published is exactly what was asked for.
+    """
+    if not isinstance(path, str) or not path:
+        raise PathError("empty path")
+    shown = path.encode("unicode_escape").decode("ascii")[:200]
+    if len(path) > MAX_PATH:
+        raise PathError(f"path is {len(path)} characters; at most {MAX_PATH} are allowed")
+    if "\\" in path:
+        raise PathError(f"path {shown!r} contains a backslash; use '/' to separate directories")
+    for ch in path:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            raise PathError(f"path {shown!r} contains a control character (U+{ord(ch):04X})")
+    if path.startswith("/"):
+        raise PathError(f"path {shown!r} is absolute; paths are relative to the build")
+    for seg in path.split("/"):
+        if seg in ("", ".", ".."):
+            raise PathError(f"path {shown!r} has an empty, '.' or '..' segment")
+        if len(seg.encode()) > MAX_SEGMENT:
+            raise PathError(f"path {shown!r} has a segment longer than {MAX_SEGMENT} bytes")
+    return path
+
+
+def collision_key(path: str) -> str:
+    """Paths that would land on the same name on a case-insensitive or
+    Unicode-normalising filesystem (or in a browser) share a key."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def validate_build_id(build_id: str) -> str:
+    if not BUILD_ID_RE.match(build_id or ""):
+        raise PathError(
+            f"build id {build_id!r} is not valid: 1-128 characters A-Z a-z 0-9 . _ + -, starting with a letter or digit"
+        )
+    return build_id
+
+
+def validate_type(build_type: str) -> str:
+    if not TYPE_RE.match(build_type or ""):
+        raise PathError(f"build type {build_type!r} is not valid: 1-64 characters a-z 0-9 . _ -")
+    return build_type
+
+
+def build_prefix(template: str | None, build_type: str, build_id: str) -> str:
+    """Where a build of this type lands in its space: the type's template
+    (``android/{build_id}``) or ``TYPE/BUILD_ID``."""
+    validate_type(build_type)
+    validate_build_id(build_id)
+    prefix = (template or "{type}/{build_id}").format(type=build_type, build_id=build_id)
+    return validate_path(prefix)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    digest: str
+    size: int
+    mode: int = 0o644
+
+
+def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILES) -> list[ManifestEntry]:
+    """Check a whole manifest; raise PathError naming the first problem.
+
+    Every path valid, no two paths colliding after normalisation, no path that is
+    also a directory of another (``a`` and ``a/b``), digests well-formed, sizes
+    non-negative, modes 0644 or 0755.
+    """
+    if not isinstance(entries, list) or not entries:
+        raise PathError("the manifest names no files")
+    if len(entries) > max_files:
+        raise PathError(f"the manifest names {len(entries)} files; at most {max_files} are allowed")
+    out: list[ManifestEntry] = []
+    seen: dict[str, str] = {}
+    for e in entries:
+        path = validate_path(e.get("path", "") if isinstance(e, dict) else "")
+        digest = e.get("digest", "")
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise PathError(f"{path}: digest must be 64 lowercase hex characters (sha256)")
+        size = e.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise PathError(f"{path}: size must be a non-negative integer")
+        mode = e.get("mode", 0o644)
+        if mode not in MODES:
+            raise PathError(f"{path}: mode must be 0644 or 0755 (420 or 493)")
+        key = collision_key(path)
+        if key in seen:
+            raise PathError(f"{path!r} collides with {seen[key]!r} (same name after case and Unicode normalisation)")
+        seen[key] = path
+        out.append(ManifestEntry(path, digest, size, mode))
+    # A file may not also be a directory: "a" and "a/b" cannot both exist.
+    keys = set(seen)
+    for key, path in seen.items():
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in keys:
+                raise PathError(f"{seen[parent]!r} is a file but {path!r} needs it to be a directory")
+    return out

@@ -1,0 +1,358 @@
+"""NATS transport for signal: a thin asyncio adapter around :mod:`tether.signal.core`.
+
+Every decision (is this message trusted, is it for us, what is printed) is the
+core's; this module only connects, publishes, subscribes, runs scripts and
+keeps time. Structured concurrency: every task and process started here is
+finished or killed before the public coroutine returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from tether.signal import core
+from tether.signal.config import SignalConfig
+
+__all__ = ["SignalError", "NoReceivers", "connect", "send", "request", "listen", "MAX_OUTPUT"]
+
+#: a script's combined output is cut here so the reply fits in a NATS payload
+MAX_OUTPUT = 512 * 1024
+#: handlers waiting for a slot beyond this are dropped (with a log line)
+MAX_QUEUED = 10_000
+
+Log = Callable[[str], None]
+
+
+class SignalError(Exception):
+    """A runtime failure; ``exit_code`` follows the tether conventions."""
+
+    def __init__(self, message: str, exit_code: int = 3, hint: str | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.hint = hint
+
+
+class NoReceivers(SignalError):
+    pass
+
+
+def _tls_context(cfg: SignalConfig) -> ssl.SSLContext | None:
+    if not (cfg.tls_ca or cfg.tls_cert) and not any(s.startswith("tls://") for s in cfg.servers):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else ssl.create_default_context()
+    if cfg.tls_cert:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
+    """Connect to the first reachable ``server``; fail within a few seconds if none is."""
+    opts: dict = dict(
+        servers=cfg.servers,
+        name=name,
+        connect_timeout=2,
+        reconnect_time_wait=0.2,
+        max_reconnect_attempts=2,
+        ping_interval=3,
+        max_outstanding_pings=3,
+        allow_reconnect=True,
+    )
+    if cfg.credentials:
+        opts["user_credentials"] = cfg.credentials
+    if cfg.token:
+        opts["token"] = cfg.token
+    if cfg.user:
+        opts["user"] = cfg.user
+        opts["password"] = cfg.password
+    tls = _tls_context(cfg)
+    if tls is not None:
+        opts["tls"] = tls
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc) or type(exc).__name__)
+
+    opts["error_cb"] = on_error
+    try:
+        nc = await nats.connect(**opts)
+    except Exception as exc:  # nats-py raises a zoo of types here
+        detail = "; ".join(dict.fromkeys(errors)) or str(exc) or type(exc).__name__
+        auth = "authorization" in detail.lower() or "authentication" in detail.lower()
+        raise SignalError(
+            f"cannot connect to NATS at {', '.join(cfg.servers)}: {detail}",
+            exit_code=4 if auth else 3,
+            hint="check `credentials`, `token` or `user`/`password` in the config" if auth else "is nats-server running and reachable?",
+        ) from None
+    # Once connected, ride out server restarts for as long as we run.
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
+
+
+async def _close(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 2)
+
+
+def _signer(cfg: SignalConfig, public: bytes | None, verb: str | None) -> core.SigningKey:
+    ident = cfg.identity(public, verb)
+    if ident is None:
+        who = core.b58encode(public) if public else "the default identity"
+        raise SignalError(f"no private key with permission for verb {verb!r}: {who}", exit_code=3,
+                          hint="add the verb to that identity's [verbs] in [ Identities ], or pick another with -p")
+    return ident.key
+
+
+def _encode(cfg: SignalConfig, *, public: bytes | None, dest: str, verb: str, payload: str, uuid: str | None, request: bool) -> bytes:
+    key = _signer(cfg, public, verb)
+    try:
+        return core.encode(key, destination=dest, verb=verb, payload=payload, time_ns=time.time_ns(),
+                           uuid=core.make_uuid(uuid), request=request)
+    except core.EnvelopeError as exc:
+        raise SignalError(str(exc), exit_code=2) from None
+
+
+def stream_name(subject: str) -> str:
+    """The JetStream stream that keeps one broadcast subject for durable mode."""
+    return "SIGNAL_" + re.sub(r"[^A-Za-z0-9_-]", "_", subject)
+
+
+def consumer_name(cfg: SignalConfig) -> str:
+    """One durable consumer per node: its destination plus its key, so two configs never share one."""
+    key = hashlib.sha256(cfg.default_identity or b"").hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", cfg.destination)[:80] + "_" + key
+
+
+async def ensure_stream(nc: NATS, cfg: SignalConfig, subj: str):
+    from nats.js.api import StreamConfig
+
+    js = nc.jetstream(timeout=5)
+    age = cfg.durable_retention_ns / 1e9
+    conf = StreamConfig(name=stream_name(subj), subjects=[subj], max_age=age, duplicate_window=min(age, 3600.0))
+    try:
+        try:
+            await js.add_stream(conf)
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(conf)
+    except Exception as exc:
+        raise SignalError(f"cannot set up the JetStream stream for durable mode: {exc}",
+                          hint="durable mode needs a nats-server with JetStream enabled (-js)") from None
+    return js
+
+
+async def send(cfg: SignalConfig, *, subject: str | None, public: bytes | None, dest: str, verb: str, payload: str,
+               uuid: str | None, durable: bool = False) -> None:
+    """Send and forget (``-s``). Durable: also stored in a JetStream stream, deduplicated by digest."""
+    raw = _encode(cfg, public=public, dest=dest or core.DEFAULT_DESTINATION_PATTERN, verb=verb, payload=payload,
+                  uuid=uuid, request=False)
+    subj = core.broadcast_subject(cfg.subject, subject)
+    nc = await connect(cfg)
+    try:
+        if durable:
+            js = await ensure_stream(nc, cfg, subj)
+            try:
+                await js.publish(subj, raw, headers={"Nats-Msg-Id": hashlib.sha256(raw).hexdigest()})
+            except Exception as exc:
+                raise SignalError(f"JetStream did not store the message: {exc}") from None
+        else:
+            await nc.publish(subj, raw)
+            await nc.flush(timeout=5)
+    finally:
+        await _close(nc)
+
+
+async def request(cfg: SignalConfig, *, subject: str | None, public: bytes | None, dest: str, verb: str, payload: str,
+                  uuid: str | None, timeout: float | None, out: Callable[[str], None], log: Log) -> int:
+    """Request/response (``-r``): 0 when at least one reply came, else 1."""
+    dest = dest or core.DEFAULT_DESTINATION_PATTERN
+    collector = core.ResponseCollector(cfg.peers, dest, cfg.allow_skew_ns, core.new_separator())
+    if collector.done:
+        raise NoReceivers(f"no known receivers: no [ Peers ] destination matches {dest!r}", exit_code=3)
+    raw = _encode(cfg, public=public, dest=dest, verb=verb, payload=payload, uuid=uuid, request=True)
+    finished = asyncio.Event()
+    no_responders = False
+
+    async def on_reply(msg: Msg) -> None:
+        got = collector.reply(msg.data, time.time_ns())
+        if isinstance(got, str):
+            out(got)
+        else:
+            log(f"reply {got}")
+        if collector.done:
+            finished.set()
+
+    async def on_status(msg: Msg) -> None:
+        nonlocal no_responders
+        if msg.headers and msg.headers.get("Status") == "503":
+            no_responders = True
+            finished.set()
+
+    nc = await connect(cfg)
+    try:
+        await nc.subscribe(core.reply_subject(cfg.subject, raw), cb=on_reply)
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=on_status, max_msgs=1)
+        await nc.publish(core.broadcast_subject(cfg.subject, subject), raw, reply=inbox)
+        await nc.flush(timeout=5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), timeout)
+    finally:
+        await _close(nc)
+    if no_responders and not collector.received:
+        raise SignalError("no responders: nothing is listening on "
+                          f"{core.broadcast_subject(cfg.subject, subject)}", exit_code=3)
+    return 0 if collector.received else 1
+
+
+@dataclass
+class _Run:
+    exit_code: int | None
+    output: str
+
+
+async def _run_script(argv: Sequence[str], env: dict[str, str], log: Log) -> _Run:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REMAPHORE_")}
+    full_env.update(env)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=full_env, start_new_session=True,
+        )
+    except OSError as exc:
+        log(f"cannot run {argv[0]}: {exc.strerror or exc}")
+        return _Run(-1, "")
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            if size < MAX_OUTPUT:
+                chunks.append(chunk[: MAX_OUTPUT - size])
+            size += len(chunk)
+        rc = await proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+        raise
+    if size > MAX_OUTPUT:
+        log(f"{argv[0]}: output cut to {MAX_OUTPUT} bytes (was {size})")
+    code = rc if rc >= 0 else -1  # killed by a signal: -1, as remaphore reports it
+    log(f"ran {argv[0]}: exit {code}")
+    return _Run(code, b"".join(chunks).decode("utf-8", "surrogateescape"))
+
+
+async def listen(cfg: SignalConfig, receiver: core.Receiver, *, subject: str | None, script: Sequence[str],
+                 once: bool, timeout: float | None, log: Log, verbose: bool = False,
+                 ready: Callable[[], None] | None = None, durable: bool = False) -> int:
+    """Receive (the default mode): 0 when a message was handled, 1 when none came before the timeout."""
+    reply_key = _signer(cfg, None, None)
+    sem = asyncio.Semaphore(cfg.max_handlers)
+    tasks: set[asyncio.Task] = set()
+    handled = asyncio.Event()
+    state = {"received": 0, "claimed": False}
+    subs: list = []
+    nc = await connect(cfg)
+
+    async def handle(acc: core.Accepted, msg: Msg) -> None:
+        env = acc.envelope
+        async with sem:
+            if script:
+                run = await _run_script(core.script_argv(script, env), core.script_env(env, acc.destmatch), log)
+            else:
+                run = _Run(None, "")
+            if env.request:
+                raw = core.encode(reply_key, destination="", verb=core.REPLY_VERB,
+                                  payload=core.reply_payload(run.exit_code, run.output), time_ns=time.time_ns(),
+                                  uuid=core.make_uuid(None), request=False)
+                try:
+                    await nc.publish(core.reply_subject(cfg.subject, env.raw), raw)
+                    await nc.flush(timeout=5)
+                except Exception as exc:
+                    log(f"reply failed: {exc}")
+            if durable:
+                with contextlib.suppress(Exception):
+                    await msg.ack()
+        if once:
+            handled.set()
+
+    async def consumed(msg: Msg) -> None:
+        if durable:  # settled for this node: never delivered again
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+    async def on_msg(msg: Msg) -> None:
+        if once and state["claimed"]:
+            if durable:  # handed back at once, so the next run gets it
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            return
+        got = receiver.receive(msg.data, time.time_ns())
+        if isinstance(got, core.Refused):
+            log(f"message {got}")
+            await consumed(msg)
+            return
+        if isinstance(got, core.Ignored):
+            if verbose:
+                log(f"message {got}")
+            await consumed(msg)
+            return
+        if len(tasks) >= MAX_QUEUED:
+            log("too many messages waiting for a handler slot: dropped one")
+            return
+        state["claimed"] = True
+        state["received"] += 1
+        if once and durable and subs:
+            with contextlib.suppress(Exception):
+                await subs[0].unsubscribe()  # stop deliveries; the consumer (and its place) stays
+        env = got.envelope
+        log(f"incoming {env.verb!r} from {got.peer.destination} ({env.sender_b58})")
+        task = asyncio.get_running_loop().create_task(handle(got, msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        sub_name = core.broadcast_subject(cfg.subject, subject)
+        if durable:
+            js = await ensure_stream(nc, cfg, sub_name)
+            from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+            jsub = await js.subscribe(sub_name, cb=on_msg, durable=consumer_name(cfg), manual_ack=True,
+                               stream=stream_name(sub_name),
+                               config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
+                                                     deliver_policy=DeliverPolicy.ALL))
+            subs.append(jsub)
+        else:
+            await nc.subscribe(sub_name, cb=on_msg, pending_msgs_limit=65536)
+        await nc.flush(timeout=5)
+        log(f"ready, listening on {sub_name}")
+        if ready is not None:
+            ready()
+        with contextlib.suppress(TimeoutError):
+            if once:
+                await asyncio.wait_for(handled.wait(), timeout)
+            elif timeout is not None:
+                await asyncio.sleep(timeout)
+            else:
+                await asyncio.Event().wait()
+    finally:
+        for t in list(tasks):
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await _close(nc)
+    return 0 if state["received"] else 1

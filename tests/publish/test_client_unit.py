@@ -1,0 +1,526 @@
+"""The publishing client without a hub: wire format, upload planning, and the
+whole flow against an in-process fake that speaks the HTTP contract (via
+httpx.MockTransport), including dropped connections and retries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tether.publish import client as pc
+from tether.publish.client import (
+    BATCH_MAX_BLOBS,
+    BATCH_MAX_BYTES,
+    PublishError,
+    batch_length,
+    classify,
+    decode_frames,
+    encode_frames,
+    frame_header,
+    human_bytes,
+    pack_batches,
+    plan_chunks,
+    publish,
+    space_from_scopes,
+    summary_line,
+)
+from tether.publish.files import FileChangedError, InputError
+
+OLD = time.time_ns() - 3600 * 10**9
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- framing ---------------------------------------------------------------------------
+
+
+def test_frame_header():
+    d = sha(b"abc")
+    assert frame_header(d, 3) == f"{d} 3\n".encode()
+    with pytest.raises(ValueError):
+        frame_header("ABC", 3)
+    with pytest.raises(ValueError):
+        frame_header(d, -1)
+
+
+def test_encode_frames_layout_and_roundtrip():
+    blobs = [(sha(b"one"), b"one"), (sha(b""), b""), (sha(b"\n\n3 4\n"), b"\n\n3 4\n")]
+    body = encode_frames(blobs)
+    assert body.startswith(f"{sha(b'one')} 3\none".encode())
+    assert f"{sha(b'')} 0\n{sha(chr(10).encode() * 2 + b'3 4' + chr(10).encode())} 6\n".encode() in body
+    assert decode_frames(body) == blobs
+    assert len(body) == batch_length([(d, len(b)) for d, b in blobs])
+
+
+def test_decode_frames_refuses_truncation():
+    body = encode_frames([(sha(b"hello"), b"hello")])
+    with pytest.raises(ValueError, match="truncated"):
+        decode_frames(body[:-1])
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def test_classify():
+    assert classify(0) == classify(1 << 20) == "small"
+    assert classify((1 << 20) + 1) == classify(64 << 20) == "medium"
+    assert classify((64 << 20) + 1) == "large"
+
+
+def test_pack_batches_respects_count_and_bytes():
+    d = "0" * 64
+    items = [(d, 10)] * 2500
+    batches = pack_batches(items)
+    assert [len(b) for b in batches] == [BATCH_MAX_BLOBS, BATCH_MAX_BLOBS, 500]
+    big = [(d, 1 << 20)] * 40
+    batches = pack_batches(big)
+    assert all(batch_length(b) <= BATCH_MAX_BYTES for b in batches)
+    assert sum(len(b) for b in batches) == 40
+    assert len(batches) == 3  # 15 + 15 + 10: headers push the 16th MiB over
+
+
+def test_pack_batches_small_limits_and_oversized_item():
+    d = "a" * 64
+    assert pack_batches([(d, 5)] * 5, max_bytes=10_000, max_blobs=2) == [[(d, 5)] * 2, [(d, 5)] * 2, [(d, 5)]]
+    assert pack_batches([(d, 50), (d, 1)], max_bytes=20) == [[(d, 50)], [(d, 1)]]
+    assert pack_batches([]) == []
+
+
+def test_plan_chunks():
+    assert plan_chunks(10, 0, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert plan_chunks(10, 6, 4) == [(6, 10)]
+    assert plan_chunks(8, 8, 4) == []
+    assert plan_chunks(0, 0, 4) == []
+    size = (1 << 30) + 5
+    chunks = plan_chunks(size)
+    assert chunks[0] == (0, 16 << 20) and chunks[-1][1] == size
+    assert all(b - a <= 16 << 20 for a, b in chunks)
+    assert all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
+    with pytest.raises(ValueError):
+        plan_chunks(10, 11)
+    with pytest.raises(ValueError):
+        plan_chunks(10, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "scopes, space",
+    [
+        (["publish:builds/android"], "builds"),
+        (["publish:builds"], "builds"),
+        (["publish:builds/a", "publish:builds/b:write", "log:ops"], "builds"),
+        (["publish:a", "publish:b"], None),
+        (["log:ops"], None),
+        ([], None),
+        (None, None),
+    ],
+)
+def test_space_from_scopes(scopes, space):
+    assert space_from_scopes(scopes) == space
+
+
+def test_human_bytes_and_summary_line():
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1_234_567) == "1.2 MB"
+    line = summary_line({
+        "files": 3, "bytes": 2_000_000, "url": "https://hub/files/s/t/1/", "bytes_hashed": 1_000_000,
+        "bytes_sent": 500_000, "deduplicated": 1, "seconds": 1.25,
+    })  # fmt: skip
+    assert line == (
+        "published 3 files (2.0 MB) to https://hub/files/s/t/1/: hashed 1.0 MB, sent 500.0 kB, 1 deduplicated, 1.2 s"
+    )
+
+
+# -- the flow against a fake hub -----------------------------------------------------------
+
+
+class FakeHub:
+    """Just enough of the hub's publish API to drive the client."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.builds: dict[tuple[str, str, str], list[dict]] = {}
+        self.uploads: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.scopes: list[str] | None = ["publish:builds/android"]
+        self.fail: dict[str, list] = {}  # "METHOD path-prefix" -> queue of actions
+        self.sent_bytes = 0
+
+    def _action(self, request: httpx.Request):
+        for key, queue in self.fail.items():
+            method, _, prefix = key.partition(" ")
+            if request.method == method and request.url.path.startswith(prefix) and queue:
+                return queue.pop(0)
+        return None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.requests.append((request.method, path))
+        action = self._action(request)
+        if action == "drop-before":
+            raise httpx.ConnectError("connection refused")
+        if isinstance(action, int):
+            return httpx.Response(action, headers={"Retry-After": "0"}, json={"title": "busy"})
+        body = request.read()
+        self.sent_bytes += len(body)
+        if action == "drop-half":
+            # the hub keeps half of an upload chunk, then the connection breaks
+            m = re.fullmatch(r"/api/v1/uploads/(\w+)", path)
+            up = self.uploads[m.group(1)]
+            up["data"] += body[: len(body) // 2]
+            raise httpx.ReadError("connection reset")
+        if path == "/api/v1/tokens/self":
+            return httpx.Response(200, json={"scopes": self.scopes})
+        if path == "/api/v1/blobs/missing":
+            data = json.loads(body)
+            return httpx.Response(200, json={"missing": [d for d in data["digests"] if d not in self.blobs], "lease_seconds": 3600})
+        if path == "/api/v1/blobs/batch":
+            assert request.headers["content-type"] == "application/x-tether-blobs"
+            assert int(request.headers["content-length"]) == len(body)
+            stored = []
+            for d, data in decode_frames(body):
+                if sha(data) != d:
+                    return self._mismatch(d)
+                self.blobs[d] = data
+                stored.append(d)
+            return httpx.Response(200, json={"stored": stored})
+        m = re.fullmatch(r"/api/v1/blobs/sha256/([0-9a-f]{64})", path)
+        if m:
+            assert int(request.headers["content-length"]) == len(body)
+            if sha(body) != m.group(1):
+                return self._mismatch(m.group(1))
+            self.blobs[m.group(1)] = body
+            return httpx.Response(201, json={"digest": m.group(1), "size": len(body)})
+        if path == "/api/v1/uploads" and request.method == "POST":
+            data = json.loads(body)
+            uid = f"u{len(self.uploads)}"
+            self.uploads[uid] = {"digest": data["digest"], "size": data["size"], "data": b""}
+            return httpx.Response(201, json={"id": uid, "offset": 0, "size": data["size"]})
+        m = re.fullmatch(r"/api/v1/uploads/(\w+)", path)
+        if m:
+            up = self.uploads[m.group(1)]
+            if request.method == "GET":
+                return httpx.Response(200, json={"offset": len(up["data"]), "size": up["size"]})
+            offset = int(request.url.params["offset"])
+            if offset != len(up["data"]):
+                return httpx.Response(409, json={"detail": "wrong offset", "offset": len(up["data"])})
+            up["data"] += body
+            if len(up["data"]) < up["size"]:
+                return httpx.Response(200, json={"offset": len(up["data"]), "complete": False})
+            if sha(up["data"]) != up["digest"]:
+                return self._mismatch(up["digest"])
+            self.blobs[up["digest"]] = up["data"]
+            return httpx.Response(200, json={"offset": up["size"], "complete": True})
+        m = re.fullmatch(r"/api/v1/publish/([^/]+)/([^/]+)/([^/]+)", path)
+        if m:
+            key = m.groups()
+            if key in self.builds:
+                return httpx.Response(409, json={"detail": "exists"})
+            files = json.loads(body)["files"]
+            for f in files:
+                if f["digest"] not in self.blobs:
+                    return httpx.Response(400, json={"detail": f"blob {f['digest']} was never uploaded"})
+            self.builds[key] = files
+            url = f"http://hub.test/files/{key[0]}/{key[1]}/{key[2]}/"
+            return httpx.Response(201, json={
+                "space": key[0], "type": key[1], "build": key[2], "path": f"{key[1]}/{key[2]}",
+                "files": len(files), "bytes": sum(f["size"] for f in files), "url": url,
+            })  # fmt: skip
+        return httpx.Response(404, json={"detail": f"no route {path}"})
+
+    @staticmethod
+    def _mismatch(digest: str) -> httpx.Response:
+        return httpx.Response(
+            400,
+            json={"type": "urn:tether:problem:blob-digest-mismatch", "detail": f"blob {digest}: the bytes do not match the digest"},
+        )
+
+    def content(self, key: tuple[str, str, str]) -> dict[str, bytes]:
+        return {f["path"]: self.blobs[f["digest"]] for f in self.builds[key]}
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch, tmp_path):
+    monkeypatch.setattr(pc, "BACKOFF", 0.001)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TETHER_SPACE", raising=False)
+
+
+@pytest.fixture
+def hub() -> FakeHub:
+    return FakeHub()
+
+
+def make(root: Path, rel: str, data: bytes) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    os.utime(p, ns=(OLD, OLD))
+    return p
+
+
+def run(hub: FakeHub, root: Path, build: str = "1", globs=("**",), **kw):
+    return publish(
+        "http://hub.test", "tth_test", kw.pop("space", None), kw.pop("type", "android"), build, list(globs),
+        root=root, transport=httpx.MockTransport(hub), **kw,
+    )  # fmt: skip
+
+
+def test_flow_small_files_dedup_and_republish(hub, tmp_path):
+    root = tmp_path / "tree"
+    files = {f"out/f{i:03}.txt": f"file {i}".encode() for i in range(50)}
+    files["out/dup.txt"] = b"file 7"  # same content as f007
+    files["out/sub/bin.sh"] = b"#!/bin/sh\n"
+    for rel, data in files.items():
+        make(root, rel, data)
+    (root / "out/sub/bin.sh").chmod(0o755)
+
+    s = run(hub, root, strip=1)
+    assert s["files"] == 52 and s["space"] == "builds"  # space from the token's one publish: scope
+    assert s["deduplicated"] == 1 and s["uploaded"] == 51
+    assert s["bytes_sent"] == sum(len(v) for k, v in files.items() if k != "out/dup.txt")
+    assert s["bytes_hashed"] == s["bytes"]
+    assert s["url"] == "http://hub.test/files/builds/android/1/"
+    assert hub.content(("builds", "android", "1")) == {k.removeprefix("out/"): v for k, v in files.items()}
+    modes = {f["path"]: f["mode"] for f in hub.builds[("builds", "android", "1")]}
+    assert modes["sub/bin.sh"] == 0o755 and modes["f000.txt"] == 0o644
+    assert sum(1 for m, p in hub.requests if p == "/api/v1/blobs/batch") == 1
+
+    # unchanged re-publish under a new id: nothing hashed, nothing sent
+    hub.requests.clear()
+    s2 = run(hub, root, build="2", strip=1)
+    assert (s2["bytes_hashed"], s2["bytes_sent"], s2["deduplicated"]) == (0, 0, 52)
+    assert [p for _, p in hub.requests] == ["/api/v1/tokens/self", "/api/v1/blobs/missing", "/api/v1/publish/builds/android/2"]
+
+
+def test_flow_medium_and_large_files(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "SMALL_MAX", 1000)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 10_000)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 4096)
+    root = tmp_path / "tree"
+    medium = os.urandom(5000)
+    large = os.urandom(20_000)
+    make(root, "m.bin", medium)
+    make(root, "l.bin", large)
+    make(root, "s.txt", b"small")
+    s = run(hub, root, space="builds", jobs=3)
+    assert hub.content(("builds", "android", "1")) == {"m.bin": medium, "l.bin": large, "s.txt": b"small"}
+    assert s["bytes_sent"] == 25_005
+    puts = [p for m, p in hub.requests if m == "PUT" and p.startswith("/api/v1/uploads/")]
+    assert len(puts) == 5  # 20,000 bytes in 4 KiB chunks
+    assert ("PUT", f"/api/v1/blobs/sha256/{sha(medium)}") in hub.requests
+
+
+def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "SMALL_MAX", 10)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    root = tmp_path / "tree"
+    large = os.urandom(3000)
+    make(root, "l.bin", large)
+    hub.fail["PUT /api/v1/uploads/"] = [None, "drop-half"]  # second chunk breaks half way
+    s = run(hub, root, space="builds")
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+    # resumed from 1500, not from zero: 1000 + 1000 (broken) + 500 + 1000
+    assert s["bytes_sent"] == 3500
+    gets = [p for m, p in hub.requests if m == "GET" and p.startswith("/api/v1/uploads/")]
+    assert len(gets) == 1
+
+
+def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "SMALL_MAX", 10)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    root = tmp_path / "tree"
+    large = os.urandom(2500)
+    make(root, "l.bin", large)
+    hub.fail["PUT /api/v1/uploads/"] = [409]
+    run(hub, root, space="builds")
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+
+
+def test_transient_errors_are_retried(hub, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    hub.fail["POST /api/v1/blobs/missing"] = ["drop-before", 503]
+    hub.fail["POST /api/v1/blobs/batch"] = [429, 502]
+    hub.fail["POST /api/v1/publish/"] = [504]
+    run(hub, root, space="builds")
+    assert hub.content(("builds", "android", "1")) == {"a.txt": b"a"}
+
+
+def test_retries_give_up_after_five_tries(hub, tmp_path):
+    from tether.client import TransportError
+
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    hub.fail["POST /api/v1/blobs/missing"] = ["drop-before"] * 5
+    with pytest.raises(TransportError):
+        run(hub, root, space="builds")
+    assert sum(1 for _, p in hub.requests if p == "/api/v1/blobs/missing") == 5
+    assert not hub.builds
+
+
+def test_existing_build_is_a_clean_no(hub, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    run(hub, root, space="builds")
+    with pytest.raises(PublishError, match="build 1 already exists; publish under a new id") as e:
+        run(hub, root, space="builds")
+    assert e.value.exit_code == 1
+
+
+def test_file_changed_while_publishing(hub, tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    p = make(root, "a.txt", b"aaaa")
+    real = pc._upload_all
+
+    def change_then_upload(run_, blobs, jobs):
+        p.write_bytes(b"bbbb")  # same size, new content, after hashing
+        return real(run_, blobs, jobs)
+
+    monkeypatch.setattr(pc, "_upload_all", change_then_upload)
+    with pytest.raises(FileChangedError, match="a.txt changed while it was being published; re-run"):
+        run(hub, root, space="builds")
+    assert not hub.builds
+
+
+def test_space_must_be_said_when_the_token_cannot_tell(hub, tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    hub.scopes = ["publish:a", "publish:b"]
+    with pytest.raises(PublishError, match="--space") as e:
+        run(hub, root)
+    assert e.value.exit_code == 2
+    monkeypatch.setenv("TETHER_SPACE", "b")
+    assert run(hub, root)["space"] == "b"
+
+
+def test_dry_run_sends_nothing(hub, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "out/a.txt", b"a")
+    s = run(hub, root, strip=1, dry_run=True)
+    assert hub.requests == []
+    assert s["dry_run"] and s["files"] == 1
+    assert s["manifest"] == [{"path": "a.txt", "digest": sha(b"a"), "size": 1, "mode": 0o644, "source": "out/a.txt"}]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"type": "Bad Type"}, "build type"),
+        ({"build": "../x"}, "build id"),
+        ({"globs": ["nothing-*"]}, "matched no files"),
+        ({"strip": 5}, "cannot strip"),
+        ({"jobs": 0}, "--jobs"),
+    ],
+)
+def test_bad_input_sends_nothing(hub, tmp_path, kw, message):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    with pytest.raises(InputError, match=message):
+        run(hub, root, space="builds", **kw)
+    assert hub.requests == []
+
+
+def test_progress_bar_does_not_break_the_flow(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "SMALL_MAX", 10)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 64)
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    make(root, "big.bin", os.urandom(500))
+    s = run(hub, root, space="builds", progress=True)
+    assert s["files"] == 2
+
+
+# -- the command line (no hub needed) ---------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    env = {
+        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TETHER_HUB": None, "TETHER_TOKEN": None, "TETHER_CA_BUNDLE": None, "TETHER_SPACE": None,
+    }  # fmt: skip
+
+    def invoke(*args: str):
+        return CliRunner().invoke(main, ["publish", *args], env=env)
+
+    return invoke
+
+
+def test_cli_dry_run_lists_the_plan(cli, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "out/a.txt", b"a")
+    make(root, "out/b.txt", b"bb")
+    r = cli("--type", "android", "--strip", "1", "--root", str(root), "--dry-run", "1234", "out/*.txt")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].startswith("a.txt  1  644  ")
+    assert "<- out/a.txt" in r.stdout
+    assert r.stderr.startswith("dry run: would publish 2 files (3 B) to ?/android/1234")
+
+
+def test_cli_dry_run_json(cli, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    r = cli("--type", "android", "--root", str(root), "--dry-run", "--json", "--space", "builds", "7", "*.txt")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    for key in ("files", "bytes_hashed", "bytes_sent", "deduplicated", "seconds", "build", "space", "type"):
+        assert key in data
+    assert data["build"] == "7" and data["space"] == "builds" and data["manifest"][0]["path"] == "a.txt"
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["nothing-*"], "matched no files"),
+        ("outside", ["*"], "outside the root"),
+        ("collide", ["*/*"], "collide"),
+        (None, ["../x"], "inside --root"),
+    ],
+)
+def test_cli_bad_input_exit_2(cli, tmp_path, setup, args, message):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    if setup == "outside":
+        make(tmp_path, "secret", b"s")
+        (root / "leak").symlink_to(tmp_path / "secret")
+    if setup == "collide":
+        make(root, "x/A", b"1")
+        make(root, "y/a", b"2")
+        args = ["--strip", "1", *args]
+    r = cli("--type", "android", "--root", str(root), "--hub", "http://127.0.0.1:1", "1", *args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("tether: error: ") and message in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_cli_unreachable_hub_exit_3(cli, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    r = cli("--type", "android", "--root", str(root), "--hub", "http://127.0.0.1:1", "--token", "tth_0123456789abcdef_secret",
+            "--space", "builds", "1", "*.txt")  # fmt: skip
+    assert r.exit_code == 3, r.output
+    assert "cannot reach hub" in r.stderr and "secret" not in r.output
+
+
+def test_cli_no_hub_exit_2(cli, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    r = cli("--type", "android", "--root", str(root), "1", "*.txt")
+    assert r.exit_code == 2, r.output
+    assert "no hub configured" in r.stderr

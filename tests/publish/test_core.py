@@ -1,0 +1,75 @@
+"""The pure publishing rules: paths, build ids, type mapping, manifests."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether.publish.core import (
+    PathError,
+    build_prefix,
+    collision_key,
+    validate_build_id,
+    validate_manifest,
+    validate_path,
+)
+
+D = "a" * 64
+
+
+@pytest.mark.parametrize("ok", ["a", "a/b/c.txt", "out/boot.img", "caf\u00e9/x", "a b/c", "-x", "..a/b..", ".hidden"])
+def test_good_paths(ok):
+    assert validate_path(ok) == ok
+
+
+@pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "..", ".", "a/./b", "a//b", "a/", "x\\y", "nul\x00",
+                                 "tab\tname", "bidi\u202eevil", "line\u2028sep", "a" * 1025, "s/" + "x" * 256])
+def test_bad_paths(bad):
+    with pytest.raises(PathError):
+        validate_path(bad)
+
+
+@given(st.text(max_size=300))
+def test_any_accepted_path_is_relative_and_free_of_dot_segments(text):
+    try:
+        p = validate_path(text)
+    except PathError:
+        return
+    assert not p.startswith("/") and "\\" not in p and "\x00" not in p
+    assert all(seg not in ("", ".", "..") for seg in p.split("/"))
+
+
+def test_build_prefix_and_ids():
+    assert build_prefix(None, "ci", "123") == "ci/123"
+    assert build_prefix("android/{build_id}", "android", "eng-42") == "android/eng-42"
+    for bad in ["", "../x", "a/b", ".x", "x" * 129, "sp ace"]:
+        with pytest.raises(PathError):
+            validate_build_id(bad)
+    with pytest.raises(PathError):
+        build_prefix(None, "Bad Type", "1")
+
+
+def test_manifest_rules():
+    ok = validate_manifest([{"path": "a", "digest": D, "size": 1}, {"path": "b/c", "digest": D, "size": 0, "mode": 0o755}])
+    assert [e.path for e in ok] == ["a", "b/c"]
+    bad = [
+        [],
+        [{"path": "a", "digest": "A" * 64, "size": 1}],
+        [{"path": "a", "digest": D, "size": -1}],
+        [{"path": "a", "digest": D, "size": True}],
+        [{"path": "a", "digest": D, "size": 1, "mode": 0o777}],
+        [{"path": "A", "digest": D, "size": 1}, {"path": "a", "digest": D, "size": 1}],
+        [{"path": "x", "digest": D, "size": 1}, {"path": "x/y", "digest": D, "size": 1}],
+        ["not a dict"],
+    ]
+    for m in bad:
+        with pytest.raises(PathError):
+            validate_manifest(m)
+    with pytest.raises(PathError):
+        validate_manifest([{"path": f"f{i}", "digest": D, "size": 1} for i in range(11)], max_files=10)
+
+
+def test_collision_key_folds_case_and_unicode_forms():
+    assert collision_key("Caf\u00e9") == collision_key("cafe\u0301")  # NFC vs NFD, and case
+    assert collision_key("A/B") == collision_key("a/b")

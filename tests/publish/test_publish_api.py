@@ -1,0 +1,374 @@
+"""Publishing over real HTTP against a running hub (SQLite and PostgreSQL; filesystem blobs).
+
+Every bad input the issue names is refused with a clear error, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.hubproc import unique
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_blob(c, data: bytes, space, type_="ci", build="1", digest=None):
+    digest = digest or sha(data)
+    return c.put(f"/api/v1/blobs/sha256/{digest}", params={"space": space, "type": type_, "build": build}, content=data)
+
+
+def missing(c, digests, space, type_="ci", build="1"):
+    r = c.post("/api/v1/blobs/missing", json={"space": space, "type": type_, "build": build, "digests": digests})
+    assert r.status_code == 200, r.text
+    return r.json()["missing"]
+
+
+def commit(c, space, files, type_="ci", build="1", **kw):
+    return c.post(f"/api/v1/publish/{space}/{type_}/{build}", json={"files": files, **kw})
+
+
+def entry(path, data, mode=0o644):
+    return {"path": path, "digest": sha(data), "size": len(data), "mode": mode}
+
+
+@pytest.fixture
+def publisher(hub):
+    space = hub.make_space()
+    name, token = hub.make_user(grants={space: "write"})
+    return hub, space, token
+
+
+def test_full_flow_upload_commit_download(publisher):
+    hub, space, token = publisher
+    files = {"out/boot.img": os.urandom(5000), "out/readme.txt": b"hello\n", "logs/build.log": b"ok\n" * 100}
+    with hub.client(token) as c:
+        digests = [sha(d) for d in files.values()]
+        assert sorted(missing(c, digests, space)) == sorted(digests)
+        for data in files.values():
+            r = put_blob(c, data, space)
+            assert r.status_code == 201, r.text
+        assert missing(c, digests, space) == []  # "you already have it"
+        r = commit(c, space, [entry(p, d) for p, d in files.items()], public=False)
+        assert r.status_code == 201, r.text
+        out = r.json()
+        assert out["path"] == "ci/1" and out["files"] == 3 and out["bytes"] == sum(map(len, files.values()))
+        got = c.get(f"/files/{space}/ci/1/out/boot.img")
+        assert got.status_code == 200 and got.content == files["out/boot.img"]
+        assert got.headers["etag"] == f'"sha256:{sha(files["out/boot.img"])}"'
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert c.get(f"/files/{space}/ci/1/out/readme.txt").headers["content-type"].startswith("text/plain")
+        assert c.get(f"/files/{space}/ci/1/out/boot.img", headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+        part = c.get(f"/files/{space}/ci/1/out/boot.img", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == files["out/boot.img"][100:200]
+        assert part.headers["content-range"] == "bytes 100-199/5000"
+        tail = c.get(f"/files/{space}/ci/1/out/boot.img", headers={"Range": "bytes=-10"})
+        assert tail.content == files["out/boot.img"][-10:]
+        assert c.get(f"/files/{space}/ci/1/out/boot.img", headers={"Range": "bytes=9000-"}).status_code == 416
+        index = c.get(f"/files/{space}/ci/1/")
+        assert index.status_code == 200 and 'href="out/"' in index.text and 'href="logs/"' in index.text
+        listing = c.get(f"/files/{space}/ci/1/out/", params={"format": "json"}).json()
+        assert [e["name"] for e in listing["entries"]] == ["boot.img", "readme.txt"]
+        top = c.get(f"/files/{space}/", params={"format": "json"}).json()
+        assert top["entries"] == [{"name": "ci", "dir": True}]
+    # private: no token, no file
+    with hub.client() as anon:
+        assert anon.get(f"/files/{space}/ci/1/out/readme.txt").status_code == 401
+        assert anon.get(f"/files/{space}/", params={"format": "json"}).status_code == 404
+
+
+def test_public_builds_need_no_token_and_cannot_script_the_hub(publisher):
+    hub, space, token = publisher
+    page = b"<script>alert(document.cookie)</script>"
+    with hub.client(token) as c:
+        put_blob(c, page, space, build="pub").raise_for_status()
+        assert commit(c, space, [entry("x.html", page)], build="pub", public=True).status_code == 201
+    with hub.client() as anon:
+        r = anon.get(f"/files/{space}/ci/pub/x.html")
+    assert r.status_code == 200 and r.content == page
+    assert "sandbox" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_digest_mismatch_is_refused_and_nothing_stored(publisher):
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        lie = sha(b"something else")
+        r = put_blob(c, b"the real bytes", space, digest=lie)
+        assert r.status_code == 400 and r.json()["type"].endswith("blob-digest-mismatch")
+        assert "nothing was stored" in r.json()["detail"]
+        assert missing(c, [lie, sha(b"the real bytes")], space) == [lie, sha(b"the real bytes")]
+        for bad in ["ABC", "../../etc/passwd", "0" * 63, "g" * 64]:
+            r = c.put(f"/api/v1/blobs/sha256/{bad}", params={"space": space, "type": "ci", "build": "1"}, content=b"x")
+            assert r.status_code in (400, 404), (bad, r.status_code)
+
+
+def test_truncated_upload_stores_nothing(publisher):
+    hub, space, token = publisher
+    data = os.urandom(200_000)
+    host, port = "127.0.0.1", hub.port
+    request = (
+        f"PUT /api/v1/blobs/sha256/{sha(data)}?space={space}&type=ci&build=1 HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(request + data[:50_000])
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+    time.sleep(0.3)
+    with hub.client(token) as c:
+        assert missing(c, [sha(data)], space) == [sha(data)]
+
+
+@pytest.mark.parametrize("bad_path", [
+    "../escape", "/etc/passwd", "a/../../b", "nul\x00byte", "bell\x07", "back\\slash", "a//b", "./a", "",
+])
+def test_bad_manifest_paths_are_refused(publisher, bad_path):
+    hub, space, token = publisher
+    data = b"payload"
+    build = unique("b")
+    with hub.client(token) as c:
+        put_blob(c, data, space, build=build).raise_for_status()
+        r = commit(c, space, [entry(bad_path, data)], build=build)
+        assert r.status_code in (400, 422), r.text
+        if r.status_code == 400:
+            assert r.json()["type"].endswith("invalid-manifest") and "nothing was published" in r.json()["detail"]
+        assert c.get(f"/files/{space}/ci/{build}/", params={"format": "json"}).status_code == 404
+
+
+def test_colliding_names_and_file_dir_clash_are_refused(publisher):
+    hub, space, token = publisher
+    data = b"x"
+    with hub.client(token) as c:
+        put_blob(c, data, space).raise_for_status()
+        for files in (
+            [entry("A.txt", data), entry("a.txt", data)],
+            [entry("caf\u00e9", data), entry("cafe\u0301", data)],  # NFC vs NFD
+            [entry("a", data), entry("a/b", data)],
+        ):
+            r = commit(c, space, files, build="coll")
+            assert r.status_code == 400 and "invalid-manifest" in r.json()["type"], r.text
+        assert c.get(f"/files/{space}/ci/coll/", params={"format": "json"}).status_code == 404
+
+
+def test_manifest_naming_a_blob_never_uploaded(publisher):
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        put_blob(c, b"here", space).raise_for_status()
+        r = commit(c, space, [entry("a", b"here"), entry("b", b"never uploaded")], build="nope")
+        assert r.status_code == 400 and r.json()["type"].endswith("missing-blobs")
+        assert r.json()["missing"] == [sha(b"never uploaded")]
+        assert c.get(f"/files/{space}/ci/nope/a").status_code == 404
+
+
+def test_oversized_manifest_is_refused(start_hub):
+    h = start_hub(env={"TETHER_MAX_MANIFEST_BYTES": "4096"})
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "big"}).raise_for_status()
+        files = [{"path": f"f{i}", "digest": "0" * 64, "size": 1} for i in range(200)]
+        r = commit(c, "big", files)
+        assert r.status_code == 413 and r.json()["type"].endswith("request-too-large")
+
+
+def test_republish_is_409_unless_the_type_allows_overwrite(start_hub):
+    types = json.dumps({"nightly": {"path": "nightly/{build_id}", "overwrite": True}, "release": {"path": "rel/{build_id}"}})
+    h = start_hub(env={"TETHER_PUBLISH_TYPES": types})
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "b"}).raise_for_status()
+        for data in (b"one", b"two"):
+            put_blob(c, data, "b", type_="release").raise_for_status()
+        assert commit(c, "b", [entry("f", b"one")], type_="release", build="1.0").status_code == 201
+        r = commit(c, "b", [entry("f", b"two")], type_="release", build="1.0")
+        assert r.status_code == 409 and "already exists" in r.json()["detail"]
+        assert c.get("/files/b/rel/1.0/f").content == b"one"
+        assert commit(c, "b", [entry("f", b"one")], type_="nightly", build="n").status_code == 201
+        assert commit(c, "b", [entry("g", b"two")], type_="nightly", build="n").status_code == 201
+        assert c.get("/files/b/nightly/n/g").content == b"two"
+        assert c.get("/files/b/nightly/n/f").status_code == 404
+
+
+def test_tokens_refused_for_publishing(publisher):
+    hub, space, token = publisher
+    data = b"artifact"
+    with hub.client(token) as c:
+        put_blob(c, data, space).raise_for_status()
+        wrong_source = c.post("/api/v1/tokens", json={"sources": ["10.0.0.0/8"], "expires": "1h"}).json()["token"]
+        scoped = c.post("/api/v1/tokens", json={"scopes": [f"publish:{space}/android"], "expires": "1h"}).json()
+        revoked = c.post("/api/v1/tokens", json={"expires": "1h"}).json()
+        c.delete(f"/api/v1/tokens/{revoked['id']}").raise_for_status()
+        short = c.post("/api/v1/tokens", json={"expires": "1s"}).json()["token"]
+    time.sleep(1.2)
+    cases = [(wrong_source, 403, "token-source"), (scoped["token"], 403, "token-scope"),
+             (revoked["token"], 401, "token-revoked"), (short, 401, "token-expired")]
+    for t, status, slug in cases:
+        with hub.client(t) as c:
+            r = commit(c, space, [entry("a", data)], build=f"refused-{slug}")
+            assert r.status_code == status and r.json()["type"].endswith(slug), r.text
+            r = put_blob(c, b"more bytes " + slug.encode(), space, build="x")
+            assert r.status_code == status
+    with hub.client(token) as c:
+        assert missing(c, [sha(b"more bytes token-scope")], space) != []
+        for _, _, slug in cases:
+            assert c.get(f"/files/{space}/ci/refused-{slug}/a").status_code == 404
+    # the scoped token works inside its prefix (type "android" maps to android/BUILD)
+    with hub.client(scoped["token"]) as c:
+        put_blob(c, data, space, type_="android", build="7").raise_for_status()
+        assert commit(c, space, [entry("a", data)], type_="android", build="7").status_code == 201
+
+
+def test_budget_exhaustion_leaves_no_partial_build(publisher):
+    hub, space, token = publisher
+    blobs = [b"1", b"22", b"333"]
+    with hub.client(token) as c:
+        for b in blobs:
+            put_blob(c, b, space).raise_for_status()
+        limited = c.post("/api/v1/tokens", json={"max_files": 2, "max_bytes": 100, "expires": "1h"}).json()["token"]
+    with hub.client(limited) as c:
+        r = commit(c, space, [entry(f"f{i}", b) for i, b in enumerate(blobs)], build="over")
+        assert r.status_code == 403 and r.json()["caveat"] == "max_files", r.text
+        assert c.get(f"/files/{space}/ci/over/f0").status_code == 404
+        assert commit(c, space, [entry("f0", b"1"), entry("f1", b"22")], build="fits").status_code == 201
+        info = c.get("/api/v1/tokens/self").json()
+        assert (info["files"], info["bytes"]) == (2, 3)
+        r = commit(c, space, [entry("f0", b"1")], build="after")
+        assert r.status_code == 403 and r.json()["caveat"] == "max_files"
+
+
+def test_batch_upload_many_small_blobs(publisher):
+    hub, space, token = publisher
+    blobs = [os.urandom(n) for n in (0, 1, 100, 5000, 70000)]
+    body = b"".join(f"{sha(b)} {len(b)}\n".encode() + b for b in blobs)
+    with hub.client(token) as c:
+        r = c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=body,
+                   headers={"content-type": "application/x-tether-blobs"})
+        assert r.status_code == 200, r.text
+        assert r.json()["stored"] == [sha(b) for b in blobs]
+        assert missing(c, [sha(b) for b in blobs], space) == []
+        bad = f"{sha(b'abc')} 3\n".encode() + b"abd"
+        r = c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=bad)
+        assert r.status_code == 400 and "digest" in r.json()["type"]
+        r = c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=b"garbage\n")
+        assert r.status_code == 400 and r.json()["type"].endswith("bad-frame")
+
+
+def test_resumable_upload(publisher):
+    hub, space, token = publisher
+    data = os.urandom(300_000)
+    with hub.client(token) as c:
+        up = c.post("/api/v1/uploads", json={"space": space, "type": "ci", "build": "1", "digest": sha(data),
+                                             "size": len(data)})
+        assert up.status_code == 201, up.text
+        uid = up.json()["id"]
+        r = c.put(f"/api/v1/uploads/{uid}", params={"offset": 0}, content=data[:100_000])
+        assert r.json() == {"id": uid, "offset": 100_000, "size": len(data), "complete": False}
+        r = c.put(f"/api/v1/uploads/{uid}", params={"offset": 50_000}, content=data[50_000:60_000])
+        assert r.status_code == 409 and r.json()["offset"] == 100_000
+        assert c.get(f"/api/v1/uploads/{uid}").json()["offset"] == 100_000
+        assert missing(c, [sha(data)], space) == [sha(data)]
+        r = c.put(f"/api/v1/uploads/{uid}", params={"offset": 100_000}, content=data[100_000:])
+        assert r.json()["complete"] is True
+        assert missing(c, [sha(data)], space) == []
+        assert c.get(f"/api/v1/uploads/{uid}").status_code == 404
+    other_name, other = hub.make_user(grants={space: "write"})
+    with hub.client(other) as c:  # someone else's upload id is not theirs to touch
+        up = c.post("/api/v1/uploads", json={"space": space, "type": "ci", "build": "1", "digest": sha(b"z"), "size": 1}).json()
+    with hub.client(token) as c:
+        assert c.get(f"/api/v1/uploads/{up['id']}").status_code == 404
+
+
+def test_curl_recipe(publisher, tmp_path):
+    hub, space, token = publisher
+    art = tmp_path / "app.tar.gz"
+    art.write_bytes(os.urandom(10_000))
+    digest = subprocess.run(["sha256sum", str(art)], capture_output=True, text=True, check=True).stdout.split()[0]
+    auth = ["-H", f"Authorization: Bearer {token}"]
+    base = hub.url
+
+    def curl(*args):
+        r = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", *auth, *args], capture_output=True, text=True)
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code), body
+
+    code, body = curl("-X", "POST", "-H", "content-type: application/json", f"{base}/api/v1/blobs/missing",
+                      "-d", json.dumps({"space": space, "type": "ci", "build": "9", "digests": [digest]}))
+    assert code == 200 and json.loads(body)["missing"] == [digest]
+    code, body = curl("-T", str(art), f"{base}/api/v1/blobs/sha256/{digest}?space={space}&type=ci&build=9")
+    assert code == 201, body
+    manifest = json.dumps({"files": [{"path": "app.tar.gz", "digest": digest, "size": 10_000}]})
+    code, body = curl("-X", "POST", "-H", "content-type: application/json",
+                      f"{base}/api/v1/publish/{space}/ci/9", "-d", manifest)
+    assert code == 201, body
+    code, body = curl("-T", str(art), f"{base}/api/v1/publish/{space}/ci/10/dist/app.tar.gz")
+    assert code == 201, body
+    with hub.client(token) as c:
+        assert c.get(f"/files/{space}/ci/10/dist/app.tar.gz").content == art.read_bytes()
+        assert c.get(f"/files/{space}/ci/9/app.tar.gz").content == art.read_bytes()
+    code, body = curl("-T", str(art), f"{base}/api/v1/publish/{space}/ci/11/..%2Fx")
+    assert code == 400, body
+
+
+def test_latest_pointer(publisher):
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        for b in ("1", "2"):
+            put_blob(c, b.encode(), space).raise_for_status()
+            assert commit(c, space, [entry("v", b.encode())], build=b, latest=(b == "1")).status_code == 201
+        assert c.get(f"/files/{space}/ci/latest/v").content == b"1"
+
+
+def test_gc_keeps_referenced_and_leased_blobs(start_hub):
+    from datetime import timedelta
+
+    from tests.hubproc import HubProcess
+    from tether.db import Database
+    from tether.db.models import Blob, utcnow
+
+    env = {"TETHER_GC_GRACE": "1s", "TETHER_BLOB_LEASE_SECONDS": "60"}
+    h = start_hub(env=env)
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "g"}).raise_for_status()
+        for d in (b"kept", b"orphan"):
+            put_blob(c, d, "g").raise_for_status()
+        commit(c, "g", [entry("k", b"kept")]).raise_for_status()
+        time.sleep(1.5)
+        # both are still leased (uploaded < 60 s ago): nothing goes
+        assert c.post("/api/v1/gc", json={}).json()["blobs_removed"] == 0
+    _, user_token = h.make_user()
+    with h.client(user_token) as c:
+        assert c.post("/api/v1/gc", json={}).status_code == 403
+    h.stop()
+    db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")  # let the leases run out
+    with db.write() as s:
+        for b in s.query(Blob):
+            b.leased_until = utcnow() - timedelta(seconds=1)
+    db.dispose()
+    h2 = HubProcess(h.data_dir, env=env).start()
+    try:
+        with h2.admin() as c:
+            dry = c.post("/api/v1/gc", json={"dry_run": True}).json()
+            assert dry["blobs_removed"] == 1 and dry["dry_run"]
+            assert missing(c, [sha(b"orphan")], "g") == []  # dry run deleted nothing (and this re-leases it)
+        db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")
+        with db.write() as s:
+            for b in s.query(Blob):
+                b.leased_until = utcnow() - timedelta(seconds=1)
+        db.dispose()
+        with h2.admin() as c:
+            assert c.post("/api/v1/gc", json={}).json()["blobs_removed"] == 1
+            assert missing(c, [sha(b"kept"), sha(b"orphan")], "g") == [sha(b"orphan")]
+            assert c.get("/files/g/ci/1/k").content == b"kept"
+    finally:
+        h2.stop()

