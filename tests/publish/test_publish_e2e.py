@@ -40,7 +40,8 @@ def make_tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_scheduler_builder_browse_dedup_gc(hub, tmp_path):
+def test_scheduler_builder_browse_dedup_gc(pub_hub, tmp_path):
+    hub = pub_hub
     space = hub.make_space()
     sched, sched_token = hub.make_user(grants={space: "write"}, kind="service")
     base = {**os.environ, "TETHER_HUB": hub.url, "XDG_CACHE_HOME": str(tmp_path / "cache"),
