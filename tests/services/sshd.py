@@ -88,7 +88,13 @@ def ensure_user(name: str) -> str:
         pass
     if os.geteuid() != 0:
         raise SshdError(f"user {name!r} does not exist and only root can create it")
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True, timeout=30)
+    made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True, text=True, timeout=30)
+    if made.returncode != 0:
+        try:
+            pwd.getpwnam(name)  # another test process created it meanwhile
+            return name
+        except KeyError:
+            raise SshdError(f"useradd {name} failed: {made.stderr.strip()}") from None
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
     return name
 
