@@ -392,3 +392,14 @@ def test_retention_keep_last_spares_latest(start_hub):
         for n in ("n1", "n3", "n4"):
             assert c.get(f"/files/r/nightly/{n}/f").content == n.encode()
         assert c.get("/files/r/nightly/latest/f").content == b"n1"
+
+
+def test_head_requests_give_headers_only(publisher):
+    hub, space, token = publisher
+    data = os.urandom(4096)
+    with hub.client(token) as c:
+        put_blob(c, data, space, build="head").raise_for_status()
+        commit(c, space, [entry("f.bin", data)], build="head").raise_for_status()
+        r = c.head(f"/files/{space}/ci/head/f.bin")
+        assert r.status_code == 200 and r.headers["content-length"] == "4096" and r.content == b""
+        assert r.headers["etag"] == f'"sha256:{sha(data)}"'

@@ -264,8 +264,8 @@ def run_gc(body: GcIn, ctx: Caller, request: Request):
 # ---------------------------------------------------------------- downloads
 
 
-@files_router.get("/files/{space}", include_in_schema=False)
-@files_router.get("/files/{space}/{path:path}", tags=["downloads"])
+@files_router.api_route("/files/{space}", methods=["GET", "HEAD"], include_in_schema=False)
+@files_router.api_route("/files/{space}/{path:path}", methods=["GET", "HEAD"], tags=["downloads"])
 def download(space: str, request: Request, ctx: Annotated[AuthContext | None, Depends(optional_caller)],
              path: str = ""):
     """A file (Range, ETag = digest) or, for a directory, an HTML index (JSON with ?format=json)."""
