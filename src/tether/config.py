@@ -27,7 +27,7 @@ class PublishType(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(default="{type}/{build_id}", description="where builds land in their space")
     overwrite: bool = Field(default=False, description="may a build id be published again (replacing it)")
-    public: bool = Field(default=False, description="downloadable without a token")
+    public: bool | None = Field(default=None, description="downloadable without a token (default: the space's setting)")
     keep_last: int | None = Field(default=None, ge=1, description="retention: keep only the newest N builds")
     keep_days: float | None = Field(default=None, gt=0, description="retention: keep builds younger than D days")
 

@@ -55,6 +55,7 @@ EXPECTED = {
     "space.read": ("space", R, "space", True),
     "space.grant": ("space", A, "space", True),
     "space.revoke": ("space", A, "space", True),
+    "space.configure": ("space", A, "space", True),
     "audit.read": ("hub_admin", Level.NONE, None, False),
     "gc.run": ("hub_admin", Level.NONE, None, False),
     "publish.read": ("space", R, "publish", True),

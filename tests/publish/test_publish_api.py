@@ -403,3 +403,24 @@ def test_head_requests_give_headers_only(publisher):
         r = c.head(f"/files/{space}/ci/head/f.bin")
         assert r.status_code == 200 and r.headers["content-length"] == "4096" and r.content == b""
         assert r.headers["etag"] == f'"sha256:{sha(data)}"'
+
+
+def test_visibility_defaults_publish_over_type_over_space(start_hub):
+    types = json.dumps({"docs": {"path": "docs/{build_id}", "public": False}})
+    h = start_hub(env={"TETHER_PUBLISH_TYPES": types})
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "snap", "public_builds": True}).raise_for_status()
+        put_blob(c, b"v", "snap").raise_for_status()
+        commit(c, "snap", [entry("f", b"v")], build="1").raise_for_status()                    # space default: public
+        commit(c, "snap", [entry("f", b"v")], type_="docs", build="1").raise_for_status()      # type says private
+        commit(c, "snap", [entry("f", b"v")], build="2", public=False).raise_for_status()      # the publish says private
+        r = c.patch("/api/v1/spaces/snap", json={"public_builds": False})
+        assert r.status_code == 200 and r.json()["public_builds"] is False
+        commit(c, "snap", [entry("f", b"v")], build="3").raise_for_status()                    # now private
+    with h.client() as anon:
+        assert anon.get("/files/snap/ci/1/f").status_code == 200
+        for path in ("docs/1/f", "ci/2/f", "ci/3/f"):
+            assert anon.get(f"/files/snap/{path}").status_code == 401, path
+    _, user = h.make_user(grants={"snap": "write"})
+    with h.client(user) as c:
+        assert c.patch("/api/v1/spaces/snap", json={"public_builds": True}).status_code == 403

@@ -149,21 +149,41 @@ def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
 
 
 def space_info(sp: Space) -> dict:
-    return {"name": sp.name, "description": sp.description, "created_at": iso(sp.created_at)}
+    return {"name": sp.name, "description": sp.description, "public_builds": sp.public_builds,
+            "created_at": iso(sp.created_at)}
 
 
-def create_space(db: Database, ctx: AuthContext, name: str, description: str) -> dict:
+def configure_space(db: Database, ctx: AuthContext, name: str, *, description: str | None,
+                    public_builds: bool | None) -> dict:
+    """Change a space's description or its default build visibility (space admins)."""
+    ctx.require("space.configure", Resource(space=name))
+    if description is not None:
+        _check_description(description)
+    with db.write() as s:
+        sp = _space(s, name)
+        if description is not None:
+            sp.description = description
+        if public_builds is not None:
+            sp.public_builds = public_builds
+        return space_info(sp)
+
+
+def _check_description(description: str) -> None:
+    if len(description) > 500 or any(ord(ch) < 32 and ch not in "\t" for ch in description):
+        raise bad_request("description must be at most 500 characters, without control characters")
+
+
+def create_space(db: Database, ctx: AuthContext, name: str, description: str, public_builds: bool = False) -> dict:
     ctx.require("space.create", Resource(space=name))
     if not SPACE_NAME_RE.match(name):
         raise bad_request(
             f"space name {name!r} is not valid: use 1-64 characters a-z, 0-9, '.', '_', '-', starting with a letter or digit",
             "invalid-name",
         )
-    if len(description) > 500 or any(ord(ch) < 32 and ch not in "\t" for ch in description):
-        raise bad_request("description must be at most 500 characters, without control characters")
+    _check_description(description)
     try:
         with db.write() as s:
-            sp = Space(name=name, description=description, created_at=utcnow())
+            sp = Space(name=name, description=description, public_builds=public_builds, created_at=utcnow())
             s.add(sp)
             s.flush()
             return space_info(sp)

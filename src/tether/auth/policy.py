@@ -97,6 +97,8 @@ _TABLE: list[Action] = [
        level=Level.ADMIN, capability="space", scoped_ok=True),
     _a("space.revoke", "space", "Revoke a user's grant on a space.",
        level=Level.ADMIN, capability="space", scoped_ok=True),
+    _a("space.configure", "space", "Change a space's description and default build visibility.",
+       level=Level.ADMIN, capability="space", scoped_ok=True),
     _a("audit.read", "hub_admin", "Read the hub's audit log."),
     _a("gc.run", "hub_admin", "Garbage-collect unreferenced blobs and apply retention rules."),
     *_space_actions("publish", {

@@ -27,21 +27,49 @@ def space() -> None:
 @space.command("create")
 @click.argument("name")
 @click.option("--description", "-d", metavar="D", default="", help="What the space is for.")
+@click.option("--public-builds", is_flag=True, help="Builds published here are downloadable without a token "
+              "unless the publish or the build type says otherwise.")
 @client_options
 @json_option
-def space_create(conn: Conn, name: str, description: str, as_json: bool) -> None:
+def space_create(conn: Conn, name: str, description: str, public_builds: bool, as_json: bool) -> None:
     """Create space NAME. Exits 1 if it already exists.
 
     \b
     Examples:
       tether space create builds
-      tether space create logs --description "node record logs"
+      tether space create snapshots --public-builds --description "public nightly builds"
     """
-    s = conn.client.post("/api/v1/spaces", json={"name": name, "description": description}) or {}
+    body = {"name": name, "description": description, "public_builds": public_builds}
+    s = conn.client.post("/api/v1/spaces", json=body) or {}
     if as_json:
         emit_json(s)
         return
     click.echo(f"created space {s.get('name', name)}")
+
+
+@space.command("set")
+@click.argument("name")
+@click.option("--description", "-d", metavar="D", default=None, help="New description.")
+@click.option("--public-builds/--private-builds", default=None,
+              help="Default visibility of builds published here from now on.")
+@client_options
+@json_option
+def space_set(conn: Conn, name: str, description: str | None, public_builds: bool | None, as_json: bool) -> None:
+    """Change space NAME's settings (space admins).
+
+    \b
+    Examples:
+      tether space set snapshots --public-builds
+      tether space set builds --description "CI artefacts, private"
+    """
+    if description is None and public_builds is None:
+        raise click.UsageError("nothing to change: give --description or --public-builds/--private-builds")
+    body = {k: v for k, v in {"description": description, "public_builds": public_builds}.items() if v is not None}
+    s = conn.client.request("PATCH", f"/api/v1/spaces/{q(name)}", json=body) or {}
+    if as_json:
+        emit_json(s)
+        return
+    emit_object(s, ["name", "description", "public_builds"])
 
 
 @space.command("list")

@@ -80,6 +80,8 @@ class Space(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Default for builds published here when neither the publish nor the type says.
+    public_builds: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Grant(Base):

@@ -93,6 +93,12 @@ class KeyIn(StrictModel):
 class SpaceIn(StrictModel):
     name: str = Field(max_length=128)
     description: str = Field(default="", max_length=500)
+    public_builds: bool = False
+
+
+class SpacePatch(StrictModel):
+    description: str | None = Field(default=None, max_length=500)
+    public_builds: bool | None = None
 
 
 class GrantIn(StrictModel):
@@ -203,7 +209,14 @@ def remove_key(name: str, ref: str, ctx: Caller, request: Request):
 
 @router.post("/spaces", status_code=201, tags=["spaces"])
 def create_space(body: SpaceIn, ctx: Caller, request: Request):
-    return identities.create_space(_hub(request).db, ctx, body.name, body.description)
+    return identities.create_space(_hub(request).db, ctx, body.name, body.description, body.public_builds)
+
+
+@router.patch("/spaces/{name}", tags=["spaces"])
+def configure_space(name: str, body: SpacePatch, ctx: Caller, request: Request):
+    return identities.configure_space(
+        _hub(request).db, ctx, name, description=body.description, public_builds=body.public_builds
+    )
 
 
 @router.get("/spaces", tags=["spaces"])

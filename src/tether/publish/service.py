@@ -47,6 +47,11 @@ class Target:
     build_id: str
     prefix: str
     config: PublishType
+    space_public: bool = False
+
+    def default_public(self) -> bool:
+        """The type's setting if it has one, else the space's."""
+        return self.config.public if self.config.public is not None else self.space_public
 
 
 class Publisher:
@@ -70,7 +75,7 @@ class Publisher:
         ctx.require(action, Resource(space=space, path=prefix))
         if sp is None:
             raise not_found(f"space {space}")
-        return Target(sp.id, space, build_type, build_id, prefix, config)
+        return Target(sp.id, space, build_type, build_id, prefix, config, sp.public_builds)
 
     # ------------------------------------------------------------ blobs
 
@@ -257,7 +262,7 @@ class Publisher:
                 draw_budget(s, ctx.token, files=len(entries), nbytes=total)
             build = Build(
                 space_id=t.space_id, type=t.type, build_id=t.build_id, path=t.prefix,
-                public=t.config.public if public is None else public, user=ctx.user.name,
+                public=t.default_public() if public is None else public, user=ctx.user.name,
                 token_id=ctx.token.id if ctx.token else None, files=len(entries), bytes=total, created_at=now,
             )
             s.add(build)

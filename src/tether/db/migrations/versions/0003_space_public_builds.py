@@ -1,0 +1,23 @@
+"""spaces.public_builds: a space-wide default for build visibility
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("spaces") as batch:
+        batch.add_column(sa.Column("public_builds", sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("spaces") as batch:
+        batch.drop_column("public_builds")
