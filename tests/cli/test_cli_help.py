@@ -154,7 +154,7 @@ def test_importing_the_cli_is_light():
 
 @pytest.mark.parametrize(
     "args", [["--help"], ["user", "--help"], ["token", "mint", "--help"], ["audit", "--help"], ["publish", "--help"],
-             ["signal", "--help"]]
+             ["signal", "--help"], ["signal", "peers", "--help"]]
 )
 def test_help_imports_nothing_heavy(args):
     code = (
@@ -186,6 +186,8 @@ def test_help_imports_nothing_heavy(args):
         ["signal", "-s", "-r"],
         ["signal", "-t", "soon"],
         ["signal", "-c", "/no/such/remaphore.conf"],
+        ["signal", "send", "--verb", "a,b"],
+        ["signal", "peers", "-c", "/no/such/remaphore.conf"],
         ["publish", "1234", "out/**"],
         ["publish", "--type", "android", "1234"],
         ["publish", "--type", "android", "--strip", "-1", "1234", "x"],

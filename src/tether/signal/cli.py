@@ -1,20 +1,42 @@
 """``tether signal`` (and the ``remaphore`` console script): a remote semaphore over NATS.
 
-Flags, output and exit codes are remaphore's, so scripts written for
-remaphore run unchanged. Heavy imports (nats-py, asyncio machinery) happen
-only once a command runs, never for ``--help``.
+Two interfaces, one engine:
+
+* remaphore's flags (``-s``, ``-r``, ``-t``, ``-u``...), with the same
+  output and exit codes, so scripts written for remaphore run unchanged;
+* spelled-out subcommands: ``send``, ``wait``, ``request`` (thin aliases for
+  ``-s``, the default receive mode and ``-r``), ``keygen`` and ``peers``.
+
+How a subcommand is told apart from a receive SCRIPT (remaphore takes the
+script as a positional argument): a subcommand name counts only as the
+**very first argument** of ``tether signal`` (``tether signal send ...``).
+Anywhere else it is a script, as in remaphore: ``tether signal -t 24h send``
+runs a program called ``send``, and so do ``tether signal ./send`` and
+``tether signal -- send``. The ``remaphore`` command has no subcommands at
+all: it is remaphore's interface, exactly.
+
+Heavy imports (nats-py, asyncio machinery, httpx) happen only once a
+command runs, never for ``--help``.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
 import click
 
-from tether.cli.common import EXIT_USAGE, TetherError
+from tether.cli.common import (
+    EXIT_AUTH,
+    EXIT_NO,
+    EXIT_USAGE,
+    TetherError,
+    client_options,
+)
 
 DEFAULT_CONFIG = "/etc/remaphore/remaphore.conf"
+SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers")
 
 
 class _Duration(click.ParamType):
@@ -31,6 +53,9 @@ class _Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+DURATION = _Duration()
+
+
 def _prog() -> str:
     ctx = click.get_current_context(silent=True)
     return ctx.find_root().info_name if ctx is not None and ctx.find_root().info_name else "tether"
@@ -40,8 +65,78 @@ def _log(message: str) -> None:
     click.echo(f"{_prog()}: {message}", err=True)
 
 
-@click.command(
+class SignalCommand(click.Group):
+    """remaphore's flag interface, plus subcommands when they come first.
+
+    A click group only in name: without a subcommand it parses and runs like
+    a plain command (remaphore's flags and a positional MESSAGE or SCRIPT);
+    a subcommand is recognised only as the first argument (see the module
+    docstring). ``subcommands_enabled = False`` gives the ``remaphore`` command.
+    """
+
+    subcommands_enabled = True
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if self.subcommands_enabled and args and args[0] in self.commands:
+            ctx.tether_subcommand = (args[0], list(args[1:]))  # type: ignore[attr-defined]
+            return []
+        return click.Command.parse_args(self, ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        sub = getattr(ctx, "tether_subcommand", None)
+        if sub is None:
+            return click.Command.invoke(self, ctx)
+        name, rest = sub
+        cmd = self.commands[name]
+        ctx.invoked_subcommand = name
+        # parent: the caller of `signal`, so usage reads `tether signal send [OPTIONS]`
+        # rather than listing the flag interface's positional arguments in between
+        with cmd.make_context(f"{ctx.info_name} {name}", rest, parent=ctx.parent) as sub_ctx:
+            return cmd.invoke(sub_ctx)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return click.Command.collect_usage_pieces(self, ctx)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_usage(ctx, formatter)
+        if self.subcommands_enabled and self.commands:
+            formatter.write_usage(ctx.command_path, f"{{{'|'.join(SUBCOMMANDS)}}} [OPTIONS] [ARGS]...", "   or: ")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n in SUBCOMMANDS if n in self.commands] if self.subcommands_enabled else []
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) if self.subcommands_enabled else None
+
+
+# -- shared options -----------------------------------------------------------------
+
+
+def _config_option(f: Any) -> Any:
+    return click.option("-c", "--config", "config_path", metavar="FILE", default=DEFAULT_CONFIG,
+                        envvar="TETHER_SIGNAL_CONFIG", show_envvar=True,
+                        help=f"Config file (default {DEFAULT_CONFIG}).")(f)
+
+
+def _subject_option(f: Any) -> Any:
+    return click.option("-S", "--subject", "subject", metavar="SUBJECT", default="",
+                        help="Sub-subject to talk on (default: all).")(f)
+
+
+def _json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of text.")(f)
+
+
+_SUB_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+# -- the remaphore interface ----------------------------------------------------------
+
+
+@click.group(
     "signal",
+    cls=SignalCommand,
+    invoke_without_command=True,
     context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
     epilog="""\b
 Examples:
@@ -53,6 +148,16 @@ Examples:
   tether signal -v deploy -t 24h ./on-deploy.sh
   # ask every node under com.crypto and print what their scripts said
   tether signal -r -t 5s -D 'com.crypto.**' -v status
+
+\b
+Spelled out (see `tether signal COMMAND --help`):
+  tether signal send --uuid upload_done
+  tether signal wait --timeout 24h --uuid upload_done
+
+\b
+A subcommand counts only as the first argument after `signal`; anywhere else
+a word is a receive SCRIPT, as in remaphore (`tether signal -t 1h send` runs
+./send from PATH). The `remaphore` command has no subcommands.
 
 \b
 Exit codes: 0 received (or sent), 1 nothing before the timeout, 2 usage or
@@ -68,7 +173,7 @@ config error, 3 runtime error (no known receivers, no responders, NATS down),
 @click.option("-u", "uuid", metavar="UUID", default="", help="Send: message uuid. Receive: wait for this uuid (implies -o).")
 @click.option("-v", "verbs", metavar="VERB[,VERB...]", default="", help="Send: the verb (default ping). Receive: verbs to match.")
 @click.option("-o", "once", is_flag=True, help="Exit after one matching message was handled.")
-@click.option("-t", "timeout", type=_Duration(), default=None, help="Timeout, e.g. 30s or 1h2m3s4ms (default: none).")
+@click.option("-t", "timeout", type=DURATION, default=None, help="Timeout, e.g. 30s or 1h2m3s4ms (default: none).")
 @click.option("-S", "subject", metavar="SUBJECT", default="", help="Sub-subject to talk on (default: all).")
 @click.option("-c", "config_path", metavar="FILE", default=DEFAULT_CONFIG, envvar="TETHER_SIGNAL_CONFIG", show_envvar=True,
               help=f"Config file (default {DEFAULT_CONFIG}).")
@@ -89,14 +194,27 @@ def signal(send_only: bool, request_reply: bool, dest: str, no_dest: bool, pubke
     with REMAPHORE_SENDER, REMAPHORE_VERB, REMAPHORE_TIME, REMAPHORE_UUID,
     REMAPHORE_MSG and REMAPHORE_DESTMATCH set.
     """
-    from tether.signal import config as config_mod
-    from tether.signal import core
-
     if print_config:
+        from tether.signal import config as config_mod
+
         click.echo(config_mod.example_config())
         return
     if send_only and request_reply:
         raise TetherError("-r and -s are mutually exclusive", EXIT_USAGE)
+    mode = "send" if send_only else "request" if request_reply else "wait"
+    _execute(mode, config_path=config_path, subject=subject, dest=dest, no_dest=no_dest, pubkey=pubkey, uuid=uuid,
+             verbs=verbs, once=once, timeout=timeout, max_handlers=max_handlers, durable=durable, verbose=verbose,
+             args=args)
+
+
+def _execute(mode: str, *, config_path: str, subject: str, dest: str = "", no_dest: bool = False, pubkey: str = "",
+             uuid: str = "", verbs: str = "", once: bool = False, timeout: int | None = None,
+             max_handlers: int | None = None, durable: bool | None = None, verbose: bool = False,
+             args: tuple[str, ...] = ()) -> None:
+    """The one engine behind the flags and the subcommands; ``mode`` is send, request or wait."""
+    from tether.signal import config as config_mod
+    from tether.signal import core
+
     if no_dest and dest:
         raise TetherError("-d and -D are mutually exclusive", EXIT_USAGE)
     sender = None
@@ -117,8 +235,8 @@ def signal(send_only: bool, request_reply: bool, dest: str, no_dest: bool, pubke
     if durable:
         cfg.durable = True
     timeout_s = timeout / 1e9 if timeout else None
-    code = _run(cfg, send_only, request_reply, dest, no_dest, sender, uuid, verb_list, once, timeout_s, subject,
-                verbose, list(args))
+    code = _run(cfg, mode == "send", mode == "request", dest, no_dest, sender, uuid, verb_list, once, timeout_s,
+                subject, verbose, list(args))
     sys.exit(code)
 
 
@@ -178,9 +296,334 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
         raise TetherError(str(exc), exc.exit_code, exc.hint) from None
 
 
+# -- send / wait / request: the flags, spelled out ---------------------------------------
+
+
+@signal.command(
+    "send",
+    context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
+    epilog="""\b
+Examples:
+  tether signal send --uuid upload_done
+  tether signal send --to 'com.example.**' --verb deploy v1.2.3
+  # remaphore spelling of the same: tether signal -s -D 'com.example.**' -v deploy v1.2.3
+""",
+)
+@click.option("-D", "--to", "dest", metavar="PATTERN", default="", help="Destination pattern (default **: every node).")
+@click.option("-v", "--verb", "verb", metavar="VERB", default="", help="The verb (default ping).")
+@click.option("-u", "--uuid", "uuid", metavar="UUID", default="", help="Message uuid receivers can wait for.")
+@click.option("-p", "--identity", "pubkey", metavar="PUBKEY", default="", help="Sign with this [ Identities ] key (default: default_identity).")
+@click.option("--durable", is_flag=True, default=None, help="Also keep the message in JetStream for nodes that are offline.")
+@_subject_option
+@_config_option
+@click.argument("message", nargs=-1, type=click.UNPROCESSED, metavar="[MESSAGE...]")
+def send_cmd(dest: str, verb: str, uuid: str, pubkey: str, durable: bool | None, subject: str, config_path: str,
+             message: tuple[str, ...]) -> None:
+    """Send a message and forget it (the same as `tether signal -s`).
+
+    MESSAGE... is the payload (default `ping`). Exit 0 once NATS has it.
+    """
+    if "," in verb:
+        raise TetherError(f"--verb takes one verb, got {verb!r}", EXIT_USAGE)
+    _execute("send", config_path=config_path, subject=subject, dest=dest, pubkey=pubkey, uuid=uuid, verbs=verb,
+             durable=durable, args=message)
+
+
+@signal.command(
+    "wait",
+    context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
+    epilog="""\b
+Examples:
+  tether signal wait --timeout 24h --uuid upload_done && aws s3 cp s3://bucket/bigfile .
+  tether signal wait --timeout 24h --verbs deploy ./on-deploy.sh
+  # remaphore spelling of the same: tether signal -t 24h -v deploy ./on-deploy.sh
+""",
+)
+@click.option("-t", "--timeout", "timeout", type=DURATION, default=None, help="Give up after this long, e.g. 30s or 24h (exit 1).")
+@click.option("-o", "--once", "once", is_flag=True, help="Exit after one matching message was handled.")
+@click.option("-u", "--uuid", "uuid", metavar="UUID", default="", help="Wait for this uuid (implies --once).")
+@click.option("-v", "--verbs", "verbs", metavar="VERB[,VERB...]", default="", help="Only these verbs.")
+@click.option("-p", "--from", "pubkey", metavar="PUBKEY", default="", help="Only this sender.")
+@click.option("-D", "--dest", "dest", metavar="DEST", default="", help="Match the message's destination exactly instead of this node's pattern match.")
+@click.option("-d", "--any-destination", "no_dest", is_flag=True, help="Do not match for destination (dangerous).")
+@click.option("--max-handlers", type=click.IntRange(1, 10000), default=None, help="Scripts running at once.")
+@click.option("--durable", is_flag=True, default=None, help="Read through this node's JetStream consumer.")
+@click.option("--verbose", is_flag=True, help="Also log messages that were trusted but not for this node.")
+@_subject_option
+@_config_option
+@click.argument("script", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT [ARGS...]]")
+def wait_cmd(timeout: int | None, once: bool, uuid: str, verbs: str, pubkey: str, dest: str, no_dest: bool,
+             max_handlers: int | None, durable: bool | None, verbose: bool, subject: str, config_path: str,
+             script: tuple[str, ...]) -> None:
+    """Wait for messages to this node (the same as `tether signal` without -s/-r).
+
+    For each accepted message run `SCRIPT [ARGS...] VERB PAYLOAD` with the
+    REMAPHORE_* variables set. Exit 0 when a message was handled, 1 when
+    none came before the timeout.
+    """
+    _execute("wait", config_path=config_path, subject=subject, dest=dest, no_dest=no_dest, pubkey=pubkey, uuid=uuid,
+             verbs=verbs, once=once, timeout=timeout, max_handlers=max_handlers, durable=durable, verbose=verbose,
+             args=script)
+
+
+@signal.command(
+    "request",
+    context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
+    epilog="""\b
+Examples:
+  tether signal request --timeout 5s --to 'com.example.**' --verb status
+  # remaphore spelling of the same: tether signal -r -t 5s -D 'com.example.**' -v status
+""",
+)
+@click.option("-t", "--timeout", "timeout", type=DURATION, default=None, help="Stop waiting for replies after this long.")
+@click.option("-D", "--to", "dest", metavar="PATTERN", default="", help="Destination pattern (default **).")
+@click.option("-v", "--verb", "verb", metavar="VERB", default="", help="The verb (default ping).")
+@click.option("-u", "--uuid", "uuid", metavar="UUID", default="", help="Message uuid.")
+@click.option("-p", "--identity", "pubkey", metavar="PUBKEY", default="", help="Sign with this [ Identities ] key.")
+@_subject_option
+@_config_option
+@click.argument("message", nargs=-1, type=click.UNPROCESSED, metavar="[MESSAGE...]")
+def request_cmd(timeout: int | None, dest: str, verb: str, uuid: str, pubkey: str, subject: str, config_path: str,
+                message: tuple[str, ...]) -> None:
+    """Send a request and print each responder's reply (the same as `tether signal -r`).
+
+    Waits until every [ Peers ] node matching the pattern answered or the
+    timeout passed; prints `destination,exitcode,output` per responder.
+    """
+    if "," in verb:
+        raise TetherError(f"--verb takes one verb, got {verb!r}", EXIT_USAGE)
+    _execute("request", config_path=config_path, subject=subject, dest=dest, pubkey=pubkey, uuid=uuid, verbs=verb,
+             timeout=timeout, args=message)
+
+
+# -- keygen ---------------------------------------------------------------------------
+
+
+@signal.command(
+    "keygen",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether signal keygen                      # PUBKEY PRIVKEY [ping], for [ Identities ]
+  tether signal keygen --verbs 'ping, deploy' -o node.identity   # secret to a 0600 file
+  tether signal keygen --json | jq -r .public_key
+  # register a node's key on the hub (see `tether signal peers --from-hub`)
+  tether signal keygen -o node.identity --json | jq -r .public_key_base64 > node.pub
+  tether key add node1 node.pub --signing
+""",
+)
+@click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
+              help="Verbs this identity may send (`*` for all).")
+@click.option("-o", "--output", "output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the identity line to FILE (created 0600, never overwritten) and print only the public key.")
+@_json_option
+def keygen_cmd(verbs: str, output: str | None, as_json: bool) -> None:
+    """Make a new ed25519 identity for the config's [ Identities ] section.
+
+    Prints `PUBKEY PRIVKEY [VERBS]`: the base58 32-byte public key and the
+    base58 64-byte private key (seed then public key), as remaphore writes
+    them. Give the public key to the peers that should trust this node.
+    """
+    import json
+    import os
+
+    from tether.signal.core import SigningKey
+
+    verb_list = [v.strip().lower() for v in verbs.split(",") if v.strip()]
+    if not verb_list or any(c in v for v in verb_list for c in " []#"):
+        raise TetherError(f"--verbs must be a comma list like `ping, deploy` or `*`, got {verbs!r}", EXIT_USAGE)
+    key = SigningKey.generate()
+    line = f"{key.public_b58} {key.private_b58} [{', '.join(verb_list)}]"
+    if output:
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise TetherError(f"{output} already exists; not overwriting a key file", EXIT_NO) from None
+        except OSError as exc:
+            raise TetherError(f"cannot create {output}: {exc.strerror}", EXIT_USAGE) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line + "\n")
+    if as_json:
+        import base64
+
+        obj: dict[str, Any] = {"public_key": key.public_b58, "verbs": verb_list,
+                               # the form `tether key add USER FILE --signing` takes, for hub-managed peers
+                               "public_key_base64": base64.b64encode(key.public).decode()}
+        if output:
+            obj["file"] = output
+        else:
+            obj["private_key"] = key.private_b58
+            obj["line"] = line
+        click.echo(json.dumps(obj, indent=2))
+    else:
+        click.echo(key.public_b58 if output else line)
+
+
+# -- peers ----------------------------------------------------------------------------
+
+#: grant level on the space -> verbs in [ Peers ]; None: not listed
+LEVEL_ORDER = ("read", "write", "admin")
+
+
+def _verb_list(text: str, flag: str) -> list[str]:
+    verbs = [v.strip().lower() for v in text.split(",") if v.strip()]
+    if any(c in v for v in verbs for c in " []#"):
+        raise TetherError(f"{flag} must be a comma list like `ping, deploy` or `*`, got {text!r}", EXIT_USAGE)
+    return verbs
+
+
+def _verbs_text(verbs: Any) -> str:
+    items = sorted(verbs)
+    if "*" in items:
+        items = ["*"]
+    return f"[{', '.join(items)}]"
+
+
+@signal.command(
+    "peers",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether signal peers                                  # the config's [ Peers ]
+  tether signal peers -c node.conf --json
+  # export peers from the hub: users granted on space `builds`, their signing keys
+  tether signal peers --from-hub builds --destination 'org.example.{user}' >> node.conf
+""",
+)
+@_config_option
+@click.option("--from-hub", "space", metavar="SPACE",
+              help="Instead of the config, export [ Peers ] lines from the hub: every user with a grant on SPACE, "
+                   "one line per ed25519 signing key.")
+@click.option("--destination", "template", metavar="TEMPLATE", default="{user}", show_default=True,
+              help="With --from-hub: the destination of each peer; {user} is the user name.")
+@click.option("--write-verbs", "write_verbs", metavar="VERBS", default="*", show_default=True,
+              help="With --from-hub: verbs for users with write or admin on SPACE.")
+@click.option("--read-verbs", "read_verbs", metavar="VERBS", default="", show_default="none",
+              help="With --from-hub: verbs for users with read on SPACE (none: they receive and reply, never send).")
+@_json_option
+@client_options
+def peers_cmd(config_path: str, space: str | None, template: str, write_verbs: str, read_verbs: str, as_json: bool,
+              conn: Any) -> None:
+    """List the peers this node trusts, or export them from a hub.
+
+    Without --from-hub: the [ Peers ] of the config (-c), with their verbs.
+
+    With --from-hub SPACE: print `[ Peers ]` lines `DESTINATION PUBKEY [VERBS]`
+    for every enabled user with a grant on SPACE and each of their ed25519
+    signing keys (`tether key add USER KEYFILE --signing`). The grant decides
+    the verbs: write and admin get --write-verbs (default [*]), read gets
+    --read-verbs (default [], so they are known receivers and may answer
+    requests but cannot send). Needs a token that is admin on SPACE and may
+    read the users' keys (a hub admin).
+    """
+    import json
+
+    if space is None:
+        rows = _config_peers(config_path)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            from tether.cli.common import emit_table
+
+            emit_table([{**r, "verbs": _verbs_text(r["verbs"])} for r in rows], ["destination", "public_key", "verbs"],
+                       empty="no [ Peers ] in the config")
+        return
+    if "{user}" not in template or any(c in template for c in " ,\t#"):
+        raise TetherError(f"--destination must contain {{user}} and no spaces or commas, got {template!r}", EXIT_USAGE)
+    verbs_for = {"read": _verb_list(read_verbs, "--read-verbs"), "write": _verb_list(write_verbs, "--write-verbs")}
+    verbs_for["admin"] = verbs_for["write"]
+    rows, skipped = _hub_peers(conn.client, space, template, verbs_for)
+    for msg in skipped:
+        _log(msg)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"# [ Peers ] from {conn.client.hub_url} space {space}: write/admin {_verbs_text(verbs_for['write'])}, "
+               f"read {_verbs_text(verbs_for['read'])}")
+    click.echo("[ Peers ]")
+    for r in rows:
+        click.echo(f"{r['destination']} {r['public_key']} {_verbs_text(r['verbs'])}")
+
+
+def _config_peers(config_path: str) -> list[dict[str, Any]]:
+    from tether.signal import config as config_mod
+
+    try:
+        cfg = config_mod.load_config(config_path)
+    except config_mod.ConfigError as exc:
+        raise TetherError(str(exc), EXIT_USAGE, exc.hint) from None
+    for w in cfg.warnings:
+        _log(w)
+    return [{"destination": p.destination, "public_key": p.public_b58, "verbs": sorted(p.verbs)} for p in cfg.peers]
+
+
+def _hub_peers(client: Any, space: str, template: str,
+               verbs_for: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read the space's grants and each granted user's signing keys; pure mapping after the GETs."""
+    import base64
+    import binascii
+
+    from tether.cli.common import q
+    from tether.signal.core import PUBLIC_KEY_LEN, b58encode
+
+    info = client.get(f"/api/v1/spaces/{q(space)}") or {}
+    grants = info.get("grants")
+    if grants is None:
+        raise TetherError(f"the hub does not show the grants of space {space} to this token", EXIT_AUTH,
+                          "exporting peers needs admin on the space (and a hub admin to read users' keys)")
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for grant in sorted(grants, key=lambda g: str(g.get("user"))):
+        user, level = str(grant.get("user")), str(grant.get("level"))
+        if level not in verbs_for:
+            continue
+        try:
+            u = client.get(f"/api/v1/users/{q(user)}") or {}
+        except Exception as exc:
+            if getattr(exc, "status", None) == 403:
+                raise TetherError(f"this token may not read the keys of user {user}", EXIT_AUTH,
+                                  "exporting peers reads every granted user's signing keys: use a hub admin's token") from None
+            raise
+        if u.get("disabled"):
+            skipped.append(f"user {user} is disabled: left out")
+            continue
+        signing = [k for k in u.get("keys", []) if k.get("kind") == "signing"]
+        if not signing:
+            skipped.append(f"user {user} has no signing key: left out (add one with `tether key add {user} FILE --signing`)")
+            continue
+        for k in signing:
+            try:
+                raw = base64.b64decode(str(k.get("public_key", "")), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if k.get("algorithm") != "ed25519" or len(raw) != PUBLIC_KEY_LEN:
+                skipped.append(f"user {user}: signing key {k.get('fingerprint')} is not a 32-byte ed25519 key: left out")
+                continue
+            rows.append({
+                "destination": template.replace("{user}", user),
+                "public_key": b58encode(raw),
+                "verbs": sorted(verbs_for[level]),
+                "user": user,
+                "grant": level,
+                "fingerprint": k.get("fingerprint"),
+            })
+    return rows, skipped
+
+
+# -- the remaphore console script -----------------------------------------------------
+
+#: ``remaphore``: the same command with remaphore's interface only (no subcommands).
+remaphore = copy.copy(signal)
+remaphore.commands = {}
+remaphore.subcommands_enabled = False  # type: ignore[attr-defined]
+remaphore.epilog = "\n\n".join(
+    block for block in (signal.epilog or "").split("\n\n") if "subcommand" not in block.lower() and "spelled out" not in block.lower()
+).replace("tether signal", "remaphore")
+
+
 def remaphore_main() -> None:
     """The ``remaphore`` console script: the same command under remaphore's name."""
-    signal.main(prog_name="remaphore")
+    remaphore.main(prog_name="remaphore")
 
 
-__all__ = ["signal", "remaphore_main"]
+__all__ = ["SUBCOMMANDS", "SignalCommand", "remaphore", "remaphore_main", "signal"]
