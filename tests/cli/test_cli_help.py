@@ -58,7 +58,14 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ],
     ("gc",): ["--dry-run", "--json", *CLIENT_OPTS],
     ("audit",): ["--since", "--user", "--token", "--action", "--limit", "--json", "--hub", "--auth-token", "--ca-bundle"],
-    ("signal",): ["-s", "-r", "-D", "-d", "-p", "-u", "-v", "-o", "-t", "-S", "-c", "-C", "--max-handlers", "Exit codes"],
+    ("signal",): ["-s", "-r", "-D", "-d", "-p", "-u", "-v", "-o", "-t", "-S", "-c", "-C", "--max-handlers", "Exit codes",
+                  "send", "wait", "request", "keygen", "peers"],
+    ("signal", "send"): ["MESSAGE...", "--to", "--verb", "--uuid", "--identity", "--durable", "--subject", "--config"],
+    ("signal", "wait"): ["SCRIPT", "--timeout", "--once", "--uuid", "--verbs", "--from", "--dest", "--any-destination",
+                         "--max-handlers", "--durable", "--subject", "--config"],
+    ("signal", "request"): ["MESSAGE...", "--timeout", "--to", "--verb", "--uuid", "--identity", "--subject", "--config"],
+    ("signal", "keygen"): ["--verbs", "--output", "--json"],
+    ("signal", "peers"): ["--config", "--from-hub", "--destination", "--write-verbs", "--read-verbs", "--json", *CLIENT_OPTS],
 }  # fmt: skip
 
 HEAVY = ("httpx", "fastapi", "sqlalchemy", "uvicorn", "starlette", "rich", "nats")
