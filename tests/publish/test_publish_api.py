@@ -424,3 +424,26 @@ def test_visibility_defaults_publish_over_type_over_space(start_hub):
     _, user = h.make_user(grants={"snap": "write"})
     with h.client(user) as c:
         assert c.patch("/api/v1/spaces/snap", json={"public_builds": True}).status_code == 403
+
+
+def test_gc_sweeps_abandoned_uploads(start_hub):
+    from datetime import timedelta
+
+    from tether.db import Database
+    from tether.db.models import Upload, utcnow
+
+    h = start_hub()
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "u"}).raise_for_status()
+        fresh = c.post("/api/v1/uploads", json={"space": "u", "type": "ci", "build": "1", "digest": sha(b"a"), "size": 9}).json()
+        old = c.post("/api/v1/uploads", json={"space": "u", "type": "ci", "build": "1", "digest": sha(b"b"), "size": 9}).json()
+        c.put(f"/api/v1/uploads/{old['id']}", params={"offset": 0}, content=b"1234").raise_for_status()
+    db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")
+    with db.write() as s:
+        s.get(Upload, old["id"]).created_at = utcnow() - timedelta(days=2)
+    db.dispose()
+    with h.admin() as c:
+        assert c.post("/api/v1/gc", json={}).json()["uploads_removed"] == 1
+        assert c.get(f"/api/v1/uploads/{old['id']}").status_code == 404
+        assert c.get(f"/api/v1/uploads/{fresh['id']}").status_code == 200
+    assert not (h.data_dir / "uploads" / old["id"]).exists()

@@ -34,6 +34,7 @@ from tether.publish.core import (
 )
 
 MAX_MISSING_QUERY = 10_000
+UPLOAD_EXPIRY = timedelta(days=1)
 BATCH_MAX_BLOB = 16 << 20
 
 
@@ -414,7 +415,20 @@ class Publisher:
                     self.store.delete(digest)
                     deleted += 1
                     freed += size
-        return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed, "dry_run": dry_run}
+        stale_uploads = 0 if dry_run else self._sweep_uploads(now)
+        return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed,
+                "uploads_removed": stale_uploads, "dry_run": dry_run}
+
+    def _sweep_uploads(self, now: datetime) -> int:
+        """Abandoned resumable uploads (a day without completing) and the store's stale temp files."""
+        with self.db.write() as s:
+            stale = list(s.scalars(select(Upload.id).where(Upload.created_at < now - UPLOAD_EXPIRY)))
+            if stale:
+                s.execute(delete(Upload).where(Upload.id.in_(stale)))
+        for upload_id in stale:
+            (self.uploads_dir / upload_id).unlink(missing_ok=True)
+        self.store.sweep_tmp(older_than=3600)
+        return len(stale)
 
     def _apply_retention(self, now: datetime, dry_run: bool) -> list[str]:
         removed: list[str] = []
