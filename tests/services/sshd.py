@@ -38,6 +38,7 @@ import stat
 import subprocess
 import time
 from types import TracebackType
+from typing import Self
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -88,7 +89,7 @@ def ensure_user(name: str) -> str:
         pass
     if os.geteuid() != 0:
         raise SshdError(f"user {name!r} does not exist and only root can create it")
-    made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True, text=True, timeout=30)
+    made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=False, capture_output=True, text=True, timeout=30)
     if made.returncode != 0:
         try:
             pwd.getpwnam(name)  # another test process created it meanwhile
@@ -186,11 +187,11 @@ class SshServer:
         for _attempt in range(3):  # the free port may be taken between pick and bind
             self._port = free_port()
             self._write_config(self._port)
-            check = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True,
+            check = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], check=False, capture_output=True, text=True,
                                    timeout=30)
             if check.returncode != 0:
                 raise SshdError(f"sshd -t rejected {self.config_path}:\n{check.stderr}")
-            self._log = open(self.log_path, "ab")
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config_path)],
                                          stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + timeout
@@ -224,7 +225,7 @@ class SshServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> SshServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
