@@ -203,7 +203,9 @@ BlobSource = bytes | bytearray | memoryview | Iterable[bytes] | BinaryIO
 class BlobStore(Protocol):
     """What the hub needs from a content-addressed store (filesystem or S3)."""
 
-    def writer(self, digest: str, *, max_size: int | None = None) -> BlobWriter: ...
+    def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> BlobWriter: ...
+
+    def sync(self) -> None: ...
 
     def put(self, digest: str, data: BlobSource, *, max_size: int | None = None) -> int: ...
 
@@ -227,8 +229,12 @@ class BlobStore(Protocol):
 class StoreBase:
     """Conveniences shared by the stores, built on their ``writer``/``open_range``."""
 
-    def writer(self, digest: str, *, max_size: int | None = None) -> BlobWriter:  # pragma: no cover
+    def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> BlobWriter:  # pragma: no cover
         raise NotImplementedError
+
+    def sync(self) -> None:
+        """Make every blob committed with ``durable=False`` durable (a no-op where
+        commits are always durable)."""
 
     def open_range(
         self, digest: str, start: int = 0, end: int | None = None, chunk: int = DEFAULT_CHUNK

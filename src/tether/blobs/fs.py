@@ -43,6 +43,19 @@ __all__ = ["FsBlobStore", "FsBlobWriter"]
 _DIR_MODE = 0o700
 
 
+def _load_syncfs():
+    try:
+        import ctypes
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux/glibc: fall back to os.sync()
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -54,9 +67,11 @@ def _fsync_dir(path: Path) -> None:
 class FsBlobWriter(BlobWriter):
     """Writes to ``ROOT/tmp/<random>``; :meth:`commit` links it into place."""
 
-    def __init__(self, store: FsBlobStore, digest: str, max_size: int | None) -> None:
+    def __init__(self, store: FsBlobStore, digest: str, max_size: int | None, durable: bool = True) -> None:
         super().__init__(digest, max_size)
         self._store = store
+        # durable=False skips the syncs; the caller then calls store.sync() once for many blobs.
+        self._sync = store.fsync and durable
         fd, name = tempfile.mkstemp(prefix=f"{digest[:16]}.", suffix=".part", dir=store.tmp_dir)
         self._tmp = Path(name)
         self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
@@ -71,11 +86,11 @@ class FsBlobWriter(BlobWriter):
 
     def _commit(self) -> None:
         store = self._store
-        if store.fsync:
+        if self._sync:
             os.fsync(self._file.fileno())
         self._file.close()
         final = store.path_for(self.digest)
-        store._make_shard_dirs(final.parent)
+        store._make_shard_dirs(final.parent, sync=self._sync)
         try:
             os.link(self._tmp, final)
         except FileExistsError:
@@ -87,7 +102,7 @@ class FsBlobWriter(BlobWriter):
                 raise
             # A filesystem without hard links: an atomic rename still never shows a partial file.
             os.replace(self._tmp, final)
-        if store.fsync:
+        if self._sync:
             _fsync_dir(final.parent)
         self._tmp.unlink(missing_ok=True)
 
@@ -127,7 +142,7 @@ class FsBlobStore(StoreBase):
         validate_digest(digest)
         return self.blob_dir / digest[:2] / digest[2:4] / digest
 
-    def _make_shard_dirs(self, shard: Path) -> None:
+    def _make_shard_dirs(self, shard: Path, *, sync: bool = True) -> None:
         """Create ``sha256/ab/cd`` if missing, syncing each parent whose listing changed."""
         missing: list[Path] = []
         p = shard
@@ -139,13 +154,25 @@ class FsBlobStore(StoreBase):
                 d.mkdir(mode=_DIR_MODE)
             except FileExistsError:
                 continue
-            if self.fsync:
+            if self.fsync and sync:
                 _fsync_dir(d.parent)
 
     # -- API --------------------------------------------------------------
-    def writer(self, digest: str, *, max_size: int | None = None) -> FsBlobWriter:
+    def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> FsBlobWriter:
         validate_digest(digest)
-        return FsBlobWriter(self, digest, max_size)
+        return FsBlobWriter(self, digest, max_size, durable)
+
+    def sync(self) -> None:
+        """One flush for everything written with ``durable=False``: syncfs(2) on the
+        store's filesystem (data and directory entries), or sync(2) where syncfs is missing."""
+        if not self.fsync:
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _syncfs is None or _syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()

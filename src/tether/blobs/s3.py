@@ -201,7 +201,8 @@ class S3BlobStore(StoreBase):
         return self._key_prefix + validate_digest(digest)
 
     # -- API --------------------------------------------------------------
-    def writer(self, digest: str, *, max_size: int | None = None) -> S3BlobWriter:
+    def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> S3BlobWriter:
+        # S3 acknowledges a PUT only once it is stored: every commit is durable.
         validate_digest(digest)
         return S3BlobWriter(self, digest, max_size)
 
