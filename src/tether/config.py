@@ -58,6 +58,10 @@ class HubSettings(BaseSettings):
     gc_grace: str = Field(default="1h", description="unreferenced blobs younger than this are kept")
     max_manifest_bytes: int = Field(default=64 << 20, ge=1024)
     max_blob_bytes: int = Field(default=1 << 40, ge=1, description="largest single file")
+    # log sync
+    log_allow_foreign_authors: bool = Field(
+        default=False, description="let log writers push records authored by other users (log admins always may)"
+    )
 
     @field_validator("listen")
     @classmethod

@@ -283,6 +283,12 @@ def test_resumable_upload(publisher):
         assert r.json()["complete"] is True
         assert missing(c, [sha(data)], space) == []
         assert c.get(f"/api/v1/uploads/{uid}").status_code == 404
+        # a resumable upload whose bytes don't match its digest is refused at the end
+        lie = c.post("/api/v1/uploads", json={"space": space, "type": "ci", "build": "1", "digest": sha(b"other"),
+                                              "size": 5}).json()
+        r = c.put(f"/api/v1/uploads/{lie['id']}", params={"offset": 0}, content=b"wrong")
+        assert r.status_code == 400 and r.json()["type"].endswith("blob-digest-mismatch")
+        assert missing(c, [sha(b"other"), sha(b"wrong")], space) == [sha(b"other"), sha(b"wrong")]
     other_name, other = hub.make_user(grants={space: "write"})
     with hub.client(other) as c:  # someone else's upload id is not theirs to touch
         up = c.post("/api/v1/uploads", json={"space": space, "type": "ci", "build": "1", "digest": sha(b"z"), "size": 1}).json()

@@ -31,6 +31,7 @@ from pathlib import Path
 from .base import (
     DEFAULT_CHUNK,
     DIGEST_RE,
+    DigestMismatch,
     BlobNotFound,
     BlobWriter,
     StoreBase,
@@ -161,6 +162,39 @@ class FsBlobStore(StoreBase):
     def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> FsBlobWriter:
         validate_digest(digest)
         return FsBlobWriter(self, digest, max_size, durable)
+
+    def adopt(self, digest: str, path: Path) -> int:
+        """Move a finished upload file into the store without copying it: hash it,
+        refuse it on a mismatch (the file is left for the caller), else sync and link.
+        ``path`` must be on the store's filesystem."""
+        import hashlib
+
+        validate_digest(digest)
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+                size += len(block)
+            if h.hexdigest() != digest:
+                raise DigestMismatch(digest, h.hexdigest(), size)
+            if self.fsync:
+                os.fsync(fh.fileno())
+        os.chmod(path, 0o600)
+        final = self.path_for(digest)
+        self._make_shard_dirs(final.parent)
+        try:
+            os.link(path, final)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+            self.put(digest, open(path, "rb"))  # another filesystem: copy after all
+            return size
+        if self.fsync:
+            _fsync_dir(final.parent)
+        return size
 
     def sync(self) -> None:
         """One flush for everything written with ``durable=False``: syncfs(2) on the

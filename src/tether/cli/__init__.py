@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("tether.cli.audit:audit", "Show the hub's audit log."),
     "gc": ("tether.cli.gc:gc", "Garbage-collect unreferenced blobs and apply retention (admins)."),
     "publish": ("tether.publish.cli:publish", "Publish build artifacts, uploading only what the hub lacks."),
-    "log": ("tether.log.cli:log", "Add, list and show records of an immutable local log."),
+    "log": ("tether.log.cli:log", "An immutable record log: add, list, show; push/pull/sync with a hub."),
     "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
 }
 

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    LargeBinary,
     BigInteger,
     Boolean,
     DateTime,
@@ -201,3 +202,21 @@ class Upload(Base):
     token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     space: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- log sync
+
+
+class LogRecord(Base):
+    """One immutable log record in a space. ``id`` is the record's UUIDv7 as 16 bytes
+    (as in the local store), so byte order is time order and range scans use the key."""
+
+    __tablename__ = "log_records"
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    author: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8))
+    body: Mapped[str] = mapped_column(Text)
+    pushed_by: Mapped[str] = mapped_column(String(64))
+    pushed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

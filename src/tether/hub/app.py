@@ -239,6 +239,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(publish_router)
     app.include_router(files_router)
+    from tether.log.api import router as log_router
+
+    app.include_router(log_router)
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 

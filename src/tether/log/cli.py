@@ -1,6 +1,5 @@
-"""``tether log``: an immutable record log kept in a local SQLite file.
-
-Push/pull with remotes is not here yet (see docs/log.md).
+"""``tether log``: an immutable record log kept in a local SQLite file, with
+git-like remotes and push/pull/sync over the hub's HTTP API (see docs/log.md).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from tether.cli.common import (
     EXIT_NO,
     EXIT_RUNTIME,
     EXIT_USAGE,
+    translate_error,
     SIZE,
     TetherError,
     emit_json,
@@ -46,6 +46,8 @@ def log_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except TetherError:
+            raise
         except RecordError as exc:
             raise TetherError(str(exc), EXIT_USAGE) from None
         except NotFound as exc:
@@ -58,6 +60,15 @@ def log_errors(fn: F) -> F:
         except OSError as exc:
             where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise TetherError(f"{exc.strerror or exc}{where}", EXIT_RUNTIME) from None
+        except Exception as exc:
+            from tether.log.client import NotImplementedTransport
+
+            if isinstance(exc, NotImplementedTransport):
+                raise TetherError(str(exc), EXIT_USAGE, "use an http(s):// remote for now") from None
+            err = translate_error(exc)
+            if err is None:
+                raise
+            raise err from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -110,18 +121,24 @@ def log() -> None:
     The log lives in ./.tether/log.db unless --db (or TETHER_LOG_DB) says
     otherwise.
 
+    Remotes work like git's: `tether log remote add origin https://hub/SPACE`,
+    then `tether log push`, `pull` or `sync`; only the records the other side
+    lacks are sent.
+
     \b
     Examples:
       tether log add 'build 1234 passed'
       make test 2>&1 | tail -n 20 | tether log add -
       tether log list --since 1h --author ci
+      tether log sync origin
     """
 
 
 @log.command("add")
 @click.argument("body", metavar="BODY|-")
 @click.option("--json", "as_json", is_flag=True, help="The body is JSON: check it and store it as JSON.")
-@click.option("--author", metavar="NAME", default=None, help="Author name (default: the local user name).")
+@click.option("--author", metavar="NAME", default=None, envvar="TETHER_LOG_AUTHOR", show_envvar=True,
+              help="Author name (default: the local user name). Use your hub user name if you push.")
 @click.option("--max-body", type=SIZE, default=None, metavar="SIZE", help="Refuse bodies larger than this (default 64KiB).")
 @db_option
 @log_errors
@@ -220,6 +237,177 @@ def log_show(record_id: str, as_json: bool, db: str | None) -> None:
     emit_object({"id": record.id, "created": _fmt_ms(record.created), "author": record.author, "kind": record.kind})
     click.echo()
     click.echo(record.body)
+
+
+# ---------------------------------------------------------------- remotes
+
+
+@log.group("remote")
+def remote() -> None:
+    """Name the hubs (and spaces) this log syncs with.
+
+    \b
+    URLs:
+      https://HUB/SPACE               the hub's HTTP API (plain http only to loopback)
+      ssh://USER@HOST[:PORT]/SPACE    over SSH (stored; push/pull over SSH is not there yet)
+
+    \b
+    Examples:
+      tether log remote add origin https://hub.example.org/builds
+      tether log remote list --json
+      tether log remote rm origin
+    """
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@db_option
+@log_errors
+def remote_add(name: str, url: str, db: str | None) -> None:
+    """Add a remote NAME for URL. Exits 1 if NAME exists, 2 for a bad URL.
+
+    \b
+    Examples:
+      tether log remote add origin https://hub.example.org/builds
+      tether log remote add local http://127.0.0.1:8580/test
+    """
+    from tether.log.client import parse_remote_url
+    from tether.log.store import ConflictError, LogStore
+
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise TetherError(f"invalid remote name {name[:64]!r}", EXIT_USAGE, "use letters, digits and ._-")
+    r = parse_remote_url(url)
+    with LogStore(_db_path(db)) as store:
+        try:
+            store.add_remote(name, r.url)
+        except ConflictError:
+            raise TetherError(f"a remote named {name!r} already exists", EXIT_NO,
+                              f"remove it first: tether log remote rm {name}") from None
+
+
+@remote.command("list")
+@json_option
+@db_option
+@log_errors
+def remote_list(as_json: bool, db: str | None) -> None:
+    """List remotes.
+
+    \b
+    Examples:
+      tether log remote list
+      tether log remote list --json
+    """
+    from tether.log.store import LogStore
+
+    path = _db_path(db)
+    rows: list[dict[str, str]] = []
+    if path.exists():
+        with LogStore(path) as store:
+            rows = [{"name": n, "url": u} for n, u in store.remotes()]
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, ["name", "url"], empty="no remotes")
+
+
+@remote.command("rm")
+@click.argument("name")
+@db_option
+@log_errors
+def remote_rm(name: str, db: str | None) -> None:
+    """Remove the remote NAME (its records stay). Exits 1 if there is none.
+
+    \b
+    Example:
+      tether log remote rm origin
+    """
+    from tether.log.store import LogStore
+
+    path = _db_path(db)
+    if not path.exists():
+        raise TetherError(f"no remote named {name!r}", EXIT_NO)
+    with LogStore(path) as store:
+        store.remove_remote(name)
+
+
+# ---------------------------------------------------------------- push / pull / sync
+
+
+def _transfer(name: str, token: str | None, ca_bundle: str | None, as_json: bool, db: str | None,
+              push: bool, pull: bool) -> None:
+    from tether.log.client import open_remote, parse_remote_url, sync
+    from tether.log.store import LogStore, NotFound
+
+    path = _db_path(db)
+    if not path.exists():
+        raise TetherError(f"no log at {path}", EXIT_USAGE, "run it where the log is, or pass --db")
+    with LogStore(path) as store:
+        try:
+            url = store.remote(name)
+        except NotFound:
+            raise TetherError(f"no remote named {name!r}", EXIT_USAGE,
+                              f"add one: tether log remote add {name} https://HUB/SPACE") from None
+        with open_remote(parse_remote_url(url), token, ca_bundle) as remote:
+            result = sync(store, remote, push=push, pull=pull)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"{result.pushed} new pushed, {result.pulled} pulled")
+
+
+def _transfer_command(verb: str, push: bool, pull: bool, doc: str):
+    @log.command(verb, help=doc)
+    @click.argument("remote_name", metavar="[REMOTE]", default="origin")
+    @click.option("--token", metavar="TOKEN", default=None,
+                  help="Hub token (default: TETHER_TOKEN, or the one saved by `tether login` for this hub).")
+    @click.option("--ca-bundle", metavar="FILE", default=None, envvar="TETHER_CA_BUNDLE",
+                  help="PEM file of CAs to trust for the hub.")
+    @json_option
+    @db_option
+    @log_errors
+    def command(remote_name: str, token: str | None, ca_bundle: str | None, as_json: bool, db: str | None) -> None:
+        _transfer(remote_name, token, ca_bundle, as_json, db, push, pull)
+
+    return command
+
+
+_EXITS = """
+    Exit codes: 0 done; 1 conflict (a record with a known id but different
+    content: nothing of that batch was written); 2 bad remote or usage; 3 the
+    hub is unreachable; 4 the token is refused or lacks the grant.
+"""
+
+log_push = _transfer_command("push", True, False, """Send the records REMOTE (default origin) lacks.
+
+    Reconciles first, so only missing records move. Needs a write grant on the
+    remote's space; records you push must be authored by your hub user name.
+    With --json prints {"pushed": n, "pulled": 0, "rounds": r, "bytes": b}.
+
+    \b
+    Examples:
+      tether log push
+      tether log push backup --json
+""" + _EXITS)
+log_pull = _transfer_command("pull", False, True, """Fetch the records REMOTE (default origin) has and this log lacks.
+
+    Needs a read grant on the remote's space.
+
+    \b
+    Examples:
+      tether log pull
+      TETHER_TOKEN=tth_... tether log pull origin --json
+""" + _EXITS)
+log_sync = _transfer_command("sync", True, True, """Pull, then push: afterwards both sides hold the union.
+
+    Resumable and idempotent: interrupted at any point and run again, it
+    loses nothing and duplicates nothing.
+
+    \b
+    Examples:
+      tether log sync
+      tether log sync origin --json
+""" + _EXITS)
 
 
 def _fmt_ms(ms: int) -> str:

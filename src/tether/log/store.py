@@ -48,6 +48,8 @@ __all__ = [
     "SQLiteRangeStorage",
     "id_timestamp",
     "make_record",
+    "record_from_wire",
+    "record_to_wire",
     "parse_id",
     "uuid7",
 ]
@@ -74,6 +76,12 @@ class ConflictError(LogError):
         self.ids = ids
         shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
         super().__init__(f"conflict: {len(ids)} record(s) already stored with different content: {shown}")
+
+    @classmethod
+    def remote(cls, name: str) -> ConflictError:
+        exc = cls([])
+        exc.args = (f"a remote named {name!r} already exists",)
+        return exc
 
 
 class NotFound(LogError):
@@ -220,6 +228,18 @@ def validate(r: Record, max_body: int = DEFAULT_MAX_BODY) -> Record:
     return Record(str(u), r.created, r.author, r.kind, r.body)
 
 
+def record_to_wire(r: Record) -> dict[str, Any]:
+    """A record on the sync wire: the body always as the stored string, so the
+    bytes compared for immutability are the bytes the author wrote."""
+    return asdict(r)
+
+
+def record_from_wire(d: Any, max_body: int = DEFAULT_MAX_BODY) -> Record:
+    if not isinstance(d, dict) or set(d) != {"id", "created", "author", "kind", "body"}:
+        raise RecordError("a record is an object with exactly id, created, author, kind, body")
+    return validate(Record(d["id"], d["created"], d["author"], d["kind"], d["body"]), max_body)
+
+
 def make_record(body: str, author: str, *, kind: str = "text", max_body: int = DEFAULT_MAX_BODY,
                 now_ms: int | None = None) -> Record:
     """A new record with a fresh UUIDv7."""
@@ -242,6 +262,10 @@ CREATE TABLE IF NOT EXISTS records (
     body TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_author ON records (author, id);
+CREATE TABLE IF NOT EXISTS remotes (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL
+);
 """
 
 
@@ -354,6 +378,27 @@ class LogStore:
             if row is not None:
                 out.append(_row(row))
         return out
+
+    # -- remotes (like git's: a name for a URL; never a secret) ----------------
+
+    def add_remote(self, name: str, url: str) -> None:
+        try:
+            self.conn.execute("INSERT INTO remotes (name, url) VALUES (?, ?)", (name, url))
+        except sqlite3.IntegrityError:
+            raise ConflictError.remote(name) from None
+
+    def remove_remote(self, name: str) -> None:
+        if self.conn.execute("DELETE FROM remotes WHERE name = ?", (name,)).rowcount == 0:
+            raise NotFound(f"no remote named {name!r}")
+
+    def remote(self, name: str) -> str:
+        row = self.conn.execute("SELECT url FROM remotes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no remote named {name!r}")
+        return row[0]
+
+    def remotes(self) -> list[tuple[str, str]]:
+        return [(n, u) for n, u in self.conn.execute("SELECT name, url FROM remotes ORDER BY name")]
 
     def range_storage(self) -> SQLiteRangeStorage:
         return SQLiteRangeStorage(self.conn)

@@ -1,0 +1,207 @@
+"""`tether log remote|push|pull|sync` against real hub processes (SQLite and PostgreSQL):
+the seed README's scenario over HTTP, conflicts, grants, resumability."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tether.cli import main
+from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_USAGE
+
+
+@pytest.fixture
+def tether(tmp_path):
+    """``tether(user_dir, *args, token=...)``: run `tether log ...` with that user's own log."""
+    runner = CliRunner()
+
+    def run(who: str, *args, token: str | None = None, author: str | None = None):
+        env = {"TETHER_LOG_DB": str(tmp_path / who / "log.db"), "XDG_CONFIG_HOME": str(tmp_path / who / "cfg"),
+               "TETHER_TOKEN": token, "TETHER_LOG_AUTHOR": author, "TETHER_HUB": None}
+        return runner.invoke(main, ["log", *args], env=env)
+
+    return run
+
+
+def listing(tether, who):
+    r = tether(who, "list", "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def hub_count(hub, space):
+    with hub.admin() as c:
+        return c.get(f"/api/v1/log/{space}").json()["records"]
+
+
+def test_seed_scenario_over_http(hub, tether):
+    """user3 is refused; user1 and user2 push and pull each other's records."""
+    space = hub.make_space()
+    u1, t1 = hub.make_user(grants={space: "write"})
+    u2, t2 = hub.make_user(grants={space: "write"})
+    u3, t3 = hub.make_user()
+    url = f"{hub.url}/{space}"
+    for who in ("user1", "user2", "user3"):
+        assert tether(who, "remote", "add", "origin", url).exit_code == 0
+
+    # user3: no grant on the space -> refused, exit 4, nothing written
+    assert tether("user3", "add", "from user3", author=u3).exit_code == 0
+    for verb in ("push", "pull", "sync"):
+        r = tether("user3", verb, token=t3)
+        assert r.exit_code == EXIT_AUTH, r.output
+        assert "tether: error:" in r.output and space in r.output and "Traceback" not in r.output
+    assert hub_count(hub, space) == 0
+
+    for i in range(3):
+        assert tether("user1", "add", f"user1 message {i}", author=u1).exit_code == 0
+    r = tether("user1", "push", token=t1)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "3 new pushed, 0 pulled"
+
+    assert tether("user2", "add", "user2 says hi", author=u2).exit_code == 0
+    r = tether("user2", "sync", "--json", token=t2)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["pushed"], out["pulled"]) == (1, 3) and out["rounds"] >= 1 and out["bytes"] > 0
+
+    r = tether("user1", "pull", token=t1)
+    assert r.stdout.strip() == "0 new pushed, 1 pulled"
+    one, two = listing(tether, "user1"), listing(tether, "user2")
+    assert one == two and len(one) == 4
+    assert {x["author"] for x in one} == {u1, u2}
+    assert hub_count(hub, space) == 4
+
+    # idempotent: nothing moves any more
+    r = tether("user1", "sync", "--json", token=t1)
+    assert json.loads(r.stdout)["pushed"] == json.loads(r.stdout)["pulled"] == 0
+
+    # user1 cannot push a record authored as user2
+    assert tether("user1", "add", "forged", author=u2).exit_code == 0
+    r = tether("user1", "push", token=t1)
+    assert r.exit_code == EXIT_AUTH and "authored by someone other" in r.output
+    assert hub_count(hub, space) == 4
+
+
+def test_read_only_push_refused_pull_allowed(hub, tether):
+    space = hub.make_space()
+    w, tw = hub.make_user(grants={space: "write"})
+    r_, tr = hub.make_user(grants={space: "read"})
+    for who in ("w", "r"):
+        tether(who, "remote", "add", "origin", f"{hub.url}/{space}")
+    tether("w", "add", "by the writer", author=w)
+    assert tether("w", "push", token=tw).exit_code == 0
+    tether("r", "add", "by the reader", author=r_)
+    r = tether("r", "push", token=tr)
+    assert r.exit_code == EXIT_AUTH, r.output
+    assert hub_count(hub, space) == 1
+    r = tether("r", "pull", "--json", token=tr)
+    assert r.exit_code == 0 and json.loads(r.stdout)["pulled"] == 1
+
+
+def test_conflict_detected(hub, tmp_path, monkeypatch):
+    """A pushed record whose id the hub already holds with other content is refused (409,
+    the ids listed) and nothing of the batch is written. Reconciliation compares ids, so
+    this happens when the original lands between our reconcile and our push."""
+    from dataclasses import asdict, replace
+
+    from tether.client import HubError
+    from tether.log import client as lc
+    from tether.log.client import open_remote, parse_remote_url, sync
+    from tether.log.store import LogStore
+
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    store = LogStore(tmp_path / "b.db")
+    tampered = store.add("tampered", u)
+    store.add("an innocent new record", u)
+    original = replace(tampered, body="original")
+    real_push = lc.HttpRemote.push
+
+    def racing_push(self, records):
+        with hub.client(t) as c:
+            assert c.post(f"/api/v1/log/{space}/records", json=[asdict(original)]).status_code == 200
+        return real_push(self, records)
+
+    monkeypatch.setattr(lc.HttpRemote, "push", racing_push)
+    with open_remote(parse_remote_url(f"{hub.url}/{space}"), t) as rem, pytest.raises(HubError) as err:
+        sync(store, rem)
+    assert err.value.status == 409 and err.value.problem["ids"] == [tampered.id]
+    assert hub_count(hub, space) == 1
+    with hub.admin() as c:
+        got = c.post(f"/api/v1/log/{space}/records/get", json={"ids": [tampered.id]}).json()["records"]
+    assert got[0]["body"] == "original"
+
+
+def test_interrupted_sync_resumes(hub, tether, tmp_path, monkeypatch):
+    """Kill a sync after its first push batch: re-running loses nothing, duplicates nothing."""
+    from tether.log import client as lc
+    from tether.log.client import open_remote, parse_remote_url, sync
+    from tether.log.store import LogStore
+
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    store = LogStore(tmp_path / "x.db")
+    for i in range(25):
+        store.add(f"record {i}", u)
+    monkeypatch.setattr(lc, "PUSH_BATCH_RECORDS", 10)
+
+    class Interrupted(Exception):
+        pass
+
+    def die(direction, n):
+        raise Interrupted
+
+    remote = parse_remote_url(f"{hub.url}/{space}")
+    with open_remote(remote, t) as rem, pytest.raises(Interrupted):
+        sync(store, rem, on_batch=die)
+    assert hub_count(hub, space) == 10
+    with open_remote(remote, t) as rem:
+        res = sync(store, rem)
+    assert (res.pushed, res.pulled) == (15, 0)
+    assert hub_count(hub, space) == 25
+    with open_remote(remote, t) as rem:
+        res = sync(store, rem)
+    assert (res.pushed, res.pulled) == (0, 0)
+    # and a second store that pulls half, is interrupted, pulls again
+    other = LogStore(tmp_path / "y.db")
+    monkeypatch.setattr(lc, "PULL_BATCH_IDS", 10)
+    with open_remote(remote, t) as rem, pytest.raises(Interrupted):
+        sync(other, rem, on_batch=die)
+    assert len(other) == 10
+    with open_remote(remote, t) as rem:
+        assert sync(other, rem).pulled == 15
+    assert other.list() == store.list()
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("https://hub.example.org/builds", True),
+    ("https://hub.example.org/prefix/builds", True),
+    ("http://127.0.0.1:8580/test", True),
+    ("http://localhost/test", True),
+    ("ssh://server@hub.example.org:2222/builds", True),
+    ("http://hub.example.org/builds", False),  # plain http off loopback
+    ("https://hub.example.org/", False),  # no space
+    ("https://tok:en@hub.example.org/s", False),
+    ("ftp://hub.example.org/s", False),
+    ("ssh://u@h/a/b", False),
+], ids=lambda v: str(v))
+def test_remote_urls(tether, url, ok):
+    r = tether("me", "remote", "add", "origin", url)
+    assert r.exit_code == (0 if ok else EXIT_USAGE), r.output
+    listed = json.loads(tether("me", "remote", "list", "--json").stdout)
+    assert listed == ([{"name": "origin", "url": url}] if ok else [])
+
+
+def test_remote_commands_and_ssh_not_yet(tether):
+    assert tether("me", "remote", "add", "origin", "ssh://server@127.0.0.1:2222/s").exit_code == 0
+    r = tether("me", "remote", "add", "origin", "https://x.example/s")
+    assert r.exit_code == EXIT_NO and "already exists" in r.output
+    r = tether("me", "push")
+    assert r.exit_code == EXIT_USAGE and "not implemented yet" in r.output
+    r = tether("me", "pull", "nope")
+    assert r.exit_code == EXIT_USAGE and "no remote named" in r.output
+    assert tether("me", "remote", "rm", "origin").exit_code == 0
+    assert tether("me", "remote", "rm", "origin").exit_code == EXIT_NO
+    assert "no remotes" in tether("me", "remote", "list").output
