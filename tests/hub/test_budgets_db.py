@@ -75,3 +75,22 @@ def test_child_draws_count_against_parent_and_refusal_leaves_nothing(database_ur
         assert s.get(Token, child.id).bytes == 700
         assert s.get(Token, parent.id).bytes == 950
     db.dispose()
+
+
+def test_a_child_of_a_revoked_ancestor_is_refused_even_if_the_cascade_missed_it(database_url):
+    from sqlalchemy import update
+
+    from tether.auth.service import authenticate
+
+    db, ctx = setup(database_url)
+    parent, _ = mint(db, ctx, MintRequest(), now=utcnow(), max_lifetime=timedelta(days=1),
+                     default_lifetime=timedelta(hours=1))
+    child, secret = mint(db, AuthContext(user=ctx.user, token=parent), MintRequest(inherit=True), now=utcnow(),
+                         max_lifetime=timedelta(days=1), default_lifetime=timedelta(hours=1))
+    assert authenticate(db, secret, source="127.0.0.1", now=utcnow()).token.id == child.id
+    with db.write() as s:  # the race: the parent is revoked, the cascade never saw the child
+        s.execute(update(Token).where(Token.id == parent.id).values(revoked_at=utcnow()))
+    with pytest.raises(Problem) as err:
+        authenticate(db, secret, source="127.0.0.1", now=utcnow())
+    assert err.value.slug == "token-revoked" and parent.id in err.value.detail
+    db.dispose()

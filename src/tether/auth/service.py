@@ -163,6 +163,7 @@ _GRANTS_QUERY = (
     .join_from(Grant.__table__, Space.__table__, Grant.__table__.c.space_id == Space.__table__.c.id)
     .where(Grant.__table__.c.user_id == bindparam("uid"))
 )
+_REVOKED_ANCESTOR = select(_t.c.id).where(_t.c.id.in_(bindparam("ids", expanding=True)), _t.c.revoked_at.is_not(None)).limit(1)
 _COUNT_USE = (
     update(_t)
     .where(_t.c.id == bindparam("tid"), _t.c.uses < _t.c.max_uses)
@@ -207,6 +208,17 @@ def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime
                 f"token {token.id} was revoked at {row.revoked_at.isoformat()}", "token-revoked",
                 caveat="revoked", token_id=token.id,
             )
+        ancestors = token.chain[:-1]
+        if ancestors:
+            # Revoking cascades at once, but a child minted while its ancestor was being
+            # revoked could slip past the cascade: the ancestors' state is checked too.
+            with db.connect() as conn:
+                gone = conn.execute(_REVOKED_ANCESTOR, {"ids": ancestors}).scalar()
+            if gone is not None:
+                raise unauthenticated(
+                    f"token {token.id} was revoked with its ancestor {gone}", "token-revoked",
+                    caveat="revoked", token_id=token.id,
+                )
         caveats = _caveats_of(token.id, token.caveats)
         refusal = check_request(caveats, now=now, source=source)
         if refusal is not None:
