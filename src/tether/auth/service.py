@@ -163,7 +163,6 @@ _GRANTS_QUERY = (
     .join_from(Grant.__table__, Space.__table__, Grant.__table__.c.space_id == Space.__table__.c.id)
     .where(Grant.__table__.c.user_id == bindparam("uid"))
 )
-_REVOKED_ANCESTOR = select(_t.c.id).where(_t.c.id.in_(bindparam("ids", expanding=True)), _t.c.revoked_at.is_not(None)).limit(1)
 _COUNT_USE = (
     update(_t)
     .where(_t.c.id == bindparam("tid"), _t.c.uses < _t.c.max_uses)
@@ -208,17 +207,6 @@ def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime
                 f"token {token.id} was revoked at {row.revoked_at.isoformat()}", "token-revoked",
                 caveat="revoked", token_id=token.id,
             )
-        ancestors = token.chain[:-1]
-        if ancestors:
-            # Revoking cascades at once, but a child minted while its ancestor was being
-            # revoked could slip past the cascade: the ancestors' state is checked too.
-            with db.connect() as conn:
-                gone = conn.execute(_REVOKED_ANCESTOR, {"ids": ancestors}).scalar()
-            if gone is not None:
-                raise unauthenticated(
-                    f"token {token.id} was revoked with its ancestor {gone}", "token-revoked",
-                    caveat="revoked", token_id=token.id,
-                )
         caveats = _caveats_of(token.id, token.caveats)
         refusal = check_request(caveats, now=now, source=source)
         if refusal is not None:
@@ -380,6 +368,16 @@ def mint(
                 raise bad_request(f"user {owner.name} is disabled; enable it before minting tokens for it")
         else:
             owner = ctx.user
+        if parent is not None:
+            # Lock the parent's chain (shared) and look again: a revocation running now either
+            # finished first (we refuse) or waits for this mint (and its cascade then sees the child).
+            revoked = s.scalars(
+                select(Token.id).where(Token.id.in_(parent.chain), Token.revoked_at.is_not(None))
+                .with_for_update(read=True)
+            ).first()
+            if revoked is not None:
+                raise unauthenticated(f"token {parent.id} was revoked (with {revoked})", "token-revoked",
+                                      caveat="revoked", token_id=parent.id)
         parent_caveats = Caveats.from_json(parent.caveats) if parent is not None else None
         left = remaining(s, parent) if parent is not None else Remaining()
         if not req.inherit and requested.expires_at is None:
@@ -526,11 +524,15 @@ def revoke(db: Database, ctx: AuthContext, token_id: str, *, now: datetime) -> l
         owner = s.get(User, token.user_id)
         ancestry = tuple(reversed(token.chain))
         ctx.require("token.revoke", Resource(user=owner.name if owner else None, token_ancestry=ancestry))
-        targets = or_(Token.id == token_id, Token.ancestry.like(f"%/{token_id}/%"))
-        ids = list(s.scalars(select(Token.id).where(targets, Token.revoked_at.is_(None))))
-        if ids:
-            s.execute(update(Token).where(Token.id.in_(ids)).values(revoked_at=now))
-    return sorted(ids)
+        # The target first: its row lock makes a concurrent mint from it (or below it) wait,
+        # so the cascade below sees every child that mint commits.
+        first = s.execute(update(Token).where(Token.id == token_id, Token.revoked_at.is_(None)).values(revoked_at=now))
+        ids = [token_id] if first.rowcount else []
+        below = Token.ancestry.like(f"%/{token_id}/%")
+        more = list(s.scalars(select(Token.id).where(below, Token.revoked_at.is_(None))))
+        if more:
+            s.execute(update(Token).where(Token.id.in_(more)).values(revoked_at=now))
+    return sorted(ids + more)
 
 
 # ---------------------------------------------------------------- helpers
