@@ -194,12 +194,13 @@ def test_remote_urls(tether, url, ok):
     assert listed == ([{"name": "origin", "url": url}] if ok else [])
 
 
-def test_remote_commands_and_ssh_not_yet(tether):
+def test_remote_commands_and_ssh_failure(tether, monkeypatch):
     assert tether("me", "remote", "add", "origin", "ssh://server@127.0.0.1:2222/s").exit_code == 0
     r = tether("me", "remote", "add", "origin", "https://x.example/s")
     assert r.exit_code == EXIT_NO and "already exists" in r.output
+    monkeypatch.setenv("TETHER_SSH", "false")  # an "ssh" that fails at once (real SSH: tests/log/test_log_ssh.py)
     r = tether("me", "push")
-    assert r.exit_code == EXIT_USAGE and "not implemented yet" in r.output
+    assert r.exit_code == 3 and "ssh to server@127.0.0.1:2222 failed" in r.output
     r = tether("me", "pull", "nope")
     assert r.exit_code == EXIT_USAGE and "no remote named" in r.output
     assert tether("me", "remote", "rm", "origin").exit_code == 0

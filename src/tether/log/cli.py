@@ -16,13 +16,13 @@ from tether.cli.common import (
     EXIT_NO,
     EXIT_RUNTIME,
     EXIT_USAGE,
-    translate_error,
     SIZE,
     TetherError,
     emit_json,
     emit_object,
     emit_table,
     json_option,
+    translate_error,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,10 +61,20 @@ def log_errors(fn: F) -> F:
             where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise TetherError(f"{exc.strerror or exc}{where}", EXIT_RUNTIME) from None
         except Exception as exc:
-            from tether.log.client import NotImplementedTransport
+            from tether.log.client import NotImplementedTransport, SshRemoteError
 
             if isinstance(exc, NotImplementedTransport):
                 raise TetherError(str(exc), EXIT_USAGE, "use an http(s):// remote for now") from None
+            if isinstance(exc, SshRemoteError):
+                from tether.cli.common import exit_code_for_status
+
+                if exc.status == 0:
+                    raise TetherError(str(exc), EXIT_RUNTIME,
+                                      "check `ssh` reaches the hub's account (keys, known_hosts, TETHER_SSH)") from None
+                hint = None
+                if exc.status in (401, 403):
+                    hint = "ask the hub's admin for a grant on this space (or to add your SSH key)"
+                raise TetherError(str(exc), exit_code_for_status(exc.status), hint) from None
             err = translate_error(exc)
             if err is None:
                 raise
@@ -249,7 +259,9 @@ def remote() -> None:
     \b
     URLs:
       https://HUB/SPACE               the hub's HTTP API (plain http only to loopback)
-      ssh://USER@HOST[:PORT]/SPACE    over SSH (stored; push/pull over SSH is not there yet)
+      ssh://USER@HOST[:PORT]/SPACE    over SSH to the hub's server account (your
+                                      ssh, ~/.ssh/config and known_hosts; TETHER_SSH
+                                      overrides the ssh command)
 
     \b
     Examples:
@@ -271,6 +283,7 @@ def remote_add(name: str, url: str, db: str | None) -> None:
     Examples:
       tether log remote add origin https://hub.example.org/builds
       tether log remote add local http://127.0.0.1:8580/test
+      tether log remote add shared ssh://tether@hub.example.org/shared
     """
     from tether.log.client import parse_remote_url
     from tether.log.store import ConflictError, LogStore
@@ -348,7 +361,8 @@ def _transfer(name: str, token: str | None, ca_bundle: str | None, as_json: bool
         except NotFound:
             raise TetherError(f"no remote named {name!r}", EXIT_USAGE,
                               f"add one: tether log remote add {name} https://HUB/SPACE") from None
-        with open_remote(parse_remote_url(url), token, ca_bundle) as remote:
+        mode = "sync" if push and pull else ("push" if push else "pull")
+        with open_remote(parse_remote_url(url), token, ca_bundle, mode=mode) as remote:
             result = sync(store, remote, push=push, pull=pull)
     if as_json:
         emit_json(result.to_dict())

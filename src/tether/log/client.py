@@ -20,7 +20,17 @@ from tether.clientconfig import ConfigError, is_loopback_url
 from tether.log.reconcile import Reconciler
 from tether.log.store import LogStore, Record, record_from_wire, record_to_wire
 
-__all__ = ["Remote", "SyncResult", "HttpRemote", "NotImplementedTransport", "parse_remote_url", "sync"]
+__all__ = [
+    "HttpRemote",
+    "NotImplementedTransport",
+    "Remote",
+    "SshRemote",
+    "SshRemoteError",
+    "SyncResult",
+    "parse_remote_url",
+    "ssh_argv",
+    "sync",
+]
 
 #: Our replies are cut at this size so that they fit the hub's request limit
 #: (1 MiB by default) with one range's worth of output on top.
@@ -162,7 +172,7 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
     return batches
 
 
-def sync(store: LogStore, remote: HttpRemote, *, push: bool = True, pull: bool = True,
+def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, pull: bool = True,
          on_batch: Callable[[str, int], None] | None = None) -> SyncResult:
     """Reconcile ``store`` with ``remote``, then pull and/or push what differs.
 
@@ -203,13 +213,212 @@ def sync(store: LogStore, remote: HttpRemote, *, push: bool = True, pull: bool =
     return result
 
 
-def open_remote(remote: Remote, token: str | None = None, ca_bundle: str | None = None) -> HttpRemote:
+# ---------------------------------------------------------------- SSH transport
+
+#: Largest reply frame the client accepts (a pull batch of 500 records of up to
+#: the hub's body limit fits; nothing larger is ever buffered).
+CLIENT_MAX_FRAME = 64 << 20
+DEFAULT_SSH_TIMEOUT = 120.0
+_SSH_MODES = {(True, True): "sync", (True, False): "push", (False, True): "pull"}
+
+
+class SshRemoteError(Exception):
+    """The SSH remote refused a request (``status`` as in HTTP) or the channel broke (status 0)."""
+
+    def __init__(self, message: str, status: int = 0, problem: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
+
+
+def ssh_argv(remote: Remote, mode: str, prefix: list[str] | None = None) -> list[str]:
+    """The ``ssh`` argv for an ``ssh://`` remote: the user's OpenSSH (so ~/.ssh/config,
+    the agent and known_hosts apply; host keys are verified as configured, never
+    auto-accepted), no tty, no forwarding, then ``tether-log MODE SPACE``.
+
+    ``prefix`` (default: ``$TETHER_SSH`` split like a shell would, else ``ssh``)
+    is the command that starts ssh, e.g. ``ssh -i ~/.ssh/hub_key``.
+    """
+    import os
+    import re
+    import shlex
+
+    parts = urlsplit(remote.url)
+    if prefix is None:
+        env = os.environ.get("TETHER_SSH", "").strip()
+        prefix = shlex.split(env) if env else ["ssh"]
+    if not prefix:
+        raise ConfigError("TETHER_SSH is empty", hint="unset it, or set it to an ssh command such as `ssh -i KEY`")
+    joined = " ".join(prefix).lower().replace(" ", "")
+    if re.search(r"stricthostkeychecking[=]?(no|off)", joined):
+        raise ConfigError("refusing to run ssh with StrictHostKeyChecking=no: host keys must be verified",
+                          hint="add the hub's host key to ~/.ssh/known_hosts (ssh-keyscan, then check its fingerprint)")
+    host = parts.hostname or ""
+    user = parts.username or ""
+    if host.startswith("-") or user.startswith("-") or any(c.isspace() for c in host + user):
+        raise ConfigError(f"refusing the suspicious ssh:// remote {remote.url!r}")
+    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", remote.space):
+        raise ConfigError(f"invalid space name {remote.space!r} in {remote.url}")
+    argv = [*prefix, "-T", "-x", "-a", "-o", "ClearAllForwardings=yes"]
+    if parts.port:
+        argv += ["-p", str(parts.port)]
+    if user:
+        argv += ["-l", user]
+    return [*argv, "--", host, f"tether-log {mode} {remote.space}"]
+
+
+class SshRemote:
+    """One space on a hub reached over SSH: the same operations as :class:`HttpRemote`,
+    as frames (:mod:`tether.ssh.frames`) over the stdin/stdout of the user's ``ssh``."""
+
+    def __init__(self, remote: Remote, mode: str = "sync", *, timeout: float | None = None,
+                 prefix: list[str] | None = None):
+        import os
+        import subprocess
+        import tempfile
+
+        from tether.ssh.frames import REPLY_TYPES, FrameReader
+
+        self.remote = remote
+        self.mode = mode
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get("TETHER_SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT))
+            except ValueError:
+                raise ConfigError("TETHER_SSH_TIMEOUT must be a number of seconds") from None
+        self.timeout = timeout
+        self.bytes = 0
+        self._sent = 0
+        self.argv = ssh_argv(remote, mode, prefix)
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, bufsize=0)
+        except FileNotFoundError:
+            self._stderr.close()
+            raise SshRemoteError(f"cannot run {self.argv[0]!r}: not found (install OpenSSH's client, "
+                                 "or point TETHER_SSH at it)") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        self.reader = FrameReader(self.proc.stdout.fileno(), REPLY_TYPES, CLIENT_MAX_FRAME, timeout)
+        try:
+            hello = self._read("H")
+            info = json.loads(hello)
+            if info.get("protocol") != "tether-log/1":
+                raise SshRemoteError(f"the remote speaks {info.get('protocol')!r}, not tether-log/1")
+        except BaseException:
+            self.close()
+            raise
+
+    def _ssh_stderr(self) -> str:
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read(8192).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+        return "\n".join(line for line in text.strip().splitlines() if line.strip())
+
+    def _broken(self, what: str) -> SshRemoteError:
+        try:
+            code = self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort, for the message only
+            code = None
+        err = self._ssh_stderr()
+        msg = f"ssh to {self.remote.hub} failed: {what}"
+        if code is not None:
+            msg += f" (ssh exited {code})"
+        if err:
+            msg += f": {err}"
+        elif code == 127:
+            msg += ": the account has no tether forced command (is its authorized_keys made by `tether key authorized-keys`?)"
+        return SshRemoteError(msg)
+
+    def _read(self, expect: str) -> bytes:
+        from tether.ssh.frames import FrameError, FrameTimeout
+
+        try:
+            frame = self.reader.read()
+        except FrameTimeout:
+            raise SshRemoteError(f"ssh to {self.remote.hub}: no answer in {self.timeout:g} s") from None
+        except FrameError as exc:
+            raise self._broken(f"garbled reply ({exc})") from None
+        self.bytes = self.reader.bytes + self._sent
+        if frame is None:
+            raise self._broken("the connection closed")
+        if frame.type == "E":
+            try:
+                problem = json.loads(frame.payload)
+            except ValueError:
+                problem = {"detail": frame.payload[:500].decode("utf-8", "replace")}
+            status = int(problem.get("status") or 500) if isinstance(problem, dict) else 500
+            detail = problem.get("detail") if isinstance(problem, dict) else None
+            raise SshRemoteError(str(detail or "the remote refused the request"), status, problem)
+        if frame.type != expect:
+            raise SshRemoteError(f"protocol error: expected a {expect!r} frame, got {frame.type!r}")
+        return frame.payload
+
+    def _request(self, ftype: str, payload: bytes, expect: str) -> bytes:
+        from tether.ssh.frames import FrameTimeout, encode, write_all
+
+        data = encode(ftype, payload)
+        try:
+            write_all(self.proc.stdin.fileno(), data, timeout=self.timeout)  # type: ignore[union-attr]
+        except FrameTimeout:
+            raise SshRemoteError(f"ssh to {self.remote.hub}: the remote stopped reading") from None
+        except (BrokenPipeError, OSError):
+            raise self._broken("the connection closed") from None
+        self._sent += len(data)
+        return self._read(expect)
+
+    def reconcile(self, message: bytes) -> bytes | None:
+        return self._request("R", message, "r") or None
+
+    def push(self, records: list[Record]) -> int:
+        body = json.dumps([record_to_wire(r) for r in records], ensure_ascii=False).encode()
+        out = json.loads(self._request("P", body, "p"))
+        return int(out["new"])
+
+    def get(self, ids: list[str]) -> list[Record]:
+        out = json.loads(self._request("G", json.dumps({"ids": ids}).encode(), "g"))
+        return [record_from_wire(d) for d in out["records"]]
+
+    def close(self) -> None:
+        import os
+        import subprocess
+
+        from tether.ssh.frames import encode
+
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            try:
+                if proc.poll() is None and proc.stdin is not None:
+                    try:
+                        os.write(proc.stdin.fileno(), encode("Q"))
+                    except OSError:
+                        pass
+                    proc.stdin.close()
+                proc.wait(timeout=10)
+            except (subprocess.TimeoutExpired, OSError):
+                proc.kill()
+                proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> SshRemote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_remote(remote: Remote, token: str | None = None, ca_bundle: str | None = None, *,
+                mode: str = "sync") -> HttpRemote | SshRemote:
     """Connect to a remote; the token comes from ``token``, TETHER_TOKEN or the
-    login config (only when it was saved for this remote's hub)."""
+    login config (only when it was saved for this remote's hub). For ``ssh://``
+    remotes ``mode`` (pull, push or sync) is what the session may do."""
     if remote.scheme == "ssh":
-        raise NotImplementedTransport(
-            f"push/pull over ssh:// is not implemented yet (remote {remote.url})"
-        )
+        return SshRemote(remote, mode)
     from tether.clientconfig import resolve
 
     cfg = resolve(hub=remote.hub, token=token, ca_bundle=ca_bundle)

@@ -21,8 +21,14 @@ from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import LogRecord, Space, utcnow
 from tether.hub.errors import Problem, bad_request, forbidden, not_found
-from tether.log.reconcile import INF, ID_LEN, RangeStorage, ReconcileError, Reconciler
-from tether.log.store import Record, RecordError, parse_id, record_from_wire, record_to_wire
+from tether.log.reconcile import ID_LEN, INF, RangeStorage, ReconcileError, Reconciler
+from tether.log.store import (
+    Record,
+    RecordError,
+    parse_id,
+    record_from_wire,
+    record_to_wire,
+)
 
 #: Most records in one push, most ids in one pull.
 MAX_PUSH_RECORDS = 2000

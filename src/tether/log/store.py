@@ -48,9 +48,9 @@ __all__ = [
     "SQLiteRangeStorage",
     "id_timestamp",
     "make_record",
+    "parse_id",
     "record_from_wire",
     "record_to_wire",
-    "parse_id",
     "uuid7",
 ]
 
