@@ -232,6 +232,13 @@ def test_seed_scenario(world):
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["pushed"] == 0 and json.loads(again.stdout)["pulled"] == 0
 
+    # What happened over SSH is in the hub's audit trail, like what happens over HTTP.
+    with world["hub"].admin() as c:
+        refused = c.get("/api/v1/audit", params={"user": "user3"}).json()["records"]
+        pushed = c.get("/api/v1/audit", params={"user": "user1", "action": "log.write"}).json()["records"]
+    assert refused and all(r["outcome"] == "denied" and "via ssh" in r["resource"] for r in refused)
+    assert any(r["outcome"] == "allowed" and r["reason"] == "1 record(s) pushed" for r in pushed)
+
 
 def _raw_ssh(world, user: str, *command: str, data: bytes = b"", timeout: float = 30) -> subprocess.CompletedProcess:
     sshd = world["sshd"]

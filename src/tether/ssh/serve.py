@@ -88,6 +88,25 @@ def parse_request(original: str | None) -> tuple[str, str]:
     return argv[1], argv[2]
 
 
+def _ssh_source() -> str | None:
+    """The client's address as sshd reports it (``SSH_CLIENT=addr port port``)."""
+    parts = os.environ.get("SSH_CLIENT", "").split()
+    return parts[0] if parts else None
+
+
+def _audit(db: Any, user: str, action: str, space: str, status: int, reason: str = "") -> None:
+    """Record a change or a refusal made over SSH in the hub's audit trail, as the HTTP API does."""
+    from tether.db.models import utcnow
+    from tether.hub import audit
+
+    try:
+        audit.record(db, at=utcnow(), user=user, token_id=None, action=action, resource=f"space:{space} via ssh",
+                     source=_ssh_source(), outcome="allowed" if status < 400 else "denied" if status in (401, 403)
+                     else "failed", status=status, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - auditing must not break the session; say so
+        click.echo(f"tether ssh-serve: warning: could not write an audit record: {exc}", err=True)
+
+
 class Session:
     def __init__(self, user: str, verb: str, space: str, svc: Any, ctx: Any, *, infd: int = 0, outfd: int = 1,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_frame: int = DEFAULT_MAX_FRAME):
@@ -136,7 +155,15 @@ class Session:
                                 "pull-only-session")
             if not isinstance(data, list):
                 raise bad_request("a push is a JSON list of records", "invalid-json")
-            return "p", json.dumps(self.svc.push(self.ctx, self.space, data), ensure_ascii=False).encode()
+            from tether.hub.errors import Problem
+
+            try:
+                result = self.svc.push(self.ctx, self.space, data)
+            except Problem as p:
+                _audit(self.svc.db, self.user, "log.write", self.space, p.status, f"{p.slug}: {p.detail}")
+                raise
+            _audit(self.svc.db, self.user, "log.write", self.space, 200, f"{len(data)} record(s) pushed")
+            return "p", json.dumps(result, ensure_ascii=False).encode()
         # G
         ids = data.get("ids") if isinstance(data, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= 64 for i in ids):
@@ -211,6 +238,7 @@ def _authorize(user: str, verb: str, space: str, config_file: Path | None, data_
         for action in MODES[verb]:
             svc.space_id(ctx, space, action)
     except Problem as p:
+        _audit(db, user, MODES[verb][-1], space, p.status, f"{p.slug}: {p.detail}")
         raise Exit(_exit_for(p.status), p.status, p.slug, p.detail) from None
     return svc, ctx
 
