@@ -49,6 +49,7 @@ class HubSettings(BaseSettings):
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
     log_level: str = "info"
+    ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync)")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
     s3_endpoint_url: str | None = None

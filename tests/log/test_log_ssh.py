@@ -15,6 +15,7 @@ the idle timeout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -86,7 +87,15 @@ def world(tmp_path_factory):
         pytest.skip("the SSH scenario needs root (sshd, a server account)")
     if not _system_python_ok():
         pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[0]}.{sys.version_info[1]}")
-    base = tmp_path_factory.mktemp("sshlog")
+    with ssh_world(tmp_path_factory.mktemp("sshlog")) as w:
+        yield w
+
+
+@contextlib.contextmanager
+def ssh_world(base: Path, idle: int = IDLE):
+    """The server account, its hub, a real sshd and four users with keys (user1 and
+    user2 write, user4 read, user3 nothing on ``shared``), all under ``base``; also
+    used by ``benchmarks/log_sync.py``. Stops the hub and sshd on exit."""
     _make_traversable(base)
     os.chmod(base, 0o755)
     account = ensure_user(ACCOUNT)
@@ -105,7 +114,7 @@ def world(tmp_path_factory):
         "#!/bin/sh\n"
         f"PYTHONPATH={shlex.quote(f'{src}:{site}')}\n"
         f"TETHER_DATA_DIR={shlex.quote(str(data))}\n"
-        f"TETHER_SSH_IDLE_TIMEOUT={IDLE}\n"
+        f"TETHER_SSH_IDLE_TIMEOUT={idle}\n"
         "export PYTHONPATH TETHER_DATA_DIR TETHER_SSH_IDLE_TIMEOUT\n"
         f"exec {SYSTEM_PYTHON} -m tether \"$@\"\n"
     )

@@ -44,10 +44,12 @@ def _is_loopback(host: str) -> bool:
 @click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
+@click.option("--ssh-listen", metavar="HOST:PORT",
+              help="Also serve log sync over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
-def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, recover_admin):
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -65,7 +67,8 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, recover_
 
     try:
         settings = load_settings(
-            config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key
+            config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
+            ssh_listen=ssh_listen,
         )
     except ConfigError as exc:
         click.echo(f"tether: error: {exc}", err=True)
@@ -115,6 +118,12 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, recover_
     click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
     if token_file.exists():
         click.echo(f"tether: admin token: {token_file}", err=True)
+    if settings.ssh_listen:
+        from tether.ssh.embedded import load_or_create_host_key
+
+        key = load_or_create_host_key(data)
+        click.echo(f"tether: SSH on {settings.ssh_listen}, host key {key.get_fingerprint('sha256')} "
+                   f"({data / 'ssh_host_ed25519_key.pub'})", err=True)
     uvicorn.run(
         create_app(settings, db),
         host=host,

@@ -167,10 +167,21 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_prune_audit_forever, hub)
-            yield
-            tg.cancel_scope.cancel()
+        acceptor = None
+        if settings.ssh_listen:
+            from tether.config import split_listen
+            from tether.ssh.embedded import start_server
+
+            host, port = split_listen(settings.ssh_listen)
+            acceptor = await start_server(settings, db, host, port)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_prune_audit_forever, hub)
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            if acceptor is not None:
+                acceptor.close()
 
     app = FastAPI(
         title="tether hub",
