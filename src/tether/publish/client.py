@@ -188,16 +188,20 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def summary_line(s: dict[str, Any]) -> str:
     """The one line printed on stderr after a publish (or a dry run)."""
     if s.get("dry_run"):
         where = "/".join(str(x) for x in (s.get("space") or "?", s["type"], s["build"]))
         return (
-            f"dry run: would publish {s['files']} files ({human_bytes(s['bytes'])}) to {where}: "
+            f"dry run: would publish {_files(s['files'])} ({human_bytes(s['bytes'])}) to {where}: "
             f"hashed {human_bytes(s['bytes_hashed'])}, {s['seconds']:.1f} s"
         )
     return (
-        f"published {s['files']} files ({human_bytes(s['bytes'])}) to {s.get('url') or s.get('path')}: "
+        f"published {_files(s['files'])} ({human_bytes(s['bytes'])}) to {s.get('url') or s.get('path')}: "
         f"hashed {human_bytes(s['bytes_hashed'])}, sent {human_bytes(s['bytes_sent'])}, "
         f"{s['deduplicated']} deduplicated, {s['seconds']:.1f} s"
     )
