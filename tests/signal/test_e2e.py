@@ -44,7 +44,7 @@ def test_timeout_exits_1(site):
 
 def test_verbs_acl(site):
     three_nodes(site)
-    right = site.start("com.crypto.us.right", "-t", "1500ms", "-o")
+    right = site.start("com.crypto.us.right", "-t", "4s", "-o")
     eu = site.start("com.crypto.eu.one", "-t", "10s", "-o")
     r = site.run("com.crypto.us.left", "-s", "-v", "deploy", "go")
     assert r.returncode == 0, r.stderr
@@ -59,7 +59,7 @@ def test_verbs_acl(site):
 def test_destination_patterns(site):
     three_nodes(site)
     right = site.start("com.crypto.us.right", "-t", "10s", "-o")
-    eu = site.start("com.crypto.eu.one", "-t", "1500ms", "-o")
+    eu = site.start("com.crypto.eu.one", "-t", "4s", "-o")
     d = site.start("com.crypto.eu.one", "-t", "10s", "-o", "-d")
     exact = site.start("com.crypto.eu.one", "-t", "10s", "-o", "-D", "com.crypto.us.*")
     assert site.run("com.crypto.us.left", "-s", "-D", "com.crypto.us.*").returncode == 0
@@ -136,7 +136,7 @@ def test_replay_and_garbage_refused_receiver_survives(site, tmp_path):
     hits = tmp_path / "hits"
     script.write_text(f'#!/bin/sh\necho "$2" >> {hits}\n')
     script.chmod(0o755)
-    p = site.start("com.crypto.eu.one", "-t", "1500ms", str(script))
+    p = site.start("com.crypto.eu.one", "-t", "4s", str(script))
     left = site.nodes["com.crypto.us.left"].key
     good = core.encode(left, destination="**", verb="ping", payload="once", time_ns=time.time_ns(), uuid=b"x" * 12)
     old = core.encode(left, destination="**", verb="ping", payload="old", time_ns=time.time_ns() - 60 * 10**9, uuid=b"x" * 12)
@@ -228,13 +228,13 @@ def test_durable_delivery_reaches_an_offline_node_exactly_once(site, tmp_path):
     script.write_text(f'#!/bin/sh\necho "$2" >> {hits}\n')
     script.chmod(0o755)
     # the receiver's durable consumer exists, then the node goes offline
-    r = site.run("com.crypto.eu.one", "--durable", "-t", "200ms", str(script))
+    r = site.run("com.crypto.eu.one", "--durable", "-t", "1s", str(script))
     assert r.returncode == 1, r.stderr
     for word in ("one", "two"):
         r = site.run("com.crypto.us.left", "-s", "--durable", word)
         assert r.returncode == 0, r.stderr
     # back online: both stored messages arrive
-    r = site.run("com.crypto.eu.one", "--durable", "-t", "1500ms", str(script))
+    r = site.run("com.crypto.eu.one", "--durable", "-t", "5s", str(script))
     assert r.returncode == 0, r.stderr
     assert hits.read_text().splitlines() == ["one", "two"]
     # and never again
