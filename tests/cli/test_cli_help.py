@@ -57,7 +57,7 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("token", "revoke"): ["ID", *CLIENT_OPTS],
     ("publish",): [
         "BUILD_ID", "GLOB...", "--type", "--strip", "--space", "--root", "--dry-run", "--jobs", "--json",
-        "--public", "--private", *CLIENT_OPTS,
+        "--public", "--private", "--latest", *CLIENT_OPTS,
     ],
     ("gc",): ["--dry-run", "--json", *CLIENT_OPTS],
     ("audit",): ["--since", "--user", "--token", "--action", "--limit", "--json", "--hub", "--auth-token", "--ca-bundle"],

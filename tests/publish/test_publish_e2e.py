@@ -71,10 +71,12 @@ def test_scheduler_builder_browse_dedup_gc(pub_hub, tmp_path):
         assert big.status_code == 206 and big.content == files["out/images/system.img"][1000:2000]
 
     # unchanged re-publish under a new id: nothing hashed (cache), nothing sent (dedup)
-    again = json.loads(run(["publish", "--type", "android", "--strip", "1", "--json", "eng-2", "out/**"],
+    again = json.loads(run(["publish", "--type", "android", "--strip", "1", "--latest", "--json", "eng-2", "out/**"],
                            env=builder, cwd=work).stdout)
     assert again["bytes_hashed"] == 0 and again["bytes_sent"] == 0 and again["deduplicated"] == len(published)
 
+    with httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        assert c.get(f"/files/{space}/android/latest/f00.bin").content == files["out/f00.bin"]  # --latest
     # one file changed: only it travels
     changed = work / "out/f07.bin"
     changed.write_bytes(os.urandom(1400))

@@ -32,7 +32,9 @@ from tether.cli.common import (
 @click.option("--jobs", "-j", metavar="N", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Parallel hashing threads and uploads.")
 @click.option("--public/--private", "public", default=None,
-              help="Make the build downloadable without a token, or not (default: the space's setting).")
+              help="Make the build downloadable without a token, or not (default: the type's, else the space's setting).")
+@click.option("--latest", is_flag=True,
+              help="Also point the type's `latest` at this build (/files/SPACE/TYPE-PATH/latest/...).")
 @json_option
 @click.argument("build_id", metavar="BUILD_ID")
 @click.argument("globs", metavar="GLOB...", nargs=-1, required=True)
@@ -46,6 +48,7 @@ def publish(
     dry_run: bool,
     jobs: int,
     public: bool | None,
+    latest: bool,
     as_json: bool,
     build_id: str,
     globs: tuple[str, ...],
@@ -97,6 +100,7 @@ def publish(
             public=public,
             dry_run=dry_run,
             progress=progress,
+            latest=latest,
             client=None if dry_run else (lambda: conn.client),
         )
     except FileChangedError as exc:

@@ -654,7 +654,8 @@ def _resolve_space(http: Any, space: str | None) -> str:
     return found
 
 
-def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None) -> dict[str, Any]:
+def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None,
+            latest: bool = False) -> dict[str, Any]:
     from tether.client import HubError
 
     retried = False
@@ -665,7 +666,8 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
 
     url = f"/api/v1/publish/{_q(space)}/{_q(build_type)}/{_q(build)}"
     try:
-        resp = _request(http, "POST", url, json={"files": manifest, "public": public}, on_transport_retry=note_retry)
+        resp = _request(http, "POST", url, json={"files": manifest, "public": public, "latest": latest},
+                        on_transport_retry=note_retry)
     except HubError as exc:
         if exc.status == 409:
             msg = f"build {build} already exists; publish under a new id"
@@ -698,6 +700,7 @@ def publish(
     dry_run: bool = False,
     progress: bool = False,
     *,
+    latest: bool = False,
     client: HubClient | Callable[[], HubClient] | None = None,
     ca_bundle: str | None = None,
     cache: HashCache | str | Path | bool | None = None,
@@ -816,7 +819,7 @@ def publish(
             to_check = [d for d in digests if d not in uploaded]
             if not to_check:
                 break
-        result = _commit(http, space, type, build, manifest, public)
+        result = _commit(http, space, type, build, manifest, public, latest)
     finally:
         bar.close()
         if own_client:
