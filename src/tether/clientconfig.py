@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from tether.files import write_private
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -236,26 +237,5 @@ def save(
         data.pop("ca_bundle", None)
     payload = tomli_w.dumps(data).encode()
 
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.", suffix=".tmp")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    write_private(path, payload)
     return path

@@ -9,21 +9,6 @@ from pathlib import Path
 import click
 
 
-def write_private(path: Path, text: str) -> None:
-    """Create a 0600 file atomically (temp file + rename); never readable by others, even briefly."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -80,6 +65,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     import uvicorn
 
     from tether.auth.service import create_bootstrap_admin, recover_admin_token
+    from tether.files import write_private
     from tether.db import Database
     from tether.db.models import utcnow
     from tether.hub.app import create_app

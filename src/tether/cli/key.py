@@ -199,7 +199,9 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
         sys.stdout.write(text)
         return
     try:
-        _write_atomic(output, text)
+        from tether.files import write_private
+
+        write_private(output, text)
     except OSError as exc:
         raise TetherError(f"cannot write {output}: {exc.strerror or exc}", EXIT_RUNTIME) from None
     click.echo(f"wrote {len(lines)} key(s) to {output}", err=True)
@@ -221,34 +223,6 @@ def _own_executable() -> str:
     if found:
         return os.path.abspath(found)
     raise TetherError("cannot tell where the tether executable is", EXIT_USAGE, "pass --command PATH")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    import tempfile
-
-    path = path.absolute()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 @key.command("check")
