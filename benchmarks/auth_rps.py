@@ -53,6 +53,8 @@ import httpx  # noqa: E402
 
 from tests.hubproc import HubProcess  # noqa: E402
 
+from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Hub authentication"
 BACKENDS = ("sqlite", "postgresql")
@@ -367,19 +369,7 @@ def write_docs(cells: list[Cell], command: str, connections: int) -> None:
         interpretation(cells, connections),
         "",
     ])
-    if DOCS.exists():
-        text = DOCS.read_text()
-    else:
-        text = ("# Benchmarks\n\nMeasured numbers for tether, with the command that produced each table. "
-                "Scripts live in `benchmarks/`.\n\n")
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text.rstrip("\n") + "\n")
+    write_section(SECTION, section, DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,8 @@ from tether.log.client import CLIENT_FRAME_LIMIT, HttpRemote, SshRemote, parse_r
 from tether.log.reconcile import Reconciler  # noqa: E402
 from tether.log.store import LogStore, Record, record_to_wire  # noqa: E402
 
+from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Log sync"
 T0 = 1_700_000_000_000
@@ -504,14 +506,7 @@ def interpretation(cells: list[Cell], n: int, rec_line: float) -> str:
 
 
 def write_docs(section_text: str) -> None:
-    text = DOCS.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section_text + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section_text
-    DOCS.write_text(text.rstrip("\n") + "\n")
+    write_section(SECTION, section_text, DOCS)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ for p in (ROOT, ROOT / "src"):
 from tests.hubproc import HubProcess
 from tests.services.sshd import SshServer, ensure_user, make_key, sshd_available
 
+from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Publishing vs rsync"
 TETHER = str(Path(sys.executable).with_name("tether"))
@@ -576,16 +578,7 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
 
 
 def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else (
-        "# Benchmarks\n\nMeasured numbers for tether, with the command that produced each table. "
-        "Scripts live in `benchmarks/`.\n\n")
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text.rstrip("\n") + "\n")
+    write_section(SECTION, section, DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:

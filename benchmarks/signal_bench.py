@@ -51,6 +51,8 @@ for p in (ROOT, ROOT / "src"):
 from tether.signal import core
 from tether.signal.config import Identity, SignalConfig
 
+from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Signal"
 BIN = Path(sys.executable).parent
@@ -423,14 +425,7 @@ def write_docs(res: dict, command: str) -> None:
         "",
         *[p + "\n" for p in interp],
     ]).rstrip() + "\n"
-    text = DOCS.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    DOCS.write_text(text)
+    write_section(SECTION, body, DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:
