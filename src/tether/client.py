@@ -105,13 +105,21 @@ def _problem_from(resp: httpx.Response) -> dict[str, Any]:
     }
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def retry_after(resp: httpx.Response, cap: float = MAX_RETRY_AFTER) -> float | None:
+    """Seconds the server asks us to wait (``Retry-After`` as seconds or an HTTP date), at most ``cap``."""
     value = resp.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+        return min(max(float(value), 0.0), cap)
     except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value).timestamp()
+        return min(max(when - time.time(), 0.0), cap)
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -181,7 +189,7 @@ class HubClient:
             except httpx.TransportError as exc:
                 raise self._transport_error(exc, url) from None
             if resp.status_code in RETRY_STATUSES and not last:
-                self._sleep(attempt, _retry_after(resp))
+                self._sleep(attempt, retry_after(resp))
                 continue
             return self._decode(resp)
         raise AssertionError("unreachable")  # pragma: no cover

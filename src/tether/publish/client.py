@@ -307,20 +307,9 @@ def _q(segment: str) -> str:
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
+    from tether.client import retry_after
 
-        when = parsedate_to_datetime(value).timestamp()
-        return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)
-    except (TypeError, ValueError, OverflowError):
-        return None
+    return retry_after(resp, MAX_RETRY_AFTER)
 
 
 def _sleep(attempt: int, hint: float | None = None) -> None:
