@@ -143,6 +143,16 @@ def hub_db(data_dir: Path) -> sqlite3.Connection:
     return conn
 
 
+def bump_head(conn: sqlite3.Connection, space_id: int) -> None:
+    """What a push does to the space's head: a new version (the hub's cached ids of
+    the space are then stale) and the record count. Inside the caller's transaction."""
+    conn.execute(
+        "INSERT INTO log_heads (space_id, version, records) "
+        "VALUES (?, ?, (SELECT count(*) FROM log_records WHERE space_id = ?)) "
+        "ON CONFLICT (space_id) DO UPDATE SET version = excluded.version, records = excluded.records",
+        (space_id, os.urandom(16).hex(), space_id))
+
+
 def fill_hub(conn: sqlite3.Connection, space_id: int, data: Data) -> None:
     now = datetime.now(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     rows = sorted(data.common + data.hub_extra)
@@ -151,6 +161,7 @@ def fill_hub(conn: sqlite3.Connection, space_id: int, data: Data) -> None:
         "INSERT INTO log_records (space_id, id, created, author, kind, body, pushed_by, pushed_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         ((space_id, *row(i, HUB_AUTHOR), HUB_AUTHOR, now) for i in rows))
+    bump_head(conn, space_id)
     conn.execute("COMMIT")
 
 
@@ -159,12 +170,14 @@ def hub_insert(conn: sqlite3.Connection, space_id: int, ids: list[bytes], author
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO log_records (space_id, id, created, author, kind, body, pushed_by, pushed_at) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ((space_id, *row(i, author), author, now) for i in ids))
+    bump_head(conn, space_id)
     conn.execute("COMMIT")
 
 
 def hub_delete(conn: sqlite3.Connection, space_id: int, ids: list[bytes]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("DELETE FROM log_records WHERE space_id = ? AND id = ?", ((space_id, i) for i in ids))
+    bump_head(conn, space_id)
     conn.execute("COMMIT")
 
 

@@ -63,6 +63,10 @@ class HubSettings(BaseSettings):
     log_allow_foreign_authors: bool = Field(
         default=False, description="let log writers push records authored by other users (log admins always may)"
     )
+    log_cache_bytes: int = Field(
+        default=256 << 20, ge=0,
+        description="memory for cached record ids of recently synced spaces (16 bytes per record; 0: no cache)",
+    )
 
     @field_validator("listen")
     @classmethod

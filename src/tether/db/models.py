@@ -220,3 +220,14 @@ class LogRecord(Base):
     body: Mapped[str] = mapped_column(Text)
     pushed_by: Mapped[str] = mapped_column(String(64))
     pushed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LogHead(Base):
+    """One per space that holds log records. ``version`` is a new random value on
+    every push that stores something (the pusher holds this row locked meanwhile),
+    so a hub can tell in one lookup whether its cached ids of the space are current."""
+
+    __tablename__ = "log_heads"
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32))
+    records: Mapped[int] = mapped_column(BigInteger)

@@ -243,48 +243,113 @@ class RangeStorage(ABC):
         return out
 
 
-class SortedIds(RangeStorage):
-    """An in-memory :class:`RangeStorage`: a sorted list plus one contiguous blob,
-    so a range fingerprint hashes a slice without building Python objects."""
+class _Keys:
+    """The ids of a blob as a read-only sequence, for :mod:`bisect`."""
 
-    def __init__(self, ids: Iterable[bytes]):
+    __slots__ = ("_blob", "_n")
+
+    def __init__(self, blob: bytes):
+        self._blob = blob
+        self._n = len(blob) // ID_LEN
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bytes:
+        return self._blob[i * ID_LEN : (i + 1) * ID_LEN]
+
+
+class SortedIds(RangeStorage):
+    """An in-memory :class:`RangeStorage` over one contiguous blob of ascending
+    ids: a range fingerprint hashes a slice of it without building a Python
+    object per id, and a million ids take 16 MB.
+
+    Build it from any iterable of ids (sorted and deduplicated here), or with
+    :meth:`from_sorted_blob` from a blob already in strictly ascending order
+    (what ``ORDER BY id`` on a primary key returns), which skips the sort.
+    :meth:`with_ids` returns a copy with more ids merged in.
+    """
+
+    def __init__(self, ids: Iterable[bytes] = ()):
         items = sorted(set(ids))
         for i in items:
             if len(i) != ID_LEN:
                 raise ValueError(f"ids must be {ID_LEN} bytes, got {len(i)}")
-        self._ids = items
-        self._blob = memoryview(b"".join(items))
+        self._set_blob(b"".join(items))
+
+    @classmethod
+    def from_sorted_blob(cls, blob: bytes) -> SortedIds:
+        """Wrap ids already concatenated in strictly ascending order (not re-checked:
+        only for a trusted source such as the local database)."""
+        if len(blob) % ID_LEN:
+            raise ValueError(f"a blob of ids must be a multiple of {ID_LEN} bytes, got {len(blob)}")
+        self = cls.__new__(cls)
+        self._set_blob(bytes(blob))
+        return self
+
+    def _set_blob(self, blob: bytes) -> None:
+        self._blob = blob
+        self._keys = _Keys(blob)
+
+    @property
+    def blob(self) -> bytes:
+        return self._blob
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._keys)
+
+    def with_ids(self, ids: Iterable[bytes]) -> SortedIds:
+        """A new :class:`SortedIds` holding these ids and ``ids`` (O(n) copy)."""
+        new = sorted({i for i in ids if not self.contains(i)})
+        for i in new:
+            if len(i) != ID_LEN:
+                raise ValueError(f"ids must be {ID_LEN} bytes, got {len(i)}")
+        parts: list[bytes] = []
+        prev = 0
+        for i in new:
+            at = bisect.bisect_left(self._keys, i)
+            parts.append(self._blob[prev * ID_LEN : at * ID_LEN])
+            parts.append(i)
+            prev = at
+        parts.append(self._blob[prev * ID_LEN :])
+        return SortedIds.from_sorted_blob(b"".join(parts))
 
     def _span(self, lo: bytes, hi: bytes) -> tuple[int, int]:
-        return bisect.bisect_left(self._ids, lo), bisect.bisect_left(self._ids, hi)
+        i = bisect.bisect_left(self._keys, lo)
+        return i, max(i, bisect.bisect_left(self._keys, hi))
+
+    def _slice(self, i: int, j: int) -> list[bytes]:
+        b = self._blob
+        return [b[k : k + ID_LEN] for k in range(i * ID_LEN, j * ID_LEN, ID_LEN)]
 
     def count(self, lo: bytes, hi: bytes) -> int:
         i, j = self._span(lo, hi)
-        return max(0, j - i)
+        return j - i
 
     def iter_ids(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        i, j = self._span(lo, hi)
-        return iter(self._ids[i:j])
+        return iter(self._slice(*self._span(lo, hi)))
+
+    def ids(self, lo: bytes, hi: bytes) -> list[bytes]:
+        return self._slice(*self._span(lo, hi))
 
     def contains(self, id_: bytes) -> bool:
-        i = bisect.bisect_left(self._ids, id_)
-        return i < len(self._ids) and self._ids[i] == id_
+        i = bisect.bisect_left(self._keys, id_)
+        return i < len(self._keys) and self._keys[i] == id_
 
     def fingerprint(self, lo: bytes, hi: bytes) -> bytes:
         i, j = self._span(lo, hi)
-        return _fingerprint_blob(self._blob[i * ID_LEN : max(i, j) * ID_LEN])
+        return _fingerprint_blob(memoryview(self._blob)[i * ID_LEN : j * ID_LEN])
 
     def buckets(self, lo: bytes, hi: bytes, parts: int, count: int) -> list[Bucket]:
         i, j = self._span(lo, hi)
         edges = [i + (count * k) // parts for k in range(parts)] + [j]
+        view = memoryview(self._blob)
+        keys = self._keys
         out = []
         for k in range(parts):
             a, b = edges[k], edges[k + 1]
-            upper = hi if k == parts - 1 else separator(self._ids[b - 1], self._ids[b])
-            out.append(Bucket(upper, _fingerprint_blob(self._blob[a * ID_LEN : b * ID_LEN])))
+            upper = hi if k == parts - 1 else separator(keys[b - 1], keys[b])
+            out.append(Bucket(upper, _fingerprint_blob(view[a * ID_LEN : b * ID_LEN])))
         return out
 
 

@@ -15,8 +15,9 @@ record is identical and a :class:`ConflictError` when it is not; a batch with
 any bad or conflicting record writes nothing.
 
 The table is ``WITHOUT ROWID`` with the 16-byte id as primary key, so it is
-stored in id order and :class:`SQLiteRangeStorage` answers the reconciler's
-range queries with index range scans, streaming rows.
+stored in id order: :meth:`LogStore.range_storage` reads every id in one index
+scan into one contiguous blob (16 MB and ~0.4 s for a million records), and
+the reconciler's range queries are then answered from memory, every round.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from tether.log.reconcile import INF, RangeStorage
+from tether.log.reconcile import SortedIds
 
 __all__ = [
     "DEFAULT_DB",
@@ -45,7 +46,6 @@ __all__ = [
     "NotFound",
     "Record",
     "RecordError",
-    "SQLiteRangeStorage",
     "id_timestamp",
     "make_record",
     "parse_id",
@@ -400,37 +400,10 @@ class LogStore:
     def remotes(self) -> list[tuple[str, str]]:
         return [(n, u) for n, u in self.conn.execute("SELECT name, url FROM remotes ORDER BY name")]
 
-    def range_storage(self) -> SQLiteRangeStorage:
-        return SQLiteRangeStorage(self.conn)
-
-
-class SQLiteRangeStorage(RangeStorage):
-    """The reconciler's view of a :class:`LogStore`: index range scans, streamed."""
-
-    def __init__(self, conn: sqlite3.Connection, table: str = "records"):
-        if not table.isidentifier():
-            raise ValueError("bad table name")
-        self.conn = conn
-        self.table = table
-
-    def _where(self, lo: bytes, hi: bytes) -> tuple[str, tuple[bytes, ...]]:
-        if hi == INF:
-            return "id >= ?", (lo,)
-        return "id >= ? AND id < ?", (lo, hi)
-
-    def count(self, lo: bytes, hi: bytes) -> int:
-        w, args = self._where(lo, hi)
-        return self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {w}", args).fetchone()[0]
-
-    def iter_ids(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        w, args = self._where(lo, hi)
-        cur = self.conn.execute(f"SELECT id FROM {self.table} WHERE {w} ORDER BY id", args)
-        while True:
-            rows = cur.fetchmany(4096)
-            if not rows:
-                return
-            for (i,) in rows:
-                yield bytes(i)
-
-    def contains(self, id_: bytes) -> bool:
-        return self.conn.execute(f"SELECT 1 FROM {self.table} WHERE id = ?", (id_,)).fetchone() is not None
+    def range_storage(self) -> SortedIds:
+        """A snapshot of the ids for the reconciler: one index scan, in id order."""
+        cur = self.conn.execute("SELECT id FROM records ORDER BY id")
+        parts: list[bytes] = []
+        while rows := cur.fetchmany(65536):
+            parts.append(b"".join([r[0] for r in rows]))
+        return SortedIds.from_sorted_blob(b"".join(parts))

@@ -1,0 +1,130 @@
+"""The hub's cache of each space's ids (``IdSnapshots``), on SQLite and PostgreSQL.
+
+Two ``LogService`` objects on one database stand for two hub replicas, each with
+its own cache: whatever one stores, the other's next reconciliation must see,
+and a replica's own pushes update its copy without reading the ids again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import pytest
+
+from tether.auth.service import AuthContext, create_bootstrap_admin
+from tether.config import HubSettings
+from tether.db import Database
+from tether.db.models import LogHead, Space, Token, User, utcnow
+from tether.log.reconcile import Reconciler, SortedIds
+from tether.log.service import IdSnapshots, LogService
+from tether.log.store import make_record
+
+on_both = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+def setup(url, tmp_path, **settings):
+    db = Database(url)
+    db.migrate()
+    create_bootstrap_admin(db, now=utcnow())
+    with db.write() as s:
+        s.add(Space(name="logs"))
+    with db.read() as s:
+        admin = s.query(User).filter_by(name="admin").one()
+        root = s.query(Token).filter_by(user_id=admin.id).one()
+    hub = HubSettings(data_dir=tmp_path, database_url=url, **settings)
+    return db, hub, lambda: AuthContext(user=admin, token=root)
+
+
+def wire(n, start=0):
+    return [asdict(make_record(f"m{start + i}", "admin")) for i in range(n)]
+
+
+def diff(svc, ctx, local: list[bytes]):
+    """Reconcile ``local`` against the service; (have, need, rounds)."""
+    rec = Reconciler(SortedIds(local), frame_limit=4096)
+    msg, rounds = rec.initiate(), 0
+    while msg is not None:
+        reply = svc.reconcile(ctx(), "logs", msg)
+        rounds += 1
+        if not reply:
+            break
+        msg = rec.reconcile(reply).reply
+    return rec.have, rec.need, rounds
+
+
+def ids_of(records):
+    return [uuid.UUID(r["id"]).bytes for r in records]
+
+
+@on_both
+def test_rounds_are_served_from_one_load_and_pushes_keep_the_copy(database_url, tmp_path):
+    db, hub, ctx = setup(database_url, tmp_path)
+    svc = LogService(hub, db)
+    records = wire(3000)
+    for k in range(0, 3000, 1000):
+        svc.push(ctx(), "logs", records[k : k + 1000])
+    local = ids_of(records[:2900]) + ids_of(wire(40, start=10_000))
+    have, need, rounds = diff(svc, ctx, local)
+    assert rounds >= 3 and need == set(ids_of(records[2900:])) and len(have) == 40
+    assert svc.snapshots.loads == 1  # every round after the first came from memory
+
+    more = wire(25, start=20_000)
+    assert svc.push(ctx(), "logs", more)["new"] == 25
+    _, need, _ = diff(svc, ctx, local)
+    assert need == set(ids_of(records[2900:] + more))
+    assert svc.snapshots.loads == 1  # its own push was merged into the copy
+
+    assert svc.push(ctx(), "logs", more)["new"] == 0  # known records change nothing
+    with db.read() as s:
+        assert s.get(LogHead, s.query(Space).filter_by(name="logs").one().id).records == 3025
+    db.dispose()
+
+
+@on_both
+def test_a_replica_sees_what_another_stored(database_url, tmp_path):
+    db, hub, ctx = setup(database_url, tmp_path)
+    a, b = LogService(hub, db), LogService(hub, db)
+    first = wire(500)
+    a.push(ctx(), "logs", first)
+    assert diff(a, ctx, ids_of(first)) == (set(), set(), 1)
+    later = wire(30, start=1000)
+    b.push(ctx(), "logs", later)  # a's copy is now stale
+    assert diff(a, ctx, ids_of(first))[1] == set(ids_of(later))
+    assert a.snapshots.loads == 2
+
+    # Concurrent pushes through both replicas: afterwards each sees exactly the database.
+    batches = [wire(40, start=5000 + 100 * k) for k in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda k: (a if k % 2 else b).push(ctx(), "logs", batches[k]), range(12)))
+    everything = ids_of(first + later) + [i for bt in batches for i in ids_of(bt)]
+    for svc in (a, b):
+        assert diff(svc, ctx, everything) == (set(), set(), 1)
+        assert diff(svc, ctx, ids_of(first))[1] == set(everything) - set(ids_of(first))
+    db.dispose()
+
+
+@on_both
+def test_the_cache_is_bounded(database_url, tmp_path):
+    db, hub, ctx = setup(database_url, tmp_path, log_cache_bytes=16 * 150)
+    svc = LogService(hub, db)
+    svc.push(ctx(), "logs", wire(200))  # 3,200 bytes of ids: more than the cache holds
+    for _ in range(3):
+        diff(svc, ctx, [])
+    assert svc.snapshots.loads == 3 and not svc.snapshots._items
+    db.dispose()
+
+
+def test_snapshot_lru_and_stale_merges():
+    snaps = IdSnapshots(max_bytes=16 * 5)
+    ids = [bytes([k]) * 16 for k in range(1, 8)]
+    snaps._put(1, "v1", SortedIds(ids[:2]))
+    snaps._put(2, "v1", SortedIds(ids[2:4]))
+    snaps.pushed(1, "v0", "v2", [ids[6]])  # not the version we hold: ignored
+    assert snaps._items[1][0] == "v1"
+    snaps.pushed(1, "v1", "v2", [ids[6]])
+    assert snaps._items[1] == ("v2", snaps._items[1][1]) and len(snaps._items[1][1]) == 3
+    # 7 ids > 5: the least recently used (2; 1 was just updated) goes.
+    snaps._put(3, "v1", SortedIds(ids[4:6]))
+    assert list(snaps._items) == [1, 3]
