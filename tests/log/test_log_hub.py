@@ -130,8 +130,8 @@ def test_bad_records_and_sizes(hub):
         r = c.post(f"/api/v1/log/{space}/records", content=b"[" + b"1," * (1 << 20) + b"1]",
                    headers={"content-type": "application/json"})
         assert r.status_code == 413
-        r = c.post(f"/api/v1/log/{space}/reconcile", content=b"\x01" + b"\x00" * (2 << 20))
-        assert r.status_code == 413
+        r = c.post(f"/api/v1/log/{space}/reconcile", content=b"\x01" + b"\x00" * (4 << 20))
+        assert r.status_code == 413  # a reconcile message may be up to 4 MiB, no more
         r = c.post(f"/api/v1/log/{space}/records/get", json={"ids": ["x"]})
         assert r.status_code == 400
         assert c.get(f"/api/v1/log/{space}").json()["records"] == 0

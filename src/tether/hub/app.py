@@ -24,6 +24,7 @@ from tether.hub import audit
 from tether.hub.errors import Problem
 from tether.hub.metrics import Metrics
 from tether.hub.ratelimit import FailureLimiter
+from tether.log.reconcile import DEFAULT_MAX_MESSAGE
 
 log = logging.getLogger("tether.hub")
 
@@ -124,14 +125,16 @@ class HubMiddleware:
             await anyio.to_thread.run_sync(self._audit, scope, state, status)
 
     def _body_limit(self, method: str, path: str) -> int | None:
-        """JSON bodies are small; manifests larger; blob uploads are streamed and
-        limited by the publishing code itself (None here)."""
+        """JSON bodies are small; manifests and reconcile messages larger; blob
+        uploads are streamed and limited by the publishing code itself (None here)."""
         if method in ("PUT", "POST") and path.startswith(("/api/v1/blobs/sha256/", "/api/v1/blobs/batch", "/api/v1/uploads/")):
             return None
         if method == "PUT" and path.startswith("/api/v1/publish/"):
             return None
         if method == "POST" and path.startswith("/api/v1/publish/"):
             return self.hub.settings.max_manifest_bytes
+        if method == "POST" and path.startswith("/api/v1/log/") and path.endswith("/reconcile"):
+            return DEFAULT_MAX_MESSAGE  # the reconciler's own bound (frames of 1 MiB plus one range)
         return self.hub.settings.max_request_bytes
 
     def _observe(self, scope, status: int, started: float) -> None:

@@ -32,9 +32,11 @@ __all__ = [
     "sync",
 ]
 
-#: Our replies are cut at this size so that they fit the hub's request limit
-#: (1 MiB by default) with one range's worth of output on top.
-CLIENT_FRAME_LIMIT = 256 * 1024
+#: Our replies are cut at this size so that they fit the hub's limit for a
+#: reconcile message (4 MiB) with one range's worth of output on top. Larger
+#: frames mean fewer rounds when differences are many (100,000 differences in a
+#: million records: 24 rounds at 1 MiB, 92 at 256 KiB).
+CLIENT_FRAME_LIMIT = 1024 * 1024
 PUSH_BATCH_BYTES = 512 * 1024
 PUSH_BATCH_RECORDS = 500
 PULL_BATCH_IDS = 500

@@ -243,6 +243,9 @@ class RangeStorage(ABC):
         return out
 
 
+_STRIDE = 16
+
+
 class _Keys:
     """The ids of a blob as a read-only sequence, for :mod:`bisect`."""
 
@@ -290,6 +293,8 @@ class SortedIds(RangeStorage):
     def _set_blob(self, blob: bytes) -> None:
         self._blob = blob
         self._keys = _Keys(blob)
+        self._index: list[bytes] | None = None  # every _STRIDE-th id, built on first use
+        self._memo: dict[bytes, int] = {}  # bound -> position: a round asks for most bounds twice
 
     @property
     def blob(self) -> bytes:
@@ -307,16 +312,37 @@ class SortedIds(RangeStorage):
         parts: list[bytes] = []
         prev = 0
         for i in new:
-            at = bisect.bisect_left(self._keys, i)
+            at = self._pos(i)
             parts.append(self._blob[prev * ID_LEN : at * ID_LEN])
             parts.append(i)
             prev = at
         parts.append(self._blob[prev * ID_LEN :])
         return SortedIds.from_sorted_blob(b"".join(parts))
 
+    def _pos(self, bound: bytes) -> int:
+        """bisect_left of ``bound``: a C bisect over every 16th id, then at most
+        four steps through the blob (a bisect through ``_Keys`` alone calls
+        Python twenty times per lookup in a million ids)."""
+        pos = self._memo.get(bound)
+        if pos is not None:
+            return pos
+        if self._index is None:
+            b = self._blob
+            self._index = [b[k : k + ID_LEN] for k in range(0, len(b), _STRIDE * ID_LEN)]
+        block = bisect.bisect_left(self._index, bound)
+        if block == 0:
+            pos = 0
+        else:
+            lo = (block - 1) * _STRIDE
+            pos = bisect.bisect_left(self._keys, bound, lo + 1, min(lo + _STRIDE, len(self._keys)))
+        if len(self._memo) >= 1 << 16:
+            self._memo.clear()
+        self._memo[bound] = pos
+        return pos
+
     def _span(self, lo: bytes, hi: bytes) -> tuple[int, int]:
-        i = bisect.bisect_left(self._keys, lo)
-        return i, max(i, bisect.bisect_left(self._keys, hi))
+        i = self._pos(lo)
+        return i, max(i, self._pos(hi))
 
     def _slice(self, i: int, j: int) -> list[bytes]:
         b = self._blob
@@ -333,7 +359,7 @@ class SortedIds(RangeStorage):
         return self._slice(*self._span(lo, hi))
 
     def contains(self, id_: bytes) -> bool:
-        i = bisect.bisect_left(self._keys, id_)
+        i = self._pos(id_)
         return i < len(self._keys) and self._keys[i] == id_
 
     def fingerprint(self, lo: bytes, hi: bytes) -> bytes:

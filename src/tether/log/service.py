@@ -32,6 +32,7 @@ from tether.db import Database
 from tether.db.models import LogHead, LogRecord, Space, utcnow
 from tether.hub.errors import Problem, bad_request, forbidden, not_found
 from tether.log.reconcile import (
+    DEFAULT_MAX_MESSAGE,
     ReconcileError,
     Reconciler,
     SortedIds,
@@ -48,9 +49,9 @@ from tether.log.store import (
 MAX_PUSH_RECORDS = 2000
 MAX_PULL_IDS = 1000
 #: The hub's replies to reconcile messages are cut at this size (the rest follows
-#: next round); small enough that the client's answer fits a request body.
-HUB_FRAME_LIMIT = 256 * 1024
-HUB_MAX_MESSAGE = 4 * 1024 * 1024
+#: next round), as the client's are; a message may be up to 4 MiB.
+HUB_FRAME_LIMIT = 1024 * 1024
+HUB_MAX_MESSAGE = DEFAULT_MAX_MESSAGE
 
 _T = LogRecord.__table__
 _H = LogHead.__table__
