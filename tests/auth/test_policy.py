@@ -39,6 +39,7 @@ EXPECTED = {
     "token.mint": ("authenticated", Level.NONE, None, True),
     "token.mint_for": ("hub_admin", Level.NONE, None, False),
     "token.list": ("self_or_admin", Level.NONE, None, False),
+    "token.list_all": ("hub_admin", Level.NONE, None, False),
     "token.inspect": ("self_or_admin", Level.NONE, None, False),
     "token.revoke": ("self_or_admin", Level.NONE, None, True),
     "user.create": ("hub_admin", Level.NONE, None, False),

@@ -346,6 +346,9 @@ def test_tokens_of_others_are_private(hub):
     with hub.admin() as c:
         assert c.get(f"/api/v1/tokens/{bob_id}").status_code == 200
         assert any(t["id"] == bob_id for t in c.get("/api/v1/tokens", params={"all": "true"}).json()["tokens"])
+        scoped = c.post("/api/v1/tokens", json={"expires": "1h", "scopes": ["publish:somewhere"]}).json()["token"]
+    with hub.client(scoped) as c:  # an admin's scoped token can't list everyone's tokens
+        refused(c.get("/api/v1/tokens", params={"all": "true"}), 403, "token-scope")
 
 
 def test_disabled_user_tokens_stop_working(hub):

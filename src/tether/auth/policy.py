@@ -77,6 +77,7 @@ _TABLE: list[Action] = [
        scoped_ok=True),
     _a("token.mint_for", "hub_admin", "Mint a root token for another user."),
     _a("token.list", "self_or_admin", "List a user's tokens (without their secrets)."),
+    _a("token.list_all", "hub_admin", "List every user's tokens (`tether token list --all`)."),
     _a("token.inspect", "self_or_admin", "Show one token's caveats, ancestry and usage."),
     _a("token.revoke", "self_or_admin", "Revoke a token and every token derived from it.",
        scoped_ok=True),

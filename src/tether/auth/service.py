@@ -501,7 +501,7 @@ def list_tokens(s: Session, ctx: AuthContext, *, user: str | None, include_all: 
     if include_all and user is None:
         if not ctx.user.is_admin:
             raise forbidden("listing every user's tokens (--all) needs a hub admin; without --all you see your own")
-        ctx.require("token.list", Resource(user="*"))  # scopes still apply to admins
+        ctx.require("token.list_all")  # scopes still apply to admins
     else:
         ctx.require("token.list", Resource(user=target))
     q = select(Token, User.name).join(User, Token.user_id == User.id).order_by(Token.created_at)
