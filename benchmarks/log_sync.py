@@ -215,6 +215,16 @@ class Cell:
     def rec_time(self) -> float:
         return statistics.median(self.rec_times)
 
+    @property
+    def rec_first(self) -> float:
+        """The first run after the hub's log changed: the hub reads the space's ids
+        from its database (over SSH every run does: each is a new ``ssh-serve``)."""
+        return self.rec_times[0]
+
+    @property
+    def rec_worst(self) -> float:
+        return max(self.rec_times)
+
 
 def reconcile_only(store: LogStore, remote: HttpRemote | SshRemote) -> tuple[int, set[bytes], set[bytes]]:
     """The reconciliation loop of ``tether.log.client.sync`` (same frame limit), returning what it learned."""
@@ -312,23 +322,24 @@ def yes(ok: bool) -> str:
 def table(cells: list[Cell], n: int, rec_line: float, repeat: int) -> str:
     lim = round_limit(n)
     out = [
-        f"| transport | differences | rounds (limit {lim}) | reconcile: bytes both ways | reconcile: time "
-        f"(median of {repeat}) | ssh connect | full sync: time | full sync: bytes beyond the records | "
-        f"PoC bytes / ours | targets met |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| transport | differences | rounds (limit {lim}) | reconcile: bytes both ways | reconcile: time, "
+        f"first run | reconcile: time, median of {repeat} (slowest) | ssh connect | full sync: time | "
+        f"full sync: bytes beyond the records | PoC bytes / ours | targets met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     poc = poc_bytes(n, rec_line)
     for c in cells:
         beyond = c.sync_bytes - c.moved_bytes
         if c.diffs == 100 or (c.diffs > 0 and c.diffs == min(x.diffs for x in cells if x.diffs > 0) and
                               not any(x.diffs == 100 for x in cells)):
-            ok = [c.rounds <= lim, beyond <= 64 * 1024, poc / c.sync_bytes >= 100, c.rec_time <= 5]
+            ok = [c.rounds <= lim, beyond <= 64 * 1024, poc / c.sync_bytes >= 100, c.rec_worst <= 5]
             met = (f"rounds {yes(ok[0])}; ≤ 64 KiB {yes(ok[1])}; ≥ 100× {yes(ok[2])}; ≤ 5 s {yes(ok[3])}")
         else:
             met = "— (reported)"
         out.append(
             f"| {c.transport.upper()} | {c.diffs:,} | {c.rounds} | {c.rec_bytes:,} B ({fmt_b(c.rec_bytes)}) | "
-            f"{c.rec_time:.2f} s | {f'{c.connect:.2f} s' if c.transport == 'ssh' else '—'} | "
+            f"{c.rec_first:.2f} s | {c.rec_time:.2f} s ({c.rec_worst:.2f} s) | "
+            f"{f'{c.connect:.2f} s' if c.transport == 'ssh' else '—'} | "
             f"{c.sync_time:.2f} s ({c.pushed:,} pushed, {c.pulled:,} pulled) | {beyond:,} B ({fmt_b(beyond)}) | "
             f"{poc / c.sync_bytes:,.0f}× | {met} |")
     return "\n".join(out)
@@ -452,10 +463,10 @@ def section(cells: list[Cell], n: int, rec_line: float, args: argparse.Namespace
         "server account, whose `authorized_keys` comes from `tether key authorized-keys` and forces "
         "`tether ssh-serve user1` (the set-up of `tests/log/test_log_ssh.py`), and **over HTTP** to the same hub "
         "process with a token of user1. The local log is a `LogStore` SQLite file; the hub's log is its "
-        "`log_records` table (SQLite), filled directly. Records are short text records "
+        "`log_records` table (SQLite), filled directly (with the `log_heads` row a push would write). Records are short text records "
         f"({rec_line - 1:.0f} bytes each as JSON on the wire). \"Reconcile\" is the reconciliation loop of `sync()` "
-        "alone (same frame limit; every run checked to learn exactly the ids each side lacks), median of "
-        f"{args.repeat} runs, each on a fresh connection; its time excludes the SSH connection (shown apart: "
+        "alone (same frame limit; every run checked to learn exactly the ids each side lacks), "
+        f"{args.repeat} runs, each on a fresh connection, the first right after the hub's log changed; its time excludes the SSH connection (shown apart: "
         "handshake, forced command start-up, hello). \"Full sync\" is one `sync()` — reconcile, pull, push — after "
         "which the records that moved are deleted again, so every run starts from the same two logs. Bytes are what "
         "the client counts: request and response bodies over HTTP, whole frames over SSH (SSH's and HTTP's own "
@@ -482,37 +493,35 @@ def interpretation(cells: list[Cell], n: int, rec_line: float) -> str:
         if c.diffs != 100:
             continue
         beyond = c.sync_bytes - c.moved_bytes
-        ok = c.rounds <= lim and beyond <= 64 * 1024 and poc / c.sync_bytes >= 100 and c.rec_time <= 5
+        ok = c.rounds <= lim and beyond <= 64 * 1024 and poc / c.sync_bytes >= 100 and c.rec_worst <= 5
         out.append(
             f"**{c.transport.upper()}, 100 differences: {'all targets met' if ok else 'missed (see below)'}**: "
             f"{c.rounds} rounds (limit {lim}), {c.sync_bytes - c.moved_bytes:,} B beyond the records "
             f"(limit 65,536), {poc / c.sync_bytes:,.0f}× fewer bytes than the PoC's method, reconciliation in "
-            f"{c.rec_time:.2f} s (limit 5 s).")
+            f"{c.rec_worst:.2f} s at worst (limit 5 s; first run {c.rec_first:.2f} s, median {c.rec_time:.2f} s).")
     zero = [c for c in cells if c.diffs == 0]
     if zero:
         out.append(
-            "**Where the time goes.** Even with no difference (" + ", ".join(
-                f"{c.transport.upper()} {c.rec_time:.2f} s" for c in zero) + ") one round costs a full pass over "
-            "the ids on both sides: the fingerprint is a SHA-256 over the ids of a range (chosen so writers cannot "
-            "steer it, see docs/log.md), so it cannot be summed from cached per-id values and each side reads and "
-            "hashes every id in the ranges it fingerprints, the client from its SQLite file, the hub from its "
-            "database through SQLAlchemy in pages of 4096. With 100 differences spread over the whole id range "
-            "nearly every bucket mismatches in the first rounds, so each of those rounds re-reads and re-hashes "
-            "almost the whole log again, on both sides, one after the other; the round count stays within the "
-            "limit but the wall time is several full passes. Both transports run the same hub code (`LogService` "
-            "on the hub's database: in the forced command's own process over SSH, in a uvicorn worker thread over "
-            "HTTP); HTTP was slower here, which this benchmark does not break down. Caching range fingerprints (a "
-            "tree of per-bucket hashes kept next to the log and updated on insert) would make a sparse "
-            "reconciliation cost O(differences × log n) rather than O(n) per round, and is what it would take to "
-            "meet 5 s with margin.")
+            "**Where the time goes.** Each side reads its ids once per sync into one sorted blob (16 B per "
+            "record) and answers every round from it: a range fingerprint is a binary search and a SHA-256 over "
+            "a slice (a million ids hash in about 10 ms). With no difference (" + ", ".join(
+                f"{c.transport.upper()} first {c.rec_first:.2f} s, median {c.rec_time:.2f} s" for c in zero)
+            + ") the time is those reads: the client's index scan of its SQLite file (about 0.4 s for a million "
+            "ids) and the hub's. Over SSH every sync runs a new `ssh-serve`, which reads the space's ids once "
+            "(its Python start-up is in the \"ssh connect\" column). Over HTTP the hub keeps the space's ids in "
+            "memory between requests (`log_cache_bytes`) and checks the space's `log_heads.version` (one "
+            "primary-key read) each round: the first run after a change to the hub's log (here: the benchmark "
+            "undoing the previous sync) reads them again, later runs don't. The rest is the rounds themselves: "
+            "Python parsing and building messages of up to 1 MiB.")
     big = [c for c in cells if c.diffs >= 10_000]
     for c in big:
         out.append(
             f"**{c.diffs:,} differences ({c.transport.upper()})**: {c.rounds} rounds, {fmt_b(c.rec_bytes)} of "
             f"reconciliation and {fmt_b(c.sync_bytes - c.moved_bytes)} beyond the {fmt_b(c.moved_bytes)} of "
             f"records; reconciliation {c.rec_time:.1f} s, full sync {c.sync_time:.1f} s. No target; with "
-            "differences this dense most ranges end as id lists, so the bytes approach 16 B per id of the "
-            "ranges that differ.")
+            "differences this dense (one record in ten) nearly every range differs down to a few ids, so most "
+            "ranges end as id lists and the bytes approach 16 B per id of the log, in frames of at most 1 MiB; "
+            "the time is the reconciler's Python work per range on both sides.")
     out.append("SSH's connection (handshake, the forced command's Python start-up, the hello frame) is shown "
                "apart and is not in the reconciliation time. Runs on a shared 2-core machine vary by 10–20%.")
     return "\n\n".join(out)
