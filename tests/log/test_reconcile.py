@@ -190,8 +190,7 @@ def test_million_vs_million_differing_by_100():
     beyond = total - 100 * 16
     print(f"\n1M vs 1M, 100 differences: {rounds} rounds, {total} bytes ({beyond} beyond the ids), {elapsed:.2f} s")
     assert rounds <= round_bound(n)  # 7
-    assert beyond <= 64 * 1024
-    assert elapsed < 5
+    assert beyond <= 64 * 1024  # time is measured in benchmarks/log_sync.py, not asserted here
 
 
 def _sync_stores(sa, sb):
