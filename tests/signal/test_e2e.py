@@ -155,20 +155,28 @@ def test_once_means_exactly_one_handled_and_handlers_run_concurrently(site, tmp_
     three_nodes(site)
     script = tmp_path / "slow.sh"
     hits = tmp_path / "hits"
-    script.write_text(f'#!/bin/sh\necho "$2" >> {hits}\nsleep 1\n')
+    # Each handler logs its start and end; it sleeps long enough that handlers
+    # run one after another could not overlap, however slowly the senders start.
+    script.write_text(f'#!/bin/sh\necho "$2 start $(date +%s.%N)" >> {hits}\nsleep 2\n'
+                      f'echo "$2 end $(date +%s.%N)" >> {hits}\n')
     script.chmod(0o755)
-    once = site.start("com.crypto.eu.one", "-t", "10s", "-o", str(script))
-    many = site.start("com.crypto.eu.one", "-t", "2s", "-v", "status", str(script))
+    once = site.start("com.crypto.eu.one", "-t", "15s", "-o", str(script))
+    many = site.start("com.crypto.eu.one", "-t", "12s", "-v", "status", str(script))
     for i in range(3):
         assert site.run("com.crypto.us.left", "-s", str(i)).returncode == 0
     for i in range(4):
         assert site.run("com.crypto.us.left", "-s", "-v", "status", f"s{i}").returncode == 0
-    assert finish(once)[0] == 0
-    assert finish(many)[0] == 0
-    lines = hits.read_text().splitlines()
-    assert len([l for l in lines if not l.startswith("s")]) == 1
-    # four 1-second scripts finished inside a 2-second window: they ran side by side
-    assert sorted(l for l in lines if l.startswith("s")) == ["s0", "s1", "s2", "s3"]
+    assert finish(once, timeout=30)[0] == 0
+    assert finish(many, timeout=30)[0] == 0
+    events = [line.split() for line in hits.read_text().splitlines()]
+    assert len([e for e in events if not e[0].startswith("s") and e[1] == "start"]) == 1  # -o: exactly one
+    spans = {e[0]: [0.0, 0.0] for e in events if e[0].startswith("s")}
+    for name, what, when in (e for e in events if e[0].startswith("s")):
+        spans[name][what == "end"] = float(when)
+    assert sorted(spans) == ["s0", "s1", "s2", "s3"] and all(b > a > 0 for a, b in spans.values())
+    # Handlers ran side by side: some two of them were running at the same time.
+    iv = sorted(spans.values())
+    assert any(iv[k + 1][0] < iv[k][1] for k in range(len(iv) - 1))
 
 
 def test_usage_and_config_errors(site, tmp_path):
