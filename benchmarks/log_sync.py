@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from tether.log.client import CLIENT_FRAME_LIMIT, HttpRemote, SshRemote, parse_remote_url, sync  # noqa: E402
 from tether.log.reconcile import Reconciler  # noqa: E402
-from tether.log.store import LogStore, Record, record_to_wire  # noqa: E402
+from tether.log.store import LogStore, Record, record_digest, record_to_wire  # noqa: E402
 
 from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
@@ -89,13 +89,14 @@ def body_of(i: bytes) -> str:
     return f"benchmark record {i.hex()[-12:]}: build passed on runner 7, 1234 tests, 0 failures"
 
 
-def row(i: bytes, author: str) -> tuple[bytes, int, str, str, str]:
-    return (i, int.from_bytes(i[:6], "big"), author, "text", body_of(i))
-
-
 def record(i: bytes, author: str) -> Record:
-    r = row(i, author)
-    return Record(str(uuid.UUID(bytes=i)), r[1], r[2], r[3], r[4])
+    return Record(str(uuid.UUID(bytes=i)), int.from_bytes(i[:6], "big"), author, "text", body_of(i))
+
+
+def row(i: bytes, author: str) -> tuple[bytes, int, str, str, str, bytes]:
+    """A record as the stores keep it: with its content tag, as a push or an add writes it."""
+    r = record(i, author)
+    return (i, r.created, r.author, r.kind, r.body, record_digest(r))
 
 
 def wire_size(i: bytes, author: str) -> int:
@@ -131,7 +132,7 @@ def build_client(path: Path, data: Data) -> LogStore:
     rows = sorted(data.common + data.hub_extra)
     with store.conn:
         store.conn.execute("BEGIN")
-        store.conn.executemany("INSERT INTO records (id, created, author, kind, body) VALUES (?, ?, ?, ?, ?)",
+        store.conn.executemany("INSERT INTO records (id, created, author, kind, body, digest) VALUES (?, ?, ?, ?, ?, ?)",
                                (row(i, HUB_AUTHOR) for i in rows))
         store.conn.execute("COMMIT")
     return store
@@ -158,8 +159,8 @@ def fill_hub(conn: sqlite3.Connection, space_id: int, data: Data) -> None:
     rows = sorted(data.common + data.hub_extra)
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
-        "INSERT INTO log_records (space_id, id, created, author, kind, body, pushed_by, pushed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO log_records (space_id, id, created, author, kind, body, digest, pushed_by, pushed_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ((space_id, *row(i, HUB_AUTHOR), HUB_AUTHOR, now) for i in rows))
     bump_head(conn, space_id)
     conn.execute("COMMIT")
@@ -168,8 +169,9 @@ def fill_hub(conn: sqlite3.Connection, space_id: int, data: Data) -> None:
 def hub_insert(conn: sqlite3.Connection, space_id: int, ids: list[bytes], author: str) -> None:
     now = datetime.now(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO log_records (space_id, id, created, author, kind, body, pushed_by, pushed_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ((space_id, *row(i, author), author, now) for i in ids))
+    conn.executemany("INSERT INTO log_records (space_id, id, created, author, kind, body, digest, pushed_by, "
+                     "pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     ((space_id, *row(i, author), author, now) for i in ids))
     bump_head(conn, space_id)
     conn.execute("COMMIT")
 
@@ -183,7 +185,7 @@ def hub_delete(conn: sqlite3.Connection, space_id: int, ids: list[bytes]) -> Non
 
 def client_insert(store: LogStore, ids: list[bytes], author: str) -> None:
     store.conn.execute("BEGIN")
-    store.conn.executemany("INSERT INTO records (id, created, author, kind, body) VALUES (?, ?, ?, ?, ?)",
+    store.conn.executemany("INSERT INTO records (id, created, author, kind, body, digest) VALUES (?, ?, ?, ?, ?, ?)",
                            (row(i, author) for i in ids))
     store.conn.execute("COMMIT")
 

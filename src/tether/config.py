@@ -65,7 +65,7 @@ class HubSettings(BaseSettings):
     )
     log_cache_bytes: int = Field(
         default=256 << 20, ge=0,
-        description="memory for cached record ids of recently synced spaces (16 bytes per record; 0: no cache)",
+        description="memory for cached record ids and tags of recently synced spaces (24 bytes per record; 0: no cache)",
     )
 
     @field_validator("listen")

@@ -17,9 +17,9 @@ from tether.auth.service import AuthContext, create_bootstrap_admin
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import LogHead, Space, Token, User, utcnow
-from tether.log.reconcile import Reconciler, SortedIds
+from tether.log.reconcile import NO_TAG, Reconciler, SortedIds
 from tether.log.service import IdSnapshots, LogService
-from tether.log.store import make_record
+from tether.log.store import make_record, record_digest, record_from_wire
 
 on_both = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
@@ -41,8 +41,8 @@ def wire(n, start=0):
     return [asdict(make_record(f"m{start + i}", "admin")) for i in range(n)]
 
 
-def diff(svc, ctx, local: list[bytes]):
-    """Reconcile ``local`` against the service; (have, need, rounds)."""
+def diff(svc, ctx, local: list[tuple[bytes, bytes]]):
+    """Reconcile ``local`` items against the service; (have, need, rounds)."""
     rec = Reconciler(SortedIds(local), frame_limit=4096)
     msg, rounds = rec.initiate(), 0
     while msg is not None:
@@ -58,6 +58,11 @@ def ids_of(records):
     return [uuid.UUID(r["id"]).bytes for r in records]
 
 
+def items_of(records):
+    """What a client holding these records reconciles with: (id, content tag)."""
+    return [(uuid.UUID(r["id"]).bytes, record_digest(record_from_wire(r))) for r in records]
+
+
 @on_both
 def test_rounds_are_served_from_one_load_and_pushes_keep_the_copy(database_url, tmp_path):
     db, hub, ctx = setup(database_url, tmp_path)
@@ -65,7 +70,7 @@ def test_rounds_are_served_from_one_load_and_pushes_keep_the_copy(database_url, 
     records = wire(3000)
     for k in range(0, 3000, 1000):
         svc.push(ctx(), "logs", records[k : k + 1000])
-    local = ids_of(records[:2900]) + ids_of(wire(40, start=10_000))
+    local = items_of(records[:2900]) + items_of(wire(40, start=10_000))
     have, need, rounds = diff(svc, ctx, local)
     assert rounds >= 3 and need == set(ids_of(records[2900:])) and len(have) == 40
     assert svc.snapshots.loads == 1  # every round after the first came from memory
@@ -88,26 +93,26 @@ def test_a_replica_sees_what_another_stored(database_url, tmp_path):
     a, b = LogService(hub, db), LogService(hub, db)
     first = wire(500)
     a.push(ctx(), "logs", first)
-    assert diff(a, ctx, ids_of(first)) == (set(), set(), 1)
+    assert diff(a, ctx, items_of(first)) == (set(), set(), 1)
     later = wire(30, start=1000)
     b.push(ctx(), "logs", later)  # a's copy is now stale
-    assert diff(a, ctx, ids_of(first))[1] == set(ids_of(later))
+    assert diff(a, ctx, items_of(first))[1] == set(ids_of(later))
     assert a.snapshots.loads == 2
 
     # Concurrent pushes through both replicas: afterwards each sees exactly the database.
     batches = [wire(40, start=5000 + 100 * k) for k in range(12)]
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(lambda k: (a if k % 2 else b).push(ctx(), "logs", batches[k]), range(12)))
-    everything = ids_of(first + later) + [i for bt in batches for i in ids_of(bt)]
+    everything = items_of(first + later) + [i for bt in batches for i in items_of(bt)]
     for svc in (a, b):
         assert diff(svc, ctx, everything) == (set(), set(), 1)
-        assert diff(svc, ctx, ids_of(first))[1] == set(everything) - set(ids_of(first))
+        assert diff(svc, ctx, items_of(first))[1] == {i for i, _ in everything} - set(ids_of(first))
     db.dispose()
 
 
 @on_both
 def test_the_cache_is_bounded(database_url, tmp_path):
-    db, hub, ctx = setup(database_url, tmp_path, log_cache_bytes=16 * 150)
+    db, hub, ctx = setup(database_url, tmp_path, log_cache_bytes=24 * 150)
     svc = LogService(hub, db)
     svc.push(ctx(), "logs", wire(200))  # 3,200 bytes of ids: more than the cache holds
     for _ in range(3):
@@ -116,14 +121,38 @@ def test_the_cache_is_bounded(database_url, tmp_path):
     db.dispose()
 
 
+@on_both
+def test_records_stored_before_content_tags_get_them(database_url, tmp_path):
+    """Migration 0006 tags every record already in the hub and makes cached ids stale."""
+    from sqlalchemy import text
+
+    db = Database(database_url)
+    db.migrate("0005")
+    recs = [record_from_wire(r) for r in wire(30)]
+    with db.write() as s:
+        s.execute(text("INSERT INTO spaces (id, name, description, created_at, public_builds) "
+                       "VALUES (7, 'old', '', :t, false)"), {"t": utcnow()})
+        s.execute(text("INSERT INTO log_records (space_id, id, created, author, kind, body, pushed_by, pushed_at) "
+                       "VALUES (7, :id, :created, :author, :kind, :body, 'admin', :t)"),
+                  [{"id": r.id_bytes, "created": r.created, "author": r.author, "kind": r.kind, "body": r.body,
+                    "t": utcnow()} for r in recs])
+        s.execute(text("INSERT INTO log_heads (space_id, version, records) VALUES (7, 'before', 30)"))
+    db.migrate()
+    with db.read() as s:
+        got = dict(s.execute(text("SELECT id, digest FROM log_records WHERE space_id = 7")).all())
+        assert s.execute(text("SELECT version FROM log_heads WHERE space_id = 7")).scalar() != "before"
+    assert {bytes(k): bytes(v) for k, v in got.items()} == {r.id_bytes: record_digest(r) for r in recs}
+    db.dispose()
+
+
 def test_snapshot_lru_and_stale_merges():
-    snaps = IdSnapshots(max_bytes=16 * 5)
+    snaps = IdSnapshots(max_bytes=24 * 5)  # 24 bytes per record: id and tag
     ids = [bytes([k]) * 16 for k in range(1, 8)]
     snaps._put(1, "v1", SortedIds(ids[:2]))
     snaps._put(2, "v1", SortedIds(ids[2:4]))
-    snaps.pushed(1, "v0", "v2", [ids[6]])  # not the version we hold: ignored
+    snaps.pushed(1, "v0", "v2", [(ids[6], NO_TAG)])  # not the version we hold: ignored
     assert snaps._items[1][0] == "v1"
-    snaps.pushed(1, "v1", "v2", [ids[6]])
+    snaps.pushed(1, "v1", "v2", [(ids[6], NO_TAG)])
     assert snaps._items[1] == ("v2", snaps._items[1][1]) and len(snaps._items[1][1]) == 3
     # 7 ids > 5: the least recently used (2; 1 was just updated) goes.
     snaps._put(3, "v1", SortedIds(ids[4:6]))

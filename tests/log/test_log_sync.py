@@ -100,10 +100,47 @@ def test_read_only_push_refused_pull_allowed(hub, tether):
     assert r.exit_code == 0 and json.loads(r.stdout)["pulled"] == 1
 
 
+def test_sync_finds_same_id_different_content(hub, tether, tmp_path):
+    """Both sides hold one id with different bodies: reconciliation (which covers each
+    record's content tag) reports it as a conflict, exit 1; neither copy changes, and
+    every other record still moves both ways."""
+    from dataclasses import asdict, replace
+
+    from tether.log.store import LogStore
+
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    assert tether("me", "remote", "add", "origin", f"{hub.url}/{space}").exit_code == 0
+    with LogStore(tmp_path / "me" / "log.db") as store:
+        mine = store.add("mine", u)
+        ours = store.add("the local copy", u)
+    theirs = replace(ours, body="the hub's copy")
+    with hub.client(t) as c:
+        r = c.post(f"/api/v1/log/{space}/records", json=[asdict(theirs)])
+        assert r.status_code == 200, r.text
+    assert tether("other", "remote", "add", "origin", f"{hub.url}/{space}").exit_code == 0
+    assert tether("other", "add", "from elsewhere", author=u).exit_code == 0
+    assert tether("other", "push", token=t).exit_code == 0  # the hub now holds 2 records
+
+    r = tether("me", "sync", "--json", token=t)
+    assert r.exit_code == EXIT_NO, r.output
+    out = json.loads(r.stdout)
+    assert out["conflicts"] == [ours.id] and (out["pushed"], out["pulled"]) == (1, 1)
+    assert ours.id in r.stderr and "different content" in r.stderr
+    assert hub_count(hub, space) == 3
+    bodies = {x["id"]: x["body"] for x in listing(tether, "me")}
+    assert bodies[ours.id] == "the local copy" and bodies[mine.id] == "mine" and len(bodies) == 3
+    with hub.admin() as c:
+        got = c.post(f"/api/v1/log/{space}/records/get", json={"ids": [ours.id]}).json()["records"]
+    assert got[0]["body"] == "the hub's copy"
+    r = tether("me", "sync", token=t)  # still there next time, still nothing overwritten
+    assert r.exit_code == EXIT_NO and "0 new pushed, 0 pulled" in r.stdout
+
+
 def test_conflict_detected(hub, tmp_path, monkeypatch):
     """A pushed record whose id the hub already holds with other content is refused (409,
-    the ids listed) and nothing of the batch is written. Reconciliation compares ids, so
-    this happens when the original lands between our reconcile and our push."""
+    the ids listed) and nothing of the batch is written. Reconciliation catches known
+    conflicts; this one lands between our reconcile and our push."""
     from dataclasses import asdict, replace
 
     from tether.client import HubError

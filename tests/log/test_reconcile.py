@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tether.log.reconcile import (
     INF,
     MIN_BOUND,
+    NO_TAG,
     RangeStorage,
     ReconcileError,
     Reconciler,
@@ -98,6 +99,45 @@ def test_random_pairs_converge_in_log16_rounds(seed, n_common, n_a, n_b, cluster
     assert rounds <= round_bound(len(a | b))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    n_common=st.integers(0, 3000),
+    n_clash=st.integers(0, 40),
+    n_a=st.integers(0, 100),
+    n_b=st.integers(0, 100),
+    frame=st.sampled_from([300, 4096, 1 << 20]),
+)
+def test_same_id_different_content_is_a_conflict_on_both_sides(seed, n_common, n_clash, n_a, n_b, frame):
+    """Ids both hold with different tags are found (by both sides), never synced;
+    everything else converges as usual."""
+    rng = random.Random(seed)
+    gen = lambda: rng.getrandbits(128).to_bytes(16, "big")
+    tag = lambda: rng.getrandbits(64).to_bytes(8, "big")
+    common = {gen(): tag() for _ in range(n_common)}
+    clash = {gen() for _ in range(n_clash)}
+    only_a = {gen(): tag() for _ in range(n_a)}
+    only_b = {gen(): tag() for _ in range(n_b)}
+    a_items = {**common, **only_a, **{i: b"A" * 8 for i in clash}}
+    b_items = {**common, **only_b, **{i: b"B" * 8 for i in clash}}
+    a, b, rounds, _ = sync(a_items.items(), b_items.items(), frame_limit=frame, max_diff_ids=64)
+    assert a.conflicts == b.conflicts == clash
+    assert a.have == b.need == set(only_a) and a.need == b.have == set(only_b)
+    if frame == 1 << 20:
+        assert rounds <= round_bound(len(a_items) + len(only_b))
+
+
+def test_a_conflict_alone_changes_the_fingerprint():
+    ids = [bytes([k]) * 16 for k in range(1, 50)]
+    same = SortedIds(ids)
+    other = SortedIds([(i, b"\x01" * 8 if k == 17 else NO_TAG) for k, i in enumerate(ids)])
+    assert same.fingerprint(MIN_BOUND, INF) != other.fingerprint(MIN_BOUND, INF)
+    assert same.fingerprint(MIN_BOUND, ids[17]) == other.fingerprint(MIN_BOUND, ids[17])
+    assert same.count(MIN_BOUND, INF) == other.count(MIN_BOUND, INF) == 49
+    with pytest.raises(ValueError, match="different tags"):
+        SortedIds([(ids[0], NO_TAG), (ids[0], b"\x02" * 8)])
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32), n=st.integers(0, 3000), frame=st.integers(120, 2000))
 def test_converges_with_tiny_frames(seed, n, frame):
@@ -118,8 +158,8 @@ class ScanStorage(RangeStorage):
     def count(self, lo, hi):
         return sum(1 for i in self._ids if lo <= i < hi)
 
-    def iter_ids(self, lo, hi):
-        return (i for i in self._ids if lo <= i < hi)
+    def iter_items(self, lo, hi):
+        return ((i, NO_TAG) for i in self._ids if lo <= i < hi)
 
 
 @settings(max_examples=60, deadline=None)
@@ -230,22 +270,24 @@ def _valid_messages():
     "msg, why",
     [
         (b"", "empty"),
-        (b"\x02", "version"),
-        (b"\x01\xf0", "no mode"),
-        (b"\x01\xf0\x09", "unknown range mode"),
-        (b"\x01\xf0\x01" + b"x" * 15, "truncated fingerprint"),
-        (b"\x01\xf0\x02\x05" + b"x" * 16, "longer than the rest"),
-        (b"\x01\xf0\x02\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "longer than the rest"),
-        (b"\x01\xf0\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "varint too long"),
-        (b"\x01\xf0\x02\x80", "truncated varint"),
-        (b"\x01\xf0\x00\xf0\x00", "after the infinity"),
-        (b"\x01\x00\x10\x00\x00\x00", "do not increase"),
-        (b"\x01\x00\x00\x00", "do not increase"),
-        (b"\x01\x10\x10\x00", "bad bound header"),
-        (b"\x01\x0f" + b"\x01" * 10, "truncated bound"),
-        (b"\x01\xf0\x02\x02" + b"\x02" * 16 + b"\x01" * 16, "ascending"),
-        (b"\x01\x00\x10\x02\x01" + b"\x20" * 16, "outside its range"),
-        (b"\x01\xf0\x03\x00", "truncated varint"),
+        (b"\x01", "version"),  # version 1 (no tags) is refused
+        (b"\x02\xf0", "no mode"),
+        (b"\x02\xf0\x09", "unknown range mode"),
+        (b"\x02\xf0\x01" + b"x" * 15, "truncated fingerprint"),
+        (b"\x02\xf0\x02\x05" + b"x" * 16, "longer than the rest"),
+        (b"\x02\xf0\x02\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "longer than the rest"),
+        (b"\x02\xf0\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "varint too long"),
+        (b"\x02\xf0\x02\x80", "truncated varint"),
+        (b"\x02\xf0\x00\xf0\x00", "after the infinity"),
+        (b"\x02\x00\x10\x00\x00\x00", "do not increase"),
+        (b"\x02\x00\x00\x00", "do not increase"),
+        (b"\x02\x10\x10\x00", "bad bound header"),
+        (b"\x02\x0f" + b"\x02" * 10, "truncated bound"),
+        (b"\x02\xf0\x02\x02" + b"\x02" * 16 + b"\x02" * 16, "ascending"),
+        (b"\x02\x00\x10\x02\x01" + b"\x20" * 16, "outside its range"),
+        (b"\x02\xf0\x03\x00", "truncated varint"),
+        (b"\x02\xf0\x03\x00\x00", "truncated varint"),  # a DIFF without its conflicts list
+        (b"\x02\xf0\x02\x01" + b"\x05" * 16 + b"\x00" * 7, "truncated tags"),
     ],
 )
 def test_malformed_messages(msg, why):

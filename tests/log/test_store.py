@@ -22,6 +22,7 @@ from tether.log.store import (
     id_timestamp,
     make_record,
     parse_id,
+    record_digest,
     uuid7,
 )
 
@@ -157,8 +158,8 @@ def test_range_storage_snapshot_matches_in_memory(tmp_path_factory, seed, n):
     with LogStore(path) as s:
         recs = [make_record(str(k), "a", now_ms=1_700_000_000_000 + rng.randrange(10**6)) for k in range(n)]
         s.insert_many(recs)
-        rs, mem = s.range_storage(), SortedIds(r.id_bytes for r in recs)
-        assert rs.blob == mem.blob and len(rs) == n
+        rs, mem = s.range_storage(), SortedIds((r.id_bytes, record_digest(r)) for r in recs)
+        assert rs.items(MIN_BOUND, INF) == mem.items(MIN_BOUND, INF) and len(rs) == n
         bounds = sorted({MIN_BOUND, *(rng.choice(recs).id_bytes for _ in range(3) if recs)})
         for lo in bounds:
             for hi in [INF, *(b for b in bounds if b > lo)]:
@@ -187,3 +188,36 @@ def test_two_sqlite_stores_sync(tmp_path):
         assert a.insert_many(b.get_many(rb.have)) == 20
         assert a.insert_many(b.get_many(rb.have)) == 0  # running it again changes nothing
         assert [r.id for r in a.list()] == [r.id for r in b.list()]
+
+
+def test_record_digest_covers_every_field():
+    r = make_record("body", "alice", now_ms=1_700_000_000_000)
+    d = record_digest(r)
+    assert len(d) == 8 and record_digest(dataclasses.replace(r)) == d
+    for changed in (dict(body="body!"), dict(author="alicf"), dict(kind="json", body='"body"'),
+                    dict(created=r.created + 1), dict(body="bo", author="dyalice")):
+        assert record_digest(dataclasses.replace(r, **changed)) != d, changed
+
+
+def test_a_log_made_before_content_tags_gets_them(tmp_path):
+    """Opening a log.db of the earlier format adds the column and tags every record."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    recs = [make_record(f"m{k}", "ops", now_ms=1_700_000_000_000 + k) for k in range(50)]
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE records (id BLOB PRIMARY KEY CHECK (length(id) = 16), created INTEGER NOT NULL,
+            author TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('text', 'json')), body TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE remotes (name TEXT PRIMARY KEY, url TEXT NOT NULL);
+    """)
+    conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                     [(r.id_bytes, r.created, r.author, r.kind, r.body) for r in recs])
+    conn.commit()
+    conn.close()
+    with LogStore(path) as s:
+        assert s.range_storage().items(MIN_BOUND, INF) == sorted((r.id_bytes, record_digest(r)) for r in recs)
+        assert [r.id for r in s.list()] == [r.id for r in recs]
+    with LogStore(path) as s:  # idempotent
+        assert len(s.range_storage()) == 50

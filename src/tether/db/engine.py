@@ -75,8 +75,8 @@ class Database:
         with self._write() as session, session.begin():
             yield session
 
-    def migrate(self) -> None:
-        """Apply Alembic migrations up to head (idempotent; safe with concurrent replicas)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Apply Alembic migrations up to ``revision`` (idempotent; safe with concurrent replicas)."""
         from alembic import command
         from alembic.config import Config
 
@@ -86,7 +86,7 @@ class Database:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
     def dispose(self) -> None:
         self.engine.dispose()

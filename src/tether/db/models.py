@@ -212,6 +212,8 @@ class LogRecord(Base):
     (as in the local store), so byte order is time order and range scans use the key."""
 
     __tablename__ = "log_records"
+    # Loading a space's ids and content tags for reconciliation is an index-only scan.
+    __table_args__ = (Index("ix_log_records_tags", "space_id", "id", "digest"),)
     space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
     created: Mapped[int] = mapped_column(BigInteger)
@@ -220,6 +222,8 @@ class LogRecord(Base):
     body: Mapped[str] = mapped_column(Text)
     pushed_by: Mapped[str] = mapped_column(String(64))
     pushed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # tether.log.store.record_digest of the record: its content tag in reconciliation.
+    digest: Mapped[bytes | None] = mapped_column(LargeBinary(8), nullable=True)
 
 
 class LogHead(Base):

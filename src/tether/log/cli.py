@@ -368,6 +368,12 @@ def _transfer(name: str, token: str | None, ca_bundle: str | None, as_json: bool
         emit_json(result.to_dict())
     else:
         click.echo(f"{result.pushed} new pushed, {result.pulled} pulled")
+    if result.conflicts:
+        shown = ", ".join(result.conflicts[:5]) + (f" and {len(result.conflicts) - 5} more"
+                                                   if len(result.conflicts) > 5 else "")
+        raise TetherError(
+            f"conflict: {len(result.conflicts)} record(s) held here and on {name!r} with different content: {shown}",
+            EXIT_NO, "records are immutable: neither copy was changed; `tether log show ID` shows ours")
 
 
 def _transfer_command(verb: str, push: bool, pull: bool, doc: str):
@@ -387,16 +393,18 @@ def _transfer_command(verb: str, push: bool, pull: bool, doc: str):
 
 
 _EXITS = """
-    Exit codes: 0 done; 1 conflict (a record with a known id but different
-    content: nothing of that batch was written); 2 bad remote or usage; 3 the
-    hub is unreachable; 4 the token is refused or lacks the grant.
+    Exit codes: 0 done; 1 conflict (a record id held on both sides with
+    different content: neither copy changes, everything else still moves;
+    --json lists them under "conflicts"); 2 bad remote or usage; 3 the hub is
+    unreachable; 4 the token is refused or lacks the grant.
 """
 
 log_push = _transfer_command("push", True, False, """Send the records REMOTE (default origin) lacks.
 
     Reconciles first, so only missing records move. Needs a write grant on the
     remote's space; records you push must be authored by your hub user name.
-    With --json prints {"pushed": n, "pulled": 0, "rounds": r, "bytes": b}.
+    With --json prints {"pushed": n, "pulled": 0, "rounds": r, "bytes": b,
+    "conflicts": [ids]}.
 
     \b
     Examples:

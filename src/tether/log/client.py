@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -101,9 +101,12 @@ class SyncResult:
     pulled: int = 0  # records we did not have and stored
     rounds: int = 0  # reconciliation round trips
     bytes: int = 0  # bytes of request and response bodies, both ways
+    # ids both sides hold with different contents (UUID text): neither copy moves
+    conflicts: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, int]:
-        return {"pushed": self.pushed, "pulled": self.pulled, "rounds": self.rounds, "bytes": self.bytes}
+    def to_dict(self) -> dict[str, Any]:
+        return {"pushed": self.pushed, "pulled": self.pulled, "rounds": self.rounds, "bytes": self.bytes,
+                "conflicts": self.conflicts}
 
 
 class HttpRemote:
@@ -212,6 +215,10 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
             if on_batch:
                 on_batch("push", len(batch))
     result.bytes = remote.bytes
+    if rec.conflicts:
+        import uuid
+
+        result.conflicts = [str(uuid.UUID(bytes=i)) for i in sorted(rec.conflicts)]
     return result
 
 

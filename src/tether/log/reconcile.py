@@ -41,10 +41,20 @@ bucket differs anyway; when one bucket in sixteen differs, four buckets per
 message (16 per round trip) halve the fingerprint bytes. Either way a round
 trip divides the ranges' sizes by at least 16, so rounds grow as log16(n).
 
+Items: ids and content tags
+---------------------------
+Each id carries an 8-byte *tag*: a digest of the record's content (the log
+uses ``tether.log.store.record_digest``; plain id sets use zeros). Ranges and
+bounds are over ids alone, but fingerprints and id lists cover the tags too, so
+two sides holding the same id with different contents see the range differ,
+narrow it down like any difference, and both learn the id as a *conflict*
+(:attr:`Reconciler.conflicts`) instead of syncing past it.
+
 Fingerprints
 ------------
-``fingerprint(ids) = sha256(b"tether-rsr-v1\\0" + id_1 + id_2 + ... )[:16]``
-over the ids of the range in ascending order. Peers are untrusted and log ids
+``fingerprint(items) = sha256(b"tether-rsr-v2\\0" + id_1 + ... + id_k + tag_1 + ... + tag_k)[:16]``
+over the items of the range in ascending id order (the length fixes ``k``).
+Peers are untrusted and log ids
 are chosen by writers (UUIDv7, not content hashes), so the additive
 fingerprints of Negentropy (sum of ids mod 2**256) would let a writer craft
 records that make two different ranges look equal and hide a record from a
@@ -61,14 +71,17 @@ id before it, zero-padded to 16 bytes; on the wire it is one header byte
 at 14, and the prefix length) followed by the unshared bytes. ``0xF0`` is the
 upper bound "infinity".
 
-Wire format (version 1)
+Wire format (version 2)
 -----------------------
 ::
 
-    message = 0x01 range*
+    message = 0x02 range*
     range   = bound mode payload
-    mode    = 0 SKIP | 1 FP fp[16] | 2 IDLIST varint(n) id[16]*n
-            | 3 DIFF varint(n) id[16]*n varint(m) id[16]*m
+    mode    = 0 SKIP | 1 FP fp[16] | 2 IDLIST varint(n) id[16]*n tag[8]*n
+            | 3 DIFF varint(n) id[16]*n varint(m) id[16]*m varint(c) id[16]*c
+
+In a DIFF the first list is ids the receiver lacks, the second ids the sender
+lacks, the third ids both hold with different tags (conflicts).
 
 Parsing is strict and bounded: a message larger than ``max_message``, a
 truncated field, an unknown mode, bounds that do not increase, ids out of
@@ -91,6 +104,8 @@ __all__ = [
     "ID_LEN",
     "INF",
     "MIN_BOUND",
+    "NO_TAG",
+    "TAG_LEN",
     "RangeStorage",
     "ReconcileError",
     "Reconciler",
@@ -103,11 +118,13 @@ __all__ = [
 
 ID_LEN = 16
 FP_LEN = 16
-VERSION = 0x01
+TAG_LEN = 8
+NO_TAG = bytes(TAG_LEN)
+VERSION = 0x02
 MIN_BOUND = bytes(ID_LEN)
 #: The upper bound of the id space: greater than every 16-byte id.
 INF = b"\xff" * (ID_LEN + 1)
-_FP_DOMAIN = b"tether-rsr-v1\x00"
+_FP_DOMAIN = b"tether-rsr-v2\x00"
 _INF_HEADER = 0xF0
 _MAX_SHARED = 14
 
@@ -127,17 +144,23 @@ class ReconcileError(ValueError):
 # --------------------------------------------------------------------------
 
 
-def fingerprint(ids: Iterable[bytes]) -> bytes:
-    """The range fingerprint of ``ids`` (ascending 16-byte ids)."""
+def fingerprint(items: Iterable[bytes | tuple[bytes, bytes]]) -> bytes:
+    """The range fingerprint of ``items``: ascending ids, each a 16-byte id
+    (tag :data:`NO_TAG`) or an ``(id, tag)`` pair."""
     h = hashlib.sha256(_FP_DOMAIN)
-    for i in ids:
+    tags = bytearray()
+    for item in items:
+        i, t = (item, NO_TAG) if isinstance(item, bytes) else item
         h.update(i)
+        tags += t
+    h.update(tags)
     return h.digest()[:FP_LEN]
 
 
-def _fingerprint_blob(blob: bytes | memoryview) -> bytes:
+def _fingerprint_blob(ids: bytes | memoryview, tags: bytes | memoryview) -> bytes:
     h = hashlib.sha256(_FP_DOMAIN)
-    h.update(blob)
+    h.update(ids)
+    h.update(tags)
     return h.digest()[:FP_LEN]
 
 
@@ -198,12 +221,12 @@ class Bucket(NamedTuple):
 
 
 class RangeStorage(ABC):
-    """A sorted set of distinct 16-byte ids, queried by ranges ``[lo, hi)``.
+    """A sorted set of distinct 16-byte ids, each with a tag, queried by ranges
+    ``[lo, hi)`` of ids.
 
-    ``hi`` may be :data:`INF`. Implement :meth:`count` and :meth:`iter_ids`;
-    override :meth:`fingerprint`, :meth:`buckets`, :meth:`ids` and
-    :meth:`contains` when the backend can do better than a scan. A SQLite
-    adapter streams rows in id order, so nothing is loaded whole.
+    ``hi`` may be :data:`INF`. Implement :meth:`count` and :meth:`iter_items`;
+    override :meth:`fingerprint`, :meth:`buckets`, :meth:`items` and
+    :meth:`contains` when the backend can do better than a scan.
     """
 
     @abstractmethod
@@ -211,34 +234,40 @@ class RangeStorage(ABC):
         """Number of ids in ``[lo, hi)``."""
 
     @abstractmethod
-    def iter_ids(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        """The ids in ``[lo, hi)``, ascending."""
+    def iter_items(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The ``(id, tag)`` pairs in ``[lo, hi)``, ascending."""
+
+    def items(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
+        return list(self.iter_items(lo, hi))
 
     def ids(self, lo: bytes, hi: bytes) -> list[bytes]:
-        return list(self.iter_ids(lo, hi))
+        return [i for i, _ in self.iter_items(lo, hi)]
 
     def contains(self, id_: bytes) -> bool:
         hi = (int.from_bytes(id_, "big") + 1).to_bytes(ID_LEN + 1, "big")[1:] if id_ != b"\xff" * ID_LEN else INF
         return self.count(id_, hi) > 0
 
     def fingerprint(self, lo: bytes, hi: bytes) -> bytes:
-        return fingerprint(self.iter_ids(lo, hi))
+        return fingerprint(self.iter_items(lo, hi))
 
     def buckets(self, lo: bytes, hi: bytes, parts: int, count: int) -> list[Bucket]:
         """Split the ``count`` ids of ``[lo, hi)`` into ``parts`` buckets of equal
         count (``2 <= parts <= count``), one pass; the last bucket ends at ``hi``."""
         cuts = [(count * k) // parts for k in range(1, parts)]
         out: list[Bucket] = []
-        h = hashlib.sha256(_FP_DOMAIN)
+        h, tags = hashlib.sha256(_FP_DOMAIN), bytearray()
         prev = b""
         nxt = 0
-        for i, id_ in enumerate(self.iter_ids(lo, hi)):
-            if nxt < len(cuts) and i == cuts[nxt]:
+        for n, (id_, tag) in enumerate(self.iter_items(lo, hi)):
+            if nxt < len(cuts) and n == cuts[nxt]:
+                h.update(tags)
                 out.append(Bucket(separator(prev, id_), h.digest()[:FP_LEN]))
-                h = hashlib.sha256(_FP_DOMAIN)
+                h, tags = hashlib.sha256(_FP_DOMAIN), bytearray()
                 nxt += 1
             h.update(id_)
+            tags += tag
             prev = id_
+        h.update(tags)
         out.append(Bucket(hi, h.digest()[:FP_LEN]))
         return out
 
@@ -263,61 +292,74 @@ class _Keys:
 
 
 class SortedIds(RangeStorage):
-    """An in-memory :class:`RangeStorage` over one contiguous blob of ascending
-    ids: a range fingerprint hashes a slice of it without building a Python
-    object per id, and a million ids take 16 MB.
+    """An in-memory :class:`RangeStorage` over two contiguous blobs, the ascending
+    ids and their tags in the same order: a range fingerprint hashes two slices
+    without building a Python object per id, and a million items take 24 MB.
 
-    Build it from any iterable of ids (sorted and deduplicated here), or with
-    :meth:`from_sorted_blob` from a blob already in strictly ascending order
-    (what ``ORDER BY id`` on a primary key returns), which skips the sort.
-    :meth:`with_ids` returns a copy with more ids merged in.
+    Build it from any iterable of ids (tag :data:`NO_TAG`) or ``(id, tag)``
+    pairs (sorted and deduplicated here), or with :meth:`from_sorted_blob` from
+    blobs already in strictly ascending id order (what ``ORDER BY id`` on a
+    primary key returns), which skips the sort. :meth:`with_items` returns a
+    copy with more items merged in.
     """
 
-    def __init__(self, ids: Iterable[bytes] = ()):
-        items = sorted(set(ids))
-        for i in items:
-            if len(i) != ID_LEN:
-                raise ValueError(f"ids must be {ID_LEN} bytes, got {len(i)}")
-        self._set_blob(b"".join(items))
+    def __init__(self, items: Iterable[bytes | tuple[bytes, bytes]] = ()):
+        pairs: dict[bytes, bytes] = {}
+        for item in items:
+            i, t = (item, NO_TAG) if isinstance(item, bytes) else item
+            _check_item(i, t)
+            if pairs.setdefault(i, t) != t:
+                raise ValueError(f"id {i.hex()} given twice with different tags")
+        keys = sorted(pairs)
+        self._set_blobs(b"".join(keys), b"".join(pairs[k] for k in keys))
 
     @classmethod
-    def from_sorted_blob(cls, blob: bytes) -> SortedIds:
-        """Wrap ids already concatenated in strictly ascending order (not re-checked:
-        only for a trusted source such as the local database)."""
-        if len(blob) % ID_LEN:
-            raise ValueError(f"a blob of ids must be a multiple of {ID_LEN} bytes, got {len(blob)}")
+    def from_sorted_blob(cls, ids: bytes, tags: bytes | None = None) -> SortedIds:
+        """Wrap ids already concatenated in strictly ascending order, and their tags
+        (default: all :data:`NO_TAG`). Not re-checked: only for a trusted source
+        such as the local database."""
+        if len(ids) % ID_LEN:
+            raise ValueError(f"a blob of ids must be a multiple of {ID_LEN} bytes, got {len(ids)}")
+        n = len(ids) // ID_LEN
+        if tags is None:
+            tags = bytes(n * TAG_LEN)
+        if len(tags) != n * TAG_LEN:
+            raise ValueError(f"{n} ids need {n * TAG_LEN} bytes of tags, got {len(tags)}")
         self = cls.__new__(cls)
-        self._set_blob(bytes(blob))
+        self._set_blobs(bytes(ids), bytes(tags))
         return self
 
-    def _set_blob(self, blob: bytes) -> None:
-        self._blob = blob
-        self._keys = _Keys(blob)
+    def _set_blobs(self, ids: bytes, tags: bytes) -> None:
+        self._blob = ids
+        self._tags = tags
+        self._keys = _Keys(ids)
         self._index: list[bytes] | None = None  # every _STRIDE-th id, built on first use
         self._memo: dict[bytes, int] = {}  # bound -> position: a round asks for most bounds twice
 
     @property
-    def blob(self) -> bytes:
-        return self._blob
+    def nbytes(self) -> int:
+        return len(self._blob) + len(self._tags)
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def with_ids(self, ids: Iterable[bytes]) -> SortedIds:
-        """A new :class:`SortedIds` holding these ids and ``ids`` (O(n) copy)."""
-        new = sorted({i for i in ids if not self.contains(i)})
-        for i in new:
-            if len(i) != ID_LEN:
-                raise ValueError(f"ids must be {ID_LEN} bytes, got {len(i)}")
-        parts: list[bytes] = []
+    def with_items(self, items: Iterable[tuple[bytes, bytes]]) -> SortedIds:
+        """A new :class:`SortedIds` holding these items and ``items`` (O(n) copy);
+        an id we hold already keeps its tag."""
+        new = sorted({i: t for i, t in items if not self.contains(i)}.items())
+        for i, t in new:
+            _check_item(i, t)
+        ids: list[bytes] = []
+        tags: list[bytes] = []
         prev = 0
-        for i in new:
+        for i, t in new:
             at = self._pos(i)
-            parts.append(self._blob[prev * ID_LEN : at * ID_LEN])
-            parts.append(i)
+            ids += (self._blob[prev * ID_LEN : at * ID_LEN], i)
+            tags += (self._tags[prev * TAG_LEN : at * TAG_LEN], t)
             prev = at
-        parts.append(self._blob[prev * ID_LEN :])
-        return SortedIds.from_sorted_blob(b"".join(parts))
+        ids.append(self._blob[prev * ID_LEN :])
+        tags.append(self._tags[prev * TAG_LEN :])
+        return SortedIds.from_sorted_blob(b"".join(ids), b"".join(tags))
 
     def _pos(self, bound: bytes) -> int:
         """bisect_left of ``bound``: a C bisect over every 16th id, then at most
@@ -352,8 +394,13 @@ class SortedIds(RangeStorage):
         i, j = self._span(lo, hi)
         return j - i
 
-    def iter_ids(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        return iter(self._slice(*self._span(lo, hi)))
+    def iter_items(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self.items(lo, hi))
+
+    def items(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
+        i, j = self._span(lo, hi)
+        t = self._tags
+        return list(zip(self._slice(i, j), (t[k : k + TAG_LEN] for k in range(i * TAG_LEN, j * TAG_LEN, TAG_LEN))))
 
     def ids(self, lo: bytes, hi: bytes) -> list[bytes]:
         return self._slice(*self._span(lo, hi))
@@ -362,21 +409,30 @@ class SortedIds(RangeStorage):
         i = self._pos(id_)
         return i < len(self._keys) and self._keys[i] == id_
 
+    def _fp(self, i: int, j: int) -> bytes:
+        return _fingerprint_blob(memoryview(self._blob)[i * ID_LEN : j * ID_LEN],
+                                 memoryview(self._tags)[i * TAG_LEN : j * TAG_LEN])
+
     def fingerprint(self, lo: bytes, hi: bytes) -> bytes:
-        i, j = self._span(lo, hi)
-        return _fingerprint_blob(memoryview(self._blob)[i * ID_LEN : j * ID_LEN])
+        return self._fp(*self._span(lo, hi))
 
     def buckets(self, lo: bytes, hi: bytes, parts: int, count: int) -> list[Bucket]:
         i, j = self._span(lo, hi)
         edges = [i + (count * k) // parts for k in range(parts)] + [j]
-        view = memoryview(self._blob)
         keys = self._keys
         out = []
         for k in range(parts):
             a, b = edges[k], edges[k + 1]
             upper = hi if k == parts - 1 else separator(keys[b - 1], keys[b])
-            out.append(Bucket(upper, _fingerprint_blob(view[a * ID_LEN : b * ID_LEN])))
+            out.append(Bucket(upper, self._fp(a, b)))
         return out
+
+
+def _check_item(i: bytes, t: bytes) -> None:
+    if not isinstance(i, bytes) or len(i) != ID_LEN:
+        raise ValueError(f"ids must be {ID_LEN} bytes, got {len(i) if isinstance(i, bytes) else type(i).__name__}")
+    if not isinstance(t, bytes) or len(t) != TAG_LEN:
+        raise ValueError(f"tags must be {TAG_LEN} bytes")
 
 
 # --------------------------------------------------------------------------
@@ -422,14 +478,16 @@ class _Writer:
         self._range(upper, FP)
         self.buf += fp
 
-    def idlist(self, upper: bytes, ids: Sequence[bytes]) -> None:
+    def idlist(self, upper: bytes, items: Sequence[tuple[bytes, bytes]]) -> None:
         self._range(upper, IDLIST)
-        self.buf += encode_varint(len(ids))
-        self.buf += b"".join(ids)
+        self.buf += encode_varint(len(items))
+        self.buf += b"".join(i for i, _ in items)
+        self.buf += b"".join(t for _, t in items)
 
-    def diff(self, upper: bytes, yours_missing: Sequence[bytes], mine_missing: Sequence[bytes]) -> None:
+    def diff(self, upper: bytes, yours_missing: Sequence[bytes], mine_missing: Sequence[bytes],
+             conflicts: Sequence[bytes] = ()) -> None:
         self._range(upper, DIFF)
-        for lst in (yours_missing, mine_missing):
+        for lst in (yours_missing, mine_missing, conflicts):
             self.buf += encode_varint(len(lst))
             self.buf += b"".join(lst)
 
@@ -444,6 +502,8 @@ class _Range(NamedTuple):
     fp: bytes = b""
     ids: tuple[bytes, ...] = ()
     ids2: tuple[bytes, ...] = ()
+    ids3: tuple[bytes, ...] = ()
+    tags: tuple[bytes, ...] = ()
 
 
 def _read_ids(buf: memoryview, pos: int, lower: bytes, upper: bytes) -> tuple[tuple[bytes, ...], int]:
@@ -508,11 +568,17 @@ def decode_message(msg: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> list[_
             pos += FP_LEN
         elif mode == IDLIST:
             ids, pos = _read_ids(buf, pos, lower, upper)
-            out.append(_Range(lower, upper, IDLIST, ids=ids))
+            if len(ids) * TAG_LEN > len(buf) - pos:
+                raise ReconcileError("truncated tags of an id list")
+            raw = bytes(buf[pos : pos + len(ids) * TAG_LEN])
+            pos += len(raw)
+            tags = tuple(raw[k : k + TAG_LEN] for k in range(0, len(raw), TAG_LEN))
+            out.append(_Range(lower, upper, IDLIST, ids=ids, tags=tags))
         elif mode == DIFF:
             ids, pos = _read_ids(buf, pos, lower, upper)
             ids2, pos = _read_ids(buf, pos, lower, upper)
-            out.append(_Range(lower, upper, DIFF, ids=ids, ids2=ids2))
+            ids3, pos = _read_ids(buf, pos, lower, upper)
+            out.append(_Range(lower, upper, DIFF, ids=ids, ids2=ids2, ids3=ids3))
         else:
             raise ReconcileError(f"unknown range mode {mode}")
         lower = upper
@@ -556,7 +622,7 @@ class Reconciler:
             raise ValueError("need 2 <= sparse_buckets <= buckets <= 256")
         if idlist_threshold < 1:
             raise ValueError("idlist_threshold must be >= 1")
-        if frame_limit + 2 * max_diff_ids * ID_LEN + 64 * buckets > max_message:
+        if frame_limit + 3 * max_diff_ids * ID_LEN + 64 * buckets > max_message:
             raise ValueError("frame_limit plus one range's worth of output must fit in max_message")
         self.storage = storage
         self.buckets = buckets
@@ -567,6 +633,8 @@ class Reconciler:
         self.frame_limit = frame_limit
         self.have: set[bytes] = set()
         self.need: set[bytes] = set()
+        #: ids both sides hold with different tags (contents): never synced, reported.
+        self.conflicts: set[bytes] = set()
         self.messages_sent = 0
         self.bytes_sent = 0
 
@@ -582,7 +650,7 @@ class Reconciler:
         """Describe our ids of ``[lo, hi)``: an id list if few, else bucket fingerprints."""
         c = self.storage.count(lo, hi) if count is None else count
         if c <= self.idlist_threshold:
-            out.idlist(hi, self.storage.ids(lo, hi))
+            out.idlist(hi, self.storage.items(lo, hi))
             return
         for b in self.storage.buckets(lo, hi, min(parts, c), c):
             out.fp(b.upper, b.fp)
@@ -622,6 +690,7 @@ class Reconciler:
         out = _Writer()
         have: list[bytes] = []
         need: list[bytes] = []
+        conflicts: list[bytes] = []
         for k, r in enumerate(ranges):
             if len(out) > self.frame_limit:
                 # Too much for one frame: the rest of the space goes as one
@@ -640,20 +709,23 @@ class Reconciler:
                 if c > self.max_diff_ids:
                     self._split(out, r.lower, r.upper, self.buckets, c)
                     continue
-                ours = store.ids(r.lower, r.upper)
-                theirs = set(r.ids)
-                ours_set = set(ours)
+                ours = dict(store.items(r.lower, r.upper))
+                theirs = dict(zip(r.ids, r.tags))
                 they_lack = [i for i in ours if i not in theirs]
-                we_lack = [i for i in r.ids if i not in ours_set]
+                we_lack = [i for i in r.ids if i not in ours]
+                clash = [i for i in r.ids if i in ours and ours[i] != theirs[i]]
                 have += they_lack
                 need += we_lack
-                if they_lack or we_lack:
-                    out.diff(r.upper, they_lack, we_lack)
+                conflicts += clash
+                if they_lack or we_lack or clash:
+                    out.diff(r.upper, they_lack, we_lack, clash)
                 else:
                     out.skip(r.upper)
-            else:  # DIFF: r.ids are ours to take, r.ids2 are ours to give
+            else:  # DIFF: r.ids are ours to take, r.ids2 ours to give, r.ids3 in conflict
                 need += [i for i in r.ids if not store.contains(i)]
                 have += [i for i in r.ids2 if store.contains(i)]
+                conflicts += [i for i in r.ids3 if store.contains(i)]
                 out.skip(r.upper)
+        self.conflicts.update(conflicts)
         new_have, new_need = self._learn(have, need)
         return Step(self._sent(out.finish()), new_have, new_need)

@@ -33,6 +33,7 @@ from tether.db.models import LogHead, LogRecord, Space, utcnow
 from tether.hub.errors import Problem, bad_request, forbidden, not_found
 from tether.log.reconcile import (
     DEFAULT_MAX_MESSAGE,
+    NO_TAG,
     ReconcileError,
     Reconciler,
     SortedIds,
@@ -41,6 +42,7 @@ from tether.log.store import (
     Record,
     RecordError,
     parse_id,
+    record_digest,
     record_from_wire,
     record_to_wire,
 )
@@ -62,21 +64,26 @@ def head_version(conn: Connection, space_id: int) -> str | None:
 
 
 def load_ids(conn: Connection, space_id: int) -> SortedIds:
-    """All of a space's ids, ascending, as one blob: one index scan. Straight
-    through the driver: a million rows as SQLAlchemy rows cost five times more."""
+    """All of a space's ids and content tags, ascending, as two blobs: one scan.
+    Straight through the driver: a million rows as SQLAlchemy rows cost five
+    times more."""
     if conn.dialect.name == "postgresql":
-        blob = conn.exec_driver_sql(
-            "SELECT string_agg(id, ''::bytea ORDER BY id) FROM log_records WHERE space_id = %(sid)s",
+        ids, tags = conn.exec_driver_sql(
+            "SELECT string_agg(id, ''::bytea ORDER BY id), "
+            "string_agg(coalesce(digest, '\\x0000000000000000'::bytea), ''::bytea ORDER BY id) "
+            "FROM log_records WHERE space_id = %(sid)s",
             {"sid": space_id},
-        ).scalar()
-        return SortedIds.from_sorted_blob(bytes(blob or b""))
+        ).one()
+        return SortedIds.from_sorted_blob(bytes(ids or b""), bytes(tags or b""))
     cur = conn.connection.driver_connection.execute(
-        "SELECT id FROM log_records WHERE space_id = ? ORDER BY id", (space_id,)
+        "SELECT id, digest FROM log_records WHERE space_id = ? ORDER BY id", (space_id,)
     )
-    parts: list[bytes] = []
+    id_parts: list[bytes] = []
+    tag_parts: list[bytes] = []
     while rows := cur.fetchmany(65536):
-        parts.append(b"".join([r[0] for r in rows]))
-    return SortedIds.from_sorted_blob(b"".join(parts))
+        id_parts.append(b"".join([r[0] for r in rows]))
+        tag_parts.append(b"".join([r[1] or NO_TAG for r in rows]))
+    return SortedIds.from_sorted_blob(b"".join(id_parts), b"".join(tag_parts))
 
 
 class IdSnapshots:
@@ -104,25 +111,25 @@ class IdSnapshots:
             self._put(space_id, version, ids)
         return ids
 
-    def pushed(self, space_id: int, old: str | None, new: str, ids: list[bytes]) -> None:
-        """A push here moved the head from ``old`` to ``new`` adding ``ids``: merge
-        them into a copy at ``old`` (any other copy is stale and reloads later)."""
+    def pushed(self, space_id: int, old: str | None, new: str, items: list[tuple[bytes, bytes]]) -> None:
+        """A push here moved the head from ``old`` to ``new`` adding ``items`` (id,
+        tag): merge them into a copy at ``old`` (any other copy reloads later)."""
         with self._lock:
             hit = self._items.get(space_id)
         if hit is None or old is None or hit[0] != old:
             return
-        self._put(space_id, new, hit[1].with_ids(ids))
+        self._put(space_id, new, hit[1].with_items(items))
 
     def _put(self, space_id: int, version: str, ids: SortedIds) -> None:
         with self._lock:
             self._items.pop(space_id, None)
-            if len(ids.blob) > self.max_bytes:
+            if ids.nbytes > self.max_bytes:
                 return
             self._items[space_id] = (version, ids)
-            total = sum(len(v[1].blob) for v in self._items.values())
+            total = sum(v[1].nbytes for v in self._items.values())
             while total > self.max_bytes:
                 _, (_, dropped) = self._items.popitem(last=False)
-                total -= len(dropped.blob)
+                total -= dropped.nbytes
 
 
 class LogService:
@@ -226,7 +233,7 @@ class LogService:
                 now = utcnow()
                 s.execute(_T.insert(), [
                     {"space_id": sid, "id": r.id_bytes, "created": r.created, "author": r.author, "kind": r.kind,
-                     "body": r.body, "pushed_by": ctx.user.name, "pushed_at": now}
+                     "body": r.body, "pushed_by": ctx.user.name, "pushed_at": now, "digest": record_digest(r)}
                     for r in new
                 ])
                 version = secrets.token_hex(16)
@@ -236,7 +243,7 @@ class LogService:
                     s.execute(update(_H).where(_H.c.space_id == sid)
                               .values(version=version, records=_H.c.records + len(new)))
         if new:
-            self.snapshots.pushed(sid, old, version, [r.id_bytes for r in new])
+            self.snapshots.pushed(sid, old, version, [(r.id_bytes, record_digest(r)) for r in new])
         ctx.trail["reason"] = f"{len(new)} new of {len(records)}"
         return {"received": len(records), "new": len(new), "known": len(records) - len(new)}
 
