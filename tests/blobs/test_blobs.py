@@ -433,3 +433,74 @@ def test_open_store_urls(tmp_path):
     for bad in ("http://example/x", "s3://", "file://otherhost/x", ""):
         with pytest.raises(ValueError):
             open_store(bad)
+
+
+# -- packs (filesystem store): many small blobs in one file -----------------------------
+
+
+def test_fs_pack_add_verify_commit_and_read(tmp_path):
+    from tether.blobs import BlobTruncated
+
+    st = FsBlobStore(tmp_path / "blobs")
+    a, b, c = b"alpha" * 100, os.urandom(3 * MiB), b""
+    with st.pack_writer() as pw:
+        assert pw.add(sha(a), [a]) == (0, len(a))
+        # a blob whose bytes don't match, one that is too big, one that is truncated:
+        # each is refused and cut off again, the blobs before it stay
+        with pytest.raises(DigestMismatch):
+            pw.add(sha(b"x"), [b"y" * 2 * MiB])
+        with pytest.raises(BlobTooLarge):
+            pw.add(sha(b), [b[:MiB], b[MiB:]], max_size=2 * MiB)
+        with pytest.raises(BlobTruncated):
+            pw.add(sha(b"zz"), [b"zz"], declared=3)
+        assert pw.size == len(a)
+        assert pw.add(sha(b), [b[:MiB], b[MiB:]]) == (len(a), len(b))
+        assert pw.add(sha(c), []) == (len(a) + len(b), 0)
+        name = pw.commit()
+    assert os.listdir(st.tmp_dir) == []
+    assert st.pack_size(name) == len(a) + len(b)
+    assert stat.S_IMODE(os.stat(st.pack_dir / name).st_mode) == 0o600
+    assert b"".join(st.open_packed(sha(b), name, len(a), len(b))) == b
+    assert b"".join(st.open_packed(sha(a), name, 0, len(a), 10, 20)) == a[10:20]
+    assert b"".join(st.open_packed(sha(a), name, 0, len(a), 400)) == a[400:]  # never past the blob's end
+    assert b"".join(st.open_packed(sha(c), name, len(a) + len(b), 0)) == b""
+    assert [n for n, _ in st.iter_packs()] == [name]
+    assert not st.exists(sha(a))  # a packed blob is not a file of its own
+    assert st.delete_pack(name) and not st.delete_pack(name)
+    with pytest.raises(BlobNotFound):
+        st.open_packed(sha(a), name, 0, len(a))
+
+
+def test_fs_pack_abort_and_empty_leave_nothing(tmp_path):
+    st = FsBlobStore(tmp_path / "blobs")
+    with st.pack_writer() as pw:
+        pw.add(sha(b"kept?"), [b"kept?"])
+    # leaving the block without commit discards the pack
+    assert os.listdir(st.tmp_dir) == [] and list(st.iter_packs()) == []
+    pw = st.pack_writer()
+    pw.abort()
+    pw.abort()
+    with pytest.raises(BlobError):
+        pw.add(sha(b"late"), [b"late"])
+    assert os.listdir(st.tmp_dir) == []
+
+
+@pytest.mark.parametrize("bad", ["../x", "A" * 32, "0" * 31, "", "0" * 32 + "/"], ids=repr)
+def test_fs_pack_names_are_validated(tmp_path, bad):
+    st = FsBlobStore(tmp_path / "blobs")
+    with pytest.raises(ValueError):
+        st.open_packed(sha(b""), bad, 0, 0)
+    with pytest.raises(ValueError):
+        st.delete_pack(bad)
+
+
+def test_fs_adopt_with_the_callers_own_hash(tmp_path):
+    st = FsBlobStore(tmp_path / "blobs")
+    data = os.urandom(5000)
+    f = tmp_path / "upload"
+    f.write_bytes(data)
+    with pytest.raises(DigestMismatch):
+        st.adopt(sha(data), f, hashed=sha(b"something else"))
+    assert not st.exists(sha(data))
+    assert st.adopt(sha(data), f, hashed=sha(data)) == len(data)
+    assert read_all(st, sha(data)) == data

@@ -453,3 +453,122 @@ def test_gc_sweeps_abandoned_uploads(start_hub):
         assert c.get(f"/api/v1/uploads/{old['id']}").status_code == 404
         assert c.get(f"/api/v1/uploads/{fresh['id']}").status_code == 200
     assert not (h.data_dir / "uploads" / old["id"]).exists()
+
+
+def batch_body(blobs):
+    return b"".join(f"{sha(b)} {len(b)}\n".encode() + b for b in blobs)
+
+
+def post_batch(c, space, body):
+    return c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=body,
+                  headers={"content-type": "application/x-tether-blobs"})
+
+
+def test_batch_blobs_are_served_whole_and_in_ranges(publisher):
+    hub, space, token = publisher
+    a, b = os.urandom(3000), os.urandom(70_000)
+    with hub.client(token) as c:
+        # the same content twice in one batch is stored once and reported twice
+        r = post_batch(c, space, batch_body([a, b, a]))
+        assert r.status_code == 200 and r.json()["stored"] == [sha(a), sha(b), sha(a)], r.text
+        assert post_batch(c, space, batch_body([b])).status_code == 200  # again: harmless
+        assert commit(c, space, [entry("a", a), entry("d/b", b)], build="ranges").status_code == 201
+        assert c.get(f"/files/{space}/ci/ranges/a").content == a
+        got = c.get(f"/files/{space}/ci/ranges/d/b", headers={"Range": "bytes=100-199"})
+        assert got.status_code == 206 and got.content == b[100:200]
+        assert c.get(f"/files/{space}/ci/ranges/d/b", headers={"Range": "bytes=-10"}).content == b[-10:]
+    if hub.backend.endswith("-fs"):  # one pack per batch, no file per blob
+        blobs = hub.data_dir / "blobs"
+        assert not (blobs / "sha256" / sha(a)[:2] / sha(a)[2:4] / sha(a)).exists()
+        assert len(list((blobs / "packs").iterdir())) >= 1
+
+
+def test_batch_refusals_keep_the_good_frames_before_them(publisher):
+    hub, space, token = publisher
+    good, late = os.urandom(500), os.urandom(600)
+    with hub.client(token) as c:
+        # truncated: the last frame declares more bytes than the body holds
+        body = batch_body([good]) + f"{sha(late)} {len(late)}\n".encode() + late[:100]
+        r = post_batch(c, space, body)
+        assert r.status_code == 400 and r.json()["type"].endswith("truncated-upload"), r.text
+        assert missing(c, [sha(good), sha(late)], space) == [sha(late)]
+        # a header that never ends
+        r = post_batch(c, space, b"a" * 300)
+        assert r.status_code == 400 and r.json()["type"].endswith("bad-frame")
+        # a frame over the batch limit is refused before its bytes are read
+        r = post_batch(c, space, f"{sha(b'x')} {17 << 20}\n".encode() + b"x")
+        assert r.status_code == 400
+        # size field with a sign, or hex digits in upper case
+        for header in (f"{sha(late)} -1\n", f"{sha(late).upper()} 600\n"):
+            r = post_batch(c, space, header.encode() + late)
+            assert r.status_code == 400 and r.json()["type"].endswith("bad-frame")
+        assert missing(c, [sha(late)], space) == [sha(late)]
+
+
+def _expire_leases(h):
+    from datetime import timedelta
+
+    from tether.db import Database
+    from tether.db.models import Blob, utcnow
+
+    db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")
+    with db.write() as s:
+        for b in s.query(Blob):
+            b.leased_until = utcnow() - timedelta(seconds=1)
+    db.dispose()
+
+
+def test_gc_deletes_dead_packs_and_copies_out_the_last_live_blobs(start_hub):
+    from tests.hubproc import HubProcess
+
+    env = {"TETHER_GC_GRACE": "1s"}
+    h = start_hub(env=env)
+    packs = h.data_dir / "blobs" / "packs"
+    small_live, big_dead = b"live-1" * 2, os.urandom(5000)  # pack 1: mostly dead
+    only_dead = os.urandom(300)  # pack 2: all dead
+    big_live, small_dead = os.urandom(5000), b"dead-3"  # pack 3: mostly live
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "p"}).raise_for_status()
+        for blobs in ([small_live, big_dead], [only_dead], [big_live, small_dead]):
+            assert post_batch(c, "p", batch_body(blobs)).status_code == 200
+        commit(c, "p", [entry("s", small_live), entry("b", big_live)]).raise_for_status()
+    assert len(list(packs.iterdir())) == 3
+    h.stop()
+    _expire_leases(h)
+    time.sleep(1.1)  # past gc_grace
+    h2 = HubProcess(h.data_dir, env=env).start()
+    try:
+        with h2.admin() as c:
+            got = c.post("/api/v1/gc", json={}).json()
+            assert got["blobs_removed"] == 3, got
+            assert len(list(packs.iterdir())) == 1  # pack 3 stays; 1 copied out and gone; 2 gone
+            assert c.get("/files/p/ci/1/s").content == small_live
+            assert c.get("/files/p/ci/1/b").content == big_live
+            assert missing(c, [sha(small_live), sha(big_live), sha(big_dead), sha(only_dead), sha(small_dead)],
+                           "p") == [sha(big_dead), sha(only_dead), sha(small_dead)]
+            blob_dir = h.data_dir / "blobs" / "sha256"
+            assert (blob_dir / sha(small_live)[:2] / sha(small_live)[2:4] / sha(small_live)).is_file()
+    finally:
+        h2.stop()
+
+
+def test_resumable_upload_survives_a_hub_restart(start_hub):
+    from tests.hubproc import HubProcess
+
+    h = start_hub()
+    data = os.urandom(300_000)
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "r"}).raise_for_status()
+        up = c.post("/api/v1/uploads", json={"space": "r", "type": "ci", "build": "1", "digest": sha(data),
+                                             "size": len(data)}).json()
+        assert c.put(f"/api/v1/uploads/{up['id']}", params={"offset": 0}, content=data[:100_000]).status_code == 200
+    h.stop()  # the hub's running hash of the upload is gone with it
+    h2 = HubProcess(h.data_dir).start()
+    try:
+        with h2.admin() as c:
+            r = c.put(f"/api/v1/uploads/{up['id']}", params={"offset": 100_000}, content=data[100_000:])
+            assert r.json()["complete"] is True, r.text
+            commit(c, "r", [entry("f", data)]).raise_for_status()
+            assert c.get("/files/r/ci/1/f").content == data
+    finally:
+        h2.stop()

@@ -27,11 +27,12 @@ from .base import (
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
+    BlobTruncated,
     BlobWriter,
     DigestMismatch,
     validate_digest,
 )
-from .fs import FsBlobStore
+from .fs import FsBlobStore, FsPackWriter
 
 __all__ = [
     "DIGEST_RE",
@@ -39,9 +40,11 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "BlobTooLarge",
+    "BlobTruncated",
     "BlobWriter",
     "DigestMismatch",
     "FsBlobStore",
+    "FsPackWriter",
     "S3BlobStore",
     "open_store",
     "validate_digest",

@@ -31,6 +31,7 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "BlobTooLarge",
+    "BlobTruncated",
     "BlobWriter",
     "DigestMismatch",
     "StoreBase",
@@ -66,6 +67,16 @@ class BlobTooLarge(BlobError):
         self.max_size = max_size
         self.size = size
         super().__init__(f"blob {digest} is larger than the limit of {max_size} bytes (got at least {size})")
+
+
+class BlobTruncated(BlobError):
+    """Fewer bytes arrived than were declared for the blob."""
+
+    def __init__(self, digest: str, declared: int, size: int) -> None:
+        self.digest = digest
+        self.declared = declared
+        self.size = size
+        super().__init__(f"{size} of {declared} bytes arrived for {digest}")
 
 
 class BlobNotFound(BlobError):

@@ -3,14 +3,25 @@
 Layout::
 
     ROOT/sha256/ab/cd/abcd...       one file per blob (0600), directories 0700
+    ROOT/packs/<32 hex>             pack files: many small blobs end to end (0600)
     ROOT/tmp/<random>               writes in progress (same filesystem as the blobs)
+
+A pack holds the blobs of one batch upload, each verified as it is appended;
+where each blob sits (pack name, offset, size) is recorded by the caller (the
+hub's database), not in the pack. Creating 10,000 small files costs the
+filesystem far more than writing one file of the same bytes, which is why
+batches go to packs. A pack is never changed once written; garbage collection
+deletes it when none of its blobs is referenced any more, or copies its last
+live blobs out to files of their own when most of it is dead.
 
 Durability policy (a committed blob survives a crash of the machine): the
 writer ``fsync``\\ s the temporary file, hard-links it to its final name (so an
 existing blob is never clobbered and never briefly replaced), ``fsync``\\ s the
 shard directory (and the parents of any directory it had to create), then
 removes the temporary name. A half-written blob is never visible under its
-final name. ``fsync=False`` turns the syncs off (tests, throw-away stores).
+final name. A pack is written under ``ROOT/tmp``, ``fsync``\\ ed, renamed into
+``ROOT/packs`` and the directory ``fsync``\\ ed, all before :meth:`FsPackWriter.commit`
+returns. ``fsync=False`` turns the syncs off (tests, throw-away stores).
 
 Deletes are not synced: a delete lost in a crash brings back an unreferenced
 blob, which the next garbage collection removes again.
@@ -22,26 +33,36 @@ Stale files in ``ROOT/tmp`` (left by a crash mid-write) are removed by
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
+import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Self
 
 from .base import (
     DEFAULT_CHUNK,
+    BlobError,
     DIGEST_RE,
     DigestMismatch,
     BlobNotFound,
+    BlobTooLarge,
+    BlobTruncated,
     BlobWriter,
     StoreBase,
     check_range,
     validate_digest,
 )
 
-__all__ = ["FsBlobStore", "FsBlobWriter"]
+__all__ = ["PACK_RE", "FsBlobStore", "FsBlobWriter", "FsPackWriter"]
 
 _DIR_MODE = 0o700
+PACK_RE = re.compile(r"^[0-9a-f]{32}$")
+"""A pack's name: 32 lowercase hex characters (random)."""
+_PACK_BUFFER = 1 << 20
 
 
 def _load_syncfs():
@@ -123,6 +144,125 @@ class FsBlobWriter(BlobWriter):
             pass
 
 
+def validate_pack(name: object) -> str:
+    if not isinstance(name, str) or not PACK_RE.fullmatch(name):
+        raise ValueError(f"not a pack name (32 lowercase hex characters): {name!r}")
+    return name
+
+
+class FsPackWriter:
+    """Appends verified blobs to one new pack file; :meth:`commit` makes it durable and visible.
+
+    Each :meth:`add` hashes the blob's bytes as they come and refuses them
+    (:class:`DigestMismatch`, :class:`BlobTooLarge`, :class:`BlobTruncated`) with
+    the pack cut back to where it was, so a refused blob leaves nothing behind and
+    the blobs added before it stay good. Writes are buffered (1 MiB). One thread at
+    a time.
+    """
+
+    def __init__(self, store: FsBlobStore) -> None:
+        self._store = store
+        self.name = secrets.token_hex(16)
+        self._tmp = store.tmp_dir / f"{self.name}.pack"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self._flushed = 0  # bytes in the file
+        self._buf = bytearray()  # bytes after them, not yet written
+        self.count = 0
+        self._state = "open"
+
+    @property
+    def size(self) -> int:
+        return self._flushed + len(self._buf)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def add(self, digest: str, chunks: Iterable[bytes], *, declared: int | None = None,
+            max_size: int | None = None) -> tuple[int, int]:
+        """Append one blob from ``chunks``; return its ``(offset, size)`` in the pack."""
+        validate_digest(digest)
+        if self._state != "open":
+            raise BlobError(f"pack {self.name} is already {self._state}")
+        start = self.size
+        h = hashlib.sha256()
+        n = 0
+        try:
+            for chunk in chunks:
+                n += len(chunk)
+                if max_size is not None and n > max_size:
+                    raise BlobTooLarge(digest, max_size, n)
+                h.update(chunk)
+                self._buf += chunk
+                if len(self._buf) >= _PACK_BUFFER:
+                    self._flush()
+            if declared is not None and n != declared:
+                raise BlobTruncated(digest, declared, n)
+            actual = h.hexdigest()
+            if actual != digest:
+                raise DigestMismatch(digest, actual, n)
+        except BaseException:
+            self.truncate(start)
+            raise
+        self.count += 1
+        return start, n
+
+    def truncate(self, offset: int) -> None:
+        """Cut the pack back to ``offset`` bytes (drop what was added after it)."""
+        if offset >= self._flushed:
+            del self._buf[offset - self._flushed :]
+            return
+        self._buf.clear()
+        os.ftruncate(self._fd, offset)
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        self._flushed = offset
+
+    def _flush(self) -> None:
+        view = memoryview(self._buf)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        view.release()
+        self._flushed += len(self._buf)
+        self._buf.clear()
+
+    def commit(self) -> str:
+        """Make the pack durable (fsync file, rename, fsync directory); return its name."""
+        if self._state != "open":
+            raise BlobError(f"pack {self.name} is already {self._state}")
+        try:
+            self._flush()
+            if self._store.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, self._store.pack_dir / self.name)
+            if self._store.fsync:
+                _fsync_dir(self._store.pack_dir)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        return self.name
+
+    def abort(self) -> None:
+        """Discard the pack. Safe to call at any time, any number of times."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()  # never auto-commit
+
+
 class FsBlobStore(StoreBase):
     """Blobs under ``root``; see the module docstring for layout and durability."""
 
@@ -131,8 +271,13 @@ class FsBlobStore(StoreBase):
         self.fsync = fsync
         self.blob_dir = self.root / "sha256"
         self.tmp_dir = self.root / "tmp"
+        self.pack_dir = self.root / "packs"
         for d in (self.root, self.blob_dir, self.tmp_dir):
             d.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        if not self.pack_dir.is_dir():
+            self.pack_dir.mkdir(mode=_DIR_MODE, exist_ok=True)
+            if fsync:  # a committed pack must not vanish with its directory
+                _fsync_dir(self.root)
 
     def __repr__(self) -> str:
         return f"FsBlobStore({str(self.root)!r})"
@@ -163,21 +308,25 @@ class FsBlobStore(StoreBase):
         validate_digest(digest)
         return FsBlobWriter(self, digest, max_size, durable)
 
-    def adopt(self, digest: str, path: Path) -> int:
+    def adopt(self, digest: str, path: Path, *, hashed: str | None = None) -> int:
         """Move a finished upload file into the store without copying it: hash it,
         refuse it on a mismatch (the file is left for the caller), else sync and link.
-        ``path`` must be on the store's filesystem."""
-        import hashlib
-
+        ``path`` must be on the store's filesystem. ``hashed`` is the sha256 the caller
+        computed itself over exactly the bytes it wrote to ``path`` (never a client's
+        claim); with it the file is not read again."""
         validate_digest(digest)
-        h = hashlib.sha256()
-        size = 0
         with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-                size += len(block)
-            if h.hexdigest() != digest:
-                raise DigestMismatch(digest, h.hexdigest(), size)
+            if hashed is None:
+                h = hashlib.sha256()
+                size = 0
+                while block := fh.read(1 << 20):
+                    h.update(block)
+                    size += len(block)
+                hashed = h.hexdigest()
+            else:
+                size = os.fstat(fh.fileno()).st_size
+            if hashed != digest:
+                raise DigestMismatch(digest, hashed, size)
             if self.fsync:
                 os.fsync(fh.fileno())
         os.chmod(path, 0o600)
@@ -207,6 +356,55 @@ class FsBlobStore(StoreBase):
                 os.sync()
         finally:
             os.close(fd)
+
+    # -- packs ------------------------------------------------------------
+    def pack_writer(self) -> FsPackWriter:
+        """A new pack for many small blobs (see :class:`FsPackWriter`)."""
+        return FsPackWriter(self)
+
+    def open_packed(self, digest: str, pack: str, offset: int, size: int, start: int = 0,
+                    end: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of the blob stored at ``offset`` (``size`` bytes) in ``pack``.
+
+        Raises :class:`BlobNotFound` at call time if the pack is gone.
+        """
+        validate_digest(digest)
+        validate_pack(pack)
+        check_range(start, end)
+        if offset < 0 or size < 0 or chunk <= 0:
+            raise ValueError("offset, size and chunk must be >= 0 (chunk > 0)")
+        try:
+            f = open(self.pack_dir / pack, "rb", buffering=0)  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+        stop = size if end is None else min(end, size)
+        return self._read(f, offset + start, offset + max(stop, start), chunk)
+
+    def pack_size(self, pack: str) -> int | None:
+        try:
+            return (self.pack_dir / validate_pack(pack)).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete_pack(self, pack: str) -> bool:
+        try:
+            (self.pack_dir / validate_pack(pack)).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def iter_packs(self) -> Iterator[tuple[str, float]]:
+        """``(name, mtime)`` of every pack."""
+        try:
+            entries = list(os.scandir(self.pack_dir))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if PACK_RE.fullmatch(e.name):
+                try:
+                    yield e.name, e.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()

@@ -154,6 +154,10 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     leased_until: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Set for a blob stored inside a pack file (small blobs uploaded in a batch): the
+    # pack's name and the blob's offset in it. NULL: the blob is a file (object) of its own.
+    pack: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    pack_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Build(Base):

@@ -3,14 +3,15 @@ the rules live in ``publish.core`` and ``publish.service``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import mimetypes
 import os
 import re
 import secrets
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -27,6 +28,7 @@ from tether.publish.service import Publisher
 
 router = APIRouter()
 files_router = APIRouter()
+T = TypeVar("T")
 
 
 def _pub(request: Request) -> Publisher:
@@ -40,16 +42,64 @@ def optional_caller(request: Request) -> AuthContext | None:
     return caller(request)
 
 
-def _chunks_from(request: Request) -> Iterator[bytes]:
-    """The request body as a plain iterator, for code running in a worker thread."""
-    stream = request.stream().__aiter__()
-    while True:
+BODY_PIECE = 1 << 20
+BODY_AHEAD = 4  # pieces the event loop may read ahead of the worker thread
+
+
+class _Body:
+    """A request body that the event loop reads ahead, in ~1 MiB pieces, for a worker thread.
+
+    Receiving (on the event loop) and storing (hashing and writing, in the worker)
+    overlap: while the worker handles one piece the loop collects the next ones,
+    at most :data:`BODY_AHEAD` of them, so memory stays bounded. The server hands
+    the body over in pieces of 64 KiB or less; the worker crosses over to the loop
+    once per collected piece, not once per 64 KiB."""
+
+    def __init__(self, request: Request, piece: int = BODY_PIECE, ahead: int = BODY_AHEAD):
+        self._request = request
+        self._piece = piece
+        self._send, self._recv = anyio.create_memory_object_stream[list[bytes]](ahead)
+        self._error: Exception | None = None
+
+    async def pump(self) -> None:
         try:
-            chunk = anyio.from_thread.run(stream.__anext__)
-        except StopAsyncIteration:
-            return
-        if chunk:
-            yield chunk
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in self._request.stream():
+                if chunk:
+                    parts.append(chunk)
+                    size += len(chunk)
+                if size >= self._piece:
+                    await self._send.send(parts)  # handed over as they came: no copy
+                    parts, size = [], 0
+            if parts:
+                await self._send.send(parts)
+        except Exception as exc:  # noqa: BLE001 - raised again in the worker, where the body is read
+            self._error = exc
+        finally:
+            self._send.close()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as the server received it, for code running in the worker thread."""
+        while True:
+            try:
+                parts = anyio.from_thread.run(self._recv.receive)
+            except anyio.EndOfStream:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield from parts
+
+
+async def _with_body(request: Request, work: Callable[[Iterator[bytes]], T]) -> T:
+    """``work(body)`` in a worker thread, with the request body read ahead by the event loop."""
+    body = _Body(request)
+    pump = asyncio.ensure_future(body.pump())
+    try:
+        return await anyio.to_thread.run_sync(lambda: work(body.chunks()))
+    finally:
+        pump.cancel()  # the work may have stopped before the end of the body
+        await asyncio.gather(pump, return_exceptions=True)
 
 
 def _declared_length(request: Request) -> int | None:
@@ -102,48 +152,61 @@ async def put_blob(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blob:{digest[:16]}"
-    size = await anyio.to_thread.run_sync(
-        lambda: pub.write_blob(ctx, digest, _chunks_from(request), declared=_declared_length(request), now=utcnow())
+    size = await _with_body(
+        request, lambda body: pub.write_blob(ctx, digest, body, declared=_declared_length(request), now=utcnow())
     )
     return JSONResponse({"digest": digest, "size": size}, status_code=201)
 
 
+_FRAME_HEADER = re.compile(rb"([0-9a-f]{64}) ([0-9]{1,15})")
+
+
 class _FrameReader:
-    """Reads the batch framing: ``<hex digest> <size>\\n`` then exactly size bytes, repeated."""
+    """Reads the batch framing: ``<hex digest> <size>\\n`` then exactly size bytes, repeated.
+
+    It walks the received pieces with an offset and hands out views of them, so a
+    piece holding many small frames is never copied frame by frame."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0
 
     def _fill(self) -> bool:
         try:
-            self._buf += next(self._chunks)
-            return True
+            more = next(self._chunks)
         except StopIteration:
             return False
+        rest = self._buf[self._pos :]
+        self._buf = rest + more if rest else more
+        self._pos = 0
+        return True
 
     def frames(self):
         while True:
-            while b"\n" not in self._buf:
-                if len(self._buf) > 200:
+            nl = self._buf.find(b"\n", self._pos, self._pos + 200)
+            while nl < 0:
+                if len(self._buf) - self._pos >= 200:
                     raise bad_request("batch frame header too long: expected '<sha256 hex> <size>\\n'", "bad-frame")
                 if not self._fill():
-                    if self._buf:
+                    if self._pos < len(self._buf):
                         raise bad_request("the batch ends inside a frame header; nothing more was stored", "bad-frame")
                     return
-            line, self._buf = self._buf.split(b"\n", 1)
-            m = re.fullmatch(rb"([0-9a-f]{64}) ([0-9]{1,15})", line)
+                nl = self._buf.find(b"\n", self._pos, self._pos + 200)
+            m = _FRAME_HEADER.fullmatch(self._buf, self._pos, nl)
             if not m:
                 raise bad_request("bad batch frame header: expected '<sha256 hex> <size>\\n'", "bad-frame")
-            digest, size = m.group(1).decode(), int(m.group(2))
-            yield digest, size, self._body(size)
+            self._pos = nl + 1
+            yield m.group(1).decode(), int(m.group(2)), self._body(int(m.group(2)))
 
-    def _body(self, size: int) -> Iterator[bytes]:
+    def _body(self, size: int) -> Iterator[memoryview]:
         left = size
         while left:
-            if not self._buf and not self._fill():
+            if self._pos >= len(self._buf) and not self._fill():
                 return  # truncated: the writer sees fewer bytes than declared
-            take, self._buf = self._buf[:left], self._buf[left:]
+            end = min(self._pos + left, len(self._buf))
+            take = memoryview(self._buf)[self._pos : end]
+            self._pos = end
             left -= len(take)
             yield take
 
@@ -157,9 +220,7 @@ async def put_batch(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blobs"
-    stored = await anyio.to_thread.run_sync(
-        lambda: pub.write_batch(ctx, _FrameReader(_chunks_from(request)).frames(), now=utcnow())
-    )
+    stored = await _with_body(request, lambda body: pub.write_batch(ctx, _FrameReader(body).frames(), now=utcnow()))
     return JSONResponse({"stored": stored})
 
 
@@ -182,9 +243,7 @@ def upload_status(upload_id: str, ctx: Caller, request: Request):
 async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: int = Query(ge=0)):
     ctx.require("whoami")
     pub = _pub(request)
-    return await anyio.to_thread.run_sync(
-        lambda: pub.upload_chunk(ctx, upload_id, offset, _chunks_from(request), now=utcnow())
-    )
+    return await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body, now=utcnow()))
 
 
 # ---------------------------------------------------------------- builds
@@ -213,7 +272,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix}/{path}"
 
-    def run():
+    def run(body: Iterator[bytes]):
         from tether.publish.core import PathError, validate_path
 
         try:
@@ -226,7 +285,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
         size = 0
         try:
             with open(os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-                for chunk in _chunks_from(request):
+                for chunk in body:
                     h.update(chunk)
                     size += len(chunk)
                     if size > pub.settings.max_blob_bytes:
@@ -249,7 +308,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
         return pub.commit(ctx, t, [{"path": path, "digest": digest, "size": size, "mode": mode}],
                           public=None, latest=False, now=utcnow())
 
-    return JSONResponse(_absolute(request, await anyio.to_thread.run_sync(run)), status_code=201)
+    return JSONResponse(_absolute(request, await _with_body(request, run)), status_code=201)
 
 
 def _absolute(request: Request, result: dict) -> dict:
@@ -311,7 +370,7 @@ def _serve_file(pub: Publisher, request: Request, f: dict) -> Response:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     try:
-        body = pub.store.open_range(digest, start, end)
+        body = pub.open_blob(f, start, end)
     except BlobNotFound:
         raise Problem(503, "blob-unavailable", f"the hub's blob store has lost {digest}; tell its operator") from None
     return StreamingResponse(body, status_code=status, media_type=ctype, headers=headers)

@@ -32,27 +32,33 @@ def validate_path(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise PathError("empty path")
-    shown = path.encode("unicode_escape").decode("ascii")[:200]
     if len(path) > MAX_PATH:
         raise PathError(f"path is {len(path)} characters; at most {MAX_PATH} are allowed")
     if "\\" in path:
-        raise PathError(f"path {shown!r} contains a backslash; use '/' to separate directories")
-    for ch in path:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            raise PathError(f"path {shown!r} contains a control character (U+{ord(ch):04X})")
+        raise PathError(f"path {_shown(path)!r} contains a backslash; use '/' to separate directories")
+    if not (path.isascii() and path.isprintable()):  # printable ASCII has none of these
+        for ch in path:
+            if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+                raise PathError(f"path {_shown(path)!r} contains a control character (U+{ord(ch):04X})")
     if path.startswith("/"):
-        raise PathError(f"path {shown!r} is absolute; paths are relative to the build")
+        raise PathError(f"path {_shown(path)!r} is absolute; paths are relative to the build")
     for seg in path.split("/"):
         if seg in ("", ".", ".."):
-            raise PathError(f"path {shown!r} has an empty, '.' or '..' segment")
-        if len(seg.encode()) > MAX_SEGMENT:
-            raise PathError(f"path {shown!r} has a segment longer than {MAX_SEGMENT} bytes")
+            raise PathError(f"path {_shown(path)!r} has an empty, '.' or '..' segment")
+        if len(seg) > MAX_SEGMENT // 4 and len(seg.encode()) > MAX_SEGMENT:
+            raise PathError(f"path {_shown(path)!r} has a segment longer than {MAX_SEGMENT} bytes")
     return path
+
+
+def _shown(path: str) -> str:
+    return path.encode("unicode_escape").decode("ascii")[:200]
 
 
 def collision_key(path: str) -> str:
     """Paths that would land on the same name on a case-insensitive or
     Unicode-normalising filesystem (or in a browser) share a key."""
+    if path.isascii():  # the same key, faster: NFC leaves ASCII alone, casefold is lower
+        return path.lower()
     return unicodedata.normalize("NFC", path).casefold()
 
 
@@ -117,11 +123,11 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
         seen[key] = path
         out.append(ManifestEntry(path, digest, size, mode))
     # A file may not also be a directory: "a" and "a/b" cannot both exist.
-    keys = set(seen)
     for key, path in seen.items():
-        parts = key.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in keys:
+        pos = key.find("/")
+        while pos != -1:  # every parent directory of the path: "a", "a/b", ...
+            parent = key[:pos]
+            if parent in seen:
                 raise PathError(f"{seen[parent]!r} is a file but {path!r} needs it to be a directory")
+            pos = key.find("/", pos + 1)
     return out

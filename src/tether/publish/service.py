@@ -8,19 +8,25 @@ collection can't take it before that commit.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tether.auth.policy import Resource, authorize
 from tether.auth.service import AuthContext, check_draw, draw_budget, iso
-from tether.blobs import BlobTooLarge, DigestMismatch
+from tether.blobs import BlobNotFound, BlobTooLarge, BlobTruncated, DigestMismatch
 from tether.config import HubSettings, PublishType
 from tether.db import Database
 from tether.db.models import Blob, Build, BuildFile, Latest, Space, Upload
@@ -61,6 +67,7 @@ class Publisher:
         self.db = db
         self.store = store
         self.uploads_dir = settings.data_dir / "uploads"
+        self._upload_hashes = _UploadHashes()
 
     # ------------------------------------------------------------ authorization
 
@@ -89,14 +96,17 @@ class Publisher:
         wanted = list(dict.fromkeys(digests))
         lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
         present: set[str] = set()
+        blobs_t = Blob.__table__
         with self.db.write() as s:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                present.update(s.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
-                # Pin what we say is present until the lease ends (or the build commits).
-                s.execute(
-                    update(Blob).where(Blob.digest.in_(chunk), Blob.leased_until < lease).values(leased_until=lease)
-                )
+            conn = s.connection()
+            for chunk in _chunks(wanted):
+                # Pin what we say is present until the lease ends (or the build commits):
+                # one statement extends the leases and names the digests it found.
+                present.update(conn.execute(
+                    update(blobs_t).where(blobs_t.c.digest.in_(chunk))
+                    .values(leased_until=_later(blobs_t.c.leased_until, lease))
+                    .returning(blobs_t.c.digest)
+                ).scalars())
         return {"missing": [d for d in wanted if d not in present], "lease_seconds": self.settings.blob_lease_seconds}
 
     def _check_bytes(self, ctx: AuthContext, nbytes: int) -> None:
@@ -110,7 +120,7 @@ class Publisher:
                 raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
             self._check_bytes(ctx, declared)
         size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
-        self._record_blobs([(digest, size)], now)
+        self._record_blobs([(digest, size, None, None)], now)
         return size
 
     def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
@@ -122,58 +132,93 @@ class Publisher:
             for chunk in chunks:
                 writer.write(chunk)
             if declared is not None and writer.size != declared:
-                raise bad_request(
-                    f"the upload was truncated: {writer.size} of {declared} bytes arrived for {digest}; "
-                    "nothing of it was stored",
-                    "truncated-upload",
-                )
+                raise BlobTruncated(digest, declared, writer.size)
             return writer.commit()
-        except DigestMismatch as exc:
+        except BaseException as exc:
             writer.abort()
-            raise bad_request(f"blob {digest}: {exc}; nothing was stored", "blob-digest-mismatch") from None
-        except BlobTooLarge:
-            writer.abort()
-            raise Problem(413, "blob-too-large", f"blobs of this kind are limited to {max_size} bytes") from None
-        except BaseException:
-            writer.abort()
+            _refuse_blob(exc, digest, max_size)
             raise
 
-    def _record_blobs(self, blobs: list[tuple[str, int]], now: datetime) -> None:
-        """Say the blobs exist (only once they are durable), pinned for the lease."""
+    def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime) -> None:
+        """Say the blobs exist (only once they are durable), pinned for the lease.
+
+        ``blobs`` holds ``(digest, size, pack, offset)``; ``pack`` is None for a blob
+        stored on its own. One upsert per 1,000 blobs: a new digest gets its row; a
+        known one keeps it with its lease extended, and moves out of its pack when it
+        was just stored on its own (a file of its own never depends on a pack)."""
         if not blobs:
             return
         lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
-        sizes = dict(blobs)
+        rows = [{"digest": d, "size": size, "created_at": now, "leased_until": lease, "pack": pack, "pack_offset": off}
+                for d, size, pack, off in blobs]
+        blobs_t = Blob.__table__
+        stmt = _dialect_insert(self.db.dialect)(blobs_t)  # Core, not the ORM's per-row bulk path
+        new, old = stmt.excluded, blobs_t.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[old.digest],
+            set_={
+                "leased_until": _later(old.leased_until, new.leased_until),
+                "pack": case((new.pack.is_(None), None), else_=old.pack),
+                "pack_offset": case((new.pack.is_(None), None), else_=old.pack_offset),
+            },
+        )
         with self.db.write() as s:
-            keys = list(sizes)
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                known = set(s.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
-                s.execute(update(Blob).where(Blob.digest.in_(chunk), Blob.leased_until < lease).values(leased_until=lease))
-                fresh = [{"digest": d, "size": sizes[d], "created_at": now, "leased_until": lease} for d in chunk if d not in known]
-                if fresh:
-                    s.execute(Blob.__table__.insert(), fresh)
+            for i in range(0, len(rows), 1000):
+                s.execute(stmt, rows[i : i + 1000])
 
     def write_batch(self, ctx: AuthContext, frames: Iterator[tuple[str, int, Iterator[bytes]]], *, now: datetime) -> list[str]:
         """Store many small blobs sent in one request (see docs/publish.md for the framing).
 
-        The blobs are written without a sync each; one filesystem sync then makes the
-        whole batch durable before one transaction records it, so a recorded blob is
-        always a durable blob, at a fraction of the cost of syncing every small file."""
-        written: list[tuple[str, int]] = []
+        With a filesystem store the blobs go end to end into one pack file, each
+        verified as it is appended; the pack is fsynced before one transaction records
+        its blobs, so a recorded blob is always a durable blob, and the filesystem sees
+        one new file per batch instead of one per blob. Other stores write the blobs
+        without a sync each and then sync once. Either way, when a frame is refused the
+        good ones before it are kept and recorded."""
+        pack_writer = getattr(self.store, "pack_writer", None)
+        if pack_writer is None:
+            return self._write_batch_loose(ctx, frames, now=now)
+        pw = pack_writer()
+        placed: dict[str, tuple[int, int]] = {}
+        stored: list[str] = []
+        try:
+            for digest, size, body in frames:
+                if size > BATCH_MAX_BLOB:
+                    raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
+                try:
+                    offset, n = pw.add(digest, body, declared=size, max_size=BATCH_MAX_BLOB)
+                except BaseException as exc:
+                    _refuse_blob(exc, digest, BATCH_MAX_BLOB)
+                    raise
+                if digest in placed:
+                    pw.truncate(offset)  # the same bytes twice in one batch: keep one copy
+                else:
+                    placed[digest] = (offset, n)
+                stored.append(digest)
+        finally:
+            if placed:
+                name = pw.commit()
+                self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now)
+            else:
+                pw.abort()
+        self._check_bytes(ctx, sum(n for _, n in placed.values()))
+        return stored
+
+    def _write_batch_loose(self, ctx: AuthContext, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+                           now: datetime) -> list[str]:
+        written: list[tuple[str, int, None, None]] = []
         try:
             for digest, size, body in frames:
                 if size > BATCH_MAX_BLOB:
                     raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
                 written.append((digest, self._store_one(digest, body, declared=size, max_size=BATCH_MAX_BLOB,
-                                                        durable=False)))
+                                                        durable=False), None, None))
         finally:
-            # Even when a later frame is refused, the good ones before it are kept and known.
             if written:
                 self.store.sync()
-                self._record_blobs(written, now)
-        self._check_bytes(ctx, sum(size for _, size in written))
-        return [d for d, _ in written]
+                self._record_blobs(list({w[0]: w for w in written}.values()), now)
+        self._check_bytes(ctx, sum(w[1] for w in {w[0]: w for w in written}.values()))
+        return [w[0] for w in written]
 
     # ------------------------------------------------------------ resumable uploads
 
@@ -206,37 +251,46 @@ class Publisher:
         return {"id": up.id, "offset": offset, "size": up.size, "complete": False}
 
     def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime) -> dict:
-        import os
-
         up, path = self._upload(ctx, upload_id)
-        have = path.stat().st_size if path.exists() else 0
-        if offset != have:
-            raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}", offset=have)
-        # No fsync per chunk: after a crash the file's size says where to resume, and the
-        # final digest check refuses anything a crash could have garbled.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            written = have
-            for chunk in chunks:
-                written += len(chunk)
-                if written > up.size:
-                    os.ftruncate(fd, have)  # drop this chunk: the upload stays as it was
-                    raise bad_request(f"the upload is {up.size} bytes; this chunk goes past the end")
-                os.write(fd, chunk)
-        finally:
-            os.close(fd)
-        if written < up.size:
-            return {"id": up.id, "offset": written, "size": up.size, "complete": False}
+        with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
+            have = path.stat().st_size if path.exists() else 0
+            if offset != have:
+                raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}",
+                              offset=have)
+            # The bytes are hashed as they are appended, so finishing needs no second read.
+            h = self._upload_hashes.take(upload_id, have)
+            # No fsync per chunk: after a crash the file's size says where to resume, and the
+            # final digest check refuses anything a crash could have garbled.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                written = have
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > up.size:
+                        os.ftruncate(fd, have)  # drop this chunk: the upload stays as it was
+                        raise bad_request(f"the upload is {up.size} bytes; this chunk goes past the end")
+                    _write_all(fd, chunk)
+                    if h is not None:
+                        h.update(chunk)
+            finally:
+                os.close(fd)
+            if written < up.size:
+                self._upload_hashes.put(upload_id, written, h)
+                return {"id": up.id, "offset": written, "size": up.size, "complete": False}
+            self._finish_upload(ctx, up, path, h.hexdigest() if h is not None else None, now)
+        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
 
+    def _finish_upload(self, ctx: AuthContext, up: Upload, path: Path, seen: str | None, now: datetime) -> None:
+        """Store a complete upload (``seen``: the hub's own running hash of it, if it has one)."""
         try:
             adopt = getattr(self.store, "adopt", None)
             if adopt is not None:  # filesystem store: link the file in, no second copy
                 try:
-                    adopt(up.digest, path)
+                    adopt(up.digest, path, hashed=seen)
                 except DigestMismatch as exc:
                     raise bad_request(f"blob {up.digest}: {exc}; nothing was stored; start the upload again",
                                       "blob-digest-mismatch") from None
-                self._record_blobs([(up.digest, up.size)], now)
+                self._record_blobs([(up.digest, up.size, None, None)], now)
             else:
                 def read():
                     with open(path, "rb") as fh:
@@ -245,10 +299,10 @@ class Publisher:
 
                 self.write_blob(ctx, up.digest, read(), declared=up.size, now=now)
         finally:
+            self._upload_hashes.drop(up.id)
             path.unlink(missing_ok=True)
             with self.db.write() as s:
                 s.execute(delete(Upload).where(Upload.id == up.id))
-        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
 
     # ------------------------------------------------------------ commit
 
@@ -267,9 +321,29 @@ class Publisher:
         total = sum(e.size for e in entries)
         with self.db.write() as s:
             known: dict[str, int] = {}
-            keys = list(digests)
-            for i in range(0, len(keys), 500):
-                known.update(s.execute(select(Blob.digest, Blob.size).where(Blob.digest.in_(keys[i : i + 500]))).all())
+            conn = s.connection()  # plain rows: no ORM bookkeeping for 10,000 of them
+            blobs_t = Blob.__table__
+            lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
+            for chunk in _chunks(list(digests)):
+                if self.db.dialect == "sqlite":
+                    # Writers are serialised (BEGIN IMMEDIATE): gc cannot delete a blob
+                    # between this read and the commit. The driver's own cursor: for
+                    # thousands of digests SQLAlchemy's IN-list rendering and result rows
+                    # cost more than the query.
+                    cur = conn.connection.cursor()
+                    try:
+                        cur.execute(f"SELECT digest, size FROM blobs WHERE digest IN ({', '.join('?' * len(chunk))})",
+                                    chunk)
+                        known.update(cur.fetchall())
+                    finally:
+                        cur.close()
+                    continue
+                # Concurrent transactions: pin the blobs, so that a gc running meanwhile
+                # waits for this commit and then finds them leased (and referenced).
+                # A client that commits without asking blobs/missing first relies on it.
+                known.update(conn.execute(update(blobs_t).where(blobs_t.c.digest.in_(chunk))
+                                          .values(leased_until=_later(blobs_t.c.leased_until, lease))
+                                          .returning(blobs_t.c.digest, blobs_t.c.size)).all())
             absent = [d for d in digests if d not in known]
             if absent:
                 raise bad_request(
@@ -304,9 +378,12 @@ class Publisher:
                 s.flush()
             except IntegrityError:
                 raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
-            s.execute(
-                BuildFile.__table__.insert(),
-                [{"build": build.id, "path": e.path, "digest": e.digest, "size": e.size, "mode": e.mode} for e in entries],
+            # Plain executemany: the rows need no type conversion, and for 10,000 of them
+            # SQLAlchemy's per-row parameter handling costs more than the inserts.
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(
+                f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode) VALUES ({', '.join([mark] * 5)})",
+                [(build.id, e.path, e.digest, e.size, e.mode) for e in entries],
             )
             if latest:
                 s.merge(Latest(space_id=t.space_id, type=t.type, build=build.id))
@@ -369,7 +446,9 @@ class Publisher:
                 if rest:
                     f = s.get(BuildFile, (build.id, rest))
                     if f is not None:
-                        return {"kind": "file", "digest": f.digest, "size": f.size, "mode": f.mode, "path": path}
+                        where = s.execute(select(Blob.pack, Blob.pack_offset).where(Blob.digest == f.digest)).first()
+                        return {"kind": "file", "digest": f.digest, "size": f.size, "mode": f.mode, "path": path,
+                                "pack": where.pack if where else None, "pack_offset": where.pack_offset if where else None}
                 under = rest + "/" if rest else ""
                 rows = s.execute(
                     select(BuildFile.path, BuildFile.size, BuildFile.digest).where(
@@ -389,6 +468,24 @@ class Publisher:
                 raise not_found(f"{space}/{path}")
             names = sorted({b.path[len(under):].split("/")[0] for b in visible})
             return {"kind": "dir", "path": path, "entries": [{"name": n, "dir": True} for n in names]}
+
+    def open_blob(self, f: dict, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of a file :meth:`resolve` found, wherever its blob lives.
+        Raises BlobNotFound."""
+        digest, pack = f["digest"], f.get("pack")
+        if pack is None:
+            return self.store.open_range(digest, start, end)
+        try:
+            return self.store.open_packed(digest, pack, f["pack_offset"], f["size"], start, end)
+        except BlobNotFound:
+            # Garbage collection may have just moved the blob out of its pack: look again.
+            with self.db.read() as s:
+                where = s.execute(select(Blob.pack, Blob.pack_offset).where(Blob.digest == digest)).first()
+            if where is None or where.pack == pack:
+                raise
+            if where.pack is None:
+                return self.store.open_range(digest, start, end)
+            return self.store.open_packed(digest, where.pack, where.pack_offset, f["size"], start, end)
 
     def _latest(self, s: Session, space_id: int, type_path: str) -> Build | None:
         row = s.execute(
@@ -431,6 +528,7 @@ class Publisher:
             )
         freed = 0
         deleted = 0
+        touched_packs: set[str] = set()
         for digest, size in doomed:
             if dry_run:
                 deleted += 1
@@ -442,15 +540,57 @@ class Publisher:
                     delete(Blob).where(
                         Blob.digest == digest, Blob.leased_until < now,
                         ~select(BuildFile.digest).where(BuildFile.digest == digest).exists(),
-                    )
-                ).rowcount
+                    ).returning(Blob.pack),
+                    execution_options={"synchronize_session": False},
+                ).all()
                 if gone:
-                    self.store.delete(digest)
+                    if gone[0].pack is None:
+                        self.store.delete(digest)
+                    else:
+                        touched_packs.add(gone[0].pack)
                     deleted += 1
                     freed += size
+        for pack in sorted(touched_packs):
+            self._tidy_pack(pack)
         stale_uploads = 0 if dry_run else self._sweep_uploads(now)
         return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed,
                 "uploads_removed": stale_uploads, "dry_run": dry_run}
+
+    def _tidy_pack(self, pack: str) -> None:
+        """After blobs of ``pack`` were deleted: delete the pack when none is left; when
+        less than half of its bytes are still live, copy those blobs out to files of
+        their own (verified again on the way) and then delete it."""
+        with self.db.read() as s:
+            live = s.execute(select(Blob.digest, Blob.size, Blob.pack_offset).where(Blob.pack == pack)).all()
+        if live:
+            if 2 * sum(b.size for b in live) >= (self.store.pack_size(pack) or 0):
+                return
+            for b in live:
+                self._store_one(b.digest, self.store.open_packed(b.digest, pack, b.pack_offset, b.size),
+                                declared=b.size, max_size=b.size, durable=True)
+            with self.db.write() as s:
+                for chunk in _chunks([b.digest for b in live]):
+                    s.execute(update(Blob).where(Blob.pack == pack, Blob.digest.in_(chunk))
+                              .values(pack=None, pack_offset=None), execution_options={"synchronize_session": False})
+                if s.scalar(select(Blob.digest).where(Blob.pack == pack).limit(1)) is not None:
+                    return
+        self.store.delete_pack(pack)
+
+    def _sweep_packs(self) -> None:
+        """Packs no blob row names, an hour old: left by a crash between writing a pack
+        and recording its blobs."""
+        iter_packs = getattr(self.store, "iter_packs", None)
+        if iter_packs is None:
+            return
+        cutoff = time.time() - 3600
+        old = [name for name, mtime in iter_packs() if mtime < cutoff]
+        if not old:
+            return
+        with self.db.read() as s:
+            named = set(s.scalars(select(Blob.pack).where(Blob.pack.is_not(None)).distinct()))
+        for name in old:
+            if name not in named:
+                self.store.delete_pack(name)
 
     def _sweep_uploads(self, now: datetime) -> int:
         """Abandoned resumable uploads (a day without completing) and the store's stale temp files."""
@@ -459,8 +599,10 @@ class Publisher:
             if stale:
                 s.execute(delete(Upload).where(Upload.id.in_(stale)))
         for upload_id in stale:
+            self._upload_hashes.drop(upload_id)
             (self.uploads_dir / upload_id).unlink(missing_ok=True)
         self.store.sweep_tmp(older_than=3600)
+        self._sweep_packs()
         return len(stale)
 
     def _apply_retention(self, now: datetime, dry_run: bool) -> list[str]:
@@ -483,6 +625,89 @@ class Publisher:
                             if not dry_run:
                                 s.delete(b)
         return removed
+
+
+class _UploadHashes:
+    """The sha256 state of resumable uploads in progress, fed as chunks arrive.
+
+    Only a shortcut: a state that is missing (the hub restarted, a chunk failed half
+    way, the state was evicted) makes the upload fall back to hashing its whole file
+    when it completes. A state is used only at the exact offset it was saved at, and
+    chunks of one upload are processed one at a time (:meth:`lock`), so the state
+    always covers exactly the bytes in the file."""
+
+    MAX = 256
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._state: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    def lock(self, upload_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(upload_id, threading.Lock())
+
+    def take(self, upload_id: str, offset: int) -> Any:
+        """The state for bytes ``0..offset`` (a fresh one at 0), or None; removed from the cache."""
+        with self._guard:
+            saved = self._state.pop(upload_id, None)
+        if offset == 0:
+            return hashlib.sha256()
+        return saved[1] if saved is not None and saved[0] == offset else None
+
+    def put(self, upload_id: str, offset: int, h: Any) -> None:
+        if h is None:
+            return
+        with self._guard:
+            self._state[upload_id] = (offset, h)
+            while len(self._state) > self.MAX:
+                self._state.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        with self._guard:
+            self._state.pop(upload_id, None)
+            self._locks.pop(upload_id, None)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _chunks(items: list, n: int = 2000) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _later(column, value):
+    """SQL for the later of a datetime column and ``value`` (leases only ever grow)."""
+    if isinstance(value, datetime):
+        value = literal(value, column.type)
+    return case((column < value, value), else_=column)
+
+
+def _dialect_insert(dialect: str):
+    """The dialect's INSERT with ``on_conflict_do_update`` (SQLite and PostgreSQL)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert
+
+
+def _refuse_blob(exc: BaseException, digest: str, max_size: int) -> None:
+    """Turn the store's refusal of a blob into the client's error (else return)."""
+    if isinstance(exc, BlobTruncated):
+        raise bad_request(
+            f"the upload was truncated: {exc.size} of {exc.declared} bytes arrived for {digest}; "
+            "nothing of it was stored",
+            "truncated-upload",
+        ) from None
+    if isinstance(exc, DigestMismatch):
+        raise bad_request(f"blob {digest}: {exc}; nothing was stored", "blob-digest-mismatch") from None
+    if isinstance(exc, BlobTooLarge):
+        raise Problem(413, "blob-too-large", f"blobs of this kind are limited to {max_size} bytes") from None
 
 
 def _like_prefix(prefix: str) -> str:
