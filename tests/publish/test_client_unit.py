@@ -102,8 +102,8 @@ def test_plan_chunks():
     assert plan_chunks(0, 0, 4) == []
     size = (1 << 30) + 5
     chunks = plan_chunks(size)
-    assert chunks[0] == (0, 16 << 20) and chunks[-1][1] == size
-    assert all(b - a <= 16 << 20 for a, b in chunks)
+    assert chunks[0] == (0, pc.CHUNK_SIZE) and chunks[-1][1] == size
+    assert all(b - a <= pc.CHUNK_SIZE for a, b in chunks)
     assert all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
     with pytest.raises(ValueError):
         plan_chunks(10, 11)
@@ -227,7 +227,8 @@ class FakeHub:
             files = json.loads(body)["files"]
             for f in files:
                 if f["digest"] not in self.blobs:
-                    return httpx.Response(400, json={"detail": f"blob {f['digest']} was never uploaded"})
+                    return httpx.Response(400, json={"type": "urn:tether:problem:missing-blobs",
+                                                      "detail": f"blob {f['digest']} was never uploaded"})
             self.builds[key] = files
             url = f"http://hub.test/files/{key[0]}/{key[1]}/{key[2]}/"
             return httpx.Response(201, json={
@@ -298,7 +299,24 @@ def test_flow_small_files_dedup_and_republish(hub, tmp_path):
     hub.requests.clear()
     s2 = run(hub, root, build="2", strip=1)
     assert (s2["bytes_hashed"], s2["bytes_sent"], s2["deduplicated"]) == (0, 0, 52)
-    assert [p for _, p in hub.requests] == ["/api/v1/tokens/self", "/api/v1/blobs/missing", "/api/v1/publish/builds/android/2"]
+    # every digest came from the hash cache: the commit goes first, no blobs/missing question
+    assert [p for _, p in hub.requests] == ["/api/v1/tokens/self", "/api/v1/publish/builds/android/2"]
+
+
+def test_all_cached_but_the_hub_lacks_blobs_uploads_then_commits(hub, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"aaa")
+    make(root, "b.txt", b"bbb")
+    run(hub, root, space="builds")
+    del hub.blobs[sha(b"bbb")]  # e.g. another hub, or garbage-collected since
+    hub.requests.clear()
+    s = run(hub, root, space="builds", build="2")
+    assert (s["bytes_hashed"], s["bytes_sent"], s["uploaded"], s["deduplicated"]) == (0, 3, 1, 1)
+    assert [p for _, p in hub.requests] == [
+        "/api/v1/publish/builds/android/2", "/api/v1/blobs/missing", "/api/v1/blobs/batch",
+        "/api/v1/publish/builds/android/2",
+    ]
+    assert hub.content(("builds", "android", "2")) == {"a.txt": b"aaa", "b.txt": b"bbb"}
 
 
 def test_flow_medium_and_large_files(hub, tmp_path, monkeypatch):
@@ -379,18 +397,35 @@ def test_existing_build_is_a_clean_no(hub, tmp_path):
 
 
 def test_file_changed_while_publishing(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "SMALL_MAX", 2)  # a.txt is sent from its file, after hashing
     root = tmp_path / "tree"
     p = make(root, "a.txt", b"aaaa")
-    real = pc._upload_all
+    real = pc._upload_single
 
-    def change_then_upload(run_, blobs, jobs):
+    def change_then_upload(run_, blob):
         p.write_bytes(b"bbbb")  # same size, new content, after hashing
-        return real(run_, blobs, jobs)
+        return real(run_, blob)
 
-    monkeypatch.setattr(pc, "_upload_all", change_then_upload)
+    monkeypatch.setattr(pc, "_upload_single", change_then_upload)
     with pytest.raises(FileChangedError, match="a.txt changed while it was being published; re-run"):
         run(hub, root, space="builds")
     assert not hub.builds
+
+
+def test_small_file_changed_after_hashing_publishes_what_was_hashed(hub, tmp_path, monkeypatch):
+    # Small files are read once, for hashing and upload: a later change cannot mix
+    # old digest and new bytes; the build holds the content as it was read.
+    root = tmp_path / "tree"
+    p = make(root, "a.txt", b"aaaa")
+    real = pc._upload_batch
+
+    def change_then_upload(run_, blobs):
+        p.write_bytes(b"bbbb")
+        return real(run_, blobs)
+
+    monkeypatch.setattr(pc, "_upload_batch", change_then_upload)
+    run(hub, root, space="builds")
+    assert hub.content(("builds", "android", "1")) == {"a.txt": b"aaaa"}
 
 
 def test_space_must_be_said_when_the_token_cannot_tell(hub, tmp_path, monkeypatch):

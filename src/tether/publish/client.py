@@ -5,20 +5,24 @@
 
 The flow:
 
-1. expand the globs, map paths (``--strip``), refuse bad paths, hash (with the
-   local hash cache);
-2. ask the hub which digests it lacks (``POST /api/v1/blobs/missing``, in
-   batches of 10,000); the hub keeps a lease on the ones it has until commit;
-3. upload only the missing blobs, each distinct content once, in parallel:
+1. expand the globs, map paths (``--strip``), refuse bad paths;
+2. if the local hash cache knows every file's digest (an unchanged tree), commit
+   at once (step 5); should the hub lack some blobs, carry on with step 3;
+3. hash the files (with the hash cache), and meanwhile, group by group, ask the
+   hub which digests it lacks (``POST /api/v1/blobs/missing``); the hub keeps a
+   lease on the ones it has until commit. Small files are read once: the bytes
+   hashed are the bytes sent;
+4. upload only the missing blobs, each distinct content once, in parallel:
    small ones many to a request (``POST /api/v1/blobs/batch``), medium ones
    streamed one per request (``PUT /api/v1/blobs/sha256/<hex>``), large ones
-   in resumable 16 MiB chunks (``/api/v1/uploads``);
-4. commit the manifest in one request (``POST /api/v1/publish/<space>/<type>/<build>``):
+   in resumable 64 MiB chunks (``/api/v1/uploads``);
+5. commit the manifest in one request (``POST /api/v1/publish/<space>/<type>/<build>``):
    nothing of the build is visible before, all of it after.
 
 Transient failures (connection errors, 429, 502, 503, 504) are retried with
 exponential backoff, at most :data:`MAX_TRIES` times per request, honouring
-``Retry-After``. Memory stays flat: files are streamed in 1 MiB pieces.
+``Retry-After``. Memory stays bounded: files are streamed in 1 MiB pieces, and
+small files wait in memory for their upload in at most a few 8 MiB groups.
 
 The pure helpers (:func:`frame_header`, :func:`encode_frames`,
 :func:`pack_batches`, :func:`plan_chunks`, :func:`classify`) carry the wire
@@ -35,14 +39,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from tether.publish.core import DIGEST_RE, PathError, validate_build_id, validate_type
 from tether.publish.files import (
     READ_CHUNK,
     FileChangedError,
+    Group,
     HashCache,
+    HashResult,
     InputError,
     LocalFile,
     expand,
@@ -63,7 +69,7 @@ SMALL_MAX = 1 * MiB  # blobs up to this size travel many to a request
 MEDIUM_MAX = 64 * MiB  # up to this, one streamed PUT; above, resumable chunks
 BATCH_MAX_BYTES = 16 * MiB
 BATCH_MAX_BLOBS = 1000
-CHUNK_SIZE = 16 * MiB
+CHUNK_SIZE = 64 * MiB
 MISSING_BATCH = 10_000
 DEFAULT_JOBS = 8
 
@@ -285,6 +291,7 @@ class _Blob:
     digest: str
     size: int
     file: LocalFile  # one file holding this content
+    data: bytes | None = None  # its bytes, when they were read for hashing and are still wanted
 
 
 @dataclass
@@ -421,6 +428,25 @@ def _read_exact(f: LocalFile, start: int, end: int, run: _Run | None) -> Iterato
             yield data
 
 
+def _batch_bytes(blobs: Sequence[_Blob]) -> bytes:
+    """Frames for ``blobs`` whose bytes are all in memory, as one body. The blobs let
+    go of their bytes: the body holds them now (one copy in memory, not two)."""
+    parts: list[bytes] = []
+    for b in blobs:
+        parts.append(frame_header(b.digest, b.size))
+        parts.append(b.data)  # type: ignore[arg-type]
+    body = b"".join(parts)
+    for b in blobs:
+        b.data = None
+    return body
+
+
+def _counted(body: bytes, n: int, run: _Run) -> bytes:
+    run.sent.add(n)
+    run.progress.advance(n)
+    return body
+
+
 def _batch_body(blobs: Sequence[_Blob], run: _Run) -> Iterator[bytes]:
     """Frames for ``blobs``, coalesced into ~1 MiB writes."""
     buf = bytearray()
@@ -428,7 +454,11 @@ def _batch_body(blobs: Sequence[_Blob], run: _Run) -> Iterator[bytes]:
         if run.cancelled.is_set():
             raise PublishError("cancelled")
         buf += frame_header(b.digest, b.size)
-        if b.size:
+        if b.data is not None:
+            buf += b.data
+            run.sent.add(b.size)
+            run.progress.advance(b.size)
+        elif b.size:
             with open(b.file.abs_path, "rb", buffering=0) as fh:
                 data = fh.read(b.size)
                 # a short read on a regular file means it shrank; read on to be sure
@@ -461,13 +491,18 @@ def _which_changed(blobs: Sequence[_Blob]) -> FileChangedError:
 
 def _upload_batch(run: _Run, blobs: Sequence[_Blob]) -> None:
     length = batch_length([(b.digest, b.size) for b in blobs])
+    if all(b.data is not None for b in blobs):
+        ready, n = _batch_bytes(blobs), sum(b.size for b in blobs)
+        body: Callable[[], Any] = lambda: _counted(ready, n, run)  # the same bytes on every try
+    else:
+        body = lambda: _batch_body(blobs, run)  # read the files again on every try
     try:
         resp = _request(
             run,
             "POST",
             "/api/v1/blobs/batch",
             params=run.params,
-            body=lambda: _batch_body(blobs, run),
+            body=body,
             headers={"Content-Type": BATCH_CONTENT_TYPE, "Content-Length": str(length)},
         )
     except Exception as exc:
@@ -618,6 +653,176 @@ def _upload_all(run: _Run, blobs: list[_Blob], jobs: int) -> None:
             raise failed[0].exception()  # type: ignore[misc]
 
 
+class _Gate:
+    """The progress bar as the upload workers see it: silent until :meth:`open`
+    (while hashing has the bar)."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._open = False
+
+    def open(self) -> None:
+        self._open = True
+
+    def advance(self, n: int) -> None:
+        if self._open:
+            self._bar.advance(n)
+
+
+MAX_IN_MEMORY = 3  # groups holding file bytes that may wait for or be in upload at once
+
+
+class _Uploader:
+    """Takes groups of hashed files (see ``hash_files(on_group=...)``) and, in the
+    background, asks the hub which of their digests it lacks and uploads those.
+
+    Small files arrive with their bytes (read once, for hashing and upload); at most
+    :data:`MAX_IN_MEMORY` such groups exist at a time, so memory stays bounded when
+    the hub is slower than the disk. :meth:`finish` waits for every upload and, if the
+    first answer is older than most of the hub's lease, asks again about the blobs it
+    skipped. Used as a context manager: leaving it early cancels the uploads.
+    """
+
+    def __init__(self, run: _Run, jobs: int) -> None:
+        self.run = run
+        self.jobs = jobs
+        self.blobs: dict[str, _Blob] = {}  # every distinct content handed over
+        self.uploaded: set[str] = set()
+        self.skipped: list[str] = []  # the hub had them when asked
+        self.first_ask: float | None = None
+        self.lease = float("inf")
+        self.queued_bytes = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tether-up")
+        self._futures: list[Future[None]] = []
+        self._in_memory = threading.BoundedSemaphore(MAX_IN_MEMORY)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.run.cancelled.set()
+            with self._lock:
+                for f in self._futures:
+                    f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, group: Group) -> None:
+        """Hand over a group of hashed files (called by the hashing thread)."""
+        self._raise_failure()
+        new: list[_Blob] = []
+        holds_bytes = False
+        for f, d, data in group:
+            if d not in self.blobs:
+                if data is not None and classify(f.size) != "small":
+                    data = None
+                b = self.blobs[d] = _Blob(d, f.size, f, data)
+                new.append(b)
+                holds_bytes = holds_bytes or data is not None
+        if not new:
+            return
+        if holds_bytes:
+            self._in_memory.acquire()  # wait while too many groups hold file bytes
+        self._submit(self._ask_and_send, new, release=holds_bytes, uploads=False)
+
+    def _ask_and_send(self, run: _Run, new: list[_Blob]) -> None:
+        asked_at = time.monotonic()
+        missing, lease = _ask_missing(run.http, run.params, [b.digest for b in new])
+        in_memory: list[_Blob] = []
+        cold: list[_Blob] = []
+        alone: list[_Blob] = []
+        with self._lock:
+            if self.first_ask is None or asked_at < self.first_ask:
+                self.first_ask = asked_at
+            self.lease = min(self.lease, lease)
+            for b in new:
+                if b.digest not in missing:
+                    self.skipped.append(b.digest)
+                    b.data = None
+                    continue
+                self.queued_bytes += b.size
+                kind = classify(b.size)
+                if b.data is not None:
+                    in_memory.append(b)
+                elif kind == "small":
+                    cold.append(b)
+                else:
+                    alone.append(b)
+        for b in alone:
+            self._submit(_upload_resumable if classify(b.size) == "large" else _upload_single, b)
+        for batch in _batches(cold):  # digests from the cache: the bytes come from the files
+            self._submit(_upload_batch, batch)
+        for batch in _batches(in_memory):
+            _upload_batch(run, batch)
+            self.uploaded.update(b.digest for b in batch)
+
+    def _submit(self, fn: Callable[[_Run, Any], None], arg: Any, release: bool = False, uploads: bool = True) -> None:
+        def task() -> None:
+            try:
+                fn(self.run, arg)
+                if uploads:  # fn uploaded what arg names
+                    self.uploaded.update(b.digest for b in (arg if isinstance(arg, list) else [arg]))
+            finally:
+                if release:
+                    for b in arg:
+                        b.data = None
+                    self._in_memory.release()
+
+        if self.jobs <= 1:
+            task()
+            return
+        with self._lock:
+            self._futures.append(self._pool.submit(task))
+
+    def _raise_failure(self) -> None:
+        with self._lock:
+            futures = list(self._futures)
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                self.run.cancelled.set()
+                raise f.exception()  # type: ignore[misc]
+
+    def _wait(self) -> None:
+        while True:
+            with self._lock:
+                futures, self._futures = self._futures, []
+            if not futures:
+                return
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+            if failed:
+                # The first real failure; the others will only say "cancelled".
+                self.run.cancelled.set()
+                with self._lock:
+                    for f in futures + self._futures:
+                        f.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+
+    def finish(self) -> set[str]:
+        """Wait for every upload; re-check what was skipped if the lease is running out."""
+        self._wait()
+        skipped = self.skipped
+        for _round in range(2):
+            # The hub's "you have it" holds for `lease` seconds: if hashing and uploading
+            # took longer than most of it, ask again about what we skipped.
+            if not skipped or self.first_ask is None or time.monotonic() - self.first_ask < 0.8 * self.lease:
+                break
+            self.first_ask = time.monotonic()
+            missing, self.lease = _ask_missing(self.run.http, self.run.params, skipped)
+            blobs = [self.blobs[d] for d in skipped if d in missing]
+            skipped = [d for d in skipped if d not in missing]
+            _upload_all(self.run, blobs, self.jobs)
+            self.uploaded.update(b.digest for b in blobs)
+        return self.uploaded
+
+
+def _batches(blobs: list[_Blob]) -> list[list[_Blob]]:
+    by_digest = {b.digest: b for b in blobs}
+    return [[by_digest[d] for d, _ in batch]
+            for batch in pack_batches([(b.digest, b.size) for b in blobs], BATCH_MAX_BYTES, BATCH_MAX_BLOBS)]
+
+
 def _resolve_space(http: Any, space: str | None) -> str:
     if space:
         return space
@@ -643,8 +848,16 @@ def _resolve_space(http: Any, space: str | None) -> str:
     return found
 
 
+class _BlobsMissing(Exception):
+    """The hub refused a commit because blobs it names were never uploaded."""
+
+
+def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[Path, str]) -> list[dict[str, Any]]:
+    return [{"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs]
+
+
 def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None,
-            latest: bool = False) -> dict[str, Any]:
+            latest: bool = False, quiet_missing: bool = False) -> dict[str, Any]:
     from tether.client import HubError
 
     retried = False
@@ -666,6 +879,8 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
                 else None
             )
             raise PublishError(msg, exit_code=1, hint=hint, status=409) from None
+        if exc.status == 400 and quiet_missing and exc.slug == "missing-blobs":
+            raise _BlobsMissing() from None
         if exc.status == 400:
             raise PublishError(f"the hub refused the build: {exc.message}", exit_code=2, status=400) from None
         raise
@@ -728,30 +943,11 @@ def publish(
         hc = cache
     else:
         hc = HashCache(cache if cache not in (None, True) else None)  # type: ignore[arg-type]
-    bar: Any = _RichProgress() if progress else _NoProgress()
-    try:
-        hashed = hash_files(
-            [f for f, _ in pairs],
-            hc,
-            jobs,
-            on_bytes=bar.advance,
-            on_plan=lambda total: bar.phase("hashing", total),
-        )
-    except BaseException:
-        bar.close()
-        raise
-    finally:
-        if own_cache and hc is not None:
-            hc.close()
-
     total_bytes = sum(f.size for f, _ in pairs)
-    manifest = [
-        {"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs
-    ]
     summary: dict[str, Any] = {
         "files": len(pairs),
         "bytes": total_bytes,
-        "bytes_hashed": hashed.bytes_hashed,
+        "bytes_hashed": 0,
         "bytes_sent": 0,
         "deduplicated": 0,
         "uploaded": 0,
@@ -762,58 +958,89 @@ def publish(
         "path": None,
         "url": None,
     }
+    bar: Any = _RichProgress() if progress else _NoProgress()
+
+    def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[Path, str] | None = None) -> HashResult:
+        try:
+            return hash_files(
+                [f for f, _ in pairs],
+                hc,
+                jobs,
+                on_bytes=bar.advance,
+                on_plan=lambda total: bar.phase("hashing", total),
+                on_group=on_group,
+                hits=hits,
+            )
+        finally:
+            if own_cache and hc is not None:
+                hc.close()
+
     if dry_run:
-        bar.close()
+        try:
+            hashed = hash_all()
+        finally:
+            bar.close()
+        summary["bytes_hashed"] = hashed.bytes_hashed
         summary["dry_run"] = True
-        summary["manifest"] = [dict(m, source=f.rel_path) for m, (f, _) in zip(manifest, pairs)]
+        summary["manifest"] = [
+            {"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode, "source": f.rel_path}
+            for f, dest in pairs
+        ]
         summary["seconds"] = round(time.monotonic() - t0, 3)
         return summary
 
     own_client = client is None
-    if callable(client) and not hasattr(client, "_http"):
-        client = client()  # a factory: connect only now that the local input is known good
-    if client is None:
-        from tether.client import HubClient
+    try:
+        if callable(client) and not hasattr(client, "_http"):
+            client = client()  # a factory: connect only now that the local input is known good
+        if client is None:
+            from tether.client import HubClient
 
-        if not hub_url:
-            from tether.clientconfig import NO_HUB
+            if not hub_url:
+                from tether.clientconfig import NO_HUB
 
-            bar.close()
-            raise NO_HUB
-        client = HubClient(hub_url, token=token, ca_bundle=ca_bundle, timeout=timeout, transport=transport)
+                raise NO_HUB
+            client = HubClient(hub_url, token=token, ca_bundle=ca_bundle, timeout=timeout, transport=transport)
+    except BaseException:
+        bar.close()
+        if own_cache and hc is not None:
+            hc.close()
+        raise
     http = client._http  # the pooled httpx.Client, with base URL, auth and TLS set up
     try:
         space = _resolve_space(http, space)
         summary["space"] = space
-        run = _Run(http, space, type, build, bar)
-
-        by_digest: dict[str, _Blob] = {}
-        for f, _ in pairs:
-            d = hashed[f.abs_path]
-            by_digest.setdefault(d, _Blob(d, f.size, f))
-        digests = sorted(by_digest)
+        run = _Run(http, space, type, build, _Gate(bar))
+        result = None
         uploaded: set[str] = set()
-        to_check = digests
-        for _round in range(3):
-            asked_at = time.monotonic()
-            missing, lease = _ask_missing(http, run.params, to_check)
-            blobs = [by_digest[d] for d in sorted(missing) if d not in uploaded]
-            bar.phase("uploading", sum(b.size for b in blobs))
-            _upload_all(run, blobs, jobs)
-            uploaded.update(b.digest for b in blobs)
-            # The hub's "you have it" holds for `lease` seconds: if uploading took
-            # longer, ask again about what we skipped before committing.
-            if time.monotonic() - asked_at < 0.8 * lease:
-                break
-            to_check = [d for d in digests if d not in uploaded]
-            if not to_check:
-                break
-        result = _commit(http, space, type, build, manifest, public, latest)
+        hits = hc.get_many(f for f, _ in pairs) if hc is not None else {}
+        if hits and len(hits) == len({f.abs_path for f, _ in pairs}):
+            # Every digest is in the hash cache, so this tree was most likely published
+            # before: commit straight away. The hub checks in the commit's own transaction
+            # that every blob exists; only if some are missing do we ask and upload.
+            hashed = HashResult(hits)
+            try:
+                result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest, quiet_missing=True)
+            except _BlobsMissing:
+                result = None
+        if result is None:
+            # Hashing and uploading overlap: each group of digests is asked about and its
+            # missing blobs are sent (small ones from the bytes just hashed) while the
+            # next group is read.
+            with _Uploader(run, jobs) as up:
+                hashed = hash_all(up.add, hits)
+                bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
+                run.progress.open()
+                uploaded = up.finish()
+            result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest)
     finally:
         bar.close()
+        if own_cache and hc is not None:
+            hc.close()
         if own_client:
             client.close()
 
+    summary["bytes_hashed"] = hashed.bytes_hashed
     summary.update(
         {
             "bytes_sent": run.sent.value,
