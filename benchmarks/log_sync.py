@@ -504,12 +504,12 @@ def interpretation(cells: list[Cell], n: int, rec_line: float) -> str:
     zero = [c for c in cells if c.diffs == 0]
     if zero:
         out.append(
-            "**Where the time goes.** Each side reads its ids once per sync into one sorted blob (16 B per "
-            "record) and answers every round from it: a range fingerprint is a binary search and a SHA-256 over "
-            "a slice (a million ids hash in about 10 ms). With no difference (" + ", ".join(
+            "**Where the time goes.** Each side reads its ids and their content tags once per sync into two "
+            "sorted blobs (24 B per record) and answers every round from them: a range fingerprint is a binary "
+            "search and a SHA-256 over two slices (a million records hash in about 15 ms). With no difference (" + ", ".join(
                 f"{c.transport.upper()} first {c.rec_first:.2f} s, median {c.rec_time:.2f} s" for c in zero)
-            + ") the time is those reads: the client's index scan of its SQLite file (about 0.4 s for a million "
-            "ids) and the hub's. Over SSH every sync runs a new `ssh-serve`, which reads the space's ids once "
+            + ") the time is those reads: the client's index scan of its SQLite file (about 0.5 s for a million "
+            "records) and the hub's. Over SSH every sync runs a new `ssh-serve`, which reads the space's ids once "
             "(its Python start-up is in the \"ssh connect\" column). Over HTTP the hub keeps the space's ids in "
             "memory between requests (`log_cache_bytes`) and checks the space's `log_heads.version` (one "
             "primary-key read) each round: the first run after a change to the hub's log (here: the benchmark "
@@ -522,7 +522,7 @@ def interpretation(cells: list[Cell], n: int, rec_line: float) -> str:
             f"reconciliation and {fmt_b(c.sync_bytes - c.moved_bytes)} beyond the {fmt_b(c.moved_bytes)} of "
             f"records; reconciliation {c.rec_time:.1f} s, full sync {c.sync_time:.1f} s. No target; with "
             "differences this dense (one record in ten) nearly every range differs down to a few ids, so most "
-            "ranges end as id lists and the bytes approach 16 B per id of the log, in frames of at most 1 MiB; "
+            "ranges end as id lists and the bytes approach 24 B per record of the log (id and tag), in frames of at most 1 MiB; "
             "the time is the reconciler's Python work per range on both sides.")
     out.append("SSH's connection (handshake, the forced command's Python start-up, the hello frame) is shown "
                "apart and is not in the reconciliation time. Runs on a shared 2-core machine vary by 10–20%.")
