@@ -94,8 +94,11 @@ def validate_digest(digest: object) -> str:
     return digest
 
 
-def check_range(start: int, end: int | None) -> None:
-    """Validate a byte range ``[start, end)``; ``end=None`` means to the end of the blob."""
+def check_range(start: int, end: int | None, chunk: int = 1) -> None:
+    """Validate a byte range ``[start, end)`` (``end=None``: to the end of the blob)
+    and the chunk size it is to be read in."""
+    if chunk <= 0:
+        raise ValueError("chunk must be > 0")
     if start < 0:
         raise ValueError(f"range start must be >= 0, not {start}")
     if end is not None and end < start:

@@ -370,9 +370,9 @@ class FsBlobStore(StoreBase):
         """
         validate_digest(digest)
         validate_pack(pack)
-        check_range(start, end)
-        if offset < 0 or size < 0 or chunk <= 0:
-            raise ValueError("offset, size and chunk must be >= 0 (chunk > 0)")
+        check_range(start, end, chunk)
+        if offset < 0 or size < 0:
+            raise ValueError("offset and size must be >= 0")
         try:
             f = open(self.pack_dir / pack, "rb", buffering=0)  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
@@ -427,9 +427,7 @@ class FsBlobStore(StoreBase):
 
         Raises :class:`BlobNotFound` at call time, before the first chunk.
         """
-        check_range(start, end)
-        if chunk <= 0:
-            raise ValueError("chunk must be > 0")
+        check_range(start, end, chunk)
         path = self.path_for(digest)
         try:
             f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the generator

@@ -230,9 +230,7 @@ class S3BlobStore(StoreBase):
 
         Raises :class:`BlobNotFound` at call time, before the first chunk.
         """
-        check_range(start, end)
-        if chunk <= 0:
-            raise ValueError("chunk must be > 0")
+        check_range(start, end, chunk)
         key = self.key_for(digest)
         if end is not None and end == start:
             if not self.exists(digest):
