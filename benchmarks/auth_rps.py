@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -53,7 +52,7 @@ import httpx  # noqa: E402
 
 from tests.hubproc import HubProcess  # noqa: E402
 
-from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+from _docs import machine_lines, sh, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Hub authentication"
@@ -278,22 +277,12 @@ def table(cells: list[Cell]) -> str:
 
 
 def machine_facts() -> list[str]:
-    def sh(cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
-            return "?"
-
-    model = sh("lscpu | grep 'Model name'").partition(":")[2].strip() or "?"
-    mem = sh("free -g | awk '/^Mem:/ {print $2}'")
-    return [
-        f"- CPU: {model}, {sh('nproc')} cores (`nproc`); the hub, its database and `wrk` share them",
-        f"- memory: {mem} GiB (`free -g`)",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()} {platform.release()}",
-        f"- load generator: {sh('wrk --version 2>&1 | head -1').split(' Copyright')[0] or 'wrk'}",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- load average before the run: {LOAD_BEFORE:.2f} (1 min); other work on the machine skews the numbers",
-    ]
+    wrk = sh(["wrk", "--version"]).splitlines()
+    return machine_lines(
+        cpu_note="the hub, its database and `wrk` share them",
+        load=LOAD_BEFORE,
+        extra=[f"- load generator: {wrk[0].split(' Copyright')[0] if wrk else 'wrk'}"],
+    )
 
 
 def interpretation(cells: list[Cell], connections: int) -> str:

@@ -36,13 +36,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import pwd
 import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +56,7 @@ from tether.log.client import CLIENT_FRAME_LIMIT, HttpRemote, SshRemote, parse_r
 from tether.log.reconcile import Reconciler  # noqa: E402
 from tether.log.store import LogStore, Record, record_digest, record_to_wire  # noqa: E402
 
-from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+from _docs import machine_lines, sh, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Log sync"
@@ -347,29 +345,16 @@ def table(cells: list[Cell], n: int, rec_line: float, repeat: int) -> str:
     return "\n".join(out)
 
 
-def sh(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine_facts(build_s: float) -> list[str]:
-    lscpu = sh(["lscpu"])
-    model = next((ln.partition(":")[2].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    mem = next((ln.split()[1] for ln in sh(["free", "-g"]).splitlines() if ln.startswith("Mem:")), "?")
-    ssh_v = subprocess.run(["ssh", "-V"], check=False, capture_output=True, text=True).stderr.strip()
     fs = sh(["findmnt", "-n", "-o", "FSTYPE", "-T", tempfile.gettempdir()]) or "?"
-    return [
-        f"- CPU: {model}, {sh(['nproc'])} cores (`nproc`); the client, ssh, sshd, the forced command and the hub "
-        "share them",
-        f"- memory: {mem} GiB (`free -g`); both databases in the page cache (built just before), on {fs}",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.release()}; SQLite {sqlite3.sqlite_version}; the hub on SQLite",
-        f"- {ssh_v}; the forced command runs Debian's `/usr/bin/python3` (see `tests/log/test_log_ssh.py`)",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; building the two logs took {build_s:.0f} s",
-        f"- load average before the run: {LOAD_BEFORE:.2f} (1 min); other work on the machine skews the numbers",
-    ]
+    return machine_lines(
+        cpu_note="the client, ssh, sshd, the forced command and the hub share them",
+        memory_note=f"both databases in the page cache (built just before), on {fs}",
+        load=LOAD_BEFORE,
+        extra=[f"- SQLite {sqlite3.sqlite_version}; the hub on SQLite; building the two logs took {build_s:.0f} s",
+               f"- {sh(['ssh', '-V'])}; the forced command runs Debian's `/usr/bin/python3` "
+               "(see `tests/log/test_log_ssh.py`)"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shlex
@@ -61,7 +60,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +70,7 @@ for p in (ROOT, ROOT / "src"):
 from tests.hubproc import HubProcess
 from tests.services.sshd import SshServer, ensure_user, make_key, sshd_available
 
-from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+from _docs import machine_lines, sh, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Publishing vs rsync"
@@ -436,32 +434,15 @@ def tables(sets: list[DataSet], transports: list[str], reps: str) -> str:
     return "\n".join(lines + detail + extra)
 
 
-def sh(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine_facts() -> list[str]:
-    lscpu = sh(["lscpu"])
-    model = next((ln.partition(":")[2].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    flags = next((ln for ln in lscpu.splitlines() if ln.startswith("Flags")), "")
-    mem = next((ln.split()[1] for ln in sh(["free", "-g"]).splitlines() if ln.startswith("Mem:")), "?")
-    ssh_v = subprocess.run(["ssh", "-V"], check=False, capture_output=True, text=True).stderr.strip()
     fs = sh(["findmnt", "-n", "-o", "FSTYPE", "-T", tempfile.gettempdir()]) or "?"
-    return [
-        (f"- CPU: {model}, {sh(['nproc'])} cores (`nproc`), {'with' if 'sha_ni' in flags else 'without'} "
-        "SHA extensions (`sha_ni`); clients, sshd and the hub share them"),
-        (f"- memory: {mem} GiB (`free -g`); all data in the page cache (written just before), "
-        f"temporary directories on {fs} (`findmnt`)"),
-        (f"- Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.release()}"),
-        (f"- {' '.join(sh(['rsync', '--version']).splitlines()[0].split())}; {ssh_v} (default cipher, "
-        "chacha20-poly1305); TLS 1.3 between `tether` (httpx) and the hub (uvicorn)"),
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- load average before the run: {LOAD_BEFORE:.2f} (1 min); other work on the machine skews the numbers",
-    ]
+    return machine_lines(
+        cpu_note="clients, sshd and the hub share them",
+        memory_note=f"all data in the page cache (written just before), temporary directories on {fs} (`findmnt`)",
+        load=LOAD_BEFORE,
+        extra=[f"- {' '.join(sh(['rsync', '--version']).splitlines()[0].split())}; {sh(['ssh', '-V'])} (default "
+               "cipher, chacha20-poly1305); TLS 1.3 between `tether` (httpx) and the hub (uvicorn)"],
+    )
 
 
 INTRO = (

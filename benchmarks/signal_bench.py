@@ -33,14 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +48,7 @@ for p in (ROOT, ROOT / "src"):
 from tether.signal import core
 from tether.signal.config import Identity, SignalConfig
 
-from _docs import write_section  # noqa: E402  (benchmarks/ is the script's own directory)
+from _docs import machine_lines, sh, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Signal"
@@ -301,23 +298,11 @@ def bench_startup(url: str, runs: int, tmp: Path) -> list[tuple[str, list[float]
 
 
 def machine() -> list[str]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nats_version = subprocess.run([str(BIN / "nats-server"), "--version"], capture_output=True, text=True,
-                                  check=False).stdout.strip()
-    return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; nats-server, senders and receivers share them",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), Linux {platform.release()}",
-        f"- {nats_version or 'nats-server'} on 127.0.0.1 (plain NATS, JetStream enabled but unused)",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- load average before the run: {os.getloadavg()[0]:.2f} (1 min); other work on the machine skews the numbers",
-    ]
+    return machine_lines(
+        cpu_note="nats-server, senders and receivers share them",
+        extra=[f"- {sh([str(BIN / 'nats-server'), '--version']) or 'nats-server'} on 127.0.0.1 "
+               "(plain NATS, JetStream enabled but unused)"],
+    )
 
 
 def render(res: dict, command: str) -> str:
