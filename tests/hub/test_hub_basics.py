@@ -27,6 +27,9 @@ def test_bootstrap_writes_private_admin_token(hub):
     token_file = hub.data_dir / "admin.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(hub.data_dir.stat().st_mode) == 0o700
+    if hub.backend == "sqlite":  # the database and its WAL are the hub's alone too
+        for name in ("tether.db", "tether.db-wal"):
+            assert stat.S_IMODE((hub.data_dir / name).stat().st_mode) == 0o600, name
     token = token_file.read_text().strip()
     assert token.startswith("tth_")
     # The secret appears nowhere in what the hub printed.

@@ -71,6 +71,8 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     from tether.hub.app import create_app
 
     data = settings.data_dir
+    # Everything the hub creates (database, blobs, packs, uploads, keys) is private.
+    os.umask(0o077)
     try:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(data, 0o700)
