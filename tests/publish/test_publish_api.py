@@ -175,6 +175,39 @@ def test_manifest_naming_a_blob_never_uploaded(publisher):
         assert c.get(f"/files/{space}/ci/nope/a").status_code == 404
 
 
+def test_knowing_a_digest_does_not_reach_another_spaces_blob(publisher):
+    """Dedup is scoped per space: a blob stored for space A is "missing" for space B
+    and B's manifest may not name it until B uploads the bytes itself (proof of
+    possession) -- through a single, a batch or a resumable upload."""
+    hub, space_a, token_a = publisher
+    space_b = hub.make_space()
+    _, token_b = hub.make_user(grants={space_b: "write"})
+    secret, packed, big = os.urandom(3000), os.urandom(200), os.urandom(70_000)
+    with hub.client(token_a) as c:
+        put_blob(c, secret, space_a).raise_for_status()
+        body = f"{sha(packed)} {len(packed)}\n".encode() + packed
+        c.post("/api/v1/blobs/batch", params={"space": space_a, "type": "ci", "build": "1"}, content=body).raise_for_status()
+        up = c.post("/api/v1/uploads", json={"space": space_a, "type": "ci", "build": "1", "digest": sha(big),
+                                             "size": len(big)}).json()
+        c.put(f"/api/v1/uploads/{up['id']}", params={"offset": 0}, content=big).raise_for_status()
+        assert commit(c, space_a, [entry("s", secret), entry("p", packed), entry("b", big)]).status_code == 201
+    names = [sha(secret), sha(packed), sha(big)]
+    with hub.client(token_b) as c:
+        assert missing(c, names, space_b) == names  # B is told nothing about A's content
+        r = commit(c, space_b, [entry("stolen", secret)], build="x")
+        assert r.status_code == 400 and r.json()["type"].endswith("missing-blobs"), r.text
+        assert r.json()["missing"] == [sha(secret)]
+        assert c.get(f"/files/{space_b}/ci/x/stolen").status_code == 404
+        # B holds the bytes after all: uploading them is the proof, then it dedups as usual
+        assert put_blob(c, secret, space_b).status_code == 201
+        assert missing(c, names, space_b) == names[1:]
+        assert commit(c, space_b, [entry("mine", secret)], build="y").status_code == 201
+        assert c.get(f"/files/{space_b}/ci/y/mine").content == secret
+    with hub.client(token_a) as c:  # A's own re-publish still dedups everything
+        assert missing(c, names, space_a) == []
+        assert commit(c, space_a, [entry("s", secret), entry("p", packed), entry("b", big)], build="2").status_code == 201
+
+
 def test_oversized_manifest_is_refused(start_hub):
     h = start_hub(env={"TETHER_MAX_MANIFEST_BYTES": "4096"})
     with h.admin() as c:

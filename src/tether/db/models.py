@@ -160,6 +160,18 @@ class Blob(Base):
     pack_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class SpaceBlob(Base):
+    """A blob whose content was proven in a space: uploaded with a build of the space
+    as its target (the hub hashed the bytes), or named by a build of the space. A
+    manifest may name only such blobs, and "you already have it" is said only of
+    them, so knowing a digest is not enough to reach content stored for another space.
+    Kept when the blob itself is collected: the space has shown it knows the bytes."""
+
+    __tablename__ = "space_blobs"
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Build(Base):
     __tablename__ = "builds"
     __table_args__ = (

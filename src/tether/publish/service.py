@@ -29,7 +29,7 @@ from tether.auth.service import AuthContext, check_draw, draw_budget, iso
 from tether.blobs import BlobNotFound, BlobTooLarge, BlobTruncated, DigestMismatch
 from tether.config import HubSettings, PublishType
 from tether.db import Database
-from tether.db.models import Blob, Build, BuildFile, Latest, Space, Upload
+from tether.db.models import Blob, Build, BuildFile, Latest, Space, SpaceBlob, Upload
 from tether.hub.errors import Problem, bad_request, conflict, not_found
 from tether.publish.core import (
     DIGEST_RE,
@@ -101,9 +101,10 @@ class Publisher:
             conn = s.connection()
             for chunk in _chunks(wanted):
                 # Pin what we say is present until the lease ends (or the build commits):
-                # one statement extends the leases and names the digests it found.
+                # one statement extends the leases and names the digests it found. Only
+                # blobs proven in this space count: anything else must be uploaded here.
                 present.update(conn.execute(
-                    update(blobs_t).where(blobs_t.c.digest.in_(chunk))
+                    update(blobs_t).where(blobs_t.c.digest.in_(chunk), _proven_in(t.space_id, blobs_t.c.digest))
                     .values(leased_until=_later(blobs_t.c.leased_until, lease))
                     .returning(blobs_t.c.digest)
                 ).scalars())
@@ -113,14 +114,16 @@ class Publisher:
         if ctx.token is not None and nbytes:
             check_draw(self.db, ctx.token, files=0, nbytes=nbytes)
 
-    def write_blob(self, ctx: AuthContext, digest: str, chunks: Iterable[bytes], *, declared: int | None, now: datetime) -> int:
-        """Store one blob from a stream of chunks; the store verifies the digest."""
+    def write_blob(self, ctx: AuthContext, t: Target, digest: str, chunks: Iterable[bytes], *, declared: int | None,
+                   now: datetime) -> int:
+        """Store one blob from a stream of chunks for a build of ``t``'s space; the store
+        verifies the digest."""
         if declared is not None:
             if declared > self.settings.max_blob_bytes:
                 raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
             self._check_bytes(ctx, declared)
         size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
-        self._record_blobs([(digest, size, None, None)], now)
+        self._record_blobs([(digest, size, None, None)], now, t.space_id)
         return size
 
     def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
@@ -139,8 +142,10 @@ class Publisher:
             _refuse_blob(exc, digest, max_size)
             raise
 
-    def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime) -> None:
-        """Say the blobs exist (only once they are durable), pinned for the lease.
+    def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime,
+                      space_id: int) -> None:
+        """Say the blobs exist (only once they are durable), pinned for the lease, and
+        proven in the space they were uploaded for.
 
         ``blobs`` holds ``(digest, size, pack, offset)``; ``pack`` is None for a blob
         stored on its own. One upsert per 1,000 blobs: a new digest gets its row; a
@@ -162,11 +167,14 @@ class Publisher:
                 "pack_offset": case((new.pack.is_(None), None), else_=old.pack_offset),
             },
         )
+        claims = _dialect_insert(self.db.dialect)(SpaceBlob.__table__).on_conflict_do_nothing()
         with self.db.write() as s:
             for i in range(0, len(rows), 1000):
                 s.execute(stmt, rows[i : i + 1000])
+                s.execute(claims, [{"space_id": space_id, "digest": r["digest"]} for r in rows[i : i + 1000]])
 
-    def write_batch(self, ctx: AuthContext, frames: Iterator[tuple[str, int, Iterator[bytes]]], *, now: datetime) -> list[str]:
+    def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+                    now: datetime) -> list[str]:
         """Store many small blobs sent in one request (see docs/publish.md for the framing).
 
         With a filesystem store the blobs go end to end into one pack file, each
@@ -177,7 +185,7 @@ class Publisher:
         good ones before it are kept and recorded."""
         pack_writer = getattr(self.store, "pack_writer", None)
         if pack_writer is None:
-            return self._write_batch_loose(ctx, frames, now=now)
+            return self._write_batch_loose(ctx, t, frames, now=now)
         pw = pack_writer()
         placed: dict[str, tuple[int, int]] = {}
         stored: list[str] = []
@@ -198,13 +206,13 @@ class Publisher:
         finally:
             if placed:
                 name = pw.commit()
-                self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now)
+                self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now, t.space_id)
             else:
                 pw.abort()
         self._check_bytes(ctx, sum(n for _, n in placed.values()))
         return stored
 
-    def _write_batch_loose(self, ctx: AuthContext, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+    def _write_batch_loose(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
                            now: datetime) -> list[str]:
         written: list[tuple[str, int, None, None]] = []
         try:
@@ -216,7 +224,7 @@ class Publisher:
         finally:
             if written:
                 self.store.sync()
-                self._record_blobs(list({w[0]: w for w in written}.values()), now)
+                self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id)
         self._check_bytes(ctx, sum(w[1] for w in {w[0]: w for w in written}.values()))
         return [w[0] for w in written]
 
@@ -235,6 +243,13 @@ class Publisher:
             s.add(Upload(id=upload_id, digest=digest, size=size, user=ctx.user.name,
                          token_id=ctx.token.id if ctx.token else None, space=t.space, created_at=now))
         return {"id": upload_id, "offset": 0, "size": size}
+
+    def _space_id(self, space: str) -> int:
+        with self.db.read() as s:
+            sid = s.scalar(select(Space.id).where(Space.name == space))
+        if sid is None:
+            raise not_found(f"space {space}")
+        return sid
 
     def _upload(self, ctx: AuthContext, upload_id: str) -> tuple[Upload, Path]:
         if not (len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)):
@@ -290,14 +305,17 @@ class Publisher:
                 except DigestMismatch as exc:
                     raise bad_request(f"blob {up.digest}: {exc}; nothing was stored; start the upload again",
                                       "blob-digest-mismatch") from None
-                self._record_blobs([(up.digest, up.size, None, None)], now)
+                self._record_blobs([(up.digest, up.size, None, None)], now, self._space_id(up.space))
             else:
                 def read():
                     with open(path, "rb") as fh:
                         while block := fh.read(1 << 20):
                             yield block
 
-                self.write_blob(ctx, up.digest, read(), declared=up.size, now=now)
+                self._check_bytes(ctx, up.size)
+                size = self._store_one(up.digest, read(), declared=up.size, max_size=self.settings.max_blob_bytes,
+                                       durable=True)
+                self._record_blobs([(up.digest, size, None, None)], now, self._space_id(up.space))
         finally:
             self._upload_hashes.drop(up.id)
             path.unlink(missing_ok=True)
@@ -332,8 +350,10 @@ class Publisher:
                     # cost more than the query.
                     cur = conn.connection.cursor()
                     try:
-                        cur.execute(f"SELECT digest, size FROM blobs WHERE digest IN ({', '.join('?' * len(chunk))})",
-                                    chunk)
+                        cur.execute("SELECT digest, size FROM blobs WHERE digest IN "
+                                    f"({', '.join('?' * len(chunk))}) AND EXISTS (SELECT 1 FROM space_blobs "
+                                    "WHERE space_blobs.space_id = ? AND space_blobs.digest = blobs.digest)",
+                                    [*chunk, t.space_id])
                         known.update(cur.fetchall())
                     finally:
                         cur.close()
@@ -341,14 +361,16 @@ class Publisher:
                 # Concurrent transactions: pin the blobs, so that a gc running meanwhile
                 # waits for this commit and then finds them leased (and referenced).
                 # A client that commits without asking blobs/missing first relies on it.
-                known.update(conn.execute(update(blobs_t).where(blobs_t.c.digest.in_(chunk))
+                known.update(conn.execute(update(blobs_t).where(blobs_t.c.digest.in_(chunk),
+                                                                _proven_in(t.space_id, blobs_t.c.digest))
                                           .values(leased_until=_later(blobs_t.c.leased_until, lease))
                                           .returning(blobs_t.c.digest, blobs_t.c.size)).all())
             absent = [d for d in digests if d not in known]
             if absent:
                 raise bad_request(
-                    f"{len(absent)} blob(s) named by the manifest were never uploaded (e.g. {', '.join(absent[:5])}); "
-                    "upload them first; nothing was published",
+                    f"{len(absent)} blob(s) named by the manifest were never uploaded for this space "
+                    f"(e.g. {', '.join(absent[:5])}); upload them first (blobs/missing lists them); "
+                    "nothing was published",
                     "missing-blobs", missing=absent[:100],
                 )
             wrong = [d for d, size in digests.items() if known[d] != size]
@@ -685,6 +707,12 @@ def _later(column, value):
     if isinstance(value, datetime):
         value = literal(value, column.type)
     return case((column < value, value), else_=column)
+
+
+def _proven_in(space_id: int, digest_col):
+    """SQL: the blob ``digest_col`` was proven in the space (see ``SpaceBlob``)."""
+    sb = SpaceBlob.__table__
+    return select(sb.c.digest).where(sb.c.space_id == space_id, sb.c.digest == digest_col).exists()
 
 
 def _dialect_insert(dialect: str):
