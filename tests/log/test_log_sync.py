@@ -243,3 +243,31 @@ def test_remote_commands_and_ssh_failure(tether, monkeypatch):
     assert tether("me", "remote", "rm", "origin").exit_code == 0
     assert tether("me", "remote", "rm", "origin").exit_code == EXIT_NO
     assert "no remotes" in tether("me", "remote", "list").output
+
+
+def test_large_pulls_come_in_bounded_replies(hub, tmp_path):
+    """A pull of many large records: the hub stops each reply near 4 MiB and lists the
+    rest under "more"; sync asks again until it has them all."""
+    import uuid
+    from dataclasses import asdict
+
+    from tether.log.client import open_remote, parse_remote_url, sync
+    from tether.log.service import PULL_REPLY_BYTES
+    from tether.log.store import LogStore, make_record
+
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    big = [make_record(f"{k:04d}" + "\x01" * (60 * 1024), u) for k in range(100)]  # escaped: ~360 KiB each
+    with hub.client(t) as c:
+        for k in range(0, 100, 2):
+            assert c.post(f"/api/v1/log/{space}/records", json=[asdict(r) for r in big[k : k + 2]]).status_code == 200
+        ids = [r.id for r in big]
+        got = c.post(f"/api/v1/log/{space}/records/get", json={"ids": ids}).json()
+    sent = [r["id"] for r in got["records"]]
+    assert 0 < len(sent) < 100 and got["missing"] == []
+    assert sorted(sent + got["more"]) == sorted(ids)
+    assert len(json.dumps(got["records"], ensure_ascii=False).encode()) <= PULL_REPLY_BYTES
+    with LogStore(tmp_path / "fresh.db") as store, open_remote(parse_remote_url(f"{hub.url}/{space}"), t) as rem:
+        res = sync(store, rem)
+        assert (res.pulled, res.pushed) == (100, 0)
+        assert {uuid.UUID(r.id) for r in store.list()} == {uuid.UUID(i) for i in ids}

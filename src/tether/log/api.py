@@ -7,7 +7,8 @@
   ``log.write``; known ids with different content are a 409 listing the ids,
   records authored by someone else a 403; either way nothing is written.
 * ``POST /api/v1/log/{space}/records/get`` -- pull: ``{"ids": [...]}`` ->
-  ``{"records": [...], "missing": [...]}``. Needs ``log.read``.
+  ``{"records": [...], "missing": [...], "more": [...]}``; replies stop near
+  4 MiB and ``more`` lists the ids to ask for again. Needs ``log.read``.
 * ``GET /api/v1/log/{space}`` -- how many records the hub holds. Needs ``log.read``.
 """
 

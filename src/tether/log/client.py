@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from tether.clientconfig import ConfigError, is_loopback_url
 from tether.log.reconcile import Reconciler
-from tether.log.store import LogStore, Record, record_from_wire, record_to_wire
+from tether.log.store import LogStore, Record, RecordError, record_from_wire, record_to_wire
 
 __all__ = [
     "HttpRemote",
@@ -154,11 +154,19 @@ class HttpRemote:
         self.bytes += len(body) + len(json.dumps(out))
         return int(out["new"])  # type: ignore[index]
 
-    def get(self, ids: list[str]) -> list[Record]:
+    def get(self, ids: list[str]) -> tuple[list[Record], list[str]]:
+        """The records with these ids, and the ids the hub has but left for another request."""
         body = json.dumps({"ids": ids}).encode()
         out = self.client.post(self.base + "/records/get", content=body, headers={"Content-Type": "application/json"})
         self.bytes += len(body) + len(json.dumps(out, ensure_ascii=False).encode())
-        return [record_from_wire(d) for d in out["records"]]  # type: ignore[index]
+        return _pulled(out)
+
+
+def _pulled(out: Any) -> tuple[list[Record], list[str]]:
+    more = out.get("more", []) if isinstance(out, dict) else []
+    if not isinstance(more, list) or not all(isinstance(i, str) for i in more):
+        raise RecordError("the remote's reply lists 'more' ids in a wrong shape")
+    return [record_from_wire(d) for d in out["records"]], more
 
 
 def _push_batches(records: list[Record]) -> list[list[Record]]:
@@ -199,12 +207,16 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
     if pull and rec.need:
         import uuid
 
-        need = sorted(rec.need)
-        for k in range(0, len(need), PULL_BATCH_IDS):
-            ids = [str(uuid.UUID(bytes=i)) for i in need[k : k + PULL_BATCH_IDS]]
-            records = remote.get(ids)
+        queue = [str(uuid.UUID(bytes=i)) for i in sorted(rec.need)]
+        while queue:
+            ids, queue = queue[:PULL_BATCH_IDS], queue[PULL_BATCH_IDS:]
+            records, more = remote.get(ids)
             wanted = set(ids)
             records = [r for r in records if r.id in wanted]  # take only what we asked for
+            more = [i for i in more if i in wanted]
+            if more and not records:
+                raise RuntimeError("the remote sent no record and asked to be asked again; giving up")
+            queue = more + queue  # the hub kept its reply small: ask again for the rest
             result.pulled += store.insert_many(records)
             if on_batch:
                 on_batch("pull", len(records))
@@ -387,9 +399,8 @@ class SshRemote:
         out = json.loads(self._request("P", body, "p"))
         return int(out["new"])
 
-    def get(self, ids: list[str]) -> list[Record]:
-        out = json.loads(self._request("G", json.dumps({"ids": ids}).encode(), "g"))
-        return [record_from_wire(d) for d in out["records"]]
+    def get(self, ids: list[str]) -> tuple[list[Record], list[str]]:
+        return _pulled(json.loads(self._request("G", json.dumps({"ids": ids}).encode(), "g")))
 
     def close(self) -> None:
         import os

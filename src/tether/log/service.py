@@ -16,6 +16,7 @@ that pushed can update its own copy instead of reloading it.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from collections import OrderedDict
@@ -50,6 +51,9 @@ from tether.log.store import (
 #: Most records in one push, most ids in one pull.
 MAX_PUSH_RECORDS = 2000
 MAX_PULL_IDS = 1000
+#: A pull reply stops adding records beyond this many bytes of JSON (it always holds
+#: at least one); the ids it left out are listed under ``more``, to be asked again.
+PULL_REPLY_BYTES = 4 << 20
 #: The hub's replies to reconcile messages are cut at this size (the rest follows
 #: next round), as the client's are; a message may be up to 4 MiB.
 HUB_FRAME_LIMIT = 1024 * 1024
@@ -260,6 +264,8 @@ class LogService:
             except RecordError as exc:
                 raise bad_request(f"id {n}: {exc}", "invalid-id", index=n) from None
         out: list[dict[str, Any]] = []
+        more: list[str] = []
+        size = 0
         with self.db.connect() as conn:
             ordered = sorted(keys)
             for k in range(0, len(ordered), 500):
@@ -267,10 +273,17 @@ class LogService:
                      .where(_T.c.space_id == sid, _T.c.id.in_(ordered[k : k + 500])).order_by(_T.c.id))
                 for row in conn.execute(q):
                     r = Record(str(parse_id(bytes(row[0]))), row[1], row[2], row[3], row[4])
-                    out.append(record_to_wire(r))
-        found = {r["id"] for r in out}
+                    wire = record_to_wire(r)
+                    # Bounded replies: a pull of many large records comes in several.
+                    n = len(json.dumps(wire, ensure_ascii=False).encode())
+                    if out and (more or size + n > PULL_REPLY_BYTES):
+                        more.append(r.id)
+                        continue
+                    size += n
+                    out.append(wire)
+        found = {r["id"] for r in out} | set(more)
         missing = [str(parse_id(k)) for k in ordered if str(parse_id(k)) not in found]
-        return {"records": out, "missing": missing}
+        return {"records": out, "missing": missing, "more": more}
 
     def count(self, ctx: AuthContext, space: str) -> dict[str, Any]:
         sid = self.space_id(ctx, space, "log.read")
