@@ -38,8 +38,8 @@ __all__ = [
 #: million records: 24 rounds at 1 MiB, 92 at 256 KiB).
 CLIENT_FRAME_LIMIT = 1024 * 1024
 PUSH_BATCH_BYTES = 512 * 1024
-PUSH_BATCH_RECORDS = 500
-PULL_BATCH_IDS = 500
+PUSH_BATCH_RECORDS = 2000  # the hub takes at most 2000 per push; 512 KiB usually comes first
+PULL_BATCH_IDS = 1000  # the hub answers at most 1000 ids per pull, in replies of ~4 MiB
 MAX_ROUNDS = 10_000
 
 
