@@ -97,7 +97,7 @@ import bisect
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "FP_LEN",
@@ -328,6 +328,17 @@ class SortedIds(RangeStorage):
         self = cls.__new__(cls)
         self._set_blobs(bytes(ids), bytes(tags))
         return self
+
+    @classmethod
+    def from_rows(cls, cursor: Any) -> SortedIds:
+        """Read a DB-API cursor over ``(id, tag)`` rows in strictly ascending id order
+        (a NULL tag reads as :data:`NO_TAG`) in batches, straight into the two blobs."""
+        ids: list[bytes] = []
+        tags: list[bytes] = []
+        while rows := cursor.fetchmany(65536):
+            ids.append(b"".join([r[0] for r in rows]))
+            tags.append(b"".join([r[1] or NO_TAG for r in rows]))
+        return cls.from_sorted_blob(b"".join(ids), b"".join(tags))
 
     def _set_blobs(self, ids: bytes, tags: bytes) -> None:
         self._blob = ids

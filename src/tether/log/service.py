@@ -34,7 +34,6 @@ from tether.db.models import LogHead, LogRecord, Space, utcnow
 from tether.hub.errors import Problem, bad_request, forbidden, not_found
 from tether.log.reconcile import (
     DEFAULT_MAX_MESSAGE,
-    NO_TAG,
     ReconcileError,
     Reconciler,
     SortedIds,
@@ -79,15 +78,9 @@ def load_ids(conn: Connection, space_id: int) -> SortedIds:
             {"sid": space_id},
         ).one()
         return SortedIds.from_sorted_blob(bytes(ids or b""), bytes(tags or b""))
-    cur = conn.connection.driver_connection.execute(
+    return SortedIds.from_rows(conn.connection.driver_connection.execute(
         "SELECT id, digest FROM log_records WHERE space_id = ? ORDER BY id", (space_id,)
-    )
-    id_parts: list[bytes] = []
-    tag_parts: list[bytes] = []
-    while rows := cur.fetchmany(65536):
-        id_parts.append(b"".join([r[0] for r in rows]))
-        tag_parts.append(b"".join([r[1] or NO_TAG for r in rows]))
-    return SortedIds.from_sorted_blob(b"".join(id_parts), b"".join(tag_parts))
+    ))
 
 
 class IdSnapshots:

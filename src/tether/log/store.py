@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from tether.log.reconcile import NO_TAG, TAG_LEN, SortedIds
+from tether.log.reconcile import TAG_LEN, SortedIds
 
 __all__ = [
     "DEFAULT_DB",
@@ -442,10 +442,4 @@ class LogStore:
 
     def range_storage(self) -> SortedIds:
         """A snapshot of the ids and content tags for the reconciler: one scan, in id order."""
-        cur = self.conn.execute("SELECT id, digest FROM records ORDER BY id")
-        ids: list[bytes] = []
-        tags: list[bytes] = []
-        while rows := cur.fetchmany(65536):
-            ids.append(b"".join([r[0] for r in rows]))
-            tags.append(b"".join([r[1] or NO_TAG for r in rows]))
-        return SortedIds.from_sorted_blob(b"".join(ids), b"".join(tags))
+        return SortedIds.from_rows(self.conn.execute("SELECT id, digest FROM records ORDER BY id"))
