@@ -226,12 +226,13 @@ class LogService:
                     + "; records are immutable, nothing was written",
                     ids=conflicts[:1000],
                 )
+            items = [(r.id_bytes, record_digest(r)) for r in new]
             if new:
                 now = utcnow()
                 s.execute(_T.insert(), [
-                    {"space_id": sid, "id": r.id_bytes, "created": r.created, "author": r.author, "kind": r.kind,
-                     "body": r.body, "pushed_by": ctx.user.name, "pushed_at": now, "digest": record_digest(r)}
-                    for r in new
+                    {"space_id": sid, "id": i, "created": r.created, "author": r.author, "kind": r.kind,
+                     "body": r.body, "pushed_by": ctx.user.name, "pushed_at": now, "digest": tag}
+                    for r, (i, tag) in zip(new, items)
                 ])
                 version = secrets.token_hex(16)
                 if old is None:
@@ -240,7 +241,7 @@ class LogService:
                     s.execute(update(_H).where(_H.c.space_id == sid)
                               .values(version=version, records=_H.c.records + len(new)))
         if new:
-            self.snapshots.pushed(sid, old, version, [(r.id_bytes, record_digest(r)) for r in new])
+            self.snapshots.pushed(sid, old, version, items)
         ctx.trail["reason"] = f"{len(new)} new of {len(records)}"
         return {"received": len(records), "new": len(new), "known": len(records) - len(new)}
 
