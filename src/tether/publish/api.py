@@ -153,7 +153,7 @@ async def put_blob(
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blob:{digest[:16]}"
     size = await _with_body(
-        request, lambda body: pub.write_blob(ctx, t, digest, body, declared=_declared_length(request), now=utcnow())
+        request, lambda body: pub.write_blob(ctx, t.space_id, digest, body, declared=_declared_length(request), now=utcnow())
     )
     return JSONResponse({"digest": digest, "size": size}, status_code=201)
 
@@ -301,7 +301,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
                     while block := fh.read(1 << 20):
                         yield block
 
-            pub.write_blob(ctx, t, digest, read(), declared=size, now=utcnow())
+            pub.write_blob(ctx, t.space_id, digest, read(), declared=size, now=utcnow())
         finally:
             spool.unlink(missing_ok=True)
         mode = 0o755 if request.headers.get("x-tether-mode") == "0755" else 0o644

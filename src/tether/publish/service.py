@@ -114,16 +114,16 @@ class Publisher:
         if ctx.token is not None and nbytes:
             check_draw(self.db, ctx.token, files=0, nbytes=nbytes)
 
-    def write_blob(self, ctx: AuthContext, t: Target, digest: str, chunks: Iterable[bytes], *, declared: int | None,
-                   now: datetime) -> int:
-        """Store one blob from a stream of chunks for a build of ``t``'s space; the store
-        verifies the digest."""
+    def write_blob(self, ctx: AuthContext, space_id: int, digest: str, chunks: Iterable[bytes], *,
+                   declared: int | None, now: datetime) -> int:
+        """Store one blob from a stream of chunks for a build of space ``space_id``; the
+        store verifies the digest."""
         if declared is not None:
             if declared > self.settings.max_blob_bytes:
                 raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
             self._check_bytes(ctx, declared)
         size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
-        self._record_blobs([(digest, size, None, None)], now, t.space_id)
+        self._record_blobs([(digest, size, None, None)], now, space_id)
         return size
 
     def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
@@ -312,10 +312,7 @@ class Publisher:
                         while block := fh.read(1 << 20):
                             yield block
 
-                self._check_bytes(ctx, up.size)
-                size = self._store_one(up.digest, read(), declared=up.size, max_size=self.settings.max_blob_bytes,
-                                       durable=True)
-                self._record_blobs([(up.digest, size, None, None)], now, self._space_id(up.space))
+                self.write_blob(ctx, self._space_id(up.space), up.digest, read(), declared=up.size, now=now)
         finally:
             self._upload_hashes.drop(up.id)
             path.unlink(missing_ok=True)
