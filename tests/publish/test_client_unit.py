@@ -31,6 +31,7 @@ from tether.publish.client import (
     space_from_scopes,
     summary_line,
 )
+from tether.publish.core import manifest_digest
 from tether.publish.files import FileChangedError, InputError
 
 OLD = time.time_ns() - 3600 * 10**9
@@ -224,7 +225,17 @@ class FakeHub:
             key = m.groups()
             if key in self.builds:
                 return httpx.Response(409, json={"detail": "exists"})
-            files = json.loads(body)["files"]
+            data = json.loads(body)
+            if "same_as" in data:  # the hub copies an earlier build of the space with that manifest
+                source = next((k for k, v in self.builds.items() if k[0] == key[0] and manifest_digest(
+                    [(f["path"], f["digest"], f["size"], f["mode"]) for f in v]) == data["same_as"]), None)
+                if source is None:
+                    return httpx.Response(404, json={"type": "urn:tether:problem:unknown-manifest",
+                                                      "detail": "no build has that manifest"})
+                self.builds[key] = self.builds[source]
+                return httpx.Response(201, json={"space": key[0], "type": key[1], "build": key[2],
+                                                 "path": f"{key[1]}/{key[2]}", "same_as": f"{source[1]}/{source[2]}"})
+            files = data["files"]
             for f in files:
                 if f["digest"] not in self.blobs:
                     return httpx.Response(400, json={"type": "urn:tether:problem:missing-blobs",
@@ -299,8 +310,9 @@ def test_flow_small_files_dedup_and_republish(hub, tmp_path):
     hub.requests.clear()
     s2 = run(hub, root, build="2", strip=1)
     assert (s2["bytes_hashed"], s2["bytes_sent"], s2["deduplicated"]) == (0, 0, 52)
-    # every digest came from the hash cache: the commit goes first, no blobs/missing question
+    # every digest came from the hash cache: the commit goes first, by the manifest's digest alone
     assert [p for _, p in hub.requests] == ["/api/v1/tokens/self", "/api/v1/publish/builds/android/2"]
+    assert s2["same_as"] == "android/1" and hub.builds[("builds", "android", "2")] == hub.builds[("builds", "android", "1")]
 
 
 def test_all_cached_but_the_hub_lacks_blobs_uploads_then_commits(hub, tmp_path):
@@ -308,12 +320,17 @@ def test_all_cached_but_the_hub_lacks_blobs_uploads_then_commits(hub, tmp_path):
     make(root, "a.txt", b"aaa")
     make(root, "b.txt", b"bbb")
     run(hub, root, space="builds")
-    del hub.blobs[sha(b"bbb")]  # e.g. another hub, or garbage-collected since
+    # e.g. another hub, or the build was removed by retention and its blobs garbage-collected since
+    del hub.builds[("builds", "android", "1")]
+    del hub.blobs[sha(b"bbb")]
     hub.requests.clear()
     s = run(hub, root, space="builds", build="2")
     assert (s["bytes_hashed"], s["bytes_sent"], s["uploaded"], s["deduplicated"]) == (0, 3, 1, 1)
+    assert s["same_as"] is None
     assert [p for _, p in hub.requests] == [
-        "/api/v1/publish/builds/android/2", "/api/v1/blobs/missing", "/api/v1/blobs/batch",
+        "/api/v1/publish/builds/android/2",  # by the manifest's digest: unknown
+        "/api/v1/publish/builds/android/2",  # the whole manifest: a blob is missing
+        "/api/v1/blobs/missing", "/api/v1/blobs/batch",
         "/api/v1/publish/builds/android/2",
     ]
     assert hub.content(("builds", "android", "2")) == {"a.txt": b"aaa", "b.txt": b"bbb"}

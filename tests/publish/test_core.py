@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -73,3 +75,18 @@ def test_manifest_rules():
 def test_collision_key_folds_case_and_unicode_forms():
     assert collision_key("Caf\u00e9") == collision_key("cafe\u0301")  # NFC vs NFD, and case
     assert collision_key("A/B") == collision_key("a/b")
+
+
+def test_manifest_digest_names_the_content_not_the_order():
+    from tether.publish.core import manifest_digest
+
+    a = ("a.txt", "1" * 64, 3, 0o644)
+    b = ("b/c", "2" * 64, 1, 0o755)
+    base = manifest_digest([a, b])
+    assert base == manifest_digest([b, a])
+    assert base == hashlib.sha256(f"a.txt\x00{'1' * 64}\x003\x00420\nb/c\x00{'2' * 64}\x001\x00493\n".encode()).hexdigest()
+    # every field counts
+    for changed in (("a.txt", "3" * 64, 3, 0o644), ("a.txt", "1" * 64, 4, 0o644), ("a.txt", "1" * 64, 3, 0o755),
+                    ("A.txt", "1" * 64, 3, 0o644)):
+        assert manifest_digest([changed, b]) != base
+    assert manifest_digest([a]) != base

@@ -605,3 +605,84 @@ def test_resumable_upload_survives_a_hub_restart(start_hub):
             assert c.get("/files/r/ci/1/f").content == data
     finally:
         h2.stop()
+
+
+def manifest_digest_of(files):
+    from tether.publish.core import manifest_digest
+
+    return manifest_digest([(f["path"], f["digest"], f["size"], f["mode"]) for f in files])
+
+
+def test_commit_same_as_copies_an_earlier_build_of_the_space(publisher):
+    hub, space, token = publisher
+    blobs = {"bin/tool": os.urandom(3000), "lib/a.so": os.urandom(2000), "README": b"read me\n"}
+    files = [entry(p, d, 0o755 if p == "bin/tool" else 0o644) for p, d in blobs.items()]
+    with hub.client(token) as c:
+        for d in blobs.values():
+            put_blob(c, d, space).raise_for_status()
+        assert commit(c, space, files, build="1").status_code == 201
+        digest = manifest_digest_of(list(reversed(files)))  # entry order does not matter
+        r = c.post(f"/api/v1/publish/{space}/ci/2", json={"same_as": digest})
+        assert r.status_code == 201, r.text
+        out = r.json()
+        assert (out["files"], out["bytes"], out["same_as"]) == (3, sum(map(len, blobs.values())), "ci/1")
+        for p, d in blobs.items():
+            got = c.get(f"/files/{space}/ci/2/{p}")
+            assert got.status_code == 200 and got.content == d
+        listing = c.get(f"/files/{space}/ci/2/bin/", params={"format": "json"}).json()["entries"]
+        assert [e["name"] for e in listing] == ["tool"]
+        # the copy can itself be the source of the next one, under another type
+        r = c.post(f"/api/v1/publish/{space}/nightly/3", json={"same_as": digest, "latest": True})
+        assert r.status_code == 201, r.text
+        assert c.get(f"/files/{space}/nightly/latest/README").content == b"read me\n"
+        # the same build id again is still a conflict
+        assert c.post(f"/api/v1/publish/{space}/ci/2", json={"same_as": digest}).status_code == 409
+
+
+def test_commit_same_as_refusals_write_nothing(publisher):
+    hub, space, token = publisher
+    other = hub.make_space()
+    _, other_token = hub.make_user(grants={other: "write"})
+    data = os.urandom(1000)
+    files = [entry("secret.bin", data)]
+    digest = manifest_digest_of(files)
+    with hub.client(other_token) as c:  # another space holds the build
+        put_blob(c, data, other).raise_for_status()
+        assert commit(c, other, files).status_code == 201
+    with hub.client(token) as c:
+        cases = [
+            ({"same_as": digest}, 404, "unknown-manifest"),  # only builds of this space count
+            ({"same_as": "0" * 64}, 404, "unknown-manifest"),
+            ({"same_as": "NOT-HEX"}, 400, "invalid-manifest"),
+            ({"same_as": digest, "files": files}, 400, "invalid-manifest"),
+            ({}, 400, "invalid-manifest"),
+        ]
+        for i, (body, status, slug) in enumerate(cases):
+            r = c.post(f"/api/v1/publish/{space}/ci/r{i}", json=body)
+            assert r.status_code == status and r.json()["type"].endswith(slug), r.text
+            assert c.get(f"/files/{space}/ci/r{i}/secret.bin").status_code == 404
+
+
+def test_commit_same_as_draws_budget_and_checks_scope(publisher):
+    hub, space, token = publisher
+    blobs = [b"1", b"22", b"333"]
+    files = [entry(f"f{i}", b) for i, b in enumerate(blobs)]
+    with hub.client(token) as c:
+        for b in blobs:
+            put_blob(c, b, space).raise_for_status()
+        assert commit(c, space, files, build="src").status_code == 201
+        limited = c.post("/api/v1/tokens", json={"max_files": 4, "expires": "1h"}).json()["token"]
+        narrow = c.post("/api/v1/tokens", json={"scopes": [f"publish:{space}/ci/n/f0"], "expires": "1h"}).json()["token"]
+    digest = manifest_digest_of(files)
+    with hub.client(limited) as c:
+        assert c.post(f"/api/v1/publish/{space}/ci/b1", json={"same_as": digest}).status_code == 201
+        r = c.post(f"/api/v1/publish/{space}/ci/b2", json={"same_as": digest})
+        assert r.status_code == 403 and r.json()["caveat"] == "max_files", r.text
+        assert c.get(f"/files/{space}/ci/b2/f0").status_code == 404
+        info = c.get("/api/v1/tokens/self").json()
+        assert (info["files"], info["bytes"]) == (3, 6)
+    with hub.client(narrow) as c:  # its scope covers f0 only, not f1 and f2
+        r = c.post(f"/api/v1/publish/{space}/ci/n", json={"same_as": digest})
+        assert r.status_code == 403 and r.json()["type"].endswith("token-scope"), r.text
+    with hub.client(token) as c:
+        assert c.get(f"/files/{space}/ci/n/f0").status_code == 404

@@ -74,6 +74,7 @@ def test_scheduler_builder_browse_dedup_gc(pub_hub, tmp_path):
     again = json.loads(run(["publish", "--type", "android", "--strip", "1", "--latest", "--json", "eng-2", "out/**"],
                            env=builder, cwd=work).stdout)
     assert again["bytes_hashed"] == 0 and again["bytes_sent"] == 0 and again["deduplicated"] == len(published)
+    assert again["same_as"] == "android/eng-1"  # committed by the manifest's digest: the hub copied eng-1
 
     with httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
         assert c.get(f"/files/{space}/android/latest/f00.bin").content == files["out/f00.bin"]  # --latest
@@ -82,7 +83,7 @@ def test_scheduler_builder_browse_dedup_gc(pub_hub, tmp_path):
     changed.write_bytes(os.urandom(1400))
     third = json.loads(run(["publish", "--type", "android", "--strip", "1", "--json", "eng-3", "out/**"],
                            env=builder, cwd=work).stdout)
-    assert third["bytes_sent"] == 1400 and third["uploaded"] == 1
+    assert third["bytes_sent"] == 1400 and third["uploaded"] == 1 and third["same_as"] is None
 
     # the same build id again is a clean "no"
     dup = run(["publish", "--type", "android", "--strip", "1", "eng-3", "out/**"], env=builder, cwd=work, check=False)

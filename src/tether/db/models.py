@@ -177,6 +177,7 @@ class Build(Base):
     __table_args__ = (
         UniqueConstraint("space_id", "type", "build_id", name="uq_builds_space_type_build"),
         UniqueConstraint("space_id", "path", name="uq_builds_space_path"),
+        Index("ix_builds_space_manifest", "space_id", "manifest"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
@@ -189,6 +190,8 @@ class Build(Base):
     files: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # sha256 of the manifest (publish.core.manifest_digest); None for builds from before 0009
+    manifest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class BuildFile(Base):

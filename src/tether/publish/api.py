@@ -115,7 +115,9 @@ class MissingIn(StrictModel):
 
 
 class ManifestIn(StrictModel):
-    files: list[dict[str, Any]] = Field(max_length=100_000)
+    files: list[dict[str, Any]] | None = Field(default=None, max_length=100_000)
+    # instead of files: the manifest digest of an earlier build of the space with the same files
+    same_as: str | None = Field(default=None, max_length=64)
     public: bool | None = None
     latest: bool = False
 
@@ -255,7 +257,13 @@ def commit_build(space: str, type: str, build: str, body: ManifestIn, ctx: Calle
     pub = _pub(request)
     t = pub.target(ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix}"
-    result = pub.commit(ctx, t, body.files, public=body.public, latest=body.latest, now=utcnow())
+    if (body.files is None) == (body.same_as is None):
+        raise bad_request("send either 'files' (the manifest) or 'same_as' (an earlier build's manifest digest)",
+                          "invalid-manifest")
+    if body.same_as is not None:
+        result = pub.commit_same(ctx, t, body.same_as, public=body.public, latest=body.latest, now=utcnow())
+    else:
+        result = pub.commit(ctx, t, body.files, public=body.public, latest=body.latest, now=utcnow())
     return JSONResponse(_absolute(request, result), status_code=201)
 
 

@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
-from tether.publish.core import DIGEST_RE, PathError, validate_build_id, validate_type
+from tether.publish.core import (
+    DIGEST_RE,
+    PathError,
+    manifest_digest,
+    validate_build_id,
+    validate_type,
+)
 from tether.publish.files import (
     READ_CHUNK,
     FileChangedError,
@@ -857,7 +863,7 @@ def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[Path, str]) -> li
 
 
 def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None,
-            latest: bool = False, quiet_missing: bool = False) -> dict[str, Any]:
+            latest: bool = False, quiet_missing: bool = False, same_as: bool = False) -> dict[str, Any]:
     from tether.client import HubError
 
     retried = False
@@ -868,6 +874,16 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
 
     url = f"/api/v1/publish/{_q(space)}/{_q(build_type)}/{_q(build)}"
     try:
+        if same_as:
+            # An unchanged tree: name the manifest by its digest; the hub copies the
+            # earlier build that has it, or says it knows none and gets the whole manifest.
+            try:
+                return _json(_request(http, "POST", url, json={"same_as": manifest_digest(
+                    [(e["path"], e["digest"], e["size"], e["mode"]) for e in manifest]), "public": public,
+                    "latest": latest}, on_transport_retry=note_retry))
+            except HubError as exc:
+                if exc.status != 404 or exc.slug != "unknown-manifest":
+                    raise
         resp = _request(http, "POST", url, json={"files": manifest, "public": public, "latest": latest},
                         on_transport_retry=note_retry)
     except HubError as exc:
@@ -1016,11 +1032,13 @@ def publish(
         hits = hc.get_many(f for f, _ in pairs) if hc is not None else {}
         if hits and len(hits) == len({f.abs_path for f, _ in pairs}):
             # Every digest is in the hash cache, so this tree was most likely published
-            # before: commit straight away. The hub checks in the commit's own transaction
-            # that every blob exists; only if some are missing do we ask and upload.
+            # before: commit straight away, first by the manifest's digest alone. The hub
+            # checks in the commit's own transaction that every blob exists; only if some
+            # are missing do we ask and upload.
             hashed = HashResult(hits)
             try:
-                result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest, quiet_missing=True)
+                result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest,
+                                 quiet_missing=True, same_as=True)
             except _BlobsMissing:
                 result = None
         if result is None:
@@ -1051,6 +1069,7 @@ def publish(
             "build": result.get("build", build),
             "path": result.get("path"),
             "url": result.get("url"),
+            "same_as": result.get("same_as"),  # the earlier build whose files the hub copied, if it did
             "seconds": round(time.monotonic() - t0, 3),
         }
     )

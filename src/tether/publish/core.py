@@ -6,6 +6,7 @@ refuses bad input before sending anything).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -131,3 +132,13 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
                 raise PathError(f"{seen[parent]!r} is a file but {path!r} needs it to be a directory")
             pos = key.find("/", pos + 1)
     return out
+
+
+def manifest_digest(entries: list[tuple[str, str, int, int]]) -> str:
+    """The sha256 naming a manifest's content: its ``(path, digest, size, mode)``
+    entries in path order, one ``path NUL digest NUL size NUL mode LF`` line each
+    (a valid path holds no NUL or LF). The client and the hub compute it the same
+    way, so a client can commit "the same files as an earlier build" by this name
+    instead of sending 10,000 entries again."""
+    lines = "".join(f"{path}\0{digest}\0{size}\0{mode}\n" for path, digest, size, mode in sorted(entries))
+    return hashlib.sha256(lines.encode()).hexdigest()

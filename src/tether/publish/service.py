@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, or_, select, update
+from sqlalchemy import case, delete, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from tether.publish.core import (
     DIGEST_RE,
     PathError,
     build_prefix,
+    manifest_digest,
     validate_manifest,
     validate_path,
 )
@@ -373,30 +374,8 @@ class Publisher:
             wrong = [d for d, size in digests.items() if known[d] != size]
             if wrong:
                 raise bad_request(f"the manifest gives the wrong size for {', '.join(wrong[:5])}", "invalid-manifest")
-            existing = s.scalar(
-                select(Build).where(Build.space_id == t.space_id, Build.type == t.type, Build.build_id == t.build_id)
-            )
-            if existing is not None:
-                if not t.config.overwrite:
-                    raise conflict(
-                        f"build {t.build_id} of type {t.type} already exists in {t.space}; publish under a new id "
-                        "(this type does not allow overwriting)"
-                    )
-                s.delete(existing)
-                s.flush()
-            self._refuse_nesting(s, t)
-            if ctx.token is not None:
-                draw_budget(s, ctx.token, files=len(entries), nbytes=total)
-            build = Build(
-                space_id=t.space_id, type=t.type, build_id=t.build_id, path=t.prefix,
-                public=t.default_public() if public is None else public, user=ctx.user.name,
-                token_id=ctx.token.id if ctx.token else None, files=len(entries), bytes=total, created_at=now,
-            )
-            s.add(build)
-            try:
-                s.flush()
-            except IntegrityError:
-                raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
+            build = self._new_build(s, ctx, t, files=len(entries), nbytes=total, public=public, now=now,
+                                    manifest=manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries]))
             # Plain executemany: the rows need no type conversion, and for 10,000 of them
             # SQLAlchemy's per-row parameter handling costs more than the inserts.
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -410,6 +389,78 @@ class Publisher:
             "space": t.space, "type": t.type, "build": t.build_id, "path": t.prefix, "files": len(entries),
             "bytes": total, "public": build.public, "url": f"/files/{t.space}/{t.prefix}/",
         }
+
+    def commit_same(self, ctx: AuthContext, t: Target, manifest: str, *, public: bool | None, latest: bool,
+                    now: datetime) -> dict:
+        """Publish a build with the same files as an earlier build of this space whose
+        manifest digest (publish.core.manifest_digest) is ``manifest``: the hub copies
+        that build's entries instead of receiving them again (an unchanged re-publish).
+        404 ``unknown-manifest`` when no other build of the space has it: send the
+        whole manifest instead.
+
+        The entries were checked when that build was committed, and the blobs they name
+        are proven in this space and kept by gc for as long as that build exists; the
+        source build is locked until this commit ends, so retention cannot remove it
+        meanwhile."""
+        if not DIGEST_RE.match(manifest):
+            raise bad_request("same_as must be a manifest digest: 64 lowercase hex characters", "invalid-manifest")
+        with self.db.write() as s:
+            query = select(Build).where(
+                Build.space_id == t.space_id, Build.manifest == manifest,
+                or_(Build.type != t.type, Build.build_id != t.build_id),  # not the build being overwritten
+            ).order_by(Build.id.desc()).limit(1)
+            if self.db.dialect != "sqlite":  # SQLite serialises writers already
+                query = query.with_for_update(read=True)
+            source = s.scalar(query)
+            if source is None:
+                raise Problem(404, "unknown-manifest",
+                              f"no build of {t.space} has the manifest {manifest}; send the whole manifest")
+            if not authorize(ctx.principal, "publish.write", Resource(space=t.space, path=t.prefix)).allowed:
+                # a token scoped below the build's prefix must cover every file
+                for path in s.scalars(select(BuildFile.path).where(BuildFile.build == source.id)):
+                    ctx.require("publish.write", Resource(space=t.space, path=f"{t.prefix}/{path}"))
+            build = self._new_build(s, ctx, t, files=source.files, nbytes=source.bytes, public=public, now=now,
+                                    manifest=manifest)
+            s.execute(text("INSERT INTO build_files (build, path, digest, size, mode) "
+                           "SELECT :new, path, digest, size, mode FROM build_files WHERE build = :old"),
+                      {"new": build.id, "old": source.id})
+            if latest:
+                s.merge(Latest(space_id=t.space_id, type=t.type, build=build.id))
+        return {
+            "space": t.space, "type": t.type, "build": t.build_id, "path": t.prefix, "files": build.files,
+            "bytes": build.bytes, "public": build.public, "url": f"/files/{t.space}/{t.prefix}/", "same_as": source.path,
+        }
+
+    def _new_build(self, s: Session, ctx: AuthContext, t: Target, *, files: int, nbytes: int, public: bool | None,
+               manifest: str, now: datetime) -> Build:
+        """The build's row, inside the commit's transaction: refused if the id is taken
+        (unless the type allows overwriting) or the path nests with another build, and
+        the token's budget drawn."""
+        existing = s.scalar(
+            select(Build).where(Build.space_id == t.space_id, Build.type == t.type, Build.build_id == t.build_id)
+        )
+        if existing is not None:
+            if not t.config.overwrite:
+                raise conflict(
+                    f"build {t.build_id} of type {t.type} already exists in {t.space}; publish under a new id "
+                    "(this type does not allow overwriting)"
+                )
+            s.delete(existing)
+            s.flush()
+        self._refuse_nesting(s, t)
+        if ctx.token is not None:
+            draw_budget(s, ctx.token, files=files, nbytes=nbytes)
+        build = Build(
+            space_id=t.space_id, type=t.type, build_id=t.build_id, path=t.prefix,
+            public=t.default_public() if public is None else public, user=ctx.user.name,
+            token_id=ctx.token.id if ctx.token else None, files=files, bytes=nbytes, created_at=now, manifest=manifest,
+        )
+        s.add(build)
+        try:
+            s.flush()
+        except IntegrityError:
+            raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
+        return build
 
     def _refuse_nesting(self, s: Session, t: Target) -> None:
         """No build's path may sit inside another's (downloads resolve one build per path)."""
