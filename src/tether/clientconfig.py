@@ -20,16 +20,15 @@ function reads the environment it is given (``os.environ`` by default).
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from tether.files import write_private
 from typing import Any
 from urllib.parse import urlsplit
+
+# tomllib, ipaddress and tether.files are imported where they are used: every
+# hub command resolves its config, mostly without a file to parse.
 
 ENV_HUB = "TETHER_HUB"
 ENV_TOKEN = "TETHER_TOKEN"
@@ -120,6 +119,8 @@ def is_loopback_url(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -130,13 +131,17 @@ def load_file(path: Path) -> dict[str, Any]:
     """Read a config file; a missing file is an empty config."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}", hint="fix or remove the file, then run `tether login`") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    import tomllib  # only when there is a file to parse
+
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}", hint="fix or remove the file, then run `tether login`") from exc
     for key in FILE_KEYS:
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{path}: `{key}` must be a string")
@@ -218,6 +223,8 @@ def save(
     given, since a CA bundle belongs to the hub it was saved with.
     """
     import tomli_w
+
+    from tether.files import write_private
 
     path = config_path(env) if path is None else path
     directory = path.parent

@@ -134,7 +134,7 @@ def test_local_file_fields(tmp_path):
     (f,) = expand(tmp_path, ["a/b.txt"])
     st = p.stat()
     assert f.rel_path == "a/b.txt"
-    assert f.abs_path == p.resolve()
+    assert f.abs_path == str(p.resolve())
     assert (f.size, f.mtime_ns, f.inode) == (5, st.st_mtime_ns, st.st_ino)
 
 
@@ -154,7 +154,7 @@ def test_symlink_inside_root_is_followed_under_the_link_name(tmp_path):
     (root / "link.bin").symlink_to("real/data.bin")
     files = {f.rel_path: f for f in expand(root, ["*.bin", "real/*"])}
     assert set(files) == {"link.bin", "real/data.bin"}
-    assert files["link.bin"].abs_path == target.resolve()
+    assert files["link.bin"].abs_path == str(target.resolve())
     assert files["link.bin"].size == 7
 
 
@@ -432,3 +432,65 @@ def test_cache_with_many_files_in_many_directories(tmp_path):
     assert first.bytes_hashed > 0 and first.cache_hits == 0
     assert second.bytes_hashed == 0 and second.cache_hits == 150
     assert dict(first) == dict(second)
+
+
+def test_plan_refuses_file_that_is_also_a_deeper_directory(tmp_path):
+    # "a" is a file, and "a/b/c" needs it to be a directory two levels up; the
+    # other files share parents, so those are looked up once
+    make(tmp_path, "one/a")
+    for rel in ["two/a/b/c", "two/a/b/d", "two/z/y"]:
+        make(tmp_path, rel)
+    with pytest.raises(InputError, match="'one/a' would be published as the file 'a'"):
+        plan(expand(tmp_path, ["one/a", "two/**"]), 1)
+
+
+def test_cache_of_an_older_layout_is_rebuilt(tmp_path):
+    import sqlite3
+
+    make(tmp_path, "f.txt", b"abc")
+    cache_path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(cache_path)  # version 1: one row per file
+    db.execute("CREATE TABLE hashes (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+               " inode INTEGER NOT NULL, digest TEXT NOT NULL)")
+    db.commit()
+    db.close()
+    with HashCache(cache_path) as cache:
+        assert cache.usable
+        assert hash_files(expand(tmp_path, ["f.txt"]), cache).bytes_hashed == 3
+    with HashCache(cache_path) as cache:
+        assert hash_files(expand(tmp_path, ["f.txt"]), cache).cache_hits == 1
+    tables = {r[0] for r in sqlite3.connect(cache_path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "hashes" not in tables
+
+
+def test_damaged_cache_rows_are_misses(tmp_path):
+    import marshal
+    import sqlite3
+
+    root = tmp_path / "root"
+    path = str(make(root, "f.txt", b"abc").resolve())
+    cache_path = tmp_path / "c.sqlite"
+    with HashCache(cache_path) as cache:
+        hash_files(expand(root, ["f.txt"]), cache)
+    for junk in (b"\x00garbage", b"\xe9", marshal.dumps({path: (1,)})):
+        db = sqlite3.connect(cache_path)
+        db.execute("UPDATE dirs SET files = ?", (junk,))
+        db.commit()
+        db.close()
+        with HashCache(cache_path) as cache:
+            got = hash_files(expand(root, ["f.txt"]), cache)
+        assert got.bytes_hashed == 3 and got[path] == sha(b"abc")
+
+
+def test_cache_forgets_files_that_are_gone(tmp_path):
+    root = tmp_path / "root"
+    for name in ("keep.txt", "gone.txt"):
+        make(root, name, name)
+    cache_path = tmp_path / "c.sqlite"
+    with HashCache(cache_path) as cache:
+        hash_files(expand(root, ["*.txt"]), cache)
+        (root / "gone.txt").unlink()
+        make(root, "new.txt", "new")
+        hash_files(expand(root, ["*.txt"]), cache)
+        (row,) = cache._read([str(root.resolve())]).values()
+    assert sorted(row) == [str(root.resolve() / "keep.txt"), str(root.resolve() / "new.txt")]

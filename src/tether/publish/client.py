@@ -858,7 +858,7 @@ class _BlobsMissing(Exception):
     """The hub refused a commit because blobs it names were never uploaded."""
 
 
-def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[Path, str]) -> list[dict[str, Any]]:
+def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[str, str]) -> list[dict[str, Any]]:
     return [{"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs]
 
 
@@ -976,7 +976,7 @@ def publish(
     }
     bar: Any = _RichProgress() if progress else _NoProgress()
 
-    def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[Path, str] | None = None) -> HashResult:
+    def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[str, str] | None = None) -> HashResult:
         try:
             return hash_files(
                 [f for f, _ in pairs],

@@ -30,18 +30,19 @@ Glob rules (deliberately close to the shell's and Python's ``glob``):
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
-import re
 import sqlite3
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Self
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import NamedTuple, Self
 
 from tether.publish.core import (
     MAX_MANIFEST_FILES,
@@ -52,7 +53,6 @@ from tether.publish.core import (
 
 READ_CHUNK = 1 << 20  # 1 MiB
 PARALLEL_MIN = 1 << 20  # files at least this big are hashed in the thread pool
-_MAGIC = re.compile(r"[*?[]")
 #: Files modified this recently before hashing started are hashed but not
 #: cached: the filesystem's clock ticks coarsely, so a second write within the
 #: same tick would leave (size, mtime) unchanged. Linux filesystems stamp with
@@ -79,16 +79,17 @@ class FileChangedError(InputError):
         self.rel_path = rel_path
 
 
-@dataclass(frozen=True)
-class LocalFile:
+class LocalFile(NamedTuple):
     """One file to publish.
 
-    ``abs_path`` is what is read (for a followed symlink: its resolved target);
+    ``abs_path`` is what is read (for a followed symlink: its resolved target),
+    a ``str`` (every os function takes one; 10,000 ``Path`` objects cost 30 ms);
     ``rel_path`` is the POSIX path relative to the root (for a symlink: the
-    link's own path).
+    link's own path). A named tuple: immutable, and about half the cost of a
+    frozen dataclass to build.
     """
 
-    abs_path: Path
+    abs_path: str
     rel_path: str
     size: int
     mtime_ns: int
@@ -114,22 +115,28 @@ def _check_pattern(pattern: str) -> list[str]:
     return parts
 
 
-def _hidden_ok(segment: str) -> bool:
-    return segment.startswith(".")
+#: Matches in one directory: (the directory relative to the root, names in it).
+_Group = tuple[str, list[str]]
 
 
-def _walk_all(root: Path, rel_dir: str, include_self: bool) -> Iterable[str]:
-    """Every non-hidden directory below ``rel_dir`` (not through symlinks)."""
-    if include_self:
-        yield rel_dir
-    stack = [rel_dir]
+def _scan(root: str, d: str) -> list[os.DirEntry[str]]:
+    """The entries of directory ``d`` (relative), sorted by name; [] if it cannot be listed."""
+    try:
+        with os.scandir(f"{root}/{d}" if d else root) as it:
+            return sorted(it, key=attrgetter("name"))
+    except (NotADirectoryError, FileNotFoundError, PermissionError):
+        return []
+
+
+def _walk(root: str, top: str, out: dict[str, list[os.DirEntry[str]]]) -> None:
+    """Add ``top`` and every non-hidden directory below it (not through
+    symlinks) to ``out``, each with its entries: every directory is listed once."""
+    stack = [top]
     while stack:
         d = stack.pop()
-        try:
-            with os.scandir(root / d if d else root) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except (NotADirectoryError, FileNotFoundError, PermissionError):
+        if d in out:
             continue
+        out[d] = entries = _scan(root, d)
         subdirs = []
         for e in entries:
             if e.name.startswith("."):
@@ -139,89 +146,84 @@ def _walk_all(root: Path, rel_dir: str, include_self: bool) -> Iterable[str]:
                     subdirs.append(f"{d}/{e.name}" if d else e.name)
             except OSError:
                 continue
-        yield from subdirs
         stack.extend(reversed(subdirs))
 
 
-def _glob(root: Path, parts: list[str]) -> list[str]:
-    """Match pattern components against the tree under ``root``; return rel paths."""
+def _matching(entries: list[os.DirEntry[str]], seg: str) -> list[str]:
+    hidden = seg.startswith(".")  # only a pattern starting with "." matches hidden names
+    if seg == "*":  # the common case, without a call to fnmatch per name
+        return [e.name for e in entries if not e.name.startswith(".")]
+    return [e.name for e in entries if (hidden or not e.name.startswith(".")) and fnmatchcase(e.name, seg)]
+
+
+def _is_magic(seg: str) -> bool:
+    return "*" in seg or "?" in seg or "[" in seg
+
+
+def _glob(root: str, parts: list[str]) -> list[_Group]:
+    """Match pattern components against the tree under ``root``."""
     current: list[str] = [""]  # directories (relative) matched so far
     for i, seg in enumerate(parts):
         last = i == len(parts) - 1
-        nxt: list[str] = []
+        groups: list[_Group]
         if seg == "**":
             # zero or more directories; as the last component, everything below
+            listed: dict[str, list[os.DirEntry[str]]] = {}
             for d in current:
-                nxt.extend(_walk_all(root, d, include_self=True))
+                _walk(root, d, listed)
             if last:
-                out: list[str] = []
-                for d in dict.fromkeys(nxt):
-                    out.extend(_list(root, d, "*"))
-                return out
-        elif not _MAGIC.search(seg):
-            for d in current:
-                rel = f"{d}/{seg}" if d else seg
-                if os.path.lexists(root / rel):
-                    nxt.append(rel)
+                return [(d, _matching(entries, "*")) for d, entries in listed.items()]
+            current = list(listed)
+            continue
+        if not _is_magic(seg):
+            groups = [(d, [seg]) for d in current if os.path.lexists(f"{root}/{d}/{seg}" if d else f"{root}/{seg}")]
         else:
-            for d in current:
-                nxt.extend(_list(root, d, seg))
+            groups = [(d, _matching(_scan(root, d), seg)) for d in current]
+        if last:
+            return groups
         # dedupe ("**/**" and friends), keep order
-        current = list(dict.fromkeys(nxt))
+        current = list(dict.fromkeys(f"{d}/{n}" if d else n for d, names in groups for n in names))
         if not current:
             return []
-    return current
-
-
-def _list(root: Path, d: str, seg: str) -> list[str]:
-    try:
-        with os.scandir(root / d if d else root) as it:
-            names = [e.name for e in it]
-    except (NotADirectoryError, FileNotFoundError, PermissionError):
-        return []
-    hidden = _hidden_ok(seg)
-    return [f"{d}/{n}" if d else n for n in sorted(names) if (hidden or not n.startswith(".")) and fnmatchcase(n, seg)]
+    return []
 
 
 def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip("/") + "/")
 
 
-def _local_file(root: Path, root_real: str, rel: str, parents: dict[str, bool]) -> LocalFile | None:
+def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | None:
     """Stat one match; None for a directory; InputError for anything refused.
 
-    ``parents`` caches, per parent directory, whether it really lies where its
-    path says (no symlinked directory on the way), so plain trees cost one
-    ``lstat`` per file.
+    ``plain_parent`` says that the parent directory really lies where its path
+    says (no symlinked directory on the way): then a regular file costs one
+    ``lstat``. (``os.lstat`` on the path, not ``DirEntry.stat``: the same system
+    call, and measured 10% faster for the whole expansion.)
     """
     path = f"{root_real}/{rel}"
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    read_path = path
-    parent = rel.rpartition("/")[0]
-    plain_parent = parents.get(parent)
-    if plain_parent is None:
-        where = f"{root_real}/{parent}" if parent else root_real
-        plain_parent = parents[parent] = os.path.realpath(where) == where
-    if stat.S_ISLNK(st.st_mode) or not plain_parent:
-        real = os.path.realpath(path)
-        if not _inside(real, root_real):
-            raise InputError(f"{rel} is a symbolic link to {real}, outside the root {root_real}; refusing to publish it")
-        try:
-            st = os.stat(real)
-        except FileNotFoundError:
-            raise InputError(f"{rel} is a broken symbolic link (its target does not exist)") from None
-        except OSError as exc:
-            raise InputError(f"{rel}: cannot follow symbolic link: {exc.strerror or exc}") from None
-        read_path = real
-    if stat.S_ISDIR(st.st_mode):
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{rel} is not a regular file (a FIFO, socket or device); refusing to read it")
-    mode = 0o755 if st.st_mode & 0o111 else 0o644
-    return LocalFile(Path(read_path), rel, st.st_size, st.st_mtime_ns, st.st_ino, mode)
+    mode = st.st_mode
+    if not (plain_parent and S_ISREG(mode)):  # a plain file in a plain directory needs no more checks
+        if S_ISLNK(mode) or not plain_parent:
+            real = os.path.realpath(path)
+            if not _inside(real, root_real):
+                raise InputError(f"{rel} is a symbolic link to {real}, outside the root {root_real}; refusing to publish it")
+            try:
+                st = os.stat(real)
+            except FileNotFoundError:
+                raise InputError(f"{rel} is a broken symbolic link (its target does not exist)") from None
+            except OSError as exc:
+                raise InputError(f"{rel}: cannot follow symbolic link: {exc.strerror or exc}") from None
+            path = real
+            mode = st.st_mode
+        if S_ISDIR(mode):
+            return None
+        if not S_ISREG(mode):
+            raise InputError(f"{rel} is not a regular file (a FIFO, socket or device); refusing to read it")
+    return LocalFile(path, rel, st.st_size, st.st_mtime_ns, st.st_ino, 0o755 if mode & 0o111 else 0o644)
 
 
 def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
@@ -239,19 +241,28 @@ def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
     root = root.resolve()
     root_real = str(root)
     found: dict[str, LocalFile] = {}
-    parents: dict[str, bool] = {}
+    plain: dict[str, bool] = {}  # per parent directory: no symlinked directory on the way?
     for pattern in globs:
         parts = _check_pattern(pattern)
         count = 0
-        for rel in _glob(root, parts):
-            if rel in found:
+        for d, names in _glob(root_real, parts):
+            if not names:
+                continue
+            plain_parent = plain.get(d)
+            if plain_parent is None:
+                where = f"{root_real}/{d}" if d else root_real
+                plain_parent = plain[d] = os.path.realpath(where) == where
+            prefix = f"{d}/" if d else ""
+            for name in names:
+                rel = prefix + name
+                if rel in found:
+                    count += 1
+                    continue
+                lf = _local_file(root_real, rel, plain_parent)
+                if lf is None:
+                    continue
+                found[rel] = lf
                 count += 1
-                continue
-            lf = _local_file(root, root_real, rel, parents)
-            if lf is None:
-                continue
-            found[rel] = lf
-            count += 1
         if count == 0:
             raise InputError(f"pattern {pattern!r} matched no files under {root}")
     return [found[k] for k in sorted(found)]
@@ -282,7 +293,7 @@ def plan(files: list[LocalFile], strip_n: int = 0) -> list[tuple[LocalFile, str]
     out: list[tuple[LocalFile, str]] = []
     by_key: dict[str, tuple[LocalFile, str]] = {}
     for f in files:
-        dest = strip(f.rel_path, strip_n)
+        dest = strip(f.rel_path, strip_n) if strip_n else f.rel_path
         try:
             validate_path(dest)
         except PathError as exc:
@@ -295,19 +306,23 @@ def plan(files: list[LocalFile], strip_n: int = 0) -> list[tuple[LocalFile, str]
                 f"{other.rel_path!r} and {f.rel_path!r} would both be published as {same} "
                 "(names that differ only in case or Unicode normalisation collide); rename one"
             )
-        by_key[key] = (f, dest)
-        out.append((f, dest))
-    # a path may not be both a file and a directory ("a" and "a/b")
+        by_key[key] = pair = (f, dest)
+        out.append(pair)
+    # A path may not be both a file and a directory ("a" and "a/b"). Files share
+    # parents, so each directory is looked up once, not once per file in it.
+    dirs_seen: set[str] = set()
     for key, (f, dest) in by_key.items():
-        parts = key.split("/")
-        for i in range(1, len(parts)):
-            parent = by_key.get("/".join(parts[:i]))
-            if parent is not None:
+        parent = key.rpartition("/")[0]
+        while parent and parent not in dirs_seen:
+            dirs_seen.add(parent)
+            clash = by_key.get(parent)
+            if clash is not None:
                 raise InputError(
-                    f"{parent[0].rel_path!r} would be published as the file {parent[1]!r}, "
-                    f"but {f.rel_path!r} needs {parent[1]!r} to be a directory"
+                    f"{clash[0].rel_path!r} would be published as the file {clash[1]!r}, "
+                    f"but {f.rel_path!r} needs {clash[1]!r} to be a directory"
                 )
-    out.sort(key=lambda pair: pair[1])
+            parent = parent.rpartition("/")[0]
+    out.sort(key=itemgetter(1))
     return out
 
 
@@ -320,11 +335,23 @@ def default_cache_path() -> Path:
     return root / "tether" / "hashes.sqlite"
 
 
+#: The cache's layout, kept in SQLite's ``user_version``. Version 1 had one row
+#: per file (table ``hashes``); a cache of another version is simply rebuilt.
+CACHE_VERSION = 2
+
+
 class HashCache:
     """sha256 digests of local files, keyed by (absolute path, size, mtime_ns, inode).
 
+    One row per directory holds ``{abs_path: (size, mtime_ns, inode, digest)}``
+    for its files, marshalled: looking up 10,000 files in 100 directories reads
+    100 rows, not 10,000 (about 12 ms instead of 50). The file is private
+    (created 0600 in a 0700 directory) and written only by us, so marshal's trust
+    in its input holds, as it does for the user's own ``.pyc`` files; a row that
+    does not load is a miss.
+
     A cache that cannot be opened or written is ignored: it may make a publish
-    faster, never make it fail. The file is created 0600 in a 0700 directory.
+    faster, never make it fail.
     """
 
     def __init__(self, path: Path | str | None = None):
@@ -334,15 +361,15 @@ class HashCache:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            # autocommit: put_many opens its own BEGIN IMMEDIATE transaction
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS hashes ("
-                " path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-                " inode INTEGER NOT NULL, digest TEXT NOT NULL)"
-            )
-            db.commit()
+            if db.execute("PRAGMA user_version").fetchone()[0] != CACHE_VERSION:
+                with _transaction(db):
+                    db.execute("DROP TABLE IF EXISTS hashes")
+                    db.execute("CREATE TABLE IF NOT EXISTS dirs (dir BLOB PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID")
+                    db.execute(f"PRAGMA user_version = {CACHE_VERSION}")
             self._db = db
         except (OSError, sqlite3.Error):
             self._db = None
@@ -351,53 +378,66 @@ class HashCache:
     def usable(self) -> bool:
         return self._db is not None
 
-    def get_many(self, files: Iterable[LocalFile]) -> dict[Path, str]:
+    def _read(self, dirs: Iterable[str]) -> dict[str, dict[str, tuple[int, int, int, str]]]:
+        """The stored entries of these directories (those that have any), by directory."""
+        assert self._db is not None
+        keys = {os.fsencode(d): d for d in dirs}  # exact bytes: file names need not be UTF-8
+        wanted = list(keys)
+        out: dict[str, dict[str, tuple[int, int, int, str]]] = {}
+        for i in range(0, len(wanted), 500):  # SQLite's limit on parameters is 999 in old versions
+            chunk = wanted[i : i + 500]
+            sql = f"SELECT dir, files FROM dirs WHERE dir IN ({','.join('?' * len(chunk))})"
+            for key, blob in self._db.execute(sql, chunk):
+                try:
+                    table = marshal.loads(blob)
+                except (EOFError, ValueError, TypeError):
+                    continue
+                if isinstance(table, dict):
+                    out[keys[key]] = table
+        return out
+
+    def get_many(self, files: Iterable[LocalFile]) -> dict[str, str]:
         """Digests of the files whose cache entry still matches their stat."""
         if self._db is None:
             return {}
         files = list(files)
-        if not files:
-            return {}
-        out: dict[Path, str] = {}
+        out: dict[str, str] = {}
         try:
-            if len(files) < 64:
-                cur = self._db.cursor()
-                for f in files:
-                    row = cur.execute(
-                        "SELECT digest FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?",
-                        (_key(f.abs_path), f.size, f.mtime_ns, f.inode),
-                    ).fetchone()
-                    if row is not None:
-                        out[f.abs_path] = row[0]
-                return out
-            # Many files: one range scan over their common directory beats a
-            # query per file.
-            keys = [_key(f.abs_path) for f in files]
-            base = os.path.commonprefix(keys).rpartition(b"/")[0] + b"/"  # a whole directory
-            upper = base[:-1] + b"0"  # "0" sorts right after "/"
-            rows = {
-                p: (size, mtime, inode, digest)
-                for p, size, mtime, inode, digest in self._db.execute(
-                    "SELECT path, size, mtime_ns, inode, digest FROM hashes WHERE path >= ? AND path < ?", (base, upper)
-                )
-            }
-            for f, k in zip(files, keys):
-                row = rows.get(k)
-                if row is not None and row[:3] == (f.size, f.mtime_ns, f.inode):
-                    out[f.abs_path] = row[3]
-        except sqlite3.Error:
+            known: dict[str, tuple[int, int, int, str]] = {}
+            for table in self._read({f.abs_path.rpartition("/")[0] for f in files}).values():
+                known.update(table)
+            for f in files:
+                e = known.get(f.abs_path)
+                if e is not None and e[0] == f.size and e[1] == f.mtime_ns and e[2] == f.inode:
+                    out[f.abs_path] = e[3]
+        except (sqlite3.Error, TypeError, IndexError):  # a damaged cache is a miss
             return out
         return out
 
     def put_many(self, entries: Iterable[tuple[LocalFile, str]]) -> None:
         if self._db is None:
             return
+        new: dict[str, dict[str, tuple[int, int, int, str]]] = {}
+        for f, digest in entries:
+            new.setdefault(f.abs_path.rpartition("/")[0], {})[f.abs_path] = (f.size, f.mtime_ns, f.inode, digest)
+        if not new:
+            return
         try:
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, inode, digest) VALUES (?, ?, ?, ?, ?)",
-                    [(_key(f.abs_path), f.size, f.mtime_ns, f.inode, d) for f, d in entries],
-                )
+            with _transaction(self._db):  # read-modify-write: concurrent publishes lose no entries
+                old = self._read(new)
+                rows = []
+                for d, table in new.items():
+                    try:
+                        present = set(os.listdir(d or "/"))
+                    except OSError:
+                        present = None
+                    # keep only names that still exist, so a row does not grow forever
+                    merged = {
+                        p: e for p, e in old.get(d, {}).items() if present is None or p.rpartition("/")[2] in present
+                    }
+                    merged.update(table)
+                    rows.append((os.fsencode(d), marshal.dumps(merged)))
+                self._db.executemany("INSERT OR REPLACE INTO dirs (dir, files) VALUES (?, ?)", rows)
         except sqlite3.Error:
             pass
 
@@ -413,15 +453,31 @@ class HashCache:
         self.close()
 
 
-def _key(p: Path) -> bytes:
-    return os.fsencode(p)  # exact bytes: file names need not be UTF-8
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class HashResult(dict):
-    """``{abs_path: sha256 hex}``, plus ``bytes_hashed`` (cache misses only) and ``cache_hits``."""
+    """``{abs_path: sha256 hex}``, plus ``bytes_hashed`` (cache misses only) and ``cache_hits``.
+
+    Keys are ``str``; a ``Path`` is accepted for looking one up.
+    """
 
     bytes_hashed: int = 0
     cache_hits: int = 0
+
+    def __missing__(self, key: object) -> str:
+        if isinstance(key, os.PathLike):
+            return self[os.fspath(key)]
+        raise KeyError(key)
 
 
 _local = threading.local()
@@ -484,7 +540,7 @@ def hash_files(
     on_bytes: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
     on_group: Callable[[Group], None] | None = None,
-    hits: dict[Path, str] | None = None,
+    hits: dict[str, str] | None = None,
 ) -> HashResult:
     """Digest every file (once per distinct ``abs_path``), using and refreshing ``cache``.
 
@@ -498,7 +554,7 @@ def hash_files(
     ``cache.get_many`` already answered for these files (it is not asked again).
     """
     result = HashResult()
-    unique: dict[Path, LocalFile] = {}
+    unique: dict[str, LocalFile] = {}
     for f in files:
         unique.setdefault(f.abs_path, f)
     if hits is None:
