@@ -74,6 +74,18 @@ class HubSettings(BaseSettings):
         split_listen(v)
         return v
 
+    @field_validator("gc_grace")
+    @classmethod
+    def _check_duration(cls, v: str, info) -> str:
+        # refused when the hub starts, not with a 500 at the first gc or mint
+        from tether.auth.caveats import CaveatError, parse_duration
+
+        try:
+            parse_duration(v, caveat=info.field_name)
+        except CaveatError as exc:
+            raise ValueError(f"{info.field_name} must be a positive duration like 30m, 1h or 7d: {exc}") from None
+        return v
+
     def effective_blob_store(self) -> str:
         return self.blob_store or str((self.data_dir / "blobs").resolve())
 

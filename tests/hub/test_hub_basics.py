@@ -173,3 +173,17 @@ def test_recover_admin_token(start_hub):
                 assert c.get("/api/v1/whoami").json()["user"]["name"] == "admin"
     finally:
         h2.stop()
+
+
+def test_a_gc_grace_that_is_not_a_duration_stops_the_hub_at_start(tmp_path):
+    """Refused when the hub starts (exit 2, naming the setting), not with a 500 at the first gc."""
+    import os
+    import subprocess
+    import sys
+
+    for bad in ("0s", "soon", "-1h"):
+        env = {**os.environ, "TETHER_GC_GRACE": bad}
+        r = subprocess.run([sys.executable, "-m", "tether", "hub", "--data", str(tmp_path / "data"),
+                            "--listen", "127.0.0.1:0"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and "gc_grace must be a positive duration" in r.stderr, (bad, r.stderr)
+    assert not (tmp_path / "data" / "tether.db").exists()  # nothing created

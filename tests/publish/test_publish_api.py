@@ -544,7 +544,7 @@ def _expire_leases(h):
     from tether.db import Database
     from tether.db.models import Blob, utcnow
 
-    db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")
+    db = Database(h.env.get("TETHER_DATABASE_URL") or f"sqlite:///{h.data_dir / 'tether.db'}")
     with db.write() as s:
         for b in s.query(Blob):
             b.leased_until = utcnow() - timedelta(seconds=1)
@@ -686,3 +686,51 @@ def test_commit_same_as_draws_budget_and_checks_scope(publisher):
         assert r.status_code == 403 and r.json()["type"].endswith("token-scope"), r.text
     with hub.client(token) as c:
         assert c.get(f"/files/{space}/ci/n/f0").status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_builds_sharing_entries_outlive_the_build_that_held_them(start_hub, backend):
+    """A build committed with the same files as an earlier one shares its entries;
+    removing or overwriting the earlier build (retention, overwrite) leaves it whole,
+    and gc keeps every blob it names."""
+    types = json.dumps({"nightly": {"path": "nightly/{build_id}", "keep_last": 1},
+                        "snap": {"path": "snap/{build_id}", "overwrite": True}})
+    h = start_hub(backend=backend, env={"TETHER_PUBLISH_TYPES": types, "TETHER_GC_GRACE": "1s"})
+    blobs = {f"dir/f{i}": os.urandom(700 + i) for i in range(5)}
+    files = [entry(p, d) for p, d in blobs.items()]
+    digest = manifest_digest_of(files)
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "sh"}).raise_for_status()
+        for d in blobs.values():
+            put_blob(c, d, "sh", type_="snap").raise_for_status()
+        assert commit(c, "sh", files, type_="snap", build="a").status_code == 201  # holds the entries
+        for n in ("n1", "n2"):  # n1 by digest, n2 by the whole manifest: both share a's entries
+            body = {"same_as": digest} if n == "n1" else {"files": files}
+            assert c.post(f"/api/v1/publish/sh/nightly/{n}", json=body).status_code == 201
+            time.sleep(0.01)
+        # overwriting a with other files hands its old entries on to n1 (and n2 follows)
+        put_blob(c, b"new", "sh", type_="snap").raise_for_status()
+        assert commit(c, "sh", [entry("other", b"new")], type_="snap", build="a").status_code == 201
+        assert c.get("/files/sh/snap/a/other").content == b"new"
+        assert c.get("/files/sh/snap/a/dir/f0").status_code == 404
+        # retention (keep_last 1) removes n1, which now holds the entries; n2 keeps them
+        time.sleep(1.1)  # past gc_grace
+        _expire_leases(h)
+        out = c.post("/api/v1/gc", json={}).json()
+        assert out.get("builds_removed") == ["sh/nightly/n1"] and out["blobs_removed"] == 0, out
+        for p, d in blobs.items():
+            assert c.get(f"/files/sh/nightly/n2/{p}").content == d
+        listing = c.get("/files/sh/nightly/n2/dir/", params={"format": "json"}).json()["entries"]
+        assert [e["name"] for e in listing] == [f"f{i}" for i in range(5)]
+        # and a later commit by digest still finds them through n2
+        r = c.post("/api/v1/publish/sh/snap/b", json={"same_as": digest})
+        assert r.status_code == 201 and r.json()["same_as"] == "nightly/n2", r.text
+    # stored once: a's one new entry, and the five that n2 and b share
+    from sqlalchemy import text
+
+    from tether.db import Database
+
+    db = Database(h.env.get("TETHER_DATABASE_URL") or f"sqlite:///{h.data_dir / 'tether.db'}")
+    with db.read() as s:
+        assert s.scalar(text("SELECT count(*) FROM build_files")) == 6
+    db.dispose()

@@ -192,6 +192,13 @@ class Build(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # sha256 of the manifest (publish.core.manifest_digest); None for builds from before 0009
     manifest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The build whose build_files rows this build uses (the same manifest); None: its own rows.
+    files_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+
+    @property
+    def entries(self) -> int:
+        """The id that this build's build_files rows are stored under."""
+        return self.files_of or self.id
 
 
 class BuildFile(Base):

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, or_, select, text, update
+from sqlalchemy import case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -374,15 +374,20 @@ class Publisher:
             wrong = [d for d, size in digests.items() if known[d] != size]
             if wrong:
                 raise bad_request(f"the manifest gives the wrong size for {', '.join(wrong[:5])}", "invalid-manifest")
+            manifest = manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries])
             build = self._new_build(s, ctx, t, files=len(entries), nbytes=total, public=public, now=now,
-                                    manifest=manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries]))
-            # Plain executemany: the rows need no type conversion, and for 10,000 of them
-            # SQLAlchemy's per-row parameter handling costs more than the inserts.
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(
-                f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode) VALUES ({', '.join([mark] * 5)})",
-                [(build.id, e.path, e.digest, e.size, e.mode) for e in entries],
-            )
+                                    manifest=manifest)
+            twin = s.scalar(select(Build.id).where(Build.space_id == t.space_id, Build.manifest == manifest,
+                                                   Build.id != build.id).order_by(Build.id.desc()).limit(1))
+            if twin is None or not self._share_entries(s, build, twin):
+                # Plain executemany: the rows need no type conversion, and for 10,000 of them
+                # SQLAlchemy's per-row parameter handling costs more than the inserts.
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                conn.exec_driver_sql(
+                    f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode) "
+                    f"VALUES ({', '.join([mark] * 5)})",
+                    [(build.id, e.path, e.digest, e.size, e.mode) for e in entries],
+                )
             if latest:
                 s.merge(Latest(space_id=t.space_id, type=t.type, build=build.id))
         return {
@@ -393,15 +398,13 @@ class Publisher:
     def commit_same(self, ctx: AuthContext, t: Target, manifest: str, *, public: bool | None, latest: bool,
                     now: datetime) -> dict:
         """Publish a build with the same files as an earlier build of this space whose
-        manifest digest (publish.core.manifest_digest) is ``manifest``: the hub copies
-        that build's entries instead of receiving them again (an unchanged re-publish).
-        404 ``unknown-manifest`` when no other build of the space has it: send the
-        whole manifest instead.
+        manifest digest (publish.core.manifest_digest) is ``manifest``: the new build
+        shares that build's entries instead of receiving them again (an unchanged
+        re-publish costs one row, not one per file). 404 ``unknown-manifest`` when no
+        other build of the space has it: send the whole manifest instead.
 
         The entries were checked when that build was committed, and the blobs they name
-        are proven in this space and kept by gc for as long as that build exists; the
-        source build is locked until this commit ends, so retention cannot remove it
-        meanwhile."""
+        are proven in this space and kept by gc for as long as any build names them."""
         if not DIGEST_RE.match(manifest):
             raise bad_request("same_as must be a manifest digest: 64 lowercase hex characters", "invalid-manifest")
         with self.db.write() as s:
@@ -417,19 +420,54 @@ class Publisher:
                               f"no build of {t.space} has the manifest {manifest}; send the whole manifest")
             if not authorize(ctx.principal, "publish.write", Resource(space=t.space, path=t.prefix)).allowed:
                 # a token scoped below the build's prefix must cover every file
-                for path in s.scalars(select(BuildFile.path).where(BuildFile.build == source.id)):
+                for path in s.scalars(select(BuildFile.path).where(BuildFile.build == source.entries)):
                     ctx.require("publish.write", Resource(space=t.space, path=f"{t.prefix}/{path}"))
             build = self._new_build(s, ctx, t, files=source.files, nbytes=source.bytes, public=public, now=now,
                                     manifest=manifest)
-            s.execute(text("INSERT INTO build_files (build, path, digest, size, mode) "
-                           "SELECT :new, path, digest, size, mode FROM build_files WHERE build = :old"),
-                      {"new": build.id, "old": source.id})
+            if not self._share_entries(s, build, source.id):
+                raise Problem(404, "unknown-manifest", f"the build with the manifest {manifest} was removed "
+                              "meanwhile; send the whole manifest")
             if latest:
                 s.merge(Latest(space_id=t.space_id, type=t.type, build=build.id))
         return {
             "space": t.space, "type": t.type, "build": t.build_id, "path": t.prefix, "files": build.files,
             "bytes": build.bytes, "public": build.public, "url": f"/files/{t.space}/{t.prefix}/", "same_as": source.path,
         }
+
+    def _share_entries(self, s: Session, build: Build, source_id: int) -> bool:
+        """Let ``build`` use the entries (build_files rows) that build ``source_id``
+        uses; False if that build is gone. The owner of the entries is read afresh (a
+        deletion earlier in this transaction may have handed them on) and locked on
+        PostgreSQL until the commit ends, so a concurrent deletion waits and then hands
+        the entries on to this build too (see :meth:`_delete_build`)."""
+        owner = s.scalar(select(func.coalesce(Build.files_of, Build.id)).where(Build.id == source_id))
+        if owner is None:
+            return False
+        # (SQLite serialises writers already)
+        if self.db.dialect != "sqlite" and s.scalar(
+            select(Build.id).where(Build.id == owner).with_for_update(read=True)
+        ) is None:
+            return False
+        build.files_of = owner
+        s.flush()
+        return True
+
+    def _delete_build(self, s: Session, build: Build) -> None:
+        """Delete a build. Builds that share its entries keep them: the oldest of them
+        takes the rows over and the others follow it."""
+        if self.db.dialect != "sqlite":
+            # lock first: a commit sharing these entries finishes before they are handed on
+            s.execute(select(Build.id).where(Build.id == build.id).with_for_update())
+        heir = s.scalar(select(func.min(Build.id)).where(Build.files_of == build.id))
+        if heir is not None:
+            s.execute(update(BuildFile).where(BuildFile.build == build.id).values(build=heir),
+                      execution_options={"synchronize_session": False})
+            s.execute(update(Build).where(Build.files_of == build.id).values(files_of=heir),
+                      execution_options={"synchronize_session": False})
+            s.execute(update(Build).where(Build.id == heir).values(files_of=None),
+                      execution_options={"synchronize_session": False})
+        s.delete(build)
+        s.flush()
 
     def _new_build(self, s: Session, ctx: AuthContext, t: Target, *, files: int, nbytes: int, public: bool | None,
                manifest: str, now: datetime) -> Build:
@@ -445,8 +483,7 @@ class Publisher:
                     f"build {t.build_id} of type {t.type} already exists in {t.space}; publish under a new id "
                     "(this type does not allow overwriting)"
                 )
-            s.delete(existing)
-            s.flush()
+            self._delete_build(s, existing)
         self._refuse_nesting(s, t)
         if ctx.token is not None:
             draw_budget(s, ctx.token, files=files, nbytes=nbytes)
@@ -514,7 +551,7 @@ class Publisher:
                 self._may_read(ctx, space, build, path)
                 rest = path[len(build.path) + 1 :] if len(path) > len(build.path) else ""
                 if rest:
-                    f = s.get(BuildFile, (build.id, rest))
+                    f = s.get(BuildFile, (build.entries, rest))
                     if f is not None:
                         where = s.execute(select(Blob.pack, Blob.pack_offset).where(Blob.digest == f.digest)).first()
                         return {"kind": "file", "digest": f.digest, "size": f.size, "mode": f.mode, "path": path,
@@ -522,7 +559,7 @@ class Publisher:
                 under = rest + "/" if rest else ""
                 rows = s.execute(
                     select(BuildFile.path, BuildFile.size, BuildFile.digest).where(
-                        BuildFile.build == build.id, BuildFile.path.like(_like_prefix(under), escape="\\")
+                        BuildFile.build == build.entries, BuildFile.path.like(_like_prefix(under), escape="\\")
                     )
                 ).all()
                 if not rows:
@@ -693,7 +730,7 @@ class Publisher:
                         if (too_many or too_old) and b.id != latest:
                             removed.append(f"{space}/{b.path}")
                             if not dry_run:
-                                s.delete(b)
+                                self._delete_build(s, b)
         return removed
 
 

@@ -19,5 +19,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("spaces") as batch:
-        batch.drop_column("public_builds")
+    # Plain DROP COLUMN (SQLite 3.35+), not a batch rebuild: rebuilding drops the table,
+    # and with foreign keys on SQLite that deletes every grant, build and file of every space.
+    op.execute("ALTER TABLE spaces DROP COLUMN public_builds")
