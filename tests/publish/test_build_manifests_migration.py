@@ -25,6 +25,17 @@ def _downgrade(db: Database, revision: str) -> None:
         command.downgrade(cfg, revision)
 
 
+def _seed_build(s, now, *, files: int) -> None:
+    """Space 1 with build 10 (ci/1) holding entries x (and y)."""
+    s.execute(text("INSERT INTO spaces (id, name, description, created_at, public_builds) "
+                   "VALUES (1, 'a', '', :t, false)"), {"t": now})
+    s.execute(text("INSERT INTO builds (id, space_id, type, build_id, path, public, \"user\", files, bytes, "
+                   "created_at) VALUES (10, 1, 'ci', '1', 'ci/1', false, 'u', :n, :n, :t)"), {"t": now, "n": files})
+    for path, d in (("x", "d1"), ("y", "d2"))[:files]:
+        s.execute(text("INSERT INTO build_files (build, path, digest, size, mode) VALUES (10, :p, :d, 1, 420)"),
+                  {"p": path, "d": d * 32})
+
+
 def _files(s, build):
     return sorted(s.execute(text("SELECT path, digest FROM build_files WHERE build = :b"), {"b": build}).all())
 
@@ -34,12 +45,7 @@ def test_upgrade_keeps_builds_and_downgrade_unshares_entries(database_url):
     db.migrate("0008")
     now = utcnow()
     with db.write() as s:
-        s.execute(text("INSERT INTO spaces (id, name, description, created_at, public_builds) "
-                       "VALUES (1, 'a', '', :t, false)"), {"t": now})
-        s.execute(text("INSERT INTO builds (id, space_id, type, build_id, path, public, \"user\", files, bytes, "
-                       "created_at) VALUES (10, 1, 'ci', '1', 'ci/1', false, 'u', 2, 2, :t)"), {"t": now})
-        s.execute(text("INSERT INTO build_files (build, path, digest, size, mode) VALUES "
-                       "(10, 'x', :d1, 1, 420), (10, 'y', :d2, 1, 420)"), {"d1": "d1" * 32, "d2": "d2" * 32})
+        _seed_build(s, now, files=2)
     db.migrate()
     with db.write() as s:
         row = s.execute(text("SELECT manifest, files_of FROM builds WHERE id = 10")).one()
@@ -60,12 +66,7 @@ def test_downgrading_below_0003_keeps_spaces_and_their_builds(database_url):
     db.migrate()
     now = utcnow()
     with db.write() as s:
-        s.execute(text("INSERT INTO spaces (id, name, description, created_at, public_builds) "
-                       "VALUES (1, 'a', '', :t, false)"), {"t": now})
-        s.execute(text("INSERT INTO builds (id, space_id, type, build_id, path, public, \"user\", files, bytes, "
-                       "created_at) VALUES (10, 1, 'ci', '1', 'ci/1', false, 'u', 1, 1, :t)"), {"t": now})
-        s.execute(text("INSERT INTO build_files (build, path, digest, size, mode) VALUES (10, 'x', :d, 1, 420)"),
-                  {"d": "d1" * 32})
+        _seed_build(s, now, files=1)
     _downgrade(db, "0002")
     with db.read() as s:
         assert s.scalar(text("SELECT count(*) FROM spaces")) == 1
