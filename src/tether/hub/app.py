@@ -49,6 +49,7 @@ class HubState:
         )
         self.limiter = FailureLimiter(settings.auth_failures_per_minute)
         self.metrics = Metrics()
+        self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
 
 
 def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
@@ -122,7 +123,9 @@ class HubMiddleware:
             self._observe(scope, status, started)
         read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
         if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
-            await anyio.to_thread.run_sync(self._audit, scope, state, status)
+            fields = self._audit_fields(scope, state, status)
+            if not self.hub.audit_writer.submit(fields):  # not running, or too far behind
+                await anyio.to_thread.run_sync(self._audit, fields)
 
     def _body_limit(self, method: str, path: str) -> int | None:
         """JSON bodies are small; manifests and reconcile messages larger; blob
@@ -141,25 +144,27 @@ class HubMiddleware:
         route = getattr(scope.get("route"), "path", "unmatched")
         self.hub.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
 
-    def _audit(self, scope, state, status: int) -> None:
+    def _audit_fields(self, scope, state, status: int) -> dict:
         ctx = state.get("auth")
         trail = getattr(ctx, "trail", None) or state.get("trail") or {}
         problem: Problem | None = state.get("problem")
         client = scope.get("client")
         outcome = "allowed" if status < 400 else ("denied" if status in _REFUSALS else "failed")
+        return {
+            "at": utcnow(),
+            "user": ctx.user.name if ctx is not None else trail.get("user"),
+            "token_id": (ctx.token.id if ctx is not None and ctx.token is not None else trail.get("token_id")),
+            "action": trail.get("action") or f"http.{scope['method']}",
+            "resource": trail.get("resource") or scope.get("path", ""),
+            "source": client[0] if client else None,
+            "outcome": outcome,
+            "status": status,
+            "reason": (f"{problem.slug}: {problem.detail}" if problem is not None else ""),
+        }
+
+    def _audit(self, fields: dict) -> None:
         try:
-            audit.record(
-                self.hub.db,
-                at=utcnow(),
-                user=ctx.user.name if ctx is not None else trail.get("user"),
-                token_id=(ctx.token.id if ctx is not None and ctx.token is not None else trail.get("token_id")),
-                action=trail.get("action") or f"http.{scope['method']}",
-                resource=trail.get("resource") or scope.get("path", ""),
-                source=client[0] if client else None,
-                outcome=outcome,
-                status=status,
-                reason=(f"{problem.slug}: {problem.detail}" if problem is not None else ""),
-            )
+            audit.record(self.hub.db, **fields)
         except Exception:  # never let auditing turn a response into a 500; but say so loudly
             log.exception("could not write an audit record")
 
@@ -177,6 +182,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
             host, port = split_listen(settings.ssh_listen)
             acceptor = await start_server(settings, db, host, port)
+        hub.audit_writer.start()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_prune_audit_forever, hub)
@@ -185,6 +191,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         finally:
             if acceptor is not None:
                 acceptor.close()
+            # Requests have finished: write the records still queued before exiting.
+            await anyio.to_thread.run_sync(hub.audit_writer.stop)
 
     app = FastAPI(
         title="tether hub",

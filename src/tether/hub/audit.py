@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+import weakref
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -9,12 +13,157 @@ from sqlalchemy import delete, select
 from tether.db import Database
 from tether.db.models import AuditRecord
 
+log = logging.getLogger("tether.hub")
+_WAKE: dict = {}  # queued by AuditWriter.stop to wake the writer; never written
 
-def record(db: Database, **fields) -> None:
+
+def _clip(fields: dict) -> dict:
     fields["resource"] = (fields.get("resource") or "")[:1024]
     fields["reason"] = (fields.get("reason") or "")[:1024]
+    return fields
+
+
+def record(db: Database, **fields) -> None:
     with db.write() as s:
-        s.add(AuditRecord(**fields))
+        s.add(AuditRecord(**_clip(fields)))
+
+
+class AuditWriter:
+    """Writes the hub's audit records from one thread, many to a transaction.
+
+    A request's record is written after its response has left; here it joins a queue
+    and the writer commits what gathered over ``interval`` seconds in one transaction:
+    one wait for the database's write lock and one sync to disk per batch, instead of
+    one per request, each in a thread of the request pool. The queue is bounded: when
+    it is full (or the writer is not running) ``submit`` refuses and the caller writes
+    the record itself, as before. :func:`query` first waits for the records queued in
+    this process (``flush``), and ``stop`` writes everything queued before returning."""
+
+    def __init__(self, db: Database, *, interval: float = 0.05, max_queued: int = 10_000, max_batch: int = 1000):
+        self.db = db
+        self.interval = interval
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue(max_queued)  # field dicts, _WAKE, flush events
+        self._lock = threading.Lock()  # submit vs stop: nothing is queued once stop began
+        self._running = False
+        self._hurry = threading.Event()  # someone waits (flush, stop): don't gather
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._stopping.clear()
+            self._hurry.clear()
+            self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
+            self._thread.start()
+            self._running = True
+            _writers[self.db] = self
+
+    def submit(self, fields: dict) -> bool:
+        """Queue a record (the fields of :func:`record`); False: write it yourself."""
+        with self._lock:
+            if not self._running:
+                return False
+            try:
+                self._queue.put_nowait(_clip(fields))
+            except queue.Full:
+                return False
+            return True
+
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until the records submitted so far are written (at most ``timeout`` s)."""
+        done = threading.Event()
+        with self._lock:
+            if not self._running:
+                return
+            try:
+                self._queue.put_nowait(done)
+            except queue.Full:  # far behind: don't hold up submit (the event loop) meanwhile
+                return
+        self._hurry.set()
+        done.wait(timeout)
+
+    def stop(self, timeout: float = 60) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            if _writers.get(self.db) is self:
+                del _writers[self.db]
+        self._stopping.set()
+        self._hurry.set()
+        try:
+            self._queue.put_nowait(_WAKE)  # an idle writer: look now (a busy one will anyway)
+        except queue.Full:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+        # Whatever the thread left (it timed out on a stuck database): write it here.
+        while True:
+            batch, done = self._take(block=False)
+            if not batch and not done:
+                break
+            self._write(batch)
+            for ev in done:
+                ev.set()
+
+    def _take(self, *, block: bool) -> tuple[list[dict], list[threading.Event]]:
+        batch: list[dict] = []
+        done: list[threading.Event] = []
+
+        def add(item) -> None:
+            if isinstance(item, threading.Event):
+                done.append(item)
+            elif item is not _WAKE:
+                batch.append(item)
+
+        if block:
+            try:
+                add(self._queue.get(timeout=1))
+            except queue.Empty:
+                return batch, done
+            if batch and not done:
+                self._hurry.wait(self.interval)  # let a burst gather, unless someone waits
+                if not self._stopping.is_set():
+                    self._hurry.clear()
+        while len(batch) < self.max_batch:
+            try:
+                add(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch, done
+
+    def _run(self) -> None:
+        while True:
+            batch, done = self._take(block=True)
+            if batch:
+                self._write(batch)
+            for ev in done:
+                ev.set()
+            if not batch and not done and self._stopping.is_set() and self._queue.empty():
+                return
+
+    def _write(self, batch: list[dict]) -> None:
+        if not batch:
+            return
+        try:
+            with self.db.write() as s:
+                s.add_all([AuditRecord(**fields) for fields in batch])
+            return
+        except Exception:
+            if len(batch) == 1:
+                log.exception("could not write an audit record")
+                return
+        for fields in batch:  # one bad record must not take the others with it
+            try:
+                record(self.db, **fields)
+            except Exception:
+                log.exception("could not write an audit record")
+
+
+_writers: weakref.WeakKeyDictionary[Database, AuditWriter] = weakref.WeakKeyDictionary()
 
 
 def query(
@@ -26,6 +175,9 @@ def query(
     action: str | None = None,
     limit: int = 1000,
 ) -> list[dict]:
+    writer = _writers.get(db)
+    if writer is not None:
+        writer.flush()  # read what this hub has queued, as if it were written at once
     q = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
     if since is not None:
         q = q.where(AuditRecord.at >= since)
