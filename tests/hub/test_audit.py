@@ -93,3 +93,37 @@ def test_dry_run_checks_are_not_changes_but_refusals_are_recorded(hub):
     assert recs[-1]["action"] == "user.disable"
     mine = wait_for(hub, lambda r: r["action"] == "whoami", user=name)
     assert [r["status"] for r in mine] == [400]
+
+
+def _fields(i: int) -> dict:
+    return {"at": datetime.now(timezone.utc), "user": f"u{i}", "token_id": None, "action": "test.write",
+            "resource": f"r{i}", "source": "127.0.0.1", "outcome": "allowed", "status": 200, "reason": ""}
+
+
+def test_audit_writer_batches_and_loses_nothing_on_stop(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.migrate()
+    w = audit.AuditWriter(db, interval=0.5)
+    assert w.submit(_fields(0)) is False  # not running: the caller writes it itself
+    w.start()
+    assert all(w.submit(_fields(i)) for i in range(300))
+    assert len(audit.query(db, action="test.write")) == 300  # a query waits for what is queued
+    assert all(w.submit(_fields(i)) for i in range(300, 500))
+    w.stop()  # writes what is still queued before returning
+    with db.read() as s:
+        assert s.query(AuditRecord).filter(AuditRecord.action == "test.write").count() == 500
+    assert w.submit(_fields(999)) is False  # stopped
+    db.dispose()
+
+
+def test_audit_writer_queue_is_bounded(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.migrate()
+    w = audit.AuditWriter(db, interval=30, max_queued=10)  # gathers for 30 s: the queue fills up
+    w.start()
+    accepted = sum(w.submit(_fields(i)) for i in range(50))
+    assert 10 <= accepted <= 11  # the queue, and the one the writer took; the rest are the caller's to write
+    w.stop()
+    with db.read() as s:
+        assert s.query(AuditRecord).filter(AuditRecord.action == "test.write").count() == accepted
+    db.dispose()
