@@ -315,9 +315,18 @@ def test_unknown_key_is_refused(world, tmp_path):
     assert r.returncode == 255 and b"Permission denied" in r.stderr
 
 
-def test_client_refuses_disabled_host_key_checking(world):
+def _log_with_remote(world, tmp_path) -> Path:
+    """A client log of its own with the hub as its origin (not one another test made)."""
+    db = tmp_path / "log.db"
+    r = subprocess.run([sys.executable, "-m", "tether", "log", "remote", "add", "origin", remote_url(world)],
+                       capture_output=True, text=True, env=_env(TETHER_LOG_DB=str(db)), timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    return db
+
+
+def test_client_refuses_disabled_host_key_checking(world, tmp_path):
     env_prefix = [*_ssh_prefix(world, "user1"), "-o", "StrictHostKeyChecking=no"]
-    db = world["base"] / "clients" / "user1" / "log.db"
+    db = _log_with_remote(world, tmp_path)
     r = subprocess.run([sys.executable, "-m", "tether", "log", "pull"], capture_output=True, text=True,
                        env=_env(TETHER_SSH=shlex.join(env_prefix), TETHER_LOG_DB=str(db)), timeout=60)
     assert r.returncode == 2 and "StrictHostKeyChecking" in r.stderr
@@ -328,7 +337,7 @@ def test_unknown_host_key_is_not_accepted(world, tmp_path):
     empty.write_text("")
     prefix = [x if not x.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={empty}"
               for x in _ssh_prefix(world, "user1")]
-    db = world["base"] / "clients" / "user1" / "log.db"
+    db = _log_with_remote(world, tmp_path)
     r = subprocess.run([sys.executable, "-m", "tether", "log", "pull"], capture_output=True, text=True,
                        env=_env(TETHER_SSH=shlex.join(prefix), TETHER_LOG_DB=str(db)), timeout=60)
     assert r.returncode == 3, r.stderr
