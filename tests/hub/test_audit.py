@@ -107,7 +107,8 @@ def test_audit_writer_batches_and_loses_nothing_on_stop(tmp_path):
     assert w.submit(_fields(0)) is False  # not running: the caller writes it itself
     w.start()
     assert all(w.submit(_fields(i)) for i in range(300))
-    assert len(audit.query(db, action="test.write")) == 300  # a query waits for what is queued
+    w.flush()  # waits for what is queued
+    assert len(audit.query(db, action="test.write")) == 300
     assert all(w.submit(_fields(i)) for i in range(300, 500))
     w.stop()  # writes what is still queued before returning
     with db.read() as s:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import weakref
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -14,7 +13,6 @@ from tether.db import Database
 from tether.db.models import AuditRecord
 
 log = logging.getLogger("tether.hub")
-_WAKE: dict = {}  # queued by AuditWriter.stop to wake the writer; never written
 
 
 def _clip(fields: dict) -> dict:
@@ -36,14 +34,14 @@ class AuditWriter:
     one wait for the database's write lock and one sync to disk per batch, instead of
     one per request, each in a thread of the request pool. The queue is bounded: when
     it is full (or the writer is not running) ``submit`` refuses and the caller writes
-    the record itself, as before. :func:`query` first waits for the records queued in
+    the record itself, as before. The audit route first waits for the records queued in
     this process (``flush``), and ``stop`` writes everything queued before returning."""
 
     def __init__(self, db: Database, *, interval: float = 0.05, max_queued: int = 10_000, max_batch: int = 1000):
         self.db = db
         self.interval = interval
         self.max_batch = max_batch
-        self._queue: queue.Queue = queue.Queue(max_queued)  # field dicts, _WAKE, flush events
+        self._queue: queue.Queue = queue.Queue(max_queued)  # field dicts, and events to set once written
         self._lock = threading.Lock()  # submit vs stop: nothing is queued once stop began
         self._running = False
         self._hurry = threading.Event()  # someone waits (flush, stop): don't gather
@@ -59,7 +57,6 @@ class AuditWriter:
             self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
             self._thread.start()
             self._running = True
-            _writers[self.db] = self
 
     def submit(self, fields: dict) -> bool:
         """Queue a record (the fields of :func:`record`); False: write it yourself."""
@@ -90,12 +87,10 @@ class AuditWriter:
             if not self._running:
                 return
             self._running = False
-            if _writers.get(self.db) is self:
-                del _writers[self.db]
         self._stopping.set()
         self._hurry.set()
         try:
-            self._queue.put_nowait(_WAKE)  # an idle writer: look now (a busy one will anyway)
+            self._queue.put_nowait(threading.Event())  # an idle writer: look now (a busy one will anyway)
         except queue.Full:
             pass
         if self._thread is not None:
@@ -116,7 +111,7 @@ class AuditWriter:
         def add(item) -> None:
             if isinstance(item, threading.Event):
                 done.append(item)
-            elif item is not _WAKE:
+            else:
                 batch.append(item)
 
         if block:
@@ -163,8 +158,6 @@ class AuditWriter:
                 log.exception("could not write an audit record")
 
 
-_writers: weakref.WeakKeyDictionary[Database, AuditWriter] = weakref.WeakKeyDictionary()
-
 
 def query(
     db: Database,
@@ -175,9 +168,6 @@ def query(
     action: str | None = None,
     limit: int = 1000,
 ) -> list[dict]:
-    writer = _writers.get(db)
-    if writer is not None:
-        writer.flush()  # read what this hub has queued, as if it were written at once
     q = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
     if since is not None:
         q = q.where(AuditRecord.at >= since)

@@ -300,7 +300,9 @@ def read_audit(
             since_at = _since(since)
         except CaveatError as exc:
             raise bad_request(f"since: {exc.detail}") from None
-    records = audit.query(_hub(request).db, since=since_at, user=user, token=token, action=action, limit=limit)
+    hub = _hub(request)
+    hub.audit_writer.flush()  # read what this hub has queued as if it were written at once
+    records = audit.query(hub.db, since=since_at, user=user, token=token, action=action, limit=limit)
     return {"records": records}
 
 

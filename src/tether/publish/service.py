@@ -405,9 +405,8 @@ class Publisher:
             manifest = manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries])
             build = self._new_build(s, ctx, t, files=len(entries), nbytes=total, public=public, now=now,
                                     manifest=manifest)
-            twin = s.scalar(select(Build.id).where(Build.space_id == t.space_id, Build.manifest == manifest,
-                                                   Build.id != build.id).order_by(Build.id.desc()).limit(1))
-            if twin is None or not self._share_entries(s, build, twin):
+            twin = self._newest_with_manifest(s, t, manifest)
+            if twin is None or not self._share_entries(s, build, twin.id):
                 # Plain executemany: the rows need no type conversion, and for 10,000 of them
                 # SQLAlchemy's per-row parameter handling costs more than the inserts.
                 mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -436,13 +435,7 @@ class Publisher:
         if not DIGEST_RE.match(manifest):
             raise bad_request("same_as must be a manifest digest: 64 lowercase hex characters", "invalid-manifest")
         with self.db.write() as s:
-            query = select(Build).where(
-                Build.space_id == t.space_id, Build.manifest == manifest,
-                or_(Build.type != t.type, Build.build_id != t.build_id),  # not the build being overwritten
-            ).order_by(Build.id.desc()).limit(1)
-            if self.db.dialect != "sqlite":  # SQLite serialises writers already
-                query = query.with_for_update(read=True)
-            source = s.scalar(query)
+            source = self._newest_with_manifest(s, t, manifest)
             if source is None:
                 raise Problem(404, "unknown-manifest",
                               f"no build of {t.space} has the manifest {manifest}; send the whole manifest")
@@ -461,6 +454,15 @@ class Publisher:
             "space": t.space, "type": t.type, "build": t.build_id, "path": t.prefix, "files": build.files,
             "bytes": build.bytes, "public": build.public, "url": f"/files/{t.space}/{t.prefix}/", "same_as": source.path,
         }
+
+    def _newest_with_manifest(self, s: Session, t: Target, manifest: str) -> Build | None:
+        """The newest build of the space with this manifest digest, other than the one
+        with t's id (which the commit is overwriting, or has just created). Not locked:
+        :meth:`_share_entries` locks what it shares and notices a build gone meanwhile."""
+        return s.scalar(select(Build).where(
+            Build.space_id == t.space_id, Build.manifest == manifest,
+            or_(Build.type != t.type, Build.build_id != t.build_id),
+        ).order_by(Build.id.desc()).limit(1))
 
     def _share_entries(self, s: Session, build: Build, source_id: int) -> bool:
         """Let ``build`` use the entries (build_files rows) that build ``source_id``
