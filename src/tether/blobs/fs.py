@@ -45,24 +45,24 @@ from typing import Self
 
 from .base import (
     DEFAULT_CHUNK,
-    BlobError,
     DIGEST_RE,
-    DigestMismatch,
+    BlobError,
     BlobNotFound,
     BlobTooLarge,
     BlobTruncated,
     BlobWriter,
+    DigestMismatch,
     StoreBase,
     check_range,
     validate_digest,
 )
+from .direct import Appender
 
 __all__ = ["PACK_RE", "FsBlobStore", "FsBlobWriter", "FsPackWriter"]
 
 _DIR_MODE = 0o700
 PACK_RE = re.compile(r"^[0-9a-f]{32}$")
 """A pack's name: 32 lowercase hex characters (random)."""
-_PACK_BUFFER = 1 << 20
 
 
 def _load_syncfs():
@@ -96,20 +96,18 @@ class FsBlobWriter(BlobWriter):
         self._sync = store.fsync and durable
         fd, name = tempfile.mkstemp(prefix=f"{digest[:16]}.", suffix=".part", dir=store.tmp_dir)
         self._tmp = Path(name)
-        self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        try:
+            self._file = Appender(self._tmp)  # closed in commit/abort
+        finally:
+            os.close(fd)
 
     def _write(self, data: memoryview) -> None:
-        mv = data
-        while mv:
-            n = self._file.write(mv)
-            if n is None:  # pragma: no cover - only for non-blocking files
-                continue
-            mv = mv[n:]
+        self._file.write(data)
 
     def _commit(self) -> None:
         store = self._store
         if self._sync:
-            os.fsync(self._file.fileno())
+            self._file.sync()
         self._file.close()
         final = store.path_for(self.digest)
         store._make_shard_dirs(final.parent, sync=self._sync)
@@ -130,7 +128,7 @@ class FsBlobWriter(BlobWriter):
 
     def _abort(self) -> None:
         try:
-            self._file.close()
+            self._file.abort()
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -156,23 +154,21 @@ class FsPackWriter:
     Each :meth:`add` hashes the blob's bytes as they come and refuses them
     (:class:`DigestMismatch`, :class:`BlobTooLarge`, :class:`BlobTruncated`) with
     the pack cut back to where it was, so a refused blob leaves nothing behind and
-    the blobs added before it stay good. Writes are buffered (1 MiB). One thread at
-    a time.
+    the blobs added before it stay good. Whole blocks go to the disk as they come,
+    around the page cache (:class:`~tether.blobs.direct.Appender`). One thread at a time.
     """
 
     def __init__(self, store: FsBlobStore) -> None:
         self._store = store
         self.name = secrets.token_hex(16)
         self._tmp = store.tmp_dir / f"{self.name}.pack"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        self._flushed = 0  # bytes in the file
-        self._buf = bytearray()  # bytes after them, not yet written
+        self._out: Appender | None = Appender(self._tmp, create=True)
         self.count = 0
         self._state = "open"
 
     @property
     def size(self) -> int:
-        return self._flushed + len(self._buf)
+        return self._out.position if self._out is not None else 0
 
     @property
     def state(self) -> str:
@@ -193,9 +189,7 @@ class FsPackWriter:
                 if max_size is not None and n > max_size:
                     raise BlobTooLarge(digest, max_size, n)
                 h.update(chunk)
-                self._buf += chunk
-                if len(self._buf) >= _PACK_BUFFER:
-                    self._flush()
+                self._out.write(chunk)  # type: ignore[union-attr]
             if declared is not None and n != declared:
                 raise BlobTruncated(digest, declared, n)
             actual = h.hexdigest()
@@ -209,32 +203,21 @@ class FsPackWriter:
 
     def truncate(self, offset: int) -> None:
         """Cut the pack back to ``offset`` bytes (drop what was added after it)."""
-        if offset >= self._flushed:
-            del self._buf[offset - self._flushed :]
-            return
-        self._buf.clear()
-        os.ftruncate(self._fd, offset)
-        os.lseek(self._fd, offset, os.SEEK_SET)
-        self._flushed = offset
-
-    def _flush(self) -> None:
-        view = memoryview(self._buf)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        view.release()
-        self._flushed += len(self._buf)
-        self._buf.clear()
+        if self._out is not None:
+            self._out.truncate(offset)
 
     def commit(self) -> str:
         """Make the pack durable (fsync file, rename, fsync directory); return its name."""
         if self._state != "open":
             raise BlobError(f"pack {self.name} is already {self._state}")
         try:
-            self._flush()
-            if self._store.fsync:
-                os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            out, self._out = self._out, None
+            assert out is not None
+            try:
+                if self._store.fsync:
+                    out.sync()
+            finally:
+                out.close()
             os.rename(self._tmp, self._store.pack_dir / self.name)
             if self._store.fsync:
                 _fsync_dir(self._store.pack_dir)
@@ -250,9 +233,9 @@ class FsPackWriter:
             return
         self._state = "aborted"
         try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            if self._out is not None:
+                self._out.abort()
+                self._out = None
         finally:
             self._tmp.unlink(missing_ok=True)
 
