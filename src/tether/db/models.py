@@ -6,17 +6,18 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
-    LargeBinary,
     BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -150,6 +151,12 @@ class Blob(Base):
     collection between a "you already have it" answer (or an upload) and the commit."""
 
     __tablename__ = "blobs"
+    # "Does this space hold a blob of N bytes?" (an upload started before hashing), asked
+    # only of large sizes: a partial index, so small blobs add no entry (migration 0010).
+    __table_args__ = (
+        Index("ix_blobs_large_size", "size", sqlite_where=text("size >= 67108864"),
+              postgresql_where=text("size >= 67108864")),
+    )
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -222,7 +229,7 @@ class Upload(Base):
 
     __tablename__ = "uploads"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: declared at the end
     size: Mapped[int] = mapped_column(BigInteger)
     user: Mapped[str] = mapped_column(String(64))
     token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

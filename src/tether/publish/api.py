@@ -126,7 +126,7 @@ class UploadIn(StrictModel):
     space: str = Field(max_length=128)
     type: str = Field(max_length=128)
     build: str = Field(max_length=256)
-    digest: str = Field(max_length=128)
+    digest: str | None = Field(default=None, max_length=128)  # None: declared with a later chunk
     size: int = Field(ge=0)
 
 
@@ -242,10 +242,12 @@ def upload_status(upload_id: str, ctx: Caller, request: Request):
 
 
 @router.put("/api/v1/uploads/{upload_id}", tags=["publish"])
-async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: int = Query(ge=0)):
+async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: int = Query(ge=0),
+                       digest: str | None = Query(default=None, max_length=128)):
     ctx.require("whoami")
     pub = _pub(request)
-    return await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body, now=utcnow()))
+    return await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body, now=utcnow(),
+                                                                   digest=digest))
 
 
 # ---------------------------------------------------------------- builds

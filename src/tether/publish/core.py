@@ -18,6 +18,9 @@ MAX_PATH = 1024
 MAX_SEGMENT = 255
 MAX_MANIFEST_FILES = 100_000
 MODES = (0o644, 0o755)
+UNHASHED_MIN = 64 << 20
+"""An upload may start before its digest is known only for a file of at least this
+size (the partial index ``ix_blobs_large_size`` covers these sizes)."""
 
 
 class PathError(ValueError):

@@ -33,6 +33,7 @@ from tether.db.models import Blob, Build, BuildFile, Latest, Space, SpaceBlob, U
 from tether.hub.errors import Problem, bad_request, conflict, not_found
 from tether.publish.core import (
     DIGEST_RE,
+    UNHASHED_MIN,
     PathError,
     build_prefix,
     manifest_digest,
@@ -259,11 +260,22 @@ class Publisher:
 
     # ------------------------------------------------------------ resumable uploads
 
-    def start_upload(self, ctx: AuthContext, t: Target, digest: str, size: int, *, now: datetime) -> dict:
-        if not DIGEST_RE.match(digest):
+    def start_upload(self, ctx: AuthContext, t: Target, digest: str | None, size: int, *, now: datetime) -> dict:
+        """Start a resumable upload. Without ``digest`` (declared later, with the last
+        chunk or after it) only for a large file of a size no blob of the space has:
+        then the hub cannot already hold the content and the client may send while it
+        hashes. Otherwise 409 ``size-known``: hash first and ask ``blobs/missing``."""
+        if digest is not None and not DIGEST_RE.match(digest):
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         if size < 0 or size > self.settings.max_blob_bytes:
             raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+        if digest is None:
+            if size < UNHASHED_MIN:
+                raise bad_request(f"an upload without a digest must be at least {UNHASHED_MIN} bytes; "
+                                  "send the file's sha256 as digest", "digest-required")
+            if self._space_has_size(t.space_id, size):
+                raise Problem(409, "size-known", f"this space already holds a blob of {size} bytes: hash the file "
+                              "and ask POST /api/v1/blobs/missing whether the hub needs it, then upload with its digest")
         self._check_bytes(ctx, size)
         upload_id = secrets.token_hex(16)
         self.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -272,6 +284,14 @@ class Publisher:
             s.add(Upload(id=upload_id, digest=digest, size=size, user=ctx.user.name,
                          token_id=ctx.token.id if ctx.token else None, space=t.space, created_at=now))
         return {"id": upload_id, "offset": 0, "size": size}
+
+    def _space_has_size(self, space_id: int, size: int) -> bool:
+        b = Blob.__table__
+        with self.db.read() as s:
+            # the literal bound repeats the partial index's condition so the planner uses it
+            return s.execute(select(literal(1)).where(
+                b.c.size == size, b.c.size >= literal(UNHASHED_MIN, literal_execute=True),
+                _proven_in(space_id, b.c.digest)).limit(1)).first() is not None
 
     def _space_id(self, space: str) -> int:
         with self.db.read() as s:
@@ -292,10 +312,22 @@ class Publisher:
     def upload_status(self, ctx: AuthContext, upload_id: str) -> dict:
         up, path = self._upload(ctx, upload_id)
         offset = path.stat().st_size if path.exists() else 0
-        return {"id": up.id, "offset": offset, "size": up.size, "complete": False}
+        return {"id": up.id, "offset": offset, "size": up.size, "complete": False, "digest": up.digest}
 
-    def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime) -> dict:
+    def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime,
+                     digest: str | None = None) -> dict:
+        """Append a chunk at ``offset``; ``digest`` declares the blob's sha256 of an upload
+        started without one (with any chunk, or an empty one at the end)."""
         up, path = self._upload(ctx, upload_id)
+        if digest is not None:
+            if not DIGEST_RE.match(digest):
+                raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
+            if up.digest is None:
+                with self.db.write() as s:
+                    s.execute(update(Upload).where(Upload.id == up.id).values(digest=digest))
+                up.digest = digest
+            elif up.digest != digest:
+                raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
         with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
             have = path.stat().st_size if path.exists() else 0
             if offset != have:
@@ -319,7 +351,7 @@ class Publisher:
                         h.update(chunk)
             finally:
                 out.close()  # what did arrive stays: the next chunk resumes after it
-            if written < up.size:
+            if written < up.size or up.digest is None:
                 self._upload_hashes.put(upload_id, written, h)
                 return {"id": up.id, "offset": written, "size": up.size, "complete": False}
             self._finish_upload(ctx, up, path, h.hexdigest() if h is not None else None, now)
