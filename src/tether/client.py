@@ -15,7 +15,6 @@ import random
 import ssl
 import sys
 import time
-from http import HTTPStatus
 from typing import Any
 
 # httpx imports its own command line (httpx._main, with rich and pygments) when it is
@@ -25,107 +24,24 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
 from tether import __version__
+from tether.clienterrors import (  # re-exported: the errors and helpers live where publish can use them without httpx
+    MAX_RETRY_AFTER,  # noqa: F401
+    HubError,
+    TransportError,
+    _phrase,  # noqa: F401
+    _problem_from,
+    retry_after,
+    tls_context,
+)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_TRIES = 3
 BACKOFF = 0.25  # seconds, doubled per try, with jitter
-MAX_RETRY_AFTER = 5.0
 
 # Errors where the request never reached the server's handler (or the peer
 # dropped the connection); safe to retry for idempotent methods.
 _RETRYABLE_EXC = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
-
-
-class HubError(Exception):
-    """The hub answered with a non-2xx status; ``problem`` is its problem+json body."""
-
-    def __init__(self, status: int, problem: dict[str, Any]):
-        self.status = status
-        self.problem = problem
-        super().__init__(self.message)
-
-    @property
-    def slug(self) -> str:
-        t = str(self.problem.get("type") or "")
-        return t.rsplit(":", 1)[-1] if t.startswith("urn:tether:problem:") else ""
-
-    @property
-    def message(self) -> str:
-        p = self.problem
-        detail = p.get("detail")
-        if isinstance(detail, list):  # FastAPI-style validation errors
-            parts = []
-            for err in detail:
-                if isinstance(err, dict):
-                    loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-                    parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-                else:
-                    parts.append(str(err))
-            detail = "; ".join(parts)
-        msg = str(detail or p.get("title") or _phrase(self.status))
-        if p.get("caveat"):
-            msg += f" (caveat: {p['caveat']})"
-        return msg
-
-
-class TransportError(Exception):
-    """The hub could not be reached, or the exchange broke off."""
-
-    def __init__(self, message: str, *, url: str | None = None, tls: bool = False):
-        super().__init__(message)
-        self.url = url
-        self.tls = tls
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"
-
-
-def _problem_from(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        body.setdefault("status", resp.status_code)
-        return body
-    if resp.is_redirect:
-        where = resp.headers.get("Location", "?")
-        return {
-            "type": "about:blank",
-            "title": _phrase(resp.status_code),
-            "status": resp.status_code,
-            "detail": f"the hub redirects to {where}: use that URL as the hub URL",
-        }
-    text = resp.text.strip()
-    return {
-        "type": "about:blank",
-        "title": _phrase(resp.status_code),
-        "status": resp.status_code,
-        "detail": f"{_phrase(resp.status_code)}: {text[:200]}" if text else _phrase(resp.status_code),
-    }
-
-
-def retry_after(resp: httpx.Response, cap: float = MAX_RETRY_AFTER) -> float | None:
-    """Seconds the server asks us to wait (``Retry-After`` as seconds or an HTTP date), at most ``cap``."""
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), cap)
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value).timestamp()
-        return min(max(when - time.time(), 0.0), cap)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 class HubClient:
@@ -141,20 +57,10 @@ class HubClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.hub_url = hub_url.rstrip("/")
-        self._token = token
-        verify: ssl.SSLContext | bool = True
-        if not ca_bundle and self.hub_url.lower().startswith("http://"):
-            # Plain HTTP: no TLS to verify, so skip loading the system's CA certificates
-            # (~50 ms). Should a TLS connection happen all the same, a context that
-            # trusts no certificate refuses it.
-            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if ca_bundle:
-            try:
-                verify = ssl.create_default_context(cafile=ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                from tether.clientconfig import ConfigError
-
-                raise ConfigError(f"cannot load CA bundle {ca_bundle}: {getattr(exc, 'strerror', None) or exc}") from exc
+        self.token = token
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self.ssl_context = tls_context(self.hub_url, ca_bundle)
         headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -162,12 +68,12 @@ class HubClient:
             base_url=self.hub_url,
             headers=headers,
             timeout=httpx.Timeout(timeout),
-            verify=verify,
+            verify=self.ssl_context,
             transport=transport,
         )
 
     def __repr__(self) -> str:
-        return f"HubClient({self.hub_url!r}, token={'<set>' if self._token else None})"
+        return f"HubClient({self.hub_url!r}, token={'<set>' if self.token else None})"
 
     def __enter__(self) -> HubClient:
         return self

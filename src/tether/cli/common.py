@@ -90,7 +90,8 @@ def translate_error(exc: BaseException, conn: Conn | None = None) -> TetherError
     if isinstance(exc, ConfigError):
         return TetherError(scrub(str(exc), secret), EXIT_USAGE, exc.hint)
 
-    client_mod = sys.modules.get("tether.client")
+    # Loaded with tether.client, or by `tether publish` without it (and without httpx).
+    client_mod = sys.modules.get("tether.clienterrors")
     if client_mod is not None:
         if isinstance(exc, client_mod.HubError):
             code = exit_code_for_status(exc.status)
@@ -117,10 +118,7 @@ def translate_error(exc: BaseException, conn: Conn | None = None) -> TetherError
             else:
                 hint = "is the hub running and reachable? check --hub / TETHER_HUB"
             return TetherError(scrub(str(exc), secret), EXIT_RUNTIME, hint)
-        try:
-            import httpx
-        except ImportError:  # pragma: no cover
-            httpx = None  # type: ignore[assignment]
+        httpx = sys.modules.get("httpx")  # not loaded: then exc is none of its errors
         if httpx is not None and isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol)):
             return TetherError(f"bad hub URL: {scrub(str(exc), secret)}", EXIT_USAGE)
     if isinstance(exc, OSError):

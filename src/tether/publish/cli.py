@@ -101,7 +101,10 @@ def publish(
             dry_run=dry_run,
             progress=progress,
             latest=latest,
-            client=None if dry_run else (lambda: conn.client),
+            # hub, token and CA bundle, resolved only once the local input passed its checks;
+            # publish talks to the hub itself (tether.wire), without HubClient and httpx
+            client=None if dry_run else (lambda: conn.config),
+            timeout=conn.timeout,
         )
     except FileChangedError as exc:
         raise TetherError(str(exc), EXIT_RUNTIME) from None

@@ -64,9 +64,9 @@ from tether.publish.files import (
 )
 
 if TYPE_CHECKING:
-    import httpx
-
     from tether.client import HubClient
+    from tether.clientconfig import ClientConfig
+    from tether.wire import Handler, WireClient, WireResponse
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -302,7 +302,7 @@ class _Blob:
 
 @dataclass
 class _Run:
-    http: httpx.Client
+    http: WireClient
     space: str
     type: str
     build: str
@@ -319,8 +319,8 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    from tether.client import retry_after
+def _retry_after(resp: WireResponse) -> float | None:
+    from tether.clienterrors import retry_after
 
     return retry_after(resp, MAX_RETRY_AFTER)
 
@@ -330,14 +330,14 @@ def _sleep(attempt: int, hint: float | None = None) -> None:
     time.sleep(delay * (0.75 + random.random() / 2) if hint is None else delay)
 
 
-def _hub_error(resp: httpx.Response) -> Exception:
-    from tether.client import HubError, _problem_from
+def _hub_error(resp: WireResponse) -> Exception:
+    from tether.clienterrors import HubError, _problem_from
 
     return HubError(resp.status_code, _problem_from(resp))
 
 
 def _transport_error(run_or_http: Any, exc: Exception) -> Exception:
-    from tether.client import TransportError
+    from tether.clienterrors import TransportError
 
     http = getattr(run_or_http, "http", run_or_http)
     base = str(getattr(http, "base_url", "")).rstrip("/")
@@ -368,14 +368,14 @@ def _request(
     ok: Iterable[int] = (),
     on_transport_retry: Callable[[], None] | None = None,
     **kw: Any,
-) -> httpx.Response:
+) -> WireResponse:
     """One request with retries; returns a 2xx response (or one whose status is in ``ok``).
 
     ``body`` builds a fresh request body for each try (a generator cannot be
     replayed). Raises HubError for other statuses, TransportError when the
     hub stays unreachable.
     """
-    import httpx
+    from tether.wire import WireError
 
     http = getattr(run_or_http, "http", run_or_http)
     ok = set(ok)
@@ -389,7 +389,7 @@ def _request(
             kwargs["content"] = body()
         try:
             resp = http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
+        except WireError as exc:
             if last:
                 raise _transport_error(run_or_http, exc) from None
             if on_transport_retry is not None:
@@ -405,13 +405,13 @@ def _request(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _json(resp: httpx.Response) -> dict[str, Any]:
+def _json(resp: WireResponse) -> dict[str, Any]:
     try:
         data = resp.json()
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise PublishError(f"the hub sent an unexpected {resp.status_code} answer to {resp.request.url.path}")
+        raise PublishError(f"the hub sent an unexpected {resp.status_code} answer to {resp.url_path}")
     return data
 
 
@@ -539,7 +539,7 @@ def _upload_single(run: _Run, blob: _Blob) -> None:
 
 def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
     """Upload a large blob in chunks; a broken connection resumes from the hub's offset."""
-    import httpx
+    from tether.wire import WireError
 
     chunk = chunk or CHUNK_SIZE
     created = _json(
@@ -579,7 +579,7 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
             )
         except FileChangedError:
             raise
-        except httpx.TransportError as exc:
+        except WireError as exc:
             failures += 1
             if failures >= MAX_TRIES:
                 raise _transport_error(run, exc) from None
@@ -835,7 +835,7 @@ def _resolve_space(http: Any, space: str | None) -> str:
     env = os.environ.get(ENV_SPACE, "").strip()
     if env:
         return env
-    from tether.client import HubError
+    from tether.clienterrors import HubError
 
     scopes = None
     try:
@@ -864,7 +864,7 @@ def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[str, str]) -> lis
 
 def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None,
             latest: bool = False, quiet_missing: bool = False, same_as: bool = False) -> dict[str, Any]:
-    from tether.client import HubError
+    from tether.clienterrors import HubError
 
     retried = False
 
@@ -921,10 +921,10 @@ def publish(
     progress: bool = False,
     *,
     latest: bool = False,
-    client: HubClient | Callable[[], HubClient] | None = None,
+    client: HubClient | ClientConfig | Callable[[], HubClient | ClientConfig] | None = None,
     ca_bundle: str | None = None,
     cache: HashCache | str | Path | bool | None = None,
-    transport: httpx.BaseTransport | None = None,
+    handler: Handler | None = None,
     timeout: float = 60,
 ) -> dict[str, Any]:
     """Publish the files matching ``globs`` under ``root`` as build ``build``.
@@ -934,10 +934,13 @@ def publish(
     Raises InputError (bad local input, exit 2), PublishError (with its
     ``exit_code``), or tether.client's HubError / TransportError.
 
-    ``client`` reuses an open HubClient (or a function returning one, called
-    once the local input has passed its checks) instead of ``hub_url``/``token``;
+    ``client`` takes the hub, token and TLS settings from a HubClient (its URL,
+    token, timeout and TLS context) or a ClientConfig (hub, token, CA bundle),
+    or from a function returning either, called once the local input has passed
+    its checks, instead of ``hub_url``/``token``/``ca_bundle``;
     ``cache`` is a HashCache, a path for one, False for none, or None for the
-    default (``$XDG_CACHE_HOME/tether/hashes.sqlite``).
+    default (``$XDG_CACHE_HOME/tether/hashes.sqlite``); ``handler`` answers the
+    requests instead of the hub (see :class:`tether.wire.WireClient`; for tests).
     """
     t0 = time.monotonic()
     try:
@@ -1005,24 +1008,34 @@ def publish(
         summary["seconds"] = round(time.monotonic() - t0, 3)
         return summary
 
-    own_client = client is None
     try:
-        if callable(client) and not hasattr(client, "_http"):
-            client = client()  # a factory: connect only now that the local input is known good
-        if client is None:
-            from tether.client import HubClient
+        if callable(client):
+            client = client()  # a factory: resolve the hub only now that the local input is known good
+        verify = None
+        if hasattr(client, "_http"):  # a HubClient
+            hub_url, token, timeout, verify = client.hub_url, client.token, client.timeout, client.ssl_context
+        elif client is not None:  # a ClientConfig
+            hub_url, token, ca_bundle = client.require_hub(), client.token, client.ca_bundle
+        if not hub_url:
+            from tether.clientconfig import NO_HUB
 
-            if not hub_url:
-                from tether.clientconfig import NO_HUB
+            raise NO_HUB
+        # tether.wire, not httpx: its import and set-up were a third of an unchanged re-publish
+        from tether import __version__
+        from tether.clienterrors import tls_context
+        from tether.wire import WireClient
 
-                raise NO_HUB
-            client = HubClient(hub_url, token=token, ca_bundle=ca_bundle, timeout=timeout, transport=transport)
+        headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if verify is None:
+            verify = tls_context(hub_url, ca_bundle)
+        http = WireClient(hub_url, headers=headers, timeout=timeout, verify=verify, handler=handler)
     except BaseException:
         bar.close()
         if own_cache and hc is not None:
             hc.close()
         raise
-    http = client._http  # the pooled httpx.Client, with base URL, auth and TLS set up
     try:
         space = _resolve_space(http, space)
         summary["space"] = space
@@ -1055,8 +1068,7 @@ def publish(
         bar.close()
         if own_cache and hc is not None:
             hc.close()
-        if own_client:
-            client.close()
+        http.close()
 
     summary["bytes_hashed"] = hashed.bytes_hashed
     summary.update(
