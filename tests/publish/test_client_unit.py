@@ -155,6 +155,7 @@ class FakeHub:
         self.scopes: list[str] | None = ["publish:builds/android"]
         self.fail: dict[str, list] = {}  # "METHOD path-prefix" -> queue of actions
         self.sent_bytes = 0
+        self.asked: list[str] = []  # digests asked about in blobs/missing
 
     def _action(self, request: httpx.Request):
         for key, queue in self.fail.items():
@@ -173,6 +174,8 @@ class FakeHub:
             return httpx.Response(action, headers={"Retry-After": "0"}, json={"title": "busy"})
         body = request.read()
         self.sent_bytes += len(body)
+        if action == "corrupt":  # what arrives is not what the client hashed (the file changed meanwhile)
+            body = bytes([body[0] ^ 1]) + body[1:]
         if action == "drop-half":
             # the hub keeps half of an upload chunk, then the connection breaks
             m = re.fullmatch(r"/api/v1/uploads/(\w+)", path)
@@ -183,6 +186,7 @@ class FakeHub:
             return httpx.Response(200, json={"scopes": self.scopes})
         if path == "/api/v1/blobs/missing":
             data = json.loads(body)
+            self.asked.extend(data["digests"])
             return httpx.Response(200, json={"missing": [d for d in data["digests"] if d not in self.blobs], "lease_seconds": 3600})
         if path == "/api/v1/blobs/batch":
             assert request.headers["content-type"] == "application/x-tether-blobs"
@@ -203,8 +207,10 @@ class FakeHub:
             return httpx.Response(201, json={"digest": m.group(1), "size": len(body)})
         if path == "/api/v1/uploads" and request.method == "POST":
             data = json.loads(body)
+            if "digest" not in data and any(len(b) == data["size"] for b in self.blobs.values()):
+                return httpx.Response(409, json={"type": "urn:tether:problem:size-known", "detail": "hash first"})
             uid = f"u{len(self.uploads)}"
-            self.uploads[uid] = {"digest": data["digest"], "size": data["size"], "data": b""}
+            self.uploads[uid] = {"digest": data.get("digest"), "size": data["size"], "data": b""}
             return httpx.Response(201, json={"id": uid, "offset": 0, "size": data["size"]})
         m = re.fullmatch(r"/api/v1/uploads/(\w+)", path)
         if m:
@@ -215,7 +221,9 @@ class FakeHub:
             if offset != len(up["data"]):
                 return httpx.Response(409, json={"detail": "wrong offset", "offset": len(up["data"])})
             up["data"] += body
-            if len(up["data"]) < up["size"]:
+            if "digest" in request.url.params:
+                up["digest"] = request.url.params["digest"]
+            if len(up["data"]) < up["size"] or up["digest"] is None:
                 return httpx.Response(200, json={"offset": len(up["data"]), "complete": False})
             if sha(up["data"]) != up["digest"]:
                 return self._mismatch(up["digest"])
@@ -386,6 +394,67 @@ def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
     assert s["bytes_sent"] == 3500
     gets = [p for m, p in hub.requests if m == "GET" and p.startswith("/api/v1/uploads/")]
     assert len(gets) == 1
+
+
+@pytest.fixture
+def early(monkeypatch):
+    """Sizes scaled down: files of 1,000 bytes and more may be sent before they are hashed."""
+    monkeypatch.setattr(pc, "SMALL_MAX", 10)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    monkeypatch.setattr(pc, "UNHASHED_MIN", 1000)
+
+
+def test_a_large_new_file_is_sent_while_it_is_hashed(hub, tmp_path, early):
+    root = tmp_path / "tree"
+    large = os.urandom(3000)
+    make(root, "l.bin", large)
+    s = run(hub, root, space="builds")
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+    assert (s["bytes_sent"], s["bytes_hashed"], s["uploaded"]) == (3000, 3000, 1)
+    # never asked about: the upload started without its digest, declared at the end
+    assert not any(p == "/api/v1/blobs/missing" for _, p in hub.requests)
+    assert [up["digest"] for up in hub.uploads.values()] == [sha(large)]
+    assert [m for m, p in hub.requests if p.startswith("/api/v1/uploads/")] == ["PUT"] * 4  # 3 chunks + declare
+
+
+def test_a_large_file_whose_size_the_hub_knows_is_hashed_first_and_not_sent_again(hub, tmp_path, early):
+    root = tmp_path / "tree"
+    large = os.urandom(3000)
+    make(root, "l.bin", large)
+    run(hub, root, space="builds", cache=False)
+    hub.requests.clear()
+    s = run(hub, root, space="builds", build="2", cache=False)  # no hash cache, as on a fresh builder
+    assert (s["bytes_sent"], s["deduplicated"]) == (0, 1)
+    assert [p for _, p in hub.requests] == ["/api/v1/uploads", "/api/v1/blobs/missing", "/api/v1/publish/builds/android/2"]
+    # another content of the same size: refused early, then asked about and uploaded
+    make(root, "l.bin", os.urandom(3000))
+    s = run(hub, root, space="builds", build="3", cache=False)
+    assert (s["bytes_sent"], s["uploaded"]) == (3000, 1)
+    assert hub.content(("builds", "android", "3"))["l.bin"] == (root / "l.bin").read_bytes()
+
+
+def test_a_file_that_changed_under_an_early_upload_is_refused(hub, tmp_path, early):
+    root = tmp_path / "tree"
+    make(root, "l.bin", os.urandom(3000))
+    hub.fail["PUT /api/v1/uploads/"] = ["corrupt"]
+    with pytest.raises(FileChangedError, match="l.bin"):
+        run(hub, root, space="builds")
+    assert hub.builds == {} and hub.blobs == {}
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_files_of_one_size_and_single_job_runs_are_hashed_first(hub, tmp_path, early, jobs):
+    root = tmp_path / "tree"
+    make(root, "a.bin", os.urandom(2000))
+    make(root, "b.bin", os.urandom(2000))  # same size: maybe the same content, so hash first
+    make(root, "c.bin", os.urandom(2500))  # a size of its own: early, unless --jobs 1
+    s = run(hub, root, space="builds", jobs=jobs)
+    assert s["bytes_sent"] == 6500
+    digests = {n: sha((root / n).read_bytes()) for n in ("a.bin", "b.bin", "c.bin")}
+    assert hub.content(("builds", "android", "1")) == {n: (root / n).read_bytes() for n in digests}
+    expected = {"a.bin", "b.bin"} | ({"c.bin"} if jobs == 1 else set())
+    assert sorted(hub.asked) == sorted(digests[n] for n in expected)
 
 
 def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):

@@ -35,6 +35,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from urllib.parse import quote
 
 from tether.publish.core import (
     DIGEST_RE,
+    UNHASHED_MIN,
     PathError,
     manifest_digest,
     validate_build_id,
@@ -537,19 +539,29 @@ def _upload_single(run: _Run, blob: _Blob) -> None:
         raise
 
 
-def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
-    """Upload a large blob in chunks; a broken connection resumes from the hub's offset."""
+def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None,
+                      digest_later: Callable[[], str] | None = None) -> bool:
+    """Upload a large blob in chunks; a broken connection resumes from the hub's offset.
+
+    With ``digest_later`` the upload starts before the file is hashed (``blob.digest``
+    is unused) and the digest, from ``digest_later()``, is declared after the last
+    byte. The hub allows that only for a size the space holds no blob of; if it
+    refuses, nothing is sent and the answer is False.
+    """
+    from tether.clienterrors import HubError
     from tether.wire import WireError
 
     chunk = chunk or CHUNK_SIZE
-    created = _json(
-        _request(
-            run,
-            "POST",
-            "/api/v1/uploads",
-            json={**run.params, "digest": blob.digest, "size": blob.size},
-        )
-    )
+    start_body: dict[str, Any] = {**run.params, "size": blob.size}
+    if digest_later is None:
+        start_body["digest"] = blob.digest
+    try:
+        created = _json(_request(run, "POST", "/api/v1/uploads", json=start_body))
+    except HubError as exc:
+        # 409 size-known (the hub may have it), or a hub that wants every digest first
+        if digest_later is not None and exc.status in (400, 409, 422):
+            return False
+        raise
     upload_id = str(created.get("id") or "")
     if not upload_id:
         raise PublishError("the hub did not return an upload id")
@@ -569,11 +581,14 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
             raise PublishError(f"the hub reports offset {offset} outside 0..{blob.size} for {blob.file.rel_path}")
         # at offset == size an empty PUT asks the hub to finish the upload
         start, end = plan_chunks(blob.size, offset, chunk)[0] if offset < blob.size else (offset, offset)
+        params: dict[str, Any] = {"offset": start}
+        if start == blob.size and digest_later is not None:
+            params["digest"] = digest_later()  # waits for the hashing to get to the end of the file
         try:
             resp = run.http.request(
                 "PUT",
                 url,
-                params={"offset": start},
+                params=params,
                 content=_read_exact(blob.file, start, end, run),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start)},
             )
@@ -599,7 +614,7 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None) -> None:
             raise err
         state = _json(resp)
         if state.get("complete"):
-            return
+            return True
         new = int(state.get("offset") or 0)
         if new > offset:
             failures = 0
@@ -676,6 +691,23 @@ class _Gate:
 
 
 MAX_IN_MEMORY = 3  # groups holding file bytes that may wait for or be in upload at once
+EARLY_JOBS = 2  # large files sent while they are hashed, at once
+
+
+class _Unhashed:
+    """A large file being uploaded while it is hashed; the hashing hands over its digest."""
+
+    def __init__(self, file: LocalFile, run: _Run) -> None:
+        self.file = file
+        self.run = run
+        self.digest = ""
+        self.known = threading.Event()
+
+    def wait(self) -> str:
+        while not self.known.wait(0.2):
+            if self.run.cancelled.is_set():
+                raise PublishError("cancelled")
+        return self.digest
 
 
 class _Uploader:
@@ -702,6 +734,11 @@ class _Uploader:
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tether-up")
         self._futures: list[Future[None]] = []
         self._in_memory = threading.BoundedSemaphore(MAX_IN_MEMORY)
+        # Large files sent before they are hashed run in a pool of their own: while they
+        # wait for their digest they must not hold the workers the hashing waits for.
+        self._unhashed: dict[str, _Unhashed] = {}
+        self._early_pool: ThreadPoolExecutor | None = None
+        self._early: list[Future[None]] = []
 
     def __enter__(self) -> Self:
         return self
@@ -710,9 +747,37 @@ class _Uploader:
         if exc_type is not None:
             self.run.cancelled.set()
             with self._lock:
-                for f in self._futures:
+                for f in self._futures + self._early:
                     f.cancel()
+        if self._early_pool is not None:
+            self._early_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def send_unhashed(self, files: list[LocalFile]) -> None:
+        """Start uploading large files before they are hashed (call before hashing).
+
+        The hub takes such an upload only when the space holds no blob of the file's
+        size, so it cannot already have the content; otherwise the file goes the usual
+        way once hashed (ask, then upload only if missing). Only files whose size no
+        other file of the publish has: two files of one size may be one content."""
+        if self.jobs <= 1 or not files:
+            return
+        self._early_pool = ThreadPoolExecutor(max_workers=EARLY_JOBS, thread_name_prefix="tether-early")
+        for f in files:
+            spec = self._unhashed[f.abs_path] = _Unhashed(f, self.run)
+            self._early.append(self._early_pool.submit(self._send_unhashed, spec))
+
+    def _send_unhashed(self, spec: _Unhashed) -> None:
+        blob = _Blob("", spec.file.size, spec.file)
+        with self._lock:
+            self.queued_bytes += blob.size
+        if _upload_resumable(self.run, blob, digest_later=spec.wait):
+            self.uploaded.add(spec.digest)
+            return
+        with self._lock:
+            self.queued_bytes -= blob.size
+        digest = spec.wait()  # refused: ask about it and upload it like any other file
+        self._ask_and_send(self.run, [self.blobs[digest]])
 
     def add(self, group: Group) -> None:
         """Hand over a group of hashed files (called by the hashing thread)."""
@@ -720,6 +785,12 @@ class _Uploader:
         new: list[_Blob] = []
         holds_bytes = False
         for f, d, data in group:
+            spec = self._unhashed.get(f.abs_path)
+            if spec is not None:  # already on its way: it only needed the digest
+                self.blobs.setdefault(d, _Blob(d, f.size, f))
+                spec.digest = d
+                spec.known.set()
+                continue
             if d not in self.blobs:
                 if data is not None and classify(f.size) != "small":
                     data = None
@@ -783,7 +854,7 @@ class _Uploader:
 
     def _raise_failure(self) -> None:
         with self._lock:
-            futures = list(self._futures)
+            futures = self._futures + self._early
         for f in futures:
             if f.done() and not f.cancelled() and f.exception() is not None:
                 self.run.cancelled.set()
@@ -807,6 +878,14 @@ class _Uploader:
 
     def finish(self) -> set[str]:
         """Wait for every upload; re-check what was skipped if the lease is running out."""
+        if self._early:
+            # first the early uploads: one the hub refused queues its usual upload
+            done, _ = wait(self._early, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    self.run.cancelled.set()
+                    raise f.exception()  # type: ignore[misc]
+            wait(self._early)
         self._wait()
         skipped = self.skipped
         for _round in range(2):
@@ -821,6 +900,14 @@ class _Uploader:
             _upload_all(self.run, blobs, self.jobs)
             self.uploaded.update(b.digest for b in blobs)
         return self.uploaded
+
+
+def _unhashed_candidates(pairs: list[tuple[LocalFile, str]], hits: dict[str, str]) -> list[LocalFile]:
+    """Large files with no cached digest and a size no other file here has, largest first."""
+    unique = {f.abs_path: f for f, _ in pairs}
+    sizes = Counter(f.size for f in unique.values())
+    return sorted((f for p, f in unique.items() if p not in hits and f.size >= UNHASHED_MIN and sizes[f.size] == 1),
+                  key=lambda f: -f.size)
 
 
 def _batches(blobs: list[_Blob]) -> list[list[_Blob]]:
@@ -1059,6 +1146,7 @@ def publish(
             # missing blobs are sent (small ones from the bytes just hashed) while the
             # next group is read.
             with _Uploader(run, jobs) as up:
+                up.send_unhashed(_unhashed_candidates(pairs, hits))
                 hashed = hash_all(up.add, hits)
                 bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
                 run.progress.open()
