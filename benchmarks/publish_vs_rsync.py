@@ -298,7 +298,7 @@ def bench_dataset(ds: DataSet, reps: int, base: Path, rsync: Rsync, cert: Path, 
                     sample = run_rsync()
                 sample.tether = {t: results[t] for t in tethers}
                 ds.steps[step].append(sample)
-                parts = [f"rsync {r.seconds:.2f}s"] + (
+                parts = [f"rsync {sample.rsync.seconds:.2f}s"] + (
                     [f"rsync --fsync {sample.rsync_fsync.seconds:.2f}s"] if sample.rsync_fsync else []) + [
                     f"tether {t} {run.seconds:.2f}s (sent {j['bytes_sent']:,}, hashed {j['bytes_hashed']:,})"
                     for t, (run, j) in sample.tether.items()]
