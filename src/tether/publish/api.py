@@ -142,7 +142,8 @@ def blobs_missing(body: MissingIn, ctx: Caller, request: Request):
     """Which of these digests does the hub lack? Present ones are pinned until the lease ends."""
     pub = _pub(request)
     t = pub.target(ctx, body.space, body.type, body.build)
-    return pub.missing(ctx, t, body.digests, now=utcnow())
+    # JSONResponse, not a dict: FastAPI's generic encoder walks the list item by item
+    return JSONResponse(pub.missing(ctx, t, body.digests, now=utcnow()))
 
 
 @router.put("/api/v1/blobs/sha256/{digest}", status_code=201, tags=["publish"])
@@ -246,8 +247,8 @@ async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: in
                        digest: str | None = Query(default=None, max_length=128)):
     ctx.require("whoami")
     pub = _pub(request)
-    return await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body, now=utcnow(),
-                                                                   digest=digest))
+    return JSONResponse(await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body,
+                                                                                now=utcnow(), digest=digest)))
 
 
 # ---------------------------------------------------------------- builds
