@@ -544,7 +544,13 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 "verifies every digest and records three random-keyed index entries per blob (the blob, its "
                 "proof for the space, the build's entry), and the commit (about 0.14 s: parsing and checking "
                 "10,000 entries, looking their blobs up and inserting them) runs after the last upload. rsync "
-                "does its work in C and does not sync what it writes."))
+                "does its work in C and does not sync what it writes. **Read this verdict with care:** rsync's "
+                "time on (a) is bimodal on this machine, 0.7-0.8 s in some runs (0.77 s in the previous round's "
+                "table, 0.81 s in one repetition of a quick run in this round) and 1.4-1.9 s in others, for no "
+                "reason we could find (the order of the competitors does not decide it); tether's stays at "
+                "0.9-1.0 s. Against rsync's fast mode tether takes about 1.2×, so this target is not reliably "
+                "met. In one interleaved run against the previous round's code (HTTPS, 4 repetitions, medians), "
+                "rsync took 1.09 s, the previous round's tether 1.06 s and this round's 0.98 s."))
         else:
             out.append(verdict + (
                 " Two changes this round. The hub writes uploads around the page cache (`O_DIRECT` from one "
