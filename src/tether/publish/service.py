@@ -318,17 +318,21 @@ class Publisher:
                      digest: str | None = None) -> dict:
         """Append a chunk at ``offset``; ``digest`` declares the blob's sha256 of an upload
         started without one (with any chunk, or an empty one at the end)."""
+        if digest is not None and not DIGEST_RE.match(digest):
+            raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         up, path = self._upload(ctx, upload_id)
-        if digest is not None:
-            if not DIGEST_RE.match(digest):
-                raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
-            if up.digest is None:
-                with self.db.write() as s:
-                    s.execute(update(Upload).where(Upload.id == up.id).values(digest=digest))
-                up.digest = digest
-            elif up.digest != digest:
-                raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
         with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
+            if digest is not None and digest != up.digest:
+                if up.digest is not None:
+                    raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
+                with self.db.write() as s:
+                    # only if still undeclared: a request of another hub replica may have been first
+                    declared = s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None))
+                                         .values(digest=digest)).rowcount
+                if not declared:
+                    raise bad_request("this upload's digest was declared meanwhile by another request",
+                                      "digest-conflict")
+                up.digest = digest
             have = path.stat().st_size if path.exists() else 0
             if offset != have:
                 raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}",
