@@ -79,6 +79,12 @@ class Appender:
         return self._dfd >= 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        start = self._len
+        end = start + memoryview(data).nbytes
+        if end < len(self._buf):  # fits (the common case: small blobs into a pack)
+            self._buf[start:end] = data
+            self._len = end
+            return
         mv = memoryview(data).cast("B")
         cap = len(self._buf)
         while mv:
