@@ -707,3 +707,76 @@ def test_cli_publish_does_not_import_httpx(tmp_path):
                        env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert r.stdout.strip() == "exit 3 False", r.stdout + r.stderr
     assert "cannot reach hub at http://127.0.0.1:1" in r.stderr
+
+
+# -- an unchanged tree is committed from its remembered manifest digest -------------------
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    for i in range(20):
+        make(root, f"out/f{i:02}.txt", f"file {i}".encode())
+    return root
+
+
+def test_an_unchanged_tree_goes_straight_to_the_commit(hub, tmp_path):
+    import sqlite3
+
+    root = _tree(tmp_path)
+    run(hub, root, space="builds", strip=1)
+    # the digests' cache is emptied: only the tree's record can tell the manifest now
+    with sqlite3.connect(tmp_path / "cache" / "tether" / "hashes.sqlite") as db:
+        db.execute("DELETE FROM dirs")
+    hub.requests.clear()
+    s = run(hub, root, space="builds", build="2", strip=1)
+    assert (s["files"], s["bytes_hashed"], s["bytes_sent"], s["deduplicated"]) == (20, 0, 0, 20)
+    assert s["same_as"] == "android/1" and s["bytes"] == sum(len(f"file {i}") for i in range(20))
+    assert [p for _, p in hub.requests] == ["/api/v1/publish/builds/android/2"]
+    assert hub.builds[("builds", "android", "2")] == hub.builds[("builds", "android", "1")]
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "added", "removed", "strip"])
+def test_any_change_to_the_tree_takes_the_full_way(hub, tmp_path, change):
+    root = _tree(tmp_path)
+    run(hub, root, space="builds", strip=1)
+    strip = 1
+    if change == "content":
+        make(root, "out/f03.txt", b"new content")
+    elif change == "mode":
+        (root / "out/f03.txt").chmod(0o755)
+    elif change == "added":
+        make(root, "out/new.txt", b"new")
+    elif change == "removed":
+        (root / "out/f03.txt").unlink()
+    else:
+        strip = 0
+    s = run(hub, root, space="builds", build="2", strip=strip)
+    published = {f["path"]: f for f in hub.builds[("builds", "android", "2")]}
+    on_disk = {p.relative_to(root / "out" if strip else root).as_posix(): p for p in (root / "out").iterdir()}
+    assert set(published) == set(on_disk)
+    for path, p in on_disk.items():
+        assert published[path]["digest"] == sha(p.read_bytes())
+        assert published[path]["mode"] == (0o755 if p.stat().st_mode & 0o100 else 0o644)
+    assert s["same_as"] is None or change == "strip"  # only a new prefix keeps the same files
+
+
+def test_a_remembered_tree_the_hub_does_not_know_is_sent_whole(hub, tmp_path):
+    root = _tree(tmp_path)
+    run(hub, root, space="builds")
+    other = FakeHub()  # another hub: no build has that manifest, nor any blob
+    s = run(other, root, space="builds", build="2")
+    assert other.content(("builds", "android", "2")) == hub.content(("builds", "android", "1"))
+    assert s["uploaded"] == 20 and s["bytes_hashed"] == 0  # the digests still came from the cache
+    assert [p for _, p in other.requests][:2] == ["/api/v1/publish/builds/android/2"] * 2  # by digest, then whole
+
+
+def test_files_too_new_for_the_cache_leave_no_tree(hub, tmp_path):
+    root = tmp_path / "tree"
+    (root / "out").mkdir(parents=True)
+    (root / "out/fresh.txt").write_bytes(b"written just now")  # within the racy window: not cached
+    run(hub, root, space="builds")
+    from tether.publish.files import HashCache, expand, tree_key
+
+    with HashCache(tmp_path / "cache" / "tether" / "hashes.sqlite") as hc:
+        assert hc.get_tree(tree_key(str(root), ["**"], 0)) is None
+        assert expand(root, ["**"])  # the file is there; only its digest could not be trusted yet

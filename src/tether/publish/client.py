@@ -63,6 +63,8 @@ from tether.publish.files import (
     hash_file,
     hash_files,
     plan,
+    tree_key,
+    tree_signature,
 )
 
 if TYPE_CHECKING:
@@ -949,8 +951,15 @@ def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[str, str]) -> lis
     return [{"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs]
 
 
-def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]], public: bool | None,
-            latest: bool = False, quiet_missing: bool = False, same_as: bool = False) -> dict[str, Any]:
+def _manifest_digest(manifest: list[dict[str, Any]]) -> str:
+    return manifest_digest([(e["path"], e["digest"], e["size"], e["mode"]) for e in manifest])
+
+
+def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]] | None,
+            public: bool | None, latest: bool = False, quiet_missing: bool = False,
+            same_as: str | None = None) -> dict[str, Any] | None:
+    """Commit the build: by the manifest's digest ``same_as`` first if given, then (if the
+    hub knows no build with it) by the whole ``manifest``; with no ``manifest``, None then."""
     from tether.clienterrors import HubError
 
     retried = False
@@ -961,16 +970,18 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
 
     url = f"/api/v1/publish/{_q(space)}/{_q(build_type)}/{_q(build)}"
     try:
-        if same_as:
+        if same_as is not None:
             # An unchanged tree: name the manifest by its digest; the hub copies the
             # earlier build that has it, or says it knows none and gets the whole manifest.
             try:
-                return _json(_request(http, "POST", url, json={"same_as": manifest_digest(
-                    [(e["path"], e["digest"], e["size"], e["mode"]) for e in manifest]), "public": public,
-                    "latest": latest}, on_transport_retry=note_retry))
+                return _json(_request(http, "POST", url, json={"same_as": same_as, "public": public,
+                                                               "latest": latest}, on_transport_retry=note_retry))
             except HubError as exc:
                 if exc.status != 404 or exc.slug != "unknown-manifest":
                     raise
+                if manifest is None:
+                    return None
+        assert manifest is not None
         resp = _request(http, "POST", url, json={"files": manifest, "public": public, "latest": latest},
                         on_transport_retry=note_retry)
     except HubError as exc:
@@ -1039,7 +1050,6 @@ def publish(
         raise InputError(f"--jobs must be at least 1, not {jobs}")
 
     files = expand(Path(root), list(globs))
-    pairs = plan(files, strip)
 
     own_cache = not isinstance(cache, HashCache)
     hc: HashCache | None
@@ -1049,9 +1059,24 @@ def publish(
         hc = cache
     else:
         hc = HashCache(cache if cache not in (None, True) else None)  # type: ignore[arg-type]
-    total_bytes = sum(f.size for f, _ in pairs)
+    # A tree published from here before, unchanged since (every path, size, mtime, inode and
+    # mode the same), has the manifest it had then: it is committed by that manifest's digest
+    # without planning its paths, looking up its digests or building its manifest again.
+    tree: tuple[bytes, bytes] | None = None
+    known: str | None = None
+    try:
+        if hc is not None and hc.usable and not dry_run:
+            tree = (tree_key(str(root), list(globs), strip), tree_signature(files))
+            stored = hc.get_tree(tree[0])
+            known = stored[1] if stored is not None and stored[0] == tree[1] else None
+        pairs = plan(files, strip) if known is None else []
+    except BaseException:
+        if own_cache and hc is not None:
+            hc.close()
+        raise
+    total_bytes = sum(f.size for f in files)
     summary: dict[str, Any] = {
-        "files": len(pairs),
+        "files": len(files),
         "bytes": total_bytes,
         "bytes_hashed": 0,
         "bytes_sent": 0,
@@ -1067,25 +1092,23 @@ def publish(
     bar: Any = _RichProgress() if progress else _NoProgress()
 
     def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[str, str] | None = None) -> HashResult:
-        try:
-            return hash_files(
-                [f for f, _ in pairs],
-                hc,
-                jobs,
-                on_bytes=bar.advance,
-                on_plan=lambda total: bar.phase("hashing", total),
-                on_group=on_group,
-                hits=hits,
-            )
-        finally:
-            if own_cache and hc is not None:
-                hc.close()
+        return hash_files(
+            [f for f, _ in pairs],
+            hc,
+            jobs,
+            on_bytes=bar.advance,
+            on_plan=lambda total: bar.phase("hashing", total),
+            on_group=on_group,
+            hits=hits,
+        )
 
     if dry_run:
         try:
             hashed = hash_all()
         finally:
             bar.close()
+            if own_cache and hc is not None:
+                hc.close()
         summary["bytes_hashed"] = hashed.bytes_hashed
         summary["dry_run"] = True
         summary["manifest"] = [
@@ -1129,16 +1152,24 @@ def publish(
         run = _Run(http, space, type, build, _Gate(bar))
         result = None
         uploaded: set[str] = set()
-        hits = hc.get_many(f for f, _ in pairs) if hc is not None else {}
+        hashed = HashResult()
+        if known is not None:
+            result = _commit(http, space, type, build, None, public, latest, same_as=known)
+            if result is None:  # this hub (or space) has no build with that manifest
+                pairs = plan(files, strip)
+        hits = hc.get_many(f for f, _ in pairs) if hc is not None and result is None else {}
         if hits and len(hits) == len({f.abs_path for f, _ in pairs}):
             # Every digest is in the hash cache, so this tree was most likely published
             # before: commit straight away, first by the manifest's digest alone. The hub
             # checks in the commit's own transaction that every blob exists; only if some
             # are missing do we ask and upload.
             hashed = HashResult(hits)
+            hashed.settled = True
+            manifest = _manifest(pairs, hashed)
             try:
-                result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest,
-                                 quiet_missing=True, same_as=True)
+                # (by its digest only if the tree's remembered digest was not just refused)
+                result = _commit(http, space, type, build, manifest, public, latest, quiet_missing=True,
+                                 same_as=_manifest_digest(manifest) if known is None else None)
             except _BlobsMissing:
                 result = None
         if result is None:
@@ -1151,7 +1182,12 @@ def publish(
                 bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
                 run.progress.open()
                 uploaded = up.finish()
-            result = _commit(http, space, type, build, _manifest(pairs, hashed), public, latest)
+            manifest = _manifest(pairs, hashed)
+            result = _commit(http, space, type, build, manifest, public, latest)
+        if tree is not None and known is None and hashed.settled:
+            # every digest is in the hash cache now: the next publish of this unchanged tree
+            # can skip straight to the commit
+            hc.put_tree(tree[0], tree[1], _manifest_digest(manifest))  # type: ignore[union-attr]
     finally:
         bar.close()
         if own_cache and hc is not None:
@@ -1163,7 +1199,7 @@ def publish(
         {
             "bytes_sent": run.sent.value,
             "uploaded": len(uploaded),
-            "deduplicated": len(pairs) - len(uploaded),
+            "deduplicated": len(files) - len(uploaded),
             "space": result.get("space", space),
             "type": result.get("type", type),
             "build": result.get("build", build),

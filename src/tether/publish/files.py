@@ -338,6 +338,7 @@ def default_cache_path() -> Path:
 #: The cache's layout, kept in SQLite's ``user_version``. Version 1 had one row
 #: per file (table ``hashes``); a cache of another version is simply rebuilt.
 CACHE_VERSION = 2
+TREES_KEPT = 256  # trees remembered (see HashCache.get_tree); the least recently stored go
 
 
 class HashCache:
@@ -370,6 +371,9 @@ class HashCache:
                     db.execute("DROP TABLE IF EXISTS hashes")
                     db.execute("CREATE TABLE IF NOT EXISTS dirs (dir BLOB PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID")
                     db.execute(f"PRAGMA user_version = {CACHE_VERSION}")
+            # added to version 2 later: created where missing, the digests already cached stay
+            db.execute("CREATE TABLE IF NOT EXISTS trees (key BLOB PRIMARY KEY, signature BLOB NOT NULL, "
+                       "manifest TEXT NOT NULL, stamp INTEGER NOT NULL) WITHOUT ROWID")
             self._db = db
         except (OSError, sqlite3.Error):
             self._db = None
@@ -441,6 +445,29 @@ class HashCache:
         except sqlite3.Error:
             pass
 
+    def get_tree(self, key: bytes) -> tuple[bytes, str] | None:
+        """The signature and manifest digest last stored for this tree (see :func:`tree_key`)."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT signature, manifest FROM trees WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return (bytes(row[0]), str(row[1])) if row else None
+
+    def put_tree(self, key: bytes, signature: bytes, manifest: str) -> None:
+        """Remember that the files with this signature (:func:`tree_signature`) make this manifest."""
+        if self._db is None:
+            return
+        try:
+            with _transaction(self._db):
+                self._db.execute("INSERT OR REPLACE INTO trees (key, signature, manifest, stamp) VALUES (?, ?, ?, ?)",
+                                 (key, signature, manifest, time.time_ns()))
+                self._db.execute("DELETE FROM trees WHERE key NOT IN "
+                                 "(SELECT key FROM trees ORDER BY stamp DESC LIMIT ?)", (TREES_KEPT,))
+        except sqlite3.Error:
+            pass
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -451,6 +478,21 @@ class HashCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tree_key(root: str, globs: list[str], strip_n: int) -> bytes:
+    """What a publish names: the root (resolved), the patterns and --strip, and this version
+    of tether (whose path rules decided that these paths may be published)."""
+    from tether import __version__
+
+    return hashlib.sha256(marshal.dumps((__version__, os.path.realpath(root), list(globs), strip_n))).digest()
+
+
+def tree_signature(files: list[LocalFile]) -> bytes:
+    """Every file's path, size, mtime, inode and mode: equal signatures, equal manifests
+    (under the hash cache's own rule that a file with the same size, mtime and inode
+    has the same content)."""
+    return hashlib.sha256(marshal.dumps([tuple(f) for f in files])).digest()
 
 
 @contextmanager
@@ -473,6 +515,7 @@ class HashResult(dict):
 
     bytes_hashed: int = 0
     cache_hits: int = 0
+    settled: bool = False  # every digest is in the cache now (none too recent to keep)
 
     def __missing__(self, key: object) -> str:
         if isinstance(key, os.PathLike):
@@ -638,8 +681,11 @@ def hash_files(
     for f, d in fresh:
         result[f.abs_path] = d
     result.bytes_hashed = done_bytes
-    if cache is not None and fresh:
-        cache.put_many((f, d) for f, d in fresh if _cacheable(f, started_ns))
+    if cache is not None:
+        kept = [(f, d) for f, d in fresh if _cacheable(f, started_ns)]
+        if kept:
+            cache.put_many(kept)
+        result.settled = cache.usable and len(kept) == len(fresh)
     return result
 
 
@@ -657,4 +703,6 @@ __all__ = [
     "plan",
     "read_small",
     "strip",
+    "tree_key",
+    "tree_signature",
 ]
