@@ -37,7 +37,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -68,6 +67,8 @@ from tether.publish.files import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tether.client import HubClient
     from tether.clientconfig import ClientConfig
     from tether.wire import Handler, WireClient, WireResponse
@@ -658,6 +659,9 @@ def _upload_all(run: _Run, blobs: list[_Blob], jobs: int) -> None:
         for fn, arg in tasks:
             fn(run, arg)
         return
+    # imported where used: publishing an unchanged tree needs no threads (3 ms of start-up)
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     with ThreadPoolExecutor(max_workers=min(jobs, len(tasks)), thread_name_prefix="tether-up") as pool:
         futures: list[Future[None]] = [pool.submit(fn, run, arg) for fn, arg in tasks]
         try:
@@ -733,6 +737,8 @@ class _Uploader:
         self.lease = float("inf")
         self.queued_bytes = 0
         self._lock = threading.Lock()
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tether-up")
         self._futures: list[Future[None]] = []
         self._in_memory = threading.BoundedSemaphore(MAX_IN_MEMORY)
@@ -764,6 +770,8 @@ class _Uploader:
         other file of the publish has: two files of one size may be one content."""
         if self.jobs <= 1 or not files:
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         self._early_pool = ThreadPoolExecutor(max_workers=EARLY_JOBS, thread_name_prefix="tether-early")
         for f in files:
             spec = self._unhashed[f.abs_path] = _Unhashed(f, self.run)
@@ -863,6 +871,8 @@ class _Uploader:
                 raise f.exception()  # type: ignore[misc]
 
     def _wait(self) -> None:
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
         while True:
             with self._lock:
                 futures, self._futures = self._futures, []
@@ -880,6 +890,8 @@ class _Uploader:
 
     def finish(self) -> set[str]:
         """Wait for every upload; re-check what was skipped if the lease is running out."""
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
         if self._early:
             # first the early uploads: one the hub refused queues its usual upload
             done, _ = wait(self._early, return_when=FIRST_EXCEPTION)

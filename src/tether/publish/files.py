@@ -36,7 +36,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from operator import attrgetter, itemgetter
@@ -670,6 +669,9 @@ def hash_files(
             big_done(work([f]))
         fresh.extend(work_small(small))
     else:
+        # imported here: publishing an unchanged tree needs no threads
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tether-hash")
         try:
             futures = [pool.submit(work, [f]) for f in big]
