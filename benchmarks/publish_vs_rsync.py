@@ -568,7 +568,15 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
         best = min(ts.values()) / rs
         if worst <= 0.5:
             met.append(f"no-op on {ds.label[:3]}")
-            out.append(f"**Unchanged re-publish on {ds.label[:3]}: met** ({best:.2f}–{worst:.2f}× rsync).")
+            why = ""
+            if ds.key == "a":
+                why = (" The client lists and stats the tree (about 35 ms for 10,000 files), finds the same "
+                       "paths, sizes, mtimes, inodes and modes as when it last published from there (one row "
+                       "of its hash cache), and commits by that manifest's digest alone (`same_as`): one "
+                       "request, one build row on the hub. The rest is Python's start-up and imports (click, "
+                       "http.client, ssl; httpx was taken out of the client this round, about 40 ms) and one "
+                       "TLS connection. Before this round: 0.19 s, 0.69× rsync.")
+            out.append(f"**Unchanged re-publish on {ds.label[:3]}: met** ({best:.2f}–{worst:.2f}× rsync).{why}")
             continue
         missed.append(f"no-op on {ds.label[:3]}")
         if ds.key == "a":
