@@ -34,6 +34,9 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, Mapping[str, st
 
 # What a request on a kept-alive connection raises when the server had closed it while idle.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
+# Sent again by themselves on a stale connection. Not POST: a server that took the request
+# and then died without answering looks the same, and the caller must know it retried.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -116,11 +119,11 @@ class WireClient:
         self._lock = threading.Lock()
         self._proxy: tuple[str, int] | None = None
         self._proxy_headers: dict[str, str] = {}
-        proxy = _env_proxy(parts.scheme, self._host)
+        proxy = _env_proxy(parts.scheme, self._host, self._port)
         if proxy and handler is None:
             p = urlsplit(proxy)
             if p.scheme != "http" or not p.hostname:
-                raise ValueError(f"unsupported proxy {p.scheme}://{p.hostname}: only http:// proxies are")
+                raise ValueError(f"unsupported proxy {p.scheme}://{p.hostname}: tether supports http:// proxies only")
             self._proxy = (p.hostname, p.port or 80)
             if p.username:
                 cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
@@ -196,7 +199,7 @@ class WireClient:
                 raise exc.__cause__ from None  # type: ignore[misc]
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and not answered and not stream and isinstance(exc, _STALE):
+                if reused and not answered and not stream and method in _IDEMPOTENT and isinstance(exc, _STALE):
                     continue  # the server closed this idle connection meanwhile: once more, on a new one
                 raise _wire_error(exc) from exc
             except BaseException:
@@ -264,9 +267,10 @@ def _wire_error(exc: BaseException) -> WireError:
     return (WireTimeout if isinstance(exc, TimeoutError) else WireError)(text)
 
 
-def _env_proxy(scheme: str, host: str) -> str | None:
+def _env_proxy(scheme: str, host: str, port: int) -> str | None:
     """The proxy that ``{scheme}_proxy``/``all_proxy`` name for ``host``, unless ``no_proxy`` exempts it
-    (as httpx and curl read them; the lower-case name first)."""
+    (as httpx and curl read them; the lower-case name first). A ``no_proxy`` entry is a host or
+    domain, with or without ``:port``."""
 
     def env(name: str) -> str:
         return os.environ.get(name) or os.environ.get(name.upper()) or ""
@@ -277,6 +281,9 @@ def _env_proxy(scheme: str, host: str) -> str | None:
     host = host.lower()
     for entry in env("no_proxy").split(","):
         entry = entry.strip().lstrip(".").lower()
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+        name, sep, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if sep and entry_port != str(port):
+            continue
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
             return None
     return url if "://" in url else "http://" + url

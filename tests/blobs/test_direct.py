@@ -127,3 +127,42 @@ def test_create_refuses_an_existing_file_and_makes_it_private(tmp_path):
     with pytest.raises(FileExistsError):
         Appender(path, create=True)
     assert path.read_bytes() == b"x"
+
+
+def test_a_full_disk_fails_the_write_and_leaves_nothing_pinned(tmp_path, monkeypatch):
+    def pwrite(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    a = Appender(tmp_path / "f", create=True, buffer_size=BLOCK * 2)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    try:
+        a.write(os.urandom(BLOCK * 3))
+    except OSError as exc:
+        assert "No space left" in str(exc)
+        a.abort()  # while the error's traceback is alive, as BlobWriter.write does: no BufferError
+    else:
+        pytest.fail("the write should have failed")
+    assert a.fd == -1 and not a.direct
+
+
+def test_a_pack_on_a_full_disk_is_refused_and_removed(tmp_path, monkeypatch):
+    import hashlib
+
+    from tether.blobs.fs import FsBlobStore
+
+    store = FsBlobStore(tmp_path / "blobs")
+    data = os.urandom(5 << 20)  # more than the buffer: a write reaches the disk at once
+    pw = store.pack_writer()
+
+    def pwrite(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    try:
+        pw.add(hashlib.sha256(data).hexdigest(), [data])
+    except OSError as exc:
+        assert "No space left" in str(exc)
+        pw.abort()  # as the hub does while handling the error
+    else:
+        pytest.fail("the add should have failed")
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []

@@ -780,3 +780,11 @@ def test_files_too_new_for_the_cache_leave_no_tree(hub, tmp_path):
     with HashCache(tmp_path / "cache" / "tether" / "hashes.sqlite") as hc:
         assert hc.get_tree(tree_key(str(root), ["**"], 0)) is None
         assert expand(root, ["**"])  # the file is there; only its digest could not be trusted yet
+
+
+def test_an_unusable_proxy_is_bad_input_not_a_traceback(tmp_path, monkeypatch):
+    root = _tree(tmp_path)
+    monkeypatch.setenv("https_proxy", "socks5://proxy.example:1080")
+    with pytest.raises(PublishError) as e:
+        publish("https://hub.example", "tth_test", "builds", "android", "1", ["**"], root=root)
+    assert e.value.exit_code == 2 and "proxy" in str(e.value)

@@ -201,3 +201,15 @@ def test_the_documented_curl_recipes_for_resumable_uploads_work(publisher, tmp_p
         assert '"complete":true' in r.stdout, r.stdout
     with hub.client(token) as c:
         assert missing(c, space, [sha(small.read_bytes()), sha(large.read_bytes())]) == []
+
+
+def test_the_same_digest_may_be_declared_again(publisher):
+    hub, space, token = publisher
+    data = big(b"twice")
+    half = len(data) // 2
+    with hub.client(token) as c:
+        uid = start(c, space, len(data)).json()["id"]
+        r = c.put(f"/api/v1/uploads/{uid}", params={"offset": 0, "digest": sha(data)}, content=data[:half])
+        assert r.status_code == 200, r.text
+        r = c.put(f"/api/v1/uploads/{uid}", params={"offset": half, "digest": sha(data)}, content=data[half:])
+        assert r.json()["complete"] is True, r.text

@@ -65,6 +65,7 @@ class Appender:
                 os.ftruncate(self.fd, start)
             self._on_disk = start  # the file's size
             self._load_block(start)
+            self._flushed = start  # position up to which the file holds every byte
         except BaseException:
             self._close_fds()
             raise
@@ -102,6 +103,7 @@ class Appender:
         if offset < self._on_disk:
             os.ftruncate(self.fd, offset)
             self._on_disk = offset
+        self._flushed = min(self._flushed, offset)
         if offset >= self._base:
             self._len = offset - self._base
         else:
@@ -109,10 +111,13 @@ class Appender:
 
     def flush(self) -> None:
         """Write everything appended so far into the file (not yet durable: see :meth:`sync`)."""
+        if self.position == self._flushed:
+            return  # nothing new (e.g. close() after sync()): the tail is not written again
         self._drain()
         if self._len:  # the partial last block, through the page cache; kept for the next drain
             self._pwrite(self.fd, self._view[: self._len], self._base)
             self._on_disk = max(self._on_disk, self.position)
+        self._flushed = self.position
 
     def sync(self) -> None:
         """:meth:`flush`, then fsync: the bytes and the file's size are on the disk."""
@@ -178,10 +183,15 @@ class Appender:
 
     @staticmethod
     def _pwrite(fd: int, view: memoryview, offset: int) -> None:
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        try:
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view = view[n:]
+                offset += n
+        finally:
+            # A write error's traceback keeps this frame: without the release, its slice
+            # would pin the buffer and closing it would fail.
+            view.release()
 
     def _close_fds(self) -> None:
         for name in ("_dfd", "fd"):
@@ -195,5 +205,8 @@ class Appender:
             self._view = None  # type: ignore[assignment]
         buf = getattr(self, "_buf", None)
         if buf is not None:
-            buf.close()
             self._buf = None  # type: ignore[assignment]
+            try:
+                buf.close()
+            except BufferError:  # a slice still alive somewhere: unmapped when it goes
+                pass

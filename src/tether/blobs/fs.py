@@ -98,6 +98,9 @@ class FsBlobWriter(BlobWriter):
         self._tmp = Path(name)
         try:
             self._file = Appender(self._tmp)  # closed in commit/abort
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)
 
@@ -162,7 +165,11 @@ class FsPackWriter:
         self._store = store
         self.name = secrets.token_hex(16)
         self._tmp = store.tmp_dir / f"{self.name}.pack"
-        self._out: Appender | None = Appender(self._tmp, create=True)
+        try:
+            self._out: Appender | None = Appender(self._tmp, create=True)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)  # created before what failed (the buffer, the second open)
+            raise
         self.count = 0
         self._state = "open"
 

@@ -561,8 +561,8 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None,
     try:
         created = _json(_request(run, "POST", "/api/v1/uploads", json=start_body))
     except HubError as exc:
-        # 409 size-known (the hub may have it), or a hub that wants every digest first
-        if digest_later is not None and exc.status in (400, 409, 422):
+        # size-known (the hub may have it), or a hub that wants a digest first (older hubs: 422)
+        if digest_later is not None and (exc.slug in ("size-known", "digest-required") or exc.status == 422):
             return False
         raise
     upload_id = str(created.get("id") or "")
@@ -1152,7 +1152,11 @@ def publish(
             headers["Authorization"] = f"Bearer {token}"
         if verify is None:
             verify = tls_context(hub_url, ca_bundle)
-        http = WireClient(hub_url, headers=headers, timeout=timeout, verify=verify, handler=handler)
+        try:
+            http = WireClient(hub_url, headers=headers, timeout=timeout, verify=verify, handler=handler)
+        except ValueError as exc:  # a hub or proxy URL it cannot use
+            raise PublishError(str(exc), exit_code=2,
+                               hint="check --hub / TETHER_HUB and the http(s)_proxy variables") from None
     except BaseException:
         bar.close()
         if own_cache and hc is not None:

@@ -269,6 +269,7 @@ class Publisher:
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         if size < 0 or size > self.settings.max_blob_bytes:
             raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+        self._check_bytes(ctx, size)  # first: a token past its budget learns nothing more
         if digest is None:
             if size < UNHASHED_MIN:
                 raise bad_request(f"an upload without a digest must be at least {UNHASHED_MIN} bytes; "
@@ -276,7 +277,6 @@ class Publisher:
             if self._space_has_size(t.space_id, size):
                 raise Problem(409, "size-known", f"this space already holds a blob of {size} bytes: hash the file "
                               "and ask POST /api/v1/blobs/missing whether the hub needs it, then upload with its digest")
-        self._check_bytes(ctx, size)
         upload_id = secrets.token_hex(16)
         self.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.uploads_dir / upload_id).touch(mode=0o600)
@@ -320,19 +320,18 @@ class Publisher:
         started without one (with any chunk, or an empty one at the end)."""
         if digest is not None and not DIGEST_RE.match(digest):
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
-        up, path = self._upload(ctx, upload_id)
+        self._upload(ctx, upload_id)  # a bad or foreign id is refused before it gets a lock
         with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
+            up, path = self._upload(ctx, upload_id)  # as it is now, after whatever held the lock
             if digest is not None and digest != up.digest:
-                if up.digest is not None:
+                if up.digest is None:
+                    with self.db.write() as s:
+                        # only if still undeclared: a request to another hub replica may be first
+                        s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None))
+                                  .values(digest=digest))
+                    up, path = self._upload(ctx, upload_id)
+                if up.digest != digest:
                     raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
-                with self.db.write() as s:
-                    # only if still undeclared: a request of another hub replica may have been first
-                    declared = s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None))
-                                         .values(digest=digest)).rowcount
-                if not declared:
-                    raise bad_request("this upload's digest was declared meanwhile by another request",
-                                      "digest-conflict")
-                up.digest = digest
             have = path.stat().st_size if path.exists() else 0
             if offset != have:
                 raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}",
