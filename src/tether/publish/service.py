@@ -286,12 +286,8 @@ class Publisher:
         return {"id": upload_id, "offset": 0, "size": size}
 
     def _space_has_size(self, space_id: int, size: int) -> bool:
-        b = Blob.__table__
         with self.db.read() as s:
-            # the literal bound repeats the partial index's condition so the planner uses it
-            return s.execute(select(literal(1)).where(
-                b.c.size == size, b.c.size >= literal(UNHASHED_MIN, literal_execute=True),
-                _proven_in(space_id, b.c.digest)).limit(1)).first() is not None
+            return s.execute(_size_query(space_id, size)).first() is not None
 
     def _space_id(self, space: str) -> int:
         with self.db.read() as s:
@@ -852,6 +848,14 @@ def _later(column, value):
     if isinstance(value, datetime):
         value = literal(value, column.type)
     return case((column < value, value), else_=column)
+
+
+def _size_query(space_id: int, size: int):
+    """SQL: a blob of ``size`` bytes (at least UNHASHED_MIN) proven in the space. The literal
+    bound repeats the partial index's condition, so the planner can use that index."""
+    b = Blob.__table__
+    return select(literal(1)).where(b.c.size == size, b.c.size >= literal(UNHASHED_MIN, literal_execute=True),
+                                    _proven_in(space_id, b.c.digest)).limit(1)
 
 
 def _proven_in(space_id: int, digest_col):
