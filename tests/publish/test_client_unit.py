@@ -182,6 +182,12 @@ class FakeHub:
             up = self.uploads[m.group(1)]
             up["data"] += body[: len(body) // 2]
             raise httpx.ReadError("connection reset")
+        resp = self._route(request, path, body)
+        if action == "drop-answer":  # the hub did it all, then the connection broke before the answer
+            raise httpx.ReadError("connection reset")
+        return resp
+
+    def _route(self, request: httpx.Request, path: str, body: bytes) -> httpx.Response:
         if path == "/api/v1/tokens/self":
             return httpx.Response(200, json={"scopes": self.scopes})
         if path == "/api/v1/blobs/missing":
@@ -214,7 +220,9 @@ class FakeHub:
             return httpx.Response(201, json={"id": uid, "offset": 0, "size": data["size"]})
         m = re.fullmatch(r"/api/v1/uploads/(\w+)", path)
         if m:
-            up = self.uploads[m.group(1)]
+            up = self.uploads.get(m.group(1))
+            if up is None:
+                return httpx.Response(404, json={"type": "urn:tether:problem:not-found", "detail": "no such upload"})
             if request.method == "GET":
                 return httpx.Response(200, json={"offset": len(up["data"]), "size": up["size"]})
             offset = int(request.url.params["offset"])
@@ -228,6 +236,7 @@ class FakeHub:
             if sha(up["data"]) != up["digest"]:
                 return self._mismatch(up["digest"])
             self.blobs[up["digest"]] = up["data"]
+            del self.uploads[m.group(1)]  # as the hub does: a finished upload is gone
             return httpx.Response(200, json={"offset": up["size"], "complete": True})
         m = re.fullmatch(r"/api/v1/publish/([^/]+)/([^/]+)/([^/]+)", path)
         if m:
@@ -414,7 +423,7 @@ def test_a_large_new_file_is_sent_while_it_is_hashed(hub, tmp_path, early):
     assert (s["bytes_sent"], s["bytes_hashed"], s["uploaded"]) == (3000, 3000, 1)
     # never asked about: the upload started without its digest, declared at the end
     assert not any(p == "/api/v1/blobs/missing" for _, p in hub.requests)
-    assert [up["digest"] for up in hub.uploads.values()] == [sha(large)]
+    assert hub.blobs == {sha(large): large} and hub.uploads == {}  # declared, checked, finished
     assert [m for m, p in hub.requests if p.startswith("/api/v1/uploads/")] == ["PUT"] * 4  # 3 chunks + declare
 
 
@@ -455,6 +464,24 @@ def test_files_of_one_size_and_single_job_runs_are_hashed_first(hub, tmp_path, e
     assert hub.content(("builds", "android", "1")) == {n: (root / n).read_bytes() for n in digests}
     expected = {"a.bin", "b.bin"} | ({"c.bin"} if jobs == 1 else set())
     assert sorted(hub.asked) == sorted(digests[n] for n in expected)
+
+
+@pytest.mark.parametrize("early_upload", [False, True])
+def test_a_lost_answer_to_the_last_chunk_is_not_a_failure(hub, tmp_path, early, early_upload):
+    """The hub finished the upload (and forgot it), but its answer never arrived: the
+    client finds the upload gone, asks whether the blob is there, and carries on."""
+    root = tmp_path / "tree"
+    large = os.urandom(2500)
+    make(root, "l.bin", large)
+    if early_upload:  # chunks 1-3, then the empty PUT that declares the digest
+        hub.fail["PUT /api/v1/uploads/"] = [None, None, None, "drop-answer"]
+    else:  # one job: hashed first, the digest given at the start; the last chunk's answer is lost
+        hub.fail["PUT /api/v1/uploads/"] = [None, None, "drop-answer"]
+    s = run(hub, root, space="builds", cache=False, jobs=4 if early_upload else 1)
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+    assert s["uploaded"] == 1
+    gets = [p for m, p in hub.requests if m == "GET" and p.startswith("/api/v1/uploads/")]
+    assert len(gets) == 1  # the resync that found it gone
 
 
 def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):

@@ -572,9 +572,19 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None,
     offset = int(created.get("offset") or 0)
     failures = 0
 
-    def resync(attempt: int, hint: float | None = None) -> int:
+    def resync(attempt: int, hint: float | None = None) -> int | None:
+        """Where the hub's copy stands; None if the upload is done (its answer was lost)."""
         _sleep(attempt, hint)
-        state = _json(_request(run, "GET", url))
+        try:
+            state = _json(_request(run, "GET", url))
+        except HubError as exc:
+            if exc.status != 404:
+                raise
+            # Gone: finished while its answer was lost on the way, or expired. The blob tells.
+            digest = blob.digest or (digest_later() if digest_later is not None else "")
+            if digest and digest not in _ask_missing(run.http, run.params, [digest])[0]:
+                return None
+            raise
         return int(state.get("offset") or 0)
 
     while True:
@@ -601,14 +611,20 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None,
             failures += 1
             if failures >= MAX_TRIES:
                 raise _transport_error(run, exc) from None
-            offset = resync(failures)  # resume where the hub got to, not from zero
+            at = resync(failures)  # resume where the hub got to, not from zero
+            if at is None:
+                return True
+            offset = at
             continue
         if resp.status_code == 409 or resp.status_code in RETRY_STATUSES:
             failures += 1
             if failures >= MAX_TRIES:
                 raise _hub_error(resp)
             hint = _retry_after(resp) if resp.status_code in RETRY_STATUSES else 0.0
-            offset = resync(failures, hint)  # 409: our offset was wrong; ask for the right one
+            at = resync(failures, hint)  # 409: our offset was wrong; ask for the right one
+            if at is None:
+                return True
+            offset = at
             continue
         if not resp.is_success:
             err = _hub_error(resp)
