@@ -337,7 +337,7 @@ class Publisher:
             # No fsync per chunk: after a crash the file's size says where to resume, and the
             # final digest check refuses anything a crash could have garbled. Whole blocks go
             # to the disk as they come (O_DIRECT), so finishing has little left to flush.
-            out = Appender(path, offset=have)
+            out = Appender(path, offset=have, background=True)
             try:
                 written = have
                 for chunk in chunks:
