@@ -553,8 +553,9 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 "rsync took 1.09 s, the previous round's tether 1.06 s and this round's 0.98 s."))
         else:
             out.append(verdict + (
-                " Two changes this round. The hub writes uploads around the page cache (`O_DIRECT` from one "
-                "reused aligned buffer, whole blocks straight to the disk as they arrive), so the fsync at the "
+                " Two changes this round. The hub writes uploads around the page cache (`O_DIRECT` from two "
+                "reused aligned buffers, one written by a writer thread while the other fills, whole blocks "
+                "straight to the disk as they arrive), so the fsync at the "
                 "end has almost nothing left to flush; on this virtual machine, writing 1 GiB into fresh "
                 "page-cache memory alone took 1.6-3 s, against 0.55 s direct. And a large file with no cached "
                 "digest is sent while it is hashed, not after: the hub takes an upload without a digest when "

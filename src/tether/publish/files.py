@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
+from itertools import chain
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
@@ -491,7 +492,8 @@ def tree_signature(files: list[LocalFile]) -> bytes:
     """Every file's path, size, mtime, inode and mode: equal signatures, equal manifests
     (under the hash cache's own rule that a file with the same size, mtime and inode
     has the same content)."""
-    return hashlib.sha256(marshal.dumps([tuple(f) for f in files])).digest()
+    # one flat list of the fields: no tuple per file to build (and for the collector to track)
+    return hashlib.sha256(marshal.dumps(list(chain.from_iterable(files)))).digest()
 
 
 @contextmanager
