@@ -575,6 +575,7 @@ def read_small(f: LocalFile) -> bytes:
 Group = list[tuple[LocalFile, str, bytes | None]]
 GROUP_BYTES = 8 << 20
 GROUP_FILES = 2000
+FIRST_GROUP_BYTES = 1 << 20
 
 
 def hash_files(
@@ -592,7 +593,8 @@ def hash_files(
     consulted; ``on_bytes(n)`` as bytes are hashed (from worker threads).
     ``on_group(group)``, if given, is called in the calling thread as digests
     become known, so that uploading can start while hashing goes on: first with
-    the cache hits, then with groups of small files (up to 4 MiB or 2,000 files,
+    the cache hits, then with groups of small files (the first up to 1 MiB, so that
+    uploading starts early, then up to 8 MiB or 2,000 files,
     each with its bytes, read once for hashing and uploading), then with each
     big file. An exception from it stops the hashing. ``hits`` is what
     ``cache.get_many`` already answered for these files (it is not asked again).
@@ -632,6 +634,7 @@ def hash_files(
         out: list[tuple[LocalFile, str]] = []
         pending: Group = []
         pending_bytes = 0
+        out_groups = 0  # the first group is small, so that asking and uploading start early
         sha256 = hashlib.sha256
         for f in group:
             data = read_small(f)
@@ -641,7 +644,8 @@ def hash_files(
             pending_bytes += len(data)
             if on_bytes is not None:
                 on_bytes(len(data))
-            if pending_bytes >= GROUP_BYTES or len(pending) >= GROUP_FILES:
+            if pending_bytes >= (GROUP_BYTES if out_groups else FIRST_GROUP_BYTES) or len(pending) >= GROUP_FILES:
+                out_groups += 1
                 with lock:
                     done_bytes += pending_bytes
                 on_group(pending)
