@@ -31,6 +31,7 @@ format and the upload planning and are tested without a hub.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -979,15 +980,21 @@ def _manifest(pairs: list[tuple[LocalFile, str]], hashed: dict[str, str]) -> lis
     return [{"path": dest, "digest": hashed[f.abs_path], "size": f.size, "mode": f.mode} for f, dest in pairs]
 
 
+def _commit_body(manifest: list[dict[str, Any]], public: bool | None, latest: bool) -> bytes:
+    return json.dumps({"files": manifest, "public": public, "latest": latest}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
 def _manifest_digest(manifest: list[dict[str, Any]]) -> str:
     return manifest_digest([(e["path"], e["digest"], e["size"], e["mode"]) for e in manifest])
 
 
-def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]] | None,
+def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[dict[str, Any]] | bytes | None,
             public: bool | None, latest: bool = False, quiet_missing: bool = False,
             same_as: str | None = None) -> dict[str, Any] | None:
     """Commit the build: by the manifest's digest ``same_as`` first if given, then (if the
-    hub knows no build with it) by the whole ``manifest``; with no ``manifest``, None then."""
+    hub knows no build with it) by the whole ``manifest`` (the entries, or the request body
+    ``_commit_body`` made of them); with no ``manifest``, None then."""
     from tether.clienterrors import HubError
 
     retried = False
@@ -1010,7 +1017,8 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
                 if manifest is None:
                     return None
         assert manifest is not None
-        resp = _request(http, "POST", url, json={"files": manifest, "public": public, "latest": latest},
+        body = _commit_body(manifest, public, latest) if isinstance(manifest, list) else manifest
+        resp = _request(http, "POST", url, content=body, headers={"Content-Type": "application/json"},
                         on_transport_retry=note_retry)
     except HubError as exc:
         if exc.status == 409:
@@ -1213,9 +1221,11 @@ def publish(
                 hashed = hash_all(up.add, hits)
                 bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
                 run.progress.open()
+                # the commit's body, made while the last uploads are still under way
+                manifest = _manifest(pairs, hashed)
+                body = _commit_body(manifest, public, latest)
                 uploaded = up.finish()
-            manifest = _manifest(pairs, hashed)
-            result = _commit(http, space, type, build, manifest, public, latest)
+            result = _commit(http, space, type, build, body, public, latest)
         if tree is not None and known is None and hashed.settled:
             # every digest is in the hash cache now: the next publish of this unchanged tree
             # can skip straight to the commit
