@@ -815,3 +815,14 @@ def test_an_unusable_proxy_is_bad_input_not_a_traceback(tmp_path, monkeypatch):
     with pytest.raises(PublishError) as e:
         publish("https://hub.example", "tth_test", "builds", "android", "1", ["**"], root=root)
     assert e.value.exit_code == 2 and "proxy" in str(e.value)
+
+
+def test_a_damaged_tree_record_is_a_miss_not_a_failure(hub, tmp_path):
+    import sqlite3
+
+    root = _tree(tmp_path)
+    run(hub, root, space="builds")
+    with sqlite3.connect(tmp_path / "cache" / "tether" / "hashes.sqlite") as db:
+        db.execute("UPDATE trees SET signature = 'not a blob', manifest = x'00'")
+    s = run(hub, root, space="builds", build="2")
+    assert s["same_as"] == "android/1" and s["bytes_sent"] == 0  # the full way, by the digests' cache

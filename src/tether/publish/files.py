@@ -453,7 +453,9 @@ class HashCache:
             row = self._db.execute("SELECT signature, manifest FROM trees WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error:
             return None
-        return (bytes(row[0]), str(row[1])) if row else None
+        if not row or not isinstance(row[0], bytes) or not isinstance(row[1], str):
+            return None  # none, or not what we wrote: a miss, never a failure
+        return row[0], row[1]
 
     def put_tree(self, key: bytes, signature: bytes, manifest: str) -> None:
         """Remember that the files with this signature (:func:`tree_signature`) make this manifest."""
