@@ -12,19 +12,6 @@ from tether.db.models import utcnow
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 
-def _downgrade(db: Database, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from tether.db.engine import MIGRATIONS
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with db.write_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-
-
 def _seed_build(s, now, *, files: int) -> None:
     """Space 1 with build 10 (ci/1) holding entries x (and y)."""
     s.execute(text("INSERT INTO spaces (id, name, description, created_at, public_builds) "
@@ -55,7 +42,7 @@ def test_upgrade_keeps_builds_and_downgrade_unshares_entries(database_url):
         s.execute(text("INSERT INTO builds (id, space_id, type, build_id, path, public, \"user\", files, bytes, "
                        "created_at, files_of) VALUES (11, 1, 'ci', '2', 'ci/2', false, 'u', 2, 2, :t, 10)"),
                   {"t": now})
-    _downgrade(db, "0008")
+    db.downgrade("0008")
     with db.read() as s:
         assert _files(s, 11) == _files(s, 10) and len(_files(s, 10)) == 2
     db.dispose()
@@ -67,7 +54,7 @@ def test_downgrading_below_0003_keeps_spaces_and_their_builds(database_url):
     now = utcnow()
     with db.write() as s:
         _seed_build(s, now, files=1)
-    _downgrade(db, "0002")
+    db.downgrade("0002")
     with db.read() as s:
         assert s.scalar(text("SELECT count(*) FROM spaces")) == 1
         assert _files(s, 10) == [("x", "d1" * 32)]

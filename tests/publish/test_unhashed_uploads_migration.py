@@ -18,19 +18,6 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], i
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def _downgrade(db: Database, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from tether.db.engine import MIGRATIONS
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with db.write_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-
-
 def _upload(s, uid: str, digest: str | None) -> None:
     s.execute(text('INSERT INTO uploads (id, digest, size, "user", token_id, space, created_at) '
                    "VALUES (:i, :d, 5, 'u', NULL, 'a', :t)"), {"i": uid, "d": digest, "t": NOW})
@@ -49,7 +36,7 @@ def test_upgrade_keeps_uploads_and_downgrade_drops_the_undeclared(database_url):
     with db.write() as s:
         assert _ids(s) == ["a" * 32]
         _upload(s, "b" * 32, None)  # allowed now
-    _downgrade(db, "0009")
+    db.downgrade("0009")
     with db.write() as s:
         assert _ids(s) == ["a" * 32]
         with pytest.raises(Exception, match="(?i)null"):

@@ -97,6 +97,13 @@ class Database:
 
     def migrate(self, revision: str = "head") -> None:
         """Apply Alembic migrations up to ``revision`` (idempotent; safe with concurrent replicas)."""
+        self._alembic("upgrade", revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Undo Alembic migrations down to ``revision`` (stop every hub replica first)."""
+        self._alembic("downgrade", revision)
+
+    def _alembic(self, direction: str, revision: str) -> None:
         from alembic import command
         from alembic.config import Config
 
@@ -106,7 +113,7 @@ class Database:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            getattr(command, direction)(cfg, revision)
 
     def dispose(self) -> None:
         self.engine.dispose()
