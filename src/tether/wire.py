@@ -268,22 +268,14 @@ def _wire_error(exc: BaseException) -> WireError:
 
 
 def _env_proxy(scheme: str, host: str, port: int) -> str | None:
-    """The proxy that ``{scheme}_proxy``/``all_proxy`` name for ``host``, unless ``no_proxy`` exempts it
-    (as httpx and curl read them; the lower-case name first). A ``no_proxy`` entry is a host or
-    domain, with or without ``:port``."""
+    """The proxy that ``{scheme}_proxy``/``all_proxy`` name for ``host``, unless ``no_proxy``
+    exempts it (a host or domain, with or without ``:port``): the standard library's reading."""
+    if not any(k.lower().endswith("_proxy") for k in os.environ):
+        return None  # the usual case, without importing urllib.request (~10 ms)
+    import urllib.request
 
-    def env(name: str) -> str:
-        return os.environ.get(name) or os.environ.get(name.upper()) or ""
-
-    url = env(f"{scheme}_proxy") or env("all_proxy")
-    if not url:
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies):
         return None
-    host = host.lower()
-    for entry in env("no_proxy").split(","):
-        entry = entry.strip().lstrip(".").lower()
-        name, sep, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        if sep and entry_port != str(port):
-            continue
-        if entry == "*" or (name and (host == name or host.endswith("." + name))):
-            return None
     return url if "://" in url else "http://" + url
