@@ -183,12 +183,16 @@ class Appender:
     def _settle(self) -> None:
         """Wait for the writer thread's write, if one is under way; raise its error."""
         pending, self._pending = self._pending, None
-        if pending is not None and pending.result():  # it fell back to the page cache
-            os.close(self._dfd)
-            self._dfd = -1
+        if pending is not None and pending.result():
+            self._use_page_cache()
+
+    def _use_page_cache(self) -> None:
+        # Opened, but this filesystem or device will not take these writes directly.
+        os.close(self._dfd)
+        self._dfd = -1
 
     def _write_direct(self, view: memoryview, offset: int) -> bool:
-        """Write whole blocks directly (in the writer thread); True if it had to use the page cache."""
+        """Write whole blocks directly; True if the device refused and the page cache took them."""
         try:
             try:
                 self._pwrite(self._dfd, view[:], offset)
@@ -204,43 +208,32 @@ class Appender:
     def _drain(self) -> None:
         """Write the buffer's whole blocks; keep the partial last one at its front.
 
-        A large direct write goes to a writer thread while the appends go on into a second
-        buffer: the disk works while the caller hashes and copies the next bytes."""
+        With ``background``, a direct write goes to a writer thread while the appends go on
+        into a second buffer: the disk works while the caller hashes and copies the next bytes."""
         whole = self._len - self._len % BLOCK
         if not whole:
             return
         self._settle()  # the spare buffer is free again (and a fallback is known)
+        rest = self._len - whole
         if self._dfd >= 0 and self._background:
             if self._spare is None:
                 self._spare = mmap.mmap(-1, len(self._buf))
                 self._spare_view = memoryview(self._spare)
             self._pending = _writer_pool().submit(self._write_direct, self._view[:whole], self._base)
-            rest = self._len - whole
             assert self._spare_view is not None
             if rest:
                 self._spare_view[:rest] = self._view[whole : self._len]
             self._buf, self._spare = self._spare, self._buf
             self._view, self._spare_view = self._spare_view, self._view
-            self._base += whole
-            self._on_disk = max(self._on_disk, self._base)
-            self._len = rest
-            return
-        if self._dfd >= 0:
-            try:
-                self._pwrite(self._dfd, self._view[:whole], self._base)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                # Opened, but this filesystem or device will not take these writes directly.
-                os.close(self._dfd)
-                self._dfd = -1
-        if self._dfd < 0:
-            self._pwrite(self.fd, self._view[:whole], self._base)
+        else:
+            if self._dfd < 0:
+                self._pwrite(self.fd, self._view[:whole], self._base)
+            elif self._write_direct(self._view[:whole], self._base):
+                self._use_page_cache()
+            if rest:
+                self._view[:rest] = self._view[whole : self._len]
         self._base += whole
         self._on_disk = max(self._on_disk, self._base)
-        rest = self._len - whole
-        if rest:
-            self._view[:rest] = self._view[whole : self._len]
         self._len = rest
 
     @staticmethod
