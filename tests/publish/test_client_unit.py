@@ -527,6 +527,19 @@ def test_existing_build_is_a_clean_no(hub, tmp_path):
     assert e.value.exit_code == 1
 
 
+def test_digests_reach_the_hash_cache_even_when_the_commit_is_refused(hub, tmp_path):
+    # the new digests are written to the cache while the commit runs, not before it
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    run(hub, root, space="builds")
+    make(root, "b.txt", b"bb")
+    with pytest.raises(PublishError, match="build 1 already exists"):
+        run(hub, root, space="builds")
+    s = run(hub, root, space="builds", build="2")
+    assert (s["bytes_hashed"], s["bytes_sent"]) == (0, 0)
+    assert hub.content(("builds", "android", "2")) == {"a.txt": b"a", "b.txt": b"bb"}
+
+
 def test_file_changed_while_publishing(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "SMALL_MAX", 2)  # a.txt is sent from its file, after hashing
     root = tmp_path / "tree"

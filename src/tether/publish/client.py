@@ -1127,7 +1127,8 @@ def publish(
     }
     bar: Any = _RichProgress() if progress else _NoProgress()
 
-    def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[str, str] | None = None) -> HashResult:
+    def hash_all(on_group: Callable[[Group], None] | None = None, hits: dict[str, str] | None = None,
+                 defer_cache: bool = False) -> HashResult:
         return hash_files(
             [f for f, _ in pairs],
             hc,
@@ -1136,6 +1137,7 @@ def publish(
             on_plan=lambda total: bar.phase("hashing", total),
             on_group=on_group,
             hits=hits,
+            defer_cache=defer_cache,
         )
 
     if dry_run:
@@ -1218,14 +1220,23 @@ def publish(
             # next group is read.
             with _Uploader(run, jobs) as up:
                 up.send_unhashed(_unhashed_candidates(pairs, hits))
-                hashed = hash_all(up.add, hits)
+                hashed = hash_all(up.add, hits, defer_cache=True)
                 bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
                 run.progress.open()
                 # the commit's body, made while the last uploads are still under way
                 manifest = _manifest(pairs, hashed)
                 body = _commit_body(manifest, public, latest)
                 uploaded = up.finish()
-            result = _commit(http, space, type, build, body, public, latest)
+            # the new digests go into the hash cache while the hub commits (the cache is
+            # written from one thread at a time: this one is joined before it is used again)
+            saver = threading.Thread(target=hashed.save, args=(hc,), name="tether-cache") if hc is not None else None
+            if saver is not None:
+                saver.start()
+            try:
+                result = _commit(http, space, type, build, body, public, latest)
+            finally:
+                if saver is not None:
+                    saver.join()
         if tree is not None and known is None and hashed.settled:
             # every digest is in the hash cache now: the next publish of this unchanged tree
             # can skip straight to the commit

@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from itertools import chain
@@ -518,7 +518,14 @@ class HashResult(dict):
 
     bytes_hashed: int = 0
     cache_hits: int = 0
-    settled: bool = False  # every digest is in the cache now (none too recent to keep)
+    settled: bool = False  # every digest is in the cache (once saved; none too recent to keep)
+    unsaved: Sequence[tuple[LocalFile, str]] = ()  # new digests not yet written to the cache
+
+    def save(self, cache: HashCache) -> None:
+        """Write the new digests to ``cache`` (once)."""
+        unsaved, self.unsaved = self.unsaved, ()
+        if unsaved:
+            cache.put_many(unsaved)
 
     def __missing__(self, key: object) -> str:
         if isinstance(key, os.PathLike):
@@ -588,6 +595,7 @@ def hash_files(
     on_plan: Callable[[int], None] | None = None,
     on_group: Callable[[Group], None] | None = None,
     hits: dict[str, str] | None = None,
+    defer_cache: bool = False,
 ) -> HashResult:
     """Digest every file (once per distinct ``abs_path``), using and refreshing ``cache``.
 
@@ -600,6 +608,8 @@ def hash_files(
     each with its bytes, read once for hashing and uploading), then with each
     big file. An exception from it stops the hashing. ``hits`` is what
     ``cache.get_many`` already answered for these files (it is not asked again).
+    With ``defer_cache`` the new digests are not written to ``cache`` here: the caller
+    does it with ``result.save(cache)`` when it suits it (publish: while the hub commits).
     """
     result = HashResult()
     unique: dict[str, LocalFile] = {}
@@ -693,8 +703,9 @@ def hash_files(
     result.bytes_hashed = done_bytes
     if cache is not None:
         kept = [(f, d) for f, d in fresh if _cacheable(f, started_ns)]
-        if kept:
-            cache.put_many(kept)
+        result.unsaved = kept
+        if not defer_cache:
+            result.save(cache)
         result.settled = cache.usable and len(kept) == len(fresh)
     return result
 

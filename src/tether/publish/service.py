@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +48,30 @@ UPLOAD_EXPIRY = timedelta(days=1)
 BATCH_MAX_BLOB = 16 << 20
 # Publisher._record_blobs on SQLite: the same upsert as its SQLAlchemy statement (a
 # lease only grows; a copy stored on its own takes the blob out of its pack).
-_SQLITE_UPSERT_BLOB = (
-    "INSERT INTO blobs (digest, size, created_at, leased_until, pack, pack_offset) VALUES (?, ?, ?, ?, ?, ?) "
+_SQLITE_INSERT_BLOB = "INSERT INTO blobs (digest, size, created_at, leased_until, pack, pack_offset)"
+_SQLITE_ON_BLOB = (
     "ON CONFLICT (digest) DO UPDATE SET "
     "leased_until = CASE WHEN blobs.leased_until < excluded.leased_until "
     "THEN excluded.leased_until ELSE blobs.leased_until END, "
     "pack = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack END, "
     "pack_offset = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack_offset END"
 )
+# bound parameters per statement: SQLite's limit (999 before 3.32)
+_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+def _sqlite_insert(cur: Any, insert: str, rows: list[tuple], conflict: str = "") -> None:
+    """``insert VALUES (...), (...), ... conflict`` with as many rows per statement as
+    SQLite takes. Not executemany: it steps once per row, and each step lets another
+    thread have the GIL; on a busy hub 10,000 such hand-offs cost more than the inserts."""
+    if not rows:
+        return
+    width = len(rows[0])
+    mark = f"({', '.join('?' * width)})"
+    per = min(1000, _SQLITE_MAX_PARAMS // width)
+    for i in range(0, len(rows), per):
+        part = rows[i : i + per]
+        cur.execute(f"{insert} VALUES {', '.join([mark] * len(part))} {conflict}", list(chain.from_iterable(part)))
 
 
 @dataclass
@@ -168,8 +186,8 @@ class Publisher:
         lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
         blobs_t = Blob.__table__
         if self.db.dialect == "sqlite":
-            # The driver's own executemany with plain tuples: per-row parameter handling
-            # in SQLAlchemy costs more than the inserts. Both times are the same for every
+            # The driver's own cursor with plain tuples: per-row parameter handling in
+            # SQLAlchemy costs more than the inserts. Both times are the same for every
             # row, so they go through the column type's own bind processing once (the
             # text SQLAlchemy stores, so reads and comparisons stay as they were).
             with self.db.write() as s:
@@ -178,10 +196,10 @@ class Publisher:
                 created, until = to_db(now), to_db(lease)
                 cur = conn.connection.cursor()
                 try:
-                    cur.executemany(_SQLITE_UPSERT_BLOB,
-                                    [(d, size, created, until, pack, off) for d, size, pack, off in blobs])
-                    cur.executemany("INSERT INTO space_blobs (space_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                    [(space_id, b[0]) for b in blobs])
+                    _sqlite_insert(cur, _SQLITE_INSERT_BLOB, [(d, size, created, until, pack, off)
+                                                              for d, size, pack, off in blobs], _SQLITE_ON_BLOB)
+                    _sqlite_insert(cur, "INSERT INTO space_blobs (space_id, digest)",
+                                   [(space_id, b[0]) for b in blobs], "ON CONFLICT DO NOTHING")
                 finally:
                     cur.close()
             return
@@ -439,14 +457,18 @@ class Publisher:
                                     manifest=manifest)
             twin = self._newest_with_manifest(s, t, manifest)
             if twin is None or not self._share_entries(s, build, twin.id):
-                # Plain executemany: the rows need no type conversion, and for 10,000 of them
-                # SQLAlchemy's per-row parameter handling costs more than the inserts.
-                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                conn.exec_driver_sql(
-                    f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode) "
-                    f"VALUES ({', '.join([mark] * 5)})",
-                    [(build.id, e.path, e.digest, e.size, e.mode) for e in entries],
-                )
+                # The driver's own inserts: the rows need no type conversion, and for 10,000
+                # of them SQLAlchemy's per-row parameter handling costs more than the inserts.
+                insert = f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode)"
+                rows = [(build.id, e.path, e.digest, e.size, e.mode) for e in entries]
+                if self.db.dialect == "sqlite":
+                    cur = conn.connection.cursor()
+                    try:
+                        _sqlite_insert(cur, insert, rows)
+                    finally:
+                        cur.close()
+                else:
+                    conn.exec_driver_sql(f"{insert} VALUES (%s, %s, %s, %s, %s)", rows)
             if latest:
                 s.merge(Latest(space_id=t.space_id, type=t.type, build=build.id))
         return {
