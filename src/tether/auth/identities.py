@@ -19,8 +19,8 @@ from tether.db import Database
 from tether.db.models import Grant, PublicKey, Space, User, utcnow
 from tether.hub.errors import bad_request, conflict, not_found
 
-USER_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-SPACE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USER_NAME_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
+SPACE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 USER_KINDS = ("person", "service")
 
 

@@ -73,9 +73,9 @@ _USE_INSTEAD = "create one with `ssh-keygen -t ed25519`"
 _REFUSED_ALGORITHMS = {
     "ssh-dss": f"DSA (ssh-dss) keys are refused: they are weak and OpenSSH dropped them; {_USE_INSTEAD}",
 }
-_ALGO_TOKEN = re.compile(r"^[a-z0-9][a-z0-9.@-]*$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_B64_CHARS = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+_ALGO_TOKEN = re.compile(r"\A[a-z0-9][a-z0-9.@-]*\Z")
+_HEX64 = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+_B64_CHARS = re.compile(r"\A[A-Za-z0-9+/_-]+={0,2}\Z")
 
 
 class InvalidKey(ValueError):

@@ -14,8 +14,8 @@ import re
 import secrets
 
 PREFIX = "tth_"
-_TOKEN_RE = re.compile(r"^tth_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_TOKEN_RE = re.compile(r"\Atth_([0-9a-f]{16})_([A-Za-z0-9_-]{43})\Z")
+_ID_RE = re.compile(r"\A[0-9a-f]{16}\Z")
 
 
 def new_token() -> tuple[str, str, str]:

@@ -39,7 +39,7 @@ __all__ = [
     "validate_digest",
 ]
 
-DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 """A sha256 digest as 64 lowercase hex characters: the only names a store accepts."""
 
 DEFAULT_CHUNK = 1 << 20

@@ -61,7 +61,7 @@ from .direct import Appender
 __all__ = ["PACK_RE", "FsBlobStore", "FsBlobWriter", "FsPackWriter"]
 
 _DIR_MODE = 0o700
-PACK_RE = re.compile(r"^[0-9a-f]{32}$")
+PACK_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 """A pack's name: 32 lowercase hex characters (random)."""
 
 

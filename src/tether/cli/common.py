@@ -287,7 +287,7 @@ _SIZE_UNITS = {
     "tib": 2**40,
     "pib": 2**50,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"\A\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*\Z")
 
 
 def parse_size(text: str) -> int:

@@ -278,7 +278,7 @@ def ssh_argv(remote: Remote, mode: str, prefix: list[str] | None = None) -> list
     user = parts.username or ""
     if host.startswith("-") or user.startswith("-") or any(c.isspace() for c in host + user):
         raise ConfigError(f"refusing the suspicious ssh:// remote {remote.url!r}")
-    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", remote.space):
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", remote.space):
         raise ConfigError(f"invalid space name {remote.space!r} in {remote.url}")
     argv = [*prefix, "-T", "-x", "-a", "-o", "ClearAllForwardings=yes"]
     if parts.port:

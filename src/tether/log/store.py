@@ -60,7 +60,7 @@ DEFAULT_DB = Path(".tether") / "log.db"
 DEFAULT_MAX_BODY = 64 * 1024
 MAX_AUTHOR = 200
 KINDS = ("text", "json")
-_AUTHOR_RE = re.compile(r"^[A-Za-z0-9._@+-]+$")
+_AUTHOR_RE = re.compile(r"\A[A-Za-z0-9._@+-]+\Z")
 
 
 class LogError(Exception):

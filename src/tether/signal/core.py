@@ -106,8 +106,8 @@ REPLY_VERB = "reply"
 #: remaphore's payload and argument text may be any bytes; we keep them as
 #: str with surrogateescape so they round-trip exactly.
 _TEXT = ("utf-8", "surrogateescape")
-_HEX_TIME_RE = re.compile(rb"^(0|[1-9a-f][0-9a-f]{0,15})$")
-_HEX_RE = re.compile(rb"^(?:[0-9a-f]{2})*$")
+_HEX_TIME_RE = re.compile(rb"\A(0|[1-9a-f][0-9a-f]{0,15})\Z")
+_HEX_RE = re.compile(rb"\A(?:[0-9a-f]{2})*\Z")
 MAX_TIME_NS = 2**63 - 1
 
 

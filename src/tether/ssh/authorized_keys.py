@@ -48,8 +48,8 @@ _FLAG_EFFECT = {
 }
 _NEUTRAL_FLAGS = frozenset({"cert-authority", "no-touch-required", "verify-required", "touch-required"})
 _PERMISSIONS = ("port-forwarding", "agent-forwarding", "x11-forwarding", "pty", "user-rc")
-_B64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_B64 = re.compile(r"\A[A-Za-z0-9+/]+={0,2}\Z")
+USER_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
 
 
 class ParseError(ValueError):
@@ -216,7 +216,7 @@ def forced_line(command_path: str, user: str, public_key: str, fingerprint: str)
     parts = public_key.split()
     if len(parts) < 2 or parts[0] not in KEY_TYPES or not _B64.match(parts[1]):
         raise ValueError(f"not an SSH public key: {public_key[:40]!r}")
-    if not re.match(r"^[A-Za-z0-9:+/=_.-]+$", fingerprint):
+    if not re.fullmatch(r"[A-Za-z0-9:+/=_.-]+", fingerprint):
         raise ValueError(f"odd fingerprint {fingerprint!r}")
     command = f"{shlex.quote(command_path)} ssh-serve {user}"
     escaped = command.replace('"', '\\"')

@@ -38,8 +38,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_FRAME = 8 << 20
 #: Most request frames in one session (each is bounded; this bounds the session).
 MAX_REQUESTS = 100_000
-SPACE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+SPACE_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
+USER_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
 
 #: verb -> the actions the session needs (checked before any data is read)
 MODES: dict[str, tuple[str, ...]] = {
