@@ -175,6 +175,29 @@ def test_manifest_naming_a_blob_never_uploaded(publisher):
         assert c.get(f"/files/{space}/ci/nope/a").status_code == 404
 
 
+def test_manifest_with_a_wrong_size_or_a_missing_blob_among_thousands(publisher):
+    """The commit's check names exactly the bad entries, wherever they sit in a long
+    manifest (SQLite checks it in parts of at most 1,000)."""
+    hub, space, token = publisher
+    blobs = [f"blob {i}".encode() for i in range(2_100)]
+    body = b"".join(f"{sha(b)} {len(b)}\n".encode() + b for b in blobs[:-1])  # the last is never sent
+    with hub.client(token) as c:
+        c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "big"},
+               content=body).raise_for_status()
+        files = [entry(f"f{i:04}", b) for i, b in enumerate(blobs)]
+        r = commit(c, space, files, build="big")
+        assert r.status_code == 400 and r.json()["type"].endswith("missing-blobs"), r.text
+        assert r.json()["missing"] == [sha(blobs[-1])]
+        files = files[:-1]
+        files[1500] = {**files[1500], "size": files[1500]["size"] + 1}
+        r = commit(c, space, files, build="big")
+        assert r.status_code == 400 and r.json()["type"].endswith("invalid-manifest"), r.text
+        assert f"wrong size for {files[1500]['digest']}" in r.json()["detail"]
+        assert c.get(f"/files/{space}/ci/big/", params={"format": "json"}).status_code == 404
+        files[1500] = entry("f1500", blobs[1500])
+        assert commit(c, space, files, build="big").status_code == 201
+
+
 def test_knowing_a_digest_does_not_reach_another_spaces_blob(publisher):
     """Dedup is scoped per space: a blob stored for space A is "missing" for space B
     and B's manifest may not name it until B uploads the bytes itself (proof of

@@ -406,42 +406,20 @@ class Publisher:
             entries = validate_manifest(files)
         except PathError as exc:
             raise bad_request(f"the manifest is not valid: {exc}; nothing was published", "invalid-manifest") from None
-        full_paths = [f"{t.prefix}/{e.path}" for e in entries]
         # A token scoped below the build's prefix must cover every file.
         if not authorize(ctx.principal, "publish.write", Resource(space=t.space, path=t.prefix)).allowed:
-            for p in full_paths:
-                ctx.require("publish.write", Resource(space=t.space, path=p))
+            for e in entries:
+                ctx.require("publish.write", Resource(space=t.space, path=f"{t.prefix}/{e.path}"))
         digests = {e.digest: e.size for e in entries}
         total = sum(e.size for e in entries)
         with self.db.write() as s:
-            known: dict[str, int] = {}
             conn = s.connection()  # plain rows: no ORM bookkeeping for 10,000 of them
-            blobs_t = Blob.__table__
-            lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
-            for chunk in _chunks(list(digests)):
-                if self.db.dialect == "sqlite":
-                    # Writers are serialised (BEGIN IMMEDIATE): gc cannot delete a blob
-                    # between this read and the commit. The driver's own cursor: for
-                    # thousands of digests SQLAlchemy's IN-list rendering and result rows
-                    # cost more than the query.
-                    cur = conn.connection.cursor()
-                    try:
-                        cur.execute("SELECT digest, size FROM blobs WHERE digest IN "
-                                    f"({', '.join('?' * len(chunk))}) AND EXISTS (SELECT 1 FROM space_blobs "
-                                    "WHERE space_blobs.space_id = ? AND space_blobs.digest = blobs.digest)",
-                                    [*chunk, t.space_id])
-                        known.update(cur.fetchall())
-                    finally:
-                        cur.close()
-                    continue
-                # Concurrent transactions: pin the blobs, so that a gc running meanwhile
-                # waits for this commit and then finds them leased (and referenced).
-                # A client that commits without asking blobs/missing first relies on it.
-                known.update(conn.execute(update(blobs_t).where(blobs_t.c.digest.in_(chunk),
-                                                                _proven_in(t.space_id, blobs_t.c.digest))
-                                          .values(leased_until=_later(blobs_t.c.leased_until, lease))
-                                          .returning(blobs_t.c.digest, blobs_t.c.size)).all())
-            absent = [d for d in digests if d not in known]
+            if self.db.dialect == "sqlite":
+                # Writers are serialised (BEGIN IMMEDIATE): gc cannot delete a blob
+                # between this read and the commit.
+                absent, wrong = _sqlite_unproven(conn.connection, t.space_id, digests)
+            else:
+                absent, wrong = self._pin_named(conn, t.space_id, digests, now)
             if absent:
                 raise bad_request(
                     f"{len(absent)} blob(s) named by the manifest were never uploaded for this space "
@@ -449,7 +427,6 @@ class Publisher:
                     "nothing was published",
                     "missing-blobs", missing=absent[:100],
                 )
-            wrong = [d for d, size in digests.items() if known[d] != size]
             if wrong:
                 raise bad_request(f"the manifest gives the wrong size for {', '.join(wrong[:5])}", "invalid-manifest")
             manifest = manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries])
@@ -475,6 +452,23 @@ class Publisher:
             "space": t.space, "type": t.type, "build": t.build_id, "path": t.prefix, "files": len(entries),
             "bytes": total, "public": build.public, "url": f"/files/{t.space}/{t.prefix}/",
         }
+
+    def _pin_named(self, conn: Any, space_id: int, digests: dict[str, int], now: datetime) -> tuple[list[str], list[str]]:
+        """Concurrent transactions (PostgreSQL): pin the named blobs proven in the space,
+        so that a gc running meanwhile waits for this commit and then finds them leased
+        (and referenced); a client that commits without asking blobs/missing first
+        relies on it. Returns the digests not proven in the space, and those whose
+        size is not the one named."""
+        blobs_t = Blob.__table__
+        lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
+        known: dict[str, int] = {}
+        for chunk in _chunks(list(digests)):
+            known.update(conn.execute(update(blobs_t).where(blobs_t.c.digest.in_(chunk),
+                                                            _proven_in(space_id, blobs_t.c.digest))
+                                      .values(leased_until=_later(blobs_t.c.leased_until, lease))
+                                      .returning(blobs_t.c.digest, blobs_t.c.size)).all())
+        absent = [d for d in digests if d not in known]
+        return absent, [d for d, size in digests.items() if d in known and known[d] != size]
 
     def commit_same(self, ctx: AuthContext, t: Target, manifest: str, *, public: bool | None, latest: bool,
                     now: datetime) -> dict:
@@ -858,6 +852,34 @@ class _UploadHashes:
         with self._guard:
             self._state.pop(upload_id, None)
             self._locks.pop(upload_id, None)
+
+
+def _sqlite_unproven(dbapi_conn: Any, space_id: int, digests: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The named digests not proven in the space, and those whose blob has another size
+    than the one named. SQLite compares the lists itself and hands back only what is
+    wrong (nothing, for a good manifest), not a row per digest."""
+    width = 2
+    per = min(1000, (_SQLITE_MAX_PARAMS - 1) // width)
+    items = list(digests.items())
+    absent: list[str] = []
+    wrong: list[str] = []
+    cur = dbapi_conn.cursor()
+    try:
+        for i in range(0, len(items), per):
+            part = items[i : i + per]
+            cur.execute(
+                f"WITH named (digest, size) AS (VALUES {', '.join(['(?, ?)'] * len(part))}) "
+                "SELECT named.digest, blobs.size = named.size FROM named LEFT JOIN blobs ON blobs.digest = named.digest "
+                "AND EXISTS (SELECT 1 FROM space_blobs WHERE space_blobs.space_id = ? "
+                "AND space_blobs.digest = named.digest) "
+                "WHERE blobs.digest IS NULL OR blobs.size != named.size",
+                [*chain.from_iterable(part), space_id],
+            )
+            for digest, same_size in cur.fetchall():
+                (absent if same_size is None else wrong).append(digest)
+    finally:
+        cur.close()
+    return absent, wrong
 
 
 def _chunks(items: list, n: int = 2000) -> Iterator[list]:
