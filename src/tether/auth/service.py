@@ -240,7 +240,7 @@ def context_for_user(db: Database, name: str, *, source: str | None = None) -> A
 
 def _count_use(db: Database, token: TokenRef) -> None:
     """Count one use on every limited token of the chain, all or nothing."""
-    with db.write_engine.begin() as conn:
+    with db.write_connection() as conn:
         for tid in sorted(token.limited["uses"]):  # fixed order: no lock-order deadlocks
             done = conn.execute(_COUNT_USE, {"tid": tid}).rowcount
             if done != 1:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
@@ -77,6 +78,12 @@ class Database:
             self.engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Writers of this process queue here, handed the
+        # turn the moment it is free, instead of in SQLite's busy handler, which sleeps
+        # 1, 2, 5, 10 ... ms between tries (measured: recording 1,000 uploaded blobs took
+        # 8-23 ms beside concurrent uploads, 3 ms alone). Other processes still meet the
+        # busy timeout. Re-entrant, as a nested write() waited (for another connection) before.
+        self._writers = threading.RLock() if self.dialect == "sqlite" else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -92,8 +99,14 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction committed on success, rolled back on any exception."""
-        with self._write() as session, session.begin():
+        with self._writers, self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """:meth:`write` without the ORM: a plain connection in a transaction."""
+        with self._writers, self.write_engine.begin() as conn:
+            yield conn
 
     def migrate(self, revision: str = "head") -> None:
         """Apply Alembic migrations up to ``revision`` (idempotent; safe with concurrent replicas)."""
