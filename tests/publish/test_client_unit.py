@@ -775,13 +775,17 @@ def test_an_unchanged_tree_goes_straight_to_the_commit(hub, tmp_path):
     assert hub.builds[("builds", "android", "2")] == hub.builds[("builds", "android", "1")]
 
 
-@pytest.mark.parametrize("change", ["content", "mode", "added", "removed", "strip"])
+@pytest.mark.parametrize("change", ["content", "same size and mtime", "mode", "added", "removed", "strip"])
 def test_any_change_to_the_tree_takes_the_full_way(hub, tmp_path, change):
     root = _tree(tmp_path)
     run(hub, root, space="builds", strip=1)
     strip = 1
     if change == "content":
         make(root, "out/f03.txt", b"new content")
+    elif change == "same size and mtime":  # rewritten in place, its mtime put back: only the ctime differs
+        with open(root / "out/f03.txt", "r+b") as fh:
+            fh.write(b"FILE 3")
+        os.utime(root / "out/f03.txt", ns=(OLD, OLD))
     elif change == "mode":
         (root / "out/f03.txt").chmod(0o755)
     elif change == "added":

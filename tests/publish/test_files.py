@@ -494,3 +494,43 @@ def test_cache_forgets_files_that_are_gone(tmp_path):
         hash_files(expand(root, ["*.txt"]), cache)
         (row,) = cache._read([str(root.resolve())]).values()
     assert sorted(row) == [str(root.resolve() / "keep.txt"), str(root.resolve() / "new.txt")]
+
+
+def test_rewritten_file_with_its_old_mtime_put_back_is_hashed_again(tmp_path):
+    """Same size, same inode, same mtime (restored with utime, as cp -p, tar and rsync
+    do): only the ctime tells, and the cache must not hand back the old digest."""
+    root = tmp_path / "root"
+    p = make(root, "f.bin", b"old content")
+    cache_path = tmp_path / "cache.sqlite"
+    with HashCache(cache_path) as cache:
+        assert hash_files(expand(root, ["*"]), cache)[p.resolve()] == sha(b"old content")
+    before = p.stat()
+    with open(p, "r+b") as fh:  # in place: the inode stays
+        fh.write(b"new content")
+    os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = p.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    with HashCache(cache_path) as cache:
+        again = hash_files(expand(root, ["*"]), cache)
+    assert again[p.resolve()] == sha(b"new content") and again.bytes_hashed == len(b"new content")
+
+
+def test_cache_of_the_layout_without_ctime_is_rebuilt(tmp_path):
+    import marshal
+    import sqlite3
+
+    p = make(tmp_path / "root", "f.txt", b"abc")
+    st = p.stat()
+    cache_path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(cache_path)  # version 2: (size, mtime_ns, inode, digest), here a wrong digest
+    db.execute("CREATE TABLE dirs (dir BLOB PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID")
+    entry = {str(p.resolve()): (st.st_size, st.st_mtime_ns, st.st_ino, "f" * 64)}
+    db.execute("INSERT INTO dirs VALUES (?, ?)", (os.fsencode(str(p.resolve().parent)), marshal.dumps(entry)))
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with HashCache(cache_path) as cache:
+        got = hash_files(expand(tmp_path / "root", ["f.txt"]), cache)
+    assert got[p.resolve()] == sha(b"abc") and got.bytes_hashed == 3
+    with HashCache(cache_path) as cache:
+        assert hash_files(expand(tmp_path / "root", ["f.txt"]), cache).cache_hits == 1

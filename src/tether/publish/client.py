@@ -1095,7 +1095,7 @@ def publish(
         hc = cache
     else:
         hc = HashCache(cache if cache not in (None, True) else None)  # type: ignore[arg-type]
-    # A tree published from here before, unchanged since (every path, size, mtime, inode and
+    # A tree published from here before, unchanged since (every path, size, mtime, ctime, inode and
     # mode the same), has the manifest it had then: it is committed by that manifest's digest
     # without planning its paths, looking up its digests or building its manifest again.
     tree: tuple[bytes, bytes] | None = None

@@ -8,7 +8,7 @@ Only filesystem reads happen here; no network, no output.
   build and refuse anything the hub would refuse (``..``, control characters,
   names that collide after case and Unicode normalisation).
 * :class:`HashCache` and :func:`hash_files` compute sha256 digests, in a thread
-  pool, skipping files whose (path, size, mtime, inode) are unchanged since they
+  pool, skipping files whose (path, size, mtime, ctime, inode) are unchanged since they
   were last hashed.
 
 Glob rules (deliberately close to the shell's and Python's ``glob``):
@@ -64,6 +64,8 @@ RACY_WINDOW_COARSE_NS = 3_000_000_000
 
 def _cacheable(f: LocalFile, started_ns: int) -> bool:
     window = RACY_WINDOW_COARSE_NS if f.mtime_ns % 1_000_000_000 == 0 else RACY_WINDOW_NS
+    # (mtime only: a file unpacked with its old mtime has a ctime of now, and is cached;
+    # fooling that entry would take a second rewrite within the same clock tick)
     return f.mtime_ns < started_ns - window
 
 
@@ -95,6 +97,9 @@ class LocalFile(NamedTuple):
     mtime_ns: int
     inode: int
     mode: int  # 0o644 or 0o755
+    # Changed by every write and not settable (utime sets only mtime): a tool that puts
+    # an old mtime back on a rewritten file of the same size cannot fool the hash cache.
+    ctime_ns: int = 0
 
 
 # -- globbing ----------------------------------------------------------------------
@@ -223,7 +228,7 @@ def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | Non
             return None
         if not S_ISREG(mode):
             raise InputError(f"{rel} is not a regular file (a FIFO, socket or device); refusing to read it")
-    return LocalFile(path, rel, st.st_size, st.st_mtime_ns, st.st_ino, 0o755 if mode & 0o111 else 0o644)
+    return LocalFile(path, rel, st.st_size, st.st_mtime_ns, st.st_ino, 0o755 if mode & 0o111 else 0o644, st.st_ctime_ns)
 
 
 def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
@@ -336,15 +341,17 @@ def default_cache_path() -> Path:
 
 
 #: The cache's layout, kept in SQLite's ``user_version``. Version 1 had one row
-#: per file (table ``hashes``); a cache of another version is simply rebuilt.
-CACHE_VERSION = 2
+#: per file (table ``hashes``), version 2 entries without the ctime; a cache of
+#: another version is simply rebuilt.
+CACHE_VERSION = 3
+_Entry = tuple[int, int, int, int, str]  # size, mtime_ns, ctime_ns, inode, digest
 TREES_KEPT = 256  # trees remembered (see HashCache.get_tree); the least recently stored go
 
 
 class HashCache:
-    """sha256 digests of local files, keyed by (absolute path, size, mtime_ns, inode).
+    """sha256 digests of local files, keyed by (absolute path, size, mtime_ns, ctime_ns, inode).
 
-    One row per directory holds ``{abs_path: (size, mtime_ns, inode, digest)}``
+    One row per directory holds ``{abs_path: (size, mtime_ns, ctime_ns, inode, digest)}``
     for its files, marshalled: looking up 10,000 files in 100 directories reads
     100 rows, not 10,000 (about 12 ms instead of 50). The file is private
     (created 0600 in a 0700 directory) and written only by us, so marshal's trust
@@ -368,7 +375,8 @@ class HashCache:
             db.execute("PRAGMA synchronous=NORMAL")
             if db.execute("PRAGMA user_version").fetchone()[0] != CACHE_VERSION:
                 with _transaction(db):
-                    db.execute("DROP TABLE IF EXISTS hashes")
+                    for old in ("hashes", "dirs", "trees"):
+                        db.execute(f"DROP TABLE IF EXISTS {old}")
                     db.execute("CREATE TABLE IF NOT EXISTS dirs (dir BLOB PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID")
                     db.execute(f"PRAGMA user_version = {CACHE_VERSION}")
             # added to version 2 later: created where missing, the digests already cached stay
@@ -382,12 +390,12 @@ class HashCache:
     def usable(self) -> bool:
         return self._db is not None
 
-    def _read(self, dirs: Iterable[str]) -> dict[str, dict[str, tuple[int, int, int, str]]]:
+    def _read(self, dirs: Iterable[str]) -> dict[str, dict[str, _Entry]]:
         """The stored entries of these directories (those that have any), by directory."""
         assert self._db is not None
         keys = {os.fsencode(d): d for d in dirs}  # exact bytes: file names need not be UTF-8
         wanted = list(keys)
-        out: dict[str, dict[str, tuple[int, int, int, str]]] = {}
+        out: dict[str, dict[str, _Entry]] = {}
         for i in range(0, len(wanted), 500):  # SQLite's limit on parameters is 999 in old versions
             chunk = wanted[i : i + 500]
             sql = f"SELECT dir, files FROM dirs WHERE dir IN ({','.join('?' * len(chunk))})"
@@ -407,13 +415,13 @@ class HashCache:
         files = list(files)
         out: dict[str, str] = {}
         try:
-            known: dict[str, tuple[int, int, int, str]] = {}
+            known: dict[str, _Entry] = {}
             for table in self._read({f.abs_path.rpartition("/")[0] for f in files}).values():
                 known.update(table)
             for f in files:
                 e = known.get(f.abs_path)
-                if e is not None and e[0] == f.size and e[1] == f.mtime_ns and e[2] == f.inode:
-                    out[f.abs_path] = e[3]
+                if e is not None and e[:4] == (f.size, f.mtime_ns, f.ctime_ns, f.inode):
+                    out[f.abs_path] = e[4]
         except (sqlite3.Error, TypeError, IndexError):  # a damaged cache is a miss
             return out
         return out
@@ -421,9 +429,9 @@ class HashCache:
     def put_many(self, entries: Iterable[tuple[LocalFile, str]]) -> None:
         if self._db is None:
             return
-        new: dict[str, dict[str, tuple[int, int, int, str]]] = {}
+        new: dict[str, dict[str, _Entry]] = {}
         for f, digest in entries:
-            new.setdefault(f.abs_path.rpartition("/")[0], {})[f.abs_path] = (f.size, f.mtime_ns, f.inode, digest)
+            new.setdefault(f.abs_path.rpartition("/")[0], {})[f.abs_path] = (f.size, f.mtime_ns, f.ctime_ns, f.inode, digest)
         if not new:
             return
         try:
@@ -491,8 +499,8 @@ def tree_key(root: str, globs: list[str], strip_n: int) -> bytes:
 
 
 def tree_signature(files: list[LocalFile]) -> bytes:
-    """Every file's path, size, mtime, inode and mode: equal signatures, equal manifests
-    (under the hash cache's own rule that a file with the same size, mtime and inode
+    """Every file's path, size, mtime, ctime, inode and mode: equal signatures, equal manifests
+    (under the hash cache's own rule that a file with the same size, mtime, ctime and inode
     has the same content)."""
     # one flat list of the fields: no tuple per file to build (and for the collector to track)
     return hashlib.sha256(marshal.dumps(list(chain.from_iterable(files)))).digest()
