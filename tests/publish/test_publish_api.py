@@ -511,6 +511,26 @@ def test_gc_sweeps_abandoned_uploads(start_hub):
     assert not (h.data_dir / "uploads" / old["id"]).exists()
 
 
+def test_gc_sweeps_upload_files_left_without_a_row(start_hub):
+    """E.g. after migration 0010's downgrade dropped uploads still waiting for a digest."""
+    h = start_hub()
+    uploads = h.data_dir / "uploads"
+    uploads.mkdir(mode=0o700, exist_ok=True)
+    orphan, young = uploads / "orphan-from-a-downgrade", uploads / "being-started-now"
+    orphan.write_bytes(b"x" * 100)
+    young.write_bytes(b"y")
+    day_and_more = time.time() - 86400 - 60
+    os.utime(orphan, (day_and_more, day_and_more))
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "u"}).raise_for_status()
+        live = c.post("/api/v1/uploads", json={"space": "u", "type": "ci", "build": "1", "digest": sha(b"a"),
+                                               "size": 9}).json()
+        os.utime(uploads / live["id"], (day_and_more, day_and_more))  # old file, but its upload is alive
+        c.post("/api/v1/gc", json={}).raise_for_status()
+        assert c.get(f"/api/v1/uploads/{live['id']}").status_code == 200
+    assert not orphan.exists() and young.exists() and (uploads / live["id"]).exists()
+
+
 def batch_body(blobs):
     return b"".join(f"{sha(b)} {len(b)}\n".encode() + b for b in blobs)
 

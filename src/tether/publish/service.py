@@ -9,6 +9,7 @@ collection can't take it before that commit.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
@@ -786,9 +787,25 @@ class Publisher:
         for upload_id in stale:
             self._upload_hashes.drop(upload_id)
             (self.uploads_dir / upload_id).unlink(missing_ok=True)
+        self._sweep_upload_files()
         self.store.sweep_tmp(older_than=3600)
         self._sweep_packs()
         return len(stale)
+
+    def _sweep_upload_files(self) -> None:
+        """Upload files with no upload row (a crash between the two, a migration downgrade
+        that dropped rows), once as old as an abandoned upload. A file younger than that
+        may belong to an upload being started right now, so it stays."""
+        if not self.uploads_dir.is_dir():
+            return
+        cutoff = time.time() - UPLOAD_EXPIRY.total_seconds()
+        with self.db.read() as s:
+            known = set(s.scalars(select(Upload.id)))
+        with os.scandir(self.uploads_dir) as entries:
+            for entry in entries:
+                if entry.name not in known and entry.is_file(follow_symlinks=False) \
+                        and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    Path(entry.path).unlink(missing_ok=True)
 
     def _apply_retention(self, now: datetime, dry_run: bool) -> list[str]:
         removed: list[str] = []

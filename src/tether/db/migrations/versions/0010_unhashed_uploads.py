@@ -36,6 +36,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_blobs_large_size", table_name="blobs")
     # Uploads still waiting for their digest cannot be kept; their clients start over.
+    # Their files stay in DATA/uploads until `tether gc` finds them without a row (a day on).
     op.execute("DELETE FROM uploads WHERE digest IS NULL")
     with op.batch_alter_table("uploads") as batch:
         batch.alter_column("digest", existing_type=sa.String(64), nullable=False)
