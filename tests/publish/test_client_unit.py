@@ -80,7 +80,7 @@ def test_classify():
 
 def test_pack_batches_respects_count_and_bytes():
     d = "0" * 64
-    items = [(d, 10)] * 2500
+    items = [(d, 10)] * (2 * BATCH_MAX_BLOBS + 500)
     batches = pack_batches(items)
     assert [len(b) for b in batches] == [BATCH_MAX_BLOBS, BATCH_MAX_BLOBS, 500]
     big = [(d, 1 << 20)] * 40
