@@ -534,26 +534,35 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                         f"on (b) in an earlier run on the same machine), so read this verdict with care.")
         if ds.key == "a":
             out.append(verdict + (
-                " Earlier rounds (3.6 s, 1.2 s, 0.9 s) put each batch of small blobs into one pack file, made the "
-                "client hash and upload at once, and batched the hub's database and audit writes. This round: the "
-                "hub freezes what it loaded at start-up out of the garbage collector's full passes (they walked "
-                "~100,000 long-lived objects, 30-60 ms each, several times per publish; the 10,000-file commit "
-                "went from 0.20 to 0.14 s), writes packs around the page cache (`O_DIRECT`, see (b)), and the "
-                "client talks HTTP through the standard library instead of httpx (about 40 ms less start-up). "
-                "What is left is CPU on two cores: the client reads, hashes and sends 10,000 files, the hub "
-                "verifies every digest and records three random-keyed index entries per blob (the blob, its "
-                "proof for the space, the build's entry), and the commit (about 0.14 s: parsing and checking "
-                "10,000 entries, looking their blobs up and inserting them) runs after the last upload. rsync "
-                "does its work in C and does not sync what it writes. **Read this verdict with care:** rsync's "
-                "time on (a) is bimodal on this machine, 0.7-0.8 s in some runs (0.77 s in the previous round's "
-                "table, 0.81 s in one repetition of a quick run in this round) and 1.4-1.9 s in others, for no "
-                "reason we could find (the order of the competitors does not decide it); tether's stays at "
-                "0.9-1.0 s. Against rsync's fast mode tether takes about 1.2×, so this target is not reliably "
-                "met. In one interleaved run against the previous round's code (HTTPS, 4 repetitions, medians), "
-                "rsync took 1.09 s, the previous round's tether 1.06 s and this round's 0.98 s."))
+                " Earlier rounds (3.6 s, 1.2 s, 0.9 s, 0.9 s) put each batch of small blobs into one pack file, "
+                "made the client hash and upload at once, batched the hub's database and audit writes, froze the "
+                "hub's start-up objects out of the collector's full passes and wrote packs around the page cache. "
+                "This round went after the hub's threads waiting on each other: SQLite rows are written by "
+                "multi-row statements instead of executemany, which stepped once per row and handed the GIL to "
+                "another thread each time (about 6,000 context switches in the hub per publish, now about "
+                "3,000); the hub's writers queue on a lock instead of in SQLite's busy handler, which sleeps 1, "
+                "2, 5, 10 ms between tries (recording 1,000 blobs took 8-23 ms beside concurrent uploads, 3 ms "
+                "alone); uvicorn reads 256 KiB of a body before pausing instead of 64 KiB; the commit asks SQL "
+                "for only the manifest's wrong entries and checks its 10,000 paths in 14 ms instead of 23 (the "
+                "commit went from about 0.10 to 0.07 s); the client writes its hash cache while the hub commits "
+                "and sends up to 2,000 small blobs per request. In interleaved runs against the previous "
+                "round's code each change measured 0.03-0.1 s, inside this machine's run-to-run spread. What "
+                "is left is CPU on two cores shared by both ends: the hub (about 0.6 s of CPU: TLS, uvicorn, "
+                "verifying every digest, three random-keyed index entries per blob) and the client (about "
+                "0.45 s: start-up, reading, hashing and sending 10,000 files); the client's hashing waits "
+                "about 0.2 s for the hub to take its uploads. rsync does its work in C and does not sync what "
+                "it writes. **Read this verdict with care:** rsync's own time on (a) varies on this machine "
+                "from 0.57 s to 1.9 s between runs. In its slow runs `perf` shows rsync's receiver in the "
+                "kernel allocating inodes (`find_get_block_common`, `recently_deleted`, `__brelse`; this ext4 "
+                "runs without a journal, the case in which the allocator checks each candidate inode for a "
+                "recent deletion); which mode a run gets depends on the filesystem's recent history (slow right "
+                "after creating and deleting 20,000 files, and still slow after 4 minutes idle), not on the "
+                "order of the competitors. tether writes one pack file per batch and does not meet this cost. "
+                "Against rsync's fast runs (0.57-0.7 s) tether's 0.7-0.8 s is 1.1-1.3×, so this target is not "
+                "reliably met."))
         else:
             out.append(verdict + (
-                " Two changes this round. The hub writes uploads around the page cache (`O_DIRECT` from two "
+                " Two changes in the previous round (none to (b) in this one). The hub writes uploads around the page cache (`O_DIRECT` from two "
                 "reused aligned buffers, one written by a writer thread while the other fills, whole blocks "
                 "straight to the disk as they arrive), so the fsync at the "
                 "end has almost nothing left to flush; on this virtual machine, writing 1 GiB into fresh "
@@ -562,7 +571,7 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 "the space holds no blob of that size (so it cannot already have the content), and the digest "
                 "is declared after the last byte and checked against the hub's own hash. A file of a size the "
                 "space knows is hashed first and sent only if missing, so nothing the hub has is sent again. "
-                "Before this round: 5.3-5.7 s."))
+                "Before that round: 5.3-5.7 s."))
     for ds in sets:
         rs, ts = step_times(ds, "noop")
         worst = max(ts.values()) / rs
@@ -572,20 +581,20 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
             why = ""
             if ds.key == "a":
                 why = (" The client lists and stats the tree (about 35 ms for 10,000 files), finds the same "
-                       "paths, sizes, mtimes, inodes and modes as when it last published from there (one row "
+                       "paths, sizes, mtimes, ctimes, inodes and modes as when it last published from there (one row "
                        "of its hash cache), and commits by that manifest's digest alone (`same_as`): one "
                        "request, one build row on the hub. The rest is Python's start-up and imports (click, "
-                       "http.client, ssl; httpx was taken out of the client this round, about 40 ms) and one "
-                       "TLS connection. Before this round: 0.19 s, 0.69× rsync.")
+                       "http.client, ssl; httpx was taken out of the client in the previous round, about 40 ms) and one "
+                       "TLS connection. 0.19 s (0.69× rsync) two rounds ago.")
             out.append(f"**Unchanged re-publish on {ds.label[:3]}: met** ({best:.2f}–{worst:.2f}× rsync).{why}")
             continue
         missed.append(f"no-op on {ds.label[:3]}")
         if ds.key == "a":
             out.append(
                 f"**Unchanged re-publish on (a): missed** ({best:.2f}–{worst:.2f}× rsync's no-op; target 0.5×, "
-                f"i.e. {fmt_s(rs * 0.5)}; 0.19 s before this round, 0.43 s before the one before). The hash "
+                f"i.e. {fmt_s(rs * 0.5)}; 0.14-0.16 s in the previous round, 0.19 s and 0.43 s before). The hash "
                 f"cache answers every digest and the client commits by the manifest's digest alone (`same_as`): "
-                f"one request, one build row on the hub. This round took httpx out of the client (its import "
+                f"one request, one build row on the hub. The previous round took httpx out of the client (its import "
                 f"and set-up were about 40 ms). What is left is the client process: Python's start-up and "
                 f"imports (click, http.client, ssl; about 0.06 s), listing and stat-ing 10,000 files (about "
                 f"0.035 s), planning their paths and the cache lookup (about 0.025 s), the manifest digest, one "
