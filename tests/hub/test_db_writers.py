@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from tether.db import Database
 
@@ -40,4 +41,32 @@ def test_concurrent_writers_of_one_process_queue_instead_of_meeting_a_locked_dat
     assert errors == []
     with db.read() as s:
         assert s.execute(text("SELECT who FROM t")).scalars().all() == ["first", "second"]
+    db.dispose()
+
+
+def test_a_writer_kept_waiting_too_long_fails_like_a_busy_database(tmp_path):
+    """As SQLite's busy timeout would: OperationalError, which the hub answers with 503."""
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db._writers.timeout = 0.2
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with db.write():
+            holding.set()
+            release.wait(10)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    holding.wait(5)
+    try:
+        with db.write_connection():
+            pass
+    except OperationalError as exc:
+        errors.append(exc)
+    finally:
+        release.set()
+        th.join(10)
+    assert len(errors) == 1 and "another writer of this hub held it" in str(errors[0])
+    with db.write_connection() as conn:  # free again
+        conn.execute(text("SELECT 1"))
     db.dispose()

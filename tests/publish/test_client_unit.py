@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tether.clienterrors import HubError
 from tether.publish import client as pc
 from tether.publish.client import (
     BATCH_MAX_BLOBS,
@@ -540,6 +541,19 @@ def test_digests_reach_the_hash_cache_even_when_the_commit_is_refused(hub, tmp_p
     assert hub.content(("builds", "android", "2")) == {"a.txt": b"a", "b.txt": b"bb"}
 
 
+def test_digests_reach_the_hash_cache_even_when_an_upload_fails(hub, tmp_path):
+    root = tmp_path / "tree"
+    make(root, "a.txt", b"a")
+    make(root, "b.txt", b"bb")
+    hub.fail["POST /api/v1/blobs/batch"] = [403]  # not worth a retry: the publish fails at once
+    with pytest.raises(HubError):
+        run(hub, root, space="builds")
+    assert not hub.builds and not hub.blobs
+    s = run(hub, root, space="builds")  # the retry hashes nothing again
+    assert (s["bytes_hashed"], s["bytes_sent"]) == (0, 3)
+    assert hub.content(("builds", "android", "1")) == {"a.txt": b"a", "b.txt": b"bb"}
+
+
 def test_file_changed_while_publishing(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "SMALL_MAX", 2)  # a.txt is sent from its file, after hashing
     root = tmp_path / "tree"
@@ -783,9 +797,14 @@ def test_any_change_to_the_tree_takes_the_full_way(hub, tmp_path, change):
     if change == "content":
         make(root, "out/f03.txt", b"new content")
     elif change == "same size and mtime":  # rewritten in place, its mtime put back: only the ctime differs
-        with open(root / "out/f03.txt", "r+b") as fh:
-            fh.write(b"FILE 3")
-        os.utime(root / "out/f03.txt", ns=(OLD, OLD))
+        p, ctime = root / "out/f03.txt", (root / "out/f03.txt").stat().st_ctime_ns
+        for _ in range(100):  # until the ctime moves (coarse kernel clocks tick every 4-10 ms)
+            with open(p, "r+b") as fh:
+                fh.write(b"FILE 3")
+            os.utime(p, ns=(OLD, OLD))
+            if p.stat().st_ctime_ns != ctime:
+                break
+            time.sleep(0.005)
     elif change == "mode":
         (root / "out/f03.txt").chmod(0o755)
     elif change == "added":

@@ -505,10 +505,14 @@ def test_rewritten_file_with_its_old_mtime_put_back_is_hashed_again(tmp_path):
     with HashCache(cache_path) as cache:
         assert hash_files(expand(root, ["*"]), cache)[p.resolve()] == sha(b"old content")
     before = p.stat()
-    with open(p, "r+b") as fh:  # in place: the inode stays
-        fh.write(b"new content")
-    os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = p.stat()
+    for _ in range(100):  # until the ctime moves (coarse kernel clocks tick every 4-10 ms)
+        with open(p, "r+b") as fh:  # in place: the inode stays
+            fh.write(b"new content")
+        os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = p.stat()
+        if after.st_ctime_ns != before.st_ctime_ns:
+            break
+        time.sleep(0.005)
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     with HashCache(cache_path) as cache:
         again = hash_files(expand(root, ["*"]), cache)
@@ -532,5 +536,11 @@ def test_cache_of_the_layout_without_ctime_is_rebuilt(tmp_path):
     with HashCache(cache_path) as cache:
         got = hash_files(expand(tmp_path / "root", ["f.txt"]), cache)
     assert got[p.resolve()] == sha(b"abc") and got.bytes_hashed == 3
+    db = sqlite3.connect(cache_path)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    (row,) = db.execute("SELECT files FROM dirs").fetchall()  # the old row is gone, the new one has the ctime
+    assert marshal.loads(row[0]) == {str(p.resolve()): (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                                        sha(b"abc"))}
+    db.close()
     with HashCache(cache_path) as cache:
         assert hash_files(expand(tmp_path / "root", ["f.txt"]), cache).cache_hits == 1

@@ -150,6 +150,17 @@ def test_bad_manifest_paths_are_refused(publisher, bad_path):
         assert c.get(f"/files/{space}/ci/{build}/", params={"format": "json"}).status_code == 404
 
 
+def test_manifest_sizes_past_the_databases_integers_are_refused(publisher):
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        put_blob(c, b"x", space).raise_for_status()
+        for size in (2**63, 10**30, -1):
+            r = commit(c, space, [{**entry("a", b"x"), "size": size}], build="huge")
+            assert r.status_code == 400 and r.json()["type"].endswith("invalid-manifest"), (size, r.text)
+            assert "size must be an integer from 0 to" in r.json()["detail"]
+        assert c.get(f"/files/{space}/ci/huge/", params={"format": "json"}).status_code == 404
+
+
 def test_colliding_names_and_file_dir_clash_are_refused(publisher):
     hub, space, token = publisher
     data = b"x"

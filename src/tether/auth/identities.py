@@ -21,6 +21,7 @@ from tether.hub.errors import bad_request, conflict, not_found
 
 USER_NAME_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
 SPACE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
+_MAX_ID = 2**31 - 1  # integer primary keys (PostgreSQL's integer)
 USER_KINDS = ("person", "service")
 
 
@@ -136,7 +137,7 @@ def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
     with db.write() as s:
         u = _user(s, name)
         cond = PublicKey.fingerprint == ref
-        if ref.isascii() and ref.isdigit():
+        if ref.isascii() and ref.isdigit() and int(ref) <= _MAX_ID:  # a larger number is no key's id
             cond = or_(cond, PublicKey.id == int(ref))
         keys = list(s.scalars(select(PublicKey).where(PublicKey.user_id == u.id, cond)))
         if not keys:

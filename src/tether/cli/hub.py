@@ -123,8 +123,12 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     # when it takes them: for uploads (taken in ~1 MiB pieces) that is a pause and a
     # resume per 64 KiB. 256 KiB, the size of one socket read, measured ~0.09 s (10%)
     # off a first publish of 10,000 files; it bounds what one connection buffers.
-    from uvicorn.protocols.http import httptools_impl
-    httptools_impl.HIGH_WATER_LIMIT = 256 << 10
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # another uvicorn layout: its own default stays
+        pass
+    else:
+        httptools_impl.HIGH_WATER_LIMIT = 256 << 10
     uvicorn.run(
         app,
         host=host,

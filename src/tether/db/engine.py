@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -21,6 +23,7 @@ _PG_MIGRATION_LOCK = 0x7E7E_0001
 # blobs writes ~2,000 pages: with the default, nearly every batch paid for a checkpoint;
 # here one in five does, and a page written by several batches is copied once.
 SQLITE_AUTOCHECKPOINT = 10_000
+SQLITE_BUSY_SECONDS = 30  # how long a writer waits for another before it fails (503 from the hub)
 # A WAL file grown past this (by one huge transaction, or while readers held an old
 # snapshot so that checkpoints could not finish) is truncated back to it once
 # checkpointed, instead of keeping its size on disk.
@@ -40,7 +43,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # FULL: a committed row (token, budget, audit record) survives power loss.
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
         cur.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")
         if immediate:
@@ -59,6 +62,23 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class _WriterTurn:
+    """The turn to write, among this process's threads; waits as long as SQLite's busy
+    timeout would, then fails the same way (OperationalError: the hub answers 503)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self.timeout):
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(
+                f"database is locked: another writer of this hub held it for {self.timeout} s"))
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class Database:
@@ -83,7 +103,7 @@ class Database:
         # 1, 2, 5, 10 ... ms between tries (measured: recording 1,000 uploaded blobs took
         # 8-23 ms beside concurrent uploads, 3 ms alone). Other processes still meet the
         # busy timeout. Re-entrant, as a nested write() waited (for another connection) before.
-        self._writers = threading.RLock() if self.dialect == "sqlite" else nullcontext()
+        self._writers = _WriterTurn(SQLITE_BUSY_SECONDS) if self.dialect == "sqlite" else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1218,15 +1218,20 @@ def publish(
             # Hashing and uploading overlap: each group of digests is asked about and its
             # missing blobs are sent (small ones from the bytes just hashed) while the
             # next group is read.
-            with _Uploader(run, jobs) as up:
-                up.send_unhashed(_unhashed_candidates(pairs, hits))
-                hashed = hash_all(up.add, hits, defer_cache=True)
-                bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
-                run.progress.open()
-                # the commit's body, made while the last uploads are still under way
-                manifest = _manifest(pairs, hashed)
-                body = _commit_body(manifest, public, latest)
-                uploaded = up.finish()
+            try:
+                with _Uploader(run, jobs) as up:
+                    up.send_unhashed(_unhashed_candidates(pairs, hits))
+                    hashed = hash_all(up.add, hits, defer_cache=True)
+                    bar.phase("uploading", max(up.queued_bytes - run.sent.value, 0))
+                    run.progress.open()
+                    # the commit's body, made while the last uploads are still under way
+                    manifest = _manifest(pairs, hashed)
+                    body = _commit_body(manifest, public, latest)
+                    uploaded = up.finish()
+            except BaseException:
+                if hc is not None:
+                    hashed.save(hc)  # the digests hold even if the upload failed: a retry need not hash again
+                raise
             # the new digests go into the hash cache while the hub commits (the cache is
             # written from one thread at a time: this one is joined before it is used again)
             saver = threading.Thread(target=hashed.save, args=(hc,), name="tether-cache") if hc is not None else None

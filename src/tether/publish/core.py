@@ -18,6 +18,7 @@ TYPE_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 MAX_PATH = 1024
 MAX_SEGMENT = 255
 MAX_MANIFEST_FILES = 100_000
+MAX_SIZE = 2**63 - 1  # what the database's integers hold
 MODES = (0o644, 0o755)
 UNHASHED_MIN = 64 << 20
 """An upload may start before its digest is known only for a file of at least this
@@ -120,8 +121,8 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
         if not isinstance(digest, str) or len(digest) != 64 or digest.strip(_HEX_DIGITS):
             raise PathError(f"{path}: digest must be 64 lowercase hex characters (sha256)")
         size = e.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise PathError(f"{path}: size must be a non-negative integer")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+            raise PathError(f"{path}: size must be an integer from 0 to {MAX_SIZE}")
         mode = e.get("mode", 0o644)
         if mode not in MODES:
             raise PathError(f"{path}: mode must be 0644 or 0755 (420 or 493)")

@@ -57,8 +57,11 @@ _SQLITE_ON_BLOB = (
     "pack = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack END, "
     "pack_offset = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack_offset END"
 )
-# bound parameters per statement: SQLite's limit (999 before 3.32)
-_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+def _sqlite_max_params(cur: Any) -> int:
+    """Bound parameters one statement may have on this connection (999 on old SQLite)."""
+    return cur.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
 
 def _sqlite_insert(cur: Any, insert: str, rows: list[tuple], conflict: str = "") -> None:
@@ -69,7 +72,7 @@ def _sqlite_insert(cur: Any, insert: str, rows: list[tuple], conflict: str = "")
         return
     width = len(rows[0])
     mark = f"({', '.join('?' * width)})"
-    per = min(1000, _SQLITE_MAX_PARAMS // width)
+    per = min(1000, _sqlite_max_params(cur) // width)
     for i in range(0, len(rows), per):
         part = rows[i : i + per]
         cur.execute(f"{insert} VALUES {', '.join([mark] * len(part))} {conflict}", list(chain.from_iterable(part)))
@@ -875,13 +878,12 @@ def _sqlite_unproven(dbapi_conn: Any, space_id: int, digests: dict[str, int]) ->
     """The named digests not proven in the space, and those whose blob has another size
     than the one named. SQLite compares the lists itself and hands back only what is
     wrong (nothing, for a good manifest), not a row per digest."""
-    width = 2
-    per = min(1000, (_SQLITE_MAX_PARAMS - 1) // width)
     items = list(digests.items())
     absent: list[str] = []
     wrong: list[str] = []
     cur = dbapi_conn.cursor()
     try:
+        per = min(1000, (_sqlite_max_params(cur) - 1) // 2)
         for i in range(0, len(items), per):
             part = items[i : i + per]
             cur.execute(
