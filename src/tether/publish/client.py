@@ -1218,6 +1218,7 @@ def publish(
             # Hashing and uploading overlap: each group of digests is asked about and its
             # missing blobs are sent (small ones from the bytes just hashed) while the
             # next group is read.
+            saver: threading.Thread | None = None
             try:
                 with _Uploader(run, jobs) as up:
                     up.send_unhashed(_unhashed_candidates(pairs, hits))
@@ -1228,20 +1229,17 @@ def publish(
                     manifest = _manifest(pairs, hashed)
                     body = _commit_body(manifest, public, latest)
                     uploaded = up.finish()
-            except BaseException:
+                # the new digests go into the hash cache while the hub commits (the cache is
+                # written from one thread at a time: this one is joined before it is used again)
                 if hc is not None:
-                    hashed.save(hc)  # the digests hold even if the upload failed: a retry need not hash again
-                raise
-            # the new digests go into the hash cache while the hub commits (the cache is
-            # written from one thread at a time: this one is joined before it is used again)
-            saver = threading.Thread(target=hashed.save, args=(hc,), name="tether-cache") if hc is not None else None
-            if saver is not None:
-                saver.start()
-            try:
+                    saver = threading.Thread(target=hashed.save, args=(hc,), name="tether-cache")
+                    saver.start()
                 result = _commit(http, space, type, build, body, public, latest)
             finally:
                 if saver is not None:
                     saver.join()
+                if hc is not None:
+                    hashed.save(hc)  # if an upload failed: the digests hold, a retry need not hash them (else a no-op)
         if tree is not None and known is None and hashed.settled:
             # every digest is in the hash cache now: the next publish of this unchanged tree
             # can skip straight to the commit

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import NamedTuple
 
 DIGEST_RE = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -71,6 +72,21 @@ def collision_key(path: str) -> str:
     return unicodedata.normalize("NFC", path).casefold()
 
 
+def file_dir_clash(keys: Mapping[str, object]) -> tuple[str, str] | None:
+    """A path that another path needs as its directory ("a" and "a/b"), as
+    ``(file_key, key_under_it)``, or None. Files share parents, so each directory is
+    looked up once, not once per file in it."""
+    dirs_seen: set[str] = set()
+    for key in keys:
+        parent = key.rpartition("/")[0]
+        while parent and parent not in dirs_seen:  # "a/b", then "a"
+            dirs_seen.add(parent)
+            if parent in keys:
+                return parent, key
+            parent = parent.rpartition("/")[0]
+    return None
+
+
 def validate_build_id(build_id: str) -> str:
     if not BUILD_ID_RE.match(build_id or ""):
         raise PathError(
@@ -131,16 +147,9 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
             raise PathError(f"{path!r} collides with {seen[key]!r} (same name after case and Unicode normalisation)")
         seen[key] = path
         out.append(ManifestEntry(path, digest, size, mode))
-    # A file may not also be a directory: "a" and "a/b" cannot both exist. Files share
-    # parents, so each directory is looked up once, not once per file in it.
-    dirs_seen: set[str] = set()
-    for key, path in seen.items():
-        parent = key.rpartition("/")[0]
-        while parent and parent not in dirs_seen:  # "a/b", then "a"
-            dirs_seen.add(parent)
-            if parent in seen:
-                raise PathError(f"{seen[parent]!r} is a file but {path!r} needs it to be a directory")
-            parent = parent.rpartition("/")[0]
+    clash = file_dir_clash(seen)  # a file may not also be a directory: "a" and "a/b"
+    if clash is not None:
+        raise PathError(f"{seen[clash[0]]!r} is a file but {seen[clash[1]]!r} needs it to be a directory")
     return out
 
 

@@ -48,6 +48,7 @@ from tether.publish.core import (
     MAX_MANIFEST_FILES,
     PathError,
     collision_key,
+    file_dir_clash,
     validate_path,
 )
 
@@ -313,20 +314,11 @@ def plan(files: list[LocalFile], strip_n: int = 0) -> list[tuple[LocalFile, str]
             )
         by_key[key] = pair = (f, dest)
         out.append(pair)
-    # A path may not be both a file and a directory ("a" and "a/b"). Files share
-    # parents, so each directory is looked up once, not once per file in it.
-    dirs_seen: set[str] = set()
-    for key, (f, dest) in by_key.items():
-        parent = key.rpartition("/")[0]
-        while parent and parent not in dirs_seen:
-            dirs_seen.add(parent)
-            clash = by_key.get(parent)
-            if clash is not None:
-                raise InputError(
-                    f"{clash[0].rel_path!r} would be published as the file {clash[1]!r}, "
-                    f"but {f.rel_path!r} needs {clash[1]!r} to be a directory"
-                )
-            parent = parent.rpartition("/")[0]
+    clash = file_dir_clash(by_key)  # a path may not be both a file and a directory ("a" and "a/b")
+    if clash is not None:
+        (file, dest), under = by_key[clash[0]], by_key[clash[1]][0]
+        raise InputError(f"{file.rel_path!r} would be published as the file {dest!r}, "
+                         f"but {under.rel_path!r} needs {dest!r} to be a directory")
     out.sort(key=itemgetter(1))
     return out
 

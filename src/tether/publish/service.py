@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain
@@ -198,14 +199,11 @@ class Publisher:
                 conn = s.connection()
                 to_db = blobs_t.c.leased_until.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
                 created, until = to_db(now), to_db(lease)
-                cur = conn.connection.cursor()
-                try:
+                with closing(conn.connection.cursor()) as cur:
                     _sqlite_insert(cur, _SQLITE_INSERT_BLOB, [(d, size, created, until, pack, off)
                                                               for d, size, pack, off in blobs], _SQLITE_ON_BLOB)
                     _sqlite_insert(cur, "INSERT INTO space_blobs (space_id, digest)",
                                    [(space_id, b[0]) for b in blobs], "ON CONFLICT DO NOTHING")
-                finally:
-                    cur.close()
             return
         rows = [{"digest": d, "size": size, "created_at": now, "leased_until": lease, "pack": pack, "pack_offset": off}
                 for d, size, pack, off in blobs]
@@ -443,11 +441,8 @@ class Publisher:
                 insert = f"INSERT INTO {BuildFile.__tablename__} (build, path, digest, size, mode)"
                 rows = [(build.id, e.path, e.digest, e.size, e.mode) for e in entries]
                 if self.db.dialect == "sqlite":
-                    cur = conn.connection.cursor()
-                    try:
+                    with closing(conn.connection.cursor()) as cur:
                         _sqlite_insert(cur, insert, rows)
-                    finally:
-                        cur.close()
                 else:
                     conn.exec_driver_sql(f"{insert} VALUES (%s, %s, %s, %s, %s)", rows)
             if latest:
@@ -881,8 +876,7 @@ def _sqlite_unproven(dbapi_conn: Any, space_id: int, digests: dict[str, int]) ->
     items = list(digests.items())
     absent: list[str] = []
     wrong: list[str] = []
-    cur = dbapi_conn.cursor()
-    try:
+    with closing(dbapi_conn.cursor()) as cur:
         per = min(1000, (_sqlite_max_params(cur) - 1) // 2)
         for i in range(0, len(items), per):
             part = items[i : i + per]
@@ -896,8 +890,6 @@ def _sqlite_unproven(dbapi_conn: Any, space_id: int, digests: dict[str, int]) ->
             )
             for digest, same_size in cur.fetchall():
                 (absent if same_size is None else wrong).append(digest)
-    finally:
-        cur.close()
     return absent, wrong
 
 
