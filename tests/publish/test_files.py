@@ -180,6 +180,20 @@ def test_symlinked_directory_outside_root_is_refused(tmp_path):
     assert rels(expand(root, ["*.txt"])) == ["ok.txt"]
 
 
+def test_symlinked_directory_further_up_the_path_is_noticed(tmp_path):
+    """A link two directories above the file, reached by a pattern that names it:
+    every directory under it counts as linked, so its files are refused as outside."""
+    root = tmp_path / "root"
+    make(root, "a/ok.txt")
+    make(tmp_path, "elsewhere/sub/secret.txt")
+    (root / "a" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="outside the root"):
+        expand(root, ["a/link/sub/*.txt"])
+    with pytest.raises(InputError, match="outside the root"):
+        expand(root, ["a/*/sub/*"])
+    assert rels(expand(root, ["a/*.txt"])) == ["a/ok.txt"]
+
+
 def test_double_star_does_not_descend_into_symlinked_directories(tmp_path):
     make(tmp_path, "real/f.txt")
     (tmp_path / "alias").symlink_to("real")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -86,6 +87,11 @@ def publish(
     from tether.publish.files import FileChangedError, InputError
 
     progress = _stderr_is_tty()
+    # The process ends after this command, and what publish allocates (a few objects per
+    # file) lives until then: the collector's passes over it find nothing to free and
+    # took ~0.1 s of CPU on a 10,000-file publish. Publish makes no reference cycles in
+    # proportion to the files, so memory stays as it was (docs/benchmarks.md).
+    gc.disable()
     try:
         summary = do_publish(
             None,

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import NamedTuple, Self
@@ -126,10 +126,11 @@ _Group = tuple[str, list[str]]
 
 
 def _scan(root: str, d: str) -> list[os.DirEntry[str]]:
-    """The entries of directory ``d`` (relative), sorted by name; [] if it cannot be listed."""
+    """The entries of directory ``d`` (relative), in the directory's own order; [] if it
+    cannot be listed. (Names are sorted once matched: sorting strings is cheaper.)"""
     try:
         with os.scandir(f"{root}/{d}" if d else root) as it:
-            return sorted(it, key=attrgetter("name"))
+            return list(it)
     except (NotADirectoryError, FileNotFoundError, PermissionError):
         return []
 
@@ -152,14 +153,19 @@ def _walk(root: str, top: str, out: dict[str, list[os.DirEntry[str]]]) -> None:
                     subdirs.append(f"{d}/{e.name}" if d else e.name)
             except OSError:
                 continue
-        stack.extend(reversed(subdirs))
+        subdirs.sort(reverse=True)  # popped in name order
+        stack.extend(subdirs)
 
 
 def _matching(entries: list[os.DirEntry[str]], seg: str) -> list[str]:
+    """The names in ``entries`` that ``seg`` matches, sorted."""
     hidden = seg.startswith(".")  # only a pattern starting with "." matches hidden names
     if seg == "*":  # the common case, without a call to fnmatch per name
-        return [e.name for e in entries if not e.name.startswith(".")]
-    return [e.name for e in entries if (hidden or not e.name.startswith(".")) and fnmatchcase(e.name, seg)]
+        names = [e.name for e in entries if not e.name.startswith(".")]
+    else:
+        names = [e.name for e in entries if (hidden or not e.name.startswith(".")) and fnmatchcase(e.name, seg)]
+    names.sort()
+    return names
 
 
 def _is_magic(seg: str) -> bool:
@@ -198,6 +204,24 @@ def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip("/") + "/")
 
 
+def _plain(root_real: str, d: str, known: dict[str, bool]) -> bool:
+    """Whether directory ``d`` (relative to the resolved root) lies where its path says:
+    no component of it is a symbolic link. One ``lstat`` per directory not yet in
+    ``known`` (what ``os.path.realpath`` would find, without its ``lstat`` of every
+    component from ``/``)."""
+    todo: list[str] = []
+    while d and d not in known:
+        todo.append(d)
+        d = d.rpartition("/")[0]
+    plain = known.get(d, True) if d else True  # the root itself is resolved
+    for sub in reversed(todo):  # from the top down
+        plain = known[sub] = plain and not os.path.islink(f"{root_real}/{sub}")
+    return plain
+
+
+_new_local_file = tuple.__new__  # LocalFile(...) goes through a Python-level __new__
+
+
 def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | None:
     """Stat one match; None for a directory; InputError for anything refused.
 
@@ -229,7 +253,8 @@ def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | Non
             return None
         if not S_ISREG(mode):
             raise InputError(f"{rel} is not a regular file (a FIFO, socket or device); refusing to read it")
-    return LocalFile(path, rel, st.st_size, st.st_mtime_ns, st.st_ino, 0o755 if mode & 0o111 else 0o644, st.st_ctime_ns)
+    return _new_local_file(LocalFile, (path, rel, st.st_size, st.st_mtime_ns, st.st_ino,
+                                       0o755 if mode & 0o111 else 0o644, st.st_ctime_ns))
 
 
 def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
@@ -254,10 +279,7 @@ def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
         for d, names in _glob(root_real, parts):
             if not names:
                 continue
-            plain_parent = plain.get(d)
-            if plain_parent is None:
-                where = f"{root_real}/{d}" if d else root_real
-                plain_parent = plain[d] = os.path.realpath(where) == where
+            plain_parent = _plain(root_real, d, plain)
             prefix = f"{d}/" if d else ""
             for name in names:
                 rel = prefix + name
@@ -495,7 +517,9 @@ def tree_signature(files: list[LocalFile]) -> bytes:
     (under the hash cache's own rule that a file with the same size, mtime, ctime and inode
     has the same content)."""
     # one flat list of the fields: no tuple per file to build (and for the collector to track)
-    return hashlib.sha256(marshal.dumps(list(chain.from_iterable(files)))).digest()
+    # marshal's version 2: no reference table (versions 3 and 4 look up every object in
+    # one), 3.5x faster here; the bytes only ever go into the hash
+    return hashlib.sha256(marshal.dumps(list(chain.from_iterable(files)), 2)).digest()
 
 
 @contextmanager
