@@ -31,8 +31,13 @@ SQLITE_WAL_SIZE_LIMIT = 64 << 20
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    # LIFO: the connection used last is used next. SQLite keeps a connection's page cache
+    # only until another connection writes, so with writers taking turns on one warm
+    # connection a transaction finds the B-tree pages of the last one still cached,
+    # instead of reading them again (recording 10,000 blobs: ~2x less CPU).
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16,
+        pool_use_lifo=True,
     )
 
     @event.listens_for(engine, "connect")

@@ -188,6 +188,9 @@ class Publisher:
         was just stored on its own (a file of its own never depends on a pack)."""
         if not blobs:
             return
+        # In key order: each B-tree page is then visited once, not once per random key
+        # landing on it (10,000 random digests: about half the CPU of the inserts)
+        blobs = sorted(blobs)
         lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
         blobs_t = Blob.__table__
         if self.db.dialect == "sqlite":
