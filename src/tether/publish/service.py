@@ -704,44 +704,43 @@ class Publisher:
 
         grace = parse_duration(self.settings.gc_grace, caveat="gc_grace")
         removed_builds = self._apply_retention(now, dry_run)
-        with self.db.read() as s:
-            referenced = select(BuildFile.digest).where(BuildFile.digest == Blob.digest).exists()
-            doomed = list(
-                s.execute(
-                    select(Blob.digest, Blob.size).where(
-                        ~referenced, Blob.leased_until < now, Blob.created_at < now - grace
-                    )
-                ).all()
-            )
-        freed = 0
-        deleted = 0
-        touched_packs: set[str] = set()
-        for digest, size in doomed:
-            if dry_run:
-                deleted += 1
-                freed += size
-                continue
-            with self.db.write() as s:
-                # Re-check inside the transaction: a commit or a lease may have come since.
-                gone = s.execute(
-                    delete(Blob).where(
-                        Blob.digest == digest, Blob.leased_until < now,
-                        ~select(BuildFile.digest).where(BuildFile.digest == digest).exists(),
-                    ).returning(Blob.pack),
-                    execution_options={"synchronize_session": False},
-                ).all()
-                if gone:
-                    if gone[0].pack is None:
-                        self.store.delete(digest)
-                    else:
-                        touched_packs.add(gone[0].pack)
-                    deleted += 1
-                    freed += size
+        doomed = self._doomed(now, grace)
+        if dry_run:
+            with self.db.read() as s:
+                found = s.execute(select(Blob.digest, Blob.size).where(*doomed)).all()
+            return {"builds_removed": removed_builds, "blobs_removed": len(found),
+                    "bytes_freed": sum(size for _, size in found), "uploads_removed": 0, "dry_run": True}
+        # One DELETE decides and deletes in one write transaction: no commit or lease
+        # can come between the check and the deletion.
+        with self.db.write() as s:
+            gone = s.execute(delete(Blob).where(*doomed).returning(Blob.digest, Blob.size, Blob.pack),
+                             execution_options={"synchronize_session": False}).all()
+        # Files only once their rows are gone for good: a failed transaction deletes nothing.
+        for digest, _, pack in gone:
+            if pack is None:
+                self.store.delete(digest)
+        deleted, freed = len(gone), sum(size for _, size, _ in gone)
+        touched_packs = {pack for _, _, pack in gone if pack is not None}
         for pack in sorted(touched_packs):
             self._tidy_pack(pack)
-        stale_uploads = 0 if dry_run else self._sweep_uploads(now)
+        stale_uploads = self._sweep_uploads(now)
         return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed,
-                "uploads_removed": stale_uploads, "dry_run": dry_run}
+                "uploads_removed": stale_uploads, "dry_run": False}
+
+    def _doomed(self, now: datetime, grace: timedelta) -> tuple[Any, ...]:
+        """What gc deletes: blobs no build names, whose lease is over, older than ``grace``.
+
+        build_files has no index by digest (a commit's 10,000 rows would each add a
+        random-keyed entry to one), so "no build names it" is one pass over build_files
+        for all blobs at once, in the form each database plans that way: SQLite reads
+        a NOT IN list into a temporary index once (a correlated NOT EXISTS it would run
+        as a scan per blob); PostgreSQL turns NOT EXISTS into an anti-join (NOT IN over
+        a list larger than its work_mem it would check row by row)."""
+        if self.db.dialect == "sqlite":
+            unreferenced = Blob.digest.not_in(select(BuildFile.digest))
+        else:
+            unreferenced = ~select(BuildFile.digest).where(BuildFile.digest == Blob.digest).exists()
+        return unreferenced, Blob.leased_until < now, Blob.created_at < now - grace
 
     def _tidy_pack(self, pack: str) -> None:
         """After blobs of ``pack`` were deleted: delete the pack when none is left; when
