@@ -200,3 +200,47 @@ def test_a_background_write_error_surfaces_and_nothing_is_pinned(tmp_path, monke
     else:
         pytest.fail("the failed write should have been reported")
     assert a.fd == -1
+
+
+def test_a_closed_appenders_buffer_is_reused_and_leaks_nothing_into_the_next_file(tmp_path):
+    """Staging buffers are pooled (a fresh mapping faults on every page): the next
+    appender gets the same memory, still holding the last file's bytes, and its own
+    file must hold only what it was given, partial last block included."""
+    from tether.blobs import direct
+
+    size = BLOCK * 3
+    direct._pool.clear()
+    secret = b"S" * (BLOCK * 2 + 100)
+    with Appender(tmp_path / "a", create=True, buffer_size=size) as a:
+        a.write(secret)
+        first = a._buf
+    assert direct._pool == [first]
+    with Appender(tmp_path / "b", create=True, buffer_size=size) as b:
+        assert b._buf is first
+        b.write(b"x" * 10)
+        b.flush()
+        b.write(b"y" * (BLOCK + 5))
+        b.truncate(BLOCK)
+    assert (tmp_path / "b").read_bytes() == b"x" * 10 + b"y" * (BLOCK - 10)
+    assert (tmp_path / "a").read_bytes() == secret
+
+
+def test_a_buffer_with_a_live_view_is_not_pooled(tmp_path):
+    from tether.blobs import direct
+
+    direct._pool.clear()
+    a = Appender(tmp_path / "a", create=True, buffer_size=BLOCK * 2)
+    view = memoryview(a._buf)[:10]  # e.g. kept alive by an error's traceback
+    a.close()
+    assert direct._pool == []
+    view.release()
+
+
+def test_the_pool_keeps_at_most_pool_kept_buffers(tmp_path):
+    from tether.blobs import direct
+
+    direct._pool.clear()
+    appenders = [Appender(tmp_path / f"f{i}", create=True, buffer_size=BLOCK * 2) for i in range(direct.POOL_KEPT + 2)]
+    for a in appenders:
+        a.close()
+    assert len(direct._pool) == direct.POOL_KEPT

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tether.clienterrors import HubError
 from tether.publish import client as pc
@@ -862,3 +864,10 @@ def test_a_damaged_tree_record_is_a_miss_not_a_failure(hub, tmp_path):
         db.execute("UPDATE trees SET signature = 'not a blob', manifest = x'00'")
     s = run(hub, root, space="builds", build="2")
     assert s["same_as"] == "android/1" and s["bytes_sent"] == 0  # the full way, by the digests' cache
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**12), max_size=20))
+def test_batch_length_is_the_encoded_length_for_any_sizes(sizes):
+    """The Content-Length the client declares is counted, not built: it must equal the body."""
+    items = [("ab" * 32, n) for n in sizes]
+    assert batch_length(items) == sum(len(frame_header(d, n)) + n for d, n in items)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.publish.core import (
     PathError,
     build_prefix,
     collision_key,
+    is_simple_path,
     validate_build_id,
     validate_manifest,
     validate_path,
@@ -90,3 +91,42 @@ def test_manifest_digest_names_the_content_not_the_order():
                     ("A.txt", "1" * 64, 3, 0o644)):
         assert manifest_digest([changed, b]) != base
     assert manifest_digest([a]) != base
+
+
+# -- the fast path for plain ASCII paths ---------------------------------------------------
+
+_ascii_paths = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=300) | st.lists(
+    st.sampled_from(["a", ".", "..", "...", ".a", "a.", "", " ", "b\\c", "x" * 255, "y" * 256, "\x7f", "\t"]),
+    max_size=6,
+).map("/".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_ascii_paths)
+def test_the_simple_path_match_agrees_with_validate_path_on_ascii(path):
+    """validate_manifest skips validate_path for what the regex matches: it must accept
+    nothing validate_path refuses, and on ASCII it should miss nothing it accepts."""
+    try:
+        validate_path(path)
+        valid = True
+    except PathError:
+        valid = False
+    assert is_simple_path(path) == valid, path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_the_simple_path_match_never_accepts_what_validate_path_refuses(path):
+    if is_simple_path(path):
+        validate_path(path)  # must not raise
+
+
+def test_a_bad_digest_among_good_ones_is_named():
+    good = {"digest": "a" * 64, "size": 1, "mode": 0o644}
+    entries = [{"path": f"f{i}", **good} for i in range(5)]
+    entries[3]["digest"] = "A" * 64
+    with pytest.raises(PathError, match="f3: digest must be 64 lowercase hex"):
+        validate_manifest(entries)
+    entries[3]["digest"] = "a" * 63 + "\n"
+    with pytest.raises(PathError, match="f3: digest"):
+        validate_manifest(entries)

@@ -199,8 +199,13 @@ class _FrameReader:
             m = _FRAME_HEADER.fullmatch(self._buf, self._pos, nl)
             if not m:
                 raise bad_request("bad batch frame header: expected '<sha256 hex> <size>\\n'", "bad-frame")
-            self._pos = nl + 1
-            yield m.group(1).decode(), int(m.group(2)), self._body(int(m.group(2)))
+            self._pos = start = nl + 1
+            size = int(m.group(2))
+            if start + size <= len(self._buf):  # the whole blob is in this piece (most are)
+                self._pos = start + size
+                yield m.group(1).decode(), size, (memoryview(self._buf)[start : start + size],)
+            else:
+                yield m.group(1).decode(), size, self._body(size)
 
     def _body(self, size: int) -> Iterator[memoryview]:
         left = size

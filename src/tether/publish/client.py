@@ -141,9 +141,15 @@ def decode_frames(body: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+def _framed_size(size: int) -> int:
+    """Bytes one frame takes in a batch: ``<64 hex> <size>\n`` and the blob (the header
+    itself is built, and the digest checked, where the body is made)."""
+    return 66 + len(str(size)) + size
+
+
 def batch_length(items: Sequence[tuple[str, int]]) -> int:
     """The exact byte length of a batch body of ``(digest, size)`` frames."""
-    return sum(len(frame_header(d, s)) + s for d, s in items)
+    return sum(_framed_size(s) for _, s in items)
 
 
 def classify(size: int) -> str:
@@ -165,7 +171,7 @@ def pack_batches(
     cur: list[tuple[str, int]] = []
     cur_bytes = 0
     for d, s in items:
-        n = len(frame_header(d, s)) + s
+        n = _framed_size(s)
         if cur and (len(cur) >= max_blobs or cur_bytes + n > max_bytes):
             batches.append(cur)
             cur, cur_bytes = [], 0
