@@ -558,3 +558,47 @@ def test_cache_of_the_layout_without_ctime_is_rebuilt(tmp_path):
     db.close()
     with HashCache(cache_path) as cache:
         assert hash_files(expand(tmp_path / "root", ["f.txt"]), cache).cache_hits == 1
+
+
+@pytest.mark.parametrize("pattern", ["**", "out/**", "out/*/**", "**/deep/**", "alias/**", "out/f.bin/**", "none/**"])
+def test_the_quick_way_for_double_star_gives_what_the_general_way_gives(tmp_path, monkeypatch, pattern):
+    """Patterns ending in '**' list and stat each directory through its descriptor
+    (files._expand_tree); the general way must agree on every file, link and refusal."""
+    import tether.publish.files as files_mod
+
+    root = tmp_path / "root"
+    for rel in ("top.txt", ".hidden", "out/f.bin", "out/.dot/x", "out/a/deep/g.txt", "out/b/h.txt",
+                "out/b/.h2", "real/r.txt"):
+        make(root, rel)
+    make(root, "out/run.sh", exe=True)
+    (root / "out" / "link.txt").symlink_to("../real/r.txt")  # a file inside: followed
+    (root / "out" / "dirlink").symlink_to("../real")  # a directory inside: neither listed nor walked
+    (root / "alias").symlink_to("out")  # a linked directory named by the pattern: the general way
+
+    def both() -> tuple[object, object]:
+        got = []
+        for quick in (True, False):
+            if not quick:
+                monkeypatch.setattr(files_mod, "_expand_tree", lambda *a: None)
+            try:
+                got.append([tuple(f) for f in expand(root, [pattern])])
+            except InputError as exc:
+                got.append(("refused", str(exc)))
+        return got[0], got[1]
+
+    quick, general = both()
+    assert quick == general
+    if pattern == "out/**":
+        assert [f[1] for f in quick] == ["out/a/deep/g.txt", "out/b/h.txt", "out/f.bin", "out/link.txt", "out/run.sh"]
+        assert dict((f[1], f[5]) for f in quick)["out/run.sh"] == 0o755
+    if pattern == "none/**":
+        assert quick[0] == "refused"
+
+
+def test_double_star_refuses_a_link_out_of_the_root_found_on_the_way(tmp_path):
+    root = tmp_path / "root"
+    make(root, "out/ok.txt")
+    make(tmp_path, "secret.txt")
+    (root / "out" / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(InputError, match="leak.txt is a symbolic link .* outside the root"):
+        expand(root, ["out/**"])

@@ -257,6 +257,67 @@ def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | Non
                                        0o755 if mode & 0o111 else 0o644, st.st_ctime_ns))
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _expand_tree(root_real: str, head: list[str], plain: dict[str, bool], found: dict[str, LocalFile]) -> int | None:
+    """A pattern ending in ``**`` (``head`` is the rest): every non-hidden file below the
+    directories ``head`` matches, added to ``found``; the number matched. None when one of
+    those directories lies behind a symbolic link: the general way then.
+
+    Each directory is listed once and each name stat'ed once, relative to the directory's
+    descriptor: the same result tells files from directories (no DirEntry per name, no
+    walk of the whole path per file; 10,000 files: ~45 -> ~30 ms, the bulk of an unchanged
+    re-publish). Anything but a plain file or directory takes :func:`_local_file`'s checks."""
+    tops = [""] if not head else list(dict.fromkeys(
+        f"{d}/{n}" if d else n for d, names in _glob(root_real, head) for n in names))
+    if not all(_plain(root_real, top, plain) for top in tops):
+        return None
+    count = 0
+    seen: set[str] = set()
+    stack = list(reversed(tops))
+    while stack:
+        d = stack.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        try:
+            fd = os.open(f"{root_real}/{d}" if d else root_real, _DIR_FLAGS)
+        except (NotADirectoryError, FileNotFoundError, PermissionError):
+            continue
+        subdirs = []
+        try:
+            names = sorted(n for n in os.listdir(fd) if not n.startswith("."))
+            prefix = f"{d}/" if d else ""
+            for name in names:
+                rel = prefix + name
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                mode = st.st_mode
+                if S_ISDIR(mode):
+                    subdirs.append(rel)
+                    continue
+                if rel in found:
+                    count += 1
+                    continue
+                if S_ISREG(mode):
+                    lf = _new_local_file(LocalFile, (f"{root_real}/{rel}", rel, st.st_size, st.st_mtime_ns, st.st_ino,
+                                                     0o755 if mode & 0o111 else 0o644, st.st_ctime_ns))
+                else:  # a link (followed only inside the root), or something refused
+                    lf = _local_file(root_real, rel, True)
+                    if lf is None:
+                        continue
+                found[rel] = lf
+                count += 1
+        finally:
+            os.close(fd)
+        subdirs.reverse()  # popped in name order
+        stack.extend(subdirs)
+    return count
+
+
 def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
     """Expand ``globs`` relative to ``root`` into a sorted, de-duplicated file list.
 
@@ -275,6 +336,11 @@ def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
     plain: dict[str, bool] = {}  # per parent directory: no symlinked directory on the way?
     for pattern in globs:
         parts = _check_pattern(pattern)
+        count = _expand_tree(root_real, parts[:-1], plain, found) if parts[-1] == "**" else None
+        if count is not None:  # the common 'dir/**', the quick way
+            if count == 0:
+                raise InputError(f"pattern {pattern!r} matched no files under {root}")
+            continue
         count = 0
         for d, names in _glob(root_real, parts):
             if not names:
