@@ -127,6 +127,10 @@ def publish(
             arrow = f"  <- {src}" if src != m["path"] else ""
             click.echo(f"{m['path']}  {m['size']}  {m['mode']:o}  {m['digest'][:12]}{arrow}")
     echo_err(summary_line(summary))
+    # What is left goes with the process: keep it out of the collection the interpreter
+    # runs at exit (with the collector off, every object made since start waits in its
+    # youngest generation; walking them took 8-17 ms after the work was done).
+    gc.freeze()
 
 
 def _stderr_is_tty() -> bool:
