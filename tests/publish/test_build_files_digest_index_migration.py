@@ -78,3 +78,21 @@ def test_gc_deletes_only_unnamed_unleased_old_blobs_in_one_pass(database_url):
     assert gone == [f"{1:064x}"]
     with db.read() as s:
         assert sorted(s.scalars(select(Blob.digest))) == [f"{i:064x}" for i in (0, 2, 3)]
+
+
+def test_recording_blobs_sorts_by_digest_alone(database_url):
+    """Rows are recorded in digest order; the same digest twice, once packed and once on
+    its own (pack None), must not make the sort compare None with a pack name."""
+    db = Database(database_url)
+    db.migrate()
+    _fill(db)
+
+    class Settings:
+        blob_lease_seconds = 60
+
+    pub = Publisher.__new__(Publisher)
+    pub.db, pub.settings = db, Settings()
+    d = f"{9:064x}"
+    pub._record_blobs([(d, 1, "p" * 32, 0), (f"{8:064x}", 1, None, None), (d, 1, None, None)], NOW, 1)
+    with db.read() as s:
+        assert s.execute(select(Blob.pack).where(Blob.digest == d)).scalar_one() is None  # stored alone wins

@@ -190,7 +190,7 @@ class Publisher:
             return
         # In key order: each B-tree page is then visited once, not once per random key
         # landing on it (10,000 random digests: about half the CPU of the inserts)
-        blobs = sorted(blobs)
+        blobs = sorted(blobs, key=lambda b: b[0])  # (by digest only: pack and offset may be None)
         lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
         blobs_t = Blob.__table__
         if self.db.dialect == "sqlite":
