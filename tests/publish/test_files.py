@@ -158,13 +158,14 @@ def test_symlink_inside_root_is_followed_under_the_link_name(tmp_path):
     assert files["link.bin"].size == 7
 
 
-def test_symlink_outside_root_is_refused(tmp_path):
+@pytest.mark.parametrize("pattern", ["*.txt", "**"])  # "**": the quick walk (files._expand_tree)
+def test_symlink_outside_root_is_refused(tmp_path, pattern):
     root = tmp_path / "root"
     make(root, "ok.txt")
     secret = make(tmp_path, "secret.txt", b"do not publish")
     (root / "leak.txt").symlink_to(secret)
     with pytest.raises(InputError, match="leak.txt is a symbolic link .* outside the root"):
-        expand(root, ["*.txt"])
+        expand(root, [pattern])
 
 
 def test_symlinked_directory_outside_root_is_refused(tmp_path):
@@ -593,12 +594,3 @@ def test_the_quick_way_for_double_star_gives_what_the_general_way_gives(tmp_path
         assert dict((f[1], f[5]) for f in quick)["out/run.sh"] == 0o755
     if pattern == "none/**":
         assert quick[0] == "refused"
-
-
-def test_double_star_refuses_a_link_out_of_the_root_found_on_the_way(tmp_path):
-    root = tmp_path / "root"
-    make(root, "out/ok.txt")
-    make(tmp_path, "secret.txt")
-    (root / "out" / "leak.txt").symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(InputError, match="leak.txt is a symbolic link .* outside the root"):
-        expand(root, ["out/**"])
