@@ -222,6 +222,12 @@ def _plain(root_real: str, d: str, known: dict[str, bool]) -> bool:
 _new_local_file = tuple.__new__  # LocalFile(...) goes through a Python-level __new__
 
 
+def _stat_file(path: str, rel: str, st: os.stat_result) -> LocalFile:
+    """The LocalFile of a regular file from its stat."""
+    return _new_local_file(LocalFile, (path, rel, st.st_size, st.st_mtime_ns, st.st_ino,
+                                       0o755 if st.st_mode & 0o111 else 0o644, st.st_ctime_ns))
+
+
 def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | None:
     """Stat one match; None for a directory; InputError for anything refused.
 
@@ -253,8 +259,7 @@ def _local_file(root_real: str, rel: str, plain_parent: bool) -> LocalFile | Non
             return None
         if not S_ISREG(mode):
             raise InputError(f"{rel} is not a regular file (a FIFO, socket or device); refusing to read it")
-    return _new_local_file(LocalFile, (path, rel, st.st_size, st.st_mtime_ns, st.st_ino,
-                                       0o755 if mode & 0o111 else 0o644, st.st_ctime_ns))
+    return _stat_file(path, rel, st)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
@@ -303,8 +308,7 @@ def _expand_tree(root_real: str, head: list[str], plain: dict[str, bool], found:
                     count += 1
                     continue
                 if S_ISREG(mode):
-                    lf = _new_local_file(LocalFile, (f"{root_real}/{rel}", rel, st.st_size, st.st_mtime_ns, st.st_ino,
-                                                     0o755 if mode & 0o111 else 0o644, st.st_ctime_ns))
+                    lf = _stat_file(f"{root_real}/{rel}", rel, st)
                 else:  # a link (followed only inside the root), or something refused
                     lf = _local_file(root_real, rel, True)
                     if lf is None:
