@@ -313,7 +313,7 @@ def bench_dataset(ds: DataSet, reps: int, base: Path, rsync: Rsync, cert: Path, 
                 ds.steps[step].append(sample)
                 parts = [f"rsync {sample.rsync.seconds:.2f}s"] + (
                     [f"rsync --fsync {sample.rsync_fsync.seconds:.2f}s"] if sample.rsync_fsync else []) + [
-                    f"tether {t} {run.seconds:.2f}s (sent {j['bytes_sent']:,}, hashed {j['bytes_hashed']:,})"
+                    f"tether {t} {run.seconds:.2f}s (own {j['seconds']:.3f}s, sent {j['bytes_sent']:,}, hashed {j['bytes_hashed']:,})"
                     for t, (run, j) in sample.tether.items()]
                 log(f"({ds.key}) rep {rep} {step}: " + ", ".join(parts))
         finally:

@@ -1,3 +1,5 @@
-from tether.cli import main
+import sys
 
-main()
+from tether.launch import main
+
+sys.exit(main())

@@ -23,14 +23,12 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
 
-if TYPE_CHECKING:
-    from tether.client import HubClient
-    from tether.clientconfig import ClientConfig
+from tether.conn import Conn  # re-exported: commands take it from here
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -152,53 +150,31 @@ def handle_errors(fn: F, conn_of: Callable[[], Conn | None] = lambda: None) -> F
     return wrapper  # type: ignore[return-value]
 
 
+def exit_code_of(exc: BaseException, conn: Conn | None = None) -> int:
+    """Report an exception that ended a command run without click (the quick way of
+    `tether publish`, see tether.publish.command) as :func:`handle_errors` and click's
+    standalone mode would, and return the exit code they would exit with. Anything
+    unknown is raised again, as click lets it go."""
+    if isinstance(exc, BrokenPipeError):
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_RUNTIME
+    if isinstance(exc, (KeyboardInterrupt, EOFError)):
+        click.echo(file=sys.stderr)
+        click.echo("Aborted!", file=sys.stderr)
+        return 1
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    err = exc if isinstance(exc, click.ClickException) else translate_error(exc, conn) if isinstance(exc, Exception) else None
+    if err is None:
+        raise exc
+    err.show()
+    return err.exit_code
+
+
 # -- hub connection -------------------------------------------------------------
-
-
-class Conn:
-    """The hub connection a command uses; resolves config and connects lazily.
-
-    Nothing is cached between invocations: each command run reads flags,
-    environment and config file afresh.
-    """
-
-    def __init__(self, hub: str | None, token: str | None, ca_bundle: str | None, timeout: float = 30):
-        self._flags = (hub, token, ca_bundle)
-        self.timeout = timeout
-        self._config: ClientConfig | None = None
-        self._client: HubClient | None = None
-
-    @property
-    def config(self) -> ClientConfig:
-        if self._config is None:
-            from tether.clientconfig import resolve
-
-            self._config = resolve(*self._flags)
-        return self._config
-
-    @property
-    def config_or_none(self) -> ClientConfig | None:
-        return self._config
-
-    @property
-    def token_secret(self) -> str | None:
-        if self._config is not None:
-            return self._config.token
-        return self._flags[1]
-
-    @property
-    def client(self) -> HubClient:
-        if self._client is None:
-            from tether.client import HubClient
-
-            cfg = self.config
-            self._client = HubClient(cfg.require_hub(), token=cfg.token, ca_bundle=cfg.ca_bundle, timeout=self.timeout)
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def hub_option(f: F) -> F:

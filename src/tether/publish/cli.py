@@ -1,22 +1,17 @@
-"""``tether publish``: publish build artifacts to a hub, uploading only what it lacks."""
+"""``tether publish``: publish build artifacts to a hub, uploading only what it lacks.
+
+Its options and help; the work is :func:`tether.publish.command.execute`, which the
+``tether`` executable also runs without click when the arguments are plain (see
+:mod:`tether.publish.command`): an option added here must be added there too.
+"""
 
 from __future__ import annotations
 
-import gc
-import sys
+from typing import Any
 
 import click
 
-from tether.cli.common import (
-    EXIT_RUNTIME,
-    EXIT_USAGE,
-    Conn,
-    TetherError,
-    client_options,
-    echo_err,
-    emit_json,
-    json_option,
-)
+from tether.cli.common import Conn, TetherError, client_options, json_option
 
 
 @click.command("publish")
@@ -40,20 +35,7 @@ from tether.cli.common import (
 @click.argument("build_id", metavar="BUILD_ID")
 @click.argument("globs", metavar="GLOB...", nargs=-1, required=True)
 @client_options
-def publish(
-    conn: Conn,
-    build_type: str,
-    strip_n: int,
-    space: str | None,
-    root: str,
-    dry_run: bool,
-    jobs: int,
-    public: bool | None,
-    latest: bool,
-    as_json: bool,
-    build_id: str,
-    globs: tuple[str, ...],
-) -> None:
+def publish(conn: Conn, **params: Any) -> None:
     """Publish the files matching GLOB... as build BUILD_ID of type TYPE.
 
     Patterns are expanded by tether, not the shell (quote them), relative to
@@ -82,59 +64,12 @@ def publish(
     unsafe or colliding path, link out of the root) or no space; 3 transport
     failure or a file changed while publishing; 4 token refused.
     """
-    from tether.publish.client import PublishError, summary_line
-    from tether.publish.client import publish as do_publish
-    from tether.publish.files import FileChangedError, InputError
+    from tether.publish.command import execute, known_error
 
-    progress = _stderr_is_tty()
-    # The process ends after this command, and what publish allocates (a few objects per
-    # file) lives until then: the collector's passes over it find nothing to free and
-    # took ~0.1 s of CPU on a 10,000-file publish. Publish makes no reference cycles in
-    # proportion to the files, so memory stays as it was (docs/benchmarks.md).
-    gc.disable()
     try:
-        summary = do_publish(
-            None,
-            None,
-            space,
-            build_type,
-            build_id,
-            list(globs),
-            root=root,
-            strip=strip_n,
-            jobs=jobs,
-            public=public,
-            dry_run=dry_run,
-            progress=progress,
-            latest=latest,
-            # hub, token and CA bundle, resolved only once the local input passed its checks;
-            # publish talks to the hub itself (tether.wire), without HubClient and httpx
-            client=None if dry_run else (lambda: conn.config),
-            timeout=conn.timeout,
-        )
-    except FileChangedError as exc:
-        raise TetherError(str(exc), EXIT_RUNTIME) from None
-    except InputError as exc:
-        raise TetherError(str(exc), EXIT_USAGE) from None
-    except PublishError as exc:
-        raise TetherError(str(exc), exc.exit_code, exc.hint) from None
-
-    if as_json:
-        emit_json(summary)
-    elif dry_run:
-        for m in summary.get("manifest", []):
-            src = m["source"]
-            arrow = f"  <- {src}" if src != m["path"] else ""
-            click.echo(f"{m['path']}  {m['size']}  {m['mode']:o}  {m['digest'][:12]}{arrow}")
-    echo_err(summary_line(summary))
-    # What is left goes with the process: keep it out of the collection the interpreter
-    # runs at exit (with the collector off, every object made since start waits in its
-    # youngest generation; walking them took 8-17 ms after the work was done).
-    gc.freeze()
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+        execute(conn, **params)  # the parameters by their names above
+    except Exception as exc:
+        known = known_error(exc)
+        if known is None:
+            raise
+        raise TetherError(*known) from None
