@@ -55,7 +55,7 @@ class HubSettings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     publish_types: dict[str, PublishType] = Field(default_factory=dict)
-    blob_lease_seconds: int = Field(default=3600, ge=60, description="how long a 'you already have it' answer holds")
+    blob_lease_seconds: int = Field(default=3600, ge=60, description="how long an upload pins a blob; a 'you already have it' answer holds at least half of it")
     gc_grace: str = Field(default="1h", description="unreferenced blobs younger than this are kept")
     max_manifest_bytes: int = Field(default=64 << 20, ge=1024)
     max_blob_bytes: int = Field(default=1 << 40, ge=1, description="largest single file")

@@ -139,7 +139,7 @@ class GcIn(StrictModel):
 
 @router.post("/api/v1/blobs/missing", tags=["publish"])
 def blobs_missing(body: MissingIn, ctx: Caller, request: Request):
-    """Which of these digests does the hub lack? Present ones are pinned until the lease ends."""
+    """Which of these digests does the hub lack? Present ones stay pinned for at least ``lease_seconds``."""
     pub = _pub(request)
     t = pub.target(ctx, body.space, body.type, body.build)
     # JSONResponse, not a dict: FastAPI's generic encoder walks the list item by item
