@@ -53,4 +53,3 @@ class Conn:
         if self._client is not None:
             self._client.close()
             self._client = None
-
