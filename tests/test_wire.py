@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import re
 import select
 import socket
 import ssl
@@ -435,3 +436,112 @@ def test_handler_gets_the_request_as_the_socket_would():
     assert headers["content-type"] == "application/json" and headers["content-length"] == str(len(body))
     assert headers["authorization"] == "Bearer x"
     assert calls[1][3] == b"abc" and calls[1][2]["content-length"] == "3"
+
+
+# -- answers read off the socket, hostile ones included --------------------------------------------
+
+
+class RawServer:
+    """Answers each connection's first request with fixed bytes, then closes it."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    part = conn.recv(65536)
+                    if not part:
+                        break
+                    data += part
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                while length and len(body) < int(length.group(1)):  # the whole request, then the answer
+                    part = conn.recv(65536)
+                    if not part:
+                        break
+                    body += part
+                self.requests.append(data)
+                conn.sendall(self.answer)
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)  # until the client hangs up: no reset on either side
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw():
+    servers: list[RawServer] = []
+
+    def make(answer: bytes) -> RawServer:
+        servers.append(RawServer(answer))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    "answer, body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\nTrailer: t\r\n\r\n",
+         b"hello"),
+        (b"HTTP/1.0 200 OK\r\n\r\nhello until the end", b"hello until the end"),  # no length: up to the close
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+        (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nX-A: 2\r\n\r\n", b""),
+    ],
+    ids=["length", "chunked", "until-close", "interim", "no-content"],
+)
+def test_answers_of_every_framing(raw, answer, body):
+    server = raw(answer)
+    with client(server.url) as http:
+        r = http.get("/x")
+    assert r.content == body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed without answering
+        b"SSH-2.0-OpenSSH\r\n",  # not HTTP
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",  # a header line over 64 KiB
+        b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 101 + b"\r\n",  # over 100 header lines
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # cut short
+        # a length it would have allocated (MemoryError) before reading a byte
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+    ],
+    ids=["closed", "not-http", "long-line", "many-headers", "truncated", "huge-length",
+         "bad-chunk", "chunk-overrun"],
+)
+def test_a_broken_answer_is_a_wire_error(raw, answer):
+    server = raw(answer)
+    with client(server.url) as http, pytest.raises(WireError) as e:
+        http.request("POST", "/x", json={"a": 1})
+    assert str(e.value)  # says what went wrong
+
+
+def test_no_header_is_smuggled_into_a_request(raw):
+    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    with client(server.url) as http:
+        for bad in ({"Authorization": "Bearer x\r\nX-Admin: yes"}, {"X-A\r\nB": "1"}, {"X-A": "1\nX-B: 2"}):
+            with pytest.raises(ValueError, match="(?i)invalid header"):
+                http.get("/x", headers=bad)
+        with pytest.raises(WireError, match="(?i)control characters"):
+            http.get("/x y")
+    assert server.requests == []  # nothing was sent

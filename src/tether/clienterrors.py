@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from http import HTTPStatus
 from typing import Any
 
 MAX_RETRY_AFTER = 5.0
@@ -60,6 +59,8 @@ class TransportError(Exception):
 
 
 def _phrase(status: int) -> str:
+    from http import HTTPStatus  # only on an error: building the enum is ~1 ms of every publish
+
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -193,7 +193,7 @@ class WireClient:
                 conn.request(method, target, body=body, headers=hdrs)
                 resp = conn.getresponse()
                 answered = True
-                data = resp.read()
+                data = _read_bounded(resp)
             except _BodyFailed as exc:
                 conn.close()
                 raise exc.__cause__ from None  # type: ignore[misc]
@@ -241,6 +241,26 @@ class WireClient:
         if self._proxy:
             conn.set_tunnel(self._host, self._port, headers=self._proxy_headers)  # CONNECT, then TLS inside
         return conn
+
+
+MAX_ANSWER = 64 << 20  # the hub's answers are small JSON documents
+
+
+class _AnswerTooLarge(http.client.HTTPException):
+    pass
+
+
+def _read_bounded(resp: http.client.HTTPResponse) -> bytes:
+    """The body, refused past MAX_ANSWER: a broken server (or anything between) naming a
+    huge Content-Length would otherwise have http.client allocate it (MemoryError)."""
+    if resp.length is not None:
+        if resp.length > MAX_ANSWER:
+            raise _AnswerTooLarge(f"the answer is larger than {MAX_ANSWER >> 20} MiB (Content-Length {resp.length})")
+        return resp.read()  # (IncompleteRead if the connection closes before the last byte)
+    data = resp.read(MAX_ANSWER + 1)  # chunked, or up to the close
+    if len(data) > MAX_ANSWER:
+        raise _AnswerTooLarge(f"the answer is larger than {MAX_ANSWER >> 20} MiB")
+    return data
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
