@@ -835,6 +835,48 @@ def test_a_remembered_tree_the_hub_does_not_know_is_sent_whole(hub, tmp_path):
     assert [p for _, p in other.requests][:2] == ["/api/v1/publish/builds/android/2"] * 2  # by digest, then whole
 
 
+def test_a_partly_changed_tree_asks_only_about_the_changed_files(hub, tmp_path):
+    root = _tree(tmp_path)
+    run(hub, root, space="builds", strip=1)
+    make(root, "out/f03.txt", b"new content")
+    make(root, "out/new.txt", b"added")
+    hub.asked.clear()
+    s = run(hub, root, space="builds", build="2", strip=1)
+    assert sorted(hub.asked) == sorted([sha(b"new content"), sha(b"added")])  # not the 19 unchanged ones
+    assert s["uploaded"] == 2 and s["bytes_sent"] == len(b"new content") + len(b"added")
+    assert hub.content(("builds", "android", "2"))["f03.txt"] == b"new content"
+    assert len(hub.builds[("builds", "android", "2")]) == 21
+
+
+def test_unchanged_files_the_hub_lost_are_asked_about_and_sent_after_all(hub, tmp_path):
+    """The commit finds a blob missing that the cache took to be on the hub (collected
+    since, or another hub): the client asks about every such digest, sends the missing
+    ones and commits again; the build is whole."""
+    root = _tree(tmp_path)
+    run(hub, root, space="builds", strip=1)
+    make(root, "out/f03.txt", b"new content")
+    lost = sha(b"file 7")
+    del hub.blobs[lost]
+    hub.asked.clear()
+    hub.requests.clear()
+    s = run(hub, root, space="builds", build="2", strip=1)
+    assert hub.content(("builds", "android", "2")) == {f"f{i:02}.txt": (b"new content" if i == 3 else f"file {i}".encode())
+                                                        for i in range(20)}  # fmt: skip
+    assert lost in hub.asked and s["uploaded"] == 2
+    commits = [p for _, p in hub.requests if p == "/api/v1/publish/builds/android/2"]
+    assert len(commits) == 2  # refused for the lost blob, then whole
+
+
+def test_a_tree_not_published_from_here_asks_about_everything(hub, tmp_path):
+    root = _tree(tmp_path)
+    run(hub, root, space="builds", strip=0)  # the cache knows every digest, but not this tree with --strip 1
+    make(root, "out/f03.txt", b"new content")
+    hub.asked.clear()
+    s = run(hub, root, space="builds", build="2", strip=1)
+    assert s["bytes_hashed"] == len(b"new content")  # the other 19 came from the cache
+    assert len(hub.asked) == 20
+
+
 def test_files_too_new_for_the_cache_leave_no_tree(hub, tmp_path):
     root = tmp_path / "tree"
     (root / "out").mkdir(parents=True)
