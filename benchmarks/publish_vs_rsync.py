@@ -556,8 +556,8 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
         out.append(
             f"**1% changed, time** (no target): {min(ts.values()) / rs:.2f}–{max(ts.values()) / rs:.2f}× rsync. "
             f"The client asks the hub only about the changed files' digests (a tree published from there "
-            f"before; the commit checks that the hub still has the rest), which took it from 1.24–1.43× to "
-            f"about 1.05× this round; the hub's leases are renewed only when less than half is left, so that "
+            f"before; the commit checks that the hub still has the rest): 1.24–1.43× before this round, "
+            f"1.03–1.18× in this round's runs. The hub's leases are renewed only when less than half is left, so that "
             f"question writes nothing. What remains is the commit of the whole 10,000-entry manifest (about "
             f"85 ms on the hub: checking every path and blob, writing 10,000 rows) and the client's start-up "
             f"and walk, as in the unchanged re-publish.")
@@ -668,9 +668,9 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 if limit < max(ts.values()) / rs <= 1.2 * limit:
                     near.append(f"{step.replace('noop', 'unchanged re-publish').replace('first', 'first publish')} "
                                 f"on {ds.label[:3]}")
-    noise = ("Runs on a shared 2-core machine vary by 10–20% between repetitions, rsync's on (b) by more (the "
-             "disk); " + (f"the misses on {' and '.join(near)} are within that, the others far outside it."
-                          if near else "the misses above are far outside that."))
+    noise = ("Runs on a shared 2-core machine vary by 10–40% between repetitions, rsync's on (b) by more (the "
+             "disk)" + (f"; the misses on {' and '.join(near)} are within that, the others far outside it."
+                        if near else "; the misses above are far outside that." if missed else "."))
     if len(transports) > 1:
         out.append("HTTPS against plain HTTP changes little: TLS on loopback is not where the time goes. " + noise)
     else:
