@@ -951,7 +951,6 @@ class _Uploader:
             self.uploaded.update(b.digest for b in blobs)
         return self.uploaded
 
-
     def send_assumed(self) -> set[str]:
         """The hub refused the commit for missing blobs: ask about the digests taken on
         trust, upload those it lacks; every digest uploaded."""
