@@ -217,6 +217,9 @@ BlobSource = bytes | bytearray | memoryview | Iterable[bytes] | BinaryIO
 class BlobStore(Protocol):
     """What the hub needs from a content-addressed store (filesystem or S3)."""
 
+    #: ``exists`` costs a local system call, not a request over the network
+    local: bool
+
     def writer(self, digest: str, *, max_size: int | None = None, durable: bool = True) -> BlobWriter: ...
 
     def sync(self) -> None: ...

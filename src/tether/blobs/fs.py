@@ -256,6 +256,8 @@ class FsPackWriter:
 class FsBlobStore(StoreBase):
     """Blobs under ``root``; see the module docstring for layout and durability."""
 
+    local = True
+
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.root = Path(root).absolute()
         self.fsync = fsync

@@ -131,6 +131,8 @@ class S3BlobWriter(BlobWriter):
 class S3BlobStore(StoreBase):
     """Blobs in ``bucket`` under ``prefix``; see the module docstring."""
 
+    local = False
+
     def __init__(
         self,
         bucket: str,

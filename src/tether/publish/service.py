@@ -103,6 +103,9 @@ class Publisher:
         self.store = store
         self.uploads_dir = settings.data_dir / "uploads"
         self._upload_hashes = _UploadHashes()
+        # digest -> until when an upload recording it must find its file (S3; see _claim_placed)
+        self._collected: dict[str, float] = {}
+        self._collected_lock = threading.Lock()
 
     # ------------------------------------------------------------ authorization
 
@@ -175,7 +178,7 @@ class Publisher:
                 raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
             self._check_bytes(ctx, declared)
         size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
-        self._record_blobs([(digest, size, None, None)], now, space_id)
+        self._record_blobs([(digest, size, None, None)], now, space_id, placed=[digest])
         return size
 
     def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
@@ -195,16 +198,21 @@ class Publisher:
             raise
 
     def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime,
-                      space_id: int) -> None:
+                      space_id: int, placed: Iterable[str] = ()) -> None:
         """Say the blobs exist (only once they are durable), pinned for the lease, and
         proven in the space they were uploaded for.
 
         ``blobs`` holds ``(digest, size, pack, offset)``; ``pack`` is None for a blob
         stored on its own. One transaction of upserts: a new digest gets its row; a
         known one keeps it with its lease extended, and moves out of its pack when it
-        was just stored on its own (a file of its own never depends on a pack)."""
+        was just stored on its own (a file of its own never depends on a pack).
+
+        ``placed``: digests just stored as files of their own (one path per digest). gc
+        may have collected an earlier copy and be about to delete that path; see
+        :meth:`_claim_placed`."""
         if not blobs:
             return
+        placed = sorted(set(placed))
         # In key order: each B-tree page is then visited once, not once per random key
         # landing on it (10,000 random digests: about half the CPU of the inserts)
         blobs = sorted(blobs, key=lambda b: b[0])  # (by digest only: pack and offset may be None)
@@ -217,6 +225,7 @@ class Publisher:
             # text SQLAlchemy stores, so reads and comparisons stay as they were).
             with self.db.write() as s:
                 conn = s.connection()
+                self._claim_placed(conn, placed)
                 to_db = blobs_t.c.leased_until.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
                 created, until = to_db(now), to_db(lease)
                 with closing(conn.connection.cursor()) as cur:
@@ -239,9 +248,54 @@ class Publisher:
         )
         claims = _dialect_insert(self.db.dialect)(SpaceBlob.__table__).on_conflict_do_nothing()
         with self.db.write() as s:
+            self._claim_placed(s.connection(), placed)
             for i in range(0, len(rows), 1000):
                 s.execute(stmt, rows[i : i + 1000])
                 s.execute(claims, [{"space_id": space_id, "digest": r["digest"]} for r in rows[i : i + 1000]])
+
+    def _claim_placed(self, conn: Any, digests: list[str]) -> None:
+        """In the transaction that records them: the files of ``digests`` must still be
+        there. gc deletes a collected blob's file only in a transaction of its own that
+        finds no row for it (:meth:`_delete_files`), and the two exclude each other (one
+        writer at a time on SQLite; an advisory lock per digest on PostgreSQL), so a
+        digest is recorded with its file present and gc then keeps the file, or gc
+        deletes the file first and the upload is refused here (503: send it again),
+        never a row whose file is gone."""
+        if not digests:
+            return
+        # A store whose existence check is a request (S3) is asked only about digests this
+        # process's gc deleted in the last COLLECTED_WINDOW seconds (one request per blob
+        # would slow every batch). A gc in another hub process sharing the database is not
+        # seen: docs/publish.md says so.
+        if not getattr(self.store, "local", True):
+            now = time.monotonic()
+            with self._collected_lock:
+                digests = [d for d in digests if self._collected.get(d, 0.0) > now]
+        if not digests:
+            return
+        _lock_digests(conn, digests)
+        gone = [d for d in digests if not self.store.exists(d)]
+        if gone:
+            raise Problem(503, "blob-collected",
+                          f"blob {gone[0]} was collected by gc while it was being stored; send it again")
+
+    def _delete_files(self, digests: list[str]) -> None:
+        """Delete the files of blobs whose rows gc deleted, unless an upload stored and
+        recorded the digest again since (see :meth:`_claim_placed`)."""
+        with self._collected_lock:  # forget what is past its window
+            now = time.monotonic()
+            self._collected = {d: until for d, until in self._collected.items() if until > now}
+        for chunk in _chunks(digests, 200):
+            with self._collected_lock:
+                until = time.monotonic() + COLLECTED_WINDOW
+                self._collected.update(dict.fromkeys(chunk, until))
+            with self.db.write() as s:
+                conn = s.connection()
+                _lock_digests(conn, chunk)
+                back = set(conn.execute(select(Blob.digest).where(Blob.digest.in_(chunk))).scalars())
+                for digest in chunk:
+                    if digest not in back:
+                        self.store.delete(digest)
 
     def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
                     now: datetime) -> list[str]:
@@ -294,7 +348,8 @@ class Publisher:
         finally:
             if written:
                 self.store.sync()
-                self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id)
+                self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id,
+                                   placed=[w[0] for w in written])
         self._check_bytes(ctx, sum(w[1] for w in {w[0]: w for w in written}.values()))
         return [w[0] for w in written]
 
@@ -406,7 +461,8 @@ class Publisher:
                 except DigestMismatch as exc:
                     raise bad_request(f"blob {up.digest}: {exc}; nothing was stored; start the upload again",
                                       "blob-digest-mismatch") from None
-                self._record_blobs([(up.digest, up.size, None, None)], now, self._space_id(up.space))
+                self._record_blobs([(up.digest, up.size, None, None)], now, self._space_id(up.space),
+                                   placed=[up.digest])
             else:
                 def read():
                     with open(path, "rb") as fh:
@@ -733,9 +789,7 @@ class Publisher:
             gone = s.execute(delete(Blob).where(*doomed).returning(Blob.digest, Blob.size, Blob.pack),
                              execution_options={"synchronize_session": False}).all()
         # Files only once their rows are gone for good: a failed transaction deletes nothing.
-        for digest, _, pack in gone:
-            if pack is None:
-                self.store.delete(digest)
+        self._delete_files([digest for digest, _, pack in gone if pack is None])
         deleted, freed = len(gone), sum(size for _, size, _ in gone)
         touched_packs = {pack for _, _, pack in gone if pack is not None}
         for pack in sorted(touched_packs):
@@ -910,6 +964,23 @@ def _sqlite_unproven(dbapi_conn: Any, space_id: int, digests: dict[str, int]) ->
             for digest, same_size in cur.fetchall():
                 (absent if same_size is None else wrong).append(digest)
     return absent, wrong
+
+
+def _lock_digests(conn: Any, digests: list[str]) -> None:
+    """PostgreSQL: this transaction's advisory locks on the digests (by stripe, in order:
+    no deadlock, and at most 256 locks); other hub processes storing or collecting the
+    same digests wait. SQLite has one writer at a time already."""
+    if conn.dialect.name == "sqlite":
+        return
+    for stripe in sorted({int(d[:2], 16) for d in digests}):
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", (_BLOB_LOCKS, stripe))
+
+
+_BLOB_LOCKS = 0x7E7B  # the advisory lock class of blob placement and collection
+# Seconds after gc deleted a blob's object during which an upload recording the same digest
+# checks that its object is there (S3). The window that matters runs from an upload's
+# last write to its record: a batch's duration at most.
+COLLECTED_WINDOW = 600.0
 
 
 def _chunks(items: list, n: int = 2000) -> Iterator[list]:
