@@ -106,3 +106,23 @@ def test_gc_deletes_the_file_when_nothing_came_back(pub):
     collectable(pub)
     assert pub.gc(ADMIN, now=utcnow())["blobs_removed"] == 1
     assert rows(pub) == [] and not pub.store.exists(D)
+
+
+# -- files no row names (a crash between storing and recording) -----------------------------------
+
+ORPHAN = b"stored, then the hub died before recording it"
+O = hashlib.sha256(ORPHAN).hexdigest()
+
+
+def test_gc_sweeps_a_file_no_row_names_once_it_is_a_day_old(pub):
+    pub.store.put(O, ORPHAN)  # no row: as after a crash between the two steps
+    upload(pub)  # recorded: never swept, whatever its age
+    with pub.db.write() as s:
+        s.execute(update(Blob).where(Blob.digest == D).values(leased_until=utcnow() + timedelta(days=30)))
+    assert pub.gc(ADMIN, now=utcnow())["orphans_removed"] == 0  # young: may be an upload about to record
+    assert pub.store.exists(O)
+    later = utcnow() + timedelta(days=1, hours=1)
+    assert pub.gc(ADMIN, now=later, dry_run=True)["orphans_removed"] == 0 and pub.store.exists(O)
+    assert pub.gc(ADMIN, now=later)["orphans_removed"] == 1
+    assert not pub.store.exists(O)
+    assert rows(pub) == [D] and pub.store.get(D) == DATA

@@ -452,6 +452,19 @@ class FsBlobStore(StoreBase):
 
     def iter_digests(self) -> Iterator[str]:
         """Every stored digest, in sorted order, without reading any blob."""
+        for entry in self._entries():
+            yield entry.name
+
+    def iter_aged(self) -> Iterator[tuple[str, float]]:
+        """Every stored digest with the time its file was last changed or renamed into place
+        (ctime: a resumable upload's file keeps its old mtime when it is moved in)."""
+        for entry in self._entries():
+            try:
+                yield entry.name, entry.stat(follow_symlinks=False).st_ctime
+            except FileNotFoundError:
+                continue
+
+    def _entries(self) -> Iterator[os.DirEntry[str]]:
         try:
             level1 = sorted(e.name for e in os.scandir(self.blob_dir) if e.is_dir())
         except FileNotFoundError:
@@ -462,14 +475,13 @@ class FsBlobStore(StoreBase):
             except FileNotFoundError:
                 continue
             for b in level2:
-                shard = self.blob_dir / a / b
                 try:
-                    names = sorted(e.name for e in os.scandir(shard) if e.is_file())
+                    entries = sorted((e for e in os.scandir(self.blob_dir / a / b) if e.is_file()), key=lambda e: e.name)
                 except FileNotFoundError:
                     continue
-                for name in names:
-                    if DIGEST_RE.fullmatch(name) and name[:2] == a and name[2:4] == b:
-                        yield name
+                for e in entries:
+                    if DIGEST_RE.fullmatch(e.name) and e.name[:2] == a and e.name[2:4] == b:
+                        yield e
 
     def sweep_tmp(self, older_than: float = 3600.0) -> int:
         """Remove temporary files not modified for ``older_than`` seconds; return how many."""

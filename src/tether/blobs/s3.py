@@ -273,13 +273,18 @@ class S3BlobStore(StoreBase):
 
     def iter_digests(self) -> Iterator[str]:
         """Every stored digest, in key order, listed page by page."""
+        for digest, _ in self.iter_aged():
+            yield digest
+
+    def iter_aged(self) -> Iterator[tuple[str, float]]:
+        """Every stored digest with the time its object was written (LastModified)."""
         paginator = self.client.get_paginator("list_objects_v2")
         n = len(self._key_prefix)
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix):
             for obj in page.get("Contents", ()) or ():
                 name = obj["Key"][n:]
                 if DIGEST_RE.fullmatch(name):
-                    yield name
+                    yield name, obj["LastModified"].timestamp()
 
     def incomplete_uploads(self) -> list[dict[str, Any]]:
         """Multipart uploads in progress (or abandoned) under this store's prefix."""

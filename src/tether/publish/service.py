@@ -279,9 +279,10 @@ class Publisher:
             raise Problem(503, "blob-collected",
                           f"blob {gone[0]} was collected by gc while it was being stored; send it again")
 
-    def _delete_files(self, digests: list[str]) -> None:
+    def _delete_files(self, digests: list[str]) -> int:
         """Delete the files of blobs whose rows gc deleted, unless an upload stored and
-        recorded the digest again since (see :meth:`_claim_placed`)."""
+        recorded the digest again since (see :meth:`_claim_placed`); how many."""
+        deleted = 0
         with self._collected_lock:  # forget what is past its window
             now = time.monotonic()
             self._collected = {d: until for d, until in self._collected.items() if until > now}
@@ -295,7 +296,29 @@ class Publisher:
                 back = set(conn.execute(select(Blob.digest).where(Blob.digest.in_(chunk))).scalars())
                 for digest in chunk:
                     if digest not in back:
-                        self.store.delete(digest)
+                        deleted += self.store.delete(digest)
+        return deleted
+
+    def _sweep_loose(self, now: datetime) -> int:
+        """Blob files that no row names, stored more than a day ago: left by a crash
+        between storing and recording one, or between gc's two steps. Deleted as gc
+        deletes, only where still no row names them; how many. (One pass over the whole
+        store: a listing, and on a filesystem one stat per blob.)"""
+        iter_aged = getattr(self.store, "iter_aged", None)
+        if iter_aged is None:
+            return 0
+        cutoff = now.timestamp() - UPLOAD_EXPIRY.total_seconds()
+        removed = 0
+        old: list[str] = []
+        for digest, changed in chain(iter_aged(), [("", 0.0)]):  # (a last empty entry ends the last batch)
+            if digest and changed < cutoff:
+                old.append(digest)
+            if old and (len(old) == 1000 or not digest):
+                with self.db.read() as s:
+                    named = set(s.scalars(select(Blob.digest).where(Blob.digest.in_(old))))
+                removed += self._delete_files([d for d in old if d not in named])
+                old = []
+        return removed
 
     def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
                     now: datetime) -> list[str]:
@@ -782,7 +805,8 @@ class Publisher:
             with self.db.read() as s:
                 found = s.execute(select(Blob.digest, Blob.size).where(*doomed)).all()
             return {"builds_removed": removed_builds, "blobs_removed": len(found),
-                    "bytes_freed": sum(size for _, size in found), "uploads_removed": 0, "dry_run": True}
+                    "bytes_freed": sum(size for _, size in found), "uploads_removed": 0, "orphans_removed": 0,
+                    "dry_run": True}
         # One DELETE decides and deletes in one write transaction: no commit or lease
         # can come between the check and the deletion.
         with self.db.write() as s:
@@ -796,7 +820,7 @@ class Publisher:
             self._tidy_pack(pack)
         stale_uploads = self._sweep_uploads(now)
         return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed,
-                "uploads_removed": stale_uploads, "dry_run": False}
+                "uploads_removed": stale_uploads, "orphans_removed": self._sweep_loose(now), "dry_run": False}
 
     def _doomed(self, now: datetime, grace: timedelta) -> tuple[Any, ...]:
         """What gc deletes: blobs no build names, whose lease is over, older than ``grace``.
