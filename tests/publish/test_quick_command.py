@@ -153,7 +153,9 @@ CLICK = FAST_RETRIES + "from tether.cli import main\nmain()"
 
 def _run(code: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    # a hash cache of each run's own: both ways start cold (the second would find what the first hashed)
+    cache = tmp_path / f"cache-{'quick' if code == QUICK else 'click'}"
+    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CACHE_HOME": str(cache)})
     return subprocess.run([sys.executable, "-c", code, "publish", *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
 
