@@ -135,11 +135,7 @@ def handle_errors(fn: F, conn_of: Callable[[], Conn | None] = lambda: None) -> F
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:
-            # The reader went away (e.g. `| head`): stay quiet, as other tools do.
-            import os
-
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _quiet_stdout()
             sys.exit(EXIT_RUNTIME)
         except Exception as exc:
             err = translate_error(exc, conn_of())
@@ -150,16 +146,21 @@ def handle_errors(fn: F, conn_of: Callable[[], Conn | None] = lambda: None) -> F
     return wrapper  # type: ignore[return-value]
 
 
+def _quiet_stdout() -> None:
+    """The reader went away (e.g. `| head`): stay quiet, as other tools do."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def exit_code_of(exc: BaseException, conn: Conn | None = None) -> int:
     """Report an exception that ended a command run without click (the quick way of
     `tether publish`, see tether.publish.command) as :func:`handle_errors` and click's
     standalone mode would, and return the exit code they would exit with. Anything
     unknown is raised again, as click lets it go."""
     if isinstance(exc, BrokenPipeError):
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
         return EXIT_RUNTIME
     if isinstance(exc, (KeyboardInterrupt, EOFError)):
         click.echo(file=sys.stderr)
@@ -167,7 +168,10 @@ def exit_code_of(exc: BaseException, conn: Conn | None = None) -> int:
         return 1
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code
-    err = exc if isinstance(exc, click.ClickException) else translate_error(exc, conn) if isinstance(exc, Exception) else None
+    if isinstance(exc, click.ClickException):
+        err: click.ClickException | None = exc
+    else:
+        err = translate_error(exc, conn) if isinstance(exc, Exception) else None
     if err is None:
         raise exc
     err.show()

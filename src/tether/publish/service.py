@@ -267,7 +267,7 @@ class Publisher:
         # process's gc deleted in the last COLLECTED_WINDOW seconds (one request per blob
         # would slow every batch). A gc in another hub process sharing the database is not
         # seen: docs/publish.md says so.
-        if not getattr(self.store, "local", True):
+        if not self.store.local:
             now = time.monotonic()
             with self._collected_lock:
                 digests = [d for d in digests if self._collected.get(d, 0.0) > now]
@@ -310,15 +310,19 @@ class Publisher:
         cutoff = now.timestamp() - UPLOAD_EXPIRY.total_seconds()
         removed = 0
         old: list[str] = []
-        for digest, changed in chain(iter_aged(), [("", 0.0)]):  # (a last empty entry ends the last batch)
-            if digest and changed < cutoff:
+
+        def delete_unnamed() -> int:  # (a cheap read first: most files have rows)
+            with self.db.read() as s:
+                named = set(s.scalars(select(Blob.digest).where(Blob.digest.in_(old))))
+            return self._delete_files([d for d in old if d not in named])
+
+        for digest, changed in iter_aged():
+            if changed < cutoff:
                 old.append(digest)
-            if old and (len(old) == 1000 or not digest):
-                with self.db.read() as s:
-                    named = set(s.scalars(select(Blob.digest).where(Blob.digest.in_(old))))
-                removed += self._delete_files([d for d in old if d not in named])
-                old = []
-        return removed
+                if len(old) == 1000:
+                    removed += delete_unnamed()
+                    old = []
+        return removed + (delete_unnamed() if old else 0)
 
     def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
                     now: datetime) -> list[str]:
@@ -819,8 +823,9 @@ class Publisher:
         for pack in sorted(touched_packs):
             self._tidy_pack(pack)
         stale_uploads = self._sweep_uploads(now)
+        orphans = self._sweep_loose(now)
         return {"builds_removed": removed_builds, "blobs_removed": deleted, "bytes_freed": freed,
-                "uploads_removed": stale_uploads, "orphans_removed": self._sweep_loose(now), "dry_run": False}
+                "uploads_removed": stale_uploads, "orphans_removed": orphans, "dry_run": False}
 
     def _doomed(self, now: datetime, grace: timedelta) -> tuple[Any, ...]:
         """What gc deletes: blobs no build names, whose lease is over, older than ``grace``.
