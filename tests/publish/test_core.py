@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 
 import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +78,25 @@ def test_manifest_rules():
 def test_collision_key_folds_case_and_unicode_forms():
     assert collision_key("Caf\u00e9") == collision_key("cafe\u0301")  # NFC vs NFD, and case
     assert collision_key("A/B") == collision_key("a/b")
+    # folding can undo composition: U+0390 and its capital's decomposed form (U+03AA
+    # U+0301) fold to canonically equivalent strings, so they must share a key
+    assert collision_key("\u0390") == collision_key("\u03aa\u0301")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=8))
+def test_collision_key_is_a_fixpoint(path):
+    """Every name maps to a key that is its own key: two names whose keys are names that
+    collide cannot get different keys."""
+    key = collision_key(path)
+    assert collision_key(key) == key
+    assert collision_key(unicodedata.normalize("NFD", path)) == key
+
+
+def test_a_manifest_with_two_greek_names_that_fold_together_is_refused():
+    with pytest.raises(PathError, match="collide"):
+        validate_manifest([{"path": "\u0390", "digest": "a" * 64, "size": 1},
+                           {"path": "\u03aa\u0301", "digest": "b" * 64, "size": 1}])
 
 
 def test_manifest_digest_names_the_content_not_the_order():

@@ -83,7 +83,9 @@ def collision_key(path: str) -> str:
     Unicode-normalising filesystem (or in a browser) share a key."""
     if path.isascii():  # the same key, faster: NFC leaves ASCII alone, casefold is lower
         return path.lower()
-    return unicodedata.normalize("NFC", path).casefold()
+    # NFC again after folding: casefold can undo composition (U+0390 folds to three code
+    # points whose NFC is U+0390 again; its capital, U+03AA U+0301, folds to two)
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
 
 
 def file_dir_clash(keys: Mapping[str, object]) -> tuple[str, str] | None:
