@@ -13,7 +13,8 @@ from sqlalchemy import select, text
 
 from tether.db import Database
 from tether.db.models import Blob
-from tether.publish.service import Publisher
+from tether.config import PublishType
+from tether.publish.service import Publisher, Target
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
@@ -50,7 +51,7 @@ def _leases(pub: Publisher) -> dict[str, datetime]:
 
 
 def _ask(pub: Publisher, digests: list[str]) -> dict:
-    return pub.missing(None, SimpleNamespace(space_id=1), digests, now=NOW)  # type: ignore[arg-type]
+    return pub.missing(None, Target(1, "s1", "ci", "1", "ci/1", PublishType()), digests, now=NOW)
 
 
 def _files(database_url: str) -> dict[str, int]:

@@ -270,10 +270,28 @@ def remaining(s: Session, token: Token) -> Remaining:
 
 def check_draw(db: Database, token: Token, *, files: int, nbytes: int) -> None:
     """Refuse (without drawing) a request for more files/bytes than the chain has left."""
-    with db.read() as s:
-        refusal = check_budget(remaining(s, token), files=files, bytes=nbytes)
-    if refusal is not None:
-        raise forbidden(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=token.id)
+    BudgetCheck(db, token).need(files=files, nbytes=nbytes)
+
+
+class BudgetCheck:
+    """What a token's chain has left, read once, against which one request's growing
+    needs are checked as they become known (an upload's bytes as they arrive)."""
+
+    def __init__(self, db: Database, token: Token):
+        self.token = token
+        self.left = Remaining()
+        if token.limited.get("files") or token.limited.get("bytes"):
+            with db.read() as s:
+                left = remaining(s, token)
+            # uses are counted when a request is authenticated: this request's own use is
+            # already drawn, and the last allowed use must still be able to upload
+            self.left = Remaining(files=left.files, bytes=left.bytes)
+
+    def need(self, *, files: int = 0, nbytes: int = 0) -> None:
+        """Refuse (403, without drawing) ``files``/``nbytes`` in all, if more than is left."""
+        refusal = check_budget(self.left, files=files, bytes=nbytes)
+        if refusal is not None:
+            raise forbidden(refusal.detail, refusal.code, caveat=refusal.caveat, token_id=self.token.id)
 
 
 def draw_budget(s: Session, token: Token, *, files: int, nbytes: int) -> None:

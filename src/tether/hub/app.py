@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tether import __version__
 from tether.auth.service import parse_lifetime
@@ -220,6 +221,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, Problem):  # e.g. a body over the limit, met while FastAPI read it
+            return problem_response(exc.__cause__, request)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and detail == "Not Found":
@@ -235,6 +238,14 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                     headers={"Retry-After": "1"}),
             request,
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect):
+        # The client closed the connection in the middle of its body: its mistake (or its
+        # network's), not the hub's; each handler keeps only what it had fully received
+        log.info("client closed the connection during %s %s", request.method, request.url.path)
+        return problem_response(Problem(400, "truncated-request", "the request body ended early: the client "
+                                        "closed the connection before sending all of it"), request)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -24,7 +24,7 @@ from tether.db.models import utcnow
 from tether.hub.errors import Problem, bad_request
 from tether.hub.routes import Caller, StrictModel, caller
 from tether.publish.core import DIGEST_RE
-from tether.publish.service import Publisher
+from tether.publish.service import Publisher, metered
 
 router = APIRouter()
 files_router = APIRouter()
@@ -289,12 +289,11 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix}/{path}"
 
     def run(body: Iterator[bytes]):
-        from tether.publish.core import PathError, validate_path
-
-        try:
-            validate_path(path)
-        except PathError as exc:
-            raise bad_request(str(exc), "invalid-path") from None
+        declared = _declared_length(request)
+        # the path, the build id, the budget: refused before a byte of the body is read
+        budget = pub.check_single(ctx, t, path, declared)
+        if budget is not None and declared is None:
+            body = metered(body, budget)
         pub.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         spool = pub.uploads_dir / f"single-{secrets.token_hex(8)}"
         h = hashlib.sha256()
@@ -307,7 +306,6 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
                     if size > pub.settings.max_blob_bytes:
                         raise Problem(413, "blob-too-large", f"files are limited to {pub.settings.max_blob_bytes} bytes")
                     fh.write(chunk)
-            declared = _declared_length(request)
             if declared is not None and declared != size:
                 raise bad_request(f"the upload was truncated: {size} of {declared} bytes arrived", "truncated-upload")
             digest = h.hexdigest()
@@ -317,7 +315,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
                     while block := fh.read(1 << 20):
                         yield block
 
-            pub.write_blob(ctx, t.space_id, digest, read(), declared=size, now=utcnow())
+            pub.write_blob(ctx, t.space_id, digest, read(), declared=size, now=utcnow(), budget=budget)
         finally:
             spool.unlink(missing_ok=True)
         mode = 0o755 if request.headers.get("x-tether-mode") == "0755" else 0o644

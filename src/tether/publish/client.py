@@ -1051,19 +1051,22 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
                         on_transport_retry=note_retry)
     except HubError as exc:
         if exc.status == 409:
-            msg = f"build {build} already exists; publish under a new id"
             hint = (
                 "an earlier try of this commit lost its answer and may have published it: check the build's URL"
                 if retried
                 else None
             )
-            raise PublishError(msg, exit_code=1, hint=hint, status=409) from None
+            raise _build_exists(build, hint) from None
         if exc.status == 400 and quiet_missing and exc.slug == "missing-blobs":
             raise _BlobsMissing() from None
         if exc.status == 400:
             raise PublishError(f"the hub refused the build: {exc.message}", exit_code=2, status=400) from None
         raise
     return _json(resp)
+
+
+def _build_exists(build: str, hint: str | None = None) -> PublishError:
+    return PublishError(f"build {build} already exists; publish under a new id", exit_code=1, hint=hint, status=409)
 
 
 # -- the flow -------------------------------------------------------------------------
@@ -1201,7 +1204,7 @@ def publish(
             raise NO_HUB
         # tether.wire, not httpx: its import and set-up were a third of an unchanged re-publish
         from tether import __version__
-        from tether.clienterrors import tls_context
+        from tether.clienterrors import HubError, tls_context
         from tether.wire import WireClient
 
         headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
@@ -1288,6 +1291,10 @@ def publish(
             # every digest is in the hash cache now: the next publish of this unchanged tree
             # can skip straight to the commit
             hc.put_tree(tree[0], tree[1], _manifest_digest(manifest))  # type: ignore[union-attr]
+    except HubError as exc:
+        if exc.slug == "build-exists":  # said before anything was sent (blobs/missing, uploads)
+            raise _build_exists(build) from None
+        raise
     finally:
         bar.close()
         if own_cache and hc is not None:

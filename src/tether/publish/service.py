@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tether.auth.policy import Resource, authorize
-from tether.auth.service import AuthContext, check_draw, draw_budget, iso
+from tether.auth.service import AuthContext, BudgetCheck, draw_budget, iso
 from tether.blobs import BlobNotFound, BlobTooLarge, BlobTruncated, DigestMismatch
 from tether.blobs.direct import Appender
 from tether.config import HubSettings, PublishType
@@ -117,7 +117,8 @@ class Publisher:
             raise bad_request(str(exc), "invalid-path") from None
         with self.db.read() as s:
             sp = s.scalar(select(Space).where(Space.name == space))
-        # Authorize before revealing whether the space exists.
+        # Authorize before revealing whether the space exists. The scope must cover the
+        # whole build: a build is published, and later read, as one.
         ctx.require(action, Resource(space=space, path=prefix))
         if sp is None:
             raise not_found(f"space {space}")
@@ -142,6 +143,7 @@ class Publisher:
         present: set[str] = set()
         stale: list[str] = []  # proven in the space, lease less than half left
         with self.db.read() as s:
+            self.refuse_early(s, t)  # no upload for a build the commit would refuse
             conn = s.connection()
             for chunk in _chunks(wanted):
                 for digest, leased_until in conn.execute(
@@ -165,18 +167,23 @@ class Publisher:
         # lease_seconds: how long the answer holds at least (a client taking longer asks again)
         return {"missing": [d for d in wanted if d not in present], "lease_seconds": self.settings.blob_lease_seconds // 2}
 
-    def _check_bytes(self, ctx: AuthContext, nbytes: int) -> None:
-        if ctx.token is not None and nbytes:
-            check_draw(self.db, ctx.token, files=0, nbytes=nbytes)
+    def budget(self, ctx: AuthContext | None) -> BudgetCheck | None:
+        """The caller's token budget, to refuse an upload the token could never commit
+        before anything of it is kept (the commit draws the budget)."""
+        return BudgetCheck(self.db, ctx.token) if ctx is not None and ctx.token is not None else None
 
     def write_blob(self, ctx: AuthContext, space_id: int, digest: str, chunks: Iterable[bytes], *,
-                   declared: int | None, now: datetime) -> int:
+                   declared: int | None, now: datetime, budget: BudgetCheck | None = None) -> int:
         """Store one blob from a stream of chunks for a build of space ``space_id``; the
-        store verifies the digest."""
+        store verifies the digest. ``budget``: one already read for this request."""
+        budget = budget or self.budget(ctx)
         if declared is not None:
             if declared > self.settings.max_blob_bytes:
                 raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
-            self._check_bytes(ctx, declared)
+            if budget is not None:
+                budget.need(nbytes=declared)
+        elif budget is not None:  # no length given: count the bytes as they come
+            chunks = metered(chunks, budget)
         size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
         self._record_blobs([(digest, size, None, None)], now, space_id, placed=[digest])
         return size
@@ -334,16 +341,15 @@ class Publisher:
         one new file per batch instead of one per blob. Other stores write the blobs
         without a sync each and then sync once. Either way, when a frame is refused the
         good ones before it are kept and recorded."""
+        frames = _within_budget(frames, self.budget(ctx))
         pack_writer = getattr(self.store, "pack_writer", None)
         if pack_writer is None:
-            return self._write_batch_loose(ctx, t, frames, now=now)
+            return self._write_batch_loose(t, frames, now=now)
         pw = pack_writer()
         placed: dict[str, tuple[int, int]] = {}
         stored: list[str] = []
         try:
             for digest, size, body in frames:
-                if size > BATCH_MAX_BLOB:
-                    raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
                 try:
                     offset, n = pw.add(digest, body, declared=size, max_size=BATCH_MAX_BLOB)
                 except BaseException as exc:
@@ -354,30 +360,34 @@ class Publisher:
                 else:
                     placed[digest] = (offset, n)
                 stored.append(digest)
+        except _OverBudget as over:
+            placed.clear()  # none of the batch is kept
+            raise over.problem from None
         finally:
             if placed:
                 name = pw.commit()
                 self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now, t.space_id)
             else:
                 pw.abort()
-        self._check_bytes(ctx, sum(n for _, n in placed.values()))
         return stored
 
-    def _write_batch_loose(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+    def _write_batch_loose(self, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
                            now: datetime) -> list[str]:
         written: list[tuple[str, int, None, None]] = []
         try:
             for digest, size, body in frames:
-                if size > BATCH_MAX_BLOB:
-                    raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
                 written.append((digest, self._store_one(digest, body, declared=size, max_size=BATCH_MAX_BLOB,
                                                         durable=False), None, None))
+        except _OverBudget as over:
+            # none of the batch is recorded; its files, unnamed, go with gc's sweep of
+            # orphans (deleting them here could take a blob another upload just recorded)
+            written.clear()
+            raise over.problem from None
         finally:
             if written:
                 self.store.sync()
                 self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id,
                                    placed=[w[0] for w in written])
-        self._check_bytes(ctx, sum(w[1] for w in {w[0]: w for w in written}.values()))
         return [w[0] for w in written]
 
     # ------------------------------------------------------------ resumable uploads
@@ -391,7 +401,10 @@ class Publisher:
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         if size < 0 or size > self.settings.max_blob_bytes:
             raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
-        self._check_bytes(ctx, size)  # first: a token past its budget learns nothing more
+        if budget := self.budget(ctx):  # first: a token past its budget learns nothing more
+            budget.need(nbytes=size)
+        with self.db.read() as s:
+            self.refuse_early(s, t)
         if digest is None:
             if size < UNHASHED_MIN:
                 raise bad_request(f"an upload without a digest must be at least {UNHASHED_MIN} bytes; "
@@ -511,10 +524,6 @@ class Publisher:
             entries = validate_manifest(files)
         except PathError as exc:
             raise bad_request(f"the manifest is not valid: {exc}; nothing was published", "invalid-manifest") from None
-        # A token scoped below the build's prefix must cover every file.
-        if not authorize(ctx.principal, "publish.write", Resource(space=t.space, path=t.prefix)).allowed:
-            for e in entries:
-                ctx.require("publish.write", Resource(space=t.space, path=f"{t.prefix}/{e.path}"))
         digests = {e.digest: e.size for e in entries}
         total = sum(e.size for e in entries)
         with self.db.write() as s:
@@ -589,10 +598,6 @@ class Publisher:
             if source is None:
                 raise Problem(404, "unknown-manifest",
                               f"no build of {t.space} has the manifest {manifest}; send the whole manifest")
-            if not authorize(ctx.principal, "publish.write", Resource(space=t.space, path=t.prefix)).allowed:
-                # a token scoped below the build's prefix must cover every file
-                for path in s.scalars(select(BuildFile.path).where(BuildFile.build == source.entries)):
-                    ctx.require("publish.write", Resource(space=t.space, path=f"{t.prefix}/{path}"))
             build = self._new_build(s, ctx, t, files=source.files, nbytes=source.bytes, public=public, now=now,
                                     manifest=manifest)
             if not self._share_entries(s, build, source.id):
@@ -659,10 +664,7 @@ class Publisher:
         )
         if existing is not None:
             if not t.config.overwrite:
-                raise conflict(
-                    f"build {t.build_id} of type {t.type} already exists in {t.space}; publish under a new id "
-                    "(this type does not allow overwriting)"
-                )
+                raise _taken(t)
             self._delete_build(s, existing)
         self._refuse_nesting(s, t)
         if ctx.token is not None:
@@ -678,6 +680,31 @@ class Publisher:
         except IntegrityError:
             raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
         return build
+
+    def refuse_early(self, s: Session, t: Target) -> None:
+        """What the commit would refuse whatever the files, refused before any bytes
+        travel: the build id taken (unless the type allows overwriting), or its path
+        nesting with another build's. The commit checks again (a build may appear meanwhile)."""
+        if not t.config.overwrite and s.scalar(select(Build.id).where(
+                Build.space_id == t.space_id, Build.type == t.type, Build.build_id == t.build_id)) is not None:
+            raise _taken(t)
+        self._refuse_nesting(s, t)
+
+    def check_single(self, ctx: AuthContext, t: Target, path: str, declared: int | None) -> BudgetCheck | None:
+        """A one-file build (``PUT /api/v1/publish/...``): everything its commit would
+        refuse, refused before the body is read; the caller's budget, to meter the body."""
+        try:
+            validate_path(path)
+        except PathError as exc:
+            raise bad_request(str(exc), "invalid-path") from None
+        if declared is not None and declared > self.settings.max_blob_bytes:
+            raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+        with self.db.read() as s:
+            self.refuse_early(s, t)
+        budget = self.budget(ctx)
+        if budget is not None:
+            budget.need(files=1, nbytes=declared or 0)
+        return budget
 
     def _refuse_nesting(self, s: Session, t: Target) -> None:
         """No build's path may sit inside another's (downloads resolve one build per path)."""
@@ -1045,6 +1072,47 @@ def _dialect_insert(dialect: str):
     else:
         from sqlalchemy.dialects.postgresql import insert
     return insert
+
+
+def metered(chunks: Iterable[bytes], budget: BudgetCheck) -> Iterator[bytes]:
+    """``chunks``, refused (403) as soon as they add up to more bytes than ``budget`` has left."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        budget.need(nbytes=total)
+        yield chunk
+
+
+class _OverBudget(Exception):
+    """A batch went over the token's byte budget: the whole batch is refused."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+def _within_budget(frames: Iterator[tuple[str, int, Iterator[bytes]]], budget: BudgetCheck | None,
+                   ) -> Iterator[tuple[str, int, Iterator[bytes]]]:
+    """A batch's frames, each checked before its bytes are read: its size within the
+    limit for a batch, and the sizes of the distinct blobs so far within the budget."""
+    sizes: dict[str, int] = {}
+    total = 0
+    for digest, size, body in frames:
+        if size > BATCH_MAX_BLOB:
+            raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
+        if budget is not None and digest not in sizes:
+            sizes[digest] = size
+            total += size
+            try:
+                budget.need(nbytes=total)
+            except Problem as p:
+                raise _OverBudget(p) from None
+        yield digest, size, body
+
+
+def _taken(t: Target) -> Problem:
+    return Problem(409, "build-exists", f"build {t.build_id} of type {t.type} already exists in {t.space}; "
+                   "publish under a new id (this type does not allow overwriting)")
 
 
 def _refuse_blob(exc: BaseException, digest: str, max_size: int) -> None:
