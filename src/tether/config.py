@@ -115,8 +115,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> HubSetti
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        # Settings may sit at top level or under [hub].
-        file_values = dict(raw.get("hub", raw))
+        # Settings may sit at top level or under [hub], or both (a top-level key before a
+        # [hub.publish_types.x] table is easy to write); the same key in both is refused.
+        hub = raw.pop("hub", {})
+        if not isinstance(hub, dict):
+            raise ConfigError(f"config file {path}: 'hub' must be a table ([hub]), not a value")
+        both = sorted(set(raw) & set(hub))
+        if both:
+            raise ConfigError(f"config file {path} sets {', '.join(both)} both at top level and under [hub]; "
+                              "keep one")
+        file_values = {**raw, **hub}
     env_keys = {name for name in HubSettings.model_fields if f"TETHER_{name.upper()}" in os.environ}
     values = {k: v for k, v in file_values.items() if k not in env_keys}
     values.update({k: v for k, v in overrides.items() if v is not None})
