@@ -200,3 +200,13 @@ def test_a_body_cut_short_keeps_nothing_and_is_no_internal_error(publisher):
         assert missing(c, [sha(data), sha(part)], space) == [sha(data), sha(part)]
         assert c.get(f"/files/{space}/ci/cut/", params={"format": "json"}).status_code == 404
     assert "internal error" not in hub.log_text()
+
+
+def test_a_taken_build_id_is_the_answer_to_a_commit_by_digest(publisher):
+    hub, space, token = publisher
+    data = os.urandom(64)
+    with hub.client(token) as c:
+        assert _put_file(c, space, "f.bin", data).status_code == 201
+        for digest in ("0" * 64, "1" * 64):  # no build has these manifests: still 409, not 404
+            r = c.post(f"/api/v1/publish/{space}/ci/1", json={"same_as": digest})
+            _refused(r, 409, "build-exists")

@@ -594,6 +594,7 @@ class Publisher:
         if not DIGEST_RE.match(manifest):
             raise bad_request("same_as must be a manifest digest: 64 lowercase hex characters", "invalid-manifest")
         with self.db.write() as s:
+            self.refuse_early(s, t)  # a taken id is the answer, whether or not the manifest is known
             source = self._newest_with_manifest(s, t, manifest)
             if source is None:
                 raise Problem(404, "unknown-manifest",
