@@ -128,6 +128,22 @@ def test_command_help(runner, path):
         assert "Example" in r.output, "every command's help shows an example"
 
 
+@pytest.mark.parametrize("path", sorted(EXPECTED), ids=" ".join)
+def test_the_scopes_and_sizes_in_help_examples_are_valid(runner, path):
+    """An example must work when pasted: the values the client checks itself must parse."""
+    import re
+
+    from tether.auth.caveats import parse_duration, parse_scope
+    from tether.auth.caveats import parse_size as parse_caveat_size
+
+    text = runner.invoke(main, [*path, "--help"]).output
+    checks = {"--scope": parse_scope, "--max-bytes": parse_caveat_size, "--expires": parse_duration}
+    for option, value in re.findall(r"(--scope|--max-bytes|--expires)[= ]([^\s'\"]+)", text):
+        if value.isupper() or value.startswith(("$", "[")):  # a metavar, not an example
+            continue
+        checks[option](value)  # raises on what the hub would refuse
+
+
 def test_every_command_is_covered():
     """New commands must be added to EXPECTED (hub belongs to the hub tests)."""
     found = set()

@@ -690,7 +690,10 @@ def test_cli_dry_run_lists_the_plan(cli, tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0].startswith("a.txt  1  644  ")
     assert "<- out/a.txt" in r.stdout
-    assert r.stderr.startswith("dry run: would publish 2 files (3 B) to ?/android/1234")
+    assert r.stderr.startswith("dry run: would publish 2 files (3 B) as build 1234 of type android in the space "
+                               "of the token's scope: hashed 3 B")
+    r = cli("--type", "android", "--root", str(root), "--space", "builds", "--dry-run", "1234", "out/*.txt")
+    assert r.stderr.startswith("dry run: would publish 2 files (3 B) as build 1234 of type android in space builds:")
 
 
 def test_cli_dry_run_json(cli, tmp_path):

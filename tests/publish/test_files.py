@@ -92,8 +92,13 @@ def test_overlapping_globs_collapse(tree):
 
 
 def test_pattern_matching_nothing_is_an_error(tree):
-    with pytest.raises(InputError, match=r"pattern 'nope/\*\.img' matched no files"):
+    with pytest.raises(InputError, match=r"pattern 'nope/\*\.img' matched no files") as e:
         expand(tree, ["out/*.img", "nope/*.img"])
+    assert "relative to --root" in str(e.value) and "quote them" in str(e.value)
+    assert "hidden names match only a pattern part that starts with a dot" in str(e.value)
+    with pytest.raises(InputError) as e:
+        expand(tree, [".nope/*"])
+    assert "relative to --root" in str(e.value) and "hidden" not in str(e.value)
 
 
 def test_pattern_matching_only_directories_is_an_error(tree):

@@ -203,7 +203,8 @@ def test_manifest_with_a_wrong_size_or_a_missing_blob_among_thousands(publisher)
         files[1500] = {**files[1500], "size": files[1500]["size"] + 1}
         r = commit(c, space, files, build="big")
         assert r.status_code == 400 and r.json()["type"].endswith("invalid-manifest"), r.text
-        assert f"wrong size for {files[1500]['digest']}" in r.json()["detail"]
+        assert f"a size that is not the uploaded blob's for 1 digest(s) (e.g. {files[1500]['digest']})" in r.json()["detail"]
+        assert "nothing was published" in r.json()["detail"]
         assert c.get(f"/files/{space}/ci/big/", params={"format": "json"}).status_code == 404
         files[1500] = entry("f1500", blobs[1500])
         assert commit(c, space, files, build="big").status_code == 201

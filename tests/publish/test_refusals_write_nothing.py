@@ -210,3 +210,16 @@ def test_a_taken_build_id_is_the_answer_to_a_commit_by_digest(publisher):
         for digest in ("0" * 64, "1" * 64):  # no build has these manifests: still 409, not 404
             r = c.post(f"/api/v1/publish/{space}/ci/1", json={"same_as": digest})
             _refused(r, 409, "build-exists")
+
+
+def test_a_manifest_not_sent_as_json_says_how_to_send_it(publisher):
+    hub, space, token = publisher
+    data = os.urandom(64)
+    body = json.dumps({"files": [entry("f", data)]}).encode()
+    with hub.client(token) as c:
+        put_blob(c, data, space).raise_for_status()
+        for headers, said in (({"content-type": "application/x-www-form-urlencoded"}, "sent as"), ({}, "send")):
+            r = c.post(f"/api/v1/publish/{space}/ci/1", content=body, headers=headers)
+            problem = _refused(r, 422, "invalid-request")
+            assert said in problem["detail"] and "Content-Type: application/json" in problem["detail"], problem
+        assert c.get(f"/files/{space}/ci/1/", params={"format": "json"}).status_code == 404

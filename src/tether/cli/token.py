@@ -114,7 +114,7 @@ def token_mint(conn: Conn, for_user: str | None, as_json: bool, **kw: Any) -> No
       T=$(tether token mint --scope publish:builds/android --expires 1h \\
             --source 10.0.0.0/8 --max-files 500 --label job-123 --json | jq -r .token)
       tether token mint --for ci-android --scope publish:builds --expires 7d
-      tether token mint --scope read:logs --max-uses 10 --max-bytes 1GiB
+      tether token mint --scope log:logs:read --max-uses 10 --max-bytes 1GiB
     """
     t = conn.client.post("/api/v1/tokens", json=_body(for_user, False, _caveats(kw))) or {}
     _print_minted(t, as_json)

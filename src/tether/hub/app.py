@@ -217,6 +217,10 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:5])
+        sent = request.headers.get("content-type", "")
+        if any(e["loc"] == ["body"] for e in errors) and "json" not in sent:
+            summary += (f" (the body was sent as {sent!r}: send JSON with Content-Type: application/json)" if sent
+                        else " (send the body as JSON with Content-Type: application/json)")
         return problem_response(Problem(422, "invalid-request", f"the request is not valid: {summary}", errors=errors), request)
 
     @app.exception_handler(StarletteHTTPException)

@@ -47,11 +47,15 @@ def publish(conn: Conn, **params: Any) -> None:
     re-read), the hub is asked which contents it lacks, only those are
     uploaded (in parallel, resumably for large files), and the build is
     committed in one step: nothing of it is visible before, all of it after.
-    A build id is used once; publishing it again fails (exit 1).
+    A build id is used once; publishing it again fails (exit 1) before
+    anything is sent, unless the hub's config lets the type overwrite.
 
     A one-line summary goes to stderr; --json prints an object on stdout
-    with files, bytes, bytes_hashed, bytes_sent, deduplicated, seconds,
-    build, space, type, path and url.
+    with files, bytes, bytes_hashed, bytes_sent, deduplicated, uploaded,
+    seconds, space, type, build, path, url and same_as (the earlier build
+    whose files the hub reused for an unchanged tree, else null); with
+    --dry-run, dry_run and manifest (path, digest, size, mode, source per
+    file) instead of what the hub would have said.
 
     \b
     Examples:

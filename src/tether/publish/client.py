@@ -218,9 +218,11 @@ def _files(n: int) -> str:
 def summary_line(s: dict[str, Any]) -> str:
     """The one line printed on stderr after a publish (or a dry run)."""
     if s.get("dry_run"):
-        where = "/".join(str(x) for x in (s.get("space") or "?", s["type"], s["build"]))
+        # the hub is not asked: the space may come from the token, the path from the type's config
+        where = f"space {s['space']}" if s.get("space") else "the space of the token's scope"
         return (
-            f"dry run: would publish {_files(s['files'])} ({human_bytes(s['bytes'])}) to {where}: "
+            f"dry run: would publish {_files(s['files'])} ({human_bytes(s['bytes'])}) as build {s['build']} "
+            f"of type {s['type']} in {where}: "
             f"hashed {human_bytes(s['bytes_hashed'])}, {s['seconds']:.1f} s"
         )
     return (

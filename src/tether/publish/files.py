@@ -322,6 +322,13 @@ def _expand_tree(root_real: str, head: list[str], plain: dict[str, bool], found:
     return count
 
 
+def _no_match(pattern: str, root: Path) -> InputError:
+    hint = "patterns are relative to --root; quote them so that tether, not the shell, expands them"
+    if not any(part.startswith(".") for part in pattern.split("/")):
+        hint += "; hidden names match only a pattern part that starts with a dot"
+    return InputError(f"pattern {pattern!r} matched no files under {root} ({hint})")
+
+
 def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
     """Expand ``globs`` relative to ``root`` into a sorted, de-duplicated file list.
 
@@ -343,7 +350,7 @@ def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
         count = _expand_tree(root_real, parts[:-1], plain, found) if parts[-1] == "**" else None
         if count is not None:  # the common 'dir/**', the quick way
             if count == 0:
-                raise InputError(f"pattern {pattern!r} matched no files under {root}")
+                raise _no_match(pattern, root)
             continue
         count = 0
         for d, names in _glob(root_real, parts):
@@ -362,7 +369,7 @@ def expand(root: Path | str, globs: list[str]) -> list[LocalFile]:
                 found[rel] = lf
                 count += 1
         if count == 0:
-            raise InputError(f"pattern {pattern!r} matched no files under {root}")
+            raise _no_match(pattern, root)
     return [found[k] for k in sorted(found)]
 
 

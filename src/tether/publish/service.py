@@ -542,7 +542,9 @@ class Publisher:
                     "missing-blobs", missing=absent[:100],
                 )
             if wrong:
-                raise bad_request(f"the manifest gives the wrong size for {', '.join(wrong[:5])}", "invalid-manifest")
+                raise bad_request(f"the manifest gives a size that is not the uploaded blob's for {len(wrong)} "
+                                  f"digest(s) (e.g. {', '.join(wrong[:5])}): give each file's length in bytes; "
+                                  "nothing was published", "invalid-manifest")
             manifest = manifest_digest([(e.path, e.digest, e.size, e.mode) for e in entries])
             build = self._new_build(s, ctx, t, files=len(entries), nbytes=total, public=public, now=now,
                                     manifest=manifest)
