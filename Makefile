@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./data
 LISTEN ?= 127.0.0.1:8580
+HUB_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-test venv bench clean
@@ -25,7 +26,7 @@ install-test: venv
 	@$(BIN)/pip install -q -e '.[test]'
 
 run: install
-	@$(BIN)/tether hub --data $(DATA) --listen $(LISTEN)
+	@$(BIN)/tether hub --data $(DATA) --listen $(LISTEN) $(HUB_ARGS)
 
 # pytest exits 5 when it collects no tests; scripts/run-tests turns that into a failure
 # and also refuses a run that executed fewer tests than it collected.

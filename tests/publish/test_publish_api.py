@@ -789,3 +789,28 @@ def test_builds_sharing_entries_outlive_the_build_that_held_them(start_hub, back
     with db.read() as s:
         assert s.scalar(text("SELECT count(*) FROM build_files")) == 6
     db.dispose()
+
+
+def test_the_documented_curl_recipe_runs_as_written(publisher, tmp_path):
+    """docs/publish.md's curl recipe, the block itself (bash, curl, sha256sum), with only
+    the hub's address and the space name put in."""
+    from tests.publish.test_unhashed_upload import _doc_blocks
+
+    hub, space, token = publisher
+    script = _doc_blocks("Everything is plain HTTP")
+    assert script.startswith("HUB=https://hub.example")
+    script = script.split("\n", 1)[1].replace("builds", space)
+    (tmp_path / "out").mkdir()
+    art = os.urandom(20_000)
+    (tmp_path / "out/app.tar.gz").write_bytes(art)
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={**os.environ, "HUB": hub.url, "T": token},
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with hub.client(token) as c:
+        for build in ("123", "124"):
+            got = c.get(f"/files/{space}/ci/{build}/app.tar.gz")
+            assert got.status_code == 200 and got.content == art
+    # run again: the build ids are taken, and --fail-with-body shows why
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={**os.environ, "HUB": hub.url, "T": token},
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "build-exists" in r.stdout and "already exists" in r.stdout, r.stdout + r.stderr

@@ -14,7 +14,7 @@ COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", 
 @click.option("--user", metavar="U", help="Only records of user U.")
 @click.option("--token", "token_id", metavar="ID", help="Only records made with token ID.")
 @click.option("--action", metavar="A", help="Only records of this action, e.g. token.mint.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N records (newest first).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the newest N records (printed oldest first).")
 @client_options(token_flag="--auth-token")
 @json_option
 def audit(
@@ -37,7 +37,7 @@ def audit(
     Examples:
       tether audit --since 1h
       tether audit --user ci-android --action token.mint --limit 20
-      tether audit --token 42 --json | jq -r '.[] | select(.outcome != "ok")'
+      tether audit --token e6818ad1675e3c84 --json | jq -r '.[] | select(.outcome != "allowed")'
     """
     params = {"since": since, "user": user, "token": token_id, "action": action, "limit": limit}
     params = {k: str(v) for k, v in params.items() if v is not None}
