@@ -262,7 +262,12 @@ def test_plan_refuses_case_collisions_naming_both(tmp_path):
     make(tmp_path, "y/a.txt")
     with pytest.raises(InputError) as e:
         plan(expand(tmp_path, ["*/*.txt"]), 1)
-    assert "x/A.txt" in str(e.value) and "y/a.txt" in str(e.value)
+    assert str(e.value) == ("'x/A.txt' and 'y/a.txt' would be published as 'A.txt' and 'a.txt', names that differ "
+                            "only in case or Unicode normalisation, so they collide (on case-insensitive filesystems "
+                            "and in browsers); rename one")
+    with pytest.raises(InputError) as e:
+        plan(expand(tmp_path / "x", ["*.txt"]) + expand(tmp_path / "y", ["*.txt"]), 0)
+    assert "'A.txt' and 'a.txt' differ only in case or Unicode normalisation, so they collide" in str(e.value)
 
 
 def test_plan_refuses_unicode_normalisation_collisions(tmp_path):
@@ -284,7 +289,7 @@ def test_plan_refuses_unicode_normalisation_collisions(tmp_path):
 def test_plan_refuses_strip_that_merges_two_files(tmp_path):
     make(tmp_path, "a/same.txt")
     make(tmp_path, "b/same.txt")
-    with pytest.raises(InputError, match="'a/same.txt' and 'b/same.txt'"):
+    with pytest.raises(InputError, match="'a/same.txt' and 'b/same.txt' would both be published as 'same.txt'"):
         plan(expand(tmp_path, ["*/*.txt"]), 1)
 
 

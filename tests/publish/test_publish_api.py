@@ -402,6 +402,18 @@ def test_latest_pointer(publisher):
             put_blob(c, b.encode(), space).raise_for_status()
             assert commit(c, space, [entry("v", b.encode())], build=b, latest=(b == "1")).status_code == 201
         assert c.get(f"/files/{space}/ci/latest/v").content == b"1"
+        # the type's index lists latest beside the builds, in JSON and HTML
+        names = [e["name"] for e in c.get(f"/files/{space}/ci/", params={"format": "json"}).json()["entries"]]
+        assert names == ["1", "2", "latest"]
+        assert 'href="latest/"' in c.get(f"/files/{space}/ci/").text
+        assert [e["name"] for e in c.get(f"/files/{space}/ci/latest/", params={"format": "json"}).json()["entries"]] == ["v"]
+    other = hub.make_space()
+    with hub.client(hub.admin_token) as c:
+        for b in ("1", "2"):
+            put_blob(c, b.encode(), other).raise_for_status()
+            assert commit(c, other, [entry("v", b.encode())], build=b).status_code == 201
+        names = [e["name"] for e in c.get(f"/files/{other}/ci/", params={"format": "json"}).json()["entries"]]
+        assert names == ["1", "2"]  # no latest pointer, no entry
 
 
 def test_gc_keeps_referenced_and_leased_blobs(start_hub):

@@ -406,11 +406,15 @@ def plan(files: list[LocalFile], strip_n: int = 0) -> list[tuple[LocalFile, str]
         key = collision_key(dest)
         if key in by_key:
             other, other_dest = by_key[key]
-            same = "the same path" if other_dest == dest else f"{other_dest!r} and {dest!r}"
-            raise InputError(
-                f"{other.rel_path!r} and {f.rel_path!r} would both be published as {same} "
-                "(names that differ only in case or Unicode normalisation collide); rename one"
-            )
+            if other_dest == dest:  # --strip made two files one path
+                clash = f"would both be published as {dest!r}"
+            elif (other.rel_path, f.rel_path) == (other_dest, dest):
+                clash = "differ only in case or Unicode normalisation, so they collide"
+            else:
+                clash = (f"would be published as {other_dest!r} and {dest!r}, names that differ only in case or "
+                         "Unicode normalisation, so they collide")
+            raise InputError(f"{other.rel_path!r} and {f.rel_path!r} {clash} (on case-insensitive filesystems and "
+                             "in browsers); rename one")
         by_key[key] = pair = (f, dest)
         out.append(pair)
     clash = file_dir_clash(by_key)  # a path may not be both a file and a directory ("a" and "a/b")

@@ -783,8 +783,11 @@ class Publisher:
             visible = [b for b in rows if self._readable(ctx, space, b)]
             if not visible:
                 raise not_found(f"{space}/{path}")
-            names = sorted({b.path[len(under):].split("/")[0] for b in visible})
-            return {"kind": "dir", "path": path, "entries": [{"name": n, "dir": True} for n in names]}
+            names = {b.path[len(under):].split("/")[0] for b in visible}
+            latest = self._latest(s, sp.id, path) if path else None
+            if latest is not None and self._readable(ctx, space, latest):
+                names.add("latest")  # browsable like the builds beside it
+            return {"kind": "dir", "path": path, "entries": [{"name": n, "dir": True} for n in sorted(names)]}
 
     def open_blob(self, f: dict, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end)`` of a file :meth:`resolve` found, wherever its blob lives.
