@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import time
 
@@ -112,28 +111,6 @@ def test_digest_mismatch_is_refused_and_nothing_stored(publisher):
             assert r.status_code in (400, 404), (bad, r.status_code)
 
 
-def test_truncated_upload_stores_nothing(publisher):
-    hub, space, token = publisher
-    data = os.urandom(200_000)
-    host, port = "127.0.0.1", hub.port
-    request = (
-        f"PUT /api/v1/blobs/sha256/{sha(data)}?space={space}&type=ci&build=1 HTTP/1.1\r\n"
-        f"Host: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(data)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((host, port)) as sock:
-        sock.sendall(request + data[:50_000])
-        sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(10)
-        try:
-            while sock.recv(65536):
-                pass
-        except OSError:
-            pass
-    time.sleep(0.3)
-    with hub.client(token) as c:
-        assert missing(c, [sha(data)], space) == [sha(data)]
-
-
 @pytest.mark.parametrize("bad_path", [
     "../escape", "/etc/passwd", "a/../../b", "nul\x00byte", "bell\x07", "back\\slash", "a//b", "./a", "",
 ])
@@ -144,9 +121,8 @@ def test_bad_manifest_paths_are_refused(publisher, bad_path):
     with hub.client(token) as c:
         put_blob(c, data, space, build=build).raise_for_status()
         r = commit(c, space, [entry(bad_path, data)], build=build)
-        assert r.status_code in (400, 422), r.text
-        if r.status_code == 400:
-            assert r.json()["type"].endswith("invalid-manifest") and "nothing was published" in r.json()["detail"]
+        assert r.status_code == 400, r.text
+        assert r.json()["type"].endswith("invalid-manifest") and "nothing was published" in r.json()["detail"]
         assert c.get(f"/files/{space}/ci/{build}/", params={"format": "json"}).status_code == 404
 
 
