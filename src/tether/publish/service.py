@@ -143,7 +143,7 @@ class Publisher:
         present: set[str] = set()
         stale: list[str] = []  # proven in the space, lease less than half left
         with self.db.read() as s:
-            self.refuse_early(s, t)  # no upload for a build the commit would refuse
+            self.refuse_taken(s, t)  # no upload for a build the commit would refuse
             conn = s.connection()
             for chunk in _chunks(wanted):
                 for digest, leased_until in conn.execute(
@@ -404,7 +404,7 @@ class Publisher:
         if budget := self.budget(ctx):  # first: a token past its budget learns nothing more
             budget.need(nbytes=size)
         with self.db.read() as s:
-            self.refuse_early(s, t)
+            self.refuse_taken(s, t)
         if digest is None:
             if size < UNHASHED_MIN:
                 raise bad_request(f"an upload without a digest must be at least {UNHASHED_MIN} bytes; "
@@ -596,7 +596,7 @@ class Publisher:
         if not DIGEST_RE.match(manifest):
             raise bad_request("same_as must be a manifest digest: 64 lowercase hex characters", "invalid-manifest")
         with self.db.write() as s:
-            self.refuse_early(s, t)  # a taken id is the answer, whether or not the manifest is known
+            self.refuse_taken(s, t)  # a taken id is the answer, whether or not the manifest is known
             source = self._newest_with_manifest(s, t, manifest)
             if source is None:
                 raise Problem(404, "unknown-manifest",
@@ -684,14 +684,13 @@ class Publisher:
             raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
         return build
 
-    def refuse_early(self, s: Session, t: Target) -> None:
-        """What the commit would refuse whatever the files, refused before any bytes
-        travel: the build id taken (unless the type allows overwriting), or its path
-        nesting with another build's. The commit checks again (a build may appear meanwhile)."""
+    def refuse_taken(self, s: Session, t: Target) -> None:
+        """A taken build id (unless the type allows overwriting), refused before any bytes
+        travel for a build the commit would refuse; one indexed lookup. The commit checks
+        again (a build may appear meanwhile)."""
         if not t.config.overwrite and s.scalar(select(Build.id).where(
                 Build.space_id == t.space_id, Build.type == t.type, Build.build_id == t.build_id)) is not None:
             raise _taken(t)
-        self._refuse_nesting(s, t)
 
     def check_single(self, ctx: AuthContext, t: Target, path: str, declared: int | None) -> BudgetCheck | None:
         """A one-file build (``PUT /api/v1/publish/...``): everything its commit would
@@ -703,7 +702,8 @@ class Publisher:
         if declared is not None and declared > self.settings.max_blob_bytes:
             raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
         with self.db.read() as s:
-            self.refuse_early(s, t)
+            self.refuse_taken(s, t)
+            self._refuse_nesting(s, t)
         budget = self.budget(ctx)
         if budget is not None:
             budget.need(files=1, nbytes=declared or 0)
