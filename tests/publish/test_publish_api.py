@@ -304,7 +304,9 @@ def test_batch_upload_many_small_blobs(publisher):
         assert missing(c, [sha(b) for b in blobs], space) == []
         bad = f"{sha(b'abc')} 3\n".encode() + b"abd"
         r = c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=bad)
-        assert r.status_code == 400 and "digest" in r.json()["type"]
+        assert r.status_code == 400 and r.json()["type"].endswith("blob-digest-mismatch"), r.text
+        assert sha(b"abc") in r.json()["detail"] and "nothing was stored" in r.json()["detail"], r.text
+        assert missing(c, [sha(b"abc"), sha(b"abd")], space) == [sha(b"abc"), sha(b"abd")]
         r = c.post("/api/v1/blobs/batch", params={"space": space, "type": "ci", "build": "1"}, content=b"garbage\n")
         assert r.status_code == 400 and r.json()["type"].endswith("bad-frame")
 
