@@ -340,7 +340,8 @@ class Publisher:
         its blobs, so a recorded blob is always a durable blob, and the filesystem sees
         one new file per batch instead of one per blob. Other stores write the blobs
         without a sync each and then sync once. Either way, when a frame is refused the
-        good ones before it are kept and recorded."""
+        good ones before it are kept and recorded, except when the batch goes over the
+        token's byte budget: then none of it is."""
         frames = _within_budget(frames, self.budget(ctx))
         pack_writer = getattr(self.store, "pack_writer", None)
         if pack_writer is None:
@@ -1101,13 +1102,13 @@ def _within_budget(frames: Iterator[tuple[str, int, Iterator[bytes]]], budget: B
                    ) -> Iterator[tuple[str, int, Iterator[bytes]]]:
     """A batch's frames, each checked before its bytes are read: its size within the
     limit for a batch, and the sizes of the distinct blobs so far within the budget."""
-    sizes: dict[str, int] = {}
+    counted: set[str] = set()  # the same blob twice in a batch is stored once
     total = 0
     for digest, size, body in frames:
         if size > BATCH_MAX_BLOB:
             raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
-        if budget is not None and digest not in sizes:
-            sizes[digest] = size
+        if budget is not None and digest not in counted:
+            counted.add(digest)
             total += size
             try:
                 budget.need(nbytes=total)
