@@ -225,3 +225,37 @@ def test_a_manifest_not_sent_as_json_says_how_to_send_it(publisher):
             problem = _refused(r, 422, "invalid-request")
             assert said in problem["detail"] and "Content-Type: application/json" in problem["detail"], problem
         assert c.get(f"/files/{space}/ci/1/", params={"format": "json"}).status_code == 404
+
+
+def test_every_way_in_refuses_a_token_that_may_not_be_used(publisher):
+    """Wrong source, out of scope, expired, revoked: each way of sending bytes refuses
+    with the caveat's own slug, and nothing arrives."""
+    import time
+
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        revoked = c.post("/api/v1/tokens", json={"expires": "1h"}).json()
+        c.delete(f"/api/v1/tokens/{revoked['id']}").raise_for_status()
+    tokens = [(_child(hub, token, sources=["10.0.0.0/8"]), 403, "token-source"),
+              (_child(hub, token, scopes=[f"publish:{space}/android"]), 403, "token-scope"),
+              (revoked["token"], 401, "token-revoked"),
+              (_child(hub, token, expires="1s"), 401, "token-expired")]
+    time.sleep(1.2)
+    where = {"space": space, "type": "ci", "build": "1"}
+    for bad, status, slug in tokens:
+        data = os.urandom(64) + slug.encode()
+        with hub.client(bad) as c:
+            answers = [
+                c.post("/api/v1/blobs/missing", json={**where, "digests": [sha(data)]}),
+                put_blob(c, data, space),
+                c.post("/api/v1/blobs/batch", params=where, content=f"{sha(data)} {len(data)}\n".encode() + data,
+                       headers=BATCH_TYPE),
+                c.post("/api/v1/uploads", json={**where, "digest": sha(data), "size": len(data)}),
+                _put_file(c, space, "f.bin", data),
+                commit(c, space, [entry("f.bin", data)]),
+            ]
+            for r in answers:
+                _refused(r, status, slug)
+        with hub.client(token) as c:
+            assert missing(c, [sha(data)], space) == [sha(data)]
+            assert c.get(f"/files/{space}/ci/1/", params={"format": "json"}).status_code == 404
