@@ -458,6 +458,65 @@ def test_retention_keep_last_spares_latest(start_hub):
         assert c.get("/files/r/nightly/latest/f").content == b"n1"
 
 
+def test_retention_keep_days_spares_latest_and_young_builds(start_hub):
+    from datetime import timedelta
+
+    from tether.db import Database
+    from tether.db.models import Build, utcnow
+
+    types = json.dumps({"daily": {"path": "daily/{build_id}", "keep_days": 7}, "ci": {"path": "ci/{build_id}"}})
+    h = start_hub(env={"TETHER_PUBLISH_TYPES": types})
+    age = {"d1": 10, "d2": 10, "d3": 6, "d4": 0, "c1": 30}
+    with h.admin() as c:
+        c.post("/api/v1/spaces", json={"name": "r"}).raise_for_status()
+        for n in age:
+            type_ = "ci" if n.startswith("c") else "daily"
+            put_blob(c, n.encode(), "r", type_=type_).raise_for_status()
+            commit(c, "r", [entry("f", n.encode())], type_=type_, build=n, latest=(n == "d2")).raise_for_status()
+    db = Database(f"sqlite:///{h.data_dir / 'tether.db'}")
+    with db.write() as s:
+        for b in s.query(Build):
+            b.created_at = utcnow() - timedelta(days=age[b.build_id], minutes=1)
+    db.dispose()
+    with h.admin() as c:
+        dry = c.post("/api/v1/gc", json={"dry_run": True}).json()
+        assert dry["builds_removed"] == ["r/daily/d1"] and c.get("/files/r/daily/d1/f").status_code == 200
+        assert c.post("/api/v1/gc", json={}).json()["builds_removed"] == ["r/daily/d1"]
+        assert c.get("/files/r/daily/d1/f").status_code == 404
+        for n, type_ in (("d2", "daily"), ("d3", "daily"), ("d4", "daily"), ("c1", "ci")):  # latest, young, no rule
+            assert c.get(f"/files/r/{type_}/{n}/f").content == n.encode()
+
+
+def test_the_same_build_id_published_at_once_is_one_build(publisher):
+    """Two commits of one build id racing: one wins whole, the other gets 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub, space, token = publisher
+    contents = [os.urandom(2000) for _ in range(8)]
+    with hub.client(token) as c:
+        for data in contents:
+            put_blob(c, data, space).raise_for_status()
+
+    def publish(build: str, i: int):
+        with hub.client(token) as c:
+            return commit(c, space, [entry(f"f{j}", contents[(i + j) % 8]) for j in range(4)], build=build)
+
+    for round_ in range(3):
+        build = f"race{round_}"
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: publish(build, i), range(4)))
+        assert sorted(r.status_code for r in answers) == [201, 409, 409, 409], [r.text for r in answers]
+        for r in answers:
+            if r.status_code == 409:
+                assert r.json()["type"].endswith(("build-exists", "conflict")), r.text
+        winner = next(i for i, r in enumerate(answers) if r.status_code == 201)
+        with hub.client(token) as c:  # the winner's files, all of them, and nothing else
+            listing = c.get(f"/files/{space}/ci/{build}/", params={"format": "json"}).json()["entries"]
+            assert sorted(e["name"] for e in listing) == ["f0", "f1", "f2", "f3"]
+            for j in range(4):
+                assert c.get(f"/files/{space}/ci/{build}/f{j}").content == contents[(winner + j) % 8]
+
+
 def test_head_requests_give_headers_only(publisher):
     hub, space, token = publisher
     data = os.urandom(4096)
