@@ -488,7 +488,7 @@ def test_retention_keep_days_spares_latest_and_young_builds(start_hub):
 
 
 def test_the_same_build_id_published_at_once_is_one_build(publisher):
-    """Two commits of one build id racing: one wins whole, the other gets 409."""
+    """Four commits of one build id racing: one wins whole, the others get 409."""
     from concurrent.futures import ThreadPoolExecutor
 
     hub, space, token = publisher
