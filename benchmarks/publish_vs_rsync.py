@@ -556,8 +556,8 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
         out.append(
             f"**1% changed, time** (no target): {min(ts.values()) / rs:.2f}–{max(ts.values()) / rs:.2f}× rsync. "
             f"The client asks the hub only about the changed files' digests (a tree published from there "
-            f"before; the commit checks that the hub still has the rest): 1.24–1.43× before this round, "
-            f"1.03–1.18× in this round's runs. The hub's leases are renewed only when less than half is left, so that "
+            f"before; the commit checks that the hub still has the rest): 1.24–1.43× before that change, "
+            f"1.03–1.29× since, varying with the machine's phase. The hub's leases are renewed only when less than half is left, so that "
             f"question writes nothing. What remains is the commit of the whole 10,000-entry manifest (about "
             f"85 ms on the hub: checking every path and blob, writing 10,000 rows) and the client's start-up "
             f"and walk, as in the unchanged re-publish.")
@@ -599,8 +599,8 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 "one) put each batch of small blobs into one pack file, made the client hash and upload at once, "
                 "batched the hub's database writes, wrote packs around the page cache, moved the hub to uvloop "
                 "and took CPU off both ends (the collector off in the client, pooled O_DIRECT buffers, no index "
-                "by digest on build_files). This round changed only the client's start-up on this path (see the "
-                "unchanged re-publish). What is left is CPU on two cores shared by both ends, about 0.5-0.65 s "
+                "by digest on build_files); the last rounds changed only the client's start-up on this path (see "
+                "the unchanged re-publish). What is left is CPU on two cores shared by both ends, about 0.5-0.65 s "
                 "each per publish: the hub's (TLS, uvicorn, verifying every digest, two random-keyed index "
                 "entries per blob, the commit's 10,000 rows) and the client's (start-up, reading, hashing and "
                 "sending 10,000 files). rsync does its work in C and does not sync what it writes. **Read this "
@@ -614,7 +614,7 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                 "is " + ("met" if worst <= 0.7 else "not met") + " in this run."))
         else:
             out.append(verdict + (
-                " Two changes in the previous round (none to (b) in this one). The hub writes uploads around the page cache (`O_DIRECT` from two "
+                " Two changes in an earlier round (none to (b) since). The hub writes uploads around the page cache (`O_DIRECT` from two "
                 "reused aligned buffers, one written by a writer thread while the other fills, whole blocks "
                 "straight to the disk as they arrive), so the fsync at the "
                 "end has almost nothing left to flush; on this virtual machine, writing 1 GiB into fresh "
@@ -638,8 +638,8 @@ def interpretation(sets: list[DataSet], transports: list[str]) -> str:
                        "(one row of its hash cache), and commits by that manifest's digest alone (`same_as`): one "
                        "request, one build row on the hub (about 14 ms with the TLS connection). The rest is "
                        "Python's start-up (about 12 ms) and imports (ssl, http.client, sqlite3 and tether's own: "
-                       "about 35 ms). This round took 15-20 ms off: `tether publish` with plain arguments no "
-                       "longer imports click (its parser is held to click's reading by a test; anything else goes "
+                       "about 35 ms). An earlier round took 15-20 ms off: `tether publish` with plain arguments "
+                       "does not import click (its parser is held to click's reading by a test; anything else goes "
                        "to click), nor dataclasses and the inspect module it pulls in.")
             out.append(f"**Unchanged re-publish on {ds.label[:3]}: met** ({best:.2f}–{worst:.2f}× rsync).{why}")
             continue
