@@ -267,6 +267,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     from tether.blobs import open_store
     from tether.hub.routes import router
+    from tether.hub.sessions import router as sessions_router
     from tether.publish.api import files_router
     from tether.publish.api import router as publish_router
     from tether.publish.service import Publisher
@@ -276,6 +277,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(publish_router)
     app.include_router(files_router)
+    app.include_router(sessions_router)
     from tether.log.api import router as log_router
 
     app.include_router(log_router)

@@ -32,11 +32,20 @@ def _hub(request: Request):
 
 def caller(request: Request) -> AuthContext:
     """Authenticate the bearer token; count failures per source for the 429 limiter."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        _refuse_early(request)
+        _hub(request).metrics.auth_refusals.labels("unauthenticated").inc()
+        raise unauthenticated("this endpoint needs a token: send 'Authorization: Bearer tth_…'")
+    return authenticate_secret(request, value.strip())
+
+
+def _refuse_early(request: Request) -> None:
+    """429 for a source with too many failed authentications lately."""
     hub = _hub(request)
-    source = service.normalise_source(request.client.host if request.client else None)
-    key = source or "unknown"
-    now_mono = time.monotonic()
-    wait = hub.limiter.retry_after(key, now_mono)
+    key = service.normalise_source(request.client.host if request.client else None) or "unknown"
+    wait = hub.limiter.retry_after(key, time.monotonic())
     if wait is not None:
         hub.metrics.auth_refusals.labels("rate-limited").inc()
         raise Problem(
@@ -44,13 +53,18 @@ def caller(request: Request) -> AuthContext:
             f"too many failed authentications from {key}; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        hub.metrics.auth_refusals.labels("unauthenticated").inc()
-        raise unauthenticated("this endpoint needs a token: send 'Authorization: Bearer tth_…'")
+
+
+def authenticate_secret(request: Request, secret: str) -> AuthContext:
+    """Authenticate a token's secret however it came (header, login form, session cookie):
+    the same checks, failure counting and audit trail."""
+    _refuse_early(request)
+    hub = _hub(request)
+    source = service.normalise_source(request.client.host if request.client else None)
+    key = source or "unknown"
+    now_mono = time.monotonic()
     try:
-        ctx = service.authenticate(hub.db, value.strip(), source=source, now=utcnow())
+        ctx = service.authenticate(hub.db, secret, source=source, now=utcnow())
     except Problem as p:
         hub.metrics.auth_refusals.labels(p.slug).inc()
         request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}

@@ -23,6 +23,7 @@ from tether.blobs import BlobNotFound
 from tether.db.models import utcnow
 from tether.hub.errors import Problem, bad_request
 from tether.hub.routes import Caller, StrictModel, caller
+from tether.hub.sessions import session_caller, sign_in_page
 from tether.publish.core import DIGEST_RE
 from tether.publish.service import Publisher, metered
 
@@ -36,9 +37,10 @@ def _pub(request: Request) -> Publisher:
 
 
 def optional_caller(request: Request) -> AuthContext | None:
-    """Downloads of public builds need no token; a token, if sent, must be valid."""
+    """Downloads of public builds need no token; a token, if sent (a header, or a browser's
+    session cookie from /login), must be valid."""
     if "authorization" not in request.headers:
-        return None
+        return session_caller(request)
     return caller(request)
 
 
@@ -343,7 +345,13 @@ def download(space: str, request: Request, ctx: Annotated[AuthContext | None, De
              path: str = ""):
     """A file (Range, ETag = digest) or, for a directory, an HTML index (JSON with ?format=json)."""
     pub = _pub(request)
-    found = pub.resolve(ctx, space, path)
+    try:
+        found = pub.resolve(ctx, space, path)
+    except Problem as p:
+        page = sign_in_page(request, p)  # a browser: the sign-in form, not JSON
+        if page is None:
+            raise
+        return page
     if found["kind"] == "dir":
         if request.query_params.get("format") == "json" or "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"space": space, "path": found["path"], "entries": found["entries"]})

@@ -1,0 +1,141 @@
+"""Browser sessions for downloads: ``/login`` turns a token into a session cookie.
+
+A browser cannot send ``Authorization: Bearer``, so a person browsing private builds
+signs in once with a token (pasted into a form). The hub mints a child of that token
+(the same narrowing rules, lifetime at most :data:`SESSION_HOURS` and never past its
+parent's, revoked with it) and sets its secret as an ``HttpOnly`` cookie. The cookie is
+honoured only for reading ``/files/…`` (GET and HEAD): it can change nothing, so a
+forged cross-site request gains nothing. ``/logout`` revokes the session's token.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from tether.auth import service
+from tether.auth.service import AuthContext, MintRequest
+from tether.db.models import utcnow
+from tether.hub.errors import Problem
+from tether.hub.routes import authenticate_secret
+
+COOKIE = "tether_session"
+SESSION_HOURS = 12
+MAX_FORM_BYTES = 4096
+
+router = APIRouter(include_in_schema=False)
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def session_caller(request: Request) -> AuthContext | None:
+    """The caller of a download that sent no Authorization header: its session cookie's
+    token, if it sent one (an invalid or expired one is refused, like a bad header)."""
+    secret = request.cookies.get(COOKIE)
+    return authenticate_secret(request, secret) if secret else None
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a path under /files/ on this hub, nothing else."""
+    if value and value.startswith("/files/") and "//" not in value and "\\" not in value:
+        return value
+    return "/files/"
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+           f"<body style='font-family:sans-serif;max-width:40em;margin:2em auto'><h1>{html.escape(title)}</h1>"
+           f"{body}</body></html>")
+    return HTMLResponse(doc, status_code=status, headers=_PAGE_HEADERS)
+
+
+def _form(next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
+    said = f"<p style='color:#a00'>{html.escape(error)}</p>" if error else ""
+    return _page("Sign in to read private builds", (
+        f"{said}<form method='post' action='/login'>"
+        f"<input type='hidden' name='next' value='{html.escape(next_path, quote=True)}'>"
+        "<p><label>Token <input name='token' type='password' size='60' autocomplete='off' autofocus></label></p>"
+        "<p><button type='submit'>Sign in</button></p></form>"
+        f"<p>Use a token with read access to the space, e.g. from <code>tether token mint --scope "
+        f"publish:SPACE:read --expires 8h</code>. The hub keeps a session of at most {SESSION_HOURS} hours "
+        "for this browser, derived from that token; the token itself is not stored.</p>"), status)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None):  # noqa: A002 - the query parameter's name
+    return _form(_next(next))
+
+
+@router.post("/login")
+async def login(request: Request):
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise Problem(413, "request-too-large", f"the sign-in form is limited to {MAX_FORM_BYTES} bytes")
+    form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    token = (form.get("token") or [""])[0].strip()
+    next_path = _next((form.get("next") or [""])[0])
+    if not token:
+        return _form(next_path, "Paste a token.", 400)
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        ctx = await run_in_threadpool(authenticate_secret, request, token)
+        row, secret = await run_in_threadpool(_mint_session, request, ctx)
+    except Problem as p:
+        if p.status == 429:
+            raise
+        return _form(next_path, f"Not signed in: {p.detail}", p.status)
+    ctx.trail["resource"] = f"token:{row.id}"
+    seconds = max(int((_aware(row.expires_at) - utcnow()).total_seconds()), 1)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(COOKIE, secret, max_age=seconds, httponly=True, samesite="lax", path="/",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+def _mint_session(request: Request, ctx: AuthContext):
+    hub = request.app.state.hub
+    now = utcnow()
+    until = now + timedelta(hours=SESSION_HOURS)
+    if ctx.token is not None and ctx.token.expires_at is not None:
+        until = min(until, _aware(ctx.token.expires_at))  # a child never outlives its parent
+    return service.mint(hub.db, ctx, MintRequest(expires=until.isoformat(), label="browser session"), now=now,
+                        max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC
+
+
+@router.post("/logout")
+def logout(request: Request):
+    secret = request.cookies.get(COOKIE)
+    if secret:
+        try:
+            ctx = authenticate_secret(request, secret)
+            if ctx.token is not None:
+                service.revoke(request.app.state.hub.db, ctx, ctx.token.id, now=utcnow())
+        except Problem:
+            pass  # expired or revoked already: the cookie goes either way
+    response = _page("Signed out", "<p>The session's token is revoked. <a href='/login'>Sign in again</a>.</p>")
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def sign_in_page(request: Request, problem: Problem) -> Response | None:
+    """A browser refused a private download: the sign-in form instead of JSON, with the
+    path to come back to."""
+    if problem.status != 401 or "text/html" not in request.headers.get("accept", ""):
+        return None
+    return _form(_next(request.url.path), problem.detail, 401)
+
+
+__all__ = ["COOKIE", "router", "session_caller", "sign_in_page"]
