@@ -143,3 +143,32 @@ def test_the_documented_curl_session_works(private_build, tmp_path):
                        cwd=tmp_path, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.endswith(data)
+
+
+def test_an_ended_session_leaves_the_browser_anonymous_not_locked_out(private_build):
+    hub, space, data, writer, reader = private_build
+    with hub.client(writer) as c:
+        pub = os.urandom(100)
+        c.put(f"/api/v1/blobs/sha256/{sha(pub)}", params={"space": space, "type": "ci", "build": "p"},
+              content=pub).raise_for_status()
+        c.post(f"/api/v1/publish/{space}/ci/p", json={"files": [{"path": "f", "digest": sha(pub), "size": 100}],
+                                                     "public": True}).raise_for_status()
+    with _browser(hub) as b:
+        assert _sign_in(b, reader["token"], "/files/").status_code == 303
+        with hub.client(writer) as c:
+            c.delete(f"/api/v1/tokens/{reader['id']}").raise_for_status()
+        for _ in range(70):  # more than the hub's failed authentications per minute: not counted
+            assert b.get(f"/files/{space}/ci/p/f").content == pub
+        refused = b.get(f"/files/{space}/ci/1/out/app.bin", headers=HTML)
+        assert refused.status_code == 401 and "action='/login'" in refused.text
+        assert _sign_in(b, writer, "/files/").status_code == 303  # not rate-limited either
+
+
+def test_a_sign_in_form_from_another_site_is_refused(private_build):
+    hub, space, data, writer, reader = private_build
+    with _browser(hub) as b:
+        for headers in ({"Origin": "https://elsewhere.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            r = b.post("/login", data={"token": reader["token"], "next": "/files/"}, headers=headers)
+            assert r.status_code == 403 and r.json()["type"].endswith("cross-site-sign-in"), r.text
+            assert "set-cookie" not in r.headers
+        assert b.post("/login", data={"token": reader["token"]}, headers={"Origin": hub.url}).status_code == 303

@@ -55,9 +55,9 @@ def _refuse_early(request: Request) -> None:
         )
 
 
-def authenticate_secret(request: Request, secret: str) -> AuthContext:
+def authenticate_secret(request: Request, secret: str, *, count_failure: bool = True) -> AuthContext:
     """Authenticate a token's secret however it came (header, login form, session cookie):
-    the same checks, failure counting and audit trail."""
+    the same checks, failure counting (unless ``count_failure`` is off) and audit trail."""
     _refuse_early(request)
     hub = _hub(request)
     source = service.normalise_source(request.client.host if request.client else None)
@@ -68,7 +68,7 @@ def authenticate_secret(request: Request, secret: str) -> AuthContext:
     except Problem as p:
         hub.metrics.auth_refusals.labels(p.slug).inc()
         request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}
-        if p.status == 401:
+        if p.status == 401 and count_failure:
             hub.limiter.failed(key, now_mono)
         raise
     request.state.auth = ctx

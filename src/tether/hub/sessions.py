@@ -38,9 +38,19 @@ _PAGE_HEADERS = {
 
 def session_caller(request: Request) -> AuthContext | None:
     """The caller of a download that sent no Authorization header: its session cookie's
-    token, if it sent one (an invalid or expired one is refused, like a bad header)."""
+    token, if it sent one. A session that has ended (expired, revoked) leaves the browser
+    anonymous, not locked out: public builds still download, private ones ask to sign
+    in again; it is not counted as a failed authentication (a browser resends it with
+    every request)."""
     secret = request.cookies.get(COOKIE)
-    return authenticate_secret(request, secret) if secret else None
+    if not secret:
+        return None
+    try:
+        return authenticate_secret(request, secret, count_failure=False)
+    except Problem as p:
+        if p.status == 401:
+            return None
+        raise
 
 
 def _next(value: str | None) -> str:
@@ -74,8 +84,19 @@ def login_form(request: Request, next: str | None = None):  # noqa: A002 - the q
     return _form(_next(next))
 
 
+def _same_origin(request: Request) -> bool:
+    """A browser says where a form came from: only this hub's own page may sign it in
+    (else a page elsewhere could sign a visitor in as someone else)."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not a browser (curl), or an old one
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    return origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
 @router.post("/login")
 async def login(request: Request):
+    if not _same_origin(request):
+        raise Problem(403, "cross-site-sign-in", "sign in from this hub's own /login page")
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise Problem(413, "request-too-large", f"the sign-in form is limited to {MAX_FORM_BYTES} bytes")
