@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from tether.auth import service
 from tether.auth.service import AuthContext, MintRequest
@@ -105,8 +106,6 @@ async def login(request: Request):
     next_path = _next((form.get("next") or [""])[0])
     if not token:
         return _form(next_path, "Paste a token.", 400)
-    from starlette.concurrency import run_in_threadpool
-
     try:
         ctx = await run_in_threadpool(authenticate_secret, request, token)
         row, secret = await run_in_threadpool(_mint_session, request, ctx)
