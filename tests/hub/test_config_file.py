@@ -37,3 +37,24 @@ def test_the_same_key_at_top_level_and_under_hub_is_refused(tmp_path, monkeypatc
 def test_hub_must_be_a_table(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="must be a table"):
         _load(tmp_path, 'hub = "x"\n', monkeypatch)
+
+
+@pytest.mark.parametrize("path, said", [
+    ("android/{buildid}", "'buildid'; only {type} and {build_id} are known"),
+    ("android/{}", "only {type} and {build_id} are known"),
+    ("android/latest", "must contain {build_id}"),
+    ("../{build_id}", "does not make a valid path"),
+    ("/abs/{build_id}", "does not make a valid path"),
+    ("a/{build_id", "is not a valid template: expected '}'"),
+])
+def test_a_type_path_template_that_cannot_work_is_refused_at_start(tmp_path, monkeypatch, path, said):
+    text = f'[hub.publish_types.android]\npath = "{path}"\n'
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text, monkeypatch)
+    assert said in str(e.value), str(e.value)
+
+
+def test_good_type_path_templates_load(tmp_path, monkeypatch):
+    s = _load(tmp_path, '[hub.publish_types.a]\npath = "builds/{type}/{build_id}"\n'
+                        '[hub.publish_types.b]\npath = "b-{build_id}"\n', monkeypatch)
+    assert s.publish_types["a"].path == "builds/{type}/{build_id}" and s.publish_types["b"].path == "b-{build_id}"

@@ -172,3 +172,32 @@ def test_a_sign_in_form_from_another_site_is_refused(private_build):
             assert r.status_code == 403 and r.json()["type"].endswith("cross-site-sign-in"), r.text
             assert "set-cookie" not in r.headers
         assert b.post("/login", data={"token": reader["token"]}, headers={"Origin": hub.url}).status_code == 303
+
+
+def test_signing_out_and_the_pages_a_browser_sees(private_build):
+    hub, space, data, writer, reader = private_build
+    other = hub.make_space()
+    with hub.admin() as c:  # a private build the reader's token may not read
+        c.put(f"/api/v1/blobs/sha256/{sha(b'o')}", params={"space": other, "type": "ci", "build": "1"},
+              content=b"o").raise_for_status()
+        c.post(f"/api/v1/publish/{other}/ci/1", json={"files": [{"path": "o", "digest": sha(b"o"), "size": 1}]}
+               ).raise_for_status()
+    with _browser(hub) as b:
+        first = b.get(f"/files/{space}/ci/1/out/app.bin", headers=HTML)
+        assert first.status_code == 401 and "This build is private. Sign in with a token that may read it." in first.text
+        assert "no session" in b.post("/logout", headers=HTML).text
+        assert "<form method='post' action='/logout'>" in b.get("/logout").text  # a button, not a link
+        assert _sign_in(b, reader["token"], "/files/").status_code == 303
+        index = b.get(f"/files/{space}/ci/1/", headers=HTML)
+        assert "href='/logout'" in index.text
+        not_yours = b.get(f"/files/{other}/ci/1/o", headers=HTML)
+        assert not_yours.status_code == 403 and "Your session may not read this" in not_yours.text
+        assert "<form method='post' action='/login'>" in not_yours.text
+        forged = b.post("/logout", headers={"Origin": "https://elsewhere.example", **HTML})
+        assert forged.status_code == 403 and "own pages" in forged.text
+        assert b.get(f"/files/{space}/ci/1/out/app.bin").status_code == 200  # still signed in
+        out = b.post("/logout", headers={"Origin": hub.url})
+        assert "Signed out: the session's token is revoked." in out.text
+        b.cookies.set("tether_session", "tth_0000000000000000_" + "x" * 43)  # an ended session
+        ended = b.get(f"/files/{space}/ci/1/out/app.bin", headers=HTML)
+        assert ended.status_code == 401 and "Your session has ended" in ended.text

@@ -478,6 +478,13 @@ def test_retention_keep_days_spares_latest_and_young_builds(start_hub):
         for b in s.query(Build):
             b.created_at = utcnow() - timedelta(days=age[b.build_id], minutes=1)
     db.dispose()
+    import sys
+    from pathlib import Path
+
+    tether = [str(Path(sys.executable).with_name("tether")), "gc", "--dry-run", "--hub", h.url, "--token", h.admin_token]
+    shown = subprocess.run(tether, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/nonexistent"})
+    assert shown.returncode == 0 and "builds_removed: 1" in shown.stdout, shown.stdout + shown.stderr
+    assert "  would remove r/daily/d1\n" in shown.stdout, shown.stdout  # the text output names them too
     with h.admin() as c:
         dry = c.post("/api/v1/gc", json={"dry_run": True}).json()
         assert dry["builds_removed"] == ["r/daily/d1"] and c.get("/files/r/daily/d1/f").status_code == 200

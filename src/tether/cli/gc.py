@@ -27,5 +27,8 @@ def gc(conn: Conn, dry_run: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    shown = {**result, "builds_removed": len(result.get("builds_removed", []))}
+    builds = result.get("builds_removed", [])
+    shown = {**result, "builds_removed": len(builds)}
     emit_object(shown, ["builds_removed", "blobs_removed", "bytes_freed", "dry_run"])
+    for name in builds:  # which builds retention takes (or would take): SPACE/PATH
+        click.echo(f"  {'would remove' if result.get('dry_run') else 'removed'} {name}")

@@ -50,6 +50,7 @@ def session_caller(request: Request) -> AuthContext | None:
         return authenticate_secret(request, secret, count_failure=False)
     except Problem as p:
         if p.status == 401:
+            request.state.session_ended = True  # said on the sign-in page
             return None
         raise
 
@@ -94,10 +95,19 @@ def _same_origin(request: Request) -> bool:
     return origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
+def _cross_site(request: Request) -> Response:
+    """403 for a form posted from another site: a page for a browser, a problem for the rest."""
+    problem = Problem(403, "cross-site-sign-in", "sign in and out from this hub's own pages (/login, /logout)")
+    if "text/html" not in request.headers.get("accept", ""):
+        raise problem
+    request.state.problem = problem  # for the audit trail
+    return _page("Not here", f"<p>{html.escape(problem.detail)}.</p>", 403)
+
+
 @router.post("/login")
 async def login(request: Request):
     if not _same_origin(request):
-        raise Problem(403, "cross-site-sign-in", "sign in from this hub's own /login page")
+        return _cross_site(request)
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise Problem(413, "request-too-large", f"the sign-in form is limited to {MAX_FORM_BYTES} bytes")
@@ -135,27 +145,45 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC
 
 
+@router.get("/logout")
+def logout_form(request: Request):
+    """A button: signing out is a POST (a link followed by a crawler must not do it)."""
+    return _page("Sign out", "<form method='post' action='/logout'><button type='submit'>Sign out</button></form>")
+
+
 @router.post("/logout")
 def logout(request: Request):
+    if not _same_origin(request):
+        return _cross_site(request)
     secret = request.cookies.get(COOKIE)
+    said = "<p>This browser had no session.</p>"
     if secret:
+        said = "<p>This browser's session had already ended.</p>"
         try:
-            ctx = authenticate_secret(request, secret)
+            ctx = authenticate_secret(request, secret, count_failure=False)
             if ctx.token is not None:
                 service.revoke(request.app.state.hub.db, ctx, ctx.token.id, now=utcnow())
+                said = "<p>Signed out: the session's token is revoked.</p>"
         except Problem:
             pass  # expired or revoked already: the cookie goes either way
-    response = _page("Signed out", "<p>The session's token is revoked. <a href='/login'>Sign in again</a>.</p>")
+    response = _page("Signed out", f"{said}<p><a href='/login'>Sign in again</a>.</p>")
     response.delete_cookie(COOKIE, path="/")
     return response
 
 
 def sign_in_page(request: Request, problem: Problem) -> Response | None:
     """A browser refused a private download: the sign-in form instead of JSON, with the
-    path to come back to."""
-    if problem.status != 401 or "text/html" not in request.headers.get("accept", ""):
+    path to come back to (401: no session, or it ended; 403: this session may not read
+    it, so sign in with another token)."""
+    if problem.status not in (401, 403) or "text/html" not in request.headers.get("accept", ""):
         return None
-    return _form(_next(request.url.path), problem.detail, 401)
+    if problem.status == 403:
+        said = f"Your session may not read this: {problem.detail}. Sign in with a token that may."
+    elif getattr(request.state, "session_ended", False):
+        said = "Your session has ended (expired, signed out or revoked). Sign in again."
+    else:
+        said = "This build is private. Sign in with a token that may read it."
+    return _form(_next(request.url.path), said, problem.status)
 
 
 __all__ = ["COOKIE", "router", "session_caller", "sign_in_page"]

@@ -413,7 +413,8 @@ def _index_html(space: str, path: str, entries: list[dict]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>Index of {title}</title></head><body><h1>Index of {title}</h1>"
         "<table><tr><th align='left'>name</th><th>size</th><th>sha256</th></tr>"
-        + "".join(rows) + "</table></body></html>"
+        + "".join(rows) + "</table><p><small><a href='/login'>sign in</a> · <a href='/logout'>sign out</a>"
+        "</small></p></body></html>"
     )
 
 
