@@ -99,6 +99,10 @@ def test_what_a_session_cannot_do(private_build):
         r = _sign_in(b, "tth_0000000000000000_notatoken", f"/files/{space}/")
         assert r.status_code == 401 and "Not signed in" in r.text and "set-cookie" not in r.headers
         assert _sign_in(b, "", "/files/").status_code == 400
+        junk = b.post("/login", content="&".join(f"f{i}=x" for i in range(50)),
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+        assert junk.status_code == 400 and "not the sign-in form of this hub" in junk.text
+        assert b.post("/login", content=b"token=" + b"x" * 5000).status_code == 413
         # only paths on this hub under /files/ are followed after signing in
         for bad in ("https://elsewhere.example/", "//elsewhere.example/files/", "/api/v1/gc", "/files/\\\\x"):
             r = _sign_in(b, reader["token"], bad)

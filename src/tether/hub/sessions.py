@@ -111,7 +111,10 @@ async def login(request: Request):
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise Problem(413, "request-too-large", f"the sign-in form is limited to {MAX_FORM_BYTES} bytes")
-    form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    try:
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    except ValueError:  # more fields than the form has
+        return _form("/files/", "That was not the sign-in form of this hub.", 400)
     token = (form.get("token") or [""])[0].strip()
     next_path = _next((form.get("next") or [""])[0])
     if not token:
