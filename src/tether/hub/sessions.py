@@ -11,7 +11,7 @@ forged cross-site request gains nothing. ``/logout`` revokes the session's token
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -127,7 +127,7 @@ async def login(request: Request):
             raise
         return _form(next_path, f"Not signed in: {p.detail}", p.status)
     ctx.trail["resource"] = f"token:{row.id}"
-    seconds = max(int((_aware(row.expires_at) - utcnow()).total_seconds()), 1)
+    seconds = max(int((row.expires_at - utcnow()).total_seconds()), 1)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(COOKIE, secret, max_age=seconds, httponly=True, samesite="lax", path="/",
                         secure=request.url.scheme == "https")
@@ -139,13 +139,9 @@ def _mint_session(request: Request, ctx: AuthContext):
     now = utcnow()
     until = now + timedelta(hours=SESSION_HOURS)
     if ctx.token is not None and ctx.token.expires_at is not None:
-        until = min(until, _aware(ctx.token.expires_at))  # a child never outlives its parent
+        until = min(until, ctx.token.expires_at)  # a child never outlives its parent
     return service.mint(hub.db, ctx, MintRequest(expires=until.isoformat(), label="browser session"), now=now,
                         max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC
 
 
 @router.get("/logout")

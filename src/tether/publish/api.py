@@ -306,7 +306,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
                     h.update(chunk)
                     size += len(chunk)
                     if size > pub.settings.max_blob_bytes:
-                        raise Problem(413, "blob-too-large", f"files are limited to {pub.settings.max_blob_bytes} bytes")
+                        raise pub.too_large()
                     fh.write(chunk)
             if declared is not None and declared != size:
                 raise bad_request(f"the upload was truncated: {size} of {declared} bytes arrived", "truncated-upload")

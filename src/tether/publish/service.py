@@ -167,6 +167,10 @@ class Publisher:
         # lease_seconds: how long the answer holds at least (a client taking longer asks again)
         return {"missing": [d for d in wanted if d not in present], "lease_seconds": self.settings.blob_lease_seconds // 2}
 
+    def too_large(self) -> Problem:
+        """413 for a file over ``max_blob_bytes`` (declared, or found while it arrives)."""
+        return Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+
     def budget(self, ctx: AuthContext | None) -> BudgetCheck | None:
         """The caller's token budget, to refuse an upload the token could never commit
         before anything of it is kept (the commit draws the budget)."""
@@ -179,7 +183,7 @@ class Publisher:
         budget = budget or self.budget(ctx)
         if declared is not None:
             if declared > self.settings.max_blob_bytes:
-                raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+                raise self.too_large()
             if budget is not None:
                 budget.need(nbytes=declared)
         elif budget is not None:  # no length given: count the bytes as they come
@@ -401,7 +405,7 @@ class Publisher:
         if digest is not None and not DIGEST_RE.match(digest):
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         if size < 0 or size > self.settings.max_blob_bytes:
-            raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+            raise self.too_large()
         if budget := self.budget(ctx):  # first: a token past its budget learns nothing more
             budget.need(nbytes=size)
         with self.db.read() as s:
@@ -701,7 +705,7 @@ class Publisher:
         except PathError as exc:
             raise bad_request(str(exc), "invalid-path") from None
         if declared is not None and declared > self.settings.max_blob_bytes:
-            raise Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+            raise self.too_large()
         with self.db.read() as s:
             self.refuse_taken(s, t)
             self._refuse_nesting(s, t)
