@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tether.auth import identities, tokens
-from tether.hub.errors import Problem
+from tether.problems import Problem
 from tether.log.store import RecordError, validate_author
 from tether.publish.core import PathError, validate_build_id, validate_manifest, validate_type
 from tether.signal.core import _HEX_RE, _HEX_TIME_RE

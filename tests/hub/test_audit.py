@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from tether.db import Database
 from tether.db.models import AuditRecord
-from tether.hub import audit
+from tether.auth import audit
 
 
 def records(hub, **params):

@@ -13,7 +13,7 @@ import pytest
 from tether.auth.service import AuthContext, MintRequest, create_bootstrap_admin, draw_budget, mint
 from tether.db import Database
 from tether.db.models import Token, User, utcnow
-from tether.hub.errors import Problem
+from tether.problems import Problem
 from datetime import timedelta
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

@@ -19,7 +19,7 @@ from tether.blobs import open_store
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import Blob, utcnow
-from tether.hub.errors import Problem
+from tether.problems import Problem
 from tether.publish.service import Publisher
 from tests.conftest import S3_BUCKET
 

@@ -17,7 +17,7 @@ from tether.auth.policy import Resource, authorize
 from tether.auth.service import AuthContext, iso
 from tether.db import Database
 from tether.db.models import Grant, PublicKey, Space, User, utcnow
-from tether.hub.errors import bad_request, conflict, not_found
+from tether.problems import bad_request, conflict, not_found
 
 USER_NAME_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
 SPACE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")

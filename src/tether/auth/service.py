@@ -32,7 +32,7 @@ from tether.auth.caveats import (
 from tether.auth.policy import Principal, Resource, authorize
 from tether.db import Database
 from tether.db.models import Grant, Space, Token, User
-from tether.hub.errors import Problem, bad_request, forbidden, not_found, unauthenticated
+from tether.problems import Problem, bad_request, forbidden, not_found, unauthenticated
 
 # Refusals of a credential that is no longer (or not yet) valid are 401; the rest 403.
 _UNAUTHENTICATED_CODES = {"token-expired", "token-not-yet-valid"}

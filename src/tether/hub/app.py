@@ -17,15 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from tether import __version__
+from tether.auth import audit
+from tether.auth.ratelimit import FailureLimiter
 from tether.auth.service import parse_lifetime
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import utcnow
-from tether.hub import audit
-from tether.hub.errors import Problem
 from tether.hub.metrics import Metrics
-from tether.hub.ratelimit import FailureLimiter
 from tether.log.reconcile import DEFAULT_MAX_MESSAGE
+from tether.problems import Problem
 
 log = logging.getLogger("tether.hub")
 
@@ -265,9 +265,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         body, content_type = hub.metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
+    from tether.auth.api import router
+    from tether.auth.sessions import router as sessions_router
     from tether.blobs import open_store
-    from tether.hub.routes import router
-    from tether.hub.sessions import router as sessions_router
     from tether.publish.api import files_router
     from tether.publish.api import router as publish_router
     from tether.publish.service import Publisher

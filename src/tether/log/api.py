@@ -21,7 +21,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from tether.hub.routes import Caller, StrictModel
+from tether.auth.deps import Caller, StrictModel
 from tether.log.service import MAX_PULL_IDS, MAX_PUSH_RECORDS, LogService
 
 router = APIRouter(prefix="/api/v1/log", tags=["log"])

@@ -31,7 +31,6 @@ from tether.auth.service import AuthContext
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import LogHead, LogRecord, Space, utcnow
-from tether.hub.errors import Problem, bad_request, forbidden, not_found
 from tether.log.reconcile import (
     DEFAULT_MAX_MESSAGE,
     ReconcileError,
@@ -46,6 +45,7 @@ from tether.log.store import (
     record_from_wire,
     record_to_wire,
 )
+from tether.problems import Problem, bad_request, forbidden, not_found
 
 #: Most records in one push, most ids in one pull.
 MAX_PUSH_RECORDS = 2000

@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
+from tether.auth.deps import Caller, StrictModel, caller
 from tether.auth.service import AuthContext
+from tether.auth.sessions import session_caller, sign_in_page
 from tether.blobs import BlobNotFound
 from tether.db.models import utcnow
-from tether.hub.errors import Problem, bad_request
-from tether.hub.routes import Caller, StrictModel, caller
-from tether.hub.sessions import session_caller, sign_in_page
+from tether.problems import Problem, bad_request
 from tether.publish.core import DIGEST_RE
 from tether.publish.service import Publisher, metered
 

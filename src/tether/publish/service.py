@@ -34,7 +34,7 @@ from tether.blobs.direct import Appender
 from tether.config import HubSettings, PublishType
 from tether.db import Database
 from tether.db.models import Blob, Build, BuildFile, Latest, Space, SpaceBlob, Upload
-from tether.hub.errors import Problem, bad_request, conflict, not_found
+from tether.problems import Problem, bad_request, conflict, not_found
 from tether.publish.core import (
     DIGEST_RE,
     UNHASHED_MIN,

@@ -80,10 +80,18 @@ def _run_session(settings: Any, db: Database, user: str, command: str | None, fd
                  source: str | None) -> int:
     """The blocking side: the same session code as ``tether ssh-serve``, on one end of a socketpair."""
     from tether.auth.service import context_for_user
-    from tether.hub.errors import Problem
     from tether.log.service import LogService
+    from tether.problems import Problem
     from tether.ssh.frames import encode, write_all
-    from tether.ssh.serve import MODES, Exit, Session, _audit, _exit_for, _problem, parse_request
+    from tether.ssh.serve import (
+        MODES,
+        Exit,
+        Session,
+        _audit,
+        _exit_for,
+        _problem,
+        parse_request,
+    )
 
     try:
         verb, space = parse_request(command)

@@ -96,8 +96,8 @@ def _ssh_source() -> str | None:
 
 def _audit(db: Any, user: str, action: str, space: str, status: int, reason: str = "") -> None:
     """Record a change or a refusal made over SSH in the hub's audit trail, as the HTTP API does."""
+    from tether.auth import audit
     from tether.db.models import utcnow
-    from tether.hub import audit
 
     try:
         audit.record(db, at=utcnow(), user=user, token_id=None, action=action, resource=f"space:{space} via ssh",
@@ -119,7 +119,7 @@ class Session:
         write_all(self.outfd, encode(ftype, payload), timeout=self.idle_timeout)
 
     def run(self) -> int:
-        from tether.hub.errors import Problem
+        from tether.problems import Problem
 
         self.send("H", json.dumps({"protocol": PROTOCOL, "user": self.user, "space": self.space,
                                    "mode": self.verb}).encode())
@@ -141,7 +141,7 @@ class Session:
         raise Exit(3, 429, "too-many-requests", f"more than {MAX_REQUESTS} requests in one session; closing")
 
     def handle(self, ftype: str, payload: bytes) -> tuple[str, bytes]:
-        from tether.hub.errors import bad_request, forbidden
+        from tether.problems import bad_request, forbidden
 
         if ftype == "R":
             return "r", self.svc.reconcile(self.ctx, self.space, payload) or b""
@@ -155,7 +155,7 @@ class Session:
                                 "pull-only-session")
             if not isinstance(data, list):
                 raise bad_request("a push is a JSON list of records", "invalid-json")
-            from tether.hub.errors import Problem
+            from tether.problems import Problem
 
             try:
                 result = self.svc.push(self.ctx, self.space, data)
@@ -220,8 +220,8 @@ def _authorize(user: str, verb: str, space: str, config_file: Path | None, data_
     from tether.auth.service import context_for_user
     from tether.config import ConfigError, load_settings
     from tether.db import Database
-    from tether.hub.errors import Problem
     from tether.log.service import LogService
+    from tether.problems import Problem
 
     try:
         settings = load_settings(config_file, data_dir=data_dir, database_url=database_url)

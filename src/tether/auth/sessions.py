@@ -19,10 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tether.auth import service
+from tether.auth.deps import authenticate_secret
 from tether.auth.service import AuthContext, MintRequest
 from tether.db.models import utcnow
-from tether.hub.errors import Problem
-from tether.hub.routes import authenticate_secret
+from tether.problems import Problem
 
 COOKIE = "tether_session"
 SESSION_HOURS = 12

@@ -6,90 +6,23 @@ single policy function) before touching anything.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tether.auth import identities, service
+from tether.auth import audit, identities, service
 from tether.auth.caveats import CaveatError, parse_duration, parse_time
+from tether.auth.deps import Caller, StrictModel, hub_state
 from tether.auth.policy import ACTIONS, Resource, authorize
-from tether.auth.service import AuthContext, MintRequest
+from tether.auth.service import MintRequest
 from tether.db.models import utcnow
-from tether.hub import audit
-from tether.hub.errors import Problem, bad_request, unauthenticated
+from tether.problems import Problem, bad_request
 
 router = APIRouter(prefix="/api/v1")
-
-
-def _hub(request: Request):
-    return request.app.state.hub
-
-
-def caller(request: Request) -> AuthContext:
-    """Authenticate the bearer token; count failures per source for the 429 limiter."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        _refuse_early(request)
-        _hub(request).metrics.auth_refusals.labels("unauthenticated").inc()
-        raise unauthenticated("this endpoint needs a token: send 'Authorization: Bearer tth_…'")
-    return authenticate_secret(request, value.strip())
-
-
-def _refuse_early(request: Request) -> None:
-    """429 for a source with too many failed authentications lately."""
-    hub = _hub(request)
-    key = service.normalise_source(request.client.host if request.client else None) or "unknown"
-    wait = hub.limiter.retry_after(key, time.monotonic())
-    if wait is not None:
-        hub.metrics.auth_refusals.labels("rate-limited").inc()
-        raise Problem(
-            429, "too-many-failures",
-            f"too many failed authentications from {key}; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
-
-
-def authenticate_secret(request: Request, secret: str, *, count_failure: bool = True) -> AuthContext:
-    """Authenticate a token's secret however it came (header, login form, session cookie):
-    the same checks, failure counting (unless ``count_failure`` is off) and audit trail."""
-    _refuse_early(request)
-    hub = _hub(request)
-    source = service.normalise_source(request.client.host if request.client else None)
-    key = source or "unknown"
-    now_mono = time.monotonic()
-    try:
-        ctx = service.authenticate(hub.db, secret, source=source, now=utcnow())
-    except Problem as p:
-        hub.metrics.auth_refusals.labels(p.slug).inc()
-        request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}
-        if p.status == 401 and count_failure:
-            hub.limiter.failed(key, now_mono)
-        raise
-    request.state.auth = ctx
-    return ctx
-
-
-Caller = Annotated[AuthContext, Depends(caller)]
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors, and no string may carry a NUL (PostgreSQL cannot store one)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, v):
-        values = v if isinstance(v, list) else [v]
-        if any(isinstance(x, str) and "\x00" in x for x in values):
-            raise ValueError("must not contain NUL characters")
-        return v
 
 
 class UserIn(StrictModel):
@@ -168,7 +101,7 @@ async def authz_check(body: CheckIn, ctx: Caller, request: Request):
         return JSONResponse({"allowed": False, "code": decision.code, "detail": decision.detail})
     if ctx.token is not None and (body.files or body.bytes):
         try:
-            await run_in_threadpool(service.check_draw, _hub(request).db, ctx.token, files=body.files, nbytes=body.bytes)
+            await run_in_threadpool(service.check_draw, hub_state(request).db, ctx.token, files=body.files, nbytes=body.bytes)
         except Problem as p:
             return JSONResponse({"allowed": False, "code": p.slug, "detail": p.detail, "caveat": p.extra.get("caveat")})
     return JSONResponse({"allowed": True, "code": "ok", "detail": "allowed"})
@@ -179,42 +112,42 @@ async def authz_check(body: CheckIn, ctx: Caller, request: Request):
 
 @router.post("/users", status_code=201, tags=["users"])
 def create_user(body: UserIn, ctx: Caller, request: Request):
-    return identities.create_user(_hub(request).db, ctx, body.name, body.kind, body.admin)
+    return identities.create_user(hub_state(request).db, ctx, body.name, body.kind, body.admin)
 
 
 @router.get("/users", tags=["users"])
 def list_users(ctx: Caller, request: Request):
-    return {"users": identities.list_users(_hub(request).db, ctx)}
+    return {"users": identities.list_users(hub_state(request).db, ctx)}
 
 
 @router.get("/users/{name}", tags=["users"])
 def show_user(name: str, ctx: Caller, request: Request):
-    return identities.show_user(_hub(request).db, ctx, name)
+    return identities.show_user(hub_state(request).db, ctx, name)
 
 
 @router.post("/users/{name}/disable", tags=["users"])
 def disable_user(name: str, ctx: Caller, request: Request):
-    return identities.set_disabled(_hub(request).db, ctx, name, True)
+    return identities.set_disabled(hub_state(request).db, ctx, name, True)
 
 
 @router.post("/users/{name}/enable", tags=["users"])
 def enable_user(name: str, ctx: Caller, request: Request):
-    return identities.set_disabled(_hub(request).db, ctx, name, False)
+    return identities.set_disabled(hub_state(request).db, ctx, name, False)
 
 
 @router.post("/users/{name}/keys", status_code=201, tags=["keys"])
 def add_key(name: str, body: KeyIn, ctx: Caller, request: Request):
-    return identities.add_key(_hub(request).db, ctx, name, body.public_key, body.kind, body.comment)
+    return identities.add_key(hub_state(request).db, ctx, name, body.public_key, body.kind, body.comment)
 
 
 @router.get("/users/{name}/keys", tags=["keys"])
 def list_keys(name: str, ctx: Caller, request: Request):
-    return {"keys": identities.list_keys(_hub(request).db, ctx, name)}
+    return {"keys": identities.list_keys(hub_state(request).db, ctx, name)}
 
 
 @router.delete("/users/{name}/keys/{ref:path}", status_code=204, tags=["keys"])
 def remove_key(name: str, ref: str, ctx: Caller, request: Request):
-    identities.remove_key(_hub(request).db, ctx, name, ref)
+    identities.remove_key(hub_state(request).db, ctx, name, ref)
     return Response(status_code=204)
 
 
@@ -223,34 +156,34 @@ def remove_key(name: str, ref: str, ctx: Caller, request: Request):
 
 @router.post("/spaces", status_code=201, tags=["spaces"])
 def create_space(body: SpaceIn, ctx: Caller, request: Request):
-    return identities.create_space(_hub(request).db, ctx, body.name, body.description, body.public_builds)
+    return identities.create_space(hub_state(request).db, ctx, body.name, body.description, body.public_builds)
 
 
 @router.patch("/spaces/{name}", tags=["spaces"])
 def configure_space(name: str, body: SpacePatch, ctx: Caller, request: Request):
     return identities.configure_space(
-        _hub(request).db, ctx, name, description=body.description, public_builds=body.public_builds
+        hub_state(request).db, ctx, name, description=body.description, public_builds=body.public_builds
     )
 
 
 @router.get("/spaces", tags=["spaces"])
 def list_spaces(ctx: Caller, request: Request):
-    return {"spaces": identities.list_spaces(_hub(request).db, ctx)}
+    return {"spaces": identities.list_spaces(hub_state(request).db, ctx)}
 
 
 @router.get("/spaces/{name}", tags=["spaces"])
 def show_space(name: str, ctx: Caller, request: Request):
-    return identities.show_space(_hub(request).db, ctx, name)
+    return identities.show_space(hub_state(request).db, ctx, name)
 
 
 @router.put("/spaces/{name}/grants/{user}", tags=["spaces"])
 def grant(name: str, user: str, body: GrantIn, ctx: Caller, request: Request):
-    return identities.set_grant(_hub(request).db, ctx, name, user, body.level)
+    return identities.set_grant(hub_state(request).db, ctx, name, user, body.level)
 
 
 @router.delete("/spaces/{name}/grants/{user}", status_code=204, tags=["spaces"])
 def revoke_grant(name: str, user: str, ctx: Caller, request: Request):
-    identities.set_grant(_hub(request).db, ctx, name, user, None)
+    identities.set_grant(hub_state(request).db, ctx, name, user, None)
     return Response(status_code=204)
 
 
@@ -259,7 +192,7 @@ def revoke_grant(name: str, user: str, ctx: Caller, request: Request):
 
 @router.post("/tokens", status_code=201, tags=["tokens"])
 def mint_token(body: TokenIn, ctx: Caller, request: Request):
-    hub = _hub(request)
+    hub = hub_state(request)
     row, secret = service.mint(
         hub.db, ctx, MintRequest(**body.model_dump()), now=utcnow(),
         max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime,
@@ -271,7 +204,7 @@ def mint_token(body: TokenIn, ctx: Caller, request: Request):
 
 @router.get("/tokens", tags=["tokens"])
 def list_tokens(ctx: Caller, request: Request, user: str | None = Query(default=None, max_length=64), all: bool = False):
-    with _hub(request).db.read() as s:
+    with hub_state(request).db.read() as s:
         return {"tokens": service.list_tokens(s, ctx, user=user, include_all=all)}
 
 
@@ -285,13 +218,13 @@ async def token_self(ctx: Caller):
 
 @router.get("/tokens/{token_id}", tags=["tokens"])
 def inspect_token(token_id: str, ctx: Caller, request: Request):
-    with _hub(request).db.read() as s:
+    with hub_state(request).db.read() as s:
         return service.inspect_token(s, ctx, token_id)
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"])
 def revoke_token(token_id: str, ctx: Caller, request: Request):
-    return {"revoked": service.revoke(_hub(request).db, ctx, token_id, now=utcnow())}
+    return {"revoked": service.revoke(hub_state(request).db, ctx, token_id, now=utcnow())}
 
 
 # ---------------------------------------------------------------- audit
@@ -314,7 +247,7 @@ def read_audit(
             since_at = _since(since)
         except CaveatError as exc:
             raise bad_request(f"since: {exc.detail}") from None
-    hub = _hub(request)
+    hub = hub_state(request)
     hub.audit_writer.flush()  # read what this hub has queued as if it were written at once
     records = audit.query(hub.db, since=since_at, user=user, token=token, action=action, limit=limit)
     return {"records": records}
