@@ -22,7 +22,8 @@ class ConfigError(Exception):
 
 
 class PublishType(BaseModel):
-    """How one build type is published (``[hub.publish_types.android]``)."""
+    """How one build type is published (``[hub.publish_types.android]``). Only the shape
+    lives here: publishing checks its rules (:func:`tether.publish.settings.check`)."""
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(default="{type}/{build_id}", description="where builds land in their space")
@@ -30,30 +31,6 @@ class PublishType(BaseModel):
     public: bool | None = Field(default=None, description="downloadable without a token (default: the space's setting)")
     keep_last: int | None = Field(default=None, ge=1, description="retention: keep only the newest N builds")
     keep_days: float | None = Field(default=None, gt=0, description="retention: keep builds younger than D days")
-
-    @field_validator("path")
-    @classmethod
-    def _template(cls, path: str) -> str:
-        """Checked when the hub starts, not at the first publish: a typo would be a 500 then."""
-        import string
-
-        try:
-            names = {field for _, field, _, _ in string.Formatter().parse(path) if field is not None}
-        except ValueError as exc:  # an unbalanced brace
-            raise ValueError(f"path {path!r} is not a valid template: {exc}") from None
-        unknown = names - {"type", "build_id"}
-        if unknown:
-            raise ValueError(f"path {path!r} names {', '.join(sorted(map(repr, unknown)))}; "
-                             "only {type} and {build_id} are known")
-        if "build_id" not in names:
-            raise ValueError(f"path {path!r} must contain {{build_id}}: every build needs a place of its own")
-        from tether.publish.core import PathError, validate_path
-
-        try:
-            validate_path(path.format(type="t", build_id="b"))
-        except (PathError, ValueError, IndexError) as exc:
-            raise ValueError(f"path {path!r} does not make a valid path: {exc}") from None
-        return path
 
 
 class HubSettings(BaseSettings):

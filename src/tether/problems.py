@@ -52,3 +52,18 @@ def forbidden(detail: str, slug: str = "forbidden", **extra: Any) -> Problem:
 
 def unauthenticated(detail: str, slug: str = "unauthenticated", **extra: Any) -> Problem:
     return Problem(401, slug, detail, headers={"WWW-Authenticate": 'Bearer realm="tether"'}, **extra)
+
+
+def exit_code_for_status(status: int) -> int:
+    """The exit code (see DESIGN.md) for an HTTP status, for the CLI and the SSH entry alike:
+    4 refused (401/403); 1 a clean no (404, 409, 410: not there, already there, gone);
+    3 runtime (429 and 5xx: try again later); 2 other 4xx (the request itself is wrong)."""
+    if status in (401, 403):
+        return 4
+    if status in (404, 409, 410):
+        return 1
+    if status == 429 or status >= 500:
+        return 3
+    if 400 <= status < 500:
+        return 2
+    return 3  # unexpected 1xx/3xx

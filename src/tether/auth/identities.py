@@ -246,3 +246,23 @@ def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str 
         if parsed is not Level.NONE:
             s.add(Grant(space_id=sp.id, user_id=u.id, level=int(parsed)))
         return {"space": space, "user": user, "level": parsed.name.lower()}
+
+
+def user_for_ssh_key(db: Database, fingerprint: str) -> str | None:
+    """The enabled user owning this SSH key (by its SHA256 fingerprint), if any."""
+    with db.read() as s:
+        row = s.execute(
+            select(User.name).join(PublicKey, PublicKey.user_id == User.id)
+            .where(PublicKey.kind == "ssh", PublicKey.fingerprint == fingerprint, User.disabled.is_(False))
+        ).first()
+    return row[0] if row else None
+
+
+def ssh_keys_by_user(db: Database) -> list[tuple[str, bool, str | None, str | None]]:
+    """Every user with each of their SSH keys: ``(name, disabled, public_key, fingerprint)``,
+    ordered by user then key; a user without keys appears once with ``None`` for the key."""
+    with db.read() as s:
+        q = select(User.name, User.disabled, PublicKey.public_key, PublicKey.fingerprint).join(
+            PublicKey, (PublicKey.user_id == User.id) & (PublicKey.kind == "ssh"), isouter=True
+        ).order_by(User.name, PublicKey.id)
+        return [tuple(r) for r in s.execute(q).all()]

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gc": ("tether.cli.gc:gc", "Garbage-collect unreferenced blobs and apply retention (admins)."),
     "publish": ("tether.publish.cli:publish", "Publish build artifacts, uploading only what the hub lacks."),
     "log": ("tether.log.cli:log", "An immutable record log: add, list, show; push/pull/sync with a hub."),
-    "ssh-serve": ("tether.ssh.serve:ssh_serve", "Serve tether over SSH as USER (an authorized_keys forced command)."),
+    "ssh-serve": ("tether.cli.ssh_serve:ssh_serve", "Serve tether over SSH as USER (an authorized_keys forced command)."),
     "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
 }
 

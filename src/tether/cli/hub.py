@@ -51,11 +51,14 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     """
     from tether.config import ConfigError, load_settings, split_listen
 
+    from tether.hub.capabilities import check_settings
+
     try:
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
             ssh_listen=ssh_listen,
         )
+        check_settings(settings)
     except ConfigError as exc:
         click.echo(f"tether: error: {exc}", err=True)
         sys.exit(2)

@@ -153,12 +153,10 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
           --output ~tether/.ssh/authorized_keys
       tether key authorized-keys --user alice --command /opt/tether/bin/tether
     """
-    from sqlalchemy import select
-
+    from tether.auth.identities import ssh_keys_by_user
     from tether.cli.common import EXIT_NO, EXIT_RUNTIME
     from tether.config import ConfigError, load_settings
     from tether.db import Database
-    from tether.db.models import PublicKey, User
     from tether.ssh.authorized_keys import forced_line
 
     try:
@@ -174,11 +172,7 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
         raise TetherError(f"--command must be an absolute path, not {path!r}", EXIT_USAGE)
     db = Database(url)
     try:
-        with db.read() as s:
-            q = select(User.name, User.disabled, PublicKey.public_key, PublicKey.fingerprint).join(
-                PublicKey, (PublicKey.user_id == User.id) & (PublicKey.kind == "ssh"), isouter=True
-            ).order_by(User.name, PublicKey.id)
-            rows = s.execute(q).all()
+        rows = ssh_keys_by_user(db)
     except Exception as exc:  # noqa: BLE001 - any storage failure is reported the same way
         raise TetherError(f"cannot read the hub's database: {exc}", EXIT_RUNTIME) from None
     finally:

@@ -179,10 +179,11 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         acceptor = None
         if settings.ssh_listen:
             from tether.config import split_listen
+            from tether.hub.capabilities import ssh_handlers
             from tether.ssh.embedded import start_server
 
             host, port = split_listen(settings.ssh_listen)
-            acceptor = await start_server(settings, db, host, port)
+            acceptor = await start_server(ssh_handlers(), settings, db, host, port)
         hub.audit_writer.start()
         try:
             async with anyio.create_task_group() as tg:

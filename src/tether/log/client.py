@@ -298,7 +298,8 @@ class SshRemote:
         import subprocess
         import tempfile
 
-        from tether.ssh.frames import REPLY_TYPES, FrameReader
+        from tether.log.ssh import PROTOCOL, REPLY_TYPES
+        from tether.ssh.frames import FrameReader
 
         self.remote = remote
         self.mode = mode
@@ -325,8 +326,8 @@ class SshRemote:
         try:
             hello = self._read("H")
             info = json.loads(hello)
-            if info.get("protocol") != "tether-log/1":
-                raise SshRemoteError(f"the remote speaks {info.get('protocol')!r}, not tether-log/1")
+            if info.get("protocol") != PROTOCOL:
+                raise SshRemoteError(f"the remote speaks {info.get('protocol')!r}, not {PROTOCOL}")
         except BaseException:
             self.close()
             raise
