@@ -50,7 +50,17 @@ class HubSettings(BaseSettings):
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
     log_level: str = "info"
-    ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync)")
+    ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync, forward)")
+    # the gateway (forwarded apps)
+    gateway_listen: str | None = Field(default=None, description="HOST:PORT the gateway serves forwarded apps on")
+    gateway_domain: str = Field(default="localhost", description="routes are NAME--USER.<domain>")
+    gateway_public_port: int | None = Field(default=None, ge=1, le=65535,
+                                            description="the port browsers use (default: the listen port)")
+    gateway_tls_cert: Path | None = Field(default=None, description="PEM chain for *.<domain>: serve HTTPS")
+    gateway_tls_key: Path | None = None
+    gateway_path_mode: bool = Field(default=False, description="URLs as /apps/USER/NAME/ on one origin")
+    gateway_internal: str | None = Field(default=None, description="this replica's gateway address for the others")
+    forward_idle: str | None = Field(default=None, description="end routes with no traffic for this long (e.g. 2h)")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
     s3_endpoint_url: str | None = None

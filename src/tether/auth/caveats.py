@@ -122,8 +122,11 @@ class AttenuationError(CaveatError):
 # Scopes
 # --------------------------------------------------------------------------
 
-SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space")
-PREFIX_KINDS: tuple[str, ...] = ("publish", "space")
+SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space", "forward")
+PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward")
+#: kinds whose target is not a space (so a space: scope does not cover them):
+#: job:ID, forward:USER/ROUTE
+NOT_SPACE_KINDS: tuple[str, ...] = ("job", "forward")
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -280,9 +283,10 @@ def scope_covers(parent: Scope, child: Scope) -> bool:
     """True when ``child`` is equal to or narrower than ``parent``.
 
     A ``space:`` scope covers every other kind on the same space except
-    ``job:`` (a job scope names a job id, whose space a scope cannot know).
+    ``job:`` (a job scope names a job id, whose space a scope cannot know) and
+    ``forward:`` (it names a user's route, not a space).
     """
-    if parent.kind != child.kind and not (parent.kind == "space" and child.kind != "job"):
+    if parent.kind != child.kind and not (parent.kind == "space" and child.kind not in NOT_SPACE_KINDS):
         return False
     if parent.target != child.target:
         return False
@@ -310,7 +314,7 @@ def scope_allows(
       "/"); anything else is refused, never normalised here.
     - ``level`` must not exceed the scope's access.
     """
-    if scope.kind != capability and scope.kind != "space":
+    if scope.kind != capability and (scope.kind != "space" or capability == "forward"):
         return False
     if scope.kind == "job":
         if job is None or scope.target != job:

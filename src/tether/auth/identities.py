@@ -62,7 +62,7 @@ def create_user(db: Database, ctx: AuthContext, name: str, kind: str, admin: boo
         raise conflict(f"user {name} already exists") from None
 
 
-def _user(s: Session, name: str) -> User:
+def user_row(s: Session, name: str) -> User:
     u = s.scalar(select(User).where(User.name == name))
     if u is None:
         raise not_found(f"user {name}")
@@ -72,7 +72,7 @@ def _user(s: Session, name: str) -> User:
 def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> dict:
     ctx.require("user.disable" if disabled else "user.enable", Resource(user=name))
     with db.write() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         if disabled and u.id == ctx.user.id:
             raise bad_request("you cannot disable yourself; ask another admin")
         u.disabled = disabled
@@ -82,7 +82,7 @@ def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> d
 def show_user(db: Database, ctx: AuthContext, name: str) -> dict:
     ctx.require("user.read", Resource(user=name))
     with db.read() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         info = user_info(u)
         info["keys"] = [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
         info["grants"] = [
@@ -112,7 +112,7 @@ def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | No
         raise bad_request(str(exc), "invalid-key") from None
     try:
         with db.write() as s:
-            u = _user(s, name)
+            u = user_row(s, name)
             k = PublicKey(
                 user_id=u.id, kind=parsed.kind, algorithm=parsed.algorithm, public_key=parsed.public_key,
                 fingerprint=parsed.fingerprint, comment=(comment if comment is not None else parsed.comment)[:200],
@@ -128,14 +128,14 @@ def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | No
 def list_keys(db: Database, ctx: AuthContext, name: str) -> list[dict]:
     ctx.require("key.list", Resource(user=name))
     with db.read() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         return [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
 
 
 def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
     ctx.require("key.remove", Resource(user=name))
     with db.write() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         cond = PublicKey.fingerprint == ref
         if ref.isascii() and ref.isdigit() and int(ref) <= _MAX_ID:  # a larger number is no key's id
             cond = or_(cond, PublicKey.id == int(ref))
@@ -239,7 +239,7 @@ def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str 
             raise bad_request(f"grant level {level!r} is not one of: none, read, write, admin", "invalid-level") from None
     with db.write() as s:
         sp = _space(s, space)
-        u = _user(s, user)
+        u = user_row(s, user)
         s.execute(delete(Grant).where(and_(Grant.space_id == sp.id, Grant.user_id == u.id)))
         if parsed is None:
             return None

@@ -31,11 +31,15 @@ def _is_loopback(host: str) -> bool:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
 @click.option("--ssh-listen", metavar="HOST:PORT",
-              help="Also serve log sync over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+              help="Also serve log sync and forwards over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+@click.option("--gateway-listen", metavar="HOST:PORT",
+              help="Serve forwarded apps on HOST:PORT as NAME--USER.<gateway_domain> (default domain localhost); "
+                   "nodes forward over --ssh-listen.")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
-def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, recover_admin):
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
+        recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -56,7 +60,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     try:
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
-            ssh_listen=ssh_listen,
+            ssh_listen=ssh_listen, gateway_listen=gateway_listen,
         )
         check_settings(settings)
     except ConfigError as exc:
@@ -110,6 +114,12 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
     if token_file.exists():
         click.echo(f"tether: admin token: {token_file}", err=True)
+    if settings.gateway_listen:
+        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at "
+                   f"http{'s' if settings.gateway_tls_cert else ''}://NAME--USER.{settings.gateway_domain}", err=True)
+        if not settings.ssh_listen:
+            click.echo("tether: warning: the gateway has no routes without --ssh-listen (nodes forward over SSH)",
+                       err=True)
     if settings.ssh_listen:
         from tether.ssh.embedded import load_or_create_host_key
 

@@ -22,7 +22,7 @@ from typing import Any
 import asyncssh
 from tether.auth.identities import user_for_ssh_key
 from tether.db import Database
-from tether.ssh.entry import Handler, serve_session, usage
+from tether.ssh.entry import Handler, ListenHandler, serve_session, session_for, usage
 
 log = logging.getLogger("tether.ssh")
 
@@ -41,9 +41,32 @@ def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, db: Database):
+    def __init__(self, settings: Any, db: Database, listener: ListenHandler | None):
+        self.settings = settings
         self.db = db
+        self.listener = listener
         self.tether_user: str | None = None
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def unix_server_requested(self, listen_path: str):
+        """``ssh -R NAME:PATH``: a capability (forward) decides; anything else is refused."""
+        if self.listener is None or self.tether_user is None or self.conn is None:
+            return False
+        return self._listen(listen_path)
+
+    async def _listen(self, path: str):
+        conn, user = self.conn, self.tether_user
+        peer = conn.get_extra_info("peername")
+        say = lambda m: log.info("ssh: %s", m)  # noqa: E731
+        try:
+            session = await asyncio.to_thread(session_for, self.settings, self.db, user, peer[0] if peer else None, say)
+            return await self.listener.listen(session, path, lambda: conn.open_unix_connection(path), conn.close)
+        except Exception:  # noqa: BLE001 - a refusal, never a crash of the connection
+            log.exception("ssh: forward of %r for %s failed", path, user)
+            return False
 
     def begin_auth(self, username: str) -> bool:
         return True  # authentication is always required
@@ -114,11 +137,11 @@ async def _handle(process: asyncssh.SSHServerProcess, handlers: Mapping[str, Han
     process.exit(result[0] if result else 3)
 
 
-async def start_server(handlers: Mapping[str, Handler], settings: Any, db: Database, host: str,
-                       port: int) -> asyncssh.SSHAcceptor:
+async def start_server(handlers: Mapping[str, Handler], settings: Any, db: Database, host: str, port: int, *,
+                       listener: ListenHandler | None = None) -> asyncssh.SSHAcceptor:
     key = load_or_create_host_key(settings.data_dir)
     return await asyncssh.create_server(
-        lambda: _Server(db), host, port, server_host_keys=[key],
+        lambda: _Server(settings, db, listener), host, port, server_host_keys=[key],
         process_factory=lambda p: _handle(p, handlers, settings, db),
         encoding=None, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         login_timeout=30, keepalive_interval=30,

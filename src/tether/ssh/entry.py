@@ -77,6 +77,16 @@ class Handler(Protocol):
 Auditor = Callable[[str, str, int, str], None]
 
 
+class ListenHandler(Protocol):
+    """A capability that accepts remote UNIX-socket forwards (``ssh -R NAME:PATH``): the
+    client asks the hub to "listen" on NAME; ``listen`` decides (a route the key's user
+    may register) and returns an asyncssh listener object, or False to refuse. ``opener``
+    opens one channel back to the client's socket (one per incoming connection)."""
+
+    async def listen(self, session: SessionInfo, path: str, opener: Callable[[], Any], close: Callable[[], None]
+                     ) -> Any: ...
+
+
 class SessionInfo(NamedTuple):
     """What a handler may use: the hub's settings and database, the caller, and the audit trail."""
 
@@ -132,6 +142,13 @@ def auditor(db: Any, user: str, source: str | None, say: Callable[[str], None]) 
             say(f"warning: could not write an audit record: {exc}")
 
     return audit
+
+
+def session_for(settings: Any, db: Any, user: str, source: str | None, say: Callable[[str], None]) -> SessionInfo:
+    """The caller of a request that is not a command (a forward): the same context and audit trail."""
+    from tether.auth.service import context_for_user
+
+    return SessionInfo(settings, db, user, context_for_user(db, user, source=source), auditor(db, user, source, say))
 
 
 def authorize(handlers: Mapping[str, Handler], settings: Any, db: Any, user: str, original: str | None,

@@ -1,0 +1,124 @@
+"""Forward's side of the gateway: which route a request is for, whether it may pass,
+and the sign-in that turns a one-time link into a session cookie on the route's origin.
+
+Control paths on every route's origin (never passed to the app):
+
+- ``/_tether/signin?ticket=SECRET&next=PATH``: spend a sign-in or share link, set the
+  session cookie (``__Host-`` over HTTPS, HttpOnly, SameSite=Lax, this origin only)
+  and redirect to ``next`` on the same route;
+- ``/_tether/signout``: revoke the session and drop the cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
+
+from tether.forward.runtime import ForwardRuntime
+from tether.gateway import core as gw
+from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request
+from tether.problems import Problem
+
+_PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+                 (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
+
+
+class SSHUpstream:
+    """One channel back to the node's socket, over the SSH connection that holds the route."""
+
+    def __init__(self, opener):
+        self.opener = opener
+
+    async def open(self):
+        return await self.opener()
+
+
+class ForwardResolver:
+    def __init__(self, runtime: ForwardRuntime):
+        self.runtime = runtime
+        self.secure = runtime.address.scheme == "https"
+        self.cookie = gw.cookie_name(self.secure)
+
+    async def __call__(self, request: Request) -> Decision:
+        target = gw.match(request.host, request.target, self.runtime.address.domain)
+        owner, name = target.route
+        route = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
+        if route is None or route.state != "live":
+            return Refuse(404, "no-such-route", f"no live route {name} of {owner} on this gateway")
+        path = target.path.partition(b"?")[0]
+        if path.startswith(gw.CONTROL_PREFIX.encode()):
+            return await self._control(request, target, route, path)
+        secret = self._credential(request)
+        upgrade = gw.is_upgrade(request.headers)
+        if secret is None:
+            return Refuse(401, "sign-in-needed",
+                          f"sign in to {name} with the one-time link `tether forward` printed (or send a bearer "
+                          f"token scoped forward:{owner}/{name})", [(b"www-authenticate", b'Bearer realm="tether"')])
+        try:
+            access, _ctx = await asyncio.to_thread(self.runtime.service.authorize, route, secret,
+                                                   source=request.client_ip, method=request.method, upgrade=upgrade)
+        except Problem as p:
+            return Refuse(p.status, p.slug, f"{p.detail}; sign in again with a fresh link")
+        if not access.allowed:
+            return Refuse(access.status, access.slug, access.reason)
+        held = self.runtime.live.get((owner, name))
+        if held is None or held.route.token_id != route.token_id:
+            return Refuse(503, "route-elsewhere", f"route {name} is held by another hub replica or its node is "
+                          "reconnecting; retry shortly", [(b"retry-after", b"2")])
+        return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route.id))
+
+    def _credential(self, request: Request) -> str | None:
+        for n, v in request.headers:
+            if n.lower() == b"authorization":
+                scheme, _, value = v.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and value.strip():
+                    return value.strip()
+        jar = SimpleCookie()
+        for n, v in request.headers:
+            if n.lower() == b"cookie":
+                try:
+                    jar.load(v.decode("latin-1"))
+                except Exception:  # noqa: BLE001 - a malformed cookie header carries no session
+                    pass
+        morsel = jar.get(self.cookie)
+        return morsel.value if morsel is not None and morsel.value else None
+
+    async def _control(self, request: Request, target: gw.Target, route, path: bytes) -> Decision:
+        action = path[len(gw.CONTROL_PREFIX):].decode("latin-1")
+        query = parse_qs(target.path.partition(b"?")[2].decode("latin-1"), max_num_fields=4)
+        if action == "signin" and request.method in (b"GET", b"HEAD"):
+            ticket = (query.get("ticket") or [""])[0]
+            if not ticket:
+                return Refuse(400, "no-ticket", "this sign-in link has no ticket; run `tether forward` again")
+            try:
+                session, max_age, _access = await asyncio.to_thread(
+                    self.runtime.service.open_session, route, ticket, source=request.client_ip)
+            except Problem as p:
+                return Refuse(p.status if p.status != 401 else 403, p.slug,
+                              f"this sign-in link cannot be used: {p.detail}; ask for a new one")
+            where = gw.safe_next((query.get("next") or [""])[0], target.prefix)
+            return Reply(303, [(b"location", where.encode()), *_PAGE_HEADERS,
+                               (b"set-cookie", gw.session_cookie(self.cookie, session, secure=self.secure,
+                                                                 max_age=max_age))])
+        if action == "signout":
+            secret = self._credential(request)
+            if secret is not None:
+                await asyncio.to_thread(self._end_session, secret)
+            body = f"<!doctype html><title>Signed out</title><p>Signed out of {html.escape(route.name)}.".encode()
+            return Reply(200, [(b"content-type", b"text/html; charset=utf-8"), *_PAGE_HEADERS,
+                               (b"set-cookie", gw.session_cookie(self.cookie, "", secure=self.secure, max_age=0))],
+                         body)
+        return Refuse(404, "not-found", f"no such gateway page: {gw.CONTROL_PREFIX}{action[:40]}")
+
+    def _end_session(self, secret: str) -> None:
+        from tether.auth import service as auth
+        from tether.db.models import utcnow
+
+        try:
+            ctx = auth.authenticate(self.runtime.service.db, secret, source=None, now=utcnow())
+            if ctx.token is not None:
+                auth.revoke(self.runtime.service.db, ctx, ctx.token.id, now=utcnow())
+        except Problem:
+            pass  # already ended

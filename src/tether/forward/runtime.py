@@ -1,0 +1,97 @@
+"""What one hub replica holds for forward: the SSH connections of its live routes,
+the bytes that passed since the last flush, and how to reach the gateway.
+
+The routes themselves are rows (:mod:`tether.forward.service`); a replica only keeps
+what cannot be a row, the node's SSH connection, and says on the row that it holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tether.auth.caveats import parse_duration
+from tether.forward.service import ForwardService, Route
+from tether.gateway import core as gw
+
+log = logging.getLogger("tether.forward")
+
+FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class LiveRoute:
+    route: Route
+    opener: Callable[[], Any]  # one channel to the app's socket
+    close: Callable[[], None]  # drop the node's SSH connection (the client then stops the app)
+
+
+class GatewayAddress:
+    """How browsers reach the gateway: its domain, scheme and public port."""
+
+    def __init__(self, settings: Any):
+        self.domain = (settings.gateway_domain or "localhost").lower().rstrip(".")
+        self.scheme = "https" if settings.gateway_tls_cert else "http"
+        listen_port = int(settings.gateway_listen.rpartition(":")[2]) if settings.gateway_listen else None
+        self.port = settings.gateway_public_port or listen_port
+        self.path_mode = bool(settings.gateway_path_mode)
+
+    def url(self, owner: str, name: str) -> str:
+        base = None
+        if self.path_mode:
+            base = gw._origin(self.scheme, self.domain, self.port)
+        return gw.route_url(gw.RouteKey(owner, name), domain=self.domain, scheme=self.scheme, port=self.port,
+                            path_mode_base=base)
+
+    def signin_url(self, owner: str, name: str, secret: str) -> str:
+        return self.url(owner, name).rstrip("/") + f"{gw.CONTROL_PREFIX}signin?ticket={secret}"
+
+
+class ForwardRuntime:
+    def __init__(self, settings: Any, db: Any):
+        self.settings = settings
+        self.service = ForwardService(settings, db)
+        self.address = GatewayAddress(settings)
+        self.holder = f"{settings.gateway_internal or self.address.domain}#{secrets.token_hex(4)}"
+        self.live: dict[tuple[str, str], LiveRoute] = {}
+        self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        idle = settings.forward_idle
+        self.hub_idle = parse_duration(idle, caveat="forward_idle") if idle else None
+
+    def counter(self, route_id: int) -> Callable[[int, int], None]:
+        def count(up: int, down: int) -> None:
+            c = self._counts[route_id]
+            c[0] += up
+            c[1] += down
+
+        return count
+
+    async def run(self) -> None:
+        """Flush activity to the database and reap idle routes, until cancelled."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush()
+                await self.reap()
+            except Exception:  # noqa: BLE001 - keep serving; say so
+                log.exception("forward: flushing activity or reaping failed; will retry")
+
+    async def flush(self) -> None:
+        counts, self._counts = self._counts, defaultdict(lambda: [0, 0])
+        if counts:
+            await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()})
+
+    async def reap(self) -> None:
+        idle = await asyncio.to_thread(self.service.idle_routes, hub_idle=self.hub_idle)
+        for route in idle:
+            held = self.live.get((route.owner, route.name))
+            if held is not None and held.route.token_id == route.token_id:
+                log.info("forward: route %s of %s idle; ending it", route.name, route.owner)
+                await asyncio.to_thread(self.service.close, route, "idle")
+                self.live.pop((route.owner, route.name), None)
+                held.close()

@@ -1,0 +1,192 @@
+"""Forward end to end: a hub with its SSH server and gateway, a real app on a UNIX
+socket, a plain OpenSSH client holding the route (`ssh -N -R /demo:APP.sock HUB`),
+and raw sockets / http.client / a websocket client as browsers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hubproc import HubProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fwd")
+    ssh_port, gw_port = free_port(), free_port()
+    hub = HubProcess(tmp / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
+                                         "--gateway-listen", f"127.0.0.1:{gw_port}"]).start()
+    keys, tokens = {}, {}
+    with hub.admin() as c:
+        for user in ("alice", "bob"):
+            c.post("/api/v1/users", json={"name": user}).raise_for_status()
+            key = tmp / f"{user}_key"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            c.post(f"/api/v1/users/{user}/keys", json={"public_key": key.with_suffix(".pub").read_text()}
+                   ).raise_for_status()
+            keys[user] = key
+            tokens[user] = c.post("/api/v1/tokens", json={"for_user": user, "expires": "1h"}).json()["token"]
+    host_pub = (hub.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    known = tmp / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh_port} {host_pub[0]} {host_pub[1]}\n")
+    app_sock = tmp / "app.sock"
+    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(app_sock), "--log-level", "warning",
+                            "tests.gateway.app:app"], cwd=ROOT)
+    _wait_socket(app_sock)
+    w = {"hub": hub, "tmp": tmp, "ssh_port": ssh_port, "gw_port": gw_port, "keys": keys, "known": known,
+         "tokens": tokens, "app_sock": app_sock, "forwards": []}
+    yield w
+    for p in w["forwards"]:
+        p.kill()
+        p.wait()
+    app.terminate()
+    app.wait(10)
+    hub.stop()
+
+
+def _wait_socket(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listens on {path}")
+
+
+def _ssh(w, user, *args, **kw):
+    base = ["ssh", "-p", str(w["ssh_port"]), "-i", str(w["keys"][user]), "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={w['known']}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ExitOnForwardFailure=yes"]
+    return [*base, *args, f"{user}@127.0.0.1"]
+
+
+def _forward(w, user, name, sock=None):
+    """`ssh -N -R NAME:SOCK`: a plain OpenSSH client holds the route until it is killed."""
+    proc = subprocess.Popen(_ssh(w, user, "-N", "-R", f"/{name}:{sock or w['app_sock']}"),
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    w["forwards"].append(proc)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc
+        if _get(w, "/count", f"{name}--{user}")[0] != 404:
+            return proc
+        time.sleep(0.1)
+    pytest.fail("the route never came up")
+
+
+def _hello(w, user, name) -> dict:
+    """`tether-forward hello NAME` over SSH: the hello frame holds the URL and a sign-in link."""
+    r = subprocess.run(_ssh(w, user) + ["tether-forward", "hello", name], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    length, kind = struct.unpack(">IB", r.stdout[:5])
+    assert chr(kind) == "H", (r.stdout, r.stderr)
+    return json.loads(r.stdout[5:5 + length])
+
+
+def _get(w, path, route, headers=None, method="GET"):
+    c = http.client.HTTPConnection("127.0.0.1", w["gw_port"], timeout=10)
+    c.request(method, path, headers={"Host": f"{route}.localhost", **(headers or {})})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), body
+
+
+def _sign_in(w, hello) -> str:
+    path = hello["signin"].split(f":{w['gw_port']}", 1)[1]
+    route = hello["url"].split("//")[1].split(".localhost")[0]
+    status, headers, _ = _get(w, path + "&next=/echo", route)
+    assert status == 303 and headers["location"] == "/echo", (status, headers)
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Domain" not in cookie
+    return cookie.split(";", 1)[0]
+
+
+def test_a_route_needs_a_sign_in_and_the_link_works_once(world):
+    _forward(world, "alice", "demo")
+    status, _, body = _get(world, "/echo", "demo--alice", {"Accept": "text/html"})
+    assert status == 401 and b"sign in" in body
+    hello = _hello(world, "alice", "demo")
+    assert hello["url"] == f"http://demo--alice.localhost:{world['gw_port']}/"
+    cookie = _sign_in(world, hello)
+    status, _, body = _get(world, "/echo", "demo--alice", {"Cookie": f"{cookie}; mine=1"})
+    assert status == 200
+    seen = dict(json.loads(body)["headers"])
+    assert seen["cookie"] == "mine=1"  # the gateway's own cookie never reaches the app
+    # the one-time link is spent
+    path = hello["signin"].split(f":{world['gw_port']}", 1)[1]
+    status, headers, _ = _get(world, path, "demo--alice")
+    assert status == 403 and "set-cookie" not in headers
+
+
+def test_a_forged_ticket_and_another_routes_link_are_refused(world):
+    _forward(world, "alice", "other")
+    hello = _hello(world, "alice", "other")
+    ticket = hello["signin"].split("ticket=")[1]
+    assert _get(world, f"/_tether/signin?ticket={ticket}", "demo--alice")[0] == 403  # on another route
+    assert _get(world, "/_tether/signin?ticket=tth_0123456789abcdef_" + "A" * 43, "demo--alice")[0] == 403
+
+
+def test_bearer_tokens_need_the_owner_or_a_share_and_a_matching_scope(world):
+    alice, bob = world["tokens"]["alice"], world["tokens"]["bob"]
+    ok = _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {alice}"})
+    assert ok[0] == 200 and "authorization" not in dict(json.loads(ok[2])["headers"])
+    assert _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {bob}"})[0] == 403
+    with world["hub"].client(alice) as c:
+        narrow = c.post("/api/v1/tokens", json={"scopes": ["forward:alice/other"], "expires": "10m"}).json()["token"]
+        reader = c.post("/api/v1/tokens", json={"scopes": ["forward:alice/demo:read"], "expires": "10m"}).json()["token"]
+    assert _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {narrow}"})[0] == 403
+    assert _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {reader}"})[0] == 200
+    assert _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {reader}"}, method="POST")[0] == 403
+
+
+def test_a_websocket_passes_over_the_ssh_forward(world):
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", world["gw_port"]))
+    with connect("ws://demo--alice.localhost/ws", sock=sock, open_timeout=5,
+                 additional_headers={"Authorization": f"Bearer {world['tokens']['alice']}"}) as ws:
+        ws.send("over ssh")
+        assert ws.recv(timeout=5) == "over ssh"
+
+
+def test_registering_is_refused_for_bad_names_and_for_a_live_route(world):
+    for bad in ("Upper", "a.b", "a--b", "x" * 60):  # (OpenSSH itself refuses paths past 100 bytes)
+        proc = subprocess.run(_ssh(world, "alice", "-N", "-R", f"/{bad}:{world['app_sock']}"), capture_output=True,
+                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert proc.returncode != 0 and "forwarding failed" in proc.stderr, (bad, proc.stderr)
+    proc = subprocess.run(_ssh(world, "alice", "-N", "-R", f"/demo:{world['app_sock']}"), capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and "forwarding failed" in proc.stderr  # demo is live elsewhere
+    with world["hub"].admin() as c:
+        refused = c.get("/api/v1/audit", params={"user": "alice", "action": "forward.register"}).json()["records"]
+    assert any(r["outcome"] != "allowed" for r in refused)
+
+
+def test_when_the_node_hangs_up_the_route_and_its_sessions_end(world):
+    proc = _forward(world, "bob", "gone")
+    cookie = _sign_in(world, _hello(world, "bob", "gone"))
+    assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] == 200
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] != 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] == 404
+    # the session was revoked with the route: a new route of the same name does not honour it
+    _forward(world, "bob", "gone")
+    assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] in (401, 403)
