@@ -61,6 +61,9 @@ class HubSettings(BaseSettings):
     gateway_path_mode: bool = Field(default=False, description="URLs as /apps/USER/NAME/ on one origin")
     gateway_internal: str | None = Field(default=None, description="this replica's gateway address for the others")
     forward_idle: str | None = Field(default=None, description="end routes with no traffic for this long (e.g. 2h)")
+    forward_reconnect_grace: str = Field(default="60s", description="how long a route waits for its node to reconnect")
+    forward_sweep_seconds: float = Field(default=5.0, ge=0.1, le=300,
+                                         description="how often activity is saved and idle or orphaned routes end")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
     s3_endpoint_url: str | None = None

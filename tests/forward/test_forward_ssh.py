@@ -25,7 +25,8 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fwd")
     ssh_port, gw_port = free_port(), free_port()
     hub = HubProcess(tmp / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
-                                         "--gateway-listen", f"127.0.0.1:{gw_port}"]).start()
+                                         "--gateway-listen", f"127.0.0.1:{gw_port}"],
+                     env={"TETHER_FORWARD_RECONNECT_GRACE": "2s", "TETHER_FORWARD_SWEEP_SECONDS": "0.3"}).start()
     keys, tokens = {}, {}
     with hub.admin() as c:
         for user in ("alice", "bob"):
@@ -82,7 +83,7 @@ def _forward(w, user, name, sock=None):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return proc
-        if _get(w, "/count", f"{name}--{user}")[0] != 404:
+        if _get(w, "/count", f"{name}--{user}")[0] == 401:  # live: it asks for a sign-in
             return proc
         time.sleep(0.1)
     pytest.fail("the route never came up")
@@ -177,16 +178,33 @@ def test_registering_is_refused_for_bad_names_and_for_a_live_route(world):
     assert any(r["outcome"] != "allowed" for r in refused)
 
 
-def test_when_the_node_hangs_up_the_route_and_its_sessions_end(world):
+def _wait_status(w, route, cookie, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _get(w, "/echo", route, {"Cookie": cookie})[0]
+        if status == want:
+            return status
+        time.sleep(0.1)
+    return status
+
+
+def test_a_node_that_comes_back_in_time_keeps_its_route_and_sessions(world):
+    proc = _forward(world, "bob", "back")
+    cookie = _sign_in(world, _hello(world, "bob", "back"))
+    proc.kill()
+    proc.wait()
+    assert _wait_status(world, "back--bob", cookie, 503) == 503  # reconnecting: never a hang
+    _forward(world, "bob", "back")
+    assert _wait_status(world, "back--bob", cookie, 200) == 200
+
+
+def test_when_the_node_does_not_come_back_the_route_and_its_sessions_end(world):
     proc = _forward(world, "bob", "gone")
     cookie = _sign_in(world, _hello(world, "bob", "gone"))
     assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] == 200
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 10
-    while _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] != 404 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] == 404
+    assert _wait_status(world, "gone--bob", cookie, 404) == 404  # after the 2 s grace
     # the session was revoked with the route: a new route of the same name does not honour it
     _forward(world, "bob", "gone")
     assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] in (401, 403)

@@ -45,8 +45,11 @@ class ForwardResolver:
         target = gw.match(request.host, request.target, self.runtime.address.domain)
         owner, name = target.route
         route = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
-        if route is None or route.state != "live":
+        if route is None or route.state == "closed":
             return Refuse(404, "no-such-route", f"no live route {name} of {owner} on this gateway")
+        if route.state == "reconnecting":
+            return Refuse(503, "node-reconnecting", f"the node serving {name} is reconnecting; retry shortly",
+                          [(b"retry-after", b"5")])
         path = target.path.partition(b"?")[0]
         if path.startswith(gw.CONTROL_PREFIX.encode()):
             return await self._control(request, target, route, path)

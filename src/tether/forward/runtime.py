@@ -21,14 +21,11 @@ from tether.gateway import core as gw
 
 log = logging.getLogger("tether.forward")
 
-FLUSH_SECONDS = 5.0
-
-
 @dataclass
 class LiveRoute:
     route: Route
     opener: Callable[[], Any]  # one channel to the app's socket
-    close: Callable[[], None]  # drop the node's SSH connection (the client then stops the app)
+    close: Callable[[str], None]  # drop the node's SSH connection, saying why (its client stops the app)
 
 
 class GatewayAddress:
@@ -62,6 +59,7 @@ class ForwardRuntime:
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         idle = settings.forward_idle
         self.hub_idle = parse_duration(idle, caveat="forward_idle") if idle else None
+        self.reconnect_grace = parse_duration(settings.forward_reconnect_grace, caveat="forward_reconnect_grace")
 
     def counter(self, route_id: int) -> Callable[[int, int], None]:
         def count(up: int, down: int) -> None:
@@ -74,7 +72,7 @@ class ForwardRuntime:
     async def run(self) -> None:
         """Flush activity to the database and reap idle routes, until cancelled."""
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.sleep(self.settings.forward_sweep_seconds)
             try:
                 await self.flush()
                 await self.reap()
@@ -87,11 +85,21 @@ class ForwardRuntime:
             await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()})
 
     async def reap(self) -> None:
-        idle = await asyncio.to_thread(self.service.idle_routes, hub_idle=self.hub_idle)
-        for route in idle:
-            held = self.live.get((route.owner, route.name))
-            if held is not None and held.route.token_id == route.token_id:
-                log.info("forward: route %s of %s idle; ending it", route.name, route.owner)
-                await asyncio.to_thread(self.service.close, route, "idle")
-                self.live.pop((route.owner, route.name), None)
-                held.close()
+        """End idle routes, routes whose node did not come back, and drop the connections
+        of routes stopped elsewhere (by any replica's API)."""
+        for route in await asyncio.to_thread(self.service.idle_routes, hub_idle=self.hub_idle):
+            log.info("forward: route %s of %s idle; ending it", route.name, route.owner)
+            await asyncio.to_thread(self.service.close, route, "idle")
+        await asyncio.to_thread(self.service.expire_reconnecting, self.reconnect_grace)
+        held = list(self.live.items())
+        states = await asyncio.to_thread(self.service.states, [h.route.id for _, h in held])
+        for key, h in held:
+            state, token = states.get(h.route.id, ("closed", None))
+            if state == "closed" or token != h.route.token_id:
+                self.end(key, "route ended")
+
+    def end(self, key: tuple[str, str], reason: str) -> None:
+        """Drop the node's connection: its `tether forward` hears why and stops the app."""
+        h = self.live.pop(key, None)
+        if h is not None:
+            h.close(reason)

@@ -69,43 +69,66 @@ class ForwardService:
 
     def register(self, owner: str, name: str, *, node: str | None, holder: str, replace: bool = False,
                  idle_seconds: int | None = None, now: datetime | None = None) -> Route:
-        """Make ``owner``'s route ``name`` live, held by ``holder``. 409 when it is live
-        elsewhere, unless ``replace`` (the old holder's sessions end with its token)."""
+        """Make ``owner``'s route ``name`` live, held by ``holder``.
+
+        A route whose node is reconnecting is taken up again with its token, so signed-in
+        browsers keep their sessions across a short outage. A live route is 409 unless
+        ``replace`` (the same user's other node gives it up)."""
         now = now or utcnow()
         _check_name(name)
         ctx = auth.context_for_user(self.db, owner, source=node)
         with self.db.write() as s:
             row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == ctx.user.id, ForwardRoute.name == name)
                            .with_for_update())
-            old_token = None
-            if row is not None and row.state == "live":
-                if not replace:
-                    raise conflict(f"route {name} is already live (from {row.node or 'another node'}); "
-                                   "stop it first, or replace it (tether forward --replace)")
-                old_token = row.token_id
-        if old_token:
-            self._revoke(owner, old_token, now)
-        token, _secret = auth.mint(
-            self.db, ctx, auth.MintRequest(scopes=[route_scope(owner, name)], label=f"forward route {name}"),
-            now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
+            keep = None
+            if row is not None and row.state == "live" and not replace:
+                raise conflict(f"route {name} is already live (from {row.node or 'another node'}); "
+                               "stop it first, or replace it (tether forward --replace, or ssh -R /NAME?replace:…)")
+            if row is not None and row.state in ("live", "reconnecting"):
+                keep = row.token_id
+        if keep is None:
+            token, _secret = auth.mint(
+                self.db, ctx, auth.MintRequest(scopes=[route_scope(owner, name)], label=f"forward route {name}"),
+                now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
+            keep = token.id
         with self.db.write() as s:
             row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == ctx.user.id, ForwardRoute.name == name))
+            fresh = row is None or row.state == "closed"
             if row is None:
                 row = ForwardRoute(user_id=ctx.user.id, name=name)
                 s.add(row)
-            row.state, row.node, row.holder, row.token_id = "live", node, holder, token.id
-            row.idle_seconds, row.created_at, row.last_activity_at = idle_seconds, now, now
-            row.closed_at, row.closed_reason, row.bytes_up, row.bytes_down = None, None, 0, 0
+            row.state, row.node, row.holder, row.token_id, row.idle_seconds = "live", node, holder, keep, idle_seconds
+            row.last_activity_at, row.closed_at, row.closed_reason = now, None, None
+            if fresh:
+                row.created_at, row.bytes_up, row.bytes_down = now, 0, 0
             s.flush()
             return _route(row, owner)
 
-    def close(self, route: Route, reason: str, *, now: datetime | None = None) -> bool:
-        """End a live route (only the registration ``route`` names: a replaced route's old
+    def disconnected(self, route: Route, *, now: datetime | None = None) -> bool:
+        """The node's connection is gone: the route waits for it (503 to browsers) until
+        :meth:`expire_reconnecting` ends it, unless the node comes back first."""
+        with self.db.write() as s:
+            return bool(s.execute(update(ForwardRoute).where(
+                ForwardRoute.id == route.id, ForwardRoute.state == "live", ForwardRoute.holder == route.holder,
+            ).values(state="reconnecting", holder=None, last_activity_at=now or utcnow())).rowcount)
+
+    def expire_reconnecting(self, grace: timedelta, *, now: datetime | None = None) -> list[Route]:
+        """End the routes whose node has not come back within ``grace``."""
+        now = now or utcnow()
+        with self.db.read() as s:
+            rows = s.execute(select(ForwardRoute, User.name).join(User, User.id == ForwardRoute.user_id).where(
+                ForwardRoute.state == "reconnecting", ForwardRoute.last_activity_at < now - grace)).all()
+        gone = [_route(r, o) for r, o in rows]
+        return [r for r in gone if self.close(r, "node did not reconnect", now=now, states=("reconnecting",))]
+
+    def close(self, route: Route, reason: str, *, now: datetime | None = None,
+              states: tuple[str, ...] = ("live", "reconnecting")) -> bool:
+        """End a route (only the registration ``route`` names: a replaced route's old
         connection cannot close its successor). Its links and sessions are revoked."""
         now = now or utcnow()
         with self.db.write() as s:
             done = s.execute(update(ForwardRoute).where(
-                ForwardRoute.id == route.id, ForwardRoute.state == "live", ForwardRoute.token_id == route.token_id,
+                ForwardRoute.id == route.id, ForwardRoute.state.in_(states), ForwardRoute.token_id == route.token_id,
             ).values(state="closed", closed_at=now, closed_reason=reason[:200])).rowcount
         if done and route.token_id:
             self._revoke(route.owner, route.token_id, now)
@@ -132,6 +155,15 @@ class ForwardService:
                     bytes_up=ForwardRoute.bytes_up + up, bytes_down=ForwardRoute.bytes_down + down,
                     last_activity_at=now))
 
+    def states(self, route_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+        """(state, token id) of each route: a replica checks the routes it holds."""
+        if not route_ids:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(select(ForwardRoute.id, ForwardRoute.state, ForwardRoute.token_id)
+                             .where(ForwardRoute.id.in_(route_ids))).all()
+        return {i: (st, tok) for i, st, tok in rows}
+
     def idle_routes(self, *, hub_idle: timedelta | None, now: datetime | None = None) -> list[Route]:
         """Live routes past their idle limit (their own, else the hub's)."""
         now = now or utcnow()
@@ -150,7 +182,7 @@ class ForwardService:
         if everyone and not ctx.user.is_admin:
             raise forbidden("listing every user's routes needs a hub admin", "admin-only")
         q = select(ForwardRoute, User.name).join(User, User.id == ForwardRoute.user_id).where(
-            ForwardRoute.state == "live").order_by(User.name, ForwardRoute.name)
+            ForwardRoute.state != "closed").order_by(User.name, ForwardRoute.name)
         if not everyone:
             q = q.where(ForwardRoute.user_id == ctx.user.id)
         if inactive_since is not None:
@@ -162,7 +194,7 @@ class ForwardService:
         """A live route the caller owns (or, for stopping, administers)."""
         _check_name(name)
         route = self.lookup(owner, name)
-        if route is None or route.state != "live":
+        if route is None or route.state == "closed":
             raise not_found(f"live route {name} of {owner}")
         if ctx.user.name != owner and not ctx.user.is_admin:
             raise forbidden(f"route {name} belongs to {owner}", "not-route-owner")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import asyncssh
@@ -42,7 +43,8 @@ class RouteListener(asyncssh.SSHListener):
         held = self.runtime.live.get(key)
         if held is not None and held.route.token_id == self.route.token_id:
             del self.runtime.live[key]
-        asyncio.get_running_loop().run_in_executor(None, self.runtime.service.close, self.route, "node disconnected")
+        # the route waits for its node (browsers get 503) until the reconnect grace ends it
+        asyncio.get_running_loop().run_in_executor(None, self.runtime.service.disconnected, self.route)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -62,7 +64,8 @@ class RouteRegistrar:
         try:
             route = await asyncio.to_thread(
                 self.runtime.service.register, session.user, name, node=session.ctx.source,
-                holder=self.runtime.holder, replace=(flag == "replace"))
+                holder=f"{self.runtime.holder}/{secrets.token_hex(4)}",  # this replica, this connection
+                replace=(flag == "replace"))
         except Problem as p:
             session.audit("forward.register", resource, p.status, f"{p.slug}: {p.detail}")
             log.info("forward: %s may not register %r: %s", session.user, path[:64], p.detail)
@@ -71,7 +74,7 @@ class RouteRegistrar:
         previous = self.runtime.live.get((route.owner, route.name))
         self.runtime.live[(route.owner, route.name)] = LiveRoute(route, opener, close)
         if previous is not None:
-            previous.close()  # replaced: its node hears the connection end and stops its app
+            previous.close("replaced by another node")  # that node hears why and stops its app
         return RouteListener(self.runtime, route)
 
 

@@ -81,10 +81,11 @@ class ListenHandler(Protocol):
     """A capability that accepts remote UNIX-socket forwards (``ssh -R NAME:PATH``): the
     client asks the hub to "listen" on NAME; ``listen`` decides (a route the key's user
     may register) and returns an asyncssh listener object, or False to refuse. ``opener``
-    opens one channel back to the client's socket (one per incoming connection)."""
+    opens one channel back to the client's socket (one per incoming connection); ``close``
+    drops the client's connection, telling it why."""
 
-    async def listen(self, session: SessionInfo, path: str, opener: Callable[[], Any], close: Callable[[], None]
-                     ) -> Any: ...
+    async def listen(self, session: SessionInfo, path: str, opener: Callable[[], Any],
+                     close: Callable[[str], None]) -> Any: ...
 
 
 class SessionInfo(NamedTuple):
