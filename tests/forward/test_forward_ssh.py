@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubproc import HubProcess, free_port
+from tests.forward.conftest import start_forward_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,29 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fwd")
-    ssh_port, gw_port = free_port(), free_port()
-    hub = HubProcess(tmp / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
-                                         "--gateway-listen", f"127.0.0.1:{gw_port}"],
-                     env={"TETHER_FORWARD_RECONNECT_GRACE": "2s", "TETHER_FORWARD_SWEEP_SECONDS": "0.3"}).start()
-    keys, tokens = {}, {}
-    with hub.admin() as c:
-        for user in ("alice", "bob"):
-            c.post("/api/v1/users", json={"name": user}).raise_for_status()
-            key = tmp / f"{user}_key"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-            c.post(f"/api/v1/users/{user}/keys", json={"public_key": key.with_suffix(".pub").read_text()}
-                   ).raise_for_status()
-            keys[user] = key
-            tokens[user] = c.post("/api/v1/tokens", json={"for_user": user, "expires": "1h"}).json()["token"]
-    host_pub = (hub.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
-    known = tmp / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{ssh_port} {host_pub[0]} {host_pub[1]}\n")
+    w = start_forward_hub(tmp, ("alice", "bob"),
+                          {"TETHER_FORWARD_RECONNECT_GRACE": "2s", "TETHER_FORWARD_SWEEP_SECONDS": "0.3"})
+    hub = w["hub"]
     app_sock = tmp / "app.sock"
     app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(app_sock), "--log-level", "warning",
                             "tests.gateway.app:app"], cwd=ROOT)
     _wait_socket(app_sock)
-    w = {"hub": hub, "tmp": tmp, "ssh_port": ssh_port, "gw_port": gw_port, "keys": keys, "known": known,
-         "tokens": tokens, "app_sock": app_sock, "forwards": []}
+    w.update(app_sock=app_sock, forwards=[])
+    _forward(w, "alice", "demo")  # most tests use alice's route demo
     yield w
     for p in w["forwards"]:
         p.kill()
@@ -118,7 +104,6 @@ def _sign_in(w, hello) -> str:
 
 
 def test_a_route_needs_a_sign_in_and_the_link_works_once(world):
-    _forward(world, "alice", "demo")
     status, _, body = _get(world, "/echo", "demo--alice", {"Accept": "text/html"})
     assert status == 401 and b"sign in" in body
     hello = _hello(world, "alice", "demo")
@@ -208,3 +193,66 @@ def test_when_the_node_does_not_come_back_the_route_and_its_sessions_end(world):
     # the session was revoked with the route: a new route of the same name does not honour it
     _forward(world, "bob", "gone")
     assert _get(world, "/echo", "gone--bob", {"Cookie": cookie})[0] in (401, 403)
+
+
+def _api(w, user):
+    return w["hub"].client(w["tokens"][user])
+
+
+def test_sharing_lets_another_user_through_and_unsharing_stops_them(world):
+    bob = {"Authorization": f"Bearer {world['tokens']['bob']}"}
+    assert _get(world, "/echo", "demo--alice", bob)[0] == 403
+    with _api(world, "alice") as c:
+        c.put("/api/v1/forward/routes/demo/shares/bob", json={"read_only": True}).raise_for_status()
+    assert _get(world, "/echo", "demo--alice", bob)[0] == 200
+    assert _get(world, "/echo", "demo--alice", bob, method="POST")[0] == 403  # read-only share
+    with _api(world, "alice") as c:
+        assert c.get("/api/v1/forward/routes/demo/shares").json() == [{"user": "bob", "read_only": True}]
+        c.delete("/api/v1/forward/routes/demo/shares/bob").raise_for_status()
+    assert _get(world, "/echo", "demo--alice", bob)[0] == 403
+    with _api(world, "bob") as c:  # only the owner shares
+        assert c.put("/api/v1/forward/routes/demo/shares/bob", json={}).status_code == 404
+
+
+def test_a_read_only_share_link_works_until_revoked(world):
+    with _api(world, "alice") as c:
+        made = c.post("/api/v1/forward/routes/demo/links", json={"expires": "10m", "read_only": True}).json()
+    path = made["url"].split(f":{world['gw_port']}", 1)[1]
+    status, headers, _ = _get(world, path, "demo--alice")
+    assert status == 303
+    cookie = headers["set-cookie"].split(";", 1)[0]
+    assert _get(world, "/echo", "demo--alice", {"Cookie": cookie})[0] == 200
+    assert _get(world, "/echo", "demo--alice", {"Cookie": cookie}, method="DELETE")[0] == 403
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect("ws://demo--alice.localhost/ws", sock=socket.create_connection(("127.0.0.1", world["gw_port"])),
+                additional_headers={"Cookie": cookie}, open_timeout=5)
+    assert refused.value.response.status_code == 403
+    _forward(world, "alice", "sibling")
+    assert _get(world, path, "sibling--alice")[0] == 403  # a link for demo does not open another route
+    with _api(world, "alice") as c:
+        c.delete(f"/api/v1/tokens/{made['id']}").raise_for_status()
+    assert _get(world, "/echo", "demo--alice", {"Cookie": cookie})[0] in (401, 403)  # its session went with it
+
+
+def test_jupyterhub_style_route_listing_for_idle_cullers(world):
+    with world["hub"].admin() as c:
+        routes = c.get("/api/v1/routes").json()
+        assert "/demo--alice" in routes and routes["/demo--alice"]["data"]["user"] == "alice"
+        assert c.get("/api/v1/routes", params={"inactive_since": "2000-01-01T00:00:00Z"}).json() == {}
+        assert c.get("/api/v1/routes", params={"inactive_since": "yesterday"}).status_code == 400
+    with _api(world, "bob") as c:
+        assert c.get("/api/v1/routes").status_code == 403
+
+
+def test_an_idle_route_is_reaped_and_its_node_told(world):
+    proc = subprocess.Popen(_ssh(world, "bob", "-N", "-R", f"/sleepy?idle=1:{world['app_sock']}"),
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    world["forwards"].append(proc)
+    proc.wait(timeout=20)  # the hub ends the route after 1 s without traffic and drops the connection
+    assert "idle" in proc.stderr.read()
+    with world["hub"].admin() as c:
+        listed = c.get("/api/v1/forward/routes", params={"all": "true"}).json()
+    assert "sleepy" not in [r["name"] for r in listed]

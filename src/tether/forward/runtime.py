@@ -94,9 +94,9 @@ class ForwardRuntime:
         held = list(self.live.items())
         states = await asyncio.to_thread(self.service.states, [h.route.id for _, h in held])
         for key, h in held:
-            state, token = states.get(h.route.id, ("closed", None))
+            state, token, why = states.get(h.route.id, ("closed", None, None))
             if state == "closed" or token != h.route.token_id:
-                self.end(key, "route ended")
+                self.end(key, f"route ended: {why or 'replaced'}")
 
     def end(self, key: tuple[str, str], reason: str) -> None:
         """Drop the node's connection: its `tether forward` hears why and stops the app."""

@@ -155,14 +155,14 @@ class ForwardService:
                     bytes_up=ForwardRoute.bytes_up + up, bytes_down=ForwardRoute.bytes_down + down,
                     last_activity_at=now))
 
-    def states(self, route_ids: list[int]) -> dict[int, tuple[str, str | None]]:
-        """(state, token id) of each route: a replica checks the routes it holds."""
+    def states(self, route_ids: list[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        """(state, token id, why it closed) of each route: a replica checks the routes it holds."""
         if not route_ids:
             return {}
         with self.db.read() as s:
-            rows = s.execute(select(ForwardRoute.id, ForwardRoute.state, ForwardRoute.token_id)
-                             .where(ForwardRoute.id.in_(route_ids))).all()
-        return {i: (st, tok) for i, st, tok in rows}
+            rows = s.execute(select(ForwardRoute.id, ForwardRoute.state, ForwardRoute.token_id,
+                                    ForwardRoute.closed_reason).where(ForwardRoute.id.in_(route_ids))).all()
+        return {i: (st, tok, why) for i, st, tok, why in rows}
 
     def idle_routes(self, *, hub_idle: timedelta | None, now: datetime | None = None) -> list[Route]:
         """Live routes past their idle limit (their own, else the hub's)."""
@@ -284,9 +284,12 @@ class ForwardService:
         else:
             parent = ctx
         lifetime = timedelta(hours=SESSION_HOURS)
+        until = now + lifetime
+        if parent.token is not None and parent.token.expires_at is not None:
+            until = min(until, parent.token.expires_at)  # never past the link or grant it came from
         token, session = auth.mint(
             self.db, parent, auth.MintRequest(scopes=[route_scope(route.owner, route.name, read_only=access.read_only)],
-                                              expires=f"{SESSION_HOURS}h", label=f"forward session {route.name}"),
+                                              expires=until.isoformat(), label=f"forward session {route.name}"),
             now=now, max_lifetime=lifetime, default_lifetime=lifetime)
         left = int(((token.expires_at or now + lifetime) - now).total_seconds())
         return session, max(1, left), access

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from urllib.parse import parse_qs
 from typing import Any
 
 import asyncssh
@@ -58,14 +59,17 @@ class RouteRegistrar:
 
     async def listen(self, session: SessionInfo, path: str, opener, close) -> Any:
         # OpenSSH reads a remote socket only when it holds a slash: `ssh -R /NAME:APP.sock`
-        # (or /NAME?replace to take the route over from another node)
-        name, _, flag = path.removeprefix("/").partition("?")
+        # (/NAME?replace takes the route over from another node; &idle=SECONDS sets its idle limit)
+        name, _, query = path.removeprefix("/").partition("?")
+        options = parse_qs(query, keep_blank_values=True, max_num_fields=4)
+        idle = (options.get("idle") or [""])[0]
         resource = f"route:{session.user}/{name[:40]}"
         try:
             route = await asyncio.to_thread(
                 self.runtime.service.register, session.user, name, node=session.ctx.source,
                 holder=f"{self.runtime.holder}/{secrets.token_hex(4)}",  # this replica, this connection
-                replace=(flag == "replace"))
+                replace="replace" in options,
+                idle_seconds=int(idle) if idle.isdigit() and 0 < int(idle) < 10**7 else None)
         except Problem as p:
             session.audit("forward.register", resource, p.status, f"{p.slug}: {p.detail}")
             log.info("forward: %s may not register %r: %s", session.user, path[:64], p.detail)

@@ -286,9 +286,11 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(publish_router)
     app.include_router(files_router)
     app.include_router(sessions_router)
+    from tether.forward.api import router as forward_router
     from tether.log.api import router as log_router
 
     app.include_router(log_router)
+    app.include_router(forward_router)
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 
