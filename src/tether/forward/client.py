@@ -91,15 +91,19 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        relay = None
         try:
             endpoint = await self._start_app()
             relay = asyncio.create_task(self._relay())
             code = await self._serve(endpoint, stop)
-            relay.cancel()
         except Failed as f:
-            self.emit("failed", reason=f.reason)
             code = f.code
+            failed = f.reason
+        else:
+            failed = None
         finally:
+            if relay is not None:
+                relay.cancel()  # what the app says while it stops is not relayed after the end
             await self._stop_app()
             if self.conn is not None:
                 self.conn.close()
@@ -107,6 +111,8 @@ class Forwarder:
                 for p in Path(self.dir).iterdir():
                     p.unlink(missing_ok=True)
                 os.rmdir(self.dir)
+        if failed is not None:
+            self.emit("failed", reason=failed)
         self.emit("exit", code=code)
         return code
 
