@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 from typing import Any
 
-MAX_RETRY_AFTER = 5.0
+from tether.hubclient.retry import MAX_RETRY_AFTER, retry_after  # noqa: F401 - re-exported until the move
 
 
 class HubError(Exception):
@@ -92,24 +91,6 @@ def _problem_from(resp: Any) -> dict[str, Any]:
         "status": resp.status_code,
         "detail": f"{_phrase(resp.status_code)}: {text[:200]}" if text else _phrase(resp.status_code),
     }
-
-
-def retry_after(resp: Any, cap: float = MAX_RETRY_AFTER) -> float | None:
-    """Seconds the server asks us to wait (``Retry-After`` as seconds or an HTTP date), at most ``cap``."""
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), cap)
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value).timestamp()
-        return min(max(when - time.time(), 0.0), cap)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def tls_context(hub_url: str, ca_bundle: str | None = None) -> ssl.SSLContext:
