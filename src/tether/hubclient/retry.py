@@ -17,7 +17,6 @@ clock and the random source can be replaced (tests).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
@@ -55,6 +54,8 @@ class RetryPolicy(NamedTuple):
         (Retry-After, already capped) is taken as it is: it said when."""
         if hint is not None:
             return hint
+        import random  # here: most commands never wait
+
         return self.backoff * (2 ** (attempt - 1)) * (1 - self.jitter / 2 + self.jitter * random.random())
 
     def sleep(self, attempt: int, hint: float | None = None) -> None:
