@@ -53,6 +53,7 @@ class Hub:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
+            # (publish.client tells a Hub from a ClientConfig by its _http)
             self._http = WireClient(self.hub_url, headers=headers, timeout=timeout, verify=self.ssl_context,
                                     handler=handler)
         except ValueError as exc:  # a hub or proxy URL it cannot use
