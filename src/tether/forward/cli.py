@@ -7,7 +7,9 @@ import sys
 
 import click
 
-from tether.cli.common import Conn, client_options, emit_json, emit_table, json_option, q
+from tether.console import emit_json, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
 
 
 class _RunByDefault(click.Group):
@@ -88,11 +90,11 @@ def run(name: str, command: tuple[str, ...], ssh_target: str, identity: str | No
         raise click.UsageError(getattr(exc, "detail", str(exc))) from None
     idle_seconds = None
     if idle:
-        from tether.auth.caveats import CaveatError, parse_duration
+        from tether.units import parse_duration
 
         try:
-            idle_seconds = int(parse_duration(idle, caveat="--idle").total_seconds())
-        except CaveatError as exc:
+            idle_seconds = int(parse_duration(idle).total_seconds())
+        except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--idle") from None
     runner = Forwarder(name, list(command), target, identity=identity, known_hosts=known_hosts, replace=replace,
                        tcp=tcp, idle=idle_seconds, as_json=as_json, start_timeout=start_timeout)

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether.auth.caveats import parse_duration
 from tether.forward.service import ForwardService, Route
 from tether.gateway import core as gw
+from tether.units import parse_duration
 
 log = logging.getLogger("tether.forward")
 
@@ -58,8 +58,8 @@ class ForwardRuntime:
         self.live: dict[tuple[str, str], LiveRoute] = {}
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         idle = settings.forward_idle
-        self.hub_idle = parse_duration(idle, caveat="forward_idle") if idle else None
-        self.reconnect_grace = parse_duration(settings.forward_reconnect_grace, caveat="forward_reconnect_grace")
+        self.hub_idle = parse_duration(idle) if idle else None
+        self.reconnect_grace = parse_duration(settings.forward_reconnect_grace)
 
     def counter(self, route_id: int) -> Callable[[int, int], None]:
         def count(up: int, down: int) -> None:

@@ -18,7 +18,13 @@ from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.db import Database
 from tether.db.models import ForwardRoute, ForwardShare, User, utcnow
-from tether.forward.core import Access, GatewayError, check_route_name, decide, route_scope
+from tether.forward.core import (
+    Access,
+    GatewayError,
+    check_route_name,
+    decide,
+    route_scope,
+)
 from tether.problems import Problem, bad_request, conflict, forbidden, not_found
 
 SIGNIN_LINK_LIFETIME = "5m"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from urllib.parse import parse_qs
 from typing import Any
+from urllib.parse import parse_qs
 
 import asyncssh
 

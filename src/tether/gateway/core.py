@@ -17,9 +17,10 @@ import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from tether.units import USER_NAME_RE
+
 #: route names: lowercase letters, digits and single hyphens; no dots, slashes or "--"
 ROUTE_NAME_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?!-)){0,39}\Z")
-_USER_LABEL_RE = re.compile(r"\A[a-z_][a-z0-9_-]{0,31}\Z")  # a user name that is a host label (no dots)
 SEPARATOR = "--"
 PATH_PREFIX = "/apps/"
 #: the gateway's own paths on every route's origin
@@ -33,6 +34,11 @@ _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
                         b"forwarded", b"x-real-ip"})
 
 Headers = list[tuple[bytes, bytes]]
+
+
+def _label_user(user: str) -> bool:
+    """A user name that can stand in a host label: any valid name without a dot."""
+    return bool(USER_NAME_RE.match(user)) and "." not in user
 
 
 class GatewayError(Exception):
@@ -65,7 +71,7 @@ def check_route_name(name: str) -> None:
 
 def route_host(route: RouteKey, domain: str) -> str | None:
     """``NAME--USER.domain``, or None when the user's name cannot be a host label (a dot)."""
-    if not _USER_LABEL_RE.match(route.user):
+    if not _label_user(route.user):
         return None
     return f"{route.name}{SEPARATOR}{route.user}.{domain}"
 
@@ -110,7 +116,7 @@ def match(host: str, target: bytes, domain: str) -> Target:
     if host.endswith("." + domain):
         label = host[: -len(domain) - 1]
         name, sep, user = label.partition(SEPARATOR)
-        if "." in label or not sep or not ROUTE_NAME_RE.match(name) or not _USER_LABEL_RE.match(user):
+        if "." in label or not sep or not ROUTE_NAME_RE.match(name) or not _label_user(user):
             raise GatewayError(404, "no-such-route", f"no route is named by the host {host!r}")
         return Target(RouteKey(user, name), target, "")
     if host == domain:
@@ -129,7 +135,7 @@ def _match_path(target: bytes) -> Target:
         user, name = parts[0].decode("ascii"), parts[1].decode("ascii")
     except UnicodeDecodeError:
         raise GatewayError(404, "no-such-route", "route names are ASCII") from None
-    if not ROUTE_NAME_RE.match(name) or not re.match(r"\A[a-z_][a-z0-9_.-]{0,31}\Z", user):
+    if not ROUTE_NAME_RE.match(name) or not USER_NAME_RE.match(user):
         raise GatewayError(404, "no-such-route", f"no route {PATH_PREFIX}{user[:32]}/{name[:40]}/")
     rest = b"/" + parts[2] if len(parts) == 3 else b"/"
     return Target(RouteKey(user, name), rest + (sep + query if sep else b""),

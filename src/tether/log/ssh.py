@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tether.auth.identities import SPACE_NAME_RE
 from tether.problems import bad_request, forbidden
 from tether.ssh.entry import Exit, SessionInfo, SSHRequest
+from tether.units import NAME_RE as SPACE_NAME_RE
 
 PROTOCOL = "tether-log/1"
 COMMAND = "tether-log"

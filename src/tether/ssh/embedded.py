@@ -15,11 +15,12 @@ import logging
 import os
 import socket
 import threading
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import asyncssh
+
 from tether.auth.identities import user_for_ssh_key
 from tether.db import Database
 from tether.ssh.entry import Handler, ListenHandler, serve_session, session_for, usage

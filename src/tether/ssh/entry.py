@@ -28,7 +28,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from tether.problems import Problem, exit_code_for_status
-from tether.ssh.frames import ERROR, HELLO, QUIT, FrameError, FrameReader, FrameTimeout, encode, write_all
+from tether.ssh.frames import (
+    ERROR,
+    HELLO,
+    QUIT,
+    FrameError,
+    FrameReader,
+    FrameTimeout,
+    encode,
+    write_all,
+)
 
 log = logging.getLogger("tether.ssh")
 

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tether.auth.identities import USER_NAME_RE
 from tether.ssh.entry import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
@@ -26,6 +25,7 @@ from tether.ssh.entry import (
     usage,
 )
 from tether.ssh.frames import FrameError, write_all
+from tether.units import USER_NAME_RE
 
 
 def _say(message: str) -> None:
