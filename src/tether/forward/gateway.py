@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ssl
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
 from tether.forward.runtime import ForwardRuntime
 from tether.gateway import core as gw
-from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request
+from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream
 from tether.problems import Problem
 
 _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
@@ -67,10 +68,17 @@ class ForwardResolver:
         if not access.allowed:
             return Refuse(access.status, access.slug, access.reason)
         held = self.runtime.live.get((owner, name))
-        if held is None or held.route.token_id != route.token_id:
-            return Refuse(503, "route-elsewhere", f"route {name} is held by another hub replica or its node is "
-                          "reconnecting; retry shortly", [(b"retry-after", b"2")])
-        return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route.id))
+        if held is not None and held.route.token_id == route.token_id:
+            return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route.id))
+        peer = (route.holder or "").partition("#")[0]
+        if request.hop() or not peer or peer == self.runtime.internal:
+            return Refuse(503, "route-elsewhere", f"route {name} is between nodes or replicas; retry shortly",
+                          [(b"retry-after", b"2")])
+        # another replica holds the node's connection: pass the request on as it came
+        host, _, port = peer.rpartition(":")
+        context = ssl.create_default_context() if self.secure else None
+        return Forward(TCPUpstream(host.strip("[]"), int(port), ssl=context, server_hostname=request.host),
+                       target, passthrough=True)
 
     def _credential(self, request: Request) -> str | None:
         for n, v in request.headers:

@@ -54,7 +54,9 @@ class ForwardRuntime:
         self.settings = settings
         self.service = ForwardService(settings, db)
         self.address = GatewayAddress(settings)
-        self.holder = f"{settings.gateway_internal or self.address.domain}#{secrets.token_hex(4)}"
+        # where the other replicas reach this one's gateway; on the rows of the routes it holds
+        self.internal = settings.gateway_internal or settings.gateway_listen or ""
+        self.holder = f"{self.internal}#{secrets.token_hex(4)}"
         self.live: dict[tuple[str, str], LiveRoute] = {}
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         idle = settings.forward_idle

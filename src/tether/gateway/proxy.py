@@ -50,6 +50,10 @@ class Request:
     client_ip: str
     scheme: str
 
+    def hop(self) -> bool:
+        """Passed on by another replica's gateway (which does not hold the route)."""
+        return any(n.lower() == HOP_HEADER for n, _ in self.headers)
+
     def wants_html(self) -> bool:
         accept = b",".join(v for n, v in self.headers if n.lower() == b"accept")
         return b"text/html" in accept
@@ -87,6 +91,9 @@ class Forward:
     upstream: Upstream
     target: core.Target
     on_bytes: Callable[[int, int], None] | None = None  # (to the app, to the browser): activity and metrics
+    #: to another replica's gateway, which holds the route: the request goes as it came
+    #: (credentials included: that gateway checks them again), marked as one hop
+    passthrough: bool = False
 
 
 Decision = Refuse | Reply | Forward
@@ -99,6 +106,20 @@ class UnixUpstream:
 
     async def open(self):
         return await asyncio.open_unix_connection(self.path, limit=READ)
+
+
+class TCPUpstream:
+    """Another replica's gateway (TLS when ``ssl`` is given, checked against ``server_hostname``)."""
+
+    def __init__(self, host: str, port: int, *, ssl=None, server_hostname: str | None = None):
+        self.host, self.port, self.ssl, self.server_hostname = host, port, ssl, server_hostname
+
+    async def open(self):
+        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=READ,
+                                             server_hostname=self.server_hostname if self.ssl else None)
+
+
+HOP_HEADER = b"x-tether-gateway-hop"
 
 
 class _Closed(Exception):
@@ -284,13 +305,21 @@ class Gateway:
             return
         client = h11.Connection(h11.CLIENT)
         upgrade = core.is_upgrade(request.headers)
-        headers = core.upstream_request_headers(
-            request.headers, client_ip=request.client_ip, scheme=request.scheme,
-            host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
-            prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https"))
+        if fwd.passthrough:
+            headers = [(n, v) for n, v in request.headers
+                       if n.lower() not in core.HOP_BY_HOP or (upgrade and n.lower() == b"upgrade")]
+            headers += [(b"connection", b"upgrade")] if upgrade else []
+            headers.append((HOP_HEADER, b"1"))
+            target_path = request.target
+        else:
+            headers = core.upstream_request_headers(
+                request.headers, client_ip=request.client_ip, scheme=request.scheme,
+                host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
+                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https"))
+            target_path = fwd.target.path
         counted = fwd.on_bytes or (lambda up, down: None)
         try:
-            up_writer.write(client.send(h11.Request(method=request.method, target=fwd.target.path, headers=headers)))
+            up_writer.write(client.send(h11.Request(method=request.method, target=target_path, headers=headers)))
             await up_writer.drain()
             pump = asyncio.create_task(self._pump_request(conn, reader, client, up_writer, counted))
             try:
