@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from tests.forward.conftest import start_forward_hub
@@ -92,6 +93,10 @@ def test_the_demo_app_is_served_and_stopping_the_route_stops_it(hub):
                 break
         assert [(r["name"], r["state"]) for r in listed] == [("demo", "live")]
         assert listed[0]["bytes_up"] > 0 and listed[0]["bytes_down"] > 0
+        metrics = httpx.get(hub.url + "/metrics").text  # per-route Prometheus metrics
+        assert 'tether_gateway_requests_total{route="carol/demo",status="200"}' in metrics
+        assert 'tether_gateway_requests_total{route="carol/demo",status="101"}' in metrics
+        assert 'tether_gateway_bytes_total{direction="down",route="carol/demo"}' in metrics
         r = _cli(hub, "stop", "demo")
         assert r.returncode == 0, r.stderr
         out, err = proc.communicate(timeout=30)

@@ -69,7 +69,8 @@ class ForwardResolver:
             return Refuse(access.status, access.slug, access.reason)
         held = self.runtime.live.get((owner, name))
         if held is not None and held.route.token_id == route.token_id:
-            return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route.id))
+            return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route),
+                           on_status=self.runtime.status_counter(route))
         peer = (route.holder or "").partition("#")[0]
         if request.hop() or not peer or peer == self.runtime.internal:
             return Refuse(503, "route-elsewhere", f"route {name} is between nodes or replicas; retry shortly",
@@ -78,7 +79,7 @@ class ForwardResolver:
         host, _, port = peer.rpartition(":")
         context = ssl.create_default_context() if self.secure else None
         return Forward(TCPUpstream(host.strip("[]"), int(port), ssl=context, server_hostname=request.host),
-                       target, passthrough=True)
+                       target, on_status=self.runtime.status_counter(route), passthrough=True)
 
     def _credential(self, request: Request) -> str | None:
         for n, v in request.headers:

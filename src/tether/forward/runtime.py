@@ -50,8 +50,9 @@ class GatewayAddress:
 
 
 class ForwardRuntime:
-    def __init__(self, settings: Any, db: Any):
+    def __init__(self, settings: Any, db: Any, metrics: Any = None):
         self.settings = settings
+        self.metrics = metrics  # tether.hub.metrics.Metrics, or None
         self.service = ForwardService(settings, db)
         self.address = GatewayAddress(settings)
         # where the other replicas reach this one's gateway; on the rows of the routes it holds
@@ -63,13 +64,27 @@ class ForwardRuntime:
         self.hub_idle = parse_duration(idle) if idle else None
         self.reconnect_grace = parse_duration(settings.forward_reconnect_grace)
 
-    def counter(self, route_id: int) -> Callable[[int, int], None]:
+    def counter(self, route: Route) -> Callable[[int, int], None]:
+        """Counts the bytes that pass (saved as the route's activity, and as metrics)."""
+        label = f"{route.owner}/{route.name}"
+        up_metric = self.metrics.gateway_bytes.labels(label, "up") if self.metrics else None
+        down_metric = self.metrics.gateway_bytes.labels(label, "down") if self.metrics else None
+
         def count(up: int, down: int) -> None:
-            c = self._counts[route_id]
+            c = self._counts[route.id]
             c[0] += up
             c[1] += down
+            if up_metric is not None:
+                up_metric.inc(up)
+                down_metric.inc(down)
 
         return count
+
+    def status_counter(self, route: Route) -> Callable[[int], None]:
+        label = f"{route.owner}/{route.name}"
+        metrics = self.metrics
+        return (lambda status: metrics.gateway_requests.labels(label, str(status)).inc()) if metrics else (
+            lambda status: None)
 
     async def run(self) -> None:
         """Flush activity to the database and reap idle routes, until cancelled."""

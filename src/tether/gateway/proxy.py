@@ -91,6 +91,7 @@ class Forward:
     upstream: Upstream
     target: core.Target
     on_bytes: Callable[[int, int], None] | None = None  # (to the app, to the browser): activity and metrics
+    on_status: Callable[[int], None] | None = None  # the app's answer (or the gateway's): per-route metrics
     #: to another replica's gateway, which holds the route: the request goes as it came
     #: (credentials included: that gateway checks them again), marked as one hop
     passthrough: bool = False
@@ -127,17 +128,22 @@ class _Closed(Exception):
 
 
 class Gateway:
-    def __init__(self, resolver: Resolver, *, scheme: str = "http", limits: Limits | None = None):
+    def __init__(self, resolver: Resolver, *, scheme: str = "http", limits: Limits | None = None,
+                 on_refusal: Callable[[int], None] | None = None,
+                 on_connections: Callable[[int], None] | None = None):
         self.resolver = resolver
         self.scheme = scheme
         self.limits = limits or Limits()
         self.open_connections = 0
+        self.on_refusal = on_refusal or (lambda status: None)  # answers no route saw
+        self.on_connections = on_connections or (lambda n: None)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.open_connections >= self.limits.max_connections:
             writer.close()
             return
         self.open_connections += 1
+        self.on_connections(self.open_connections)
         peer = writer.get_extra_info("peername")
         client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
@@ -158,6 +164,7 @@ class Gateway:
             log.exception("gateway connection failed")
         finally:
             self.open_connections -= 1
+            self.on_connections(self.open_connections)
             writer.close()
 
     async def _read_head(self, conn: h11.Connection, reader, writer, client_ip: str, first: bool) -> Request | None:
@@ -221,6 +228,7 @@ class Gateway:
         except core.GatewayError as exc:
             decision = Refuse(exc.status, exc.slug, exc.detail)
         if isinstance(decision, Refuse):
+            self.on_refusal(decision.status)
             await self._discard_body(conn, reader)
             await self._send_simple(conn, writer, *self._refusal(request, decision))
         elif isinstance(decision, Reply):
@@ -298,6 +306,8 @@ class Gateway:
             up_reader, up_writer = await asyncio.wait_for(fwd.upstream.open(), limits.connect_timeout)
         except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure to reach the app
             log.info("gateway: cannot reach %s/%s: %s", fwd.target.route.user, fwd.target.route.name, exc)
+            if fwd.on_status:
+                fwd.on_status(503)
             await self._discard_body(conn, reader)
             await self._send_simple(conn, writer, *self._refusal(request, Refuse(
                 503, "app-unreachable", "the app behind this route is not answering (its node may be "
@@ -323,7 +333,8 @@ class Gateway:
             await up_writer.drain()
             pump = asyncio.create_task(self._pump_request(conn, reader, client, up_writer, counted))
             try:
-                switched = await self._pump_response(conn, writer, client, up_reader, counted, upgrade)
+                switched = await self._pump_response(conn, writer, client, up_reader, counted, upgrade,
+                                                     fwd.on_status or (lambda status: None))
                 if not switched:
                     await pump  # the request's body was sent in full (or the browser stopped sending)
             finally:
@@ -359,7 +370,7 @@ class Gateway:
                 raise _Closed
 
     async def _pump_response(self, conn: h11.Connection, writer, client: h11.Connection, up_reader, counted,
-                             upgrade: bool) -> bool:
+                             upgrade: bool, on_status: Callable[[int], None]) -> bool:
         """Relay the app's response; True when it switched protocols (a websocket)."""
         while True:
             try:
@@ -372,12 +383,14 @@ class Gateway:
                 continue
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101 and upgrade:
+                    on_status(101)
                     await self._send(conn, writer, h11.InformationalResponse(
                         status_code=101, headers=core.downstream_response_headers(list(event.headers.raw_items()),
                                                                                    upgrade=True)))
                     return True
                 continue  # 100 Continue and the like: h11 answers those for the browser itself
             if isinstance(event, h11.Response):
+                on_status(event.status_code)
                 await self._send(conn, writer, h11.Response(
                     status_code=event.status_code, reason=event.reason,
                     headers=core.downstream_response_headers(list(event.headers.raw_items()))))

@@ -178,7 +178,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         acceptor = gateway = runtime = None
         if settings.gateway_listen:
-            gateway, runtime, registrar = await _start_gateway(settings, db)
+            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics)
         if settings.ssh_listen:
             from tether.config import split_listen
             from tether.hub.capabilities import ssh_handlers
@@ -295,7 +295,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     return app
 
 
-async def _start_gateway(settings: HubSettings, db: Database):
+async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
     """The gateway's listener (forwarded apps), with the replica's forward state."""
     import ssl
 
@@ -303,13 +303,16 @@ async def _start_gateway(settings: HubSettings, db: Database):
     from tether.gateway.proxy import Gateway, serve
     from tether.hub.capabilities import forward_runtime
 
-    runtime, resolver, registrar = forward_runtime(settings, db)
+    runtime, resolver, registrar = forward_runtime(settings, db, metrics)
     context = None
     if settings.gateway_tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key)
     host, port = split_listen(settings.gateway_listen)
-    server = await serve(Gateway(resolver, scheme="https" if context else "http"), host, port, ssl=context)
+    gateway = Gateway(resolver, scheme="https" if context else "http",
+                      on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
+                      on_connections=metrics.gateway_connections.set)
+    server = await serve(gateway, host, port, ssl=context)
     return server, runtime, registrar
 
 

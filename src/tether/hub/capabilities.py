@@ -36,13 +36,13 @@ def ssh_handlers(forward: Any = None) -> dict[str, Handler]:
     return handlers
 
 
-def forward_runtime(settings: Any, db: Any):
+def forward_runtime(settings: Any, db: Any, metrics: Any = None):
     """The replica's forward state, its gateway resolver and its SSH listener for forwards."""
     from tether.forward.gateway import ForwardResolver
     from tether.forward.runtime import ForwardRuntime
     from tether.forward.ssh import RouteRegistrar
 
-    runtime = ForwardRuntime(settings, db)
+    runtime = ForwardRuntime(settings, db, metrics)
     return runtime, ForwardResolver(runtime), RouteRegistrar(runtime)
 
 
