@@ -35,11 +35,15 @@ def _is_loopback(host: str) -> bool:
 @click.option("--gateway-listen", metavar="HOST:PORT",
               help="Serve forwarded apps on HOST:PORT as NAME--USER.<gateway_domain> (default domain localhost); "
                    "nodes forward over --ssh-listen.")
+@click.option("--gateway-tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="PEM chain for *.<gateway_domain>: the gateway serves HTTPS.")
+@click.option("--gateway-tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="PEM private key for --gateway-tls-cert.")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
 def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
-        recover_admin):
+        gateway_tls_cert, gateway_tls_key, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -60,7 +64,8 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     try:
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
-            ssh_listen=ssh_listen, gateway_listen=gateway_listen,
+            ssh_listen=ssh_listen, gateway_listen=gateway_listen, gateway_tls_cert=gateway_tls_cert,
+            gateway_tls_key=gateway_tls_key,
         )
         check_settings(settings)
     except ConfigError as exc:
@@ -68,6 +73,9 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         sys.exit(2)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         click.echo("tether: error: TLS needs both --tls-cert and --tls-key", err=True)
+        sys.exit(2)
+    if bool(settings.gateway_tls_cert) != bool(settings.gateway_tls_key):
+        click.echo("tether: error: the gateway's TLS needs both --gateway-tls-cert and --gateway-tls-key", err=True)
         sys.exit(2)
 
     import uvicorn

@@ -40,7 +40,6 @@ class ForwardResolver:
     def __init__(self, runtime: ForwardRuntime):
         self.runtime = runtime
         self.secure = runtime.address.scheme == "https"
-        self.cookie = gw.cookie_name(self.secure)
 
     async def __call__(self, request: Request) -> Decision:
         target = gw.match(request.host, request.target, self.runtime.address.domain)
@@ -54,7 +53,7 @@ class ForwardResolver:
         path = target.path.partition(b"?")[0]
         if path.startswith(gw.CONTROL_PREFIX.encode()):
             return await self._control(request, target, route, path)
-        secret = self._credential(request)
+        secret = self._credential(request, target)
         upgrade = gw.is_upgrade(request.headers)
         if secret is None:
             return Refuse(401, "sign-in-needed",
@@ -81,7 +80,7 @@ class ForwardResolver:
         return Forward(TCPUpstream(host.strip("[]"), int(port), ssl=context, server_hostname=request.host),
                        target, on_status=self.runtime.status_counter(route), passthrough=True)
 
-    def _credential(self, request: Request) -> str | None:
+    def _credential(self, request: Request, target: gw.Target) -> str | None:
         for n, v in request.headers:
             if n.lower() == b"authorization":
                 scheme, _, value = v.decode("latin-1").partition(" ")
@@ -94,7 +93,7 @@ class ForwardResolver:
                     jar.load(v.decode("latin-1"))
                 except Exception:  # noqa: BLE001 - a malformed cookie header carries no session
                     pass
-        morsel = jar.get(self.cookie)
+        morsel = jar.get(gw.cookie_name(self.secure, target.prefix))
         return morsel.value if morsel is not None and morsel.value else None
 
     async def _control(self, request: Request, target: gw.Target, route, path: bytes) -> Decision:
@@ -111,16 +110,17 @@ class ForwardResolver:
                 return Refuse(p.status if p.status != 401 else 403, p.slug,
                               f"this sign-in link cannot be used: {p.detail}; ask for a new one")
             where = gw.safe_next((query.get("next") or [""])[0], target.prefix)
-            return Reply(303, [(b"location", where.encode()), *_PAGE_HEADERS,
-                               (b"set-cookie", gw.session_cookie(self.cookie, session, secure=self.secure,
-                                                                 max_age=max_age))])
+            cookie = gw.session_cookie(gw.cookie_name(self.secure, target.prefix), session, secure=self.secure,
+                                       max_age=max_age, prefix=target.prefix)
+            return Reply(303, [(b"location", where.encode()), *_PAGE_HEADERS, (b"set-cookie", cookie)])
         if action == "signout":
-            secret = self._credential(request)
+            secret = self._credential(request, target)
             if secret is not None:
                 await asyncio.to_thread(self._end_session, secret)
             body = f"<!doctype html><title>Signed out</title><p>Signed out of {html.escape(route.name)}.".encode()
             return Reply(200, [(b"content-type", b"text/html; charset=utf-8"), *_PAGE_HEADERS,
-                               (b"set-cookie", gw.session_cookie(self.cookie, "", secure=self.secure, max_age=0))],
+                               (b"set-cookie", gw.session_cookie(gw.cookie_name(self.secure, target.prefix), "",
+                                                                 secure=self.secure, max_age=0, prefix=target.prefix))],
                          body)
         return Refuse(404, "not-found", f"no such gateway page: {gw.CONTROL_PREFIX}{action[:40]}")
 

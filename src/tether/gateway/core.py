@@ -164,8 +164,14 @@ def is_upgrade(headers: Headers) -> bool:
     return b"upgrade" in [t.strip() for t in conn.split(b",")] and any(n.lower() == b"upgrade" for n, _ in headers)
 
 
-def cookie_name(secure: bool) -> str:
-    """``__Host-`` needs Secure, which a plain-HTTP gateway (a laptop's *.localhost) cannot set."""
+def cookie_name(secure: bool, prefix: str = "") -> str:
+    """The gateway's session cookie on a route. On its own origin: ``__Host-`` (which needs
+    Secure: a plain-HTTP gateway, a laptop's *.localhost, drops the prefix). In path mode
+    the routes share one origin, so each route's cookie has a name of its own (and its
+    path, :func:`session_cookie`); ``__Host-`` needs Path=/, so there it is ``__Secure-``."""
+    if prefix:
+        tail = prefix.removeprefix(PATH_PREFIX).replace("/", "-")
+        return ("__Secure-" if secure else "") + f"tether-gw-{tail}"
     return "__Host-tether-gw" if secure else "tether-gw"
 
 
@@ -246,10 +252,10 @@ def safe_next(value: str | None, prefix: str = "") -> str:
     return quote(text, safe="/?&=%:@!$'()*+,;~-._")
 
 
-def session_cookie(name: str, value: str, *, secure: bool, max_age: int) -> bytes:
-    """Set-Cookie for the gateway's session on one route's origin: host-only, Path=/,
-    HttpOnly, SameSite=Lax, and Secure whenever the gateway speaks HTTPS."""
-    attrs = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+def session_cookie(name: str, value: str, *, secure: bool, max_age: int, prefix: str = "") -> bytes:
+    """Set-Cookie for the gateway's session on one route: host-only, Path=/ (or the route's
+    prefix in path mode), HttpOnly, SameSite=Lax, and Secure whenever the gateway speaks HTTPS."""
+    attrs = [f"{name}={value}", f"Path={prefix or ''}/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
     if secure:
         attrs.append("Secure")
     return "; ".join(attrs).encode()

@@ -325,7 +325,7 @@ class Gateway:
             headers = core.upstream_request_headers(
                 request.headers, client_ip=request.client_ip, scheme=request.scheme,
                 host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
-                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https"))
+                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix))
             target_path = fwd.target.path
         counted = fwd.on_bytes or (lambda up, down: None)
         try:
