@@ -256,3 +256,61 @@ def test_an_idle_route_is_reaped_and_its_node_told(world):
     with world["hub"].admin() as c:
         listed = c.get("/api/v1/forward/routes", params={"all": "true"}).json()
     assert "sleepy" not in [r["name"] for r in listed]
+
+
+def test_sign_ins_and_refusals_at_the_gateway_are_audited(world):
+    hello = _hello(world, "alice", "demo")
+    _sign_in(world, hello)
+    path = hello["signin"].split(f":{world['gw_port']}", 1)[1]
+    _get(world, path, "demo--alice")  # replayed: refused
+    _get(world, "/echo", "demo--alice", {"Authorization": f"Bearer {world['tokens']['bob']}"})  # not shared
+    with world["hub"].admin() as c:
+        signins = c.get("/api/v1/audit", params={"action": "forward.signin"}).json()["records"]
+        access = c.get("/api/v1/audit", params={"action": "forward.access", "user": "bob"}).json()["records"]
+    assert {r["outcome"] for r in signins} >= {"allowed", "denied"}
+    assert all("ticket" not in (r["reason"] or "") and "tth_" not in (r["reason"] or "") for r in signins)
+    assert access and access[-1]["outcome"] == "denied" and "route-not-shared" in access[-1]["reason"]
+
+
+def test_unknown_and_disabled_keys_cannot_hold_a_route(world, tmp_path):
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    base = ["ssh", "-N", "-p", str(world["ssh_port"]), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={world['known']}", "-o", "ExitOnForwardFailure=yes"]
+    r = subprocess.run([*base, "-i", str(stranger), "-R", f"/x:{world['app_sock']}", "alice@127.0.0.1"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    with world["hub"].admin() as c:
+        c.post("/api/v1/users", json={"name": "frank"}).raise_for_status()
+        key = tmp_path / "frank_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        c.post("/api/v1/users/frank/keys", json={"public_key": key.with_suffix(".pub").read_text()}).raise_for_status()
+        c.post("/api/v1/users/frank/disable").raise_for_status()
+    r = subprocess.run([*base, "-i", str(key), "-R", f"/x:{world['app_sock']}", "frank@127.0.0.1"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert _get(world, "/", "x--frank")[0] == 404
+
+
+def test_a_websocket_to_a_route_not_shared_is_refused(world):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect("ws://demo--alice.localhost/ws", sock=socket.create_connection(("127.0.0.1", world["gw_port"])),
+                additional_headers={"Authorization": f"Bearer {world['tokens']['bob']}"}, open_timeout=5)
+    assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/_tether", 401),  # not a control path: the app's, behind the sign-in
+    ("/_tether/", 404),
+    ("/_tether/signin", 400),
+    ("/_tether/signin?ticket=", 400),
+    ("/_tether/signin?ticket=%ff%fe", 403),
+    ("/_tether/signin?ticket=x&next=%0d%0aSet-Cookie:%20a=1", 403),
+    ("/_tether/nothing", 404),
+])
+def test_the_gateways_own_paths_answer_plainly(world, path, status):
+    got, headers, _ = _get(world, path, "demo--alice")
+    assert got == status and "set-cookie" not in headers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import ssl
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
@@ -21,6 +22,8 @@ from tether.forward.runtime import ForwardRuntime
 from tether.gateway import core as gw
 from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream
 from tether.problems import Problem
+
+log = logging.getLogger("tether.forward")
 
 _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                  (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
@@ -65,6 +68,9 @@ class ForwardResolver:
         except Problem as p:
             return Refuse(p.status, p.slug, f"{p.detail}; sign in again with a fresh link")
         if not access.allowed:
+            await self._audit("forward.access", f"route:{owner}/{name}", request, access.status,
+                              f"{access.slug}: {access.reason}", user=_ctx.user.name,
+                              token_id=_ctx.token.id if _ctx.token else None)
             return Refuse(access.status, access.slug, access.reason)
         held = self.runtime.live.get((owner, name))
         if held is not None and held.route.token_id == route.token_id:
@@ -103,12 +109,17 @@ class ForwardResolver:
             ticket = (query.get("ticket") or [""])[0]
             if not ticket:
                 return Refuse(400, "no-ticket", "this sign-in link has no ticket; run `tether forward` again")
+            resource = f"route:{route.owner}/{route.name}"
             try:
                 session, max_age, _access = await asyncio.to_thread(
                     self.runtime.service.open_session, route, ticket, source=request.client_ip)
             except Problem as p:
+                await self._audit("forward.signin", resource, request, 403, f"{p.slug}: {p.detail}",
+                                  user=p.trail.get("user"), token_id=p.extra.get("token_id"))
                 return Refuse(p.status if p.status != 401 else 403, p.slug,
                               f"this sign-in link cannot be used: {p.detail}; ask for a new one")
+            await self._audit("forward.signin", resource, request, 303, "session opened",
+                              user=route.owner, token_id=ticket.split("_")[1] if ticket.count("_") >= 2 else None)
             where = gw.safe_next((query.get("next") or [""])[0], target.prefix)
             cookie = gw.session_cookie(gw.cookie_name(self.secure, target.prefix), session, secure=self.secure,
                                        max_age=max_age, prefix=target.prefix)
@@ -123,6 +134,21 @@ class ForwardResolver:
                                                                  secure=self.secure, max_age=0, prefix=target.prefix))],
                          body)
         return Refuse(404, "not-found", f"no such gateway page: {gw.CONTROL_PREFIX}{action[:40]}")
+
+    async def _audit(self, action: str, resource: str, request: Request, status: int, reason: str, *,
+                     user: str | None, token_id: str | None) -> None:
+        """Sign-ins and refusals of known callers go to the audit trail (anonymous refusals
+        do not: a flood of them must not fill it)."""
+        from tether.auth import audit
+        from tether.db.models import utcnow
+
+        outcome = "allowed" if status < 400 else "denied"
+        fields = dict(at=utcnow(), user=user, token_id=token_id, action=action, resource=resource + " via gateway",
+                      source=request.client_ip, outcome=outcome, status=status, reason=reason[:500])
+        try:
+            await asyncio.to_thread(audit.record, self.runtime.service.db, **fields)
+        except Exception:  # noqa: BLE001 - auditing must not turn an answer into a failure; say so
+            log.exception("could not write an audit record")
 
     def _end_session(self, secret: str) -> None:
         from tether.auth import service as auth
