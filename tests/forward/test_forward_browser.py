@@ -75,7 +75,7 @@ def test_the_sign_in_link_opens_the_app_and_its_websocket(live, browser):
 
 
 def test_a_read_only_link_shows_the_page_but_no_websocket(live, browser):
-    made = subprocess.run([sys.executable, "-m", "tether", "forward", "link", "demo", "--read-only", "--expires", "30m", "--json"],
+    made = subprocess.run([sys.executable, "-m", "tether", "forward", "share", "demo", "--link", "--read-only", "--expires", "30m", "--json"],
                           capture_output=True, text=True, env=live["env"], timeout=60)
     assert made.returncode == 0, made.stderr
     url = json.loads(made.stdout)["url"]

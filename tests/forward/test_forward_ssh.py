@@ -233,7 +233,11 @@ def test_a_read_only_share_link_works_until_revoked(world):
     _forward(world, "alice", "sibling")
     assert _get(world, path, "sibling--alice")[0] == 403  # a link for demo does not open another route
     with _api(world, "alice") as c:
+        listed = c.get("/api/v1/forward/routes/demo/links").json()
+        assert [(x["id"], x["read_only"]) for x in listed] == [(made["id"], True)]
+        assert "tth_" not in str(listed)  # never a secret
         c.delete(f"/api/v1/tokens/{made['id']}").raise_for_status()
+        assert c.get("/api/v1/forward/routes/demo/links").json() == []
     assert _get(world, "/echo", "demo--alice", {"Cookie": cookie})[0] in (401, 403)  # its session went with it
 
 

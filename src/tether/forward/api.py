@@ -5,7 +5,7 @@ sign-in links. Thin: the rules live in :mod:`tether.forward.service`.
 * ``DELETE /api/v1/forward/routes/{owner}/{name}`` -- stop a route (its owner or an admin)
 * ``POST /api/v1/forward/routes/{name}/signin`` -- a one-time sign-in link for the owner
 * ``GET|PUT|DELETE /api/v1/forward/routes/{name}/shares[/{user}]`` -- who else may see it
-* ``POST /api/v1/forward/routes/{name}/links`` -- a share link (a token scoped to the route)
+* ``POST|GET /api/v1/forward/routes/{name}/links`` -- make a share link (a token scoped to the route), list them
 * ``GET /api/v1/routes?inactive_since=ISO`` -- JupyterHub's proxy API shape, for idle cullers (admins)
 """
 
@@ -106,6 +106,13 @@ def make_link(name: str, body: LinkIn, ctx: Caller, request: Request):
     token_id, secret = svc.link(ctx, name, expires=body.expires, read_only=body.read_only)
     return JSONResponse({"id": token_id, "read_only": body.read_only,
                          "url": address.signin_url(ctx.user.name, name, secret)}, status_code=201)
+
+
+@router.get("/forward/routes/{name}/links")
+def list_links(name: str, ctx: Caller, request: Request):
+    """The route's share links that still work (ids, access, expiry; never their secrets)."""
+    svc, _ = _svc(request)
+    return JSONResponse(svc.links(ctx, name))
 
 
 @router.get("/routes", tags=["forward"])

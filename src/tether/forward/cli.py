@@ -38,7 +38,8 @@ def forward() -> None:
       tether forward board --tcp --ssh hub:2222 -- python3 -m http.server --bind 127.0.0.1 {port}
       tether forward list
       tether forward share demo --with bob --read-only
-      tether forward link demo --expires 2h --read-only
+      tether forward share demo --link --expires 2h --read-only
+      tether forward links demo
       tether forward stop demo
 
     Without tether on the node, plain OpenSSH works too:
@@ -140,18 +141,40 @@ def stop(conn: Conn, name: str, owner: str | None) -> None:
 
 @forward.command("share")
 @click.argument("name")
-@click.option("--with", "with_user", required=True, metavar="USER", help="The user to let through.")
+@click.option("--with", "with_user", metavar="USER", help="The user to let through (they sign in with a token "
+              "of their own).")
+@click.option("--link", "as_link", is_flag=True, help="Instead, make a share link: whoever opens it gets a "
+              "session; revoke it with `tether token revoke ID`.")
+@click.option("--expires", default="2h", show_default=True, help="How long a --link works.")
 @click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
 @client_options
-def share(conn: Conn, name: str, with_user: str, read_only: bool) -> None:
-    """Let USER through to your route NAME (they sign in with a token of their own).
+@json_option
+def share(conn: Conn, name: str, with_user: str | None, as_link: bool, expires: str, read_only: bool,
+          as_json: bool) -> None:
+    """Let USER through to your route NAME, or (--link) make a share link for it.
 
     \b
     Examples:
       tether forward share demo --with bob
       tether forward share demo --with carol --read-only
+      tether forward share demo --link --expires 2h --read-only
     """
-    conn.client.put(f"/api/v1/forward/routes/{q(name)}/shares/{q(with_user)}", json={"read_only": read_only})
+    if bool(with_user) == as_link:
+        raise click.UsageError("give either --with USER or --link")
+    if as_link:
+        made = conn.client.post(f"/api/v1/forward/routes/{q(name)}/links",
+                                json={"expires": expires, "read_only": read_only}) or {}
+        if as_json:
+            emit_json(made)
+            return
+        click.echo(made.get("url", ""))
+        click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`",
+                   err=True)
+        return
+    done = conn.client.put(f"/api/v1/forward/routes/{q(name)}/shares/{q(with_user)}", json={"read_only": read_only})
+    if as_json:
+        emit_json(done)
+        return
     click.echo(f"shared {name} with {with_user}" + (" (read-only)" if read_only else ""))
 
 
@@ -170,27 +193,22 @@ def unshare(conn: Conn, name: str, with_user: str) -> None:
     click.echo(f"{name} is no longer shared with {with_user}")
 
 
-@forward.command("link")
+@forward.command("links")
 @click.argument("name")
-@click.option("--expires", default="2h", show_default=True, help="How long the link works.")
-@click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
 @client_options
 @json_option
-def link(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -> None:
-    """Make a share link for route NAME: whoever opens it gets a session (revoke it with
-    `tether token revoke ID`).
+def links(conn: Conn, name: str, as_json: bool) -> None:
+    """List route NAME's share links that still work (revoke one with `tether token revoke ID`).
 
     \b
     Examples:
-      tether forward link demo --expires 2h --read-only
+      tether forward links demo
     """
-    made = conn.client.post(f"/api/v1/forward/routes/{q(name)}/links",
-                            json={"expires": expires, "read_only": read_only}) or {}
+    rows = conn.client.get(f"/api/v1/forward/routes/{q(name)}/links") or []
     if as_json:
-        emit_json(made)
+        emit_json(rows)
         return
-    click.echo(made.get("url", ""))
-    click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`", err=True)
+    emit_table(rows, ["id", "read_only", "created", "expires"], empty="no share links")
 
 
 @forward.command("signin")

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.db import Database
-from tether.db.models import ForwardRoute, ForwardShare, User, utcnow
+from tether.db.models import ForwardRoute, ForwardShare, Token, User, utcnow
 from tether.forward.core import (
     Access,
     GatewayError,
@@ -245,6 +245,24 @@ class ForwardService:
                                            expires=expires, label=f"forward share link {name}"),
             now=utcnow(), max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
         return token.id, secret
+
+    def links(self, ctx: auth.AuthContext, name: str) -> list[dict[str, Any]]:
+        """The route's share links that still work: id, access, expiry (never a secret)."""
+        route = self.owned_route(ctx, ctx.user.name, name)
+        label = f"forward share link {name}"
+        with self.db.read() as s:
+            rows = s.execute(select(Token).where(Token.user_id == ctx.user.id, Token.revoked_at.is_(None))
+                             .order_by(Token.created_at)).scalars().all()
+        now = utcnow()
+        out = []
+        for t in rows:
+            caveats = t.caveats or {}
+            if caveats.get("label") != label or (t.expires_at is not None and t.expires_at <= now):
+                continue
+            read_only = all(str(sc).endswith(":read") for sc in caveats.get("scopes") or [])
+            out.append({"id": t.id, "route": route.name, "read_only": read_only,
+                        "created": auth.iso(t.created_at), "expires": auth.iso(t.expires_at)})
+        return out
 
     # ------------------------------------------------------------------ the gateway's checks
 
