@@ -282,6 +282,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     from tether.log.api import router as log_router
 
     app.include_router(log_router)
+    from tether.hub.urlcheck import UrlCheck
+
+    app.add_middleware(UrlCheck, settings=settings)  # inside HubMiddleware: its refusals are counted and audited
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 

@@ -328,7 +328,8 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
 
 
 def _absolute(request: Request, result: dict) -> dict:
-    return result | {"url": str(request.base_url).rstrip("/") + result["url"]}
+    # from the configured public URL, never from the Host header (a client may send any)
+    return result | {"url": _pub(request).settings.effective_public_url() + result["url"]}
 
 
 @router.post("/api/v1/gc", tags=["publish"])
