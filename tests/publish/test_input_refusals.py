@@ -95,3 +95,13 @@ def test_empty_segments_in_download_paths_are_refused_alike(publisher):
                     f"/files/{space}/ci/1/a//", f"/files/{space}//"):
             body = problem(c.get(bad), 400)
             assert "empty" in body["detail"], bad
+
+
+def test_a_directory_asked_without_its_slash_redirects_whatever_its_name(publisher):
+    hub, space, token = publisher
+    with hub.client(token) as c:
+        assert c.put(f"/api/v1/publish/{space}/ci/1/\u4e2d a%/x.txt", content=b"x").status_code == 201
+        r = c.get(f"/files/{space}/ci/1/\u4e2d a%", headers={"Accept": "text/html"})
+        assert r.status_code == 308, r.text  # was a 500: the name is not Latin-1
+        assert r.headers["location"] == f"/files/{space}/ci/1/%E4%B8%AD%20a%25/"
+        assert c.get(r.headers["location"]).status_code == 200

@@ -396,7 +396,8 @@ def download(space: SpaceName, request: Request, ctx: Annotated[AuthContext | No
         if request.query_params.get("format") == "json" or "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"space": space, "path": found["path"], "entries": found["entries"]})
         if not request.url.path.endswith("/"):
-            return Response(status_code=308, headers={"Location": request.url.path + "/"})
+            # percent-encoded: a header holds Latin-1 only, a path any character
+            return Response(status_code=308, headers={"Location": _quote(request.url.path, safe="/") + "/"})
         return HTMLResponse(_index_html(space, found["path"], found["entries"]), headers=_SAFE_HEADERS)
     return _serve_file(pub, request, found)
 
@@ -458,10 +459,10 @@ def _index_html(space: str, path: str, entries: list[dict]) -> str:
     )
 
 
-def _quote(name: str) -> str:
+def _quote(name: str, safe: str = "") -> str:
     from urllib.parse import quote
 
-    return quote(name, safe="")
+    return quote(name, safe=safe)
 
 
 __all__ = ["router", "files_router", "DIGEST_RE"]
