@@ -20,13 +20,15 @@ from pydantic import Field, WithJsonSchema
 
 from tether.auth.deps import Caller, StrictModel, caller
 from tether.auth.identities import SPACE_NAME_RE
-from tether.auth.params import SpaceName, field, path_param, query_param
+from tether.auth.params import SpaceName, field, query_param
 from tether.auth.service import AuthContext
 from tether.auth.sessions import session_caller, sign_in_page
 from tether.blobs import BlobNotFound
 from tether.db.models import utcnow
 from tether.problems import Problem, bad_request
-from tether.publish.core import BUILD_ID_RE, DIGEST_RE, MAX_PATH, MAX_SIZE, MODES, TYPE_RE
+from tether.publish.apidoc import (DOWNLOAD_RESPONSES, FILE_ENTRY, BuildId, BuildQuery, BuildType, Digest,
+                                   SpaceQuery, TypeQuery, UploadId)
+from tether.publish.core import BUILD_ID_RE, DIGEST_RE, TYPE_RE
 from tether.publish.service import Publisher, metered
 
 router = APIRouter()
@@ -109,26 +111,6 @@ async def _with_body(request: Request, work: Callable[[Iterator[bytes]], T]) -> 
 def _declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
-
-
-# What the API's description says of names and ids (the rules themselves: publish.core)
-BuildType = Annotated[str, path_param(TYPE_RE, 64, "a build type: lowercase letters, digits, . _ -")]
-BuildId = Annotated[str, path_param(BUILD_ID_RE, 128, "a build id: letters, digits, . _ + -")]
-Digest = Annotated[str, path_param(DIGEST_RE, 64, "a sha256: 64 lowercase hex digits")]
-UploadId = Annotated[str, path_param(r"^[0-9a-f]{32}$", 32, "an upload's id, as starting it answered")]
-FILE_ENTRY = {
-    "type": "object", "required": ["path", "digest", "size"], "additionalProperties": False,
-    "properties": {
-        "path": {"type": "string", "minLength": 1, "maxLength": MAX_PATH,
-                 "description": "relative POSIX path: no empty, '.' or '..' segment, no backslash or control character"},
-        "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "size": {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
-        "mode": {"type": "integer", "enum": list(MODES), "default": MODES[0]},
-    },
-}
-SpaceQuery = Annotated[str, query_param(SPACE_NAME_RE, 128, "the space")]
-TypeQuery = Annotated[str, query_param(TYPE_RE, 128, "the build type")]
-BuildQuery = Annotated[str, query_param(BUILD_ID_RE, 256, "the build id")]
 
 
 class MissingIn(StrictModel):
@@ -363,19 +345,6 @@ def run_gc(body: GcIn, ctx: Caller, request: Request):
 
 
 # ---------------------------------------------------------------- downloads
-
-
-_SIGN_IN = {"text/html": {"schema": {"type": "string"}}}  # a browser (Accept: text/html) gets the sign-in form
-DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the file (its type guessed from its name) or a directory: an HTML index, "
-                         "JSON with ?format=json", "content": {"*/*": {}}},
-    206: {"description": "the range asked for", "content": {"*/*": {}}},
-    304: {"description": "not modified: If-None-Match named its ETag"},
-    308: {"description": "a directory asked without its trailing '/': go there"},
-    401: {"description": "a private build", "content": _SIGN_IN},
-    403: {"description": "this token may not read it", "content": _SIGN_IN},
-    416: {"description": "the range starts past the end of the file"},
-}
 
 
 @files_router.api_route("/files/{space}", methods=["GET", "HEAD"], include_in_schema=False)
