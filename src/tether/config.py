@@ -38,6 +38,11 @@ class HubSettings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in data_dir")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="the URL clients reach the hub at (e.g. https://hub.example.org), used in every URL the hub "
+                    "answers with; when set, requests naming another Host get 421. Default: http(s)://LISTEN",
+    )
     token_max_lifetime: str = Field(default="90d", description="no minted token may live longer")
     token_default_lifetime: str = Field(default="30d", description="lifetime of a minted token with no --expires")
     audit_retention_days: int = Field(default=90, ge=1)
@@ -85,6 +90,22 @@ class HubSettings(BaseSettings):
         split_listen(v)
         return v
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"public_url {v!r} is not a URL: {exc}") from None
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username:
+            raise ValueError(f"public_url {v!r} must be http(s)://HOST[:PORT][/PATH], with no query or user")
+        return v.rstrip("/")
+
     @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace")
     @classmethod
     def _check_duration(cls, v: str | None, info) -> str | None:
@@ -102,6 +123,11 @@ class HubSettings(BaseSettings):
 
     def effective_blob_store(self) -> str:
         return self.blob_store or str((self.data_dir / "blobs").resolve())
+
+    def effective_public_url(self) -> str:
+        """The URL the hub's answers are built from: ``public_url``, else the listen
+        address (https when the hub serves TLS). Never the request's Host header."""
+        return self.public_url or f"{'https' if self.tls_cert else 'http'}://{self.listen}"
 
     def effective_database_url(self) -> str:
         if self.database_url:

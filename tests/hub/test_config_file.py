@@ -61,3 +61,21 @@ def test_good_type_path_templates_load(tmp_path, monkeypatch):
     s = _load(tmp_path, '[hub.publish_types.a]\npath = "builds/{type}/{build_id}"\n'
                         '[hub.publish_types.b]\npath = "b-{build_id}"\n', monkeypatch)
     assert s.publish_types["a"].path == "builds/{type}/{build_id}" and s.publish_types["b"].path == "b-{build_id}"
+
+
+@pytest.mark.parametrize("url", ["ftp://hub.example", "hub.example", "https://hub.example/?a=1", "https://u@hub.example",
+                                 "https://hub.example:http"])
+def test_a_public_url_that_is_not_one_is_refused_at_start(tmp_path, monkeypatch, url):
+    monkeypatch.delenv("TETHER_PUBLIC_URL", raising=False)
+    with pytest.raises(ConfigError, match="public_url"):
+        _load(tmp_path, f'public_url = "{url}"\n', monkeypatch)
+
+
+def test_the_public_url_defaults_to_the_listen_address(tmp_path, monkeypatch):
+    for name in ("TETHER_PUBLIC_URL", "TETHER_LISTEN", "TETHER_TLS_CERT"):
+        monkeypatch.delenv(name, raising=False)
+    assert _load(tmp_path, 'listen = "[::1]:9000"\n', monkeypatch).effective_public_url() == "http://[::1]:9000"
+    s = _load(tmp_path, 'listen = "0.0.0.0:443"\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', monkeypatch)
+    assert s.effective_public_url() == "https://0.0.0.0:443"
+    s = _load(tmp_path, 'public_url = "https://hub.example.org/tether/"\n', monkeypatch)
+    assert s.effective_public_url() == "https://hub.example.org/tether"

@@ -13,9 +13,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from tether.auth import audit, identities, service
 from tether.auth.deps import Caller, StrictModel, hub_state
+from tether.auth.identities import SPACE_NAME_RE, USER_NAME_RE
+from tether.auth.params import SCOPE_RE, TOKEN_ID_RE, KeyRef, SpaceName, TokenId, UserName, field, query_param
 from tether.auth.policy import ACTIONS, Resource, authorize
 from tether.auth.service import MintRequest
 from tether.db.models import utcnow
@@ -25,8 +28,18 @@ from tether.units import parse_since
 router = APIRouter(prefix="/api/v1")
 
 
+class _NotSelf(StringConvertor):
+    """A path segment other than ``self``, which is a route of its own: ``DELETE
+    /tokens/self`` is then a 405, not a try at revoking a token whose id is "self"."""
+
+    regex = "(?!self$)[^/]+"
+
+
+register_url_convertor("notself", _NotSelf())
+
+
 class UserIn(StrictModel):
-    name: str = Field(max_length=64)
+    name: str = field(USER_NAME_RE, 64)
     kind: Literal["person", "service"] = "person"
     admin: bool = False
 
@@ -38,7 +51,7 @@ class KeyIn(StrictModel):
 
 
 class SpaceIn(StrictModel):
-    name: str = Field(max_length=128)
+    name: str = field(SPACE_NAME_RE, 128)
     description: str = Field(default="", max_length=500)
     public_builds: bool = False
 
@@ -49,13 +62,13 @@ class SpacePatch(StrictModel):
 
 
 class GrantIn(StrictModel):
-    level: str = Field(max_length=16)
+    level: str = Field(max_length=16, json_schema_extra={"enum": ["none", "read", "write", "admin"]})
 
 
 class TokenIn(StrictModel):
-    for_user: str | None = Field(default=None, max_length=64)
+    for_user: str | None = field(USER_NAME_RE, 64, default=None)
     inherit: bool = False
-    scopes: list[Annotated[str, Field(max_length=1200)]] | None = Field(default=None, max_length=64)
+    scopes: list[Annotated[str, field(SCOPE_RE, 1200)]] | None = Field(default=None, max_length=64)
     expires: str | None = Field(default=None, max_length=64)
     not_before: str | None = Field(default=None, max_length=64)
     sources: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=64)
@@ -66,11 +79,11 @@ class TokenIn(StrictModel):
 
 
 class CheckIn(StrictModel):
-    action: str = Field(max_length=64)
-    space: str | None = Field(default=None, max_length=128)
+    action: str = Field(max_length=64, json_schema_extra={"enum": sorted(ACTIONS)})
+    space: str | None = field(SPACE_NAME_RE, 128, default=None)
     path: str | None = Field(default=None, max_length=4096)
     job: str | None = Field(default=None, max_length=128)
-    user: str | None = Field(default=None, max_length=64)
+    user: str | None = field(USER_NAME_RE, 64, default=None)
     files: int = Field(default=0, ge=0, le=2**62)
     bytes: int = Field(default=0, ge=0, le=2**62)
 
@@ -121,32 +134,32 @@ def list_users(ctx: Caller, request: Request):
 
 
 @router.get("/users/{name}", tags=["users"])
-def show_user(name: str, ctx: Caller, request: Request):
+def show_user(name: UserName, ctx: Caller, request: Request):
     return identities.show_user(hub_state(request).db, ctx, name)
 
 
 @router.post("/users/{name}/disable", tags=["users"])
-def disable_user(name: str, ctx: Caller, request: Request):
+def disable_user(name: UserName, ctx: Caller, request: Request):
     return identities.set_disabled(hub_state(request).db, ctx, name, True)
 
 
 @router.post("/users/{name}/enable", tags=["users"])
-def enable_user(name: str, ctx: Caller, request: Request):
+def enable_user(name: UserName, ctx: Caller, request: Request):
     return identities.set_disabled(hub_state(request).db, ctx, name, False)
 
 
 @router.post("/users/{name}/keys", status_code=201, tags=["keys"])
-def add_key(name: str, body: KeyIn, ctx: Caller, request: Request):
+def add_key(name: UserName, body: KeyIn, ctx: Caller, request: Request):
     return identities.add_key(hub_state(request).db, ctx, name, body.public_key, body.kind, body.comment)
 
 
 @router.get("/users/{name}/keys", tags=["keys"])
-def list_keys(name: str, ctx: Caller, request: Request):
+def list_keys(name: UserName, ctx: Caller, request: Request):
     return {"keys": identities.list_keys(hub_state(request).db, ctx, name)}
 
 
 @router.delete("/users/{name}/keys/{ref:path}", status_code=204, tags=["keys"])
-def remove_key(name: str, ref: str, ctx: Caller, request: Request):
+def remove_key(name: UserName, ref: KeyRef, ctx: Caller, request: Request):
     identities.remove_key(hub_state(request).db, ctx, name, ref)
     return Response(status_code=204)
 
@@ -160,7 +173,7 @@ def create_space(body: SpaceIn, ctx: Caller, request: Request):
 
 
 @router.patch("/spaces/{name}", tags=["spaces"])
-def configure_space(name: str, body: SpacePatch, ctx: Caller, request: Request):
+def configure_space(name: SpaceName, body: SpacePatch, ctx: Caller, request: Request):
     return identities.configure_space(
         hub_state(request).db, ctx, name, description=body.description, public_builds=body.public_builds
     )
@@ -172,17 +185,17 @@ def list_spaces(ctx: Caller, request: Request):
 
 
 @router.get("/spaces/{name}", tags=["spaces"])
-def show_space(name: str, ctx: Caller, request: Request):
+def show_space(name: SpaceName, ctx: Caller, request: Request):
     return identities.show_space(hub_state(request).db, ctx, name)
 
 
 @router.put("/spaces/{name}/grants/{user}", tags=["spaces"])
-def grant(name: str, user: str, body: GrantIn, ctx: Caller, request: Request):
+def grant(name: SpaceName, user: UserName, body: GrantIn, ctx: Caller, request: Request):
     return identities.set_grant(hub_state(request).db, ctx, name, user, body.level)
 
 
 @router.delete("/spaces/{name}/grants/{user}", status_code=204, tags=["spaces"])
-def revoke_grant(name: str, user: str, ctx: Caller, request: Request):
+def revoke_grant(name: SpaceName, user: UserName, ctx: Caller, request: Request):
     identities.set_grant(hub_state(request).db, ctx, name, user, None)
     return Response(status_code=204)
 
@@ -203,7 +216,8 @@ def mint_token(body: TokenIn, ctx: Caller, request: Request):
 
 
 @router.get("/tokens", tags=["tokens"])
-def list_tokens(ctx: Caller, request: Request, user: str | None = Query(default=None, max_length=64), all: bool = False):
+def list_tokens(ctx: Caller, request: Request, user: str | None = query_param(USER_NAME_RE, 64, "only this user's tokens", default=None),
+                all: bool = False):
     with hub_state(request).db.read() as s:
         return {"tokens": service.list_tokens(s, ctx, user=user, include_all=all)}
 
@@ -216,14 +230,14 @@ async def token_self(ctx: Caller):
     return JSONResponse(service.token_info(ctx.token, ctx.user.name))
 
 
-@router.get("/tokens/{token_id}", tags=["tokens"])
-def inspect_token(token_id: str, ctx: Caller, request: Request):
+@router.get("/tokens/{token_id:notself}", tags=["tokens"])
+def inspect_token(token_id: TokenId, ctx: Caller, request: Request):
     with hub_state(request).db.read() as s:
         return service.inspect_token(s, ctx, token_id)
 
 
-@router.delete("/tokens/{token_id}", tags=["tokens"])
-def revoke_token(token_id: str, ctx: Caller, request: Request):
+@router.delete("/tokens/{token_id:notself}", tags=["tokens"])
+def revoke_token(token_id: TokenId, ctx: Caller, request: Request):
     return {"revoked": service.revoke(hub_state(request).db, ctx, token_id, now=utcnow())}
 
 
@@ -235,8 +249,8 @@ def read_audit(
     ctx: Caller,
     request: Request,
     since: str | None = Query(default=None, max_length=64, description="ISO 8601 time or a duration ago (1h, 7d)"),
-    user: str | None = Query(default=None, max_length=64),
-    token: str | None = Query(default=None, max_length=32),
+    user: str | None = query_param(USER_NAME_RE, 64, "only this user's records", default=None),
+    token: str | None = query_param(TOKEN_ID_RE, 32, "only this token's records", default=None),
     action: str | None = Query(default=None, max_length=64),
     limit: int = Query(default=1000, ge=1, le=100_000),
 ):

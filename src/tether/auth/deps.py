@@ -11,6 +11,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from tether.auth import service
@@ -24,7 +25,13 @@ def hub_state(request: Request):
     return request.app.state.hub
 
 
-def caller(request: Request) -> AuthContext:
+# Declares the bearer scheme in the API's description on every route that takes a
+# caller; the header itself is read below (auto_error off: our 401 is a problem+json).
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="a tether token: `Authorization: Bearer tth_…`")
+
+
+def caller(request: Request, _described: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None
+           ) -> AuthContext:
     """Authenticate the bearer token; count failures per source for the 429 limiter."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

@@ -118,6 +118,9 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     if scheme == "http" and not _is_loopback(host):
         click.echo(f"tether: warning: serving plain HTTP on {host}: tokens will cross the network in clear; "
                    "use --tls-cert/--tls-key or a TLS-terminating proxy", err=True)
+    if host in ("0.0.0.0", "::", "") and not settings.public_url:
+        click.echo(f"tether: warning: URLs in the hub's answers will name {settings.effective_public_url()}; "
+                   "set public_url (TETHER_PUBLIC_URL) to the URL clients reach the hub at", err=True)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
     if token_file.exists():

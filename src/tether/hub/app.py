@@ -23,6 +23,7 @@ from tether.auth.service import parse_lifetime
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import utcnow
+from tether.hub import openapi
 from tether.hub.metrics import Metrics
 from tether.log.reconcile import DEFAULT_MAX_MESSAGE
 from tether.problems import Problem
@@ -207,7 +208,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         title="tether hub",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # hub/openapi.py serves it, with its assets packaged rather than from a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -237,9 +238,12 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
             return problem_response(exc.__cause__, request)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = openapi.allowed_methods(request.app, request.scope)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.url.path} (see /api/v1/openapi.json)"
-        return problem_response(Problem(exc.status_code, slug, detail, headers=dict(exc.headers or {})), request)
+        return problem_response(Problem(exc.status_code, slug, detail, headers=headers), request)
 
     @app.exception_handler(OperationalError)
     async def _storage(request: Request, exc: OperationalError):
@@ -291,6 +295,10 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     app.include_router(log_router)
     app.include_router(forward_router)
+    openapi.install(app)
+    from tether.hub.urlcheck import UrlCheck
+
+    app.add_middleware(UrlCheck, settings=settings)  # inside HubMiddleware: its refusals are counted and audited
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 

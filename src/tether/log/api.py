@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from tether.auth.deps import Caller, StrictModel
+from tether.auth.params import SpaceName
 from tether.log.service import MAX_PULL_IDS, MAX_PUSH_RECORDS, LogService
 
 router = APIRouter(prefix="/api/v1/log", tags=["log"])
@@ -47,7 +48,7 @@ class PullIn(StrictModel):
     openapi_extra={"requestBody": {"required": True, "content": {OCTET: {"schema": {"type": "string", "format": "binary"}}}}},
     responses={200: {"content": {OCTET: {}}, "description": "the next message; empty when done"}},
 )
-async def reconcile(space: str, request: Request, ctx: Caller):
+async def reconcile(space: SpaceName, request: Request, ctx: Caller):
     """One round of range-based set reconciliation (see docs/log.md for the wire format)."""
     message = await request.body()
     reply = await anyio.to_thread.run_sync(_svc(request).reconcile, ctx, space, message)
@@ -55,18 +56,18 @@ async def reconcile(space: str, request: Request, ctx: Caller):
 
 
 @router.post("/{space}/records")
-def push(space: str, ctx: Caller, request: Request,
+def push(space: SpaceName, ctx: Caller, request: Request,
          records: Annotated[list[Any], Body(max_length=MAX_PUSH_RECORDS * 2)]):
     """Push records (immutable: identical known records are skipped, different ones refused)."""
     return JSONResponse(_svc(request).push(ctx, space, records))
 
 
 @router.post("/{space}/records/get")
-def pull(space: str, body: PullIn, ctx: Caller, request: Request):
+def pull(space: SpaceName, body: PullIn, ctx: Caller, request: Request):
     """Fetch records by id; unknown ids are listed under ``missing``."""
     return JSONResponse(_svc(request).get(ctx, space, body.ids))
 
 
 @router.get("/{space}")
-def info(space: str, ctx: Caller, request: Request):
+def info(space: SpaceName, ctx: Caller, request: Request):
     return JSONResponse(_svc(request).count(ctx, space))

@@ -16,15 +16,19 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from tether.auth.deps import Caller, StrictModel, caller
+from tether.auth.identities import SPACE_NAME_RE
+from tether.auth.params import SpaceName, field, query_param
 from tether.auth.service import AuthContext
 from tether.auth.sessions import session_caller, sign_in_page
 from tether.blobs import BlobNotFound
 from tether.db.models import utcnow
 from tether.problems import Problem, bad_request
-from tether.publish.core import DIGEST_RE
+from tether.publish.apidoc import (DOWNLOAD_RESPONSES, FILE_ENTRY, BuildId, BuildQuery, BuildType, Digest,
+                                   SpaceQuery, TypeQuery, UploadId)
+from tether.publish.core import BUILD_ID_RE, DIGEST_RE, TYPE_RE
 from tether.publish.service import Publisher, metered
 
 router = APIRouter()
@@ -110,25 +114,27 @@ def _declared_length(request: Request) -> int | None:
 
 
 class MissingIn(StrictModel):
-    space: str = Field(max_length=128)
-    type: str = Field(max_length=128)
-    build: str = Field(max_length=256)
-    digests: list[Annotated[str, Field(max_length=128)]] = Field(max_length=10_000)
+    space: str = field(SPACE_NAME_RE, 128)
+    type: str = field(TYPE_RE, 128)
+    build: str = field(BUILD_ID_RE, 256)
+    digests: list[Annotated[str, field(DIGEST_RE, 128)]] = Field(max_length=10_000)
 
 
 class ManifestIn(StrictModel):
-    files: list[dict[str, Any]] | None = Field(default=None, max_length=100_000)
+    # plain dicts, checked by publish.core in one pass (a model per entry costs 10,000 objects)
+    files: Annotated[list[dict[str, Any]], WithJsonSchema({"type": "array", "items": FILE_ENTRY, "maxItems": 100_000})
+                     ] | None = Field(default=None, max_length=100_000)
     # instead of files: the manifest digest of an earlier build of the space with the same files
-    same_as: str | None = Field(default=None, max_length=64)
+    same_as: str | None = field(DIGEST_RE, 64, default=None)
     public: bool | None = None
     latest: bool = False
 
 
 class UploadIn(StrictModel):
-    space: str = Field(max_length=128)
-    type: str = Field(max_length=128)
-    build: str = Field(max_length=256)
-    digest: str | None = Field(default=None, max_length=128)  # None: declared with a later chunk
+    space: str = field(SPACE_NAME_RE, 128)
+    type: str = field(TYPE_RE, 128)
+    build: str = field(BUILD_ID_RE, 256)
+    digest: str | None = field(DIGEST_RE, 128, default=None)  # None: declared with a later chunk
     size: int = Field(ge=0)
 
 
@@ -150,8 +156,8 @@ def blobs_missing(body: MissingIn, ctx: Caller, request: Request):
 
 @router.put("/api/v1/blobs/sha256/{digest}", status_code=201, tags=["publish"])
 async def put_blob(
-    digest: str, request: Request, ctx: Caller,
-    space: str = Query(max_length=128), type: str = Query(max_length=128), build: str = Query(max_length=256),
+    digest: Digest, request: Request, ctx: Caller,
+    space: SpaceQuery, type: TypeQuery, build: BuildQuery,
 ):
     """Upload one blob; the hub hashes the bytes and refuses them if they don't match DIGEST."""
     pub = _pub(request)
@@ -224,7 +230,7 @@ class _FrameReader:
 @router.post("/api/v1/blobs/batch", tags=["publish"])
 async def put_batch(
     request: Request, ctx: Caller,
-    space: str = Query(max_length=128), type: str = Query(max_length=128), build: str = Query(max_length=256),
+    space: SpaceQuery, type: TypeQuery, build: BuildQuery,
 ):
     """Upload many small blobs in one request (body framing: see docs/publish.md)."""
     pub = _pub(request)
@@ -245,13 +251,14 @@ def start_upload(body: UploadIn, ctx: Caller, request: Request):
 
 
 @router.get("/api/v1/uploads/{upload_id}", tags=["publish"])
-def upload_status(upload_id: str, ctx: Caller, request: Request):
+def upload_status(upload_id: UploadId, ctx: Caller, request: Request):
     return _pub(request).upload_status(ctx, upload_id)
 
 
 @router.put("/api/v1/uploads/{upload_id}", tags=["publish"])
-async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: int = Query(ge=0),
-                       digest: str | None = Query(default=None, max_length=128)):
+async def upload_chunk(upload_id: UploadId, request: Request, ctx: Caller, offset: int = Query(ge=0),
+                       digest: str | None = query_param(DIGEST_RE, 128, "the file's sha256, with its last chunk",
+                                                        default=None)):
     ctx.require("whoami")
     pub = _pub(request)
     return JSONResponse(await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body,
@@ -262,7 +269,7 @@ async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: in
 
 
 @router.post("/api/v1/publish/{space}/{type}/{build}", status_code=201, tags=["publish"])
-def commit_build(space: str, type: str, build: str, body: ManifestIn, ctx: Caller, request: Request):
+def commit_build(space: SpaceName, type: BuildType, build: BuildId, body: ManifestIn, ctx: Caller, request: Request):
     """Publish a build atomically: every named blob must be uploaded already."""
     pub = _pub(request)
     t = pub.target(ctx, space, type, build)
@@ -278,13 +285,13 @@ def commit_build(space: str, type: str, build: str, body: ManifestIn, ctx: Calle
 
 
 @router.post("/api/v1/publish/{space}/{type}/{build}/latest", tags=["publish"])
-def set_latest(space: str, type: str, build: str, ctx: Caller, request: Request):
+def set_latest(space: SpaceName, type: BuildType, build: BuildId, ctx: Caller, request: Request):
     pub = _pub(request)
     return pub.set_latest(ctx, pub.target(ctx, space, type, build, action="publish.admin"))
 
 
 @router.put("/api/v1/publish/{space}/{type}/{build}/{path:path}", status_code=201, tags=["publish"])
-async def put_single_file(space: str, type: str, build: str, path: str, request: Request, ctx: Caller):
+async def put_single_file(space: SpaceName, type: BuildType, build: BuildId, path: str, request: Request, ctx: Caller):
     """curl-friendly: publish a one-file build from the request body (the hub hashes it)."""
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
@@ -328,7 +335,8 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
 
 
 def _absolute(request: Request, result: dict) -> dict:
-    return result | {"url": str(request.base_url).rstrip("/") + result["url"]}
+    # from the configured public URL, never from the Host header (a client may send any)
+    return result | {"url": _pub(request).settings.effective_public_url() + result["url"]}
 
 
 @router.post("/api/v1/gc", tags=["publish"])
@@ -340,8 +348,9 @@ def run_gc(body: GcIn, ctx: Caller, request: Request):
 
 
 @files_router.api_route("/files/{space}", methods=["GET", "HEAD"], include_in_schema=False)
-@files_router.api_route("/files/{space}/{path:path}", methods=["GET", "HEAD"], tags=["downloads"])
-def download(space: str, request: Request, ctx: Annotated[AuthContext | None, Depends(optional_caller)],
+@files_router.api_route("/files/{space}/{path:path}", methods=["GET", "HEAD"], tags=["downloads"],
+                        responses=DOWNLOAD_RESPONSES, openapi_extra={"security": [{"bearer": []}, {}]})  # public builds: none
+def download(space: SpaceName, request: Request, ctx: Annotated[AuthContext | None, Depends(optional_caller)],
              path: str = ""):
     """A file (Range, ETag = digest) or, for a directory, an HTML index (JSON with ?format=json)."""
     pub = _pub(request)
@@ -356,7 +365,8 @@ def download(space: str, request: Request, ctx: Annotated[AuthContext | None, De
         if request.query_params.get("format") == "json" or "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"space": space, "path": found["path"], "entries": found["entries"]})
         if not request.url.path.endswith("/"):
-            return Response(status_code=308, headers={"Location": request.url.path + "/"})
+            # percent-encoded: a header holds Latin-1 only, a path any character
+            return Response(status_code=308, headers={"Location": _quote(request.url.path, safe="/") + "/"})
         return HTMLResponse(_index_html(space, found["path"], found["entries"]), headers=_SAFE_HEADERS)
     return _serve_file(pub, request, found)
 
@@ -418,10 +428,10 @@ def _index_html(space: str, path: str, entries: list[dict]) -> str:
     )
 
 
-def _quote(name: str) -> str:
+def _quote(name: str, safe: str = "") -> str:
     from urllib.parse import quote
 
-    return quote(name, safe="")
+    return quote(name, safe=safe)
 
 
 __all__ = ["router", "files_router", "DIGEST_RE"]

@@ -24,6 +24,7 @@ MAX_SEGMENT = 255
 MAX_MANIFEST_FILES = 100_000
 MAX_SIZE = 2**63 - 1  # what the database's integers hold
 MODES = (0o644, 0o755)
+ENTRY_FIELDS = frozenset(("path", "digest", "size", "mode"))
 UNHASHED_MIN = 64 << 20
 """An upload may start before its digest is known only for a file of at least this
 size (the partial index ``ix_blobs_large_size`` covers these sizes)."""
@@ -140,7 +141,8 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
 
     Every path valid, no two paths colliding after normalisation, no path that is
     also a directory of another (``a`` and ``a/b``), digests well-formed, sizes
-    non-negative, modes 0644 or 0755.
+    non-negative, modes 0644 or 0755, and no field but those four (a typo such as
+    ``mdoe`` would otherwise be dropped in silence).
     """
     if not isinstance(entries, list) or not entries:
         raise PathError("the manifest names no files")
@@ -161,6 +163,10 @@ def validate_manifest(entries: list[dict], *, max_files: int = MAX_MANIFEST_FILE
         if type(size) is not int or not 0 <= size <= MAX_SIZE:  # (not a bool: its type is bool)
             raise PathError(f"{path}: size must be an integer from 0 to {MAX_SIZE}")
         mode = e.get("mode", 0o644)
+        if not ENTRY_FIELDS.issuperset(e):
+            unknown = sorted(str(k) for k in e if k not in ENTRY_FIELDS)
+            raise PathError(f"{path}: unknown field {unknown[0]!r} in a file entry "
+                            f"(its fields are {', '.join(sorted(ENTRY_FIELDS))})")
         if mode not in MODES:
             raise PathError(f"{path}: mode must be 0644 or 0755 (420 or 493)")
         key = path.lower() if path.isascii() else collision_key(path)

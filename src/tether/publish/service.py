@@ -741,8 +741,12 @@ class Publisher:
 
     def resolve(self, ctx: AuthContext | None, space: str, path: str) -> dict:
         """What ``/files/SPACE/PATH`` names: a file, a directory listing, or nothing."""
-        path = path.strip("/")
+        # One trailing "/" asks for a directory; every other empty segment ("SPACE//x",
+        # "x//", "a//b") is refused by the same rule as in published paths.
         if path:
+            path = path[:-1] if path.endswith("/") else path
+            if path[:1] in ("", "/"):  # not "absolute": the URL has a "//" after the space
+                raise bad_request(f"/files/{space}/ is followed by an empty segment ('//')", "invalid-path")
             try:
                 validate_path(path)
             except PathError as exc:
