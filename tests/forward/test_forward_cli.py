@@ -163,3 +163,49 @@ def test_bad_names_and_a_missing_ssh_target_are_usage_errors(hub):
     r = subprocess.run([sys.executable, "-m", "tether", "forward", "x", "--", "true"], capture_output=True,
                        text=True, env=env, timeout=30)
     assert r.returncode == 2 and "--ssh" in r.stderr
+
+
+def test_a_hub_restart_loses_nothing_the_node_reconnects_and_the_session_holds(hub):
+    proc, events = _start(hub, "steady", sys.executable, "-m", "uvicorn", "--uds", "{socket}", "--log-level",
+                          "warning", "tether.forward.demo:app")
+    try:
+        assert events[-1]["event"] == "live", events
+        host, cookie = _cookie(hub, events)
+        assert _get(hub.fwd["gw_port"], host, "/api/hello", {"Cookie": cookie})[0] == 200
+        hub.stop()
+        hub.start()
+        deadline = time.monotonic() + 60  # the node reconnects with backoff (1 s, 2 s, ...)
+        status = None
+        while time.monotonic() < deadline:
+            status = _get(hub.fwd["gw_port"], host, "/api/hello", {"Cookie": cookie})[0]
+            if status == 200:
+                break
+            assert status in (503,), status  # waiting for its node, never a hang or a 404
+            time.sleep(0.3)
+        assert status == 200
+        assert proc.poll() is None  # the app ran on through the outage
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_after_a_restart_a_route_whose_node_is_gone_waits_instead_of_staying_live(hub):
+    proc, events = _start(hub, "ghost", sys.executable, "-m", "uvicorn", "--uds", "{socket}", "--log-level",
+                          "warning", "tether.forward.demo:app")
+    assert events[-1]["event"] == "live", events
+    host, cookie = _cookie(hub, events)
+    app_pid = json.loads(_get(hub.fwd["gw_port"], host, "/api/hello", {"Cookie": cookie})[2])["pid"]
+    hub.stop()
+    proc.kill()  # the node dies with the hub's connection: nothing will come back for this route
+    proc.wait(10)
+    os.killpg(app_pid, signal.SIGKILL)  # and its app (its own process group), which a killed CLI cannot stop
+    hub.start()
+    deadline = time.monotonic() + 10
+    state = None
+    while time.monotonic() < deadline:
+        routes = json.loads(_cli(hub, "list", "--json").stdout)
+        state = next((r["state"] for r in routes if r["name"] == "ghost"), None)
+        if state == "reconnecting":
+            break
+        time.sleep(0.3)
+    assert state == "reconnecting"  # and the reconnect grace ends it; browsers get 503 meanwhile

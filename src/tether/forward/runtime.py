@@ -88,6 +88,8 @@ class ForwardRuntime:
 
     async def run(self) -> None:
         """Flush activity to the database and reap idle routes, until cancelled."""
+        if self.internal:  # after a restart: what the previous run held waits for its nodes
+            await asyncio.to_thread(self.service.orphans_to_reconnecting, self.internal, self.holder)
         while True:
             await asyncio.sleep(self.settings.forward_sweep_seconds)
             try:

@@ -118,6 +118,15 @@ class ForwardService:
                 ForwardRoute.id == route.id, ForwardRoute.state == "live", ForwardRoute.holder == route.holder,
             ).values(state="reconnecting", holder=None, last_activity_at=now or utcnow())).rowcount)
 
+    def orphans_to_reconnecting(self, address: str, holder: str, *, now: datetime | None = None) -> int:
+        """Routes a previous run of this replica (same gateway address, another holder) held:
+        their nodes lost that connection, so they wait for them like any other."""
+        with self.db.write() as s:
+            return s.execute(update(ForwardRoute).where(
+                ForwardRoute.state == "live", ForwardRoute.holder.like(f"{address}#%"),
+                ForwardRoute.holder.not_like(f"{holder}/%"),
+            ).values(state="reconnecting", holder=None, last_activity_at=now or utcnow())).rowcount
+
     def expire_reconnecting(self, grace: timedelta, *, now: datetime | None = None) -> list[Route]:
         """End the routes whose node has not come back within ``grace``."""
         now = now or utcnow()
