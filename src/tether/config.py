@@ -51,6 +51,25 @@ class HubSettings(BaseSettings):
         default=None, description="comma list of proxy addresses whose X-Forwarded-For is trusted"
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
+    # availability: what one client may hold of the hub (docs/hub.md, "Limits")
+    body_idle_timeout: float = Field(
+        default=30, gt=0, le=3600,
+        description="seconds a request body may go without delivering body_min_rate bytes/s on average; then 408",
+    )
+    body_min_rate: int = Field(default=1024, ge=0, description="bytes/s a body must average over each body_idle_timeout")
+    # a publish sends up to --jobs (8) + 2 uploads at once; a CI service user runs many jobs
+    uploads_per_token: int = Field(default=16, ge=1, description="uploads one token may have in progress at once (429)")
+    uploads_per_user: int = Field(default=64, ge=1, description="uploads one user may have in progress at once (429)")
+    # Threads of the upload pool wait for the next piece of a body that has started (they
+    # cost little while they wait); one user can hold at most uploads_per_user of them.
+    upload_threads: int = Field(default=128, ge=1, description="threads storing upload bodies (their own pool)")
+    max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20,
+                                  description="largest request line and headers of one request (431)")
+    max_headers: int = Field(default=100, ge=16, le=10_000, description="most header fields in one request (431)")
+    audit_anonymous_interval: float = Field(
+        default=60, gt=0, le=86400,
+        description="refusals of unauthenticated requests: one audit row per source and reason per this many seconds",
+    )
     log_level: str = "info"
     ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync, forward)")
     # the gateway (forwarded apps)
@@ -105,6 +124,23 @@ class HubSettings(BaseSettings):
         if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username:
             raise ValueError(f"public_url {v!r} must be http(s)://HOST[:PORT][/PATH], with no query or user")
         return v.rstrip("/")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, v: str | None) -> str | None:
+        # uvicorn takes anything it cannot parse as a name to compare literally: a typo in
+        # an address would silently trust no one (or the wrong one); refuse it at start
+        import ipaddress
+
+        for item in (v or "").split(","):
+            item = item.strip()
+            if item and item != "*":
+                try:
+                    ipaddress.ip_network(item)  # as uvicorn reads it: 10.0.0.1/8 is no network
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {item!r} is not an address or a network "
+                                     "(e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
+        return v
 
     @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace")
     @classmethod

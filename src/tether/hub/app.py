@@ -24,6 +24,8 @@ from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import utcnow
 from tether.hub import openapi
+from tether.hub.bodies import timed_receive
+from tether.hub.limits import UploadSlots
 from tether.hub.metrics import Metrics
 from tether.log.reconcile import DEFAULT_MAX_MESSAGE
 from tether.problems import Problem
@@ -52,6 +54,12 @@ class HubState:
         self.limiter = FailureLimiter(settings.auth_failures_per_minute)
         self.metrics = Metrics()
         self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
+        self.refusals = audit.RefusalTally()  # written every audit_anonymous_interval (see the lifespan)
+        # Uploads store their bodies in a pool of their own: however many are in progress,
+        # the threads of the API, downloads and /healthz stay free.
+        self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
+        self.metrics.uploads.set_function(lambda: self.upload_slots.in_progress)
+        self.upload_threads = anyio.CapacityLimiter(settings.upload_threads)
 
 
 def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
@@ -93,10 +101,12 @@ class HubMiddleware:
             status = 413
         else:
             seen = 0
+            timed = timed_receive(receive, idle=self.hub.settings.body_idle_timeout,
+                                  min_rate=self.hub.settings.body_min_rate)
 
             async def limited_receive():
                 nonlocal seen
-                message = await receive()
+                message = await timed()
                 if message["type"] == "http.request" and limit is not None:
                     seen += len(message.get("body", b""))
                     if seen > limit:
@@ -120,13 +130,17 @@ class HubMiddleware:
                 state["problem"] = p
                 status = p.status
                 await problem_response(p)(scope, receive, send)
+            finally:
+                timed.close()
 
         if not observed:
             self._observe(scope, status, started)
         read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
         if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
             fields = self._audit_fields(scope, state, status)
-            if not self.hub.audit_writer.submit(fields):  # not running, or too far behind
+            if fields["user"] is None and status >= 400:  # anyone can send these, in floods: counted
+                self.hub.refusals.add(fields)
+            elif not self.hub.audit_writer.submit(fields):  # not running, or too far behind
                 await anyio.to_thread.run_sync(self._audit, fields)
 
     def _body_limit(self, method: str, path: str) -> int | None:
@@ -194,6 +208,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 tg.start_soon(_prune_audit_forever, hub)
                 if runtime is not None:
                     tg.start_soon(runtime.run)
+                tg.start_soon(_write_refusals_forever, hub)
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -201,6 +216,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 acceptor.close()
             if gateway is not None:
                 gateway.close()
+            await _write_refusals(hub)
             # Requests have finished: write the records still queued before exiting.
             await anyio.to_thread.run_sync(hub.audit_writer.stop)
 
@@ -269,7 +285,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         return problem_response(Problem(500, "internal-error", "the hub hit an internal error; see its log"), request)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz():
+    async def healthz():  # on the event loop: answers even when every thread is busy
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
@@ -308,7 +324,7 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
     import ssl
 
     from tether.config import split_listen
-    from tether.gateway.proxy import Gateway, serve
+    from tether.gateway.proxy import Gateway, Limits, serve
     from tether.hub.capabilities import forward_runtime
 
     runtime, resolver, registrar = forward_runtime(settings, db, metrics)
@@ -317,11 +333,33 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key)
     host, port = split_listen(settings.gateway_listen)
-    gateway = Gateway(resolver, scheme="https" if context else "http",
+    # the same head limits as the API listener's (431 past them)
+    limits = Limits(max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
+    gateway = Gateway(resolver, scheme="https" if context else "http", limits=limits,
                       on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
                       on_connections=metrics.gateway_connections.set)
     server = await serve(gateway, host, port, ssl=context)
     return server, runtime, registrar
+
+
+async def _write_refusals_forever(hub: HubState) -> None:
+    while True:
+        await anyio.sleep(hub.settings.audit_anonymous_interval)
+        await _write_refusals(hub)
+
+
+async def _write_refusals(hub: HubState) -> None:
+    left = [fields for fields in hub.refusals.take() if not hub.audit_writer.submit(fields)]
+    if left:  # the writer is not running, or too far behind
+        await anyio.to_thread.run_sync(_record_all, hub.db, left)
+
+
+def _record_all(db: Database, records: list[dict]) -> None:
+    for fields in records:
+        try:
+            audit.record(db, **fields)
+        except Exception:  # never let auditing stop the hub; but say so loudly
+            log.exception("could not write an audit record")
 
 
 async def _prune_audit_forever(hub: HubState) -> None:
