@@ -14,12 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tether.problems import ConfigError  # re-exported: what loading the hub's settings raises
+
 DEFAULT_CONFIG = Path("/etc/tether/hub.toml")
-
-
-class ConfigError(Exception):
-    """A configuration problem the operator must fix (exit code 2)."""
-
 
 class PublishType(BaseModel):
     """How one build type is published (``[hub.publish_types.android]``)."""
@@ -102,12 +99,13 @@ class HubSettings(BaseSettings):
     @classmethod
     def _check_duration(cls, v: str, info) -> str:
         # refused when the hub starts, not with a 500 at the first gc or mint
-        from tether.auth.caveats import CaveatError, parse_duration
+        from tether.units import parse_duration
 
         try:
-            parse_duration(v, caveat=info.field_name)
-        except CaveatError as exc:
-            raise ValueError(f"{info.field_name} must be a positive duration like 30m, 1h or 7d: {exc}") from None
+            parse_duration(v)
+        except ValueError as exc:
+            name = info.field_name
+            raise ValueError(f"{name} must be a positive duration like 30m, 1h or 7d: {name}: {exc}") from None
         return v
 
     def effective_blob_store(self) -> str:

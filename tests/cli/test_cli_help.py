@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from tether.cli import COMMANDS, main
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, exit_code_for_status, parse_size, scrub
+from tether.console import scrub
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, exit_code_for_status
+from tether.units import parse_size
 
 CLIENT_OPTS = ["--hub", "--token", "--ca-bundle"]
 
@@ -134,10 +136,9 @@ def test_the_scopes_and_sizes_in_help_examples_are_valid(runner, path):
     import re
 
     from tether.auth.caveats import parse_duration, parse_scope
-    from tether.auth.caveats import parse_size as parse_caveat_size
 
     text = runner.invoke(main, [*path, "--help"]).output
-    checks = {"--scope": parse_scope, "--max-bytes": parse_caveat_size, "--expires": parse_duration}
+    checks = {"--scope": parse_scope, "--max-bytes": parse_size, "--expires": parse_duration}
     for option, value in re.findall(r"(--scope|--max-bytes|--expires)[= ]([^\s'\"]+)", text):
         if value.isupper() or value.startswith(("$", "[")):  # a metavar, not an example
             continue

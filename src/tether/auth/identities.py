@@ -6,8 +6,6 @@ function (``ctx.require``) before it reads or changes anything.
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,9 +16,9 @@ from tether.auth.service import AuthContext, iso
 from tether.db import Database
 from tether.db.models import Grant, PublicKey, Space, User, utcnow
 from tether.problems import bad_request, conflict, not_found
+from tether.units import NAME_RE as SPACE_NAME_RE
+from tether.units import USER_NAME_RE
 
-USER_NAME_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
-SPACE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 _MAX_ID = 2**31 - 1  # integer primary keys (PostgreSQL's integer)
 USER_KINDS = ("person", "service")
 

@@ -2,8 +2,8 @@
 
 Subcommands are loaded lazily: the root group knows each command's import path
 and one-line summary, so ``tether --help`` imports none of them, and
-``tether user list`` imports only ``tether.cli.user`` (and httpx once it talks
-to the hub). Keep it that way: no heavy imports at module level here.
+``tether user list`` imports only ``tether.cli.user`` (and the hub client,
+:mod:`tether.hubclient`, once it talks to the hub). Keep it that way: no heavy imports at module level here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tether import __version__
+from tether.console import Group
 
 #: name -> ("module:attribute", one-line help shown by `tether --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,8 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+class LazyGroup(Group):
+    """A click group whose subcommands are imported on first use (and whose commands
+    may raise a TetherError, see :class:`tether.console.Group`)."""
 
     def __init__(self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)

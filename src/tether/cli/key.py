@@ -9,16 +9,10 @@ from typing import IO
 
 import click
 
-from tether.cli.common import (
-    EXIT_USAGE,
-    Conn,
-    TetherError,
-    client_options,
-    emit_json,
-    emit_table,
-    json_option,
-    q,
-)
+from tether.console import emit_json, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
+from tether.problems import EXIT_USAGE, TetherError
 
 KEY_FIELDS = ["id", "kind", "algorithm", "fingerprint", "comment", "created_at"]
 
@@ -155,7 +149,7 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
     """
     from sqlalchemy import select
 
-    from tether.cli.common import EXIT_NO, EXIT_RUNTIME
+    from tether.problems import EXIT_NO, EXIT_RUNTIME
     from tether.config import ConfigError, load_settings
     from tether.db import Database
     from tether.db.models import PublicKey, User
@@ -242,7 +236,7 @@ def key_check(file: Path, as_json: bool) -> None:
       tether key check ~tether/.ssh/authorized_keys
       tether key check /etc/ssh/authorized_keys/tether --json | jq '.[] | select(.safe | not)'
     """
-    from tether.cli.common import EXIT_NO
+    from tether.problems import EXIT_NO
     from tether.ssh.authorized_keys import check_text
 
     try:

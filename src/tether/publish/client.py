@@ -87,25 +87,34 @@ from tether.publish.plan import (
     plan_chunks,
 )
 from tether.publish.progress import Gate, NoProgress, RichProgress, human_bytes, summary_line
-from tether.publish.uploads import PublishError, Retry, Run, Uploader, json_answer, request, unhashed_candidates
+from tether.publish.uploads import (
+    PUBLISH_RETRY,
+    PublishError,
+    Run,
+    Uploader,
+    json_answer,
+    request,
+    unhashed_candidates,
+)
 
 if TYPE_CHECKING:
-    from tether.client import HubClient
+    from tether.hubclient.config import ClientConfig
+    from tether.hubclient.hub import Hub as HubClient
+    from tether.hubclient.retry import RetryPolicy
+    from tether.hubclient.transport import Handler
     from tether.publish.files import LocalFile
-    from tether.clientconfig import ClientConfig
-    from tether.wire import Handler
 
 KiB = 1 << 10
 MiB = 1 << 20
 
 DEFAULT_JOBS = 8
 
-# The retry policy and the upload sizes of a publish: read when a publish starts (tests
-# change them here), the rules that use them live in ``uploads`` and ``plan``.
-MAX_TRIES = 5
-BACKOFF = 0.5  # seconds, doubled per try, with jitter
-MAX_RETRY_AFTER = 60.0
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# The retry policy (uploads.PUBLISH_RETRY) and the upload sizes (plan.Limits) of a
+# publish, as numbers read when a publish starts: tests change them here.
+MAX_TRIES = PUBLISH_RETRY.tries
+BACKOFF = PUBLISH_RETRY.backoff  # seconds, doubled per try, with jitter
+MAX_RETRY_AFTER = PUBLISH_RETRY.retry_after_cap
+RETRY_STATUSES = PUBLISH_RETRY.statuses
 
 ENV_SPACE = "TETHER_SPACE"
 
@@ -115,8 +124,9 @@ def _limits() -> Limits:
                   batch_max_blobs=BATCH_MAX_BLOBS, unhashed_min=UNHASHED_MIN, missing_batch=MISSING_BATCH)
 
 
-def _retry() -> Retry:
-    return Retry(tries=MAX_TRIES, backoff=BACKOFF, max_retry_after=MAX_RETRY_AFTER, statuses=RETRY_STATUSES)
+def _retry() -> RetryPolicy:
+    return PUBLISH_RETRY._replace(tries=MAX_TRIES, backoff=BACKOFF, retry_after_cap=MAX_RETRY_AFTER,
+                                  statuses=RETRY_STATUSES)
 
 
 def space_from_scopes(scopes: Sequence[str] | None) -> str | None:
@@ -140,7 +150,7 @@ def _resolve_space(run: Run, space: str | None) -> str:
     env = os.environ.get(ENV_SPACE, "").strip()
     if env:
         return env
-    from tether.clienterrors import HubError
+    from tether.hubclient.errors import HubError
 
     scopes = None
     try:
@@ -177,7 +187,7 @@ def _commit(run: Run, step: Commit, manifest: list[dict[str, Any]] | bytes | Non
     """Commit the build as ``step`` says: by the manifest's digest ``step.same_as`` first if
     given, then (if the hub knows no build with it, and ``step.manifest``) by the whole
     ``manifest`` (the entries, or the request body ``_commit_body`` made of them)."""
-    from tether.clienterrors import HubError
+    from tether.hubclient.errors import HubError
 
     retried = False
 
@@ -251,7 +261,7 @@ def publish(    hub_url: str | None,
     Returns the summary (files, bytes, bytes_hashed, bytes_sent,
     deduplicated, uploaded, seconds, space, type, build, path, url).
     Raises InputError (bad local input, exit 2), PublishError (with its
-    ``exit_code``), or tether.client's HubError / TransportError.
+    ``exit_code``), or tether.hubclient.errors' HubError / TransportError.
 
     ``client`` takes the hub, token and TLS settings from a HubClient (its URL,
     token, timeout and TLS context) or a ClientConfig (hub, token, CA bundle),
@@ -259,7 +269,7 @@ def publish(    hub_url: str | None,
     its checks, instead of ``hub_url``/``token``/``ca_bundle``;
     ``cache`` is a HashCache, a path for one, False for none, or None for the
     default (``$XDG_CACHE_HOME/tether/hashes.sqlite``); ``handler`` answers the
-    requests instead of the hub (see :class:`tether.wire.WireClient`; for tests).
+    requests instead of the hub (see :class:`tether.hubclient.transport.WireClient`; for tests).
     """
     t0 = time.monotonic()
     try:
@@ -352,13 +362,13 @@ def publish(    hub_url: str | None,
         elif client is not None:  # a ClientConfig
             hub_url, token, ca_bundle = client.require_hub(), client.token, client.ca_bundle
         if not hub_url:
-            from tether.clientconfig import NO_HUB
+            from tether.hubclient.config import NO_HUB
 
             raise NO_HUB
-        # tether.wire, not httpx: its import and set-up were a third of an unchanged re-publish
+        # tether.hubclient.transport, not httpx: its import and set-up were a third of an unchanged re-publish
         from tether import __version__
-        from tether.clienterrors import HubError, tls_context
-        from tether.wire import WireClient
+        from tether.hubclient.errors import HubError
+        from tether.hubclient.transport import WireClient, tls_context
 
         headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
         if token:

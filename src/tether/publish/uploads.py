@@ -9,13 +9,13 @@ What to send and in which order is decided in :mod:`tether.publish.plan` (sizes 
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
+from tether.hubclient.retry import RetryPolicy
 from tether.publish.files import READ_CHUNK, FileChangedError, Group, LocalFile, hash_file
 from tether.publish.frames import batch_length, frame_header
 from tether.publish import plan
@@ -32,7 +32,7 @@ from tether.publish.plan import (
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from tether.wire import WireClient, WireResponse
+    from tether.hubclient.transport import WireClient, WireResponse
 
 BATCH_CONTENT_TYPE = "application/x-tether-blobs"
 
@@ -47,22 +47,13 @@ class PublishError(Exception):
         self.status = status
 
 
-class Retry(NamedTuple):
-    """How a publish retries a request: transient failures (connection errors and
-    ``statuses``) at most ``tries`` times in all, ``backoff`` seconds doubled per try with
-    jitter, or the hub's ``Retry-After`` up to ``max_retry_after`` seconds."""
-
-    tries: int = 5
-    backoff: float = 0.5
-    max_retry_after: float = 60.0
-    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
-
-    def sleep(self, attempt: int, hint: float | None = None) -> None:
-        delay = hint if hint is not None else self.backoff * (2 ** (attempt - 1))
-        time.sleep(delay * (0.75 + random.random() / 2) if hint is None else delay)
-
-
-DEFAULT_RETRY = Retry()
+PUBLISH_RETRY = RetryPolicy(tries=5, backoff=0.5, jitter=0.5, methods=None,
+                            statuses=frozenset({429, 502, 503, 504}), retry_after_cap=60.0)
+"""How a publish retries (the one :class:`~tether.hubclient.retry.RetryPolicy`, with
+publish's numbers): every method, since each of its requests may be repeated (a blob is
+stored once whatever its tries, a commit that lost its answer gets 409 build-exists),
+five tries in all, 0.5 s doubled with ±25% jitter, or the hub's Retry-After up to 60 s;
+429 as well as 502-504."""
 
 
 class _Counter:
@@ -94,7 +85,7 @@ class Run:
     __slots__ = ("http", "space", "type", "build", "progress", "sent", "cancelled", "limits", "retry")
 
     def __init__(self, http: WireClient, space: str, type: str, build: str, progress: Any,
-                 limits: Limits = DEFAULT_LIMITS, retry: Retry = DEFAULT_RETRY):
+                 limits: Limits = DEFAULT_LIMITS, retry: RetryPolicy = PUBLISH_RETRY):
         self.http = http
         self.space = space
         self.type = type
@@ -114,20 +105,14 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-def _retry_after(run: Run, resp: WireResponse) -> float | None:
-    from tether.clienterrors import retry_after
-
-    return retry_after(resp, run.retry.max_retry_after)
-
-
 def _hub_error(resp: WireResponse) -> Exception:
-    from tether.clienterrors import HubError, _problem_from
+    from tether.hubclient.errors import HubError, problem_from as _problem_from
 
     return HubError(resp.status_code, _problem_from(resp))
 
 
 def _transport_error(run: Run, exc: Exception) -> Exception:
-    from tether.clienterrors import TransportError
+    from tether.hubclient.errors import TransportError
 
     base = str(getattr(run.http, "base_url", "")).rstrip("/")
     text = str(exc) or type(exc).__name__
@@ -166,33 +151,35 @@ def request(
     replayed). Raises HubError for other statuses, TransportError when the
     hub stays unreachable. ``cancellable``: refused once the run is cancelled.
     """
-    from tether.wire import WireError
+    from tether.hubclient.transport import WireError
 
-    http, retry = run.http, run.retry
     ok = set(ok)
-    for attempt in range(1, retry.tries + 1):
-        last = attempt == retry.tries
+    failed: list[BaseException] = []  # the last try's transport failure, if it had one
+
+    def send() -> WireResponse:
+        failed.clear()
         if cancellable and run.cancelled.is_set():
             raise PublishError("cancelled")
         kwargs = dict(kw)
         if body is not None:
             kwargs["content"] = body()
         try:
-            resp = http.request(method, url, **kwargs)
+            return run.http.request(method, url, **kwargs)
         except WireError as exc:
-            if last:
-                raise _transport_error(run, exc) from None
-            if on_transport_retry is not None:
-                on_transport_retry()
-            retry.sleep(attempt)
-            continue
-        if resp.status_code in retry.statuses and not last:
-            retry.sleep(attempt, _retry_after(run, resp))
-            continue
-        if resp.is_success or resp.status_code in ok:
-            return resp
-        raise _hub_error(resp)
-    raise AssertionError("unreachable")  # pragma: no cover
+            failed.append(exc)
+            raise
+
+    def on_retry(attempt: int) -> None:
+        if failed and on_transport_retry is not None:
+            on_transport_retry()  # (a status asking to retry means the try was not handled)
+
+    try:
+        resp = run.retry.call(method, send, status=lambda r: r.status_code, transient=WireError, on_retry=on_retry)
+    except WireError as exc:
+        raise _transport_error(run, exc) from None
+    if resp.is_success or resp.status_code in ok:
+        return resp
+    raise _hub_error(resp)
 
 
 def json_answer(resp: WireResponse) -> dict[str, Any]:
@@ -336,8 +323,8 @@ def _upload_resumable(run: Run, blob: _Blob, chunk: int | None = None,
     byte. The hub allows that only for a size the space holds no blob of; if it
     refuses, nothing is sent and the answer is False.
     """
-    from tether.clienterrors import HubError
-    from tether.wire import WireError
+    from tether.hubclient.errors import HubError
+    from tether.hubclient.transport import WireError
 
     chunk = chunk or run.limits.chunk_size
     retry = run.retry
@@ -402,11 +389,11 @@ def _upload_resumable(run: Run, blob: _Blob, chunk: int | None = None,
                 return True
             offset = at
             continue
-        if resp.status_code == 409 or resp.status_code in retry.statuses:
+        if resp.status_code == 409 or retry.retries(resp.status_code):
             failures += 1
             if failures >= retry.tries:
                 raise _hub_error(resp)
-            hint = _retry_after(run, resp) if resp.status_code in retry.statuses else 0.0
+            hint = retry.retry_after(resp) if retry.retries(resp.status_code) else 0.0
             at = resync(failures, hint)  # 409: our offset was wrong; ask for the right one
             if at is None:
                 return True
