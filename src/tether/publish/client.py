@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from tether.publish.core import (
     UNHASHED_MIN,
@@ -91,6 +90,7 @@ from tether.publish.uploads import (
     PUBLISH_RETRY,
     PublishError,
     Run,
+    _q,
     Uploader,
     json_answer,
     request,
@@ -138,10 +138,6 @@ def space_from_scopes(scopes: Sequence[str] | None) -> str | None:
             continue
         spaces.add(rest.split(":", 1)[0].split("/", 1)[0])
     return spaces.pop() if len(spaces) == 1 else None
-
-
-def _q(segment: str) -> str:
-    return quote(segment, safe="")
 
 
 def _resolve_space(run: Run, space: str | None) -> str:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from tether.hubclient.retry import RetryPolicy
+from tether.publish import plan
 from tether.publish.files import READ_CHUNK, FileChangedError, Group, LocalFile, hash_file
 from tether.publish.frames import batch_length, frame_header
-from tether.publish import plan
 from tether.publish.plan import (
     DEFAULT_LIMITS,
     Limits,
@@ -102,6 +102,7 @@ class Run:
 
 
 def _q(segment: str) -> str:
+    """A URL path segment (a space, type, build or upload id), every reserved character escaped."""
     return quote(segment, safe="")
 
 
