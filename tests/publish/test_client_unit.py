@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tether.hubclient.errors import HubError
 from tether.publish import client as pc
+from tether.publish import uploads
 from tether.publish.client import (
     BATCH_MAX_BLOBS,
     BATCH_MAX_BYTES,
@@ -560,13 +561,13 @@ def test_file_changed_while_publishing(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "SMALL_MAX", 2)  # a.txt is sent from its file, after hashing
     root = tmp_path / "tree"
     p = make(root, "a.txt", b"aaaa")
-    real = pc._upload_single
+    real = uploads._upload_single
 
     def change_then_upload(run_, blob):
         p.write_bytes(b"bbbb")  # same size, new content, after hashing
         return real(run_, blob)
 
-    monkeypatch.setattr(pc, "_upload_single", change_then_upload)
+    monkeypatch.setattr(uploads, "_upload_single", change_then_upload)
     with pytest.raises(FileChangedError, match="a.txt changed while it was being published; re-run"):
         run(hub, root, space="builds")
     assert not hub.builds
@@ -577,13 +578,13 @@ def test_small_file_changed_after_hashing_publishes_what_was_hashed(hub, tmp_pat
     # old digest and new bytes; the build holds the content as it was read.
     root = tmp_path / "tree"
     p = make(root, "a.txt", b"aaaa")
-    real = pc._upload_batch
+    real = uploads._upload_batch
 
     def change_then_upload(run_, blobs):
         p.write_bytes(b"bbbb")
         return real(run_, blobs)
 
-    monkeypatch.setattr(pc, "_upload_batch", change_then_upload)
+    monkeypatch.setattr(uploads, "_upload_batch", change_then_upload)
     run(hub, root, space="builds")
     assert hub.content(("builds", "android", "1")) == {"a.txt": b"aaaa"}
 

@@ -159,7 +159,7 @@ def configure_space(db: Database, ctx: AuthContext, name: str, *, description: s
     if description is not None:
         _check_description(description)
     with db.write() as s:
-        sp = _space(s, name)
+        sp = get_space(s, name)
         if description is not None:
             sp.description = description
         if public_builds is not None:
@@ -190,7 +190,10 @@ def create_space(db: Database, ctx: AuthContext, name: str, description: str, pu
         raise conflict(f"space {name} already exists") from None
 
 
-def _space(s: Session, name: str) -> Space:
+def get_space(s: Session, name: str) -> Space:
+    """The space called ``name``, else 404 ``space NAME``: the one lookup every capability
+    uses. Authorize before calling it, so whether a space exists is told only to a caller
+    who may use it."""
     sp = s.scalar(select(Space).where(Space.name == name))
     if sp is None:
         raise not_found(f"space {name}")
@@ -214,7 +217,7 @@ def list_spaces(db: Database, ctx: AuthContext) -> list[dict]:
 def show_space(db: Database, ctx: AuthContext, name: str) -> dict:
     ctx.require("space.read", Resource(space=name))
     with db.read() as s:
-        sp = _space(s, name)
+        sp = get_space(s, name)
         info = space_info(sp) | {"access": _access(ctx, name).name.lower()}
         if authorize(ctx.principal, "space.grant", Resource(space=name)).allowed:
             info["grants"] = [
@@ -236,7 +239,7 @@ def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str 
         except ValueError:
             raise bad_request(f"grant level {level!r} is not one of: none, read, write, admin", "invalid-level") from None
     with db.write() as s:
-        sp = _space(s, space)
+        sp = get_space(s, space)
         u = user_row(s, user)
         s.execute(delete(Grant).where(and_(Grant.space_id == sp.id, Grant.user_id == u.id)))
         if parsed is None:

@@ -26,11 +26,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from tether.auth.identities import get_space
 from tether.auth.policy import Resource, authorize
 from tether.auth.service import AuthContext
 from tether.config import HubSettings
 from tether.db import Database
-from tether.db.models import LogHead, LogRecord, Space, utcnow
+from tether.db.models import LogHead, LogRecord, utcnow
 from tether.log.reconcile import (
     DEFAULT_MAX_MESSAGE,
     ReconcileError,
@@ -45,7 +46,7 @@ from tether.log.store import (
     record_from_wire,
     record_to_wire,
 )
-from tether.problems import Problem, bad_request, forbidden, not_found
+from tether.problems import Problem, bad_request, forbidden
 
 #: Most records in one push, most ids in one pull.
 MAX_PUSH_RECORDS = 2000
@@ -141,10 +142,7 @@ class LogService:
         # Authorize before revealing whether the space exists.
         ctx.require(action, Resource(space=space))
         with self.db.read() as s:
-            sid = s.scalar(select(Space.id).where(Space.name == space))
-        if sid is None:
-            raise not_found(f"space {space}")
-        return sid
+            return get_space(s, space).id
 
     # ------------------------------------------------------------ reconcile
 

@@ -10,7 +10,7 @@ import mimetypes
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -29,6 +29,7 @@ from tether.problems import Problem, bad_request
 from tether.publish.apidoc import (DOWNLOAD_RESPONSES, FILE_ENTRY, BuildId, BuildQuery, BuildType, Digest,
                                    SpaceQuery, TypeQuery, UploadId)
 from tether.publish.core import BUILD_ID_RE, DIGEST_RE, TYPE_RE
+from tether.publish.frames import FrameError, read_frames
 from tether.publish.service import Publisher, metered
 
 router = APIRouter()
@@ -187,62 +188,12 @@ async def put_blob(
     return JSONResponse({"digest": digest, "size": size}, status_code=201)
 
 
-_FRAME_HEADER = re.compile(rb"([0-9a-f]{64}) ([0-9]{1,15})")
-
-
-class _FrameReader:
-    """Reads the batch framing: ``<hex digest> <size>\\n`` then exactly size bytes, repeated.
-
-    It walks the received pieces with an offset and hands out views of them, so a
-    piece holding many small frames is never copied frame by frame."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = chunks
-        self._buf = b""
-        self._pos = 0
-
-    def _fill(self) -> bool:
-        try:
-            more = next(self._chunks)
-        except StopIteration:
-            return False
-        rest = self._buf[self._pos :]
-        self._buf = rest + more if rest else more
-        self._pos = 0
-        return True
-
-    def frames(self):
-        while True:
-            nl = self._buf.find(b"\n", self._pos, self._pos + 200)
-            while nl < 0:
-                if len(self._buf) - self._pos >= 200:
-                    raise bad_request("batch frame header too long: expected '<sha256 hex> <size>\\n'", "bad-frame")
-                if not self._fill():
-                    if self._pos < len(self._buf):
-                        raise bad_request("the batch ends inside a frame header; nothing more was stored", "bad-frame")
-                    return
-                nl = self._buf.find(b"\n", self._pos, self._pos + 200)
-            m = _FRAME_HEADER.fullmatch(self._buf, self._pos, nl)
-            if not m:
-                raise bad_request("bad batch frame header: expected '<sha256 hex> <size>\\n'", "bad-frame")
-            self._pos = start = nl + 1
-            size = int(m.group(2))
-            if start + size <= len(self._buf):  # the whole blob is in this piece (most are)
-                self._pos = start + size
-                yield m.group(1).decode(), size, (memoryview(self._buf)[start : start + size],)
-            else:
-                yield m.group(1).decode(), size, self._body(size)
-
-    def _body(self, size: int) -> Iterator[memoryview]:
-        left = size
-        while left:
-            if self._pos >= len(self._buf) and not self._fill():
-                return  # truncated: the writer sees fewer bytes than declared
-            end = min(self._pos + left, len(self._buf))
-            take = memoryview(self._buf)[self._pos : end]
-            self._pos = end
-            left -= len(take)
-            yield take
+def _frames(body: Iterator[bytes]) -> Iterator[tuple[str, int, Iterable[memoryview]]]:
+    """The batch's frames (``publish.frames``); a malformed header is a 400 ``bad-frame``."""
+    try:
+        yield from read_frames(body)
+    except FrameError as exc:
+        raise bad_request(str(exc), FrameError.slug) from None
 
 
 @router.post("/api/v1/blobs/batch", tags=["publish"])
@@ -254,7 +205,7 @@ async def put_batch(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blobs"
-    stored = await _with_body(request, ctx, lambda body: pub.write_batch(ctx, t, _FrameReader(body).frames(), now=utcnow()))
+    stored = await _with_body(request, ctx, lambda body: pub.write_batch(ctx, t, _frames(body), now=utcnow()))
     return JSONResponse({"stored": stored})
 
 

@@ -1,0 +1,501 @@
+"""Blobs in: what the hub lacks, uploads of one blob, of a batch and in resumable chunks,
+each verified by the store before it is recorded (a client's digest is a claim until
+the store has hashed the bytes itself), and recorded only once durable. A "you already
+have it" answer pins the blob (``leased_until``) so gc can't take it before the commit."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import case, delete, literal, select, update
+
+from tether.auth.identities import get_space
+from tether.auth.service import AuthContext, BudgetCheck
+from tether.blobs import BlobTooLarge, BlobTruncated, DigestMismatch
+from tether.blobs.direct import Appender
+from tether.db.models import Blob, SpaceBlob, Upload
+from tether.problems import Problem, bad_request, not_found
+from tether.publish.core import DIGEST_RE, UNHASHED_MIN
+from tether.publish.storage import (
+    PublisherBase,
+    Target,
+    _chunks,
+    _dialect_insert,
+    _later,
+    _lock_digests,
+    _proven_in,
+    _sqlite_insert,
+)
+
+
+MAX_MISSING_QUERY = 10_000
+BATCH_MAX_BLOB = 16 << 20
+# Publisher._record_blobs on SQLite: the same upsert as its SQLAlchemy statement (a
+# lease only grows; a copy stored on its own takes the blob out of its pack).
+_SQLITE_INSERT_BLOB = "INSERT INTO blobs (digest, size, created_at, leased_until, pack, pack_offset)"
+_SQLITE_ON_BLOB = (
+    "ON CONFLICT (digest) DO UPDATE SET "
+    "leased_until = CASE WHEN blobs.leased_until < excluded.leased_until "
+    "THEN excluded.leased_until ELSE blobs.leased_until END, "
+    "pack = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack END, "
+    "pack_offset = CASE WHEN excluded.pack IS NULL THEN NULL ELSE blobs.pack_offset END"
+)
+
+
+class Intake(PublisherBase):
+    """Blobs in: "which do you lack?" (with leases), single and batch uploads, resumable
+    uploads, and recording blobs once they are durable."""
+
+    def missing(self, ctx: AuthContext, t: Target, digests: list[str], *, now: datetime) -> dict:
+        if len(digests) > MAX_MISSING_QUERY:
+            raise bad_request(f"ask about at most {MAX_MISSING_QUERY} digests per request; split the list")
+        for d in digests:
+            if not isinstance(d, str) or not DIGEST_RE.match(d):
+                raise bad_request(f"{str(d)[:80]!r} is not a sha256 digest (64 lowercase hex characters)", "invalid-digest")
+        wanted = list(dict.fromkeys(digests))
+        lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
+        # A lease is renewed only once less than half of it is left: re-publishing mostly
+        # the same files then reads (10,000 digests: no row written, no write lock, no
+        # fsync) instead of rewriting every row it names. Pinned for at least half a lease
+        # is what a "present" answer promises (gc deletes only blobs whose lease is over).
+        renew_before = now + timedelta(seconds=self.settings.blob_lease_seconds / 2)
+        blobs_t = Blob.__table__
+        present: set[str] = set()
+        stale: list[str] = []  # proven in the space, lease less than half left
+        with self.db.read() as s:
+            self.refuse_taken(s, t)  # no upload for a build the commit would refuse
+            conn = s.connection()
+            for chunk in _chunks(wanted):
+                for digest, leased_until in conn.execute(
+                    select(blobs_t.c.digest, blobs_t.c.leased_until)
+                    .where(blobs_t.c.digest.in_(chunk), _proven_in(t.space_id, blobs_t.c.digest))
+                ):
+                    (present.add if leased_until >= renew_before else stale.append)(digest)
+        if stale:
+            with self.db.write() as s:
+                conn = s.connection()
+                for chunk in _chunks(stale):
+                    # Pin what we say is present until the lease ends (or the build commits):
+                    # one statement extends the leases and names the blobs still there (gc
+                    # may have deleted one since the read). Only blobs proven in this space
+                    # count: anything else must be uploaded here.
+                    present.update(conn.execute(
+                        update(blobs_t).where(blobs_t.c.digest.in_(chunk), _proven_in(t.space_id, blobs_t.c.digest))
+                        .values(leased_until=_later(blobs_t.c.leased_until, lease))
+                        .returning(blobs_t.c.digest)
+                    ).scalars())
+        # lease_seconds: how long the answer holds at least (a client taking longer asks again)
+        return {"missing": [d for d in wanted if d not in present], "lease_seconds": self.settings.blob_lease_seconds // 2}
+
+    def too_large(self) -> Problem:
+        """413 for a file over ``max_blob_bytes`` (declared, or found while it arrives)."""
+        return Problem(413, "blob-too-large", f"files are limited to {self.settings.max_blob_bytes} bytes")
+
+    def budget(self, ctx: AuthContext | None) -> BudgetCheck | None:
+        """The caller's token budget, to refuse an upload the token could never commit
+        before anything of it is kept (the commit draws the budget)."""
+        return BudgetCheck(self.db, ctx.token) if ctx is not None and ctx.token is not None else None
+
+    def write_blob(self, ctx: AuthContext, space_id: int, digest: str, chunks: Iterable[bytes], *,
+                   declared: int | None, now: datetime, budget: BudgetCheck | None = None) -> int:
+        """Store one blob from a stream of chunks for a build of space ``space_id``; the
+        store verifies the digest. ``budget``: one already read for this request."""
+        budget = budget or self.budget(ctx)
+        if declared is not None:
+            if declared > self.settings.max_blob_bytes:
+                raise self.too_large()
+            if budget is not None:
+                budget.need(nbytes=declared)
+        elif budget is not None:  # no length given: count the bytes as they come
+            chunks = metered(chunks, budget)
+        size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
+        self._record_blobs([(digest, size, None, None)], now, space_id, placed=[digest])
+        return size
+
+    def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
+                   durable: bool) -> int:
+        if not DIGEST_RE.match(digest):
+            raise bad_request(f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex characters)", "invalid-digest")
+        writer = self.store.writer(digest, max_size=max_size, durable=durable)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            if declared is not None and writer.size != declared:
+                raise BlobTruncated(digest, declared, writer.size)
+            return writer.commit()
+        except BaseException as exc:
+            writer.abort()
+            _refuse_blob(exc, digest, max_size)
+            raise
+
+    def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime,
+                      space_id: int, placed: Iterable[str] = ()) -> None:
+        """Say the blobs exist (only once they are durable), pinned for the lease, and
+        proven in the space they were uploaded for.
+
+        ``blobs`` holds ``(digest, size, pack, offset)``; ``pack`` is None for a blob
+        stored on its own. One transaction of upserts: a new digest gets its row; a
+        known one keeps it with its lease extended, and moves out of its pack when it
+        was just stored on its own (a file of its own never depends on a pack).
+
+        ``placed``: digests just stored as files of their own (one path per digest). gc
+        may have collected an earlier copy and be about to delete that path; see
+        :meth:`_claim_placed`."""
+        if not blobs:
+            return
+        placed = sorted(set(placed))
+        # In key order: each B-tree page is then visited once, not once per random key
+        # landing on it (10,000 random digests: about half the CPU of the inserts)
+        blobs = sorted(blobs, key=lambda b: b[0])  # (by digest only: pack and offset may be None)
+        lease = now + timedelta(seconds=self.settings.blob_lease_seconds)
+        blobs_t = Blob.__table__
+        if self.db.dialect == "sqlite":
+            # The driver's own cursor with plain tuples: per-row parameter handling in
+            # SQLAlchemy costs more than the inserts. Both times are the same for every
+            # row, so they go through the column type's own bind processing once (the
+            # text SQLAlchemy stores, so reads and comparisons stay as they were).
+            with self.db.write() as s:
+                conn = s.connection()
+                self._claim_placed(conn, placed)
+                to_db = blobs_t.c.leased_until.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                created, until = to_db(now), to_db(lease)
+                with closing(conn.connection.cursor()) as cur:
+                    _sqlite_insert(cur, _SQLITE_INSERT_BLOB, [(d, size, created, until, pack, off)
+                                                              for d, size, pack, off in blobs], _SQLITE_ON_BLOB)
+                    _sqlite_insert(cur, "INSERT INTO space_blobs (space_id, digest)",
+                                   [(space_id, b[0]) for b in blobs], "ON CONFLICT DO NOTHING")
+            return
+        rows = [{"digest": d, "size": size, "created_at": now, "leased_until": lease, "pack": pack, "pack_offset": off}
+                for d, size, pack, off in blobs]
+        stmt = _dialect_insert(self.db.dialect)(blobs_t)  # Core, not the ORM's per-row bulk path
+        new, old = stmt.excluded, blobs_t.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[old.digest],
+            set_={
+                "leased_until": _later(old.leased_until, new.leased_until),
+                "pack": case((new.pack.is_(None), None), else_=old.pack),
+                "pack_offset": case((new.pack.is_(None), None), else_=old.pack_offset),
+            },
+        )
+        claims = _dialect_insert(self.db.dialect)(SpaceBlob.__table__).on_conflict_do_nothing()
+        with self.db.write() as s:
+            self._claim_placed(s.connection(), placed)
+            for i in range(0, len(rows), 1000):
+                s.execute(stmt, rows[i : i + 1000])
+                s.execute(claims, [{"space_id": space_id, "digest": r["digest"]} for r in rows[i : i + 1000]])
+
+    def _claim_placed(self, conn: Any, digests: list[str]) -> None:
+        """In the transaction that records them: the files of ``digests`` must still be
+        there. gc deletes a collected blob's file only in a transaction of its own that
+        finds no row for it (:meth:`_delete_files`), and the two exclude each other (one
+        writer at a time on SQLite; an advisory lock per digest on PostgreSQL), so a
+        digest is recorded with its file present and gc then keeps the file, or gc
+        deletes the file first and the upload is refused here (503: send it again),
+        never a row whose file is gone."""
+        if not digests:
+            return
+        # A store whose existence check is a request (S3) is asked only about digests this
+        # process's gc deleted in the last COLLECTED_WINDOW seconds (one request per blob
+        # would slow every batch). A gc in another hub process sharing the database is not
+        # seen: docs/publish.md says so.
+        if not self.store.local:
+            now = time.monotonic()
+            with self._collected_lock:
+                digests = [d for d in digests if self._collected.get(d, 0.0) > now]
+        if not digests:
+            return
+        _lock_digests(conn, digests)
+        gone = [d for d in digests if not self.store.exists(d)]
+        if gone:
+            raise Problem(503, "blob-collected",
+                          f"blob {gone[0]} was collected by gc while it was being stored; send it again")
+
+    def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+                    now: datetime) -> list[str]:
+        """Store many small blobs sent in one request (see docs/publish.md for the framing).
+
+        With a filesystem store the blobs go end to end into one pack file, each
+        verified as it is appended; the pack is fsynced before one transaction records
+        its blobs, so a recorded blob is always a durable blob, and the filesystem sees
+        one new file per batch instead of one per blob. Other stores write the blobs
+        without a sync each and then sync once. Either way, when a frame is refused the
+        good ones before it are kept and recorded, except when the batch goes over the
+        token's byte budget: then none of it is."""
+        frames = _within_budget(frames, self.budget(ctx))
+        pack_writer = getattr(self.store, "pack_writer", None)
+        if pack_writer is None:
+            return self._write_batch_loose(t, frames, now=now)
+        pw = pack_writer()
+        placed: dict[str, tuple[int, int]] = {}
+        stored: list[str] = []
+        try:
+            for digest, size, body in frames:
+                try:
+                    offset, n = pw.add(digest, body, declared=size, max_size=BATCH_MAX_BLOB)
+                except BaseException as exc:
+                    _refuse_blob(exc, digest, BATCH_MAX_BLOB)
+                    raise
+                if digest in placed:
+                    pw.truncate(offset)  # the same bytes twice in one batch: keep one copy
+                else:
+                    placed[digest] = (offset, n)
+                stored.append(digest)
+        except _OverBudget as over:
+            placed.clear()  # none of the batch is kept
+            raise over.problem from None
+        finally:
+            if placed:
+                name = pw.commit()
+                self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now, t.space_id)
+            else:
+                pw.abort()
+        return stored
+
+    def _write_batch_loose(self, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
+                           now: datetime) -> list[str]:
+        written: list[tuple[str, int, None, None]] = []
+        try:
+            for digest, size, body in frames:
+                written.append((digest, self._store_one(digest, body, declared=size, max_size=BATCH_MAX_BLOB,
+                                                        durable=False), None, None))
+        except _OverBudget as over:
+            # none of the batch is recorded; its files, unnamed, go with gc's sweep of
+            # orphans (deleting them here could take a blob another upload just recorded)
+            written.clear()
+            raise over.problem from None
+        finally:
+            if written:
+                self.store.sync()
+                self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id,
+                                   placed=[w[0] for w in written])
+        return [w[0] for w in written]
+
+    def start_upload(self, ctx: AuthContext, t: Target, digest: str | None, size: int, *, now: datetime) -> dict:
+        """Start a resumable upload. Without ``digest`` (declared later, with the last
+        chunk or after it) only for a large file of a size no blob of the space has:
+        then the hub cannot already hold the content and the client may send while it
+        hashes. Otherwise 409 ``size-known``: hash first and ask ``blobs/missing``."""
+        if digest is not None and not DIGEST_RE.match(digest):
+            raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
+        if size < 0 or size > self.settings.max_blob_bytes:
+            raise self.too_large()
+        if budget := self.budget(ctx):  # first: a token past its budget learns nothing more
+            budget.need(nbytes=size)
+        with self.db.read() as s:
+            self.refuse_taken(s, t)
+        if digest is None:
+            if size < UNHASHED_MIN:
+                raise bad_request(f"an upload without a digest must be at least {UNHASHED_MIN} bytes; "
+                                  "send the file's sha256 as digest", "digest-required")
+            if self._space_has_size(t.space_id, size):
+                raise Problem(409, "size-known", f"this space already holds a blob of {size} bytes: hash the file "
+                              "and ask POST /api/v1/blobs/missing whether the hub needs it, then upload with its digest")
+        upload_id = secrets.token_hex(16)
+        self.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.uploads_dir / upload_id).touch(mode=0o600)
+        with self.db.write() as s:
+            s.add(Upload(id=upload_id, digest=digest, size=size, user=ctx.user.name,
+                         token_id=ctx.token.id if ctx.token else None, space=t.space, created_at=now))
+        return {"id": upload_id, "offset": 0, "size": size}
+
+    def _space_has_size(self, space_id: int, size: int) -> bool:
+        with self.db.read() as s:
+            return s.execute(_size_query(space_id, size)).first() is not None
+
+    def _space_id(self, space: str) -> int:
+        with self.db.read() as s:
+            return get_space(s, space).id
+
+    def _upload(self, ctx: AuthContext, upload_id: str) -> tuple[Upload, Path]:
+        if not (len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)):
+            raise bad_request("not an upload id")
+        with self.db.read() as s:
+            up = s.get(Upload, upload_id)
+        if up is None or up.user != ctx.user.name:
+            raise not_found(f"upload {upload_id}")
+        return up, self.uploads_dir / upload_id
+
+    def upload_status(self, ctx: AuthContext, upload_id: str) -> dict:
+        up, path = self._upload(ctx, upload_id)
+        offset = path.stat().st_size if path.exists() else 0
+        return {"id": up.id, "offset": offset, "size": up.size, "complete": False, "digest": up.digest}
+
+    def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime,
+                     digest: str | None = None) -> dict:
+        """Append a chunk at ``offset``; ``digest`` declares the blob's sha256 of an upload
+        started without one (with any chunk, or an empty one at the end)."""
+        if digest is not None and not DIGEST_RE.match(digest):
+            raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
+        self._upload(ctx, upload_id)  # a bad or foreign id is refused before it gets a lock
+        with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
+            up, path = self._upload(ctx, upload_id)  # as it is now, after whatever held the lock
+            if digest is not None and digest != up.digest:
+                if up.digest is None:
+                    with self.db.write() as s:
+                        # only if still undeclared: a request to another hub replica may be first
+                        s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None))
+                                  .values(digest=digest))
+                    up, path = self._upload(ctx, upload_id)
+                if up.digest != digest:
+                    raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
+            have = path.stat().st_size if path.exists() else 0
+            if offset != have:
+                raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}",
+                              offset=have)
+            # The bytes are hashed as they are appended, so finishing needs no second read.
+            h = self._upload_hashes.take(upload_id, have)
+            # No fsync per chunk: after a crash the file's size says where to resume, and the
+            # final digest check refuses anything a crash could have garbled. Whole blocks go
+            # to the disk as they come (O_DIRECT), so finishing has little left to flush.
+            out = Appender(path, offset=have, background=True)
+            try:
+                written = have
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > up.size:
+                        out.truncate(have)  # drop this chunk: the upload stays as it was
+                        raise bad_request(f"the upload is {up.size} bytes; this chunk goes past the end")
+                    out.write(chunk)
+                    if h is not None:
+                        h.update(chunk)
+            finally:
+                out.close()  # what did arrive stays: the next chunk resumes after it
+            if written < up.size or up.digest is None:
+                self._upload_hashes.put(upload_id, written, h)
+                return {"id": up.id, "offset": written, "size": up.size, "complete": False}
+            self._finish_upload(ctx, up, path, h.hexdigest() if h is not None else None, now)
+        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
+
+    def _finish_upload(self, ctx: AuthContext, up: Upload, path: Path, seen: str | None, now: datetime) -> None:
+        """Store a complete upload (``seen``: the hub's own running hash of it, if it has one)."""
+        try:
+            adopt = getattr(self.store, "adopt", None)
+            if adopt is not None:  # filesystem store: link the file in, no second copy
+                try:
+                    adopt(up.digest, path, hashed=seen)
+                except DigestMismatch as exc:
+                    raise bad_request(f"blob {up.digest}: {exc}; nothing was stored; start the upload again",
+                                      "blob-digest-mismatch") from None
+                self._record_blobs([(up.digest, up.size, None, None)], now, self._space_id(up.space),
+                                   placed=[up.digest])
+            else:
+                def read():
+                    with open(path, "rb") as fh:
+                        while block := fh.read(1 << 20):
+                            yield block
+
+                self.write_blob(ctx, self._space_id(up.space), up.digest, read(), declared=up.size, now=now)
+        finally:
+            self._upload_hashes.drop(up.id)
+            path.unlink(missing_ok=True)
+            with self.db.write() as s:
+                s.execute(delete(Upload).where(Upload.id == up.id))
+
+
+class _UploadHashes:
+    """The sha256 state of resumable uploads in progress, fed as chunks arrive.
+
+    Only a shortcut: a state that is missing (the hub restarted, a chunk failed half
+    way, the state was evicted) makes the upload fall back to hashing its whole file
+    when it completes. A state is used only at the exact offset it was saved at, and
+    chunks of one upload are processed one at a time (:meth:`lock`), so the state
+    always covers exactly the bytes in the file."""
+
+    MAX = 256
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._state: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    def lock(self, upload_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(upload_id, threading.Lock())
+
+    def take(self, upload_id: str, offset: int) -> Any:
+        """The state for bytes ``0..offset`` (a fresh one at 0), or None; removed from the cache."""
+        with self._guard:
+            saved = self._state.pop(upload_id, None)
+        if offset == 0:
+            return hashlib.sha256()
+        return saved[1] if saved is not None and saved[0] == offset else None
+
+    def put(self, upload_id: str, offset: int, h: Any) -> None:
+        if h is None:
+            return
+        with self._guard:
+            self._state[upload_id] = (offset, h)
+            while len(self._state) > self.MAX:
+                self._state.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        with self._guard:
+            self._state.pop(upload_id, None)
+            self._locks.pop(upload_id, None)
+
+
+def _size_query(space_id: int, size: int):
+    """SQL: a blob of ``size`` bytes (at least UNHASHED_MIN) proven in the space. The literal
+    bound repeats the partial index's condition, so the planner can use that index."""
+    b = Blob.__table__
+    return select(literal(1)).where(b.c.size == size, b.c.size >= literal(UNHASHED_MIN, literal_execute=True),
+                                    _proven_in(space_id, b.c.digest)).limit(1)
+
+
+def metered(chunks: Iterable[bytes], budget: BudgetCheck) -> Iterator[bytes]:
+    """``chunks``, refused (403) as soon as they add up to more bytes than ``budget`` has left."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        budget.need(nbytes=total)
+        yield chunk
+
+
+class _OverBudget(Exception):
+    """A batch went over the token's byte budget: the whole batch is refused."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+def _within_budget(frames: Iterator[tuple[str, int, Iterator[bytes]]], budget: BudgetCheck | None,
+                   ) -> Iterator[tuple[str, int, Iterator[bytes]]]:
+    """A batch's frames, each checked before its bytes are read: its size within the
+    limit for a batch, and the sizes of the distinct blobs so far within the budget."""
+    counted: set[str] = set()  # the same blob twice in a batch is stored once
+    total = 0
+    for digest, size, body in frames:
+        if size > BATCH_MAX_BLOB:
+            raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
+        if budget is not None and digest not in counted:
+            counted.add(digest)
+            total += size
+            try:
+                budget.need(nbytes=total)
+            except Problem as p:
+                raise _OverBudget(p) from None
+        yield digest, size, body
+
+
+def _refuse_blob(exc: BaseException, digest: str, max_size: int) -> None:
+    """Turn the store's refusal of a blob into the client's error (else return)."""
+    if isinstance(exc, BlobTruncated):
+        raise bad_request(
+            f"the upload was truncated: {exc.size} of {exc.declared} bytes arrived for {digest}; "
+            "nothing of it was stored",
+            "truncated-upload",
+        ) from None
+    if isinstance(exc, DigestMismatch):
+        raise bad_request(f"blob {digest}: {exc}; nothing was stored", "blob-digest-mismatch") from None
+    if isinstance(exc, BlobTooLarge):
+        raise Problem(413, "blob-too-large", f"blobs of this kind are limited to {max_size} bytes") from None
