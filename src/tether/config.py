@@ -46,6 +46,22 @@ class HubSettings(BaseSettings):
         default=None, description="comma list of proxy addresses whose X-Forwarded-For is trusted"
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
+    # availability: what one client may hold of the hub (docs/hub.md, "Limits")
+    body_idle_timeout: float = Field(
+        default=30, gt=0, le=3600,
+        description="seconds a request body may go without delivering body_min_rate bytes/s on average; then 408",
+    )
+    body_min_rate: int = Field(default=1024, ge=0, description="bytes/s a body must average over each body_idle_timeout")
+    uploads_per_token: int = Field(default=8, ge=1, description="uploads one token may have in progress at once (429)")
+    uploads_per_user: int = Field(default=32, ge=1, description="uploads one user may have in progress at once (429)")
+    upload_threads: int = Field(default=16, ge=1, description="worker threads storing upload bodies (their own pool)")
+    max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20,
+                                  description="largest request line and headers of one request (431)")
+    max_headers: int = Field(default=100, ge=16, le=10_000, description="most header fields in one request (431)")
+    audit_anonymous_interval: float = Field(
+        default=60, gt=0, le=86400,
+        description="refusals of unauthenticated requests: one audit row per source and reason per this many seconds",
+    )
     log_level: str = "info"
     ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync, forward)")
     # the gateway (forwarded apps)

@@ -23,6 +23,8 @@ from tether.auth.service import parse_lifetime
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import utcnow
+from tether.hub.bodies import timed_receive
+from tether.hub.limits import UploadSlots
 from tether.hub.metrics import Metrics
 from tether.log.reconcile import DEFAULT_MAX_MESSAGE
 from tether.problems import Problem
@@ -51,6 +53,10 @@ class HubState:
         self.limiter = FailureLimiter(settings.auth_failures_per_minute)
         self.metrics = Metrics()
         self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
+        # Uploads store their bodies in a pool of their own: however many are in progress,
+        # the threads of the API, downloads and /healthz stay free.
+        self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
+        self.upload_threads = anyio.CapacityLimiter(settings.upload_threads)
 
 
 def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
@@ -92,10 +98,12 @@ class HubMiddleware:
             status = 413
         else:
             seen = 0
+            timed = timed_receive(receive, idle=self.hub.settings.body_idle_timeout,
+                                  min_rate=self.hub.settings.body_min_rate)
 
             async def limited_receive():
                 nonlocal seen
-                message = await receive()
+                message = await timed()
                 if message["type"] == "http.request" and limit is not None:
                     seen += len(message.get("body", b""))
                     if seen > limit:
@@ -265,7 +273,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         return problem_response(Problem(500, "internal-error", "the hub hit an internal error; see its log"), request)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz():
+    async def healthz():  # on the event loop: answers even when every thread is busy
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)

@@ -62,6 +62,7 @@ class _Body:
         self._piece = piece
         self._send, self._recv = anyio.create_memory_object_stream[list[bytes]](ahead)
         self._error: Exception | None = None
+        self._first: list[bytes] | None = None
 
     async def pump(self) -> None:
         try:
@@ -81,8 +82,20 @@ class _Body:
         finally:
             self._send.close()
 
+    async def first(self) -> None:
+        """Wait, on the event loop, for the first piece (or the end of the body): a body
+        that is slow to come holds no thread meanwhile."""
+        try:
+            self._first = await self._recv.receive()
+        except anyio.EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+
     def chunks(self) -> Iterator[bytes]:
         """The body as the server received it, for code running in the worker thread."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield from first
         while True:
             try:
                 parts = anyio.from_thread.run(self._recv.receive)
@@ -93,15 +106,20 @@ class _Body:
             yield from parts
 
 
-async def _with_body(request: Request, work: Callable[[Iterator[bytes]], T]) -> T:
-    """``work(body)`` in a worker thread, with the request body read ahead by the event loop."""
-    body = _Body(request)
-    pump = asyncio.ensure_future(body.pump())
-    try:
-        return await anyio.to_thread.run_sync(lambda: work(body.chunks()))
-    finally:
-        pump.cancel()  # the work may have stopped before the end of the body
-        await asyncio.gather(pump, return_exceptions=True)
+async def _with_body(request: Request, ctx: AuthContext, work: Callable[[Iterator[bytes]], T]) -> T:
+    """``work(body)`` in a thread of the upload pool, with the request body read ahead by
+    the event loop; the thread is taken once the first piece is in hand. One of the
+    caller's uploads in progress (429 past ``uploads_per_token``/``uploads_per_user``)."""
+    hub = request.app.state.hub
+    with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
+        body = _Body(request)
+        pump = asyncio.ensure_future(body.pump())
+        try:
+            await body.first()
+            return await anyio.to_thread.run_sync(lambda: work(body.chunks()), limiter=hub.upload_threads)
+        finally:
+            pump.cancel()  # the work may have stopped before the end of the body
+            await asyncio.gather(pump, return_exceptions=True)
 
 
 def _declared_length(request: Request) -> int | None:
@@ -158,7 +176,7 @@ async def put_blob(
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blob:{digest[:16]}"
     size = await _with_body(
-        request, lambda body: pub.write_blob(ctx, t.space_id, digest, body, declared=_declared_length(request), now=utcnow())
+        request, ctx, lambda body: pub.write_blob(ctx, t.space_id, digest, body, declared=_declared_length(request), now=utcnow())
     )
     return JSONResponse({"digest": digest, "size": size}, status_code=201)
 
@@ -230,7 +248,7 @@ async def put_batch(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blobs"
-    stored = await _with_body(request, lambda body: pub.write_batch(ctx, t, _FrameReader(body).frames(), now=utcnow()))
+    stored = await _with_body(request, ctx, lambda body: pub.write_batch(ctx, t, _FrameReader(body).frames(), now=utcnow()))
     return JSONResponse({"stored": stored})
 
 
@@ -254,7 +272,7 @@ async def upload_chunk(upload_id: str, request: Request, ctx: Caller, offset: in
                        digest: str | None = Query(default=None, max_length=128)):
     ctx.require("whoami")
     pub = _pub(request)
-    return JSONResponse(await _with_body(request, lambda body: pub.upload_chunk(ctx, upload_id, offset, body,
+    return JSONResponse(await _with_body(request, ctx, lambda body: pub.upload_chunk(ctx, upload_id, offset, body,
                                                                                 now=utcnow(), digest=digest)))
 
 
@@ -289,11 +307,11 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix}/{path}"
+    declared = _declared_length(request)
+    # the path, the build id, the budget: refused before a byte of the body is read
+    budget = await anyio.to_thread.run_sync(pub.check_single, ctx, t, path, declared)
 
     def run(body: Iterator[bytes]):
-        declared = _declared_length(request)
-        # the path, the build id, the budget: refused before a byte of the body is read
-        budget = pub.check_single(ctx, t, path, declared)
         if budget is not None and declared is None:
             body = metered(body, budget)
         pub.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -324,7 +342,7 @@ async def put_single_file(space: str, type: str, build: str, path: str, request:
         return pub.commit(ctx, t, [{"path": path, "digest": digest, "size": size, "mode": mode}],
                           public=None, latest=False, now=utcnow())
 
-    return JSONResponse(_absolute(request, await _with_body(request, run)), status_code=201)
+    return JSONResponse(_absolute(request, await _with_body(request, ctx, run)), status_code=201)
 
 
 def _absolute(request: Request, result: dict) -> dict:

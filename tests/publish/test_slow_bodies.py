@@ -1,0 +1,148 @@
+"""Uploads whose bodies stall or trickle starve nothing, end with 408, and leave nothing behind;
+one token or user can hold only so many uploads at once (429). A real hub, raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import httpx
+
+# The test hub's body_idle_timeout: short, so the stalled ones end soon; not a whole number
+# of seconds, so that the hub's 408 does not cross a trickled byte on the wire (a byte sent
+# to a closed socket gets a reset, which can overtake the answer).
+IDLE = 2.5
+
+
+def _head(method: str, path: str, token: str, length: int) -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+async def _open(hub, method: str, path: str, token: str, length: int = 1000):
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    writer.write(_head(method, path, token, length))
+    await writer.drain()
+    return reader, writer
+
+
+async def _answer(reader, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout)
+    return int(lines[0].split()[1]), headers, body
+
+
+async def _trickle(writer, answer: asyncio.Future, seconds: int) -> None:
+    """A byte a second, until the hub answers."""
+    try:
+        for _ in range(seconds):
+            await asyncio.wait([answer], timeout=1)
+            if answer.done():
+                return
+            writer.write(b"x")
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+
+
+def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub):
+    hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE), "TETHER_UPLOADS_PER_TOKEN": "1000",
+                         "TETHER_UPLOADS_PER_USER": "1000"})
+    space = hub.make_space()
+    _, token = hub.make_user(grants={space: "write"})
+    with hub.client(token) as c:
+        assert c.put(f"/api/v1/publish/{space}/ci/1/hello.txt", content=b"hello\n").status_code == 201
+    never = hashlib.sha256(b"y" * 1000).hexdigest()
+    blob_path = f"/api/v1/blobs/sha256/{never}?space={space}&type=ci&build=2"
+
+    async def scenario():
+        conns = []
+        answers = []
+        trickles = []
+        try:
+            # 200 stalled and 200 trickling, half of each a blob PUT, half a one-file publish
+            for i in range(400):
+                path = blob_path if i % 2 else f"/api/v1/publish/{space}/ci/stalled/f{i}.bin"
+                reader, writer = await _open(hub, "PUT", path, token)
+                conns.append(writer)
+                answers.append(asyncio.ensure_future(_answer(reader, 3 * IDLE + 5)))
+                if i >= 200:
+                    trickles.append(asyncio.ensure_future(_trickle(writer, answers[-1], int(3 * IDLE))))
+            await asyncio.sleep(0.5)  # every one of them is in the hub, waiting for its body
+            timings = {}
+            async with httpx.AsyncClient(base_url=hub.url, timeout=5,
+                                         headers={"Authorization": f"Bearer {token}"}) as c:
+                for name, call in [
+                    ("healthz", lambda: c.get("/healthz")),
+                    ("download", lambda: c.get(f"/files/{space}/ci/1/hello.txt")),
+                    ("publish", lambda: c.put(f"/api/v1/publish/{space}/ci/3/small.txt", content=b"small\n")),
+                ]:
+                    started = time.monotonic()
+                    try:
+                        r = await call()
+                    except httpx.TimeoutException:
+                        timings[name] = "timed out"
+                        continue
+                    timings[name] = time.monotonic() - started
+                    assert r.status_code in (200, 201), (name, r.text)
+            assert all(isinstance(t, float) and t < 1 for t in timings.values()), timings
+            return await asyncio.gather(*answers)
+        finally:
+            for t in trickles + answers:
+                t.cancel()
+            for w in conns:
+                w.close()
+
+    answers = asyncio.run(scenario())
+    statuses = {status for status, _, _ in answers}
+    assert statuses == {408}, statuses
+    for _, headers, body in answers:
+        assert headers["content-type"] == "application/problem+json" and b"body-timeout" in body
+    # nothing half-written: no blob, no build, no spool or temporary file
+    with hub.client(token) as c:
+        r = c.post("/api/v1/blobs/missing", json={"space": space, "type": "ci", "build": "2", "digests": [never]})
+        assert r.json()["missing"] == [never]
+        assert c.get(f"/files/{space}/ci/stalled/f0.bin").status_code == 404
+        assert c.get(f"/files/{space}/ci/3/small.txt").content == b"small\n"
+    assert list((hub.data_dir / "blobs" / "tmp").iterdir()) == []
+    assert [p.name for p in (hub.data_dir / "uploads").iterdir()] == []
+
+
+def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
+    hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE), "TETHER_UPLOADS_PER_TOKEN": "2",
+                         "TETHER_UPLOADS_PER_USER": "3"})
+    space = hub.make_space()
+    user, first = hub.make_user(grants={space: "write"})
+    with hub.admin() as c:
+        second = c.post("/api/v1/tokens", json={"for_user": user}).json()["token"]
+    digest = hashlib.sha256(b"z" * 1000).hexdigest()
+    path = f"/api/v1/blobs/sha256/{digest}?space={space}&type=ci&build=1"
+
+    async def scenario():
+        held = []
+        try:
+            for _ in range(2):
+                held.append(await _open(hub, "PUT", path, first))
+            await asyncio.sleep(0.5)
+            over_token = await _open(hub, "PUT", path, first)
+            status, headers, body = await _answer(over_token[0], 5)
+            assert status == 429 and b"too-many-uploads" in body and b"uploads_per_token" in body, body
+            assert headers["retry-after"] == "1"
+            held.append(await _open(hub, "PUT", path, second))  # the user's third: allowed
+            await asyncio.sleep(0.5)
+            over_user = await _open(hub, "PUT", path, second)
+            status, _, body = await _answer(over_user[0], 5)
+            assert status == 429 and b"uploads_per_user" in body, body
+            # the stalled ones end (408) and give their places back
+            assert [(await _answer(r, 3 * IDLE + 5))[0] for r, _ in held] == [408, 408, 408]
+        finally:
+            for _, w in held:
+                w.close()
+
+    asyncio.run(scenario())
+    with hub.client(first) as c:
+        r = c.put(path.split("?")[0], params={"space": space, "type": "ci", "build": "1"}, content=b"z" * 1000)
+        assert r.status_code == 201, r.text
