@@ -150,8 +150,11 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         pass
     else:
         httptools_impl.HIGH_WATER_LIMIT = 256 << 10
+    from tether.hub.headers import limited_http_protocol
+
     uvicorn.run(
         app,
+        http=limited_http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past them
         host=host,
         port=port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
