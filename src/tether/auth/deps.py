@@ -51,19 +51,22 @@ def _refuse_early(request: Request) -> None:
 
 def authenticate_secret(request: Request, secret: str, *, count_failure: bool = True) -> AuthContext:
     """Authenticate a token's secret however it came (header, login form, session cookie):
-    the same checks, failure counting (unless ``count_failure`` is off) and audit trail."""
-    _refuse_early(request)
+    the same checks, failure counting (unless ``count_failure`` is off) and audit trail.
+
+    The limiter limits failures only: a source over its budget gets 429 for its next bad
+    tokens, while a good token from it still works (one broken client behind a NAT or a
+    proxy must not lock out everyone else behind it)."""
     hub = hub_state(request)
     source = service.normalise_source(request.client.host if request.client else None)
     key = source or "unknown"
-    now_mono = time.monotonic()
     try:
         ctx = service.authenticate(hub.db, secret, source=source, now=utcnow())
     except Problem as p:
-        hub.metrics.auth_refusals.labels(p.slug).inc()
         request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}
         if p.status == 401 and count_failure:
-            hub.limiter.failed(key, now_mono)
+            _refuse_early(request)
+            hub.limiter.failed(key, time.monotonic())
+        hub.metrics.auth_refusals.labels(p.slug).inc()
         raise
     request.state.auth = ctx
     return ctx

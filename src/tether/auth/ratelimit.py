@@ -1,9 +1,12 @@
 """Failed-authentication limiter (sans-IO: the caller passes the clock).
 
-Tokens carry 256 random bits, so guessing is hopeless; this only stops a
-misconfigured or hostile client from hammering the database with bad tokens.
-Per-replica memory is fine here: it protects the replica, it holds no state
-that matters.
+Tokens carry 256 random bits, so guessing is hopeless; this only tells a
+misconfigured or hostile client sending bad tokens to back off (429, Retry-After).
+It counts failures and refuses failures: a good token from the same source (a
+NAT, a proxy) is still served, so one broken client cannot lock out its
+neighbours. The source is the client's address, or the one a trusted proxy
+(``forwarded_allow_ips``) names in X-Forwarded-For. Per-replica memory is fine
+here: it protects the replica, it holds no state that matters.
 """
 
 from __future__ import annotations
