@@ -9,10 +9,7 @@ import time
 
 import httpx
 
-# The test hub's body_idle_timeout: short, so the stalled ones end soon; not a whole number
-# of seconds, so that the hub's 408 does not cross a trickled byte on the wire (a byte sent
-# to a closed socket gets a reset, which can overtake the answer).
-IDLE = 2.5
+IDLE = 2.5  # the test hub's body_idle_timeout: short, so the stalled ones end soon
 
 
 def _head(method: str, path: str, token: str, length: int) -> bytes:
@@ -20,32 +17,62 @@ def _head(method: str, path: str, token: str, length: int) -> bytes:
             f"Content-Length: {length}\r\n\r\n").encode()
 
 
-async def _open(hub, method: str, path: str, token: str, length: int = 1000):
-    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-    writer.write(_head(method, path, token, length))
-    await writer.drain()
-    return reader, writer
+class _Conn(asyncio.Protocol):
+    """A raw client connection that keeps whatever the hub sends, even when a reset follows
+    (a trickled byte that meets the hub's close is answered with one; asyncio's streams
+    would then drop the answer already received)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.more = asyncio.Event()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.more.set()
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.more.set()
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def answer(self, timeout: float) -> tuple[int, dict[str, str], bytes]:
+        """The hub's answer, once all of it (Content-Length) is in."""
+        async with asyncio.timeout(timeout):
+            while True:
+                head, sep, body = bytes(self.data).partition(b"\r\n\r\n")
+                if sep:
+                    lines = head.decode("latin-1").split("\r\n")
+                    headers = {k.strip().lower(): v.strip()
+                               for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                    if len(body) >= int(headers.get("content-length", "0")):
+                        return int(lines[0].split()[1]), headers, body
+                if self.closed.done():
+                    raise ConnectionError(f"closed after {bytes(self.data)[:200]!r}")
+                self.more.clear()
+                await self.more.wait()
 
 
-async def _answer(reader, timeout: float) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout)
-    return int(lines[0].split()[1]), headers, body
+async def _open(hub, method: str, path: str, token: str, length: int = 1000) -> _Conn:
+    _, conn = await asyncio.get_running_loop().create_connection(_Conn, "127.0.0.1", hub.port)
+    conn.write(_head(method, path, token, length))
+    return conn
 
 
-async def _trickle(writer, answer: asyncio.Future, seconds: int) -> None:
+async def _trickle(conn: _Conn, seconds: int) -> None:
     """A byte a second, until the hub answers."""
-    try:
-        for _ in range(seconds):
-            await asyncio.wait([answer], timeout=1)
-            if answer.done():
-                return
-            writer.write(b"x")
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
+    for _ in range(seconds):
+        await asyncio.wait([conn.closed], timeout=1)
+        if conn.closed.done() or conn.data:
+            return
+        conn.write(b"x")
 
 
 def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub):
@@ -66,11 +93,11 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
             # 200 stalled and 200 trickling, half of each a blob PUT, half a one-file publish
             for i in range(400):
                 path = blob_path if i % 2 else f"/api/v1/publish/{space}/ci/stalled/f{i}.bin"
-                reader, writer = await _open(hub, "PUT", path, token)
-                conns.append(writer)
-                answers.append(asyncio.ensure_future(_answer(reader, 3 * IDLE + 5)))
+                conn = await _open(hub, "PUT", path, token)
+                conns.append(conn)
+                answers.append(asyncio.ensure_future(conn.answer(3 * IDLE + 5)))
                 if i >= 200:
-                    trickles.append(asyncio.ensure_future(_trickle(writer, answers[-1], int(3 * IDLE))))
+                    trickles.append(asyncio.ensure_future(_trickle(conn, int(3 * IDLE))))
             await asyncio.sleep(0.5)  # every one of them is in the hub, waiting for its body
             timings = {}
             async with httpx.AsyncClient(base_url=hub.url, timeout=5,
@@ -93,8 +120,8 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
         finally:
             for t in trickles + answers:
                 t.cancel()
-            for w in conns:
-                w.close()
+            for conn in conns:
+                conn.transport.close()
 
     answers = asyncio.run(scenario())
     statuses = {status for status, _, _ in answers}
@@ -127,20 +154,18 @@ def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
             for _ in range(2):
                 held.append(await _open(hub, "PUT", path, first))
             await asyncio.sleep(0.5)
-            over_token = await _open(hub, "PUT", path, first)
-            status, headers, body = await _answer(over_token[0], 5)
+            status, headers, body = await (await _open(hub, "PUT", path, first)).answer(5)
             assert status == 429 and b"too-many-uploads" in body and b"uploads_per_token" in body, body
             assert headers["retry-after"] == "1"
             held.append(await _open(hub, "PUT", path, second))  # the user's third: allowed
             await asyncio.sleep(0.5)
-            over_user = await _open(hub, "PUT", path, second)
-            status, _, body = await _answer(over_user[0], 5)
+            status, _, body = await (await _open(hub, "PUT", path, second)).answer(5)
             assert status == 429 and b"uploads_per_user" in body, body
             # the stalled ones end (408) and give their places back
-            assert [(await _answer(r, 3 * IDLE + 5))[0] for r, _ in held] == [408, 408, 408]
+            assert [(await conn.answer(3 * IDLE + 5))[0] for conn in held] == [408, 408, 408]
         finally:
-            for _, w in held:
-                w.close()
+            for conn in held:
+                conn.transport.close()
 
     asyncio.run(scenario())
     with hub.client(first) as c:

@@ -141,6 +141,9 @@ class AuditRecord(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(1024), default="")
+    # requests this record stands for: refusals of unauthenticated requests are
+    # counted per source and reason over an interval (hub/audit.py, RefusalTally)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 # ---------------------------------------------------------------- publishing

@@ -53,6 +53,7 @@ class HubState:
         self.limiter = FailureLimiter(settings.auth_failures_per_minute)
         self.metrics = Metrics()
         self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
+        self.refusals = audit.RefusalTally()  # written every audit_anonymous_interval (see the lifespan)
         # Uploads store their bodies in a pool of their own: however many are in progress,
         # the threads of the API, downloads and /healthz stay free.
         self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
@@ -133,7 +134,9 @@ class HubMiddleware:
         read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
         if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
             fields = self._audit_fields(scope, state, status)
-            if not self.hub.audit_writer.submit(fields):  # not running, or too far behind
+            if fields["user"] is None and status >= 400:  # anyone can send these, in floods: counted
+                self.hub.refusals.add(fields)
+            elif not self.hub.audit_writer.submit(fields):  # not running, or too far behind
                 await anyio.to_thread.run_sync(self._audit, fields)
 
     def _body_limit(self, method: str, path: str) -> int | None:
@@ -201,6 +204,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 tg.start_soon(_prune_audit_forever, hub)
                 if runtime is not None:
                     tg.start_soon(runtime.run)
+                tg.start_soon(_write_refusals_forever, hub)
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -208,6 +212,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 acceptor.close()
             if gateway is not None:
                 gateway.close()
+            await _write_refusals(hub)
             # Requests have finished: write the records still queued before exiting.
             await anyio.to_thread.run_sync(hub.audit_writer.stop)
 
@@ -322,6 +327,26 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
                       on_connections=metrics.gateway_connections.set)
     server = await serve(gateway, host, port, ssl=context)
     return server, runtime, registrar
+
+
+async def _write_refusals_forever(hub: HubState) -> None:
+    while True:
+        await anyio.sleep(hub.settings.audit_anonymous_interval)
+        await _write_refusals(hub)
+
+
+async def _write_refusals(hub: HubState) -> None:
+    left = [fields for fields in hub.refusals.take() if not hub.audit_writer.submit(fields)]
+    if left:  # the writer is not running, or too far behind
+        await anyio.to_thread.run_sync(_record_all, hub.db, left)
+
+
+def _record_all(db: Database, records: list[dict]) -> None:
+    for fields in records:
+        try:
+            audit.record(db, **fields)
+        except Exception:  # never let auditing stop the hub; but say so loudly
+            log.exception("could not write an audit record")
 
 
 async def _prune_audit_forever(hub: HubState) -> None:
