@@ -101,6 +101,23 @@ class HubSettings(BaseSettings):
         split_listen(v)
         return v
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, v: str | None) -> str | None:
+        # uvicorn takes anything it cannot parse as a name to compare literally: a typo in
+        # an address would silently trust no one (or the wrong one); refuse it at start
+        import ipaddress
+
+        for item in (v or "").split(","):
+            item = item.strip()
+            if item and item != "*":
+                try:
+                    ipaddress.ip_network(item)  # as uvicorn reads it: 10.0.0.1/8 is no network
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {item!r} is not an address or a network "
+                                     "(e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
+        return v
+
     @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace")
     @classmethod
     def _check_duration(cls, v: str | None, info) -> str | None:

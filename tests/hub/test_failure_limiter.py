@@ -33,3 +33,15 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_count(start_hub):
     direct = start_hub(env={"TETHER_AUTH_FAILURES_PER_MINUTE": "3"})  # no trusted proxy: the header is ignored
     assert _statuses(direct, BAD, 3, "10.0.0.1") == [401, 401, 401]
     assert _statuses(direct, BAD, 1, "10.0.0.2") == [429]
+
+
+def test_a_trusted_proxy_that_is_no_address_is_refused_at_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TETHER_FORWARDED_ALLOW_IPS": "127.0.0.1, 10.0.0.l"}  # a typo: l for 1
+    r = subprocess.run([sys.executable, "-m", "tether", "hub", "--data", str(tmp_path / "data"),
+                        "--listen", "127.0.0.1:0"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'10.0.0.l' is not an address or a network" in r.stderr, r.stderr
