@@ -171,3 +171,20 @@ def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
     with hub.client(first) as c:
         r = c.put(path.split("?")[0], params={"space": space, "type": "ci", "build": "1"}, content=b"z" * 1000)
         assert r.status_code == 201, r.text
+
+
+def test_a_stalled_json_body_ends_with_408_too(start_hub):
+    hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE)})
+
+    async def scenario():
+        conn = await _open(hub, "POST", "/api/v1/tokens", hub.admin_token, length=100)
+        conn.write(b'{"expires": ')
+        started = time.monotonic()
+        status, headers, body = await conn.answer(3 * IDLE + 5)
+        return status, headers, body, time.monotonic() - started
+
+    status, headers, body, took = asyncio.run(scenario())
+    assert status == 408 and b"body-timeout" in body and headers["connection"] == "close", body
+    assert IDLE - 0.5 < took < IDLE + 2
+    with hub.admin() as c:  # nothing was minted: the bootstrap token is the only one
+        assert len(c.get("/api/v1/tokens", params={"all": True}).json()["tokens"]) == 1

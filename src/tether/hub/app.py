@@ -128,6 +128,8 @@ class HubMiddleware:
                 state["problem"] = p
                 status = p.status
                 await problem_response(p)(scope, receive, send)
+            finally:
+                timed.close()
 
         if not observed:
             self._observe(scope, status, started)
