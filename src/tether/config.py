@@ -52,9 +52,12 @@ class HubSettings(BaseSettings):
         description="seconds a request body may go without delivering body_min_rate bytes/s on average; then 408",
     )
     body_min_rate: int = Field(default=1024, ge=0, description="bytes/s a body must average over each body_idle_timeout")
-    uploads_per_token: int = Field(default=8, ge=1, description="uploads one token may have in progress at once (429)")
-    uploads_per_user: int = Field(default=32, ge=1, description="uploads one user may have in progress at once (429)")
-    upload_threads: int = Field(default=16, ge=1, description="worker threads storing upload bodies (their own pool)")
+    # a publish sends up to --jobs (8) + 2 uploads at once; a CI service user runs many jobs
+    uploads_per_token: int = Field(default=16, ge=1, description="uploads one token may have in progress at once (429)")
+    uploads_per_user: int = Field(default=64, ge=1, description="uploads one user may have in progress at once (429)")
+    # Threads of the upload pool wait for the next piece of a body that has started (they
+    # cost little while they wait); one user can hold at most uploads_per_user of them.
+    upload_threads: int = Field(default=128, ge=1, description="threads storing upload bodies (their own pool)")
     max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20,
                                   description="largest request line and headers of one request (431)")
     max_headers: int = Field(default=100, ge=16, le=10_000, description="most header fields in one request (431)")
