@@ -20,8 +20,8 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _exchange(hub, head: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+def _exchange(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(head)
         answer = b""
         while chunk := s.recv(65536):
@@ -33,16 +33,30 @@ def _exchange(hub, head: bytes) -> bytes:
 
 def test_a_head_over_the_limits_gets_431_and_a_fair_one_passes(start_hub):
     hub = start_hub(env={"TETHER_MAX_HEADER_BYTES": "16384", "TETHER_MAX_HEADERS": "50"})
-    long = _exchange(hub, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n")
+    long = _exchange(hub.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n")
     assert long.startswith(b"HTTP/1.1 431 ") and b"application/problem+json" in long, long[:200]
     assert b"max_header_bytes" in long
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(60))
-    answer = _exchange(hub, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    answer = _exchange(hub.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"max_headers" in answer, answer[:200]
     fair = {f"X-H{i}": "v" * 200 for i in range(40)}
     assert httpx.get(hub.url + "/healthz", headers=fair).status_code == 200
     # a long URL counts too
-    assert _exchange(hub, b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+    assert _exchange(hub.port, b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+
+
+def test_the_gateway_listener_has_the_same_head_limits(start_hub):
+    from tests.hubproc import free_port
+
+    gw_port = free_port()
+    start_hub(env={"TETHER_MAX_HEADER_BYTES": "16384", "TETHER_MAX_HEADERS": "50"},
+              args=["--gateway-listen", f"127.0.0.1:{gw_port}"])
+
+    long = _exchange(gw_port, b"GET / HTTP/1.1\r\nHost: app--alice.localhost\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n")
+    assert long.startswith(b"HTTP/1.1 431 "), long[:200]
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(60))
+    assert _exchange(gw_port, b"GET / HTTP/1.1\r\nHost: app--alice.localhost\r\n" + many + b"\r\n"
+                     ).startswith(b"HTTP/1.1 431 ")
 
 
 def test_huge_headers_keep_memory_flat_and_others_served(start_hub):

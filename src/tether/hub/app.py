@@ -315,7 +315,7 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
     import ssl
 
     from tether.config import split_listen
-    from tether.gateway.proxy import Gateway, serve
+    from tether.gateway.proxy import Gateway, Limits, serve
     from tether.hub.capabilities import forward_runtime
 
     runtime, resolver, registrar = forward_runtime(settings, db, metrics)
@@ -324,7 +324,9 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key)
     host, port = split_listen(settings.gateway_listen)
-    gateway = Gateway(resolver, scheme="https" if context else "http",
+    # the same head limits as the API listener's (431 past them)
+    limits = Limits(max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
+    gateway = Gateway(resolver, scheme="https" if context else "http", limits=limits,
                       on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
                       on_connections=metrics.gateway_connections.set)
     server = await serve(gateway, host, port, ssl=context)

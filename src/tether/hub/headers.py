@@ -9,9 +9,11 @@ parser is given no more than ``max_bytes`` of them; past that, or past
 ``max_headers`` fields, the client gets 431 and the connection is closed. Nothing
 of the HTTP syntax is parsed here: httptools still does all of it.
 
-Every HTTP listener of the hub (the API, and the gateway and rendezvous listeners
-as they come) runs with ``uvicorn.run(..., http=limited_http_protocol(...))``. The
-SSH listener needs nothing of this: asyncssh bounds its packets itself.
+Every HTTP listener of the hub that uvicorn serves (the API; a rendezvous listener
+as it comes) runs with ``uvicorn.run(..., http=limited_http_protocol(...))``. The
+gateway has its own HTTP/1.1 proxy on h11, which enforces the same limits before
+buffering past them (``tether.gateway.proxy.Limits``, given the same settings by
+``hub.app``). The SSH listener needs nothing of this: asyncssh bounds its packets.
 """
 
 from __future__ import annotations
