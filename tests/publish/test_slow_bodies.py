@@ -98,10 +98,19 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
                 answers.append(asyncio.ensure_future(conn.answer(3 * IDLE + 5)))
                 if i >= 200:
                     trickles.append(asyncio.ensure_future(_trickle(conn, int(3 * IDLE))))
-            await asyncio.sleep(0.5)  # every one of them is in the hub, waiting for its body
             timings = {}
             async with httpx.AsyncClient(base_url=hub.url, timeout=5,
                                          headers={"Authorization": f"Bearer {token}"}) as c:
+                # every one of them is in the hub, waiting for its body (taking 400 requests
+                # in is work of its own, slow on a loaded machine: not what is measured here)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    try:
+                        if "tether_uploads_in_progress 400.0" in (await c.get("/metrics", timeout=2)).text:
+                            break
+                    except httpx.TimeoutException:  # a hub whose threads are all taken
+                        break
+                    await asyncio.sleep(0.1)
                 for name, call in [
                     ("healthz", lambda: c.get("/healthz")),
                     ("download", lambda: c.get(f"/files/{space}/ci/1/hello.txt")),

@@ -57,6 +57,7 @@ class HubState:
         # Uploads store their bodies in a pool of their own: however many are in progress,
         # the threads of the API, downloads and /healthz stay free.
         self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
+        self.metrics.uploads.set_function(lambda: self.upload_slots.in_progress)
         self.upload_threads = anyio.CapacityLimiter(settings.upload_threads)
 
 

@@ -20,6 +20,7 @@ class UploadSlots:
         self.per_user = per_user
         self._tokens: Counter[str] = Counter()
         self._users: Counter[str] = Counter()
+        self.in_progress = 0
 
     @contextmanager
     def hold(self, user: str, token_id: str | None) -> Iterator[None]:
@@ -31,9 +32,11 @@ class UploadSlots:
         if token_id is not None:
             self._tokens[token_id] += 1
         self._users[user] += 1
+        self.in_progress += 1
         try:
             yield
         finally:
+            self.in_progress -= 1
             _drop(self._users, user)
             if token_id is not None:
                 _drop(self._tokens, token_id)

@@ -20,6 +20,8 @@ class Metrics:
             "tether_auth_refusals", "Requests refused by authentication or authorization", ["reason"],
             registry=self.registry,
         )
+        self.uploads = Gauge("tether_uploads_in_progress", "Uploads whose bodies are being received or stored",
+                             registry=self.registry)  # its value: set_function by the app
 
         # the gateway (forwarded apps): per route, "USER/NAME"
         self.gateway_requests = Counter(
