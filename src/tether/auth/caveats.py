@@ -123,7 +123,7 @@ class AttenuationError(CaveatError):
 # --------------------------------------------------------------------------
 
 SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space")
-PREFIX_KINDS: tuple[str, ...] = ("publish", "space")
+PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "job")  # job:GROUP/NODE: one node of a group
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -220,7 +220,7 @@ def _validate_scope(sc: Scope, shown: str | None) -> None:
         fail("prefix must be a string")
     if sc.prefix:
         if sc.kind not in PREFIX_KINDS:
-            fail(f"a path prefix is only allowed for {' and '.join(PREFIX_KINDS)} scopes")
+            fail(f"a path prefix is only allowed for {', '.join(PREFIX_KINDS)} scopes")
         problem = _path_problem(sc.prefix, allow_colon=False)
         if problem:
             fail(f"prefix {sc.prefix!r} is invalid: {problem}")

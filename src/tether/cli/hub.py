@@ -32,10 +32,13 @@ def _is_loopback(host: str) -> bool:
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
 @click.option("--ssh-listen", metavar="HOST:PORT",
               help="Also serve log sync over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+@click.option("--lava-listen", metavar="HOST:PORT",
+              help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
+                   "(unauthenticated: a lab's private network only; see docs/job.md).")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
-def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, recover_admin):
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, lava_listen, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -54,7 +57,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     try:
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
-            ssh_listen=ssh_listen,
+            ssh_listen=ssh_listen, lava_listen=lava_listen,
         )
     except ConfigError as exc:
         click.echo(f"tether: error: {exc}", err=True)

@@ -187,6 +187,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_prune_audit_forever, hub)
+                tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -281,6 +282,10 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     from tether.log.api import router as log_router
 
     app.include_router(log_router)
+    from tether.job.api import background as job_background
+    from tether.job.api import router as job_router
+
+    app.include_router(job_router)
     app.add_middleware(HubMiddleware, hub=hub)
     return app
 

@@ -274,7 +274,17 @@ def check_role(snap: Snapshot, role: str | None) -> None:
 
 
 def evaluate(snap: Snapshot, me: str, wait: Wait, now: float) -> Outcome:
-    """Is ``me``'s wait complete, still pending (and on whom), or failed (and why)?"""
+    """Is ``me``'s wait complete, still pending (and on whom), or failed (and why)?
+    A pending answer says when to look again without a change: when a node it
+    awaits would count as lost, or the group reaches its timeout."""
+    out = _evaluate(snap, me, wait, now)
+    if isinstance(out, Pending) and snap.deadline is not None:
+        at = snap.deadline if out.recheck_at is None else min(out.recheck_at, snap.deadline)
+        out = Pending(out.awaited, at)
+    return out
+
+
+def _evaluate(snap: Snapshot, me: str, wait: Wait, now: float) -> Outcome:
     over = group_failure(snap, now)
     if over:
         return over
