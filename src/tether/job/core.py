@@ -447,3 +447,60 @@ def encode_frame(reply: Mapping[str, Any]) -> bytes:
     """A reply as the coordinator frames it: ``%08X`` of the JSON's length, then the JSON."""
     text = json.dumps(reply)  # ASCII (escapes non-ASCII): characters == bytes
     return b"%08X" % len(text) + text.encode("ascii")
+
+
+# --------------------------------------------------------------------------- lava-network
+
+NETWORK_ID = "network_info"  # the message id lava-network broadcast/collect use
+NETWORK_KEYS = ("ipv4", "netmask", "broadcast", "ipv6", "mac", "hostname", "hostname-full", "default-gateway",
+                "dns_1", "dns_2", "dns_3")
+
+
+def network_info(addr: list[dict[str, Any]], routes: list[dict[str, Any]], resolv: str, hostname: str,
+                 fqdn: str) -> dict[str, str]:
+    """LAVA's network keys from ``ip -j addr show IFACE``, ``ip -j route show default``
+    and /etc/resolv.conf (parsed here, so the rules are testable without a network)."""
+    import ipaddress
+
+    info = dict.fromkeys(NETWORK_KEYS, "")
+    link = addr[0] if addr else {}
+    info["mac"] = link.get("address", "")
+    for a in link.get("addr_info", []):
+        if a.get("family") == "inet" and not info["ipv4"]:
+            net = ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+            info.update(ipv4=a["local"], netmask=str(net.netmask), broadcast=a.get("broadcast", ""))
+        elif a.get("family") == "inet6" and not info["ipv6"]:
+            info["ipv6"] = a["local"]
+    info["default-gateway"] = next((r.get("gateway", "") for r in routes if r.get("gateway")), "")
+    servers = [ln.split()[1] for ln in resolv.splitlines() if ln.startswith("nameserver") and len(ln.split()) > 1]
+    for i, server in enumerate(servers[:3], 1):
+        info[f"dns_{i}"] = server
+    info.update(hostname=hostname, **{"hostname-full": fqdn})
+    return {k: v for k, v in info.items() if v}
+
+
+def parse_cache(text: str) -> dict[str, dict[str, str]]:
+    """``node:key=value`` lines back into node -> data."""
+    out: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        node, colon, rest = line.partition(":")
+        key, eq, value = rest.partition("=")
+        if colon and eq:
+            out.setdefault(node, {})[key] = value
+    return out
+
+
+def hosts_lines(cache: Mapping[str, Mapping[str, str]], roles: Mapping[str, str] | None = None) -> list[str]:
+    """``hosts``: ``IP<TAB>HOSTNAME`` per node with an IPv4 address; with ``roles``
+    (``alias-hosts``) a third column, an alias ROLE01, ROLE02, … per role."""
+    lines, counts = [], {}
+    for node, data in cache.items():
+        if not data.get("ipv4"):
+            continue
+        cols = [data["ipv4"], data.get("hostname") or node]
+        if roles is not None:
+            role = roles.get(node, "node")
+            counts[role] = counts.get(role, 0) + 1
+            cols.append(f"{''.join(ch for ch in role.lower() if ch.isalnum())}{counts[role]:02d}")
+        lines.append("\t".join(cols))
+    return lines

@@ -154,7 +154,7 @@ class JobService:
                  for n in s.scalars(select(JobNode).where(JobNode.group_id == group_id).order_by(JobNode.name))}
         snap = core.Snapshot(
             g.name, _ordered(nodes), state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
-            lost_after=g.lost_after, deadline=_ts(g.deadline),
+            lost_after=g.lost_after, deadline=_deadline(g),
         )
         if messages is not None:
             snap.messages[messages] = {m.node: m.data for m in s.scalars(
@@ -232,7 +232,7 @@ class JobService:
         snap = core.Snapshot(name, _ordered({n.name: core.Node(n.name, n.role, n.state, n.reason, _ts(n.last_seen))
                                              for n in nodes}),
                              state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
-                             lost_after=g.lost_after, deadline=_ts(g.deadline))
+                             lost_after=g.lost_after, deadline=_deadline(g))
         now = utcnow().timestamp()
         over = core.group_failure(snap, now)
         messages: dict[str, dict[str, Any]] = {}
@@ -380,6 +380,11 @@ class JobService:
         delivers NOTIFY at commit, and not at all on rollback)."""
         if self.db.dialect == "postgresql":
             s.execute(text("SELECT pg_notify(:c, :g)"), {"c": NOTIFY_CHANNEL, "g": group})
+
+def _deadline(g: JobGroup) -> float:
+    """The group's timeout, or its expiry (when its tokens stop working) if that comes first."""
+    return min(t.timestamp() for t in (g.deadline, g.expires_at) if t is not None)
+
 
 def _ordered(nodes: dict[str, core.Node]) -> dict[str, core.Node]:
     """Nodes in their creation order (GROUP.0, GROUP.1, … GROUP.10), not string order."""
