@@ -320,4 +320,6 @@ class JobSync(Base):
     sync_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     node: Mapped[str] = mapped_column(String(128), primary_key=True)
     reached: Mapped[int] = mapped_column(Integer)
+    told: Mapped[int] = mapped_column(Integer, default=0)  # the last generation it was answered "done"
+    call: Mapped[str] = mapped_column(String(64), default="")  # the token of its last arriving call
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

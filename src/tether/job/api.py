@@ -82,6 +82,7 @@ class WaitIn(StrictModel):
     kind: Literal["any", "all", "sync"]
     role: str | None = Field(default=None, max_length=1024)
     generation: int | None = Field(default=None, ge=1, le=2**31)
+    call: str | None = Field(default=None, max_length=64)  # a sync call's token: asking again is the same call
     timeout: float = Field(default=MAX_HOLD, ge=0, le=3600)
 
 
@@ -158,13 +159,13 @@ async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Reques
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
     return await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role, body.generation,
-                           min(body.timeout, MAX_HOLD))
+                           min(body.timeout, MAX_HOLD), body.call)
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
-                    generation: int | None, hold: float) -> dict[str, Any]:
+                    generation: int | None, hold: float, call: str | None = None) -> dict[str, Any]:
     """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes."""
-    w = await _run(svc.begin, place, kind, msg_id, role, generation)
+    w = await _run(svc.begin, place, kind, msg_id, role, generation, call)
     if isinstance(w, core.Sync):
         waker.notify(place.group)  # an arrival may complete the barrier for the others
     loop = asyncio.get_running_loop()
@@ -186,7 +187,8 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
             await asyncio.wait_for(ev.wait(), left)
         except TimeoutError:
             pass
-    await _run(svc.end, place, not isinstance(out, core.Pending))
+    told = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
+    await _run(svc.end, place, not isinstance(out, core.Pending), told)
     reply: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}
     if isinstance(w, core.Sync):
         reply["generation"] = w.generation

@@ -10,6 +10,7 @@ arrives at the barrier twice.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,7 @@ class JobClient:
         path = f"{self._node(me.group, me.node)}/wait"
         deadline = None if timeout is None else time.monotonic() + timeout
         generation: int | None = None
+        call = secrets.token_hex(8)  # asking again after a lost answer is this same call
         awaited: list[str] = []
         pause = 0.1
         while True:
@@ -109,6 +111,8 @@ class JobClient:
                 raise WaitTimeout(what + (f" from role {role!r}" if role else ""), awaited)
             hold = 25.0 if left is None else min(25.0, left)
             body = {"id": msg_id, "kind": kind, "role": role, "generation": generation, "timeout": hold}
+            if kind == "sync":
+                body["call"] = call
             try:
                 r = self.hub.post(path, json=body, timeout=hold + 15) or {}
             except TransportError:

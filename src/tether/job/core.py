@@ -186,6 +186,8 @@ class Snapshot:
     deadline: float | None = None  # the group's own timeout
     messages: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # id -> node -> data
     syncs: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> node -> generations reached
+    # id -> node -> (the last generation the node was told completed, its last call's token)
+    sync_told: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
 
     @property
     def roles(self) -> dict[str, list[str]]:
@@ -340,22 +342,25 @@ def send(snap: Snapshot, me: str, msg_id: str, data: Mapping[str, str], now: flo
                    "(reuse ids only with sync)", nodes=(me,))
 
 
-def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: float) -> tuple[int, bool]:
+def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: float,
+           call: str | None = None) -> tuple[int, bool]:
     """``me`` arrives at barrier ``sync_id``: return (the generation it waits for, whether
-    its count changes). ``generation`` is None for a fresh call and the generation a
-    retried call was given, so a reconnecting node never arrives twice."""
+    its count changes). A call asking again must not arrive twice, so a call is the
+    same one when it names its ``generation``, carries the ``call`` token of the last
+    arrival, or comes before ``me`` was told its last generation completed (LAVA's
+    clients poll with identical requests until they are answered)."""
     check_name("sync id", sync_id)
     over = group_failure(snap, now)
     if over:
         raise Ended(f"cannot sync {sync_id!r}: {over.reason}", nodes=over.nodes)
-    reached = snap.syncs.get(sync_id, {})
-    mine = reached.get(me, 0)
+    mine = snap.syncs.get(sync_id, {}).get(me, 0)
+    told, last_call = snap.sync_told.get(sync_id, {}).get(me, (0, ""))
     if generation is not None:
         if not 1 <= generation <= mine + 1:
             raise Invalid(f"{me} cannot wait for generation {generation} of sync {sync_id!r}: it reached {mine}")
         return generation, generation == mine + 1
-    if mine and any(reached.get(n, 0) < mine for n in snap.nodes):
-        return mine, False  # the last call lost its answer: the same barrier, not a new one
+    if mine and ((call is not None and call == last_call) or told < mine):
+        return mine, False
     return mine + 1, True
 
 

@@ -160,8 +160,9 @@ class JobService:
             snap.messages[messages] = {m.node: m.data for m in s.scalars(
                 select(JobMessage).where(JobMessage.group_id == group_id, JobMessage.message_id == messages))}
         if syncs is not None:
-            snap.syncs[syncs] = {y.node: y.reached for y in s.scalars(
-                select(JobSync).where(JobSync.group_id == group_id, JobSync.sync_id == syncs))}
+            rows = list(s.scalars(select(JobSync).where(JobSync.group_id == group_id, JobSync.sync_id == syncs)))
+            snap.syncs[syncs] = {y.node: y.reached for y in rows}
+            snap.sync_told[syncs] = {y.node: (y.told, y.call) for y in rows}
         return snap
 
     # ------------------------------------------------------------------ scheduling
@@ -320,7 +321,8 @@ class JobService:
                 self._notify(s, place.group)
         return {"id": msg_id, "node": place.node, "stored": new}
 
-    def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None) -> core.Wait:
+    def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None,
+              call: str | None = None) -> core.Wait:
         """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on."""
         try:
             core.check_name("sync id" if kind == "sync" else "message id", msg_id)
@@ -334,14 +336,15 @@ class JobService:
             now = utcnow()
             try:
                 if kind == "sync":
-                    gen, changed = core.arrive(snap, place.node, msg_id, generation, now.timestamp())
+                    gen, changed = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
                     wait: core.Wait = core.Sync(msg_id, gen)
                     if changed:
                         row = s.get(JobSync, (place.group_id, msg_id, place.node))
                         if row is None:
-                            s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=gen, at=now))
+                            s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=gen,
+                                          told=0, call=call or "", at=now))
                         else:
-                            row.reached, row.at = gen, now
+                            row.reached, row.call, row.at = gen, call or "", now
                         self._notify(s, place.group)
                     shown = f"sync {msg_id} #{gen}"
                 elif kind == "all":
@@ -356,14 +359,19 @@ class JobService:
             self._seen(s, place, now, waiting_on=shown)
         return wait
 
-    def end(self, place: Place, finished: bool) -> None:
-        """A long-poll answers: the node was alive until now; clear its wait when it ended."""
+    def end(self, place: Place, finished: bool, told: core.Sync | None = None) -> None:
+        """A long-poll answers: the node was alive until now; clear its wait when it ended,
+        and remember a barrier's completion was told (its next sync is a new one)."""
         with self.db.write() as s:
             values: dict[str, Any] = {"last_seen": utcnow()}
             if finished:
                 values["waiting_on"] = ""
             s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
                       .values(**values))
+            if told is not None:
+                s.execute(update(JobSync).where(JobSync.group_id == place.group_id, JobSync.sync_id == told.id,
+                                                JobSync.node == place.node, JobSync.told < told.generation)
+                          .values(told=told.generation))
 
     def _seen(self, s: Session, place: Place, now: datetime, *, waiting_on: str | None = None) -> None:
         values: dict[str, Any] = {"last_seen": now}

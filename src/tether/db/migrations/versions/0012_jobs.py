@@ -63,6 +63,8 @@ def upgrade() -> None:
         sa.Column("sync_id", sa.String(length=128), nullable=False),
         sa.Column("node", sa.String(length=128), nullable=False),
         sa.Column("reached", sa.Integer(), nullable=False),
+        sa.Column("told", sa.Integer(), nullable=False),
+        sa.Column("call", sa.String(length=64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["group_id"], ["job_groups.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("group_id", "sync_id", "node"),
