@@ -46,10 +46,14 @@ Name = Annotated[str, Field(max_length=core.MAX_NAME)]
 
 
 def _svc(request: Request) -> JobService:
-    svc = getattr(request.app.state, "job_service", None)
+    return _svc_for(request.app)
+
+
+def _svc_for(app) -> JobService:
+    svc = getattr(app.state, "job_service", None)
     if svc is None:
-        hub = request.app.state.hub
-        svc = request.app.state.job_service = JobService(
+        hub = app.state.hub
+        svc = app.state.job_service = JobService(
             hub.db, max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
     return svc
 
@@ -165,9 +169,9 @@ async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Reques
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
                     generation: int | None, hold: float, call: str | None = None) -> dict[str, Any]:
     """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes."""
-    w = await _run(svc.begin, place, kind, msg_id, role, generation, call)
-    if isinstance(w, core.Sync):
-        waker.notify(place.group)  # an arrival may complete the barrier for the others
+    w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)
+    if changed:
+        waker.notify(place.group)  # an arrival or a join may complete others' waits
     loop = asyncio.get_running_loop()
     end = loop.time() + hold
     while True:
@@ -204,12 +208,13 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
 async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, w: core.Wait):
     """The waiters of one group share one read per change: a barrier of a thousand
     nodes reads the group once when it completes, not a thousand times."""
-    is_sync = isinstance(w, core.Sync)
-    key = (place.group, is_sync, w.id)
+    key = (place.group, type(w).__name__, w.id)
     hit = waker.shared.get(key)
     if hit is None or hit[0] is not ev:
-        load = (lambda: svc.snapshot(place.group_id, syncs=w.id)) if is_sync else \
-            (lambda: svc.snapshot(place.group_id, messages=w.id))
+        if isinstance(w, core.Sync):
+            load = lambda: svc.snapshot(place.group_id, syncs=w.id)  # noqa: E731
+        else:
+            load = lambda: svc.snapshot(place.group_id, messages=w.id or None)  # noqa: E731
         task = asyncio.ensure_future(_run(load))
         waker.shared[key] = hit = (ev, task)
     return await asyncio.shield(hit[1])

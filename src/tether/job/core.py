@@ -214,7 +214,14 @@ class Sync:
     generation: int
 
 
-Wait = WaitAny | WaitAll | Sync
+@dataclass(frozen=True)
+class Joined:
+    """Every node has shown a sign of life (LAVA's ``group_data``)."""
+
+    id: str = ""
+
+
+Wait = WaitAny | WaitAll | Sync | Joined
 
 
 @dataclass(frozen=True)
@@ -307,8 +314,13 @@ def _evaluate(snap: Snapshot, me: str, wait: Wait, now: float) -> Outcome:
         expected = [n for n in snap.nodes.values() if wait.role is None or n.role == wait.role]
         missing = [n for n in expected if n.name not in sent]
         if not missing:
-            return Done({n.name: sent[n.name] for n in expected})
+            return Done(dict(sent))  # every sender's data, as LAVA answers
         return _missing(snap, missing, f"{wait.id!r}", now)
+    if isinstance(wait, Joined):
+        missing = [n for n in snap.nodes.values() if n.state == "pending"]
+        if not missing:
+            return Done({})
+        return _missing(snap, missing, "the group to join", now)
     reached = snap.syncs.get(wait.id, {})
     missing = [n for n in snap.nodes.values() if reached.get(n.name, 0) < wait.generation]
     if not missing:

@@ -322,10 +322,12 @@ class JobService:
         return {"id": msg_id, "node": place.node, "stored": new}
 
     def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None,
-              call: str | None = None) -> core.Wait:
-        """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on."""
+              call: str | None = None) -> tuple[core.Wait, bool]:
+        """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on.
+        Also says whether this changed the group (an arrival, a first sign of life)."""
         try:
-            core.check_name("sync id" if kind == "sync" else "message id", msg_id)
+            if kind != "joined":
+                core.check_name("sync id" if kind == "sync" else "message id", msg_id)
             if role is not None:
                 core.check_name("role", role)
         except core.JobError as exc:
@@ -334,30 +336,33 @@ class JobService:
             s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
             snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
             now = utcnow()
+            arrived = False
             try:
                 if kind == "sync":
-                    gen, changed = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
+                    gen, arrived = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
                     wait: core.Wait = core.Sync(msg_id, gen)
-                    if changed:
-                        row = s.get(JobSync, (place.group_id, msg_id, place.node))
-                        if row is None:
-                            s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=gen,
-                                          told=0, call=call or "", at=now))
-                        else:
-                            row.reached, row.call, row.at = gen, call or "", now
-                        self._notify(s, place.group)
                     shown = f"sync {msg_id} #{gen}"
                 elif kind == "all":
                     core.check_role(snap, role)
                     wait, shown = core.WaitAll(msg_id, role), f"wait-all {msg_id}" + (f" {role}" if role else "")
                 elif kind == "any":
                     wait, shown = core.WaitAny(msg_id), f"wait {msg_id}"
+                elif kind == "joined":
+                    wait, shown = core.Joined(), "the group to join"
                 else:
-                    raise core.Invalid(f"a wait is any, all or sync, not {kind!r}")
+                    raise core.Invalid(f"a wait is any, all, sync or joined, not {kind!r}")
             except core.JobError as exc:
                 raise problem_of(exc) from None
-            self._seen(s, place, now, waiting_on=shown)
-        return wait
+            if arrived:
+                row = s.get(JobSync, (place.group_id, msg_id, place.node))
+                if row is None:
+                    s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
+                                  told=0, call=call or "", at=now))
+                else:
+                    row.reached, row.call, row.at = wait.generation, call or "", now
+                self._notify(s, place.group)
+            joined = self._seen(s, place, now, waiting_on=shown)
+        return wait, arrived or joined
 
     def end(self, place: Place, finished: bool, told: core.Sync | None = None) -> None:
         """A long-poll answers: the node was alive until now; clear its wait when it ended,
@@ -373,15 +378,18 @@ class JobService:
                                                 JobSync.node == place.node, JobSync.told < told.generation)
                           .values(told=told.generation))
 
-    def _seen(self, s: Session, place: Place, now: datetime, *, waiting_on: str | None = None) -> None:
+    def _seen(self, s: Session, place: Place, now: datetime, *, waiting_on: str | None = None) -> bool:
+        """Note a sign of life; True when it is the node's first (it joined: waiters may care)."""
         values: dict[str, Any] = {"last_seen": now}
         if waiting_on is not None:
             values["waiting_on"] = waiting_on
         s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
                   .values(**values))
-        # A node's first sign of life makes it joined (a later one changes nothing).
-        s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node,
-                                        JobNode.state == "pending").values(state="joined"))
+        joined = s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node,
+                                                 JobNode.state == "pending").values(state="joined")).rowcount
+        if joined:
+            self._notify(s, place.group)
+        return bool(joined)
 
     def _notify(self, s: Session, group: str) -> None:
         """Wake waiters on other replicas once this transaction commits (PostgreSQL
