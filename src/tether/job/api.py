@@ -29,7 +29,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -159,16 +159,21 @@ async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Reques
 
 
 @router.post("/{group}/nodes/{node}/wait")
-async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
+async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request, later: BackgroundTasks):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
     return await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role, body.generation,
-                           min(body.timeout, MAX_HOLD), body.call)
+                           min(body.timeout, MAX_HOLD), body.call, later)
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
-                    generation: int | None, hold: float, call: str | None = None) -> dict[str, Any]:
-    """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes."""
+                    generation: int | None, hold: float, call: str | None = None,
+                    later: BackgroundTasks | None = None) -> dict[str, Any]:
+    """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes.
+    With ``later``, the closing bookkeeping (last seen, what the node waits on, that
+    it was told) is written after the answer leaves: a released barrier of a
+    thousand nodes answers them all before the thousand writes. Only callers whose
+    retries carry a generation or call token may defer it (the HTTP API)."""
     w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)
     if changed:
         waker.notify(place.group)  # an arrival or a join may complete others' waits
@@ -176,12 +181,16 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
     end = loop.time() + hold
     while True:
         ev = waker.event(place.group)  # before reading: a change after the read sets it
-        snap = await _shared_snapshot(svc, waker, ev, place, w)
+        snap, done = await _shared_snapshot(svc, waker, ev, place, w)
         now = time.time()
-        try:
-            out = core.evaluate(snap, place.node, w, now)
-        except core.JobError as exc:
-            raise problem_of(exc) from None
+        out = done.get(w)
+        if out is None:
+            try:
+                out = core.evaluate(snap, place.node, w, now)
+            except core.JobError as exc:
+                raise problem_of(exc) from None
+            if isinstance(out, core.Done):
+                done[w] = out  # a completed wait's outcome does not depend on who asks
         left = end - loop.time()
         if not isinstance(out, core.Pending) or left <= 0:
             break
@@ -192,7 +201,10 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
         except TimeoutError:
             pass
     told = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
-    await _run(svc.end, place, not isinstance(out, core.Pending), told)
+    if later is not None:
+        later.add_task(_run, svc.end, place, not isinstance(out, core.Pending), told)
+    else:
+        await _run(svc.end, place, not isinstance(out, core.Pending), told)
     reply: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}
     if isinstance(w, core.Sync):
         reply["generation"] = w.generation
@@ -206,8 +218,9 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
 
 
 async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, w: core.Wait):
-    """The waiters of one group share one read per change: a barrier of a thousand
-    nodes reads the group once when it completes, not a thousand times."""
+    """The waiters of one group share one read per change, and the completed outcomes
+    evaluated on it: a barrier of a thousand nodes reads the group once when it
+    completes, and decides once that it did, not a thousand times."""
     key = (place.group, type(w).__name__, w.id)
     hit = waker.shared.get(key)
     if hit is None or hit[0] is not ev:
@@ -216,8 +229,8 @@ async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, pla
         else:
             load = lambda: svc.snapshot(place.group_id, messages=w.id or None)  # noqa: E731
         task = asyncio.ensure_future(_run(load))
-        waker.shared[key] = hit = (ev, task)
-    return await asyncio.shield(hit[1])
+        waker.shared[key] = hit = (ev, task, {})
+    return await asyncio.shield(hit[1]), hit[2]
 
 
 # ---------------------------------------------------------------------- background

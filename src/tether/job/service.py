@@ -85,7 +85,7 @@ class Waker:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
-        self.shared: dict[tuple, tuple[asyncio.Event, Any]] = {}
+        self.shared: dict[tuple, tuple[asyncio.Event, Any, dict]] = {}  # see job.api._shared_snapshot
 
     def event(self, group: str) -> asyncio.Event:
         ev = self._events.get(group)
