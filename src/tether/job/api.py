@@ -120,12 +120,7 @@ async def list_groups(ctx: Caller, request: Request, space: Annotated[str | None
 @router.get("/me")
 async def me(ctx: Caller, request: Request):
     """The group, node and role of the calling node token, and the group's nodes (for lava-group)."""
-    svc = _svc(request)
-    who = await _run(svc.whoami, ctx)
-    place = Place(0, who["group"], who["space"], who["node"], who["role"])
-    snap = await _run(lambda: svc.snapshot(svc.place(ctx, place.group, place.node).group_id))
-    who["nodes"] = {n.name: n.role for n in snap.nodes.values()}
-    return who
+    return await _run(_svc(request).whoami, ctx)
 
 
 @router.get("/{group}")
@@ -162,8 +157,10 @@ async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Reques
 async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request, later: BackgroundTasks):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
-    return await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role, body.generation,
-                           min(body.timeout, MAX_HOLD), body.call, later)
+    # A JSONResponse as is: FastAPI's encoder would walk the reply again, for every
+    # waiter a barrier releases at once.
+    return JSONResponse(await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role,
+                                        body.generation, min(body.timeout, MAX_HOLD), body.call, later))
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,

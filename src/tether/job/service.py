@@ -141,7 +141,10 @@ class JobService:
             raise bad_request("this token is not a job node's token (one job:GROUP/NODE scope): "
                               "name the group and node, or use the token `tether job create` made", "not-a-node-token")
         p = self.place(ctx, scopes[0].target, scopes[0].prefix)
-        return {"group": p.group, "node": p.node, "role": p.role, "space": p.space}
+        with self.db.read() as s:
+            nodes = s.execute(select(JobNode.name, JobNode.role).where(JobNode.group_id == p.group_id)).all()
+        return {"group": p.group, "node": p.node, "role": p.role, "space": p.space,
+                "nodes": {name: role for name, role in _ordered(dict(nodes)).items()}}
 
     def snapshot(self, group_id: int, *, messages: str | None = None, syncs: str | None = None,
                  s: Session | None = None) -> core.Snapshot:
@@ -150,8 +153,10 @@ class JobService:
             with self.db.read() as s2:
                 return self.snapshot(group_id, messages=messages, syncs=syncs, s=s2)
         g = s.get(JobGroup, group_id)
-        nodes = {n.name: core.Node(n.name, n.role, n.state, n.reason, _ts(n.last_seen))
-                 for n in s.scalars(select(JobNode).where(JobNode.group_id == group_id).order_by(JobNode.name))}
+        # Columns, not ORM objects: a group of a thousand nodes is read on every arrival.
+        n_ = JobNode.__table__.c
+        nodes = {name: core.Node(name, role, state, reason, _ts(seen)) for name, role, state, reason, seen in s.execute(
+            select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen).where(n_.group_id == group_id))}
         snap = core.Snapshot(
             g.name, _ordered(nodes), state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
             lost_after=g.lost_after, deadline=_deadline(g),
@@ -160,9 +165,11 @@ class JobService:
             snap.messages[messages] = {m.node: m.data for m in s.scalars(
                 select(JobMessage).where(JobMessage.group_id == group_id, JobMessage.message_id == messages))}
         if syncs is not None:
-            rows = list(s.scalars(select(JobSync).where(JobSync.group_id == group_id, JobSync.sync_id == syncs)))
-            snap.syncs[syncs] = {y.node: y.reached for y in rows}
-            snap.sync_told[syncs] = {y.node: (y.told, y.call) for y in rows}
+            y_ = JobSync.__table__.c
+            rows = s.execute(select(y_.node, y_.reached, y_.told, y_.call)
+                             .where(y_.group_id == group_id, y_.sync_id == syncs)).all()
+            snap.syncs[syncs] = {node: reached for node, reached, _, _ in rows}
+            snap.sync_told[syncs] = {node: (told, call) for node, _, told, call in rows}
         return snap
 
     # ------------------------------------------------------------------ scheduling
@@ -353,16 +360,22 @@ class JobService:
                     raise core.Invalid(f"a wait is any, all, sync or joined, not {kind!r}")
             except core.JobError as exc:
                 raise problem_of(exc) from None
+            completes = False
             if arrived:
+                # Only the arrival that completes the barrier wakes its waiters: a thousand
+                # arrivals waking a thousand waiters each would be a million wake-ups.
+                snap.syncs.setdefault(msg_id, {})[place.node] = wait.generation
+                completes = isinstance(core.evaluate(snap, place.node, wait, now.timestamp()), core.Done)
                 row = s.get(JobSync, (place.group_id, msg_id, place.node))
                 if row is None:
                     s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
                                   told=0, call=call or "", at=now))
                 else:
                     row.reached, row.call, row.at = wait.generation, call or "", now
-                self._notify(s, place.group)
+                if completes:
+                    self._notify(s, place.group)
             joined = self._seen(s, place, now, waiting_on=shown)
-        return wait, arrived or joined
+        return wait, completes or joined
 
     def end(self, place: Place, finished: bool, told: core.Sync | None = None) -> None:
         """A long-poll answers: the node was alive until now; clear its wait when it ended,
@@ -402,7 +415,7 @@ def _deadline(g: JobGroup) -> float:
     return min(t.timestamp() for t in (g.deadline, g.expires_at) if t is not None)
 
 
-def _ordered(nodes: dict[str, core.Node]) -> dict[str, core.Node]:
+def _ordered(nodes: dict[str, Any]) -> dict[str, Any]:
     """Nodes in their creation order (GROUP.0, GROUP.1, … GROUP.10), not string order."""
     def key(name: str):
         head, _, tail = name.rpartition(".")
