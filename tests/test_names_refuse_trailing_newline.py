@@ -14,7 +14,8 @@ from tether.problems import Problem
 from tether.log.store import RecordError, validate_author
 from tether.publish.core import PathError, validate_build_id, validate_manifest, validate_type
 from tether.signal.core import _HEX_RE, _HEX_TIME_RE
-from tether.ssh import authorized_keys, serve
+from tether.log.ssh import LogHandler
+from tether.ssh import authorized_keys, entry
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 DIGEST = "0" * 64
@@ -42,7 +43,8 @@ CHECKS = [
     ("authorized_keys user", lambda v: _forced(user=v), "bob", ValueError),
     ("authorized_keys fingerprint", lambda v: _forced(fingerprint=v), "SHA256:abc", ValueError),
     ("log author", validate_author, "ci@builder", RecordError),
-    ("ssh log request space", lambda v: serve.parse_request(f"tether-log pull '{v}'"), "builds", serve.Exit),
+    ("ssh log request space", lambda v: entry.parse_request(f"tether-log pull '{v}'", {"tether-log": LogHandler()}),
+     "builds", entry.Exit),
     ("token", lambda v: _must(tokens.split_token(v) is not None), TOKEN, ValueError),
     ("token id", lambda v: _must(tokens.is_token_id(v)), "0123456789abcdef", ValueError),
     ("signal time field", lambda v: _must(bool(_HEX_TIME_RE.match(v.encode()))), "1a", ValueError),

@@ -14,15 +14,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tether.problems import ConfigError  # re-exported: what loading the hub's settings raises
+
 DEFAULT_CONFIG = Path("/etc/tether/hub.toml")
 
-
-class ConfigError(Exception):
-    """A configuration problem the operator must fix (exit code 2)."""
-
-
 class PublishType(BaseModel):
-    """How one build type is published (``[hub.publish_types.android]``)."""
+    """How one build type is published (``[hub.publish_types.android]``). Only the shape
+    lives here: publishing checks its rules (:func:`tether.publish.settings.check`)."""
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(default="{type}/{build_id}", description="where builds land in their space")
@@ -30,30 +28,6 @@ class PublishType(BaseModel):
     public: bool | None = Field(default=None, description="downloadable without a token (default: the space's setting)")
     keep_last: int | None = Field(default=None, ge=1, description="retention: keep only the newest N builds")
     keep_days: float | None = Field(default=None, gt=0, description="retention: keep builds younger than D days")
-
-    @field_validator("path")
-    @classmethod
-    def _template(cls, path: str) -> str:
-        """Checked when the hub starts, not at the first publish: a typo would be a 500 then."""
-        import string
-
-        try:
-            names = {field for _, field, _, _ in string.Formatter().parse(path) if field is not None}
-        except ValueError as exc:  # an unbalanced brace
-            raise ValueError(f"path {path!r} is not a valid template: {exc}") from None
-        unknown = names - {"type", "build_id"}
-        if unknown:
-            raise ValueError(f"path {path!r} names {', '.join(sorted(map(repr, unknown)))}; "
-                             "only {type} and {build_id} are known")
-        if "build_id" not in names:
-            raise ValueError(f"path {path!r} must contain {{build_id}}: every build needs a place of its own")
-        from tether.publish.core import PathError, validate_path
-
-        try:
-            validate_path(path.format(type="t", build_id="b"))
-        except (PathError, ValueError, IndexError) as exc:
-            raise ValueError(f"path {path!r} does not make a valid path: {exc}") from None
-        return path
 
 
 class HubSettings(BaseSettings):
@@ -73,7 +47,20 @@ class HubSettings(BaseSettings):
     )
     auth_failures_per_minute: int = Field(default=60, ge=1, description="failed authentications per source before 429")
     log_level: str = "info"
-    ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync)")
+    ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync, forward)")
+    # the gateway (forwarded apps)
+    gateway_listen: str | None = Field(default=None, description="HOST:PORT the gateway serves forwarded apps on")
+    gateway_domain: str = Field(default="localhost", description="routes are NAME--USER.<domain>")
+    gateway_public_port: int | None = Field(default=None, ge=1, le=65535,
+                                            description="the port browsers use (default: the listen port)")
+    gateway_tls_cert: Path | None = Field(default=None, description="PEM chain for *.<domain>: serve HTTPS")
+    gateway_tls_key: Path | None = None
+    gateway_path_mode: bool = Field(default=False, description="URLs as /apps/USER/NAME/ on one origin")
+    gateway_internal: str | None = Field(default=None, description="this replica's gateway address for the others")
+    forward_idle: str | None = Field(default=None, description="end routes with no traffic for this long (e.g. 2h)")
+    forward_reconnect_grace: str = Field(default="60s", description="how long a route waits for its node to reconnect")
+    forward_sweep_seconds: float = Field(default=5.0, ge=0.1, le=300,
+                                         description="how often activity is saved and idle or orphaned routes end")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
     s3_endpoint_url: str | None = None
@@ -104,16 +91,19 @@ class HubSettings(BaseSettings):
             split_listen(v)
         return v
 
-    @field_validator("gc_grace")
+    @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace")
     @classmethod
-    def _check_duration(cls, v: str, info) -> str:
+    def _check_duration(cls, v: str | None, info) -> str | None:
         # refused when the hub starts, not with a 500 at the first gc or mint
-        from tether.auth.caveats import CaveatError, parse_duration
+        from tether.units import parse_duration
 
+        if v is None:
+            return v
         try:
-            parse_duration(v, caveat=info.field_name)
-        except CaveatError as exc:
-            raise ValueError(f"{info.field_name} must be a positive duration like 30m, 1h or 7d: {exc}") from None
+            parse_duration(v)
+        except ValueError as exc:
+            name = info.field_name
+            raise ValueError(f"{name} must be a positive duration like 30m, 1h or 7d: {name}: {exc}") from None
         return v
 
     def effective_blob_store(self) -> str:

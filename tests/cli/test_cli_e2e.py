@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tether.cli import main
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from tests.hubproc import free_port, unique
 
 TETHER = str(Path(sys.executable).parent / "tether")

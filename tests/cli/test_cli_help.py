@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from tether.cli import COMMANDS, main
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, exit_code_for_status, parse_size, scrub
+from tether.console import scrub
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, exit_code_for_status
+from tether.units import parse_size
 
 CLIENT_OPTS = ["--hub", "--token", "--ca-bundle"]
 
@@ -33,6 +35,15 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("key", "authorized-keys"): ["--user", "--command", "--output", "--config", "--data", "--database-url"],
     ("key", "check"): ["FILE", "--json"],
     ("ssh-serve",): ["USER", "--config", "--data", "--database-url", "--idle-timeout", "--max-frame"],
+    ("forward",): ["run", "list", "stop", "share", "unshare", "link", "signin", "ssh -N -R"],
+    ("forward", "run"): ["NAME", "COMMAND", "--ssh", "--identity", "--known-hosts", "--replace", "--tcp", "--idle",
+                         "--start-timeout", "--json", "Exit codes", "{socket}"],
+    ("forward", "list"): ["--all", *CLIENT_OPTS, "--json"],
+    ("forward", "stop"): ["NAME", "--user", *CLIENT_OPTS],
+    ("forward", "share"): ["NAME", "--with", "--read-only", *CLIENT_OPTS],
+    ("forward", "unshare"): ["NAME", "--with", *CLIENT_OPTS],
+    ("forward", "link"): ["NAME", "--expires", "--read-only", *CLIENT_OPTS, "--json"],
+    ("forward", "signin"): ["NAME", *CLIENT_OPTS, "--json"],
     ("key", "add"): ["USER", "PUBKEY_FILE", "--signing", "--comment", *CLIENT_OPTS],
     ("key", "list"): ["USER", *CLIENT_OPTS, "--json"],
     ("key", "rm"): ["USER", "FINGERPRINT_OR_ID", *CLIENT_OPTS],
@@ -152,10 +163,9 @@ def test_the_scopes_and_sizes_in_help_examples_are_valid(runner, path):
     import re
 
     from tether.auth.caveats import parse_duration, parse_scope
-    from tether.auth.caveats import parse_size as parse_caveat_size
 
     text = runner.invoke(main, [*path, "--help"]).output
-    checks = {"--scope": parse_scope, "--max-bytes": parse_caveat_size, "--expires": parse_duration}
+    checks = {"--scope": parse_scope, "--max-bytes": parse_size, "--expires": parse_duration}
     for option, value in re.findall(r"(--scope|--max-bytes|--expires)[= ]([^\s'\"]+)", text):
         if value.isupper() or value.startswith(("$", "[")):  # a metavar, not an example
             continue

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tether.config import ConfigError, load_settings
+from tether.hub.capabilities import check_settings
 
 
 def _load(tmp_path: Path, text: str, monkeypatch):
@@ -14,7 +15,9 @@ def _load(tmp_path: Path, text: str, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "hub.toml"
     path.write_text(text)
-    return load_settings(path, data_dir=tmp_path)
+    settings = load_settings(path, data_dir=tmp_path)
+    check_settings(settings)  # what `tether hub` does next: each capability checks its own
+    return settings
 
 
 def test_top_level_keys_count_beside_hub_tables(tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ def test_a_send_on_one_replica_wakes_a_waiter_on_the_other_at_once(pg_server, tm
 
 
 def test_a_restart_loses_nothing_and_a_waiting_node_carries_on(start_hub):
-    from tether.client import HubClient
+    from tether.hubclient.hub import Hub as HubClient
     from tether.job.client import JobClient
 
     hub = start_hub()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tether.cli import main
-from tether.cli.common import EXIT_NO, EXIT_USAGE
+from tether.problems import EXIT_NO, EXIT_USAGE
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tether.cli import main
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_USAGE
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_USAGE
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_conflict_detected(hub, tmp_path, monkeypatch):
     conflicts; this one lands between our reconcile and our push."""
     from dataclasses import asdict, replace
 
-    from tether.client import HubError
+    from tether.hubclient.errors import HubError
     from tether.log import client as lc
     from tether.log.client import open_remote, parse_remote_url, sync
     from tether.log.store import LogStore

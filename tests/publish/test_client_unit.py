@@ -1,6 +1,6 @@
 """The publishing client without a hub: wire format, upload planning, and the
 whole flow against an in-process fake that speaks the HTTP contract (through
-tether.wire's handler, in httpx's request/response types), including dropped
+tether.hubclient.transport's handler, in httpx's request/response types), including dropped
 connections and retries."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.clienterrors import HubError
+from tether.hubclient.errors import HubError
 from tether.publish import client as pc
 from tether.publish.client import (
     BATCH_MAX_BLOBS,
@@ -301,7 +301,7 @@ def make(root: Path, rel: str, data: bytes) -> Path:
 
 
 def wire_handler(hub: FakeHub):
-    """The fake hub as a tether.wire handler: httpx.Request in, httpx.Response out, and
+    """The fake hub as a tether.hubclient.transport handler: httpx.Request in, httpx.Response out, and
     its dropped connections as the OSErrors a socket would raise."""
 
     def handle(method: str, target: str, headers: dict[str, str], body: bytes):
@@ -510,7 +510,7 @@ def test_transient_errors_are_retried(hub, tmp_path):
 
 
 def test_retries_give_up_after_five_tries(hub, tmp_path):
-    from tether.client import TransportError
+    from tether.hubclient.errors import TransportError
 
     root = tmp_path / "tree"
     make(root, "a.txt", b"a")
@@ -638,8 +638,9 @@ def test_progress_bar_does_not_break_the_flow(hub, tmp_path, monkeypatch):
 
 
 def test_hub_settings_from_a_hub_client_or_a_client_config(hub, tmp_path):
-    from tether.client import HubClient
-    from tether.clientconfig import ClientConfig, ConfigError
+    from tether.hubclient.hub import Hub
+    from tether.hubclient.config import ClientConfig
+    from tether.problems import ConfigError
 
     root = tmp_path / "tree"
     make(root, "a.txt", b"a")
@@ -650,7 +651,7 @@ def test_hub_settings_from_a_hub_client_or_a_client_config(hub, tmp_path):
         tokens.append(headers.get("authorization"))
         return handle(method, target, headers, body)
 
-    with HubClient("http://hub.test", token="tth_from_client") as hc:
+    with Hub("http://hub.test", token="tth_from_client") as hc:
         publish(None, None, "builds", "android", "1", ["*.txt"], root=root, client=hc, handler=spy)
     assert set(tokens) == {"Bearer tth_from_client"}
     tokens.clear()
@@ -751,7 +752,7 @@ def test_cli_no_hub_exit_2(cli, tmp_path):
 
 def test_cli_publish_does_not_import_httpx(tmp_path):
     # httpx's import and set-up were a third of an unchanged re-publish: `tether publish`
-    # talks to the hub with tether.wire, errors included.
+    # talks to the hub with tether.hubclient.transport, errors included.
     import subprocess
     import sys
 

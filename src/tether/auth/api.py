@@ -15,12 +15,12 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from tether.auth import audit, identities, service
-from tether.auth.caveats import CaveatError, parse_duration, parse_time
 from tether.auth.deps import Caller, StrictModel, hub_state
 from tether.auth.policy import ACTIONS, Resource, authorize
 from tether.auth.service import MintRequest
 from tether.db.models import utcnow
 from tether.problems import Problem, bad_request
+from tether.units import parse_since
 
 router = APIRouter(prefix="/api/v1")
 
@@ -244,19 +244,12 @@ def read_audit(
     since_at: datetime | None = None
     if since:
         try:
-            since_at = _since(since)
-        except CaveatError as exc:
-            raise bad_request(f"since: {exc.detail}") from None
+            since_at = parse_since(since, now=utcnow())
+        except ValueError as exc:
+            raise bad_request(f"since: {exc}") from None
     hub = hub_state(request)
     hub.audit_writer.flush()  # read what this hub has queued as if it were written at once
     records = audit.query(hub.db, since=since_at, user=user, token=token, action=action, limit=limit)
     return {"records": records}
 
 
-def _since(value: str) -> datetime:
-    """'1h' means one hour ago; an ISO time is taken as it is."""
-    now = utcnow()
-    try:
-        return now - parse_duration(value, caveat="since")
-    except CaveatError:
-        return parse_time(value, now=now, caveat="since")

@@ -21,11 +21,13 @@ import dataclasses
 import datetime as _dt
 import enum
 import ipaddress
-import re
 import unicodedata
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
+
+from tether import units
+from tether.units import MAX_DURATION, NAME_RE, UTC
+from tether.units import as_utc as _utc
 
 __all__ = [
     "Level",
@@ -41,7 +43,6 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "parse_source",
-    "parse_size",
     "Caveats",
     "Remaining",
     "Refusal",
@@ -62,10 +63,8 @@ MAX_SCOPES = 64
 MAX_SOURCES = 64
 MAX_LABEL = 200
 MAX_PREFIX = 1024
-MAX_DURATION = _dt.timedelta(days=36525)  # 100 years
 MAX_INT = 2**63 - 1  # fits a signed 64-bit database column
 
-UTC = _dt.timezone.utc
 
 
 # --------------------------------------------------------------------------
@@ -122,11 +121,12 @@ class AttenuationError(CaveatError):
 # Scopes
 # --------------------------------------------------------------------------
 
-SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space")
-PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "job")  # job:GROUP/NODE: one node of a group
-
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-
+SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space", "forward")
+#: job:GROUP/NODE is one node of a group (what `tether job create` hands each node)
+PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward", "job")
+#: kinds whose target is not a space (so a space: scope does not cover them):
+#: job:ID, forward:USER/ROUTE
+NOT_SPACE_KINDS: tuple[str, ...] = ("job", "forward")
 
 def _bad_char(s: str) -> str | None:
     """Return a description of the first forbidden character in ``s``."""
@@ -210,7 +210,7 @@ def _validate_scope(sc: Scope, shown: str | None) -> None:
 
     if sc.kind not in SCOPE_KINDS:
         fail(f"unknown kind {sc.kind!r}; expected one of {', '.join(SCOPE_KINDS)}")
-    if not isinstance(sc.target, str) or not _NAME_RE.fullmatch(sc.target):
+    if not isinstance(sc.target, str) or not NAME_RE.match(sc.target):
         what = "job id" if sc.kind == "job" else "space name"
         fail(
             f"{what} {sc.target!r} is invalid; it must be 1-64 characters of "
@@ -280,9 +280,10 @@ def scope_covers(parent: Scope, child: Scope) -> bool:
     """True when ``child`` is equal to or narrower than ``parent``.
 
     A ``space:`` scope covers every other kind on the same space except
-    ``job:`` (a job scope names a job id, whose space a scope cannot know).
+    ``job:`` (a job scope names a job id, whose space a scope cannot know) and
+    ``forward:`` (it names a user's route, not a space).
     """
-    if parent.kind != child.kind and not (parent.kind == "space" and child.kind != "job"):
+    if parent.kind != child.kind and not (parent.kind == "space" and child.kind not in NOT_SPACE_KINDS):
         return False
     if parent.target != child.target:
         return False
@@ -310,7 +311,7 @@ def scope_allows(
       "/"); anything else is refused, never normalised here.
     - ``level`` must not exceed the scope's access.
     """
-    if scope.kind != capability and scope.kind != "space":
+    if scope.kind != capability and (scope.kind != "space" or capability == "forward"):
         return False
     if scope.kind == "job":
         if job is None or scope.target != job:
@@ -327,114 +328,27 @@ def scope_allows(
 
 
 # --------------------------------------------------------------------------
-# Durations, times, sources, sizes
+# Durations, times, sources
 # --------------------------------------------------------------------------
 
-_NUM = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
-_COMPACT_RE = re.compile(rf"({_NUM})([wdhms])")
-_COMPACT_FULL_RE = re.compile(rf"(?:{_NUM}[wdhms])+")
-_ISO_RE = re.compile(
-    rf"P(?:(?P<w>{_NUM})W)?(?:(?P<d>{_NUM})D)?"
-    rf"(?:T(?:(?P<h>{_NUM})H)?(?:(?P<m>{_NUM})M)?(?:(?P<s>{_NUM})S)?)?"
-)
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_HINT = "e.g. '90s', '15m', '1h30m', '7d', '2w' or ISO 8601 'PT1H', 'P1DT2H'"
+# The grammars are tether.units'; a caveat's error names the caveat.
 
 
 def parse_duration(s: str, *, caveat: str = "expires") -> _dt.timedelta:
-    """Parse a positive duration of at most 100 years.
-
-    Compact forms combine ``w d h m s`` (each at most once): ``"1h30m"``.
-    ISO 8601 forms use weeks, days, hours, minutes and seconds: ``"P1DT2H"``;
-    years and months are refused because their length is ambiguous.
-    """
-    if not isinstance(s, str):
-        raise CaveatError(caveat, f"a duration must be a string, not {type(s).__name__}")
-    text = s.strip()
-    if not text:
-        raise CaveatError(caveat, f"empty duration; {_DURATION_HINT}")
-    if text.startswith(("-", "+")):
-        raise CaveatError(caveat, f"duration {s!r} must be positive")
-    seconds = Decimal(0)
-    if text[0] in "Pp":
-        iso = text.upper()
-        m = _ISO_RE.fullmatch(iso)
-        if not m or iso in ("P", "PT") or iso.endswith("T"):
-            if re.search(r"[0-9][YM]", iso.split("T")[0]):
-                raise CaveatError(
-                    caveat,
-                    f"duration {s!r} uses years or months, whose length is ambiguous; "
-                    "use weeks or days instead (e.g. 'P30D')",
-                )
-            raise CaveatError(caveat, f"invalid ISO 8601 duration {s!r}; {_DURATION_HINT}")
-        for unit in "wdhms":
-            v = m.group(unit)
-            if v is not None:
-                seconds += Decimal(v) * _UNIT_SECONDS[unit]
-    else:
-        compact = text.lower()
-        if not _COMPACT_FULL_RE.fullmatch(compact):
-            if re.fullmatch(_NUM, compact):
-                raise CaveatError(caveat, f"duration {s!r} has no unit; {_DURATION_HINT}")
-            raise CaveatError(caveat, f"invalid duration {s!r}; {_DURATION_HINT}")
-        seen: set[str] = set()
-        for num, unit in _COMPACT_RE.findall(compact):
-            if unit in seen:
-                raise CaveatError(caveat, f"duration {s!r} repeats the unit {unit!r}")
-            seen.add(unit)
-            seconds += Decimal(num) * _UNIT_SECONDS[unit]
-    if seconds > Decimal(MAX_DURATION.total_seconds()):
-        raise CaveatError(caveat, f"duration {s!r} is longer than 100 years")
-    td = _dt.timedelta(seconds=float(seconds))
-    if td <= _dt.timedelta(0):
-        raise CaveatError(caveat, f"duration {s!r} must be positive")
-    return td
-
-
-def _utc(t: _dt.datetime) -> _dt.datetime:
-    """Naive datetimes are UTC; aware ones are converted to UTC."""
-    if t.tzinfo is None or t.tzinfo.utcoffset(t) is None:
-        return t.replace(tzinfo=UTC)
-    return t.astimezone(UTC)
-
-
-def _looks_like_duration(text: str) -> bool:
-    return bool(re.fullmatch(r"[+-]?(?:[Pp].*|[0-9.]+\s*[A-Za-z][0-9A-Za-z.]*)", text))
+    """:func:`tether.units.parse_duration`, its refusal a CaveatError naming ``caveat``."""
+    try:
+        return units.parse_duration(s)
+    except ValueError as e:
+        raise CaveatError(caveat, str(e)) from None
 
 
 def parse_time(s: str, *, now: _dt.datetime, caveat: str) -> _dt.datetime:
-    """Parse a duration from ``now`` (``"1h"``) or an ISO 8601 time.
-
-    Naive times are taken as UTC; a trailing ``Z`` is accepted. The result
-    is always timezone-aware UTC.
-    """
-    if isinstance(s, _dt.datetime):
-        return _utc(s)
-    if not isinstance(s, str):
-        raise CaveatError(caveat, f"a time must be a string, not {type(s).__name__}")
-    text = s.strip()
-    if not text:
-        raise CaveatError(
-            caveat, "empty time; expected a duration like '1h' or an ISO 8601 time"
-        )
+    """:func:`tether.units.parse_time` (a duration from ``now`` or an ISO 8601 time),
+    its refusal a CaveatError naming ``caveat``."""
     try:
-        return _utc(now) + parse_duration(text, caveat=caveat)
-    except CaveatError as e:
-        dur_error = e
-    except OverflowError:
-        raise CaveatError(caveat, f"time {s!r} is out of range") from None
-    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
-    try:
-        return _utc(_dt.datetime.fromisoformat(iso))
-    except ValueError:
-        pass
-    if _looks_like_duration(text):
-        raise dur_error
-    raise CaveatError(
-        caveat,
-        f"{s!r} is neither a duration ({_DURATION_HINT}) "
-        "nor an ISO 8601 time (e.g. '2030-01-31T12:00:00Z')",
-    )
+        return units.parse_time(s, now=now)
+    except ValueError as e:
+        raise CaveatError(caveat, str(e)) from None
 
 
 def parse_source(s: str) -> IPNetwork:
@@ -462,61 +376,6 @@ def parse_source(s: str) -> IPNetwork:
         raise CaveatError(
             "source", f"source {s!r} has host bits set; did you mean {loose}?"
         ) from e
-
-
-_SIZE_RE = re.compile(rf"({_NUM})\s*([a-z]*)")
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3, "kb": 10**3,
-    "m": 10**6, "mb": 10**6,
-    "g": 10**9, "gb": 10**9,
-    "t": 10**12, "tb": 10**12,
-    "p": 10**15, "pb": 10**15,
-    "ki": 2**10, "kib": 2**10,
-    "mi": 2**20, "mib": 2**20,
-    "gi": 2**30, "gib": 2**30,
-    "ti": 2**40, "tib": 2**40,
-    "pi": 2**50, "pib": 2**50,
-}
-
-
-def parse_size(s: str | int) -> int:
-    """Parse a positive byte count: ``1048576``, ``"10MB"``, ``"1GiB"``, ``"500k"``.
-
-    SI units (k, MB, ...) are powers of 1000, IEC units (KiB, MiB, ...) powers
-    of 1024; units are case-insensitive. Fractions round down to whole bytes.
-    """
-    if isinstance(s, bool):
-        raise CaveatError("max_bytes", "a size must be a number or a string like '10MB'")
-    if isinstance(s, int):
-        n = s
-        shown = str(s)
-    elif isinstance(s, str):
-        shown = repr(s)
-        m = _SIZE_RE.fullmatch(s.strip().lower())
-        if not m:
-            raise CaveatError(
-                "max_bytes", f"invalid size {s!r}; expected e.g. '500k', '10MB' or '1GiB'"
-            )
-        unit = m.group(2)
-        if unit not in _SIZE_UNITS:
-            raise CaveatError(
-                "max_bytes",
-                f"size {s!r} has an unknown unit {unit!r}; use B, kB, MB, GB, TB, PB "
-                "or KiB, MiB, GiB, TiB, PiB",
-            )
-        try:
-            n = int(Decimal(m.group(1)) * _SIZE_UNITS[unit])
-        except InvalidOperation:  # pragma: no cover - the regex admits only numbers
-            raise CaveatError("max_bytes", f"invalid size {s!r}") from None
-    else:
-        raise CaveatError("max_bytes", f"a size must be a number or a string, not {type(s).__name__}")
-    if n < 1:
-        raise CaveatError("max_bytes", f"size {shown} must be at least 1 byte")
-    if n > MAX_INT:
-        raise CaveatError("max_bytes", f"size {shown} is too large")
-    return n
 
 
 # --------------------------------------------------------------------------

@@ -6,8 +6,6 @@ function (``ctx.require``) before it reads or changes anything.
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,9 +16,9 @@ from tether.auth.service import AuthContext, iso
 from tether.db import Database
 from tether.db.models import Grant, PublicKey, Space, User, utcnow
 from tether.problems import bad_request, conflict, not_found
+from tether.units import NAME_RE as SPACE_NAME_RE
+from tether.units import USER_NAME_RE
 
-USER_NAME_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
-SPACE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 _MAX_ID = 2**31 - 1  # integer primary keys (PostgreSQL's integer)
 USER_KINDS = ("person", "service")
 
@@ -62,7 +60,7 @@ def create_user(db: Database, ctx: AuthContext, name: str, kind: str, admin: boo
         raise conflict(f"user {name} already exists") from None
 
 
-def _user(s: Session, name: str) -> User:
+def user_row(s: Session, name: str) -> User:
     u = s.scalar(select(User).where(User.name == name))
     if u is None:
         raise not_found(f"user {name}")
@@ -72,7 +70,7 @@ def _user(s: Session, name: str) -> User:
 def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> dict:
     ctx.require("user.disable" if disabled else "user.enable", Resource(user=name))
     with db.write() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         if disabled and u.id == ctx.user.id:
             raise bad_request("you cannot disable yourself; ask another admin")
         u.disabled = disabled
@@ -82,7 +80,7 @@ def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> d
 def show_user(db: Database, ctx: AuthContext, name: str) -> dict:
     ctx.require("user.read", Resource(user=name))
     with db.read() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         info = user_info(u)
         info["keys"] = [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
         info["grants"] = [
@@ -112,7 +110,7 @@ def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | No
         raise bad_request(str(exc), "invalid-key") from None
     try:
         with db.write() as s:
-            u = _user(s, name)
+            u = user_row(s, name)
             k = PublicKey(
                 user_id=u.id, kind=parsed.kind, algorithm=parsed.algorithm, public_key=parsed.public_key,
                 fingerprint=parsed.fingerprint, comment=(comment if comment is not None else parsed.comment)[:200],
@@ -128,14 +126,14 @@ def add_key(db: Database, ctx: AuthContext, name: str, text: str, kind: str | No
 def list_keys(db: Database, ctx: AuthContext, name: str) -> list[dict]:
     ctx.require("key.list", Resource(user=name))
     with db.read() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         return [key_info(k) for k in s.scalars(select(PublicKey).where(PublicKey.user_id == u.id).order_by(PublicKey.id))]
 
 
 def remove_key(db: Database, ctx: AuthContext, name: str, ref: str) -> None:
     ctx.require("key.remove", Resource(user=name))
     with db.write() as s:
-        u = _user(s, name)
+        u = user_row(s, name)
         cond = PublicKey.fingerprint == ref
         if ref.isascii() and ref.isdigit() and int(ref) <= _MAX_ID:  # a larger number is no key's id
             cond = or_(cond, PublicKey.id == int(ref))
@@ -239,10 +237,30 @@ def set_grant(db: Database, ctx: AuthContext, space: str, user: str, level: str 
             raise bad_request(f"grant level {level!r} is not one of: none, read, write, admin", "invalid-level") from None
     with db.write() as s:
         sp = _space(s, space)
-        u = _user(s, user)
+        u = user_row(s, user)
         s.execute(delete(Grant).where(and_(Grant.space_id == sp.id, Grant.user_id == u.id)))
         if parsed is None:
             return None
         if parsed is not Level.NONE:
             s.add(Grant(space_id=sp.id, user_id=u.id, level=int(parsed)))
         return {"space": space, "user": user, "level": parsed.name.lower()}
+
+
+def user_for_ssh_key(db: Database, fingerprint: str) -> str | None:
+    """The enabled user owning this SSH key (by its SHA256 fingerprint), if any."""
+    with db.read() as s:
+        row = s.execute(
+            select(User.name).join(PublicKey, PublicKey.user_id == User.id)
+            .where(PublicKey.kind == "ssh", PublicKey.fingerprint == fingerprint, User.disabled.is_(False))
+        ).first()
+    return row[0] if row else None
+
+
+def ssh_keys_by_user(db: Database) -> list[tuple[str, bool, str | None, str | None]]:
+    """Every user with each of their SSH keys: ``(name, disabled, public_key, fingerprint)``,
+    ordered by user then key; a user without keys appears once with ``None`` for the key."""
+    with db.read() as s:
+        q = select(User.name, User.disabled, PublicKey.public_key, PublicKey.fingerprint).join(
+            PublicKey, (PublicKey.user_id == User.id) & (PublicKey.kind == "ssh"), isouter=True
+        ).order_by(User.name, PublicKey.id)
+        return [tuple(r) for r in s.execute(q).all()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from tether.auth.caveats import Level, Scope, scope_allows
+from tether.auth.caveats import NOT_SPACE_KINDS, Level, Scope, scope_allows
 
 __all__ = [
     "Action",
@@ -287,7 +287,7 @@ def _scope_check(p: Principal, a: Action, r: Resource) -> Decision | None:
             "itself or a token derived from it",
         )
     if a.name == "space.read":
-        if r.space is not None and any(s.kind != "job" and s.target == r.space for s in scopes):
+        if r.space is not None and any(s.kind not in NOT_SPACE_KINDS and s.target == r.space for s in scopes):
             return None
         return _deny(
             "token-scope",

@@ -221,6 +221,22 @@ def authenticate(db: Database, bearer: str, *, source: str | None, now: datetime
     return AuthContext(user=user, token=token, caveats=caveats, grants=LazyGrants(db, user.id), source=source)
 
 
+def context_for_token(db: Database, token_id: str) -> AuthContext:
+    """The caller a token would be, loaded by id without its secret: for the hub itself
+    to mint children of a token it holds by id (a forwarded route's sign-in links and
+    sessions descend from the route's token, so revoking it ends them all)."""
+    with db.connect() as conn:
+        row = conn.execute(_AUTH_QUERY, {"tid": token_id}).first()
+    if row is None or row.revoked_at is not None:
+        raise unauthenticated(f"token {token_id} is not valid any more", "token-revoked", token_id=token_id)
+    user = UserRef(row.user_id, row.name, row.kind, row.is_admin, row.disabled, row.user_created_at)
+    token = TokenRef(row.id, row.user_id, row.parent_id, row.ancestry, row.caveats, row.limited, row.minted_by,
+                     row.expires_at, row.max_uses, row.uses, row.max_files, row.files, row.max_bytes, row.bytes,
+                     row.created_at, row.revoked_at)
+    return AuthContext(user=user, token=token, caveats=_caveats_of(token.id, token.caveats),
+                       grants=LazyGrants(db, user.id))
+
+
 def _with_user(user: User, p: Problem) -> Problem:
     p.trail["user"] = user.name
     return p

@@ -2,8 +2,8 @@
 
 Subcommands are loaded lazily: the root group knows each command's import path
 and one-line summary, so ``tether --help`` imports none of them, and
-``tether user list`` imports only ``tether.cli.user`` (and httpx once it talks
-to the hub). Keep it that way: no heavy imports at module level here.
+``tether user list`` imports only ``tether.cli.user`` (and the hub client,
+:mod:`tether.hubclient`, once it talks to the hub). Keep it that way: no heavy imports at module level here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tether import __version__
+from tether.console import Group
 
 #: name -> ("module:attribute", one-line help shown by `tether --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,14 +29,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gc": ("tether.cli.gc:gc", "Garbage-collect unreferenced blobs and apply retention (admins)."),
     "publish": ("tether.publish.cli:publish", "Publish build artifacts, uploading only what the hub lacks."),
     "log": ("tether.log.cli:log", "An immutable record log: add, list, show; push/pull/sync with a hub."),
-    "ssh-serve": ("tether.ssh.serve:ssh_serve", "Serve tether over SSH as USER (an authorized_keys forced command)."),
+    "ssh-serve": ("tether.cli.ssh_serve:ssh_serve", "Serve tether over SSH as USER (an authorized_keys forced command)."),
     "job": ("tether.job.cli:job", "Multi-node jobs: roles, send / wait / sync (LAVA MultiNode compatible)."),
     "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
+    "forward": ("tether.forward.cli:forward", "Serve an app on this node through the hub's gateway, over SSH."),
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+class LazyGroup(Group):
+    """A click group whose subcommands are imported on first use (and whose commands
+    may raise a TetherError, see :class:`tether.console.Group`)."""
 
     def __init__(self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)

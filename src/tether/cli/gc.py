@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tether.cli.common import Conn, client_options, emit_json, emit_object, json_option
+from tether.console import emit_json, emit_object, json_option
+from tether.hubclient.hub import Conn
+from tether.hubclient.options import client_options
 
 
 @click.command()

@@ -31,14 +31,22 @@ def _is_loopback(host: str) -> bool:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
 @click.option("--ssh-listen", metavar="HOST:PORT",
-              help="Also serve log sync over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+              help="Also serve log sync and forwards over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+@click.option("--gateway-listen", metavar="HOST:PORT",
+              help="Serve forwarded apps on HOST:PORT as NAME--USER.<gateway_domain> (default domain localhost); "
+                   "nodes forward over --ssh-listen.")
+@click.option("--gateway-tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="PEM chain for *.<gateway_domain>: the gateway serves HTTPS.")
+@click.option("--gateway-tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="PEM private key for --gateway-tls-cert.")
 @click.option("--lava-listen", metavar="HOST:PORT",
               help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
                    "(unauthenticated: a lab's private network only; see docs/job.md).")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
-def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, lava_listen, recover_admin):
+def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
+        gateway_tls_cert, gateway_tls_key, lava_listen, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -54,16 +62,23 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     """
     from tether.config import ConfigError, load_settings, split_listen
 
+    from tether.hub.capabilities import check_settings
+
     try:
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
-            ssh_listen=ssh_listen, lava_listen=lava_listen,
+            ssh_listen=ssh_listen, gateway_listen=gateway_listen, gateway_tls_cert=gateway_tls_cert,
+            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen,
         )
+        check_settings(settings)
     except ConfigError as exc:
         click.echo(f"tether: error: {exc}", err=True)
         sys.exit(2)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         click.echo("tether: error: TLS needs both --tls-cert and --tls-key", err=True)
+        sys.exit(2)
+    if bool(settings.gateway_tls_cert) != bool(settings.gateway_tls_key):
+        click.echo("tether: error: the gateway's TLS needs both --gateway-tls-cert and --gateway-tls-key", err=True)
         sys.exit(2)
 
     import uvicorn
@@ -110,6 +125,12 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     click.echo(f"tether: hub serving {scheme}://{shown_host}:{port}  (API {scheme}://{shown_host}:{port}/api/v1)", err=True)
     if token_file.exists():
         click.echo(f"tether: admin token: {token_file}", err=True)
+    if settings.gateway_listen:
+        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at "
+                   f"http{'s' if settings.gateway_tls_cert else ''}://NAME--USER.{settings.gateway_domain}", err=True)
+        if not settings.ssh_listen:
+            click.echo("tether: warning: the gateway has no routes without --ssh-listen (nodes forward over SSH)",
+                       err=True)
     if settings.ssh_listen:
         from tether.ssh.embedded import load_or_create_host_key
 

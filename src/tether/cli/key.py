@@ -9,16 +9,10 @@ from typing import IO
 
 import click
 
-from tether.cli.common import (
-    EXIT_USAGE,
-    Conn,
-    TetherError,
-    client_options,
-    emit_json,
-    emit_table,
-    json_option,
-    q,
-)
+from tether.console import emit_json, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
+from tether.problems import EXIT_USAGE, TetherError
 
 KEY_FIELDS = ["id", "kind", "algorithm", "fingerprint", "comment", "created_at"]
 
@@ -153,12 +147,10 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
           --output ~tether/.ssh/authorized_keys
       tether key authorized-keys --user alice --command /opt/tether/bin/tether
     """
-    from sqlalchemy import select
-
-    from tether.cli.common import EXIT_NO, EXIT_RUNTIME
+    from tether.auth.identities import ssh_keys_by_user
+    from tether.problems import EXIT_NO, EXIT_RUNTIME
     from tether.config import ConfigError, load_settings
     from tether.db import Database
-    from tether.db.models import PublicKey, User
     from tether.ssh.authorized_keys import forced_line
 
     try:
@@ -174,11 +166,7 @@ def key_authorized_keys(users: tuple[str, ...], command_path: str | None, output
         raise TetherError(f"--command must be an absolute path, not {path!r}", EXIT_USAGE)
     db = Database(url)
     try:
-        with db.read() as s:
-            q = select(User.name, User.disabled, PublicKey.public_key, PublicKey.fingerprint).join(
-                PublicKey, (PublicKey.user_id == User.id) & (PublicKey.kind == "ssh"), isouter=True
-            ).order_by(User.name, PublicKey.id)
-            rows = s.execute(q).all()
+        rows = ssh_keys_by_user(db)
     except Exception as exc:  # noqa: BLE001 - any storage failure is reported the same way
         raise TetherError(f"cannot read the hub's database: {exc}", EXIT_RUNTIME) from None
     finally:
@@ -242,7 +230,7 @@ def key_check(file: Path, as_json: bool) -> None:
       tether key check ~tether/.ssh/authorized_keys
       tether key check /etc/ssh/authorized_keys/tether --json | jq '.[] | select(.safe | not)'
     """
-    from tether.cli.common import EXIT_NO
+    from tether.problems import EXIT_NO
     from tether.ssh.authorized_keys import check_text
 
     try:

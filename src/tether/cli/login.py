@@ -7,18 +7,10 @@ from typing import Any
 
 import click
 
-from tether.cli.common import (
-    EXIT_USAGE,
-    Conn,
-    TetherError,
-    ca_bundle_option,
-    client_options,
-    emit_json,
-    emit_object,
-    handle_errors,
-    json_option,
-    token_option,
-)
+from tether.console import emit_json, emit_object, handle_errors, json_option
+from tether.hubclient.hub import Conn
+from tether.hubclient.options import ca_bundle_option, client_options, token_option
+from tether.problems import EXIT_USAGE, TetherError
 
 
 def _read_token() -> str:
@@ -68,7 +60,7 @@ def login(hub_url: str, token: str | None, ca_bundle: str | None, insecure_http:
     state: dict[str, Conn] = {}
 
     def run() -> None:
-        from tether.clientconfig import is_loopback_url, normalize_hub, save
+        from tether.hubclient.config import is_loopback_url, normalize_hub, save
 
         url = normalize_hub(hub_url)
         if url.startswith("http://") and not is_loopback_url(url) and not insecure_http:

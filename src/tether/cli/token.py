@@ -13,16 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from tether.cli.common import (
-    SIZE,
-    Conn,
-    client_options,
-    emit_json,
-    emit_object,
-    emit_table,
-    json_option,
-    q,
-)
+from tether.console import SIZE, emit_json, emit_object, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tether.cli.common import Conn, client_options, emit_json, emit_object, emit_table, json_option, q
+from tether.console import emit_json, emit_object, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
 
 USER_FIELDS = ["name", "kind", "admin", "disabled", "created_at"]
 

@@ -271,6 +271,41 @@ class LogHead(Base):
     records: Mapped[int] = mapped_column(BigInteger)
 
 
+class ForwardRoute(Base):
+    """A user's forwarded app (``NAME--USER.<gateway domain>``): one row per user and name,
+    live while a node's SSH connection holds it. ``holder`` names the hub replica that
+    holds that connection (its gateway's internal address); ``token_id`` is the route's
+    own token, parent of its sign-in links and sessions, revoked when the route ends."""
+
+    __tablename__ = "forward_routes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16), default="live")  # live | closed
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    idle_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    bytes_up: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_down: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_forward_routes_user_name"),)
+
+
+class ForwardShare(Base):
+    """The route's owner lets another user through the gateway to it."""
+
+    __tablename__ = "forward_shares"
+    route_id: Mapped[int] = mapped_column(ForeignKey("forward_routes.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # ---------------------------------------------------------------- jobs (rendezvous)
 
 

@@ -176,23 +176,31 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        acceptor = None
+        acceptor = gateway = runtime = None
+        if settings.gateway_listen:
+            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics)
         if settings.ssh_listen:
             from tether.config import split_listen
+            from tether.hub.capabilities import ssh_handlers
             from tether.ssh.embedded import start_server
 
             host, port = split_listen(settings.ssh_listen)
-            acceptor = await start_server(settings, db, host, port)
+            acceptor = await start_server(ssh_handlers(runtime), settings, db, host, port,
+                                          listener=registrar if runtime is not None else None)
         hub.audit_writer.start()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_prune_audit_forever, hub)
                 tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
+                if runtime is not None:
+                    tg.start_soon(runtime.run)
                 yield
                 tg.cancel_scope.cancel()
         finally:
             if acceptor is not None:
                 acceptor.close()
+            if gateway is not None:
+                gateway.close()
             # Requests have finished: write the records still queued before exiting.
             await anyio.to_thread.run_sync(hub.audit_writer.stop)
 
@@ -279,15 +287,38 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(publish_router)
     app.include_router(files_router)
     app.include_router(sessions_router)
+    from tether.forward.api import router as forward_router
     from tether.log.api import router as log_router
 
     app.include_router(log_router)
+    app.include_router(forward_router)
     from tether.job.api import background as job_background
     from tether.job.api import router as job_router
 
     app.include_router(job_router)
     app.add_middleware(HubMiddleware, hub=hub)
     return app
+
+
+async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
+    """The gateway's listener (forwarded apps), with the replica's forward state."""
+    import ssl
+
+    from tether.config import split_listen
+    from tether.gateway.proxy import Gateway, serve
+    from tether.hub.capabilities import forward_runtime
+
+    runtime, resolver, registrar = forward_runtime(settings, db, metrics)
+    context = None
+    if settings.gateway_tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key)
+    host, port = split_listen(settings.gateway_listen)
+    gateway = Gateway(resolver, scheme="https" if context else "http",
+                      on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
+                      on_connections=metrics.gateway_connections.set)
+    server = await serve(gateway, host, port, ssl=context)
+    return server, runtime, registrar
 
 
 async def _prune_audit_forever(hub: HubState) -> None:

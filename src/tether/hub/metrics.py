@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -19,6 +19,19 @@ class Metrics:
         self.auth_refusals = Counter(
             "tether_auth_refusals", "Requests refused by authentication or authorization", ["reason"],
             registry=self.registry,
+        )
+
+        # the gateway (forwarded apps): per route, "USER/NAME"
+        self.gateway_requests = Counter(
+            "tether_gateway_requests", "Requests the gateway answered, by route and status", ["route", "status"],
+            registry=self.registry,
+        )
+        self.gateway_bytes = Counter(
+            "tether_gateway_bytes", "Bytes through the gateway, by route and direction (up: to the app)",
+            ["route", "direction"], registry=self.registry,
+        )
+        self.gateway_connections = Gauge(
+            "tether_gateway_open_connections", "Browser connections open on the gateway", registry=self.registry,
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -12,23 +12,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from tether.cli.common import (
-    EXIT_NO,
-    EXIT_USAGE,
-    Conn,
-    TetherError,
-    client_options,
-    emit_json,
-    emit_table,
-    json_option,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
+from tether.console import emit_json, emit_table, json_option
+from tether.hubclient.hub import Conn
+from tether.hubclient.options import client_options
+from tether.problems import EXIT_NO, EXIT_USAGE, TetherError
 
 
 def _jobs(conn: Conn):
@@ -37,29 +28,20 @@ def _jobs(conn: Conn):
     return JobClient(conn.client)
 
 
-def job_errors(fn: F) -> F:
-    """A wait that failed or timed out is a clean "no" (exit 1) naming who was missing;
-    bad ids or values are usage errors (exit 2). The rest is the common handling."""
+def node_command(fn):
+    """A command a node runs: the hub options, and the core's refusals of bad ids or
+    values as exit 2 (a wait that fails or times out exits 1 by its own error)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tether.job.client import WaitFailed, WaitTimeout
         from tether.job.core import JobError
 
         try:
             return fn(*args, **kwargs)
-        except WaitFailed as exc:
-            raise TetherError(exc.reason, EXIT_NO, "see `tether job status GROUP` (with the scheduler's token)") from None
-        except WaitTimeout as exc:
-            raise TetherError(str(exc), EXIT_NO) from None
         except JobError as exc:
-            raise TetherError(exc.detail, EXIT_USAGE) from None
+            raise TetherError(exc.detail, EXIT_USAGE if exc.status == 400 else EXIT_NO) from None
 
-    return wrapper  # type: ignore[return-value]
-
-
-def node_command(fn: F) -> F:
-    return client_options(job_errors(fn))  # type: ignore[return-value]
+    return client_options(wrapper)
 
 
 TIMEOUT = click.option("--timeout", metavar="DURATION", default=None,
@@ -402,11 +384,11 @@ def run(conn: Conn, command: tuple[str, ...], heartbeat: float) -> None:
     stop = threading.Event()
 
     def beat() -> None:
+        from tether.hubclient.hub import Hub
         from tether.job.client import JobClient
-        from tether.client import HubClient
 
         hub = conn.client
-        with HubClient(hub.hub_url, token=hub.token, ca_bundle=hub.ca_bundle) as own:  # httpx clients are per thread
+        with Hub(hub.hub_url, token=hub.token, ca_bundle=hub.ca_bundle) as own:  # a connection of its own
             while not stop.wait(heartbeat):
                 try:
                     JobClient(own).mark(me.group, me.node, "joined", "")

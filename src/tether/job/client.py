@@ -14,21 +14,22 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from tether.client import HubClient
-from tether.clienterrors import HubError, TransportError
+from tether.hubclient.errors import HubError, TransportError
+from tether.hubclient.hub import Hub, q
+from tether.problems import EXIT_NO, TetherError
 
-#: How long to keep retrying a wait whose hub is unreachable or restarting.
+#: Answers that mean "ask again shortly": the hub restarts, or its database does.
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: How long the hub holds one long-poll: within the client's 30 s socket timeout.
+HOLD = 20.0
 
 
-def _q(segment: str) -> str:
-    return quote(segment, safe="")
+class WaitFailed(TetherError):
+    """A wait cannot complete: ``nodes`` are the ones it needed and lost (exit 1)."""
 
-
-class WaitFailed(Exception):
-    """A wait cannot complete: ``nodes`` are the ones it needed and lost."""
+    exit_code = EXIT_NO
+    hint = "see `tether job status GROUP` (with the scheduler's token)"
 
     def __init__(self, reason: str, nodes: list[str]):
         super().__init__(reason)
@@ -36,8 +37,10 @@ class WaitFailed(Exception):
         self.nodes = nodes
 
 
-class WaitTimeout(Exception):
-    """The caller's timeout passed first; ``awaited`` are the nodes still missing."""
+class WaitTimeout(TetherError):
+    """The caller's timeout passed first; ``awaited`` are the nodes still missing (exit 1)."""
+
+    exit_code = EXIT_NO
 
     def __init__(self, what: str, awaited: list[str]):
         shown = ", ".join(awaited[:10]) + (f" and {len(awaited) - 10} more" if len(awaited) > 10 else "")
@@ -54,7 +57,7 @@ class Me:
 
 
 class JobClient:
-    def __init__(self, hub: HubClient):
+    def __init__(self, hub: Hub):
         self.hub = hub
         self._me: Me | None = None
 
@@ -67,13 +70,13 @@ class JobClient:
         return self.hub.post("/api/v1/jobs", json=body) or {}
 
     def status(self, group: str) -> dict[str, Any]:
-        return self.hub.get(f"/api/v1/jobs/{_q(group)}") or {}
+        return self.hub.get(f"/api/v1/jobs/{q(group)}") or {}
 
     def list(self, space: str | None = None) -> list[dict[str, Any]]:
         return self.hub.get("/api/v1/jobs", params={"space": space} if space else None) or []  # type: ignore[return-value]
 
     def cancel(self, group: str, reason: str = "") -> dict[str, Any]:
-        return self.hub.post(f"/api/v1/jobs/{_q(group)}/cancel", json={"reason": reason}) or {}
+        return self.hub.post(f"/api/v1/jobs/{q(group)}/cancel", json={"reason": reason}) or {}
 
     def mark(self, group: str, node: str, state: str, reason: str = "") -> dict[str, Any]:
         return self.hub.post(f"{self._node(group, node)}/state", json={"state": state, "reason": reason}) or {}
@@ -89,7 +92,7 @@ class JobClient:
         return self._me
 
     def _node(self, group: str, node: str) -> str:
-        return f"/api/v1/jobs/{_q(group)}/nodes/{_q(node)}"
+        return f"/api/v1/jobs/{q(group)}/nodes/{q(node)}"
 
     def send(self, msg_id: str, data: dict[str, str]) -> dict[str, Any]:
         me = self.me()
@@ -109,12 +112,12 @@ class JobClient:
             if left is not None and left <= 0:
                 what = {"any": f"{msg_id!r}", "all": f"all of {msg_id!r}", "sync": f"sync {msg_id!r}"}[kind]
                 raise WaitTimeout(what + (f" from role {role!r}" if role else ""), awaited)
-            hold = 25.0 if left is None else min(25.0, left)
+            hold = HOLD if left is None else min(HOLD, left)
             body = {"id": msg_id, "kind": kind, "role": role, "generation": generation, "timeout": hold}
             if kind == "sync":
                 body["call"] = call
             try:
-                r = self.hub.post(path, json=body, timeout=hold + 15) or {}
+                r = self.hub.post(path, json=body) or {}
             except TransportError:
                 time.sleep(pause)  # the hub restarts or the network blinked: ask again
                 pause = min(pause * 2, 2.0)

@@ -39,7 +39,8 @@ MAX_NODES = 4096
 
 
 class JobError(Exception):
-    """A refusal: ``status`` is the HTTP status it maps to, ``slug`` its problem type."""
+    """A refusal: ``status`` is the HTTP status it maps to, ``slug`` its problem type;
+    the command line exits 2 for bad input, 1 for a conflict or an ended group."""
 
     status = 400
     slug = "invalid-job-request"

@@ -12,18 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from tether.cli.common import (
-    EXIT_NO,
-    EXIT_RUNTIME,
-    EXIT_USAGE,
-    SIZE,
-    TetherError,
-    emit_json,
-    emit_object,
-    emit_table,
-    json_option,
-    translate_error,
-)
+from tether.console import SIZE, as_click, emit_json, emit_object, emit_table, json_option
+from tether.problems import EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, TetherError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +56,7 @@ def log_errors(fn: F) -> F:
             if isinstance(exc, NotImplementedTransport):
                 raise TetherError(str(exc), EXIT_USAGE, "use an http(s):// remote for now") from None
             if isinstance(exc, SshRemoteError):
-                from tether.cli.common import exit_code_for_status
+                from tether.problems import exit_code_for_status
 
                 if exc.status == 0:
                     raise TetherError(str(exc), EXIT_RUNTIME,
@@ -75,7 +65,7 @@ def log_errors(fn: F) -> F:
                 if exc.status in (401, 403):
                     hint = "ask the hub's admin for a grant on this space (or to add your SSH key)"
                 raise TetherError(str(exc), exit_code_for_status(exc.status), hint) from None
-            err = translate_error(exc)
+            err = as_click(exc)
             if err is None:
                 raise
             raise err from None
@@ -102,21 +92,14 @@ def _since_ms(text: str) -> int:
     """``1700000000000`` (Unix ms), ``2h``/``3d`` (that long ago) or an ISO 8601 time."""
     import datetime as dt
 
-    from tether.auth.caveats import CaveatError, parse_duration, parse_time
+    from tether.units import parse_since
 
     text = text.strip()
     if text.isdigit():
         return int(text)
-    now = dt.datetime.now(dt.UTC)
     try:
-        return int((now - parse_duration(text, caveat="since")).timestamp() * 1000)
-    except CaveatError:
-        pass
-    except OverflowError:
-        return 0
-    try:
-        return int(parse_time(text, now=now, caveat="since").timestamp() * 1000)
-    except CaveatError:
+        return int(parse_since(text, now=dt.datetime.now(dt.UTC)).timestamp() * 1000)
+    except ValueError:
         raise click.BadParameter(f"{text!r}: use Unix milliseconds, a duration ago (2h, 3d) or an ISO 8601 time",
                                  param_hint="--since") from None
 

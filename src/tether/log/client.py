@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from tether.clientconfig import ConfigError, is_loopback_url
+from tether.hubclient.config import is_loopback_url
+from tether.problems import ConfigError
 from tether.log.reconcile import Reconciler
 from tether.log.store import LogStore, Record, RecordError, record_from_wire, record_to_wire
 
@@ -113,10 +114,10 @@ class HttpRemote:
     """The hub's log endpoints for one space."""
 
     def __init__(self, remote: Remote, token: str | None, ca_bundle: str | None = None, timeout: float = 60):
-        from tether.client import HubClient
+        from tether.hubclient.hub import Hub
 
         self.remote = remote
-        self.client = HubClient(remote.hub, token, ca_bundle, timeout)
+        self.client = Hub(remote.hub, token, ca_bundle, timeout)
         self.base = f"/api/v1/log/{quote(remote.space, safe='')}"
         self.bytes = 0
 
@@ -130,22 +131,14 @@ class HttpRemote:
         self.close()
 
     def reconcile(self, message: bytes) -> bytes | None:
-        from tether.client import HubError, _problem_from
+        from tether.hubclient.errors import HubError, problem_from
 
-        http = self.client._http
-        try:
-            resp = http.post(self.base + "/reconcile", content=message,
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Accept": "application/octet-stream, application/problem+json"})
-        except Exception as exc:
-            import httpx
-
-            if isinstance(exc, httpx.TransportError):
-                raise self.client._transport_error(exc, self.client.hub_url + self.base) from None
-            raise
+        resp = self.client.send("POST", self.base + "/reconcile", content=message,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Accept": "application/octet-stream, application/problem+json"})
         self.bytes += len(message) + len(resp.content)
         if not resp.is_success:
-            raise HubError(resp.status_code, _problem_from(resp))
+            raise HubError(resp.status_code, problem_from(resp))
         return resp.content or None
 
     def push(self, records: list[Record]) -> int:
@@ -278,7 +271,9 @@ def ssh_argv(remote: Remote, mode: str, prefix: list[str] | None = None) -> list
     user = parts.username or ""
     if host.startswith("-") or user.startswith("-") or any(c.isspace() for c in host + user):
         raise ConfigError(f"refusing the suspicious ssh:// remote {remote.url!r}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", remote.space):
+    from tether.units import NAME_RE
+
+    if not NAME_RE.match(remote.space):
         raise ConfigError(f"invalid space name {remote.space!r} in {remote.url}")
     argv = [*prefix, "-T", "-x", "-a", "-o", "ClearAllForwardings=yes"]
     if parts.port:
@@ -298,7 +293,8 @@ class SshRemote:
         import subprocess
         import tempfile
 
-        from tether.ssh.frames import REPLY_TYPES, FrameReader
+        from tether.log.ssh import PROTOCOL, REPLY_TYPES
+        from tether.ssh.frames import FrameReader
 
         self.remote = remote
         self.mode = mode
@@ -325,8 +321,8 @@ class SshRemote:
         try:
             hello = self._read("H")
             info = json.loads(hello)
-            if info.get("protocol") != "tether-log/1":
-                raise SshRemoteError(f"the remote speaks {info.get('protocol')!r}, not tether-log/1")
+            if info.get("protocol") != PROTOCOL:
+                raise SshRemoteError(f"the remote speaks {info.get('protocol')!r}, not {PROTOCOL}")
         except BaseException:
             self.close()
             raise
@@ -439,7 +435,7 @@ def open_remote(remote: Remote, token: str | None = None, ca_bundle: str | None 
     remotes ``mode`` (pull, push or sync) is what the session may do."""
     if remote.scheme == "ssh":
         return SshRemote(remote, mode)
-    from tether.clientconfig import resolve
+    from tether.hubclient.config import resolve
 
     cfg = resolve(hub=remote.hub, token=token, ca_bundle=ca_bundle)
     return HttpRemote(remote, cfg.token, cfg.ca_bundle)

@@ -11,7 +11,10 @@ from typing import Any
 
 import click
 
-from tether.cli.common import Conn, TetherError, client_options, json_option
+from tether.console import json_option
+from tether.hubclient.hub import Conn
+from tether.hubclient.options import client_options
+from tether.problems import TetherError
 
 
 @click.command("publish")

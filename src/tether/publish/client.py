@@ -69,9 +69,9 @@ from tether.publish.files import (
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from tether.client import HubClient
-    from tether.clientconfig import ClientConfig
-    from tether.wire import Handler, WireClient, WireResponse
+    from tether.hubclient.config import ClientConfig
+    from tether.hubclient.hub import Hub as HubClient
+    from tether.hubclient.transport import Handler, WireClient, WireResponse
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -339,7 +339,7 @@ def _q(segment: str) -> str:
 
 
 def _retry_after(resp: WireResponse) -> float | None:
-    from tether.clienterrors import retry_after
+    from tether.hubclient.retry import retry_after
 
     return retry_after(resp, MAX_RETRY_AFTER)
 
@@ -350,13 +350,13 @@ def _sleep(attempt: int, hint: float | None = None) -> None:
 
 
 def _hub_error(resp: WireResponse) -> Exception:
-    from tether.clienterrors import HubError, _problem_from
+    from tether.hubclient.errors import HubError, problem_from as _problem_from
 
     return HubError(resp.status_code, _problem_from(resp))
 
 
 def _transport_error(run_or_http: Any, exc: Exception) -> Exception:
-    from tether.clienterrors import TransportError
+    from tether.hubclient.errors import TransportError
 
     http = getattr(run_or_http, "http", run_or_http)
     base = str(getattr(http, "base_url", "")).rstrip("/")
@@ -394,7 +394,7 @@ def _request(
     replayed). Raises HubError for other statuses, TransportError when the
     hub stays unreachable.
     """
-    from tether.wire import WireError
+    from tether.hubclient.transport import WireError
 
     http = getattr(run_or_http, "http", run_or_http)
     ok = set(ok)
@@ -565,8 +565,8 @@ def _upload_resumable(run: _Run, blob: _Blob, chunk: int | None = None,
     byte. The hub allows that only for a size the space holds no blob of; if it
     refuses, nothing is sent and the answer is False.
     """
-    from tether.clienterrors import HubError
-    from tether.wire import WireError
+    from tether.hubclient.errors import HubError
+    from tether.hubclient.transport import WireError
 
     chunk = chunk or CHUNK_SIZE
     start_body: dict[str, Any] = {**run.params, "size": blob.size}
@@ -984,7 +984,7 @@ def _resolve_space(http: Any, space: str | None) -> str:
     env = os.environ.get(ENV_SPACE, "").strip()
     if env:
         return env
-    from tether.clienterrors import HubError
+    from tether.hubclient.errors import HubError
 
     scopes = None
     try:
@@ -1026,7 +1026,7 @@ def _commit(http: Any, space: str, build_type: str, build: str, manifest: list[d
     """Commit the build: by the manifest's digest ``same_as`` first if given, then (if the
     hub knows no build with it) by the whole ``manifest`` (the entries, or the request body
     ``_commit_body`` made of them); with no ``manifest``, None then."""
-    from tether.clienterrors import HubError
+    from tether.hubclient.errors import HubError
 
     retried = False
 
@@ -1100,7 +1100,7 @@ def publish(
     Returns the summary (files, bytes, bytes_hashed, bytes_sent,
     deduplicated, uploaded, seconds, space, type, build, path, url).
     Raises InputError (bad local input, exit 2), PublishError (with its
-    ``exit_code``), or tether.client's HubError / TransportError.
+    ``exit_code``), or tether.hubclient.errors' HubError / TransportError.
 
     ``client`` takes the hub, token and TLS settings from a HubClient (its URL,
     token, timeout and TLS context) or a ClientConfig (hub, token, CA bundle),
@@ -1108,7 +1108,7 @@ def publish(
     its checks, instead of ``hub_url``/``token``/``ca_bundle``;
     ``cache`` is a HashCache, a path for one, False for none, or None for the
     default (``$XDG_CACHE_HOME/tether/hashes.sqlite``); ``handler`` answers the
-    requests instead of the hub (see :class:`tether.wire.WireClient`; for tests).
+    requests instead of the hub (see :class:`tether.hubclient.transport.WireClient`; for tests).
     """
     t0 = time.monotonic()
     try:
@@ -1201,13 +1201,13 @@ def publish(
         elif client is not None:  # a ClientConfig
             hub_url, token, ca_bundle = client.require_hub(), client.token, client.ca_bundle
         if not hub_url:
-            from tether.clientconfig import NO_HUB
+            from tether.hubclient.config import NO_HUB
 
             raise NO_HUB
-        # tether.wire, not httpx: its import and set-up were a third of an unchanged re-publish
+        # tether.hubclient.transport, not httpx: its import and set-up were a third of an unchanged re-publish
         from tether import __version__
-        from tether.clienterrors import HubError, tls_context
-        from tether.wire import WireClient
+        from tether.hubclient.errors import HubError
+        from tether.hubclient.transport import WireClient, tls_context
 
         headers = {"User-Agent": f"tether/{__version__}", "Accept": "application/json"}
         if token:

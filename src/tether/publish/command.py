@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tether.conn import Conn
+    from tether.hubclient.hub import Conn
 
 #: option -> (parameter, kind, environment variable); kinds: "str", "path-dir" (a
 #: directory, click.Path(file_okay=False)), "path-file" (click.Path(dir_okay=False)),
@@ -164,7 +164,7 @@ def execute(
         progress=_stderr_is_tty(),
         latest=latest,
         # hub, token and CA bundle, resolved only once the local input passed its checks;
-        # publish talks to the hub itself (tether.wire), without HubClient and httpx
+        # publish talks to the hub itself (tether.hubclient.transport), without the Hub client
         client=None if dry_run else (lambda: conn.config),
         timeout=conn.timeout,
     )
@@ -206,14 +206,15 @@ def quick(argv: Sequence[str]) -> int | None:
     params = parse(argv, os.environ)
     if params is None:
         return None
-    from tether.conn import Conn
+    from tether.hubclient.hub import Conn
 
     conn = Conn(params.pop("hub"), params.pop("token"), params.pop("ca_bundle"))
     try:
         execute(conn, **params)
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported as the click command would
-        from tether.cli.common import TetherError, exit_code_of
+        from tether.console import exit_code_of
+        from tether.problems import TetherError
 
         known = known_error(exc)
         return exit_code_of(TetherError(*known) if known else exc, conn)

@@ -12,11 +12,13 @@ import unicodedata
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from tether.units import NAME_RE
+
 DIGEST_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_RUN = re.compile(r"[0-9a-f]*")
 BUILD_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
-TYPE_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
+TYPE_RE = NAME_RE  # a build type is named like a space
 MAX_PATH = 1024
 MAX_SEGMENT = 255
 MAX_MANIFEST_FILES = 100_000

@@ -15,7 +15,7 @@ runs a program called ``send``, and so do ``tether signal ./send`` and
 ``tether signal -- send``. The ``remaphore`` command has no subcommands at
 all: it is remaphore's interface, exactly.
 
-Heavy imports (nats-py, asyncio machinery, httpx) happen only once a
+Heavy imports (nats-py, asyncio machinery, the hub client) happen only once a
 command runs, never for ``--help``.
 """
 
@@ -27,13 +27,9 @@ from typing import Any
 
 import click
 
-from tether.cli.common import (
-    EXIT_AUTH,
-    EXIT_NO,
-    EXIT_USAGE,
-    TetherError,
-    client_options,
-)
+from tether.console import Group
+from tether.hubclient.options import client_options
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_USAGE, TetherError
 
 DEFAULT_CONFIG = "/etc/remaphore/remaphore.conf"
 SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers")
@@ -65,7 +61,7 @@ def _log(message: str) -> None:
     click.echo(f"{_prog()}: {message}", err=True)
 
 
-class SignalCommand(click.Group):
+class SignalCommand(Group):
     """remaphore's flag interface, plus subcommands when they come first.
 
     A click group only in name: without a subcommand it parses and runs like
@@ -224,10 +220,7 @@ def _execute(mode: str, *, config_path: str, subject: str, dest: str = "", no_de
         except core.KeyError_ as exc:
             raise TetherError(f"-p: {exc}", EXIT_USAGE) from None
     verb_list = [v.strip() for v in verbs.split(",") if v.strip()]
-    try:
-        cfg = config_mod.load_config(config_path)
-    except config_mod.ConfigError as exc:
-        raise TetherError(str(exc), EXIT_USAGE, exc.hint) from None
+    cfg = config_mod.load_config(config_path)  # a ConfigError: exit 2, with its hint
     for w in cfg.warnings:
         _log(w)
     if max_handlers is not None:
@@ -523,7 +516,7 @@ def peers_cmd(config_path: str, space: str | None, template: str, write_verbs: s
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         else:
-            from tether.cli.common import emit_table
+            from tether.console import emit_table
 
             emit_table([{**r, "verbs": _verbs_text(r["verbs"])} for r in rows], ["destination", "public_key", "verbs"],
                        empty="no [ Peers ] in the config")
@@ -548,10 +541,7 @@ def peers_cmd(config_path: str, space: str | None, template: str, write_verbs: s
 def _config_peers(config_path: str) -> list[dict[str, Any]]:
     from tether.signal import config as config_mod
 
-    try:
-        cfg = config_mod.load_config(config_path)
-    except config_mod.ConfigError as exc:
-        raise TetherError(str(exc), EXIT_USAGE, exc.hint) from None
+    cfg = config_mod.load_config(config_path)  # a ConfigError: exit 2, with its hint
     for w in cfg.warnings:
         _log(w)
     return [{"destination": p.destination, "public_key": p.public_b58, "verbs": sorted(p.verbs)} for p in cfg.peers]
@@ -563,7 +553,7 @@ def _hub_peers(client: Any, space: str, template: str,
     import base64
     import binascii
 
-    from tether.cli.common import q
+    from tether.hubclient.hub import q
     from tether.signal.core import PUBLIC_KEY_LEN, b58encode
 
     info = client.get(f"/api/v1/spaces/{q(space)}") or {}

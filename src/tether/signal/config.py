@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tether.problems import ConfigError  # re-exported: what reading a config raises, with path and line
 from tether.signal.core import (
     DEFAULT_SUBJECT,
     KeyError_,
@@ -66,18 +67,6 @@ KNOWN_KEYS = {
     "durable",
     "durable_retention",
 }
-
-
-class ConfigError(ValueError):
-    """A config file tether cannot use; ``line`` is 1-based when known."""
-
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, hint: str | None = None):
-        where = path or "config"
-        if line is not None:
-            where = f"{where}:{line}"
-        super().__init__(f"{where}: {message}")
-        self.line = line
-        self.hint = hint
 
 
 @dataclass(frozen=True)

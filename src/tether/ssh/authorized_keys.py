@@ -14,6 +14,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from tether.units import USER_NAME_RE
+
 __all__ = [
     "KEY_TYPES",
     "KeyLine",
@@ -49,7 +51,6 @@ _FLAG_EFFECT = {
 _NEUTRAL_FLAGS = frozenset({"cert-authority", "no-touch-required", "verify-required", "touch-required"})
 _PERMISSIONS = ("port-forwarding", "agent-forwarding", "x11-forwarding", "pty", "user-rc")
 _B64 = re.compile(r"\A[A-Za-z0-9+/]+={0,2}\Z")
-USER_RE = re.compile(r"\A[a-z_][a-z0-9_.-]{0,31}\Z")
 
 
 class ParseError(ValueError):
@@ -209,7 +210,7 @@ def forced_line(command_path: str, user: str, public_key: str, fingerprint: str)
     shell-quoted (sshd runs it with the account's shell) and then escaped for
     the quoted option value.
     """
-    if not USER_RE.match(user):
+    if not USER_NAME_RE.match(user):
         raise ValueError(f"user name {user!r} is not a valid tether user name")
     if not command_path or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in command_path):
         raise ValueError("the command path is empty or holds control characters")

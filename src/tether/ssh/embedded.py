@@ -15,14 +15,15 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import asyncssh
-from sqlalchemy import select
 
+from tether.auth.identities import user_for_ssh_key
 from tether.db import Database
-from tether.db.models import PublicKey, User
+from tether.ssh.entry import Handler, ListenHandler, serve_session, session_for, usage
 
 log = logging.getLogger("tether.ssh")
 
@@ -40,20 +41,34 @@ def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
     return key
 
 
-def user_for_key(db: Database, fingerprint: str) -> str | None:
-    """The enabled user owning this SSH key, if any."""
-    with db.read() as s:
-        row = s.execute(
-            select(User.name).join(PublicKey, PublicKey.user_id == User.id)
-            .where(PublicKey.kind == "ssh", PublicKey.fingerprint == fingerprint, User.disabled.is_(False))
-        ).first()
-    return row[0] if row else None
-
-
 class _Server(asyncssh.SSHServer):
-    def __init__(self, db: Database):
+    def __init__(self, settings: Any, db: Database, listener: ListenHandler | None):
+        self.settings = settings
         self.db = db
+        self.listener = listener
         self.tether_user: str | None = None
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def unix_server_requested(self, listen_path: str):
+        """``ssh -R NAME:PATH``: a capability (forward) decides; anything else is refused."""
+        if self.listener is None or self.tether_user is None or self.conn is None:
+            return False
+        return self._listen(listen_path)
+
+    async def _listen(self, path: str):
+        conn, user = self.conn, self.tether_user
+        peer = conn.get_extra_info("peername")
+        say = lambda m: log.info("ssh: %s", m)  # noqa: E731
+        try:
+            session = await asyncio.to_thread(session_for, self.settings, self.db, user, peer[0] if peer else None, say)
+            return await self.listener.listen(session, path, lambda: conn.open_unix_connection(path),
+                                             lambda why: conn.disconnect(asyncssh.DISC_SERVICE_NOT_AVAILABLE, why))
+        except Exception:  # noqa: BLE001 - a refusal, never a crash of the connection
+            log.exception("ssh: forward of %r for %s failed", path, user)
+            return False
 
     def begin_auth(self, username: str) -> bool:
         return True  # authentication is always required
@@ -68,7 +83,7 @@ class _Server(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        user = user_for_key(self.db, key.get_fingerprint("sha256"))
+        user = user_for_ssh_key(self.db, key.get_fingerprint("sha256"))
         if user is None:
             log.info("ssh: unknown key %s refused", key.get_fingerprint("sha256"))
             return False
@@ -76,51 +91,12 @@ class _Server(asyncssh.SSHServer):
         return True
 
 
-def _run_session(settings: Any, db: Database, user: str, command: str | None, fd: int,
-                 source: str | None) -> int:
-    """The blocking side: the same session code as ``tether ssh-serve``, on one end of a socketpair."""
-    from tether.auth.service import context_for_user
-    from tether.log.service import LogService
-    from tether.problems import Problem
-    from tether.ssh.frames import encode, write_all
-    from tether.ssh.serve import (
-        MODES,
-        Exit,
-        Session,
-        _audit,
-        _exit_for,
-        _problem,
-        parse_request,
-    )
-
-    try:
-        verb, space = parse_request(command)
-        svc = LogService(settings, db)
-        try:
-            ctx = context_for_user(db, user, source=source)
-            for action in MODES[verb]:
-                svc.space_id(ctx, space, action)
-        except Problem as p:
-            _audit(db, user, MODES[verb][-1], space, p.status, f"{p.slug}: {p.detail}")
-            raise Exit(_exit_for(p.status), p.status, p.slug, p.detail) from None
-        os.set_blocking(fd, False)
-        return Session(user, verb, space, svc, ctx, infd=fd, outfd=fd).run()
-    except Exit as e:
-        try:
-            write_all(fd, encode("E", _problem(e.status, e.slug, e.detail)), timeout=5)
-        except Exception:  # noqa: BLE001 - the peer may be gone
-            pass
-        return e.code
-    except Exception:
-        log.exception("ssh session failed")
-        return 3
-
-
-async def _handle(process: asyncssh.SSHServerProcess, settings: Any, db: Database) -> None:
+async def _handle(process: asyncssh.SSHServerProcess, handlers: Mapping[str, Handler], settings: Any,
+                  db: Database) -> None:
     server: _Server = process.get_extra_info("connection").get_owner()
     user = server.tether_user
     if user is None or process.command is None:
-        process.stderr.write(b"tether: this hub serves `tether-log pull|push|sync SPACE` only; no shell\n")
+        process.stderr.write((usage(handlers) + "\n").encode())
         process.exit(2)
         return
     peer = process.get_extra_info("peername")
@@ -129,7 +105,9 @@ async def _handle(process: asyncssh.SSHServerProcess, settings: Any, db: Databas
     result: list[int] = []
     def work():
         try:
-            result.append(_run_session(settings, db, user, process.command, ours.fileno(), peer[0] if peer else None))
+            fd = ours.fileno()
+            result.append(serve_session(handlers, settings, db, user, process.command, infd=fd, outfd=fd,
+                                        source=peer[0] if peer else None, say=lambda m: log.info("ssh: %s", m)))
         finally:
             ours.close()  # EOF for the pump below: the session is over
 
@@ -161,11 +139,12 @@ async def _handle(process: asyncssh.SSHServerProcess, settings: Any, db: Databas
     process.exit(result[0] if result else 3)
 
 
-async def start_server(settings: Any, db: Database, host: str, port: int) -> asyncssh.SSHAcceptor:
+async def start_server(handlers: Mapping[str, Handler], settings: Any, db: Database, host: str, port: int, *,
+                       listener: ListenHandler | None = None) -> asyncssh.SSHAcceptor:
     key = load_or_create_host_key(settings.data_dir)
     return await asyncssh.create_server(
-        lambda: _Server(db), host, port, server_host_keys=[key],
-        process_factory=lambda p: _handle(p, settings, db),
+        lambda: _Server(settings, db, listener), host, port, server_host_keys=[key],
+        process_factory=lambda p: _handle(p, handlers, settings, db),
         encoding=None, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         login_timeout=30, keepalive_interval=30,
     )

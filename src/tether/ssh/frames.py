@@ -1,23 +1,17 @@
-"""The frame protocol tether speaks over an SSH channel's stdin/stdout.
+"""The frames tether speaks over an SSH channel's stdin/stdout, for every capability.
 
 A frame is a 4-byte big-endian payload length, a 1-byte ASCII type and the
-payload. One request frame gets exactly one reply frame; the same operations
-as the HTTP API (see ``tether.log.api``):
+payload. One request frame gets exactly one reply frame. Three types belong to the
+SSH entry itself (:mod:`tether.ssh.entry`); each capability's handler names the
+rest (log's are in :mod:`tether.log.ssh`):
 
-======  ========================  ==========================================
-client  payload                   server reply
-======  ========================  ==========================================
-``R``   a reconcile message       ``r``: the next message (empty: done)
-``P``   JSON list of records      ``p``: ``{"received", "new", "known"}``
-``G``   JSON ``{"ids": [...]}``   ``g``: ``{"records": [...], "missing": [...]}``
-``Q``   (empty)                   none; the server exits 0
-======  ========================  ==========================================
-
-The server speaks first: ``H`` (hello) with JSON ``{"protocol": "tether-log/1",
-"user", "space", "mode"}`` once the user is authorized, or ``E`` and exit.
-``E`` carries a problem+json object (``status``, ``type``, ``detail``); after an
-``E`` for a bad frame the server hangs up, after one for a refused request
-(a conflict, say) it waits for the next frame.
+======  =====================================================================
+``H``   server, first: JSON hello (``protocol``, ``user``, …) once the user is authorized
+``E``   server: a problem+json object (``status``, ``type``, ``detail``); after an
+        ``E`` for a bad frame the server hangs up, after one for a refused
+        request (a conflict, say) it waits for the next frame
+``Q``   client: (empty) the end of the session; the server exits 0
+======  =====================================================================
 
 :class:`FrameDecoder` is sans-IO (bytes in, frames out); :class:`FrameReader`
 adds a file descriptor and a per-frame deadline, so an idle or trickling peer
@@ -32,10 +26,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-PROTOCOL = "tether-log/1"
 HEADER = struct.Struct(">IB")
-REQUEST_TYPES = frozenset(b"RPGQ")
-REPLY_TYPES = frozenset(b"HrpgE")
+HELLO, ERROR, QUIT = "H", "E", "Q"
 
 
 class FrameError(Exception):
@@ -78,7 +70,7 @@ class FrameDecoder:
             length, t = HEADER.unpack_from(self._buf)
             if t not in self.allowed:
                 shown = chr(t) if 32 < t < 127 else f"0x{t:02x}"
-                raise FrameError(f"unknown frame type {shown} (is the other side speaking {PROTOCOL}?)")
+                raise FrameError(f"unknown frame type {shown} (is the other side speaking this tether's protocol?)")
             if length > self.max_frame:
                 raise FrameError(f"frame of {length} bytes is larger than the limit of {self.max_frame}")
             self._head = (length, t)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tether import clientconfig as cc
-from tether.clientconfig import ConfigError, config_path, normalize_hub, resolve, save
+from tether.hubclient import config as cc
+from tether.hubclient.config import ConfigError, config_path, normalize_hub, resolve, save
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""tether.wire against real servers on 127.0.0.1: http.server in a thread, with TLS
+"""tether.hubclient.transport against real servers on 127.0.0.1: http.server in a thread, with TLS
 from a throwaway self-signed certificate, and a small CONNECT proxy."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tether import wire
-from tether.wire import WireClient, WireError, WireTimeout
+from tether.hubclient import transport as wire
+from tether.hubclient.transport import WireClient, WireError, WireTimeout
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -1,13 +1,13 @@
-"""A small HTTP/1.1 client on the standard library, for ``tether publish``.
+"""HTTP/1.1 to the hub on the standard library: the one transport of every tether client.
 
-httpx (with httpcore and h11) takes ~75 ms to import and set up, a third of an
+httpx (with httpcore and h11) took ~75 ms to import and set up, a third of an
 unchanged re-publish; ``http.client`` with ``ssl`` and ``json`` takes ~25 ms. This
-is the subset of httpx the publish client uses: one base URL, default headers,
-keep-alive connections shared by threads, bytes or streamed bodies, proxies
-from the environment, and every transport failure as a :class:`WireError`.
+is what the clients need: one base URL, default headers, keep-alive connections
+shared by threads, bytes or streamed bodies, proxies from the environment, every
+transport failure as a :class:`WireError`, and the TLS context for a hub URL.
 
     >>> http = WireClient("https://hub.example", headers={"Authorization": "Bearer ..."},
-    ...                   timeout=60, verify=ssl.create_default_context())
+    ...                   timeout=60, verify=tls_context("https://hub.example"))
     >>> resp = http.get("/api/v1/whoami")
     >>> resp.status_code, resp.json()
 
@@ -299,3 +299,31 @@ def _env_proxy(scheme: str, host: str, port: int) -> str | None:
     if not url or urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies):
         return None
     return url if "://" in url else "http://" + url
+
+
+def tls_context(hub_url: str, ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The TLS context for talking to ``hub_url``: ``ca_bundle`` (a PEM file) trusted
+    instead of the system CAs when given; else ``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else
+    certifi's bundle, so every command trusts the same certificates. ConfigError when
+    the bundle cannot be loaded."""
+    if ca_bundle:
+        try:
+            return ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            from tether.problems import ConfigError
+
+            raise ConfigError(f"cannot load CA bundle {ca_bundle}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if hub_url.lower().startswith("http://"):
+        # Plain HTTP: no TLS to verify, so skip loading CA certificates (~50 ms).
+        # Should a TLS connection happen all the same, a context that trusts no
+        # certificate refuses it.
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    try:
+        import certifi  # the bundle tether has always trusted (httpx's default before)
+    except ImportError:  # pragma: no cover
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from tether.problems import ConfigError
+
 # tomllib, ipaddress and tether.files are imported where they are used: every
 # hub command resolves its config, mostly without a file to parse.
 
@@ -34,14 +36,6 @@ ENV_TOKEN = "TETHER_TOKEN"
 ENV_CA_BUNDLE = "TETHER_CA_BUNDLE"
 
 FILE_KEYS = ("hub", "token", "ca_bundle")
-
-
-class ConfigError(Exception):
-    """The client configuration is missing or unusable (exit code 2)."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 NO_HUB = ConfigError(

@@ -1,0 +1,239 @@
+"""What every command prints and how it ends: output helpers, and a TetherError shown
+as ``tether: error: <what>`` with a ``tether: hint: <what to do>`` line where one
+helps, on stderr, ending with its exit code; never a traceback, never a token secret.
+
+Exit codes (DESIGN.md Conventions; :mod:`tether.problems` holds them and the table
+from the hub's HTTP statuses): 0 done; 1 a clean "no" (not found, already exists);
+2 usage or configuration error; 3 runtime or transport failure; 4 authentication or
+permission denied.
+
+Below the capabilities and the CLI, so that both can use it. It must not import
+anything heavy at module level: every command module imports it for ``--help``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import click
+
+from tether.problems import EXIT_RUNTIME, TetherError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SECRET_RE = re.compile(r"tth_[A-Za-z0-9_\-]{8,}")
+
+
+# -- errors -------------------------------------------------------------------
+
+
+def scrub(text: str, secret: str | None = None) -> str:
+    """Remove token secrets from a message."""
+    if secret:
+        text = text.replace(secret, "<token>")
+    return _SECRET_RE.sub("tth_…", text)
+
+
+class Failure(click.ClickException):
+    """How click shows a TetherError (click reports only its own exceptions)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME, hint: str | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"tether: error: {self.format_message()}", file=file, err=True)
+        if self.hint:
+            click.echo(f"tether: hint: {self.hint}", file=file, err=True)
+
+
+class Context(Protocol):
+    """What a command's hub connection adds to its errors (tether.hubclient.hub.Conn)."""
+
+    token_secret: str | None
+
+    def explain(self, exc: BaseException) -> BaseException: ...
+
+
+def as_click(exc: BaseException, conn: Context | None = None) -> click.ClickException | None:
+    """A known failure as click shows it; None for anything unexpected."""
+    if isinstance(exc, click.ClickException):
+        return exc
+    secret = conn.token_secret if conn is not None else None
+    if conn is not None:
+        exc = conn.explain(exc)
+    if isinstance(exc, TetherError):
+        return Failure(scrub(str(exc), secret), exc.exit_code, exc.hint)
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return Failure(f"{exc.strerror or exc}{where}", EXIT_RUNTIME)
+    return None
+
+
+def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -> F:
+    """Wrap a command callback so known failures exit with the right code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(EXIT_RUNTIME)
+        except Exception as exc:
+            err = as_click(exc, conn_of())
+            if err is None:
+                raise
+            raise err from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Group(click.Group):
+    """A click group that shows a TetherError raised by any command below it, so a
+    command raises what it means (``TetherError(..., EXIT_USAGE, hint)``) wherever it is."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TetherError as exc:
+            raise as_click(exc) from None  # type: ignore[misc]
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (e.g. `| head`): stay quiet, as other tools do."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def exit_code_of(exc: BaseException, conn: Context | None = None) -> int:
+    """Report an exception that ended a command run without click (the quick way of
+    `tether publish`, see tether.publish.command) as :func:`handle_errors` and click's
+    standalone mode would, and return the exit code they would exit with. Anything
+    unknown is raised again, as click lets it go."""
+    if isinstance(exc, BrokenPipeError):
+        _quiet_stdout()
+        return EXIT_RUNTIME
+    if isinstance(exc, (KeyboardInterrupt, EOFError)):
+        click.echo(file=sys.stderr)
+        click.echo("Aborted!", file=sys.stderr)
+        return 1
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    err = as_click(exc, conn) if isinstance(exc, Exception) else None
+    if err is None:
+        raise exc
+    err.show()
+    return err.exit_code
+
+
+# -- options --------------------------------------------------------------------
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of text.")(f)
+
+
+class SizeType(click.ParamType):
+    """A size option: :func:`tether.units.parse_size`."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from tether.units import parse_size
+
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
+# -- output -------------------------------------------------------------------
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def fmt(value: Any) -> str:
+    """Render one value for text output."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=False)
+    return str(value)
+
+
+def _is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def emit_object(obj: Mapping[str, Any], fields: Sequence[str] | None = None, *, err: bool = False) -> None:
+    """Print ``key: value`` lines (in ``fields`` order when given)."""
+    keys = [k for k in (fields or list(obj)) if k in obj]
+    if not keys:
+        return
+    width = max(len(k) for k in keys) + 1
+    for k in keys:
+        click.echo(f"{(k + ':').ljust(width)} {fmt(obj[k])}", err=err)
+
+
+_NO_WRAP = frozenset({"id", "token_id", "fingerprint", "name", "user"})
+
+
+def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, empty: str | None = None, title: str | None = None) -> None:
+    """Print rows as a table: rich on a terminal, plain aligned columns otherwise."""
+    rows = list(rows)
+    if not rows:
+        if empty:
+            # Inside a composite view (titled table) "none" is part of the
+            # output; for a bare list it is a remark, kept off stdout.
+            click.echo(empty, err=title is None)
+        return
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    if _is_tty():
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False)
+        for i, c in enumerate(columns):
+            # identifiers get copied and pasted: never fold them
+            keep = i == 0 or c in _NO_WRAP
+            table.add_column(c, no_wrap=keep, overflow="fold", min_width=len(c) if not keep else None)
+        for row in cells:
+            table.add_row(*(Text(v) for v in row))
+        Console(file=sys.stdout).print(table)
+        return
+    if title:
+        click.echo(f"{title}:")
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    for row in [list(columns), *cells]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)

@@ -1,0 +1,261 @@
+"""The gateway's rules, sans-IO: which route a request is for, what reaches the app,
+what the browser is sent back, and where a sign-in may send it.
+
+The gateway (:mod:`tether.gateway.proxy`) serves forwarded apps (and, later, sandboxed
+apps) at origins of their own. Everything here is pure: headers in, headers out.
+
+Routes are named ``NAME--USER.<domain>`` (subdomain mode: each route its own origin)
+or ``/apps/USER/NAME/`` (path mode, for sites without wildcard DNS: every route shares
+the gateway's origin, so one app's script can read another's pages; documented).
+A route name cannot contain ``--``, so the first ``--`` of a host label separates
+name and user without ambiguity.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+from tether.units import USER_NAME_RE
+
+#: route names: lowercase letters, digits and single hyphens; no dots, slashes or "--"
+ROUTE_NAME_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?!-)){0,39}\Z")
+SEPARATOR = "--"
+PATH_PREFIX = "/apps/"
+#: the gateway's own paths on every route's origin
+CONTROL_PREFIX = "/_tether/"
+
+#: hop-by-hop headers (RFC 9110 7.6.1): never forwarded, either way
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate"})
+#: what a client may not tell the app about itself: the gateway says it
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+                        b"forwarded", b"x-real-ip"})
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _label_user(user: str) -> bool:
+    """A user name that can stand in a host label: any valid name without a dot."""
+    return bool(USER_NAME_RE.match(user)) and "." not in user
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses before any route sees it; ``status`` says how."""
+
+    def __init__(self, status: int, slug: str, detail: str):
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+
+
+class RouteKey(NamedTuple):
+    user: str
+    name: str
+
+
+class Target(NamedTuple):
+    """A request matched to a route: the route, the path the app sees, the prefix it lost."""
+
+    route: RouteKey
+    path: bytes  # what the app is asked for (path and query)
+    prefix: str  # "" in subdomain mode; "/apps/USER/NAME" in path mode
+
+
+def check_route_name(name: str) -> None:
+    if not ROUTE_NAME_RE.match(name):
+        raise GatewayError(400, "invalid-route-name",
+                           f"route name {name[:64]!r} is not valid: 1-40 lowercase letters, digits and single "
+                           "hyphens, starting with a letter or digit (no dots, slashes, '--' or uppercase)")
+
+
+def route_host(route: RouteKey, domain: str) -> str | None:
+    """``NAME--USER.domain``, or None when the user's name cannot be a host label (a dot)."""
+    if not _label_user(route.user):
+        return None
+    return f"{route.name}{SEPARATOR}{route.user}.{domain}"
+
+
+def route_url(route: RouteKey, *, domain: str, scheme: str, port: int | None, path_mode_base: str | None = None) -> str:
+    """The URL a browser opens for the route (subdomain mode unless it cannot be)."""
+    host = route_host(route, domain)
+    if host is None or path_mode_base is not None:
+        base = path_mode_base or _origin(scheme, domain, port)
+        return f"{base.rstrip('/')}{PATH_PREFIX}{route.user}/{route.name}/"
+    return _origin(scheme, host, port) + "/"
+
+
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+def split_host(value: bytes) -> str:
+    """The Host header's name, lowercased, without port; GatewayError when malformed."""
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        raise GatewayError(400, "bad-host", "the Host header is not ASCII") from None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise GatewayError(400, "bad-host", "the Host header is not a host name")
+        return text[: end + 1]
+    host, _, port = text.partition(":")
+    if port and not port.isdigit():
+        raise GatewayError(400, "bad-host", "the Host header's port is not a number")
+    if not host or any(c in host for c in "/\\@ \t"):
+        raise GatewayError(400, "bad-host", "the Host header is not a host name")
+    return host.rstrip(".")
+
+
+def match(host: str, target: bytes, domain: str) -> Target:
+    """The route a request is for: by its host (``NAME--USER.domain``) or, on the gateway's
+    own host, by its path (``/apps/USER/NAME/...``). GatewayError (404) when none."""
+    domain = domain.lower().rstrip(".")
+    if host.endswith("." + domain):
+        label = host[: -len(domain) - 1]
+        name, sep, user = label.partition(SEPARATOR)
+        if "." in label or not sep or not ROUTE_NAME_RE.match(name) or not _label_user(user):
+            raise GatewayError(404, "no-such-route", f"no route is named by the host {host!r}")
+        return Target(RouteKey(user, name), target, "")
+    if host == domain:
+        return _match_path(target)
+    raise GatewayError(404, "no-such-route", f"this gateway serves *.{domain} and {domain}, not {host!r}")
+
+
+def _match_path(target: bytes) -> Target:
+    path, sep, query = target.partition(b"?")
+    if not path.startswith(PATH_PREFIX.encode()):
+        raise GatewayError(404, "no-such-route", f"routes are at {PATH_PREFIX}USER/NAME/ on this host")
+    parts = path[len(PATH_PREFIX):].split(b"/", 2)
+    if len(parts) < 2:
+        raise GatewayError(404, "no-such-route", f"routes are at {PATH_PREFIX}USER/NAME/ on this host")
+    try:
+        user, name = parts[0].decode("ascii"), parts[1].decode("ascii")
+    except UnicodeDecodeError:
+        raise GatewayError(404, "no-such-route", "route names are ASCII") from None
+    if not ROUTE_NAME_RE.match(name) or not USER_NAME_RE.match(user):
+        raise GatewayError(404, "no-such-route", f"no route {PATH_PREFIX}{user[:32]}/{name[:40]}/")
+    rest = b"/" + parts[2] if len(parts) == 3 else b"/"
+    return Target(RouteKey(user, name), rest + (sep + query if sep else b""),
+                  f"{PATH_PREFIX}{user}/{name}")
+
+
+def check_head(method: bytes, headers: Headers, raw_head: bytes) -> None:
+    """Refuse what h11 tolerates but a proxy must not pass on (request smuggling):
+    obs-fold continuation lines, Content-Length beside Transfer-Encoding, a
+    Transfer-Encoding other than chunked."""
+    lines = raw_head.split(b"\r\n")
+    if any(line[:1] in (b" ", b"\t") for line in lines[1:] if line):
+        raise GatewayError(400, "obs-fold", "header lines folded onto the next line (obs-fold) are refused")
+    names = [n.lower() for n, _ in headers]
+    te = [v.strip().lower() for n, v in headers if n.lower() == b"transfer-encoding"]
+    if te and b"content-length" in names:
+        raise GatewayError(400, "ambiguous-length", "a request with both Content-Length and Transfer-Encoding "
+                           "is refused (its length would be ambiguous)")
+    if te and te != [b"chunked"]:
+        raise GatewayError(501, "unsupported-transfer-encoding", "only Transfer-Encoding: chunked is accepted")
+
+
+def is_upgrade(headers: Headers) -> bool:
+    """A websocket (or other) upgrade request: Connection names upgrade and Upgrade is set."""
+    conn = b",".join(v for n, v in headers if n.lower() == b"connection").lower()
+    return b"upgrade" in [t.strip() for t in conn.split(b",")] and any(n.lower() == b"upgrade" for n, _ in headers)
+
+
+def cookie_name(secure: bool, prefix: str = "") -> str:
+    """The gateway's session cookie on a route. On its own origin: ``__Host-`` (which needs
+    Secure: a plain-HTTP gateway, a laptop's *.localhost, drops the prefix). In path mode
+    the routes share one origin, so each route's cookie has a name of its own (and its
+    path, :func:`session_cookie`); ``__Host-`` needs Path=/, so there it is ``__Secure-``."""
+    if prefix:
+        tail = prefix.removeprefix(PATH_PREFIX).replace("/", "-")
+        return ("__Secure-" if secure else "") + f"tether-gw-{tail}"
+    return "__Host-tether-gw" if secure else "tether-gw"
+
+
+def upstream_request_headers(headers: Headers, *, client_ip: str, scheme: str, host: bytes, prefix: str,
+                             cookie: str) -> Headers:
+    """What the app is sent: the client's headers without hop-by-hop ones, without the
+    gateway's cookie and Authorization (credentials for the gateway, not the app), with
+    the gateway's own X-Forwarded-* (a client's are dropped, never trusted)."""
+    out: Headers = []
+    upgrade = is_upgrade(headers)
+    for name, value in headers:
+        low = name.lower()
+        if low in _FORWARDED or low == b"authorization":
+            continue
+        if low in HOP_BY_HOP and not (upgrade and low == b"upgrade"):
+            continue
+        if low == b"cookie":
+            value = strip_cookie(value, cookie.encode())
+            if not value:
+                continue
+        out.append((name, value))
+    if upgrade:
+        out.append((b"connection", b"upgrade"))
+    out += [(b"x-forwarded-for", client_ip.encode()), (b"x-forwarded-proto", scheme.encode()),
+            (b"x-forwarded-host", host)]
+    if prefix:
+        out.append((b"x-forwarded-prefix", prefix.encode()))
+    return out
+
+
+def strip_cookie(header: bytes, name: bytes) -> bytes:
+    """A Cookie header without the named cookie (the others pass untouched)."""
+    kept = [part.strip() for part in header.split(b";") if part.strip() and part.strip().split(b"=", 1)[0] != name]
+    return b"; ".join(kept)
+
+
+def downstream_response_headers(headers: Headers, *, upgrade: bool = False) -> Headers:
+    """What the browser is sent: the app's headers without hop-by-hop ones, and every
+    Set-Cookie made host-only (its Domain attribute dropped), so an app cannot plant a
+    cookie on its sibling routes."""
+    out: Headers = []
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP and not (upgrade and low in (b"upgrade", b"connection")):
+            continue
+        if low == b"set-cookie":
+            value = _host_only(value)
+        out.append((name, value))
+    return out
+
+
+def _host_only(set_cookie: bytes) -> bytes:
+    parts = set_cookie.split(b";")
+    return b";".join([parts[0]] + [p for p in parts[1:] if p.strip().split(b"=", 1)[0].lower() != b"domain"])
+
+
+def safe_next(value: str | None, prefix: str = "") -> str:
+    """Where a sign-in may send the browser: a path on the same route, else its root.
+
+    Never an absolute URL, a scheme-relative ``//host``, a backslash (browsers read
+    ``/\\host`` as ``//host``) or a control character: the result is re-encoded, so no
+    CR/LF can reach a header."""
+    root = (prefix or "") + "/"
+    if not value:
+        return root
+    raw = unquote_to_bytes(value)
+    if b"\\" in raw or any(b < 0x20 or b == 0x7F for b in raw):
+        return root
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return root
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc or not text.startswith("/") or text.startswith("//"):
+        return root
+    if prefix and not (text == prefix or text.startswith(prefix + "/")):
+        return root
+    return quote(text, safe="/?&=%:@!$'()*+,;~-._")
+
+
+def session_cookie(name: str, value: str, *, secure: bool, max_age: int, prefix: str = "") -> bytes:
+    """Set-Cookie for the gateway's session on one route: host-only, Path=/ (or the route's
+    prefix in path mode), HttpOnly, SameSite=Lax, and Secure whenever the gateway speaks HTTPS."""
+    attrs = [f"{name}={value}", f"Path={prefix or ''}/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        attrs.append("Secure")
+    return "; ".join(attrs).encode()

@@ -1,0 +1,53 @@
+"""The capabilities the hub serves over SSH, in one table.
+
+The SSH entry (:mod:`tether.ssh.entry`) knows no capability; both of its front
+doors (``tether ssh-serve`` and the hub's embedded server) take their handlers from
+here. A new capability adds one line: its remote command's first word and its handler.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tether.ssh.entry import Handler
+
+#: remote command -> "module:class" of its handler (imported only when served)
+SSH_HANDLERS: dict[str, str] = {
+    "tether-log": "tether.log.ssh:LogHandler",
+}
+#: handlers that need the hub's running gateway (its embedded SSH server only)
+GATEWAY_SSH_HANDLERS: dict[str, str] = {
+    "tether-forward": "tether.forward.ssh:ForwardHandler",
+}
+
+
+def _load(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def ssh_handlers(forward: Any = None) -> dict[str, Handler]:
+    """Every SSH handler; those of the gateway's capabilities only when ``forward`` (the
+    replica's :class:`tether.forward.runtime.ForwardRuntime`) is running."""
+    handlers = {command: _load(target)() for command, target in SSH_HANDLERS.items()}
+    if forward is not None:
+        handlers.update({command: _load(target)(forward) for command, target in GATEWAY_SSH_HANDLERS.items()})
+    return handlers
+
+
+def forward_runtime(settings: Any, db: Any, metrics: Any = None):
+    """The replica's forward state, its gateway resolver and its SSH listener for forwards."""
+    from tether.forward.gateway import ForwardResolver
+    from tether.forward.runtime import ForwardRuntime
+    from tether.forward.ssh import RouteRegistrar
+
+    runtime = ForwardRuntime(settings, db, metrics)
+    return runtime, ForwardResolver(runtime), RouteRegistrar(runtime)
+
+
+def check_settings(settings) -> None:
+    """Each capability checks its own settings when the hub starts (:class:`ConfigError`)."""
+    from tether.publish.settings import check as check_publish
+
+    check_publish(settings)

@@ -1,0 +1,29 @@
+"""A hub with its SSH server and gateway, and users whose SSH keys and tokens it knows."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.hubproc import HubProcess, free_port
+
+
+def start_forward_hub(tmp: Path, users: tuple[str, ...], env: dict[str, str]) -> dict:
+    ssh_port, gw_port = free_port(), free_port()
+    hub = HubProcess(tmp / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
+                                         "--gateway-listen", f"127.0.0.1:{gw_port}"], env=env).start()
+    keys, tokens = {}, {}
+    with hub.admin() as c:
+        for user in users:
+            c.post("/api/v1/users", json={"name": user}).raise_for_status()
+            key = tmp / f"{user}_key"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            c.post(f"/api/v1/users/{user}/keys", json={"public_key": key.with_suffix(".pub").read_text()}
+                   ).raise_for_status()
+            keys[user] = key
+            tokens[user] = c.post("/api/v1/tokens", json={"for_user": user, "expires": "1h"}).json()["token"]
+    host_pub = (hub.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    known = tmp / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh_port} {host_pub[0]} {host_pub[1]}\n")
+    return {"hub": hub, "tmp": tmp, "ssh_port": ssh_port, "gw_port": gw_port, "keys": keys, "tokens": tokens,
+            "known": known}

@@ -1,0 +1,291 @@
+"""The gateway's reverse proxy against a real app on a UNIX socket (uvicorn), with real
+sockets as browsers: routing by host, what reaches the app and what comes back,
+streaming, keep-alive, websockets, and the hostile requests it must refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tether.gateway import core
+from tether.gateway.proxy import Forward, Gateway, Limits, Refuse, UnixUpstream, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "demo--alice.localhost"
+
+
+@pytest.fixture(scope="module")
+def app_socket(tmp_path_factory):
+    path = tmp_path_factory.mktemp("app") / "app.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(path), "--log-level", "warning",
+                             "tests.gateway.app:app"], cwd=ROOT)
+    try:
+        for _ in range(200):
+            if path.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(str(path))
+                    break
+                except OSError:
+                    pass
+            if proc.poll() is not None:
+                pytest.fail("the test app did not start")
+            time.sleep(0.05)
+        yield str(path)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class GatewayThread:
+    def __init__(self, resolver, limits: Limits):
+        self.loop = asyncio.new_event_loop()
+        self.gateway = Gateway(resolver, limits=limits)
+        started = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(serve(self.gateway, "127.0.0.1", 0))
+            self.port = self.server.sockets[0].getsockname()[1]
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    def stop(self):
+        async def close():
+            self.server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def gateway(app_socket, tmp_path_factory):
+    dead = str(tmp_path_factory.mktemp("dead") / "nothing.sock")
+
+    async def resolve(request):
+        target = core.match(request.host, request.target, "localhost")
+        if target.route == core.RouteKey("alice", "demo"):
+            return Forward(UnixUpstream(app_socket), target)
+        if target.route == core.RouteKey("alice", "down"):
+            return Forward(UnixUpstream(dead), target)
+        return Refuse(404, "no-such-route", f"no route {target.route.name} of {target.route.user}")
+
+    g = GatewayThread(resolve, Limits(head_timeout=1.0, max_head_bytes=8192, max_headers=50))
+    yield g
+    g.stop()
+
+
+def _get(gw, path, host=HOST, headers=None, method="GET", body=None):
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    c.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r, data
+
+
+def _raw(gw, data: bytes, wait: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=wait) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
+def _count(gw) -> int:
+    return json.loads(_get(gw, "/count")[1])
+
+
+def test_a_request_reaches_the_app_with_the_gateways_forwarded_headers_and_without_its_credentials(gateway):
+    r, body = _get(gateway, "/echo?x=1", headers={
+        "Authorization": "Bearer tth_secret", "Cookie": "tether-gw=s3cret; theirs=keep",
+        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example"})
+    assert r.status == 200
+    seen = json.loads(body)
+    headers = {k: v for k, v in seen["headers"]}
+    assert seen["path"] == "/echo" and seen["query"] == "x=1"
+    assert "authorization" not in headers
+    assert headers["cookie"] == "theirs=keep"
+    assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-host"] == HOST
+    assert headers["x-forwarded-proto"] == "http"
+
+
+def test_path_mode_strips_the_prefix_and_says_it(gateway):
+    r, body = _get(gateway, "/apps/alice/demo/echo", host="localhost")
+    seen = json.loads(body)
+    assert r.status == 200 and seen["path"] == "/echo"
+    assert dict(seen["headers"])["x-forwarded-prefix"] == "/apps/alice/demo"
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(gateway):
+    c = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    for i in range(5):
+        c.request("POST", "/echo", body=f"body {i}", headers={"Host": HOST})
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["body"] == f"body {i}"
+    c.close()
+
+
+def test_a_streamed_response_arrives_as_the_app_sends_it(gateway):
+    c = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    started = time.monotonic()
+    c.request("GET", "/stream", headers={"Host": HOST})
+    r = c.getresponse()
+    first = r.readline()
+    first_at = time.monotonic() - started
+    rest = r.read()
+    total = time.monotonic() - started
+    assert first == b"chunk 0\n" and rest.count(b"chunk") == 9
+    assert first_at < 0.5 < total  # ten chunks 0.1 s apart: the first came long before the last
+
+
+def test_a_large_request_body_streams_through(gateway):
+    body = os.urandom(3 << 20).hex().encode()[: 5 << 20]
+    r, data = _get(gateway, "/echo", method="PUT", body=body)
+    assert r.status == 200 and json.loads(data)["body"].encode("latin-1") == body
+
+
+def test_websocket_echo_passes_through(gateway):
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    with connect(f"ws://{HOST}/ws", sock=sock, open_timeout=5) as ws:
+        for msg in ("hello", "x" * 100_000):
+            ws.send(msg)
+            assert ws.recv(timeout=5) == msg
+        ws.send(b"\x00\x01binary")
+        assert ws.recv(timeout=5) == b"\x00\x01binary"
+
+
+def test_an_apps_cookie_cannot_be_planted_on_other_routes(gateway):
+    r, _ = _get(gateway, "/cookie")
+    cookie = r.getheader("set-cookie")
+    assert cookie.startswith("app=1") and "domain" not in cookie.lower()
+
+
+@pytest.mark.parametrize("host, status", [
+    ("other--alice.localhost", 404),  # no such route
+    ("a-b-c.localhost", 404),  # conductor read this as key a, user b-c
+    ("demo--alice.evil.localhost", 404),  # a dot in the label
+    ("demo--alice.example.org", 404),  # not the gateway's domain
+    ("Demo--Alice.localhost", 200),  # hosts are case-insensitive
+])
+def test_hosts_route_unambiguously(gateway, host, status):
+    r, _ = _get(gateway, "/echo", host=host)
+    assert r.status == status
+
+
+def test_an_unreachable_app_is_503_with_retry_after_not_a_hang(gateway):
+    started = time.monotonic()
+    r, body = _get(gateway, "/", host="down--alice.localhost", headers={"Accept": "text/html"})
+    assert r.status == 503 and r.getheader("retry-after") == "2"
+    assert b"<h1>503</h1>" in body and time.monotonic() - started < 3
+
+
+SMUGGLING = {
+    "content-length and transfer-encoding": b"POST /echo HTTP/1.1\r\nHost: " + HOST.encode() +
+    b"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two content-lengths": b"POST /echo HTTP/1.1\r\nHost: " + HOST.encode() +
+    b"\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+    "obs-fold": b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nX-A: a\r\n b\r\n\r\n",
+    "request line of two parts": b"GET /echo\r\nHost: " + HOST.encode() + b"\r\n\r\n",
+    "non-UTF-8 path": b"GET /\xff\xfe HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n",
+    "gzip transfer-encoding": b"POST /echo HTTP/1.1\r\nHost: " + HOST.encode() +
+    b"\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "two hosts": b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nHost: x--y.localhost\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_ambiguous_requests_are_refused_and_never_reach_the_app(gateway, name):
+    before = _count(gateway)
+    out = _raw(gateway, SMUGGLING[name])
+    status = int(out.split(b" ", 2)[1])
+    assert status in (400, 501), out[:200]
+    assert _count(gateway) == before
+
+
+def test_an_oversized_head_is_431_and_the_gateway_does_not_buffer_it(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nX-Big: ")
+        sent = 0
+        try:
+            while sent < 50 << 20:  # bounded: the gateway closes long before
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = s.recv(4096)
+    assert out.startswith(b"HTTP/1.1 431"), out[:100]
+    assert sent < 50 << 20
+
+
+def test_too_many_headers_is_431(gateway):
+    head = b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n" + b"".join(
+        f"X-{i}: v\r\n".encode() for i in range(60)) + b"\r\n"
+    assert _raw(gateway, head).startswith(b"HTTP/1.1 431")
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(gateway):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        out = b""
+        try:
+            for b in b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n":
+                s.sendall(bytes([b]))
+                time.sleep(0.2)
+                if time.monotonic() - started > 5:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            out = s.recv(4096)
+        except ConnectionResetError:
+            pass
+    assert out.startswith(b"HTTP/1.1 408"), out[:100]
+    assert time.monotonic() - started < 4  # head_timeout is 1 s here
+
+
+def test_an_idle_connection_does_not_block_others(gateway):
+    idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(50)]
+    try:
+        r, _ = _get(gateway, "/echo")
+        assert r.status == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+@pytest.mark.parametrize("value, prefix, want", [
+    ("/notebooks/a.ipynb?x=1", "", "/notebooks/a.ipynb?x=1"),
+    ("https://evil.example/", "", "/"),
+    ("//evil.example/", "", "/"),
+    ("/\\evil.example/", "", "/"),
+    ("%2F%2Fevil.example", "", "/"),
+    ("/a%0d%0aSet-Cookie:%20x=1", "", "/"),
+    ("javascript:alert(1)", "", "/"),
+    ("/apps/alice/demo/x", "/apps/alice/demo", "/apps/alice/demo/x"),
+    ("/apps/bob/other/x", "/apps/alice/demo", "/apps/alice/demo/"),
+    ("", "", "/"),
+])
+def test_sign_in_redirects_stay_on_the_route(value, prefix, want):
+    assert core.safe_next(value, prefix) == want
