@@ -244,6 +244,45 @@ def bench_lava(size: int, poll_delay: int, tmp: Path) -> dict:
         coord.stop()
 
 
+def bench_wakeup(tmp: Path, rounds: int = 50) -> dict:
+    """One waiter held by the hub, one sender: from the send leaving the sender to the
+    waiter's answer arriving, and the send's own round trip, p50 over ``rounds``."""
+    import threading
+
+    import httpx
+
+    from tests.hubproc import HubProcess
+
+    (tmp / "hub-wakeup").mkdir(exist_ok=True)
+    hub = HubProcess(tmp / "hub-wakeup" / "data").start()
+    try:
+        with hub.admin() as c:
+            c.post("/api/v1/spaces", json={"name": "bench"})
+            g = c.post("/api/v1/jobs", json={"name": "wake", "space": "bench", "roles": {"r": 2}}).json()
+        (a, ta), (b, tb) = [(n["node"], n["token"]) for n in g["nodes"]]
+        sender = httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {ta}"})
+        waiter = httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {tb}"}, timeout=60)
+        wake, rtt = [], []
+        for i in range(rounds):
+            got = {}
+
+            def wait(i=i):
+                waiter.post(f"/api/v1/jobs/wake/nodes/{b}/wait", json={"id": f"m{i}", "kind": "any"})
+                got["at"] = time.perf_counter()
+
+            t = threading.Thread(target=wait)
+            t.start()
+            time.sleep(0.2)  # held by the hub by now
+            t0 = time.perf_counter()
+            sender.post(f"/api/v1/jobs/wake/nodes/{a}/send", json={"id": f"m{i}", "data": {}}).raise_for_status()
+            rtt.append(time.perf_counter() - t0)
+            t.join(30)
+            wake.append(got["at"] - t0)
+        return {"wake": statistics.median(wake), "rtt": statistics.median(rtt)}
+    finally:
+        hub.stop()
+
+
 def table(rows: list[tuple[str, int, dict]]) -> str:
     out = ["| server | nodes | release p50 (s) | p99 (s) | max (s) | server CPU (s) | server peak RSS (MiB) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -260,9 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lava-sizes", type=int, nargs="*", default=[16, 256])
     ap.add_argument("--poll-delays", type=int, nargs="*", default=[1, 3])
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--wakeup-only", action="store_true", help="Only the send -> wait wake-up on one replica.")
     args = ap.parse_args(argv)
     if args.worker:
         asyncio.run(worker(json.loads(sys.stdin.readline())))
+        return 0
+    if args.wakeup_only:
+        with tempfile.TemporaryDirectory() as d:
+            w = bench_wakeup(Path(d))
+        print(f"send -> wait wake-up, p50 over 50: {w['wake'] * 1000:.1f} ms after the send began "
+              f"(the send's own round trip: {w['rtt'] * 1000:.1f} ms)")
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as d:
