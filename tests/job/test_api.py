@@ -220,8 +220,12 @@ def test_a_node_not_seen_for_lost_after_fails_the_waits_that_need_it(scheduler):
         c.post(path(g, b, "state"), json={"state": "joined"})  # seen once, then silent
     t = time.perf_counter()
     r = wait(scheduler.hub, g, a, "s", kind="sync", timeout=20).json()
+    while r["state"] == "pending":  # a's hold is a third of lost_after: it asks again, as the client does
+        r = wait(scheduler.hub, g, a, "s", kind="sync", timeout=20, generation=r["generation"]).json()
     assert r["state"] == "failed" and r["nodes"] == [b["node"]] and "not seen" in r["reason"]
     assert time.perf_counter() - t < 5
+    # a, asking again all along, was never counted lost itself
+    assert next(n for n in status(scheduler, g)["nodes"] if n["node"] == a["node"])["gone"] is None
 
 
 def test_the_group_timeout_ends_waits(scheduler):

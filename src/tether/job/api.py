@@ -175,10 +175,13 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
     if changed:
         waker.notify(place.group)  # an arrival or a join may complete others' waits
     loop = asyncio.get_running_loop()
-    end = loop.time() + hold
+    start = loop.time()
+    end = start + hold
     while True:
         ev = waker.event(place.group)  # before reading: a change after the read sets it
         snap, done = await _shared_snapshot(svc, waker, ev, place, w)
+        if snap.lost_after:  # ask again often enough that the asking keeps the node seen
+            end = min(end, start + snap.lost_after / 3)
         now = time.time()
         out = done.get(w)
         if out is None:

@@ -339,27 +339,23 @@ class JobService:
                 core.check_name("role", role)
         except core.JobError as exc:
             raise problem_of(exc) from None
+        # A long-poll asked again (every hold, by every waiter) changes nothing but the
+        # node's last sign of life: decide that on a read, and write only when something
+        # changes (an arrival, a join, a stale last_seen, another wait), so a thousand
+        # waiters re-polling do not queue a thousand writes.
+        with self.db.read() as s:
+            snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
+            waiting_on = s.scalar(select(JobNode.waiting_on).where(JobNode.group_id == place.group_id,
+                                                                   JobNode.name == place.node))
+        now = utcnow()
+        wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
+        me = snap.nodes[place.node]
+        if not arrived and me.state != "pending" and waiting_on == shown and not self._stale(snap, me, now):
+            return wait, False
         with self.db.write() as s:
             s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
             snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
-            now = utcnow()
-            arrived = False
-            try:
-                if kind == "sync":
-                    gen, arrived = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
-                    wait: core.Wait = core.Sync(msg_id, gen)
-                    shown = f"sync {msg_id} #{gen}"
-                elif kind == "all":
-                    core.check_role(snap, role)
-                    wait, shown = core.WaitAll(msg_id, role), f"wait-all {msg_id}" + (f" {role}" if role else "")
-                elif kind == "any":
-                    wait, shown = core.WaitAny(msg_id), f"wait {msg_id}"
-                elif kind == "joined":
-                    wait, shown = core.Joined(), "the group to join"
-                else:
-                    raise core.Invalid(f"a wait is any, all, sync or joined, not {kind!r}")
-            except core.JobError as exc:
-                raise problem_of(exc) from None
+            wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
             completes = False
             if arrived:
                 # Only the arrival that completes the barrier wakes its waiters: a thousand
@@ -377,9 +373,39 @@ class JobService:
             joined = self._seen(s, place, now, waiting_on=shown)
         return wait, completes or joined
 
+    @staticmethod
+    def _decide(snap: core.Snapshot, place: Place, kind: str, msg_id: str, role: str | None,
+                generation: int | None, call: str | None, now: datetime) -> tuple[core.Wait, str, bool]:
+        """The wait a request asks for, how status shows it, and whether it arrives at a barrier."""
+        arrived = False
+        try:
+            if kind == "sync":
+                gen, arrived = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
+                return core.Sync(msg_id, gen), f"sync {msg_id} #{gen}", arrived
+            if kind == "all":
+                core.check_role(snap, role)
+                return core.WaitAll(msg_id, role), f"wait-all {msg_id}" + (f" {role}" if role else ""), False
+            if kind == "any":
+                return core.WaitAny(msg_id), f"wait {msg_id}", False
+            if kind == "joined":
+                return core.Joined(), "the group to join", False
+            raise core.Invalid(f"a wait is any, all, sync or joined, not {kind!r}")
+        except core.JobError as exc:
+            raise problem_of(exc) from None
+
+    @staticmethod
+    def _stale(snap: core.Snapshot, node: core.Node, now: datetime) -> bool:
+        """Is the node's last sign of life old enough to write again? Often enough for the
+        group's lost_after to see it alive (a third of it), else every 60 s (for status)."""
+        every = snap.lost_after / 3 if snap.lost_after else 60.0
+        return node.last_seen is None or now.timestamp() - node.last_seen > every
+
     def end(self, place: Place, finished: bool, told: core.Sync | None = None) -> None:
         """A long-poll answers: the node was alive until now; clear its wait when it ended,
-        and remember a barrier's completion was told (its next sync is a new one)."""
+        and remember a barrier's completion was told (its next sync is a new one). A
+        pending answer writes nothing: the node asks again, and that is its sign of life."""
+        if not finished:
+            return
         with self.db.write() as s:
             values: dict[str, Any] = {"last_seen": utcnow()}
             if finished:
