@@ -212,7 +212,9 @@ def bench_tether(size: int, tmp: Path) -> dict:
         tokens = [(n["node"], n["token"]) for n in g["nodes"]]
 
         def wait_arrived(_workers) -> None:
-            with hub.admin() as c:
+            # a long timeout: the hub answers status slowly while it records a thousand arrivals
+            with httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {hub.admin_token}"},
+                              timeout=300) as c:
                 while True:
                     s = c.get(f"/api/v1/jobs/b{size}").json()
                     b = next((b for b in s["barriers"] if b["id"] == "b"), None)
