@@ -103,10 +103,16 @@ class HubSettings(BaseSettings):
         description="memory for cached record ids and tags of recently synced spaces (24 bytes per record; 0: no cache)",
     )
 
-    @field_validator("listen")
+    # jobs (rendezvous)
+    lava_listen: str | None = Field(
+        default=None, description="HOST:PORT for the LAVA-coordinator-compatible listener (no authentication: "
+        "bind it to the lab's private network only)")
+
+    @field_validator("listen", "lava_listen")
     @classmethod
-    def _check_listen(cls, v: str) -> str:
-        split_listen(v)
+    def _check_listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_listen(v)
         return v
 
     @field_validator("public_url")

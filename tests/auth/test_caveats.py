@@ -115,9 +115,8 @@ def test_scope_str_is_canonical(text, canonical):
         ("publish:builds/x\ny", "control character"),
         ("publish:builds/x /y", "whitespace"),
         ("publish:builds/" + "a" * 1025, "longer than 1024"),
-        ("log:ops/x", "only allowed for publish and space"),
-        ("job:12/x", "only allowed for publish and space"),
-        ("signal:lab/x", "only allowed for publish and space"),
+        ("log:ops/x", "only allowed for publish, space, forward, job"),
+        ("signal:lab/x", "only allowed for publish, space, forward, job"),
         ("publish:builds:none", "'none' is not allowed"),
         ("publish:builds:owner", "unknown access level"),
     ],
@@ -202,6 +201,11 @@ def test_scope_allows_examples():
     assert not allows("space:c", "job", job="42")
     assert not allows("publish:b", "job", job="42")
     assert not allows("job:42", "publish", job="42")
+    # job:GROUP/NODE: one node of a group (tether job hands each node such a token)
+    assert allows("job:42/n1", "job", job="42", path="n1")
+    assert not allows("job:42/n1", "job", job="42", path="n2")
+    assert not allows("job:42/n1", "job", job="42", path=None)
+    assert scope_covers(s("job:42"), s("job:42/n1")) and not scope_covers(s("job:42/n1"), s("job:42/n2"))
 
 
 # --------------------------------------------------------------------------
@@ -609,7 +613,7 @@ def scopes(draw, seg=segments, targets=names):
     kind = draw(st.sampled_from(["publish", "log", "signal", "job", "space"]))
     target = draw(targets)
     prefix = ""
-    if kind in ("publish", "space"):
+    if kind in ("publish", "space", "job"):
         prefix = "/".join(draw(st.lists(seg, max_size=3)))
     return Scope(kind, target, prefix, draw(levels))
 
@@ -646,10 +650,10 @@ def covered_pairs(draw):
     if p.kind == "space":
         kinds += ["publish", "log", "signal"]
     if p.prefix:
-        kinds = [k for k in kinds if k in ("publish", "space")]
+        kinds = [k for k in kinds if k in ("publish", "space", "job")]
     kind = draw(st.sampled_from(kinds))
     prefix = ""
-    if kind in ("publish", "space"):
+    if kind in ("publish", "space", "job"):
         extra = draw(st.lists(small_segments, max_size=2))
         prefix = "/".join(([p.prefix] if p.prefix else []) + extra)
     access = draw(st.sampled_from([lv for lv in (Level.READ, Level.WRITE, Level.ADMIN) if lv <= p.access]))

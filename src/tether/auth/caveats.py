@@ -122,7 +122,8 @@ class AttenuationError(CaveatError):
 # --------------------------------------------------------------------------
 
 SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space", "forward")
-PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward")
+#: job:GROUP/NODE is one node of a group (what `tether job create` hands each node)
+PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward", "job")
 #: kinds whose target is not a space (so a space: scope does not cover them):
 #: job:ID, forward:USER/ROUTE
 NOT_SPACE_KINDS: tuple[str, ...] = ("job", "forward")
@@ -219,7 +220,7 @@ def _validate_scope(sc: Scope, shown: str | None) -> None:
         fail("prefix must be a string")
     if sc.prefix:
         if sc.kind not in PREFIX_KINDS:
-            fail(f"a path prefix is only allowed for {' and '.join(PREFIX_KINDS)} scopes")
+            fail(f"a path prefix is only allowed for {', '.join(PREFIX_KINDS)} scopes")
         problem = _path_problem(sc.prefix, allow_colon=False)
         if problem:
             fail(f"prefix {sc.prefix!r} is invalid: {problem}")

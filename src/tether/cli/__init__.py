@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("tether.publish.cli:publish", "Publish build artifacts, uploading only what the hub lacks."),
     "log": ("tether.log.cli:log", "An immutable record log: add, list, show; push/pull/sync with a hub."),
     "ssh-serve": ("tether.cli.ssh_serve:ssh_serve", "Serve tether over SSH as USER (an authorized_keys forced command)."),
+    "job": ("tether.job.cli:job", "Multi-node jobs: roles, send / wait / sync (LAVA MultiNode compatible)."),
     "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
     "forward": ("tether.forward.cli:forward", "Serve an app on this node through the hub's gateway, over SSH."),
 }

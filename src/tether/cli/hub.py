@@ -39,11 +39,14 @@ def _is_loopback(host: str) -> bool:
               help="PEM chain for *.<gateway_domain>: the gateway serves HTTPS.")
 @click.option("--gateway-tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="PEM private key for --gateway-tls-cert.")
+@click.option("--lava-listen", metavar="HOST:PORT",
+              help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
+                   "(unauthenticated: a lab's private network only; see docs/job.md).")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
 def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
-        gateway_tls_cert, gateway_tls_key, recover_admin):
+        gateway_tls_cert, gateway_tls_key, lava_listen, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -65,7 +68,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
             ssh_listen=ssh_listen, gateway_listen=gateway_listen, gateway_tls_cert=gateway_tls_cert,
-            gateway_tls_key=gateway_tls_key,
+            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen,
         )
         check_settings(settings)
     except ConfigError as exc:

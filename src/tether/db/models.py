@@ -307,3 +307,57 @@ class ForwardShare(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- jobs (rendezvous)
+
+
+class JobGroup(Base):
+    """A multi-node job: its nodes, messages and barriers hang off it (see tether.job)."""
+
+    __tablename__ = "job_groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # job: scopes name it, so unique hub-wide
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lost_after: Mapped[float | None] = mapped_column(nullable=True)  # seconds
+    essential: Mapped[list] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class JobNode(Base):
+    __tablename__ = "job_nodes"
+    group_id: Mapped[int] = mapped_column(ForeignKey("job_groups.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(128))
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waiting_on: Mapped[str] = mapped_column(String(300), default="")  # for `tether job status`
+
+
+class JobMessage(Base):
+    __tablename__ = "job_messages"
+    group_id: Mapped[int] = mapped_column(ForeignKey("job_groups.id", ondelete="CASCADE"), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    data: Mapped[dict] = mapped_column(JSON)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobSync(Base):
+    """How many generations of barrier ``sync_id`` a node has reached."""
+
+    __tablename__ = "job_syncs"
+    group_id: Mapped[int] = mapped_column(ForeignKey("job_groups.id", ondelete="CASCADE"), primary_key=True)
+    sync_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reached: Mapped[int] = mapped_column(Integer)
+    told: Mapped[int] = mapped_column(Integer, default=0)  # the last generation it was answered "done"
+    call: Mapped[str] = mapped_column(String(64), default="")  # the token of its last arriving call
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -206,6 +206,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_prune_audit_forever, hub)
+                tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
                 if runtime is not None:
                     tg.start_soon(runtime.run)
                 tg.start_soon(_write_refusals_forever, hub)
@@ -311,6 +312,10 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     app.include_router(log_router)
     app.include_router(forward_router)
+    from tether.job.api import background as job_background
+    from tether.job.api import router as job_router
+
+    app.include_router(job_router)
     openapi.install(app)
     from tether.hub.urlcheck import UrlCheck
 

@@ -1,0 +1,356 @@
+"""Barrier release: tether's hub versus Debian's lava-coordinator.
+
+A barrier of N nodes (16, 256, 1,024), each node its own connection, driven from a
+few worker processes. N-1 nodes arrive first; then the last one arrives (time T0)
+and we measure, per node, the time from T0 to its release: p50, p99 and max, and
+the server's CPU time and peak memory over the run.
+
+* tether: a real hub (``python -m tether hub``, SQLite), ``POST …/wait`` with
+  ``kind=sync`` (a long-poll, asked again after each 25 s hold);
+* lava-coordinator: Debian's daemon, driven by a client speaking its protocol as
+  LAVA's dispatcher does: ``group_data`` until the group is complete, then
+  ``lava_sync`` every ``poll_delay`` seconds (1 and 3) until ``ack``.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/job_barrier.py                  # a markdown table
+    .venv/bin/python benchmarks/job_barrier.py --write-docs     # also updates docs/benchmarks.md
+    .venv/bin/python benchmarks/job_barrier.py --sizes 16 256 --lava-sizes 16
+
+Needs Debian's ``lava-coordinator`` (``scripts/install-system-deps`` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WORKERS = 4
+
+
+# ------------------------------------------------------------------ the workers (own processes)
+
+
+async def tether_node(client, url: str, group: str, node: str, token: str) -> float:
+    import secrets
+
+    body = {"id": "b", "kind": "sync", "timeout": 25, "call": secrets.token_hex(8)}
+    path = f"{url}/api/v1/jobs/{group}/nodes/{node}/wait"
+    while True:
+        # 1,024 nodes arriving at once queue in the hub (each arrival is a committed write):
+        # a long timeout, and asking again (the same call token) if one still runs out
+        try:
+            r = await client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+        except Exception:  # noqa: BLE001 - httpx's timeouts and dropped connections
+            await asyncio.sleep(0.5)
+            continue
+        r.raise_for_status()
+        out = r.json()
+        if out["state"] == "done":
+            return time.monotonic()
+        if out["state"] == "failed":
+            raise RuntimeError(out["reason"])
+        body["generation"] = out["generation"]
+
+
+async def lava_call(port: int, msg: dict) -> dict:
+    text = json.dumps(msg)
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:  # its backlog of 1 overflows: LAVA's client retries after a delay too
+            await asyncio.sleep(0.2)
+    try:
+        writer.write(b"%08X" % len(text) + text.encode())
+        await writer.drain()
+        writer.write_eof()
+        data = await reader.read()
+    finally:
+        writer.close()
+    return json.loads(data[8:]) if data else {"response": "wait"}
+
+
+async def lava_node(port: int, group: str, node: str, size: int, delay: float, arrived, go=None) -> float:
+    base = {"port": port, "blocksize": 4096, "poll_delay": delay, "host": "127.0.0.1", "hostname": node,
+            "client_name": node, "group_name": group, "role": "r", "group_size": size}
+    while (await lava_call(port, {**base, "request": "group_data"}))["response"] != "group_data":
+        await asyncio.sleep(delay)
+    if go is not None:
+        await go.wait()
+        print(json.dumps({"T0": time.monotonic()}), flush=True)
+    first = True
+    while True:
+        r = await lava_call(port, {**base, "request": "lava_sync", "messageID": "b", "message": None})
+        if r["response"] == "ack":
+            return time.monotonic()
+        if first:
+            first = False
+            arrived(node)
+        await asyncio.sleep(delay)
+
+
+async def worker(cfg: dict) -> None:
+    go = asyncio.Event()
+    released: dict[str, float] = {}
+    early = {n for n, _ in cfg["nodes"] if n != cfg.get("last")}
+    seen: set[str] = set()
+
+    def ready() -> None:
+        print(json.dumps({"ready": True}), flush=True)
+
+    def arrived(node: str) -> None:  # LAVA: the node had its first "wait" to lava_sync
+        seen.add(node)
+        if seen == early:
+            ready()
+
+    if cfg["kind"] == "tether" or not early:
+        ready()  # tether's arrivals are read from the hub (`status`), not guessed by the client
+
+    async def read_go() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        go.set()
+
+    async def one(node: str, token: str | None) -> None:
+        last = node == cfg.get("last")
+        if cfg["kind"] == "tether":
+            if last:
+                await go.wait()
+                print(json.dumps({"T0": time.monotonic()}), flush=True)
+            released[node] = await tether_node(client, cfg["url"], cfg["group"], node, token)
+        else:
+            released[node] = await lava_node(cfg["port"], cfg["group"], node, cfg["size"], cfg["poll_delay"],
+                                             arrived, go if last else None)
+
+    tasks = [asyncio.create_task(read_go())]
+    client = None
+    if cfg["kind"] == "tether":
+        import httpx
+
+        client = httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=len(cfg["nodes"]) + 1))
+    try:
+        await asyncio.gather(*(one(n, t) for n, t in cfg["nodes"]))
+    finally:
+        if client is not None:
+            await client.aclose()
+        tasks[0].cancel()
+    print(json.dumps({"released": released}), flush=True)
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """CPU seconds (user+system) and peak RSS (bytes) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = next(int(ln.split()[1]) * 1024 for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if ln.startswith("VmHWM"))
+    return cpu, hwm
+
+
+def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[tuple[str, str | None]],
+                wait_arrived) -> dict:
+    """Start the workers, let N-1 arrive, release the last, collect the release times."""
+    last = tokens[-1][0]
+    chunks = [tokens[i::WORKERS] for i in range(WORKERS)]
+    cpu0, _ = proc_stats(server_pid)
+    workers = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        p = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+        p.stdin.write(json.dumps({**cfg, "kind": kind, "size": size, "nodes": chunk, "last": last}) + "\n")
+        p.stdin.flush()
+        workers.append(p)
+    for p in workers:
+        assert json.loads(p.stdout.readline()) == {"ready": True}
+    wait_arrived(workers)
+    for p in workers:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    t0, released = None, {}
+    for p in workers:
+        for line in p.stdout:
+            msg = json.loads(line)
+            t0 = msg.get("T0", t0)
+            released.update(msg.get("released", {}))
+        p.wait(600)
+    cpu1, hwm = proc_stats(server_pid)
+    lat = sorted(t - t0 for t in released.values())
+    assert len(lat) == size, (len(lat), size)
+    return {"p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "max": lat[-1],
+            "cpu": cpu1 - cpu0, "rss": hwm}
+
+
+def bench_tether(size: int, tmp: Path) -> dict:
+    import httpx
+
+    from tests.hubproc import HubProcess
+
+    (tmp / f"hub-{size}").mkdir(exist_ok=True)
+    hub = HubProcess(tmp / f"hub-{size}" / "data").start()
+    try:
+        with hub.admin() as c:
+            c.post("/api/v1/spaces", json={"name": "bench"})
+            g = c.post("/api/v1/jobs", json={"name": f"b{size}", "space": "bench", "roles": {"r": size}},
+                       timeout=300).json()
+        tokens = [(n["node"], n["token"]) for n in g["nodes"]]
+
+        def wait_arrived(_workers) -> None:
+            # a long timeout: the hub answers status slowly while it records a thousand arrivals
+            with httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {hub.admin_token}"},
+                              timeout=300) as c:
+                while True:
+                    s = c.get(f"/api/v1/jobs/b{size}").json()
+                    b = next((b for b in s["barriers"] if b["id"] == "b"), None)
+                    if b and len(b["arrived"]) == size - 1:
+                        return
+                    time.sleep(0.2)
+
+        res = run_barrier("tether", size, hub.proc.pid, {"url": hub.url, "group": f"b{size}"}, tokens, wait_arrived)
+        httpx.get(hub.url + "/healthz")
+        return res
+    finally:
+        hub.stop()
+
+
+def bench_lava(size: int, poll_delay: int, tmp: Path) -> dict:
+    from tests.services.lava import LavaCoordinator
+
+    coord = LavaCoordinator(tmp / f"lava-{size}-{poll_delay}", poll_delay=poll_delay).start()
+    try:
+        tokens = [(f"9{size}.{i}", None) for i in range(size)]
+
+        def wait_arrived(_workers) -> None:
+            pass  # each worker said "ready" once its early nodes had their first "wait"
+
+        return run_barrier("lava", size, coord.proc.pid,
+                           {"port": coord.port, "group": f"lava-{size}", "poll_delay": poll_delay}, tokens,
+                           wait_arrived)
+    finally:
+        coord.stop()
+
+
+def bench_wakeup(tmp: Path, rounds: int = 50) -> dict:
+    """One waiter held by the hub, one sender: from the send leaving the sender to the
+    waiter's answer arriving, and the send's own round trip, p50 over ``rounds``."""
+    import threading
+
+    import httpx
+
+    from tests.hubproc import HubProcess
+
+    (tmp / "hub-wakeup").mkdir(exist_ok=True)
+    hub = HubProcess(tmp / "hub-wakeup" / "data").start()
+    try:
+        with hub.admin() as c:
+            c.post("/api/v1/spaces", json={"name": "bench"})
+            g = c.post("/api/v1/jobs", json={"name": "wake", "space": "bench", "roles": {"r": 2}}).json()
+        (a, ta), (b, tb) = [(n["node"], n["token"]) for n in g["nodes"]]
+        sender = httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {ta}"})
+        waiter = httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {tb}"}, timeout=60)
+        wake, rtt = [], []
+        for i in range(rounds):
+            got = {}
+
+            def wait(i=i):
+                waiter.post(f"/api/v1/jobs/wake/nodes/{b}/wait", json={"id": f"m{i}", "kind": "any"})
+                got["at"] = time.perf_counter()
+
+            t = threading.Thread(target=wait)
+            t.start()
+            time.sleep(0.2)  # held by the hub by now
+            t0 = time.perf_counter()
+            sender.post(f"/api/v1/jobs/wake/nodes/{a}/send", json={"id": f"m{i}", "data": {}}).raise_for_status()
+            rtt.append(time.perf_counter() - t0)
+            t.join(30)
+            wake.append(got["at"] - t0)
+        return {"wake": statistics.median(wake), "rtt": statistics.median(rtt)}
+    finally:
+        hub.stop()
+
+
+def table(rows: list[tuple[str, int, dict]]) -> str:
+    out = ["| server | nodes | release p50 (s) | p99 (s) | max (s) | server CPU (s) | server peak RSS (MiB) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, n, r in rows:
+        out.append(f"| {name} | {n:,} | {r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | {r['cpu']:.1f} | "
+                   f"{r['rss'] / 2**20:.0f} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 256, 1024])
+    ap.add_argument("--lava-sizes", type=int, nargs="*", default=[16, 256])
+    ap.add_argument("--poll-delays", type=int, nargs="*", default=[1, 3])
+    ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--wakeup-only", action="store_true", help="Only the send -> wait wake-up on one replica.")
+    args = ap.parse_args(argv)
+    if args.worker:
+        asyncio.run(worker(json.loads(sys.stdin.readline())))
+        return 0
+    if args.wakeup_only:
+        with tempfile.TemporaryDirectory() as d:
+            w = bench_wakeup(Path(d))
+        print(f"send -> wait wake-up, p50 over 50: {w['wake'] * 1000:.1f} ms after the send began "
+              f"(the send's own round trip: {w['rtt'] * 1000:.1f} ms)")
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for n in args.sizes:
+            rows.append(("tether (SQLite)", n, bench_tether(n, tmp)))
+            print(table(rows[-1:]), flush=True)
+        for n in args.lava_sizes:
+            for delay in args.poll_delays:
+                rows.append((f"lava-coordinator, poll_delay {delay}", n, bench_lava(n, delay, tmp)))
+                print(table(rows[-1:]), flush=True)
+    text = table(rows)
+    print(text)
+    if args.write_docs:
+        from _docs import machine_lines, write_section
+
+        command = "benchmarks/job_barrier.py " + " ".join(a for a in (argv or sys.argv[1:]))
+        body = "\n".join([
+            "## Job barriers (rendezvous)",
+            "",
+            "Time from the last node's arrival at a barrier to each node's release, every node its own "
+            f"connection, from {WORKERS} worker processes; the server's CPU time and peak memory over the run. "
+            "tether holds each wait as a long-poll and answers it when the barrier completes; "
+            "lava-coordinator is polled every `poll_delay` seconds, as LAVA's dispatcher does.",
+            "",
+            "Machine:",
+            "",
+            *machine_lines(cpu_note="the hub (or the coordinator) and the workers share them"),
+            "",
+            "Command (from the repository root):",
+            "",
+            "```sh",
+            f".venv/bin/python {command.strip()}",
+            "```",
+            "",
+            text,
+        ])
+        write_section("## Job barriers (rendezvous)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

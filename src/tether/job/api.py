@@ -1,0 +1,273 @@
+"""HTTP routes for jobs. Thin: parsing and the long-poll; the rules live in
+``job.service`` and ``job.core``.
+
+Scheduler (a token with ``job.admin`` on the space):
+
+* ``POST /api/v1/jobs`` -- create a group; the reply holds each node's token.
+* ``GET /api/v1/jobs[?space=S]``, ``GET /api/v1/jobs/{group}`` -- list, status.
+* ``POST /api/v1/jobs/{group}/cancel`` -- end it; every wait fails at once.
+
+Nodes (the node's own token, scope ``job:GROUP/NODE``):
+
+* ``GET /api/v1/jobs/me`` -- which group, node and role the token is for.
+* ``POST /api/v1/jobs/{group}/nodes/{node}/send`` -- ``{"id", "data"}``.
+* ``POST /api/v1/jobs/{group}/nodes/{node}/wait`` -- ``{"id", "kind": "any" |
+  "all" | "sync", "role"?, "generation"?, "timeout"}``: a long-poll. The hub
+  holds the request until the wait completes, fails, or ``timeout`` (at most
+  25 s) passes, and answers ``{"state": "done" | "failed" | "pending", …}``; on
+  ``pending`` the client asks again (with the ``generation`` it was given, for a
+  sync). The answer leaves within milliseconds of the change that completes it.
+* ``POST /api/v1/jobs/{group}/nodes/{node}/state`` -- ``joined``, ``done`` or
+  ``failed`` (the node itself, or the scheduler marking it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from tether.auth.deps import Caller, StrictModel
+from tether.job import core
+from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of
+
+log = logging.getLogger("tether.job")
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+MAX_HOLD = 25.0  # seconds a long-poll is held; below common proxies' idle timeouts
+Name = Annotated[str, Field(max_length=core.MAX_NAME)]
+
+
+def _svc(request: Request) -> JobService:
+    return _svc_for(request.app)
+
+
+def _svc_for(app) -> JobService:
+    svc = getattr(app.state, "job_service", None)
+    if svc is None:
+        hub = app.state.hub
+        svc = app.state.job_service = JobService(
+            hub.db, max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
+    return svc
+
+
+def waker_of(app) -> Waker:
+    w = getattr(app.state, "job_waker", None)
+    if w is None:
+        w = app.state.job_waker = Waker()
+    return w
+
+
+class CreateIn(StrictModel):
+    name: str = Field(max_length=64)
+    space: str = Field(max_length=128)
+    roles: dict[Name, int] = Field(default_factory=dict, max_length=256)
+    nodes: dict[Name, Name] = Field(default_factory=dict, max_length=core.MAX_NODES)
+    timeout: str | None = Field(default=None, max_length=32)
+    expires: str | None = Field(default=None, max_length=32)
+    essential: list[Name] = Field(default_factory=list, max_length=256)
+    lost_after: str | None = Field(default=None, max_length=32)
+
+
+class SendIn(StrictModel):
+    id: str = Field(max_length=1024)  # the core names what is wrong with a bad one
+    data: dict[str, Any] | None = None
+
+
+class WaitIn(StrictModel):
+    id: str = Field(max_length=1024)
+    kind: Literal["any", "all", "sync"]
+    role: str | None = Field(default=None, max_length=1024)
+    generation: int | None = Field(default=None, ge=1, le=2**31)
+    call: str | None = Field(default=None, max_length=64)  # a sync call's token: asking again is the same call
+    timeout: float = Field(default=MAX_HOLD, ge=0, le=3600)
+
+
+class StateIn(StrictModel):
+    state: Literal["joined", "done", "failed"]
+    reason: str = Field(default="", max_length=500)
+
+
+class CancelIn(StrictModel):
+    reason: str = Field(default="", max_length=500)
+
+
+async def _run(fn, *args):
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+@router.post("", status_code=201)
+async def create(body: CreateIn, ctx: Caller, request: Request):
+    """Create a group and mint one token per node (scope ``job:GROUP/NODE``)."""
+    out = await _run(lambda: _svc(request).create(
+        ctx, body.name, body.space, body.roles, body.nodes, timeout=body.timeout, expires=body.expires,
+        essential=body.essential, lost_after=body.lost_after))
+    return JSONResponse(out, status_code=201)
+
+
+@router.get("")
+async def list_groups(ctx: Caller, request: Request, space: Annotated[str | None, Query(max_length=128)] = None):
+    return await _run(_svc(request).list, ctx, space)
+
+
+@router.get("/me")
+async def me(ctx: Caller, request: Request):
+    """The group, node and role of the calling node token, and the group's nodes (for lava-group)."""
+    return await _run(_svc(request).whoami, ctx)
+
+
+@router.get("/{group}")
+async def status(group: str, ctx: Caller, request: Request):
+    return await _run(_svc(request).status, ctx, group)
+
+
+@router.post("/{group}/cancel")
+async def cancel(group: str, body: CancelIn, ctx: Caller, request: Request):
+    out = await _run(_svc(request).cancel, ctx, group, body.reason)
+    waker_of(request.app).notify(group)
+    return out
+
+
+@router.post("/{group}/nodes/{node}/state")
+async def set_state(group: str, node: str, body: StateIn, ctx: Caller, request: Request):
+    svc = _svc(request)
+    place = await _run(svc.place, ctx, group, node)
+    out = await _run(svc.mark, ctx, place, body.state, body.reason)
+    waker_of(request.app).notify(group)
+    return out
+
+
+@router.post("/{group}/nodes/{node}/send")
+async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Request):
+    svc = _svc(request)
+    place = await _run(svc.place, ctx, group, node)
+    out = await _run(svc.send, place, body.id, body.data)
+    waker_of(request.app).notify(group)
+    return out
+
+
+@router.post("/{group}/nodes/{node}/wait")
+async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request, later: BackgroundTasks):
+    svc = _svc(request)
+    place = await _run(svc.place, ctx, group, node)
+    # A JSONResponse as is: FastAPI's encoder would walk the reply again, for every
+    # waiter a barrier releases at once.
+    return JSONResponse(await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role,
+                                        body.generation, min(body.timeout, MAX_HOLD), body.call, later))
+
+
+async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
+                    generation: int | None, hold: float, call: str | None = None,
+                    later: BackgroundTasks | None = None) -> dict[str, Any]:
+    """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes.
+    With ``later``, the closing bookkeeping (last seen, what the node waits on, that
+    it was told) is written after the answer leaves: a released barrier of a
+    thousand nodes answers them all before the thousand writes. Only callers whose
+    retries carry a generation or call token may defer it (the HTTP API)."""
+    w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)
+    if changed:
+        waker.notify(place.group)  # an arrival or a join may complete others' waits
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    end = start + hold
+    while True:
+        ev = waker.event(place.group)  # before reading: a change after the read sets it
+        snap, done = await _shared_snapshot(svc, waker, ev, place, w)
+        if snap.lost_after:  # ask again often enough that the asking keeps the node seen
+            end = min(end, start + snap.lost_after / 3)
+        now = time.time()
+        out = done.get(w)
+        if out is None:
+            try:
+                out = core.evaluate(snap, place.node, w, now)
+            except core.JobError as exc:
+                raise problem_of(exc) from None
+            if isinstance(out, core.Done):
+                done[w] = out  # a completed wait's outcome does not depend on who asks
+        left = end - loop.time()
+        if not isinstance(out, core.Pending) or left <= 0:
+            break
+        if out.recheck_at is not None:
+            left = min(left, max(0.001, out.recheck_at - now + 0.001))
+        try:
+            await asyncio.wait_for(ev.wait(), left)
+        except TimeoutError:
+            pass
+    told = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
+    if later is not None:
+        later.add_task(_run, svc.end, place, not isinstance(out, core.Pending), told)
+    else:
+        await _run(svc.end, place, not isinstance(out, core.Pending), told)
+    reply: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}
+    if isinstance(w, core.Sync):
+        reply["generation"] = w.generation
+    if isinstance(out, core.Done):
+        reply.update(state="done", data=out.data)
+    elif isinstance(out, core.Failed):
+        reply.update(state="failed", reason=out.reason, nodes=list(out.nodes))
+    else:
+        reply.update(state="pending", awaited=list(out.awaited))
+    return reply
+
+
+async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, w: core.Wait):
+    """The waiters of one group share one read per change, and the completed outcomes
+    evaluated on it: a barrier of a thousand nodes reads the group once when it
+    completes, and decides once that it did, not a thousand times."""
+    key = (place.group, type(w).__name__, w.id)
+    hit = waker.shared.get(key)
+    if hit is None or hit[0] is not ev:
+        if isinstance(w, core.Sync):
+            load = lambda: svc.snapshot(place.group_id, syncs=w.id)  # noqa: E731
+        else:
+            load = lambda: svc.snapshot(place.group_id, messages=w.id or None)  # noqa: E731
+        task = asyncio.ensure_future(_run(load))
+        waker.shared[key] = hit = (ev, task, {})
+    return await asyncio.shield(hit[1]), hit[2]
+
+
+# ---------------------------------------------------------------------- background
+
+
+async def listen_for_changes(database_url: str, waker: Waker) -> None:
+    """On PostgreSQL, wake this replica's waiters when another replica changes a group
+    (its writes NOTIFY at commit). Reconnects on its own; after a reconnect every
+    waiter looks again, since a notification may have been missed meanwhile."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    delay = 0.5
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                waker.notify_all()
+                delay = 0.5
+                async for n in conn.notifies():
+                    waker.notify(n.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database restarted or is unreachable: retry
+            log.warning("job notifications: %s; reconnecting in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+async def background(app) -> None:
+    """What the job capability runs while the hub does."""
+    hub = app.state.hub
+    async with anyio.create_task_group() as tg:
+        if hub.db.dialect == "postgresql":
+            tg.start_soon(listen_for_changes, hub.db.url, waker_of(app))
+        if hub.settings.lava_listen:
+            from tether.job.lava import serve
+
+            tg.start_soon(serve, app, hub.settings.lava_listen)

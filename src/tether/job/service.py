@@ -1,0 +1,449 @@
+"""The hub's side of jobs: groups, nodes, messages and barriers in the database,
+the rules of :mod:`tether.job.core` applied to them, and who may do what.
+
+Everything that matters is in the database, so a restarted hub, or another
+replica, carries on where the last one stopped. What one hub keeps in memory is
+only a wake-up: :class:`Waker` (one event per group, set when the group changes,
+here or, through PostgreSQL's NOTIFY, on another replica) and the snapshot the
+waiters of one group share between two changes.
+
+Authorization: scheduling (create, cancel, status of a whole group) needs
+``job.admin``/``job.read`` on the group's space; taking part as node N of
+group G needs ``job.write`` on resource ``job=G, path=N``, which a node's own
+token (scope ``job:G/N``) allows and nothing of another node's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tether.auth import service as auth
+from tether.auth.caveats import CaveatError, parse_duration, parse_scope
+from tether.auth.policy import Resource, authorize
+from tether.auth.service import AuthContext, MintRequest
+from tether.db import Database
+from tether.db.models import JobGroup, JobMessage, JobNode, JobSync, Space, utcnow
+from tether.job import core
+from tether.problems import Problem, bad_request, not_found
+
+NOTIFY_CHANNEL = "tether_jobs"
+DEFAULT_EXPIRES = timedelta(hours=4)
+
+
+def problem_of(exc: core.JobError) -> Problem:
+    extra = {"nodes": list(exc.nodes)} if exc.nodes else {}
+    return Problem(exc.status, exc.slug, exc.detail, **extra)
+
+
+def _duration(value: str | None, what: str) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, caveat=what)
+    except CaveatError as exc:
+        raise bad_request(f"{what}: {exc.detail}", "invalid-job-request") from None
+
+
+def check_group_name(name: str) -> str:
+    """A group name is the target of ``job:`` scopes, so it follows their rule."""
+    try:
+        parse_scope(f"job:{name}")
+        if name == "me":
+            raise CaveatError("scopes", "reserved")  # /api/v1/jobs/me is the caller's own node
+    except CaveatError:
+        raise bad_request(f"group name {name!r} is invalid: use 1-64 lowercase letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit", "invalid-job-request") from None
+    return name
+
+
+def _ts(t: datetime | None) -> float | None:
+    return t.timestamp() if t is not None else None
+
+
+@dataclass(frozen=True)
+class Place:
+    """A node of a group, resolved and authorized."""
+
+    group_id: int
+    group: str
+    space: str
+    node: str
+    role: str
+
+
+class Waker:
+    """One asyncio event per group, set (and replaced) when the group changes. A
+    waiter takes the event *before* reading the group, so a change between its read
+    and its wait is never missed. Only touched from the event loop."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.shared: dict[tuple, tuple[asyncio.Event, Any, dict]] = {}  # see job.api._shared_snapshot
+
+    def event(self, group: str) -> asyncio.Event:
+        ev = self._events.get(group)
+        if ev is None:
+            ev = self._events[group] = asyncio.Event()
+        return ev
+
+    def notify(self, group: str) -> None:
+        ev = self._events.pop(group, None)
+        if ev is not None:
+            ev.set()
+        for key in [k for k in self.shared if k[0] == group]:
+            del self.shared[key]
+
+    def notify_all(self) -> None:
+        for group in list(self._events):
+            self.notify(group)
+
+
+class JobService:
+    def __init__(self, db: Database, *, max_lifetime: timedelta, default_lifetime: timedelta):
+        self.db = db
+        self.max_lifetime = max_lifetime
+        self.default_lifetime = default_lifetime
+
+    # ------------------------------------------------------------------ lookups
+
+    def _group(self, s: Session, name: str, *, lock: bool = False) -> tuple[JobGroup, str]:
+        q = select(JobGroup, Space.name).join(Space, Space.id == JobGroup.space_id).where(JobGroup.name == name)
+        if lock:
+            q = q.with_for_update(of=JobGroup)
+        row = s.execute(q).first()
+        if row is None:
+            raise not_found(f"job group {name}")
+        return row[0], row[1]
+
+    def place(self, ctx: AuthContext | None, group: str, node: str) -> Place:
+        """Resolve (and, for a caller, authorize) node ``node`` of ``group``. ``ctx`` is
+        None for the LAVA listener, whose protocol has no credentials."""
+        with self.db.read() as s:
+            g, space = self._group(s, group)
+            if ctx is not None:
+                ctx.require("job.write", Resource(space=space, job=group, path=node))
+            role = s.scalar(select(JobNode.role).where(JobNode.group_id == g.id, JobNode.name == node))
+        if role is None:
+            raise not_found(f"node {node} of job group {group}")
+        return Place(g.id, group, space, node, role)
+
+    def whoami(self, ctx: AuthContext) -> dict[str, Any]:
+        """The group and node a node token is for (its one ``job:GROUP/NODE`` scope)."""
+        scopes = [sc for sc in (ctx.caveats.scopes or ()) if sc.kind == "job" and sc.prefix] if ctx.caveats else []
+        if len(scopes) != 1:
+            raise bad_request("this token is not a job node's token (one job:GROUP/NODE scope): "
+                              "name the group and node, or use the token `tether job create` made", "not-a-node-token")
+        p = self.place(ctx, scopes[0].target, scopes[0].prefix)
+        with self.db.read() as s:
+            nodes = s.execute(select(JobNode.name, JobNode.role).where(JobNode.group_id == p.group_id)).all()
+        return {"group": p.group, "node": p.node, "role": p.role, "space": p.space,
+                "nodes": {name: role for name, role in _ordered(dict(nodes)).items()}}
+
+    def snapshot(self, group_id: int, *, messages: str | None = None, syncs: str | None = None,
+                 s: Session | None = None) -> core.Snapshot:
+        """The group as the core sees it, with the messages of one id and the barrier of one id."""
+        if s is None:
+            with self.db.read() as s2:
+                return self.snapshot(group_id, messages=messages, syncs=syncs, s=s2)
+        g = s.get(JobGroup, group_id)
+        # Columns, not ORM objects: a group of a thousand nodes is read on every arrival.
+        n_ = JobNode.__table__.c
+        nodes = {name: core.Node(name, role, state, reason, _ts(seen)) for name, role, state, reason, seen in s.execute(
+            select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen).where(n_.group_id == group_id))}
+        snap = core.Snapshot(
+            g.name, _ordered(nodes), state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
+            lost_after=g.lost_after, deadline=_deadline(g),
+        )
+        if messages is not None:
+            snap.messages[messages] = {m.node: m.data for m in s.scalars(
+                select(JobMessage).where(JobMessage.group_id == group_id, JobMessage.message_id == messages))}
+        if syncs is not None:
+            y_ = JobSync.__table__.c
+            rows = s.execute(select(y_.node, y_.reached, y_.told, y_.call)
+                             .where(y_.group_id == group_id, y_.sync_id == syncs)).all()
+            snap.syncs[syncs] = {node: reached for node, reached, _, _ in rows}
+            snap.sync_told[syncs] = {node: (told, call) for node, _, told, call in rows}
+        return snap
+
+    # ------------------------------------------------------------------ scheduling
+
+    def create(self, ctx: AuthContext, name: str, space: str, roles: dict[str, int], nodes: dict[str, str],
+               *, timeout: str | None, expires: str | None, essential: list[str], lost_after: str | None,
+               ) -> dict[str, Any]:
+        check_group_name(name)
+        ctx.require("job.admin", Resource(space=space, job=name))
+        try:
+            plan = core.plan_nodes(name, list(roles.items()), list(nodes.items()))
+        except core.JobError as exc:
+            raise problem_of(exc) from None
+        have = {r for _, r in plan}
+        unknown = sorted(set(essential) - have)
+        if unknown:
+            raise bad_request(f"essential role(s) {', '.join(unknown)} are not roles of the group "
+                              f"({', '.join(sorted(have))})", "invalid-job-request")
+        now = utcnow()
+        life = _duration(expires, "expires") or DEFAULT_EXPIRES
+        if life > self.max_lifetime:
+            raise bad_request(f"expires: {expires} is past this hub's maximum token lifetime", "invalid-job-request")
+        wait = _duration(timeout, "timeout")
+        lost = _duration(lost_after, "lost_after")
+        with self.db.read() as s:
+            space_id = s.scalar(select(Space.id).where(Space.name == space))
+            if space_id is None:
+                raise not_found(f"space {space}")
+            if s.scalar(select(JobGroup.id).where(JobGroup.name == name)) is not None:
+                raise Problem(409, "conflict", f"job group {name} already exists; pick another name")
+        # Tokens first (each its own transaction, through the one minting path), then the
+        # group in one transaction; if the group cannot be stored the tokens are revoked.
+        tokens = []
+        for node, _role in plan:
+            req = MintRequest(scopes=[f"job:{name}/{node}"], expires=f"{int(life.total_seconds())}s",
+                              label=f"job {name} node {node}")
+            row, secret = auth.mint(self.db, ctx, req, now=now, max_lifetime=self.max_lifetime,
+                                    default_lifetime=self.default_lifetime)
+            tokens.append((row.id, secret))
+        try:
+            with self.db.write() as s:
+                g = JobGroup(name=name, space_id=space_id, created_by=ctx.user.name, created_at=now,
+                             expires_at=now + life, deadline=now + wait if wait else None,
+                             lost_after=lost.total_seconds() if lost else None, essential=sorted(set(essential)),
+                             state="open", reason="")
+                s.add(g)
+                s.flush()
+                s.add_all([JobNode(group_id=g.id, name=n, role=r, token_id=t[0], state="pending", reason="",
+                                   waiting_on="") for (n, r), t in zip(plan, tokens)])
+        except IntegrityError:
+            for token_id, _ in tokens:
+                auth.revoke(self.db, ctx, token_id, now=now)
+            raise Problem(409, "conflict", f"job group {name} already exists; pick another name") from None
+        ctx.trail["reason"] = f"{len(plan)} nodes"
+        return {
+            "group": name, "space": space, "expires_at": auth.iso(now + life),
+            "nodes": [{"node": n, "role": r, "token": t[1], "token_id": t[0]} for (n, r), t in zip(plan, tokens)],
+        }
+
+    def status(self, ctx: AuthContext, name: str) -> dict[str, Any]:
+        with self.db.read() as s:
+            g, space = self._group(s, name)
+            ctx.require("job.read", Resource(space=space, job=name))
+            nodes = list(s.scalars(select(JobNode).where(JobNode.group_id == g.id).order_by(JobNode.name)))
+            msgs = list(s.scalars(select(JobMessage).where(JobMessage.group_id == g.id)
+                                  .order_by(JobMessage.sent_at, JobMessage.message_id, JobMessage.node)))
+            syncs = list(s.scalars(select(JobSync).where(JobSync.group_id == g.id)))
+        snap = core.Snapshot(name, _ordered({n.name: core.Node(n.name, n.role, n.state, n.reason, _ts(n.last_seen))
+                                             for n in nodes}),
+                             state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
+                             lost_after=g.lost_after, deadline=_deadline(g))
+        now = utcnow().timestamp()
+        over = core.group_failure(snap, now)
+        messages: dict[str, dict[str, Any]] = {}
+        for m in msgs:
+            entry = messages.setdefault(m.message_id, {"id": m.message_id, "sent": {}})
+            entry["sent"][m.node] = m.data
+        for entry in messages.values():
+            entry["not_sent"] = [n.name for n in nodes if n.name not in entry["sent"]]
+        barriers: dict[str, dict[str, int]] = {}
+        for y in syncs:
+            barriers.setdefault(y.sync_id, {})[y.node] = y.reached
+        out_barriers = []
+        for sid, reached in sorted(barriers.items()):
+            gen = max(reached.values())
+            out_barriers.append({"id": sid, "generation": gen,
+                                 "arrived": sorted(n for n, r in reached.items() if r >= gen),
+                                 "awaited": [n.name for n in nodes if reached.get(n.name, 0) < gen]})
+        return {
+            "group": name, "space": space, "state": g.state if over is None or g.state != "open" else "ended",
+            "reason": g.reason or (over.reason if over else ""), "created_by": g.created_by,
+            "created_at": auth.iso(g.created_at), "expires_at": auth.iso(g.expires_at),
+            "deadline": auth.iso(g.deadline), "essential": g.essential,
+            "nodes": [{"node": n.name, "role": n.role, "state": n.state, "reason": n.reason,
+                       "last_seen": auth.iso(n.last_seen), "waiting_on": n.waiting_on,
+                       "gone": core.gone(snap, snap.nodes[n.name], now)} for n in nodes],
+            "messages": list(messages.values()), "barriers": out_barriers,
+        }
+
+    def list(self, ctx: AuthContext, space: str | None) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            q = select(JobGroup, Space.name).join(Space, Space.id == JobGroup.space_id).order_by(JobGroup.created_at)
+            if space is not None:
+                q = q.where(Space.name == space)
+            rows = list(s.execute(q))
+            out = []
+            for g, sp in rows:
+                if not authorize(ctx.principal, "job.read", Resource(space=sp, job=g.name)).allowed:
+                    continue  # list only what the caller could show
+                count = s.scalar(select(func.count()).select_from(JobNode).where(JobNode.group_id == g.id))
+                out.append({"group": g.name, "space": sp, "state": g.state, "nodes": count,
+                            "created_at": auth.iso(g.created_at), "expires_at": auth.iso(g.expires_at)})
+        return out
+
+    def cancel(self, ctx: AuthContext, name: str, reason: str) -> dict[str, Any]:
+        with self.db.write() as s:
+            g, space = self._group(s, name, lock=True)
+            ctx.require("job.admin", Resource(space=space, job=name))
+            if g.state == "open":
+                g.state, g.reason = "cancelled", reason or f"cancelled by {ctx.user.name}"
+                self._notify(s, name)
+            return {"group": name, "state": g.state, "reason": g.reason}
+
+    # ------------------------------------------------------------------ nodes
+
+    def mark(self, ctx: AuthContext | None, place: Place, state: str, reason: str) -> dict[str, Any]:
+        """A node reports itself (joined, done, failed), or the scheduler marks it."""
+        if state not in ("joined", "done", "failed"):
+            raise bad_request(f"a node's state is joined, done or failed, not {state!r}", "invalid-job-request")
+        with self.db.write() as s:
+            g, _ = self._group(s, place.group, lock=True)
+            n = s.get(JobNode, (g.id, place.node))
+            if n.state in ("done", "failed") and state != n.state:
+                raise Problem(409, "job-node-ended", f"node {place.node} already {n.state}; it cannot become {state}")
+            n.state, n.reason, n.last_seen = state, reason[:500], utcnow()
+            if state == "failed" and n.role in (g.essential or ()) and g.state == "open":
+                g.state, g.reason = "ended", f"essential role {n.role!r}: {place.node} failed" + (
+                    f" ({reason})" if reason else "")
+            self._notify(s, place.group)
+        return {"group": place.group, "node": place.node, "state": state}
+
+    def send(self, place: Place, msg_id: str, data: Any) -> dict[str, Any]:
+        with self.db.write() as s:
+            # The group's row locked first: changes to one group are serialized on every backend.
+            s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
+            snap = self.snapshot(place.group_id, messages=msg_id, s=s)
+            now = utcnow()
+            try:
+                data = core.check_message(data)
+                new = core.send(snap, place.node, msg_id, data, now.timestamp())
+            except core.JobError as exc:
+                raise problem_of(exc) from None
+            self._seen(s, place, now)
+            if new:
+                s.add(JobMessage(group_id=place.group_id, message_id=msg_id, node=place.node, data=data, sent_at=now))
+                self._notify(s, place.group)
+        return {"id": msg_id, "node": place.node, "stored": new}
+
+    def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None,
+              call: str | None = None) -> tuple[core.Wait, bool]:
+        """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on.
+        Also says whether this changed the group (an arrival, a first sign of life)."""
+        try:
+            if kind != "joined":
+                core.check_name("sync id" if kind == "sync" else "message id", msg_id)
+            if role is not None:
+                core.check_name("role", role)
+        except core.JobError as exc:
+            raise problem_of(exc) from None
+        # A long-poll asked again (every hold, by every waiter) changes nothing but the
+        # node's last sign of life: decide that on a read, and write only when something
+        # changes (an arrival, a join, a stale last_seen, another wait), so a thousand
+        # waiters re-polling do not queue a thousand writes.
+        with self.db.read() as s:
+            snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
+            waiting_on = s.scalar(select(JobNode.waiting_on).where(JobNode.group_id == place.group_id,
+                                                                   JobNode.name == place.node))
+        now = utcnow()
+        wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
+        me = snap.nodes[place.node]
+        if not arrived and me.state != "pending" and waiting_on == shown and not self._stale(snap, me, now):
+            return wait, False
+        with self.db.write() as s:
+            s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
+            snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
+            wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
+            completes = False
+            if arrived:
+                # Only the arrival that completes the barrier wakes its waiters: a thousand
+                # arrivals waking a thousand waiters each would be a million wake-ups.
+                snap.syncs.setdefault(msg_id, {})[place.node] = wait.generation
+                completes = isinstance(core.evaluate(snap, place.node, wait, now.timestamp()), core.Done)
+                row = s.get(JobSync, (place.group_id, msg_id, place.node))
+                if row is None:
+                    s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
+                                  told=0, call=call or "", at=now))
+                else:
+                    row.reached, row.call, row.at = wait.generation, call or "", now
+                if completes:
+                    self._notify(s, place.group)
+            joined = self._seen(s, place, now, waiting_on=shown)
+        return wait, completes or joined
+
+    @staticmethod
+    def _decide(snap: core.Snapshot, place: Place, kind: str, msg_id: str, role: str | None,
+                generation: int | None, call: str | None, now: datetime) -> tuple[core.Wait, str, bool]:
+        """The wait a request asks for, how status shows it, and whether it arrives at a barrier."""
+        arrived = False
+        try:
+            if kind == "sync":
+                gen, arrived = core.arrive(snap, place.node, msg_id, generation, now.timestamp(), call)
+                return core.Sync(msg_id, gen), f"sync {msg_id} #{gen}", arrived
+            if kind == "all":
+                core.check_role(snap, role)
+                return core.WaitAll(msg_id, role), f"wait-all {msg_id}" + (f" {role}" if role else ""), False
+            if kind == "any":
+                return core.WaitAny(msg_id), f"wait {msg_id}", False
+            if kind == "joined":
+                return core.Joined(), "the group to join", False
+            raise core.Invalid(f"a wait is any, all, sync or joined, not {kind!r}")
+        except core.JobError as exc:
+            raise problem_of(exc) from None
+
+    @staticmethod
+    def _stale(snap: core.Snapshot, node: core.Node, now: datetime) -> bool:
+        """Is the node's last sign of life old enough to write again? Often enough for the
+        group's lost_after to see it alive (a third of it), else every 60 s (for status)."""
+        every = snap.lost_after / 3 if snap.lost_after else 60.0
+        return node.last_seen is None or now.timestamp() - node.last_seen > every
+
+    def end(self, place: Place, finished: bool, told: core.Sync | None = None) -> None:
+        """A long-poll answers: the node was alive until now; clear its wait when it ended,
+        and remember a barrier's completion was told (its next sync is a new one). A
+        pending answer writes nothing: the node asks again, and that is its sign of life."""
+        if not finished:
+            return
+        with self.db.write() as s:
+            values: dict[str, Any] = {"last_seen": utcnow()}
+            if finished:
+                values["waiting_on"] = ""
+            s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
+                      .values(**values))
+            if told is not None:
+                s.execute(update(JobSync).where(JobSync.group_id == place.group_id, JobSync.sync_id == told.id,
+                                                JobSync.node == place.node, JobSync.told < told.generation)
+                          .values(told=told.generation))
+
+    def _seen(self, s: Session, place: Place, now: datetime, *, waiting_on: str | None = None) -> bool:
+        """Note a sign of life; True when it is the node's first (it joined: waiters may care)."""
+        values: dict[str, Any] = {"last_seen": now}
+        if waiting_on is not None:
+            values["waiting_on"] = waiting_on
+        s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
+                  .values(**values))
+        joined = s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node,
+                                                 JobNode.state == "pending").values(state="joined")).rowcount
+        if joined:
+            self._notify(s, place.group)
+        return bool(joined)
+
+    def _notify(self, s: Session, group: str) -> None:
+        """Wake waiters on other replicas once this transaction commits (PostgreSQL
+        delivers NOTIFY at commit, and not at all on rollback)."""
+        if self.db.dialect == "postgresql":
+            s.execute(text("SELECT pg_notify(:c, :g)"), {"c": NOTIFY_CHANNEL, "g": group})
+
+def _deadline(g: JobGroup) -> float:
+    """The group's timeout, or its expiry (when its tokens stop working) if that comes first."""
+    return min(t.timestamp() for t in (g.deadline, g.expires_at) if t is not None)
+
+
+def _ordered(nodes: dict[str, Any]) -> dict[str, Any]:
+    """Nodes in their creation order (GROUP.0, GROUP.1, … GROUP.10), not string order."""
+    def key(name: str):
+        head, _, tail = name.rpartition(".")
+        return (head, int(tail)) if tail.isdigit() else (name, -1)
+    return dict(sorted(nodes.items(), key=lambda kv: key(kv[0])))
