@@ -86,6 +86,12 @@ def test_the_demo_app_is_served_and_stopping_the_route_stops_it(hub):
                      additional_headers={"Cookie": cookie}, open_timeout=5) as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the websocket is a connection open to the app
+                routes = json.loads(_cli(hub, "list", "--json").stdout)
+                if routes and routes[0]["open_connections"] >= 1:
+                    break
+            assert routes[0]["open_connections"] >= 1
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # the hub's sweep saves activity every 0.3 s here
             listed = json.loads(_cli(hub, "list", "--json").stdout)

@@ -295,6 +295,7 @@ class ForwardRoute(Base):
     closed_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     bytes_up: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_down: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_connections: Mapped[int] = mapped_column(Integer, default=0)  # as its holder last saw them
 
     __table_args__ = (UniqueConstraint("user_id", "name", name="uq_forward_routes_user_name"),)
 

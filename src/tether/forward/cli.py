@@ -107,7 +107,8 @@ def run(name: str, command: tuple[str, ...], ssh_target: str, identity: str | No
 @client_options
 @json_option
 def list_routes(conn: Conn, everyone: bool, as_json: bool) -> None:
-    """List your live routes: state, URL, node, created, last activity, bytes each way.
+    """List your live routes: state, URL, node, created, last activity, bytes each way,
+    connections open now.
 
     \b
     Examples:
@@ -119,7 +120,7 @@ def list_routes(conn: Conn, everyone: bool, as_json: bool) -> None:
         emit_json(routes)
         return
     emit_table(routes, ["owner", "name", "state", "url", "node", "created", "last_activity", "bytes_up",
-                        "bytes_down"], empty="no live routes")
+                        "bytes_down", "open_connections"], empty="no live routes")
 
 
 @forward.command("stop")

@@ -30,13 +30,31 @@ _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'u
 
 
 class SSHUpstream:
-    """One channel back to the node's socket, over the SSH connection that holds the route."""
+    """One channel back to the node's socket, over the SSH connection that holds the route;
+    each one counted as an open connection of the route until the gateway closes it."""
 
-    def __init__(self, opener):
-        self.opener = opener
+    def __init__(self, opener, opened):
+        self.opener, self.opened = opener, opened
 
     async def open(self):
-        return await self.opener()
+        reader, writer = await self.opener()
+        return reader, _Counted(writer, self.opened())
+
+
+class _Counted:
+    """A writer that says once when it is closed (the gateway closes every upstream it opens)."""
+
+    def __init__(self, writer, closed):
+        self._writer, self._closed = writer, closed
+
+    def close(self) -> None:
+        if self._closed is not None:
+            self._closed()
+            self._closed = None
+        self._writer.close()
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
 
 
 class ForwardResolver:
@@ -74,7 +92,8 @@ class ForwardResolver:
             return Refuse(access.status, access.slug, access.reason)
         held = self.runtime.live.get((owner, name))
         if held is not None and held.route.token_id == route.token_id:
-            return Forward(SSHUpstream(held.opener), target, self.runtime.counter(route),
+            return Forward(SSHUpstream(held.opener, lambda: self.runtime.connection_opened(route.id)), target,
+                           self.runtime.counter(route),
                            on_status=self.runtime.status_counter(route))
         peer = (route.holder or "").partition("#")[0]
         if request.hop() or not peer or peer == self.runtime.internal:

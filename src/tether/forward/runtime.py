@@ -60,6 +60,8 @@ class ForwardRuntime:
         self.holder = f"{self.internal}#{secrets.token_hex(4)}"
         self.live: dict[tuple[str, str], LiveRoute] = {}
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        self._open: dict[int, int] = defaultdict(int)  # connections open to the app, per route id
+        self._open_saved: dict[int, int] = {}
         idle = settings.forward_idle
         self.hub_idle = parse_duration(idle) if idle else None
         self.reconnect_grace = parse_duration(settings.forward_reconnect_grace)
@@ -79,6 +81,15 @@ class ForwardRuntime:
                 down_metric.inc(down)
 
         return count
+
+    def connection_opened(self, route_id: int) -> Callable[[], None]:
+        """Count a connection open to the route's app; call what it returns when it closes."""
+        self._open[route_id] += 1
+
+        def closed() -> None:
+            self._open[route_id] -= 1
+
+        return closed
 
     def status_counter(self, route: Route) -> Callable[[int], None]:
         label = f"{route.owner}/{route.name}"
@@ -100,8 +111,11 @@ class ForwardRuntime:
 
     async def flush(self) -> None:
         counts, self._counts = self._counts, defaultdict(lambda: [0, 0])
-        if counts:
-            await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()})
+        opened = {i: n for i, n in self._open.items() if self._open_saved.get(i) != n}  # only what changed
+        if counts or opened:
+            await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()},
+                                    open_connections=opened)
+            self._open_saved.update(opened)
 
     async def reap(self) -> None:
         """End idle routes, routes whose node did not come back, and drop the connections

@@ -46,16 +46,18 @@ class Route:
     last_activity_at: datetime
     bytes_up: int
     bytes_down: int
+    open_connections: int = 0
 
     def info(self) -> dict[str, Any]:
         return {"owner": self.owner, "name": self.name, "state": self.state, "node": self.node,
                 "created": auth.iso(self.created_at), "last_activity": auth.iso(self.last_activity_at),
-                "bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "idle_seconds": self.idle_seconds}
+                "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
+                "open_connections": self.open_connections, "idle_seconds": self.idle_seconds}
 
 
 def _route(row: ForwardRoute, owner: str) -> Route:
     return Route(row.id, owner, row.name, row.state, row.node, row.holder, row.token_id, row.idle_seconds,
-                 row.created_at, row.last_activity_at, row.bytes_up, row.bytes_down)
+                 row.created_at, row.last_activity_at, row.bytes_up, row.bytes_down, row.open_connections or 0)
 
 
 def _check_name(name: str) -> None:
@@ -161,14 +163,18 @@ class ForwardService:
                             .where(User.name == owner, ForwardRoute.name == name)).first()
         return _route(row[0], row[1]) if row else None
 
-    def touch(self, counts: dict[int, tuple[int, int]], now: datetime | None = None) -> None:
-        """Add bytes that passed (up, down) per route id and mark them active."""
+    def touch(self, counts: dict[int, tuple[int, int]], now: datetime | None = None, *,
+              open_connections: dict[int, int] | None = None) -> None:
+        """Add bytes that passed (up, down) per route id and mark them active; record the
+        connections open to each route the caller holds."""
         now = now or utcnow()
         with self.db.write() as s:
             for route_id, (up, down) in counts.items():
                 s.execute(update(ForwardRoute).where(ForwardRoute.id == route_id).values(
                     bytes_up=ForwardRoute.bytes_up + up, bytes_down=ForwardRoute.bytes_down + down,
                     last_activity_at=now))
+            for route_id, n in (open_connections or {}).items():
+                s.execute(update(ForwardRoute).where(ForwardRoute.id == route_id).values(open_connections=n))
 
     def states(self, route_ids: list[int]) -> dict[int, tuple[str, str | None, str | None]]:
         """(state, token id, why it closed) of each route: a replica checks the routes it holds."""

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("closed_reason", sa.String(length=200), nullable=True),
         sa.Column("bytes_up", sa.BigInteger(), nullable=False),
         sa.Column("bytes_down", sa.BigInteger(), nullable=False),
+        sa.Column("open_connections", sa.Integer(), nullable=False, server_default="0"),
         sa.UniqueConstraint("user_id", "name", name="uq_forward_routes_user_name"),
     )
     op.create_table(
