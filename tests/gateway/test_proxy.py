@@ -289,3 +289,48 @@ def test_an_idle_connection_does_not_block_others(gateway):
 ])
 def test_sign_in_redirects_stay_on_the_route(value, prefix, want):
     assert core.safe_next(value, prefix) == want
+
+
+class _CountingApp:
+    """A raw HTTP/1.1 app on a UNIX socket that counts the connections it accepts and
+    answers each request "ok"; with close_after=True it closes after every answer."""
+
+    def __init__(self, path: str, close_after: bool):
+        self.path, self.close_after, self.accepted = path, close_after, 0
+
+    async def handle(self, reader, writer):
+        self.accepted += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                close = b"connection: close\r\n" if self.close_after else b""
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n" + close + b"\r\nok")
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.mark.parametrize("close_after, connections", [(False, 1), (True, 3)])
+def test_a_browser_connection_keeps_its_app_connection_unless_the_app_closes_it(tmp_path, close_after, connections):
+    app = _CountingApp(str(tmp_path / "count.sock"), close_after)
+
+    async def resolve(request):
+        return Forward(UnixUpstream(app.path), core.match(request.host, request.target, "localhost"))
+
+    g = GatewayThread(resolve, Limits())
+    try:
+        asyncio.run_coroutine_threadsafe(asyncio.start_unix_server(app.handle, app.path), g.loop).result(5)
+        c = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+        for _ in range(3):  # one browser connection, three requests
+            c.request("GET", "/", headers={"Host": HOST})
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, b"ok")
+        c.close()
+        assert app.accepted == connections
+    finally:
+        g.stop()

@@ -35,6 +35,7 @@ class SSHUpstream:
 
     def __init__(self, opener, opened):
         self.opener, self.opened = opener, opened
+        self.key = opener  # the same route's channels: one kept per browser connection between requests
 
     async def open(self):
         reader, writer = await self.opener()
