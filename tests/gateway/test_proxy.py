@@ -67,6 +67,11 @@ class GatewayThread:
     def stop(self):
         async def close():
             self.server.close()
+            # end what is still open (a kept app connection, an idle browser): no task outlives the loop
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
