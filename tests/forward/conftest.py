@@ -27,3 +27,28 @@ def start_forward_hub(tmp: Path, users: tuple[str, ...], env: dict[str, str]) ->
     known.write_text(f"[127.0.0.1]:{ssh_port} {host_pub[0]} {host_pub[1]}\n")
     return {"hub": hub, "tmp": tmp, "ssh_port": ssh_port, "gw_port": gw_port, "keys": keys, "tokens": tokens,
             "known": known}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_app(sock: Path, timeout: float = 20) -> subprocess.Popen:
+    """The gateway tests' app (tests/gateway/app.py) under uvicorn on UNIX socket ``sock``,
+    once it accepts connections; the caller stops it by its pid."""
+    import socket
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(sock), "--log-level", "warning",
+                             "tests.gateway.app:app"], cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the test app did not accept connections on {sock}")

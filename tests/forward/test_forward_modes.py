@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.forward.conftest import start_forward_hub
+from tests.forward.conftest import start_app, start_forward_hub
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app(tmp: Path) -> tuple[subprocess.Popen, Path]:
-    sock = tmp / "app.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(sock), "--log-level", "warning",
-                             "tests.gateway.app:app"], cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return proc, sock
+    return start_app(tmp / "app.sock"), tmp / "app.sock"
 
 
 def _hold(w, user: str, name: str, sock: Path) -> subprocess.Popen:

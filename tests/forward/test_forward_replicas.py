@@ -7,13 +7,12 @@ from __future__ import annotations
 import http.client
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.forward.conftest import start_app
 from tests.hubproc import HubProcess, free_port, unique
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _replica(tmp: Path, name: str, url: str) -> tuple[HubProcess, int, int]:
@@ -52,11 +51,7 @@ def test_either_replica_serves_and_stops_a_route(pg_server, tmp_path):
         known = tmp_path / "known_hosts"
         known.write_text(f"[127.0.0.1]:{a_ssh} {pub[0]} {pub[1]}\n")
         sock = tmp_path / "app.sock"
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(sock), "--log-level", "warning",
-                                       "tests.gateway.app:app"], cwd=ROOT))
-        deadline = time.monotonic() + 20
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        procs.append(start_app(sock))
         ssh = subprocess.Popen(["ssh", "-N", "-p", str(a_ssh), "-i", str(key), "-o", "IdentitiesOnly=yes",
                                 "-o", f"UserKnownHostsFile={known}", "-o", "BatchMode=yes",
                                 "-o", "ExitOnForwardFailure=yes", "-R", f"/lab:{sock}", "dora@127.0.0.1"],

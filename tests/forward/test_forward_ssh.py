@@ -9,15 +9,12 @@ import json
 import socket
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.forward.conftest import start_forward_hub
+from tests.forward.conftest import start_app, start_forward_hub
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +24,7 @@ def world(tmp_path_factory):
                           {"TETHER_FORWARD_RECONNECT_GRACE": "2s", "TETHER_FORWARD_SWEEP_SECONDS": "0.3"})
     hub = w["hub"]
     app_sock = tmp / "app.sock"
-    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--uds", str(app_sock), "--log-level", "warning",
-                            "tests.gateway.app:app"], cwd=ROOT)
-    _wait_socket(app_sock)
+    app = start_app(app_sock)
     w.update(app_sock=app_sock, forwards=[])
     _forward(w, "alice", "demo")  # most tests use alice's route demo
     yield w
@@ -39,18 +34,6 @@ def world(tmp_path_factory):
     app.terminate()
     app.wait(10)
     hub.stop()
-
-
-def _wait_socket(path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listens on {path}")
 
 
 def _ssh(w, user, *args, **kw):

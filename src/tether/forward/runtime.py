@@ -41,7 +41,7 @@ class GatewayAddress:
     def url(self, owner: str, name: str) -> str:
         base = None
         if self.path_mode:
-            base = gw._origin(self.scheme, self.domain, self.port)
+            base = gw.origin(self.scheme, self.domain, self.port)
         return gw.route_url(gw.RouteKey(owner, name), domain=self.domain, scheme=self.scheme, port=self.port,
                             path_mode_base=base)
 

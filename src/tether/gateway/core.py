@@ -80,12 +80,13 @@ def route_url(route: RouteKey, *, domain: str, scheme: str, port: int | None, pa
     """The URL a browser opens for the route (subdomain mode unless it cannot be)."""
     host = route_host(route, domain)
     if host is None or path_mode_base is not None:
-        base = path_mode_base or _origin(scheme, domain, port)
+        base = path_mode_base or origin(scheme, domain, port)
         return f"{base.rstrip('/')}{PATH_PREFIX}{route.user}/{route.name}/"
-    return _origin(scheme, host, port) + "/"
+    return origin(scheme, host, port) + "/"
 
 
-def _origin(scheme: str, host: str, port: int | None) -> str:
+def origin(scheme: str, host: str, port: int | None) -> str:
+    """scheme://host[:port], the port left out when it is the scheme's default."""
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
