@@ -165,6 +165,13 @@ def test_scope_covers_examples():
     assert scope_covers(s("space:b/x"), s("publish:b/x/y"))
     assert not scope_covers(s("space:b/x"), s("log:b"))
     assert not scope_covers(s("space:b"), s("job:b"))
+    # a whole-space scope covers a job of its space once the caller knows the job's space
+    assert scope_covers(s("space:b:admin"), s("job:g/g.0"), {"g": "b"})
+    assert scope_covers(s("space:b"), s("job:g/g.0:read"), {"g": "b"})
+    assert not scope_covers(s("space:b"), s("job:g/g.0"), {"g": "c"})  # a job of another space
+    assert not scope_covers(s("space:b"), s("job:g/g.0"), {"other": "b"})  # a job it knows nothing of
+    assert not scope_covers(s("space:b/x"), s("job:g/g.0"), {"g": "b"})  # a path, not the whole space
+    assert not scope_covers(s("space:b:read"), s("job:g/g.0"), {"g": "b"})  # wider access
     assert not scope_covers(s("log:b"), s("space:b"))
     assert scope_covers(s("job:1"), s("job:1:read"))
 

@@ -276,13 +276,18 @@ def parse_scope(s: str) -> Scope:
     return sc
 
 
-def scope_covers(parent: Scope, child: Scope) -> bool:
+def scope_covers(parent: Scope, child: Scope, job_spaces: Mapping[str, str] | None = None) -> bool:
     """True when ``child`` is equal to or narrower than ``parent``.
 
     A ``space:`` scope covers every other kind on the same space except
     ``job:`` (a job scope names a job id, whose space a scope cannot know) and
-    ``forward:`` (it names a user's route, not a space).
+    ``forward:`` (it names a user's route, not a space). ``job_spaces`` is what
+    the caller knows of that: jobs and their spaces (the job capability, minting
+    a new group's node tokens), so a whole-space scope covers a job of its space.
     """
+    if parent.kind == "space" and child.kind == "job" and not parent.prefix:
+        space = (job_spaces or {}).get(child.target)
+        return space == parent.target and child.access <= parent.access
     if parent.kind != child.kind and not (parent.kind == "space" and child.kind not in NOT_SPACE_KINDS):
         return False
     if parent.target != child.target:
@@ -635,6 +640,7 @@ def derive(
     *,
     remaining: Remaining = Remaining(),
     now: _dt.datetime,
+    job_spaces: Mapping[str, str] | None = None,
 ) -> Caveats:
     """Build a child token's caveats from its parent's and the request.
 
@@ -657,7 +663,7 @@ def derive(
         scopes = parent.scopes
     elif parent.scopes is not None:
         for sc in scopes:
-            if not any(scope_covers(ps, sc) for ps in parent.scopes):
+            if not any(scope_covers(ps, sc, job_spaces) for ps in parent.scopes):
                 raise AttenuationError(
                     "scopes",
                     f"child asks for scope {str(sc)!r} but the parent only has {_join(parent.scopes)}",

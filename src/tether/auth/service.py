@@ -7,6 +7,7 @@ loads what they need, applies their answers and keeps counters atomic.
 from __future__ import annotations
 
 import ipaddress
+from contextlib import nullcontext
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -378,8 +379,12 @@ def mint(
     now: datetime,
     max_lifetime: timedelta,
     default_lifetime: timedelta,
+    session: Session | None = None,
+    job_spaces: Mapping[str, str] | None = None,
 ) -> tuple[Token, str]:
-    """Mint a token: a child of the caller's token, or (``for_user``, admins) a new root."""
+    """Mint a token: a child of the caller's token, or (``for_user``, admins) a new root.
+    With ``session``, inside the caller's transaction (it stands or falls with what the
+    caller writes beside it); ``job_spaces``: see :func:`tether.auth.caveats.scope_covers`."""
     if req.for_user is not None:
         ctx.require("token.mint_for", Resource(user=req.for_user))
     else:
@@ -393,7 +398,7 @@ def mint(
             f"({ceiling.isoformat()}); ask for a shorter --expires",
             "invalid-caveat", caveat="expires",
         )
-    with db.write() as s:
+    with nullcontext(session) if session is not None else db.write() as s:
         if req.for_user is not None:
             owner = s.scalar(select(User).where(User.name == req.for_user))
             if owner is None:
@@ -420,7 +425,7 @@ def mint(
                 expiry = min(expiry, parent_caveats.expires_at)
             requested = _replace(requested, expires_at=expiry)
         try:
-            child = derive(parent_caveats, requested, remaining=left, now=now)
+            child = derive(parent_caveats, requested, remaining=left, now=now, job_spaces=job_spaces)
         except AttenuationError as exc:
             raise forbidden(
                 f"{exc}: a derived token can only narrow its parent", "attenuation-refused", caveat=exc.caveat

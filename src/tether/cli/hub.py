@@ -158,7 +158,13 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         httptools_impl.HIGH_WATER_LIMIT = 256 << 10
     from tether.hub.headers import limited_http_protocol
 
-    uvicorn.run(
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            for hook in app.state.drain_hooks:  # held long-polls answer now, not in 25 s
+                hook()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
         app,
         http=limited_http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past them
         host=host,
@@ -171,3 +177,10 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         access_log=False,
         server_header=False,
     )
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run: it could not start (a taken port, say)
+        sys.exit(3)

@@ -230,6 +230,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    # Called when the server starts to stop, before it waits for open requests to end:
+    # a capability holding requests (job's long-polls) answers them now.
+    app.state.drain_hooks = []
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from tether.auth.deps import Caller, StrictModel
 from tether.job import core
-from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of
+from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of, topic_of
 
 log = logging.getLogger("tether.job")
 
@@ -50,11 +50,15 @@ def _svc(request: Request) -> JobService:
 
 
 def _svc_for(app) -> JobService:
+    """The app's job service, made on first use from the event loop: the changes it
+    commits (in worker threads) wake this replica's waiters on that loop."""
     svc = getattr(app.state, "job_service", None)
     if svc is None:
         hub = app.state.hub
         svc = app.state.job_service = JobService(
             hub.db, max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
+        waker, loop = waker_of(app), asyncio.get_running_loop()
+        svc.wake = lambda group, topic: loop.call_soon_threadsafe(waker.notify, group, topic)
     return svc
 
 
@@ -62,6 +66,8 @@ def waker_of(app) -> Waker:
     w = getattr(app.state, "job_waker", None)
     if w is None:
         w = app.state.job_waker = Waker()
+        # hub shutdown answers held waits at once (tether.cli.hub runs these hooks)
+        getattr(app.state, "drain_hooks", []).append(w.close)
     return w
 
 
@@ -106,7 +112,8 @@ async def _run(fn, *args):
 @router.post("", status_code=201)
 async def create(body: CreateIn, ctx: Caller, request: Request):
     """Create a group and mint one token per node (scope ``job:GROUP/NODE``)."""
-    out = await _run(lambda: _svc(request).create(
+    svc = _svc(request)
+    out = await _run(lambda: svc.create(
         ctx, body.name, body.space, body.roles, body.nodes, timeout=body.timeout, expires=body.expires,
         essential=body.essential, lost_after=body.lost_after))
     return JSONResponse(out, status_code=201)
@@ -130,27 +137,21 @@ async def status(group: str, ctx: Caller, request: Request):
 
 @router.post("/{group}/cancel")
 async def cancel(group: str, body: CancelIn, ctx: Caller, request: Request):
-    out = await _run(_svc(request).cancel, ctx, group, body.reason)
-    waker_of(request.app).notify(group)
-    return out
+    return await _run(_svc(request).cancel, ctx, group, body.reason)
 
 
 @router.post("/{group}/nodes/{node}/state")
 async def set_state(group: str, node: str, body: StateIn, ctx: Caller, request: Request):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
-    out = await _run(svc.mark, ctx, place, body.state, body.reason)
-    waker_of(request.app).notify(group)
-    return out
+    return await _run(svc.mark, ctx, place, body.state, body.reason)
 
 
 @router.post("/{group}/nodes/{node}/send")
 async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Request):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
-    out = await _run(svc.send, place, body.id, body.data)
-    waker_of(request.app).notify(group)
-    return out
+    return await _run(svc.send, place, body.id, body.data)
 
 
 @router.post("/{group}/nodes/{node}/wait")
@@ -171,28 +172,23 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
     it was told) is written after the answer leaves: a released barrier of a
     thousand nodes answers them all before the thousand writes. Only callers whose
     retries carry a generation or call token may defer it (the HTTP API)."""
-    w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)
-    if changed:
-        waker.notify(place.group)  # an arrival or a join may complete others' waits
+    w, _ = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + hold
+    topic = topic_of(w)
     while True:
-        ev = waker.event(place.group)  # before reading: a change after the read sets it
-        snap, done = await _shared_snapshot(svc, waker, ev, place, w)
+        ev = waker.event(place.group, topic)  # before reading: a change after the read sets it
+        snap, outcomes = await _shared_snapshot(svc, waker, ev, place, topic, w)
         if snap.lost_after:  # ask again often enough that the asking keeps the node seen
             end = min(end, start + snap.lost_after / 3)
         now = time.time()
-        out = done.get(w)
-        if out is None:
-            try:
-                out = core.evaluate(snap, place.node, w, now)
-            except core.JobError as exc:
-                raise problem_of(exc) from None
-            if isinstance(out, core.Done):
-                done[w] = out  # a completed wait's outcome does not depend on who asks
+        try:
+            out = _outcome(outcomes, snap, place.node, w, now)
+        except core.JobError as exc:
+            raise problem_of(exc) from None
         left = end - loop.time()
-        if not isinstance(out, core.Pending) or left <= 0:
+        if not isinstance(out, core.Pending) or left <= 0 or waker.closing:
             break
         if out.recheck_at is not None:
             left = min(left, max(0.001, out.recheck_at - now + 0.001))
@@ -217,11 +213,27 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
     return reply
 
 
-async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, w: core.Wait):
-    """The waiters of one group share one read per change, and the completed outcomes
-    evaluated on it: a barrier of a thousand nodes reads the group once when it
-    completes, and decides once that it did, not a thousand times."""
-    key = (place.group, type(w).__name__, w.id)
+def _outcome(outcomes: dict, snap: core.Snapshot, me: str, w: core.Wait, now: float) -> core.Outcome:
+    """``core.evaluate``, decided once per snapshot for every waiter it is the same for:
+    a sync's, a wait-all's or a join's outcome does not depend on who asks, nor does a
+    wait's once it is done. A pending outcome holds until its ``recheck_at`` (when
+    someone it awaits would count as lost); a failure or completion, for good."""
+    for key in (w, (w, me)):
+        hit = outcomes.get(key)
+        if hit is not None and (hit[1] is None or now < hit[1]):
+            return hit[0]
+    out = core.evaluate(snap, me, w, now)
+    shared = not isinstance(w, core.WaitAny) or isinstance(out, core.Done)
+    outcomes[w if shared else (w, me)] = (out, out.recheck_at if isinstance(out, core.Pending) else None)
+    return out
+
+
+async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, topic: str,
+                           w: core.Wait):
+    """The waiters of one topic share one read per change, and the outcomes evaluated
+    on it: a barrier of a thousand nodes reads the group once when it completes, and
+    decides once that it did, not a thousand times."""
+    key = (place.group, topic)
     hit = waker.shared.get(key)
     if hit is None or hit[0] is not ev:
         if isinstance(w, core.Sync):
@@ -252,7 +264,8 @@ async def listen_for_changes(database_url: str, waker: Waker) -> None:
                 waker.notify_all()
                 delay = 0.5
                 async for n in conn.notifies():
-                    waker.notify(n.payload)
+                    group, _, topic = n.payload.partition("\t")
+                    waker.notify(group, topic or None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database restarted or is unreachable: retry

@@ -189,6 +189,9 @@ class Snapshot:
     syncs: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> node -> generations reached
     # id -> node -> (the last generation the node was told completed, its last call's token)
     sync_told: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    # The group's role names, when ``nodes`` holds only some of its nodes (the service
+    # reads just the ones a decision needs: the caller and the essential roles' nodes).
+    role_names: frozenset[str] | None = None
 
     @property
     def roles(self) -> dict[str, list[str]]:
@@ -279,8 +282,9 @@ def group_failure(snap: Snapshot, now: float) -> Failed | None:
 
 
 def check_role(snap: Snapshot, role: str | None) -> None:
-    if role is not None and role not in snap.roles:
-        raise Invalid(f"group {snap.name} has no role {role!r}; its roles are {', '.join(sorted(snap.roles))}")
+    names = snap.role_names if snap.role_names is not None else snap.roles.keys()
+    if role is not None and role not in names:
+        raise Invalid(f"group {snap.name} has no role {role!r}; its roles are {', '.join(sorted(names))}")
 
 
 def evaluate(snap: Snapshot, me: str, wait: Wait, now: float) -> Outcome:

@@ -121,7 +121,6 @@ class Listener:
                 except Problem as p:
                     if p.status != 409:  # already ended: clearing again is fine
                         raise
-                self.waker.notify(place.group)
                 return {"response": "ack"}
             if kind == "group_data":
                 out = await hold_wait(self.svc, self.waker, place, "joined", "", None, None, hold)
@@ -136,7 +135,6 @@ class Listener:
             if kind == "lava_send":
                 message = req.get("message")
                 await anyio.to_thread.run_sync(self.svc.send, place, msg_id, message if message is not None else {})
-                self.waker.notify(place.group)
                 return {"response": "ack"}
             if kind == "lava_sync":
                 out = await hold_wait(self.svc, self.waker, place, "sync", msg_id, None, None, hold)

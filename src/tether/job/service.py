@@ -3,9 +3,15 @@ the rules of :mod:`tether.job.core` applied to them, and who may do what.
 
 Everything that matters is in the database, so a restarted hub, or another
 replica, carries on where the last one stopped. What one hub keeps in memory is
-only a wake-up: :class:`Waker` (one event per group, set when the group changes,
-here or, through PostgreSQL's NOTIFY, on another replica) and the snapshot the
-waiters of one group share between two changes.
+only a wake-up: :class:`Waker` (one event per group and *topic*, set when that
+changes, here or, through PostgreSQL's NOTIFY, on another replica) and the
+snapshot the waiters of one topic share between two changes.
+
+Big groups: a decision about one node (an arrival, a send, a long-poll asked
+again) reads that node, the essential roles' nodes and its own rows, never the
+whole group, and a barrier's completion is a count in SQL; only a change a
+waiter listens for wakes it. A thousand-node barrier is a thousand small writes
+and, when its last node arrives, one read of the group.
 
 Authorization: scheduling (create, cancel, status of a whole group) needs
 ``job.admin``/``job.read`` on the group's space; taking part as node N of
@@ -18,9 +24,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,31 +84,64 @@ class Place:
     role: str
 
 
+JOINED = "joined"  # the topic of a node's first sign of life
+
+
+def topic_of(wait: core.Wait) -> str:
+    """What a wait listens for: a barrier's completion, a message id, the group joining."""
+    if isinstance(wait, core.Sync):
+        return f"sync:{wait.id}"
+    if isinstance(wait, core.Joined):
+        return JOINED
+    return f"msg:{wait.id}"
+
+
 class Waker:
-    """One asyncio event per group, set (and replaced) when the group changes. A
-    waiter takes the event *before* reading the group, so a change between its read
-    and its wait is never missed. Only touched from the event loop."""
+    """One asyncio event per group and topic (:func:`topic_of`), set (and replaced)
+    when that topic changes; a change to the group itself (a node failed or
+    finished, the group was cancelled) sets every topic of the group. So a node
+    joining does not wake a thousand nodes held at a barrier. A waiter takes the
+    event *before* reading the group, so a change between its read and its wait is
+    never missed. Only touched from the event loop."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self.shared: dict[tuple, tuple[asyncio.Event, Any, dict]] = {}  # see job.api._shared_snapshot
+        self._events: dict[str, dict[str, asyncio.Event]] = {}
+        # (group, topic) -> (event, snapshot task, outcomes): see job.api._shared_snapshot
+        self.shared: dict[tuple[str, str], tuple[asyncio.Event, Any, dict]] = {}
+        self.closing = False  # the hub is stopping: held waits answer now
 
-    def event(self, group: str) -> asyncio.Event:
-        ev = self._events.get(group)
+    def event(self, group: str, topic: str) -> asyncio.Event:
+        topics = self._events.setdefault(group, {})
+        ev = topics.get(topic)
         if ev is None:
-            ev = self._events[group] = asyncio.Event()
+            ev = topics[topic] = asyncio.Event()
         return ev
 
-    def notify(self, group: str) -> None:
-        ev = self._events.pop(group, None)
-        if ev is not None:
+    def notify(self, group: str, topic: str | None = None) -> None:
+        """``topic`` changed in ``group``; None: the group itself changed."""
+        topics = self._events.get(group)
+        if topics is None:
+            return
+        if topic is None:
+            fired = self._events.pop(group)
+        else:
+            ev = topics.pop(topic, None)
+            fired = {topic: ev} if ev is not None else {}
+            if not topics:
+                del self._events[group]
+        for t, ev in fired.items():
+            self.shared.pop((group, t), None)
             ev.set()
-        for key in [k for k in self.shared if k[0] == group]:
-            del self.shared[key]
 
     def notify_all(self) -> None:
         for group in list(self._events):
             self.notify(group)
+
+    def close(self) -> None:
+        """The hub is shutting down: answer every held wait now (its node asks again,
+        of this hub once it is back or of another replica), so stopping takes no 25 s."""
+        self.closing = True
+        self.notify_all()
 
 
 class JobService:
@@ -110,6 +149,9 @@ class JobService:
         self.db = db
         self.max_lifetime = max_lifetime
         self.default_lifetime = default_lifetime
+        # Told (after commit) of each change, as (group, topic or None): the API wakes
+        # this replica's waiters with it; other replicas hear of it by NOTIFY.
+        self.wake: Callable[[str, str | None], None] = lambda group, topic: None
 
     # ------------------------------------------------------------------ lookups
 
@@ -157,10 +199,7 @@ class JobService:
         n_ = JobNode.__table__.c
         nodes = {name: core.Node(name, role, state, reason, _ts(seen)) for name, role, state, reason, seen in s.execute(
             select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen).where(n_.group_id == group_id))}
-        snap = core.Snapshot(
-            g.name, _ordered(nodes), state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
-            lost_after=g.lost_after, deadline=_deadline(g),
-        )
+        snap = _snapshot_of(g, _ordered(nodes))
         if messages is not None:
             snap.messages[messages] = {m.node: m.data for m in s.scalars(
                 select(JobMessage).where(JobMessage.group_id == group_id, JobMessage.message_id == messages))}
@@ -171,6 +210,48 @@ class JobService:
             snap.syncs[syncs] = {node: reached for node, reached, _, _ in rows}
             snap.sync_told[syncs] = {node: (told, call) for node, _, told, call in rows}
         return snap
+
+    def _partial(self, s: Session, place: Place, *, messages: str | None = None, syncs: str | None = None,
+                 roles: bool = False) -> tuple[core.Snapshot, str]:
+        """The group as a decision about ``place``'s node needs it, and what that node
+        waits on: its row and the essential roles' nodes (the only others
+        :func:`core.group_failure` looks at), its own message ``messages`` and its own
+        row of barrier ``syncs``, and the group's role names if ``roles``. Enough for
+        :func:`core.send` and :func:`core.arrive`, not for :func:`core.evaluate`."""
+        g = s.get(JobGroup, place.group_id)
+        n_ = JobNode.__table__.c
+        mine = n_.name == place.node
+        which = or_(mine, n_.role.in_(g.essential)) if g.essential else mine
+        nodes: dict[str, core.Node] = {}
+        waiting_on = ""
+        for name, role, state, reason, seen, waits in s.execute(
+                select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen, n_.waiting_on)
+                .where(n_.group_id == place.group_id, which)):
+            nodes[name] = core.Node(name, role, state, reason, _ts(seen))
+            if name == place.node:
+                waiting_on = waits
+        snap = _snapshot_of(g, nodes)
+        if roles:
+            snap.role_names = frozenset(s.scalars(select(n_.role).where(n_.group_id == place.group_id).distinct()))
+        if messages is not None:
+            data = s.scalar(select(JobMessage.data).where(
+                JobMessage.group_id == place.group_id, JobMessage.message_id == messages, JobMessage.node == place.node))
+            snap.messages[messages] = {} if data is None else {place.node: data}
+        if syncs is not None:
+            y_ = JobSync.__table__.c
+            row = s.execute(select(y_.reached, y_.told, y_.call).where(
+                y_.group_id == place.group_id, y_.sync_id == syncs, y_.node == place.node)).first()
+            snap.syncs[syncs] = {} if row is None else {place.node: row[0]}
+            snap.sync_told[syncs] = {} if row is None else {place.node: (row[1], row[2])}
+        return snap, waiting_on
+
+    def _all_reached(self, s: Session, group_id: int, sync_id: str, generation: int) -> bool:
+        """Has every node of the group reached ``generation`` of barrier ``sync_id``?"""
+        y_, n_ = JobSync.__table__.c, JobNode.__table__.c
+        s.flush()
+        reached = s.scalar(select(func.count()).where(y_.group_id == group_id, y_.sync_id == sync_id,
+                                                     y_.reached >= generation))
+        return reached == s.scalar(select(func.count()).where(n_.group_id == group_id))
 
     # ------------------------------------------------------------------ scheduling
 
@@ -190,39 +271,43 @@ class JobService:
                               f"({', '.join(sorted(have))})", "invalid-job-request")
         now = utcnow()
         life = _duration(expires, "expires") or DEFAULT_EXPIRES
+        ends = ctx.caveats.expires_at if ctx.caveats is not None else None
+        if expires is None and ends is not None and ends < now + life:
+            life = ends - now  # by default the nodes' tokens live as long as the scheduler's may
         if life > self.max_lifetime:
             raise bad_request(f"expires: {expires} is past this hub's maximum token lifetime", "invalid-job-request")
         wait = _duration(timeout, "timeout")
         lost = _duration(lost_after, "lost_after")
-        with self.db.read() as s:
-            space_id = s.scalar(select(Space.id).where(Space.name == space))
-            if space_id is None:
-                raise not_found(f"space {space}")
-            if s.scalar(select(JobGroup.id).where(JobGroup.name == name)) is not None:
-                raise Problem(409, "conflict", f"job group {name} already exists; pick another name")
-        # Tokens first (each its own transaction, through the one minting path), then the
-        # group in one transaction; if the group cannot be stored the tokens are revoked.
-        tokens = []
-        for node, _role in plan:
-            req = MintRequest(scopes=[f"job:{name}/{node}"], expires=f"{int(life.total_seconds())}s",
-                              label=f"job {name} node {node}")
-            row, secret = auth.mint(self.db, ctx, req, now=now, max_lifetime=self.max_lifetime,
-                                    default_lifetime=self.default_lifetime)
-            tokens.append((row.id, secret))
+        taken = Problem(409, "conflict", f"job group {name} already exists; pick another name")
         try:
+            # One transaction: the group, its nodes and their tokens stand or fall together,
+            # so no token of a group that was never stored can outlive it (and later act
+            # for a node of another group given the same name).
             with self.db.write() as s:
+                space_id = s.scalar(select(Space.id).where(Space.name == space))
+                if space_id is None:
+                    raise not_found(f"space {space}")
+                if s.scalar(select(JobGroup.id).where(JobGroup.name == name)) is not None:
+                    raise taken
                 g = JobGroup(name=name, space_id=space_id, created_by=ctx.user.name, created_at=now,
                              expires_at=now + life, deadline=now + wait if wait else None,
                              lost_after=lost.total_seconds() if lost else None, essential=sorted(set(essential)),
                              state="open", reason="")
                 s.add(g)
+                s.flush()  # a group of this name made meanwhile: IntegrityError before any token
+                tokens = []
+                for node, _role in plan:
+                    req = MintRequest(scopes=[f"job:{name}/{node}"], expires=f"{int(life.total_seconds())}s",
+                                      label=f"job {name} node {node}")
+                    row, secret = auth.mint(self.db, ctx, req, now=now, max_lifetime=self.max_lifetime,
+                                            default_lifetime=self.default_lifetime, session=s,
+                                            job_spaces={name: space})
+                    tokens.append((row.id, secret))
                 s.flush()
                 s.add_all([JobNode(group_id=g.id, name=n, role=r, token_id=t[0], state="pending", reason="",
                                    waiting_on="") for (n, r), t in zip(plan, tokens)])
         except IntegrityError:
-            for token_id, _ in tokens:
-                auth.revoke(self.db, ctx, token_id, now=now)
-            raise Problem(409, "conflict", f"job group {name} already exists; pick another name") from None
+            raise taken from None
         ctx.trail["reason"] = f"{len(plan)} nodes"
         return {
             "group": name, "space": space, "expires_at": auth.iso(now + life),
@@ -285,13 +370,16 @@ class JobService:
         return out
 
     def cancel(self, ctx: AuthContext, name: str, reason: str) -> dict[str, Any]:
+        wakes: list = []
         with self.db.write() as s:
             g, space = self._group(s, name, lock=True)
             ctx.require("job.admin", Resource(space=space, job=name))
             if g.state == "open":
                 g.state, g.reason = "cancelled", reason or f"cancelled by {ctx.user.name}"
-                self._notify(s, name)
-            return {"group": name, "state": g.state, "reason": g.reason}
+                self._notify(s, name, None, wakes)
+            out = {"group": name, "state": g.state, "reason": g.reason}
+        self._wake(wakes)
+        return out
 
     # ------------------------------------------------------------------ nodes
 
@@ -299,6 +387,7 @@ class JobService:
         """A node reports itself (joined, done, failed), or the scheduler marks it."""
         if state not in ("joined", "done", "failed"):
             raise bad_request(f"a node's state is joined, done or failed, not {state!r}", "invalid-job-request")
+        wakes: list = []
         with self.db.write() as s:
             g, _ = self._group(s, place.group, lock=True)
             n = s.get(JobNode, (g.id, place.node))
@@ -308,30 +397,33 @@ class JobService:
             if state == "failed" and n.role in (g.essential or ()) and g.state == "open":
                 g.state, g.reason = "ended", f"essential role {n.role!r}: {place.node} failed" + (
                     f" ({reason})" if reason else "")
-            self._notify(s, place.group)
+            self._notify(s, place.group, None, wakes)
+        self._wake(wakes)
         return {"group": place.group, "node": place.node, "state": state}
 
     def send(self, place: Place, msg_id: str, data: Any) -> dict[str, Any]:
+        wakes: list = []
         with self.db.write() as s:
             # The group's row locked first: changes to one group are serialized on every backend.
             s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
-            snap = self.snapshot(place.group_id, messages=msg_id, s=s)
+            snap, _ = self._partial(s, place, messages=msg_id)
             now = utcnow()
             try:
                 data = core.check_message(data)
                 new = core.send(snap, place.node, msg_id, data, now.timestamp())
             except core.JobError as exc:
                 raise problem_of(exc) from None
-            self._seen(s, place, now)
+            self._seen(s, place, now, wakes)
             if new:
                 s.add(JobMessage(group_id=place.group_id, message_id=msg_id, node=place.node, data=data, sent_at=now))
-                self._notify(s, place.group)
+                self._notify(s, place.group, f"msg:{msg_id}", wakes)
+        self._wake(wakes)
         return {"id": msg_id, "node": place.node, "stored": new}
 
     def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None,
               call: str | None = None) -> tuple[core.Wait, bool]:
         """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on.
-        Also says whether this changed the group (an arrival, a first sign of life)."""
+        Also says whether this changed the group (a barrier completed, a first sign of life)."""
         try:
             if kind != "joined":
                 core.check_name("sync id" if kind == "sync" else "message id", msg_id)
@@ -343,34 +435,35 @@ class JobService:
         # node's last sign of life: decide that on a read, and write only when something
         # changes (an arrival, a join, a stale last_seen, another wait), so a thousand
         # waiters re-polling do not queue a thousand writes.
+        sync_id = msg_id if kind == "sync" else None
         with self.db.read() as s:
-            snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
-            waiting_on = s.scalar(select(JobNode.waiting_on).where(JobNode.group_id == place.group_id,
-                                                                   JobNode.name == place.node))
+            snap, waiting_on = self._partial(s, place, syncs=sync_id, roles=kind == "all")
         now = utcnow()
         wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
         me = snap.nodes[place.node]
         if not arrived and me.state != "pending" and waiting_on == shown and not self._stale(snap, me, now):
             return wait, False
+        wakes: list = []
         with self.db.write() as s:
             s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
-            snap = self.snapshot(place.group_id, syncs=msg_id if kind == "sync" else None, s=s)
+            snap, _ = self._partial(s, place, syncs=sync_id, roles=kind == "all")
             wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
             completes = False
             if arrived:
-                # Only the arrival that completes the barrier wakes its waiters: a thousand
-                # arrivals waking a thousand waiters each would be a million wake-ups.
-                snap.syncs.setdefault(msg_id, {})[place.node] = wait.generation
-                completes = isinstance(core.evaluate(snap, place.node, wait, now.timestamp()), core.Done)
                 row = s.get(JobSync, (place.group_id, msg_id, place.node))
                 if row is None:
                     s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
                                   told=0, call=call or "", at=now))
                 else:
                     row.reached, row.call, row.at = wait.generation, call or "", now
+                # Only the arrival that completes the barrier wakes its waiters: a thousand
+                # arrivals waking a thousand waiters each would be a million wake-ups.
+                # (arrive() refused an ended group, so everyone reaching it is completion.)
+                completes = self._all_reached(s, place.group_id, msg_id, wait.generation)
                 if completes:
-                    self._notify(s, place.group)
-            joined = self._seen(s, place, now, waiting_on=shown)
+                    self._notify(s, place.group, topic_of(wait), wakes)
+            joined = self._seen(s, place, now, wakes, waiting_on=shown)
+        self._wake(wakes)
         return wait, completes or joined
 
     @staticmethod
@@ -417,7 +510,7 @@ class JobService:
                                                 JobSync.node == place.node, JobSync.told < told.generation)
                           .values(told=told.generation))
 
-    def _seen(self, s: Session, place: Place, now: datetime, *, waiting_on: str | None = None) -> bool:
+    def _seen(self, s: Session, place: Place, now: datetime, wakes: list, *, waiting_on: str | None = None) -> bool:
         """Note a sign of life; True when it is the node's first (it joined: waiters may care)."""
         values: dict[str, Any] = {"last_seen": now}
         if waiting_on is not None:
@@ -427,14 +520,26 @@ class JobService:
         joined = s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node,
                                                  JobNode.state == "pending").values(state="joined")).rowcount
         if joined:
-            self._notify(s, place.group)
+            self._notify(s, place.group, JOINED, wakes)
         return bool(joined)
 
-    def _notify(self, s: Session, group: str) -> None:
-        """Wake waiters on other replicas once this transaction commits (PostgreSQL
-        delivers NOTIFY at commit, and not at all on rollback)."""
+    def _notify(self, s: Session, group: str, topic: str | None, wakes: list) -> None:
+        """Wake the waiters of ``topic`` (None: all of the group's) once this transaction
+        commits: on other replicas by NOTIFY (PostgreSQL delivers it at commit, and not at
+        all on rollback), on this one by :meth:`_wake` after the commit."""
         if self.db.dialect == "postgresql":
-            s.execute(text("SELECT pg_notify(:c, :g)"), {"c": NOTIFY_CHANNEL, "g": group})
+            s.execute(text("SELECT pg_notify(:c, :g)"),
+                      {"c": NOTIFY_CHANNEL, "g": group if topic is None else f"{group}\t{topic}"})
+        wakes.append((group, topic))
+
+    def _wake(self, wakes: list) -> None:
+        for group, topic in wakes:
+            self.wake(group, topic)
+
+def _snapshot_of(g: JobGroup, nodes: dict[str, core.Node]) -> core.Snapshot:
+    return core.Snapshot(g.name, nodes, state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
+                         lost_after=g.lost_after, deadline=_deadline(g))
+
 
 def _deadline(g: JobGroup) -> float:
     """The group's timeout, or its expiry (when its tokens stop working) if that comes first."""
