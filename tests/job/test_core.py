@@ -104,6 +104,11 @@ def test_sync_is_a_reusable_barrier_and_retries_do_not_arrive_twice():
     assert c.evaluate(g, "g.0", c.Sync("s", 1), 0) == c.Done({})
     # complete, but g.0 was not told yet: its identical request (LAVA polls so) is the same call
     assert c.arrive(g, "g.0", "s", None, 0) == (1, False)
+    # ...but a call token decides alone: told is written after the answer leaves, and a
+    # fast node's next call (a new token) may come first: it is the next barrier
+    g.sync_told["s"] = {"g.0": (0, "call-a")}
+    assert c.arrive(g, "g.0", "s", None, 0, "call-a") == (1, False)
+    assert c.arrive(g, "g.0", "s", None, 0, "call-b") == (2, True)
     g.sync_told["s"] = {"g.0": (1, "call-a")}
     assert c.arrive(g, "g.0", "s", None, 0, "call-a") == (1, False)  # a retry whose answer was lost
     assert c.arrive(g, "g.0", "s", None, 0, "call-b") == (2, True)  # told: the next call is the next barrier

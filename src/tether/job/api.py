@@ -29,7 +29,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -60,6 +60,43 @@ def _svc_for(app) -> JobService:
         waker, loop = waker_of(app), asyncio.get_running_loop()
         svc.wake = lambda group, topic: loop.call_soon_threadsafe(waker.notify, group, topic)
     return svc
+
+
+class EndWriter:
+    """The bookkeeping of answered waits (last seen, what a node waits on, that a
+    barrier's completion was told), written after the answers leave and in batches:
+    the answers one wake-up releases are one transaction, not a thousand."""
+
+    def __init__(self, svc: JobService):
+        self.svc = svc
+        self.pending: list[tuple[Place, bool, core.Sync | None]] = []
+        self.task: asyncio.Future | None = None
+
+    def add(self, place: Place, finished: bool, told: core.Sync | None) -> None:
+        if not finished:
+            return  # a pending answer writes nothing (see JobService.end)
+        self.pending.append((place, finished, told))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                await asyncio.sleep(0.005)  # the other answers of this wake-up queue theirs meanwhile
+                batch, self.pending = self.pending, []
+                try:
+                    await _run(self.svc.end_many, batch)
+                except Exception:  # the database blinked: the nodes' next calls write it again
+                    log.exception("could not record %d answered waits", len(batch))
+        finally:
+            self.task = None
+
+
+def end_writer_of(app) -> EndWriter:
+    w = getattr(app.state, "job_end_writer", None)
+    if w is None:
+        w = app.state.job_end_writer = EndWriter(_svc_for(app))
+    return w
 
 
 def waker_of(app) -> Waker:
@@ -155,23 +192,24 @@ async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Reques
 
 
 @router.post("/{group}/nodes/{node}/wait")
-async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request, later: BackgroundTasks):
+async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
     # A JSONResponse as is: FastAPI's encoder would walk the reply again, for every
     # waiter a barrier releases at once.
     return JSONResponse(await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role,
-                                        body.generation, min(body.timeout, MAX_HOLD), body.call, later))
+                                        body.generation, min(body.timeout, MAX_HOLD), body.call,
+                                        end_writer_of(request.app)))
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
                     generation: int | None, hold: float, call: str | None = None,
-                    later: BackgroundTasks | None = None) -> dict[str, Any]:
+                    later: EndWriter | None = None) -> dict[str, Any]:
     """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes.
     With ``later``, the closing bookkeeping (last seen, what the node waits on, that
-    it was told) is written after the answer leaves: a released barrier of a
-    thousand nodes answers them all before the thousand writes. Only callers whose
-    retries carry a generation or call token may defer it (the HTTP API)."""
+    it was told) is written after the answer leaves, batched with the other answers
+    of the same wake-up. Only callers whose calls carry a generation or call token
+    may defer it (the HTTP API): LAVA's identical polls need "told" written first."""
     w, _ = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -198,7 +236,7 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
             pass
     told = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
     if later is not None:
-        later.add_task(_run, svc.end, place, not isinstance(out, core.Pending), told)
+        later.add(place, not isinstance(out, core.Pending), told)
     else:
         await _run(svc.end, place, not isinstance(out, core.Pending), told)
     reply: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}

@@ -364,8 +364,8 @@ def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: f
     """``me`` arrives at barrier ``sync_id``: return (the generation it waits for, whether
     its count changes). A call asking again must not arrive twice, so a call is the
     same one when it names its ``generation``, carries the ``call`` token of the last
-    arrival, or comes before ``me`` was told its last generation completed (LAVA's
-    clients poll with identical requests until they are answered)."""
+    arrival, or, without a token, comes before ``me`` was told its last generation
+    completed (LAVA's clients poll with identical requests until they are answered)."""
     check_name("sync id", sync_id)
     over = group_failure(snap, now)
     if over:
@@ -376,7 +376,9 @@ def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: f
         if not 1 <= generation <= mine + 1:
             raise Invalid(f"{me} cannot wait for generation {generation} of sync {sync_id!r}: it reached {mine}")
         return generation, generation == mine + 1
-    if mine and ((call is not None and call == last_call) or told < mine):
+    # A call token decides alone: the hub records "told" after the answer leaves, so a
+    # fast node's next call may come first, and must not be taken for the last one.
+    if mine and (call == last_call if call is not None else told < mine):
         return mine, False
     return mine + 1, True
 

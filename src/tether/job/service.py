@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -497,18 +497,25 @@ class JobService:
         """A long-poll answers: the node was alive until now; clear its wait when it ended,
         and remember a barrier's completion was told (its next sync is a new one). A
         pending answer writes nothing: the node asks again, and that is its sign of life."""
-        if not finished:
+        self.end_many([(place, finished, told)])
+
+    def end_many(self, ends: list[tuple[Place, bool, core.Sync | None]]) -> None:
+        """:meth:`end` for many answers in one transaction (a released barrier's)."""
+        done = [(place, told) for place, finished, told in ends if finished]
+        if not done:
             return
+        n_, y_ = JobNode.__table__, JobSync.__table__
         with self.db.write() as s:
-            values: dict[str, Any] = {"last_seen": utcnow()}
-            if finished:
-                values["waiting_on"] = ""
-            s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
-                      .values(**values))
-            if told is not None:
-                s.execute(update(JobSync).where(JobSync.group_id == place.group_id, JobSync.sync_id == told.id,
-                                                JobSync.node == place.node, JobSync.told < told.generation)
-                          .values(told=told.generation))
+            conn = s.connection()
+            conn.execute(n_.update().where(n_.c.group_id == bindparam("g"), n_.c.name == bindparam("n"))
+                         .values(last_seen=utcnow(), waiting_on=""),
+                         [{"g": place.group_id, "n": place.node} for place, _ in done])
+            told = [{"g": place.group_id, "n": place.node, "sid": w.id, "gen": w.generation}
+                    for place, w in done if w is not None]
+            if told:
+                conn.execute(y_.update().where(y_.c.group_id == bindparam("g"), y_.c.sync_id == bindparam("sid"),
+                                               y_.c.node == bindparam("n"), y_.c.told < bindparam("gen"))
+                             .values(told=bindparam("gen")), told)
 
     def _seen(self, s: Session, place: Place, now: datetime, wakes: list, *, waiting_on: str | None = None) -> bool:
         """Note a sign of life; True when it is the node's first (it joined: waiters may care)."""
