@@ -622,7 +622,7 @@ def test_batch_blobs_are_served_whole_and_in_ranges(publisher):
         assert got.status_code == 206 and got.content == b[100:200]
         assert c.get(f"/files/{space}/ci/ranges/d/b", headers={"Range": "bytes=-10"}).content == b[-10:]
     if hub.backend.endswith("-fs"):  # one pack per batch, no file per blob
-        blobs = hub.data_dir / "blobs"
+        blobs = hub.blob_dir
         assert not (blobs / "sha256" / sha(a)[:2] / sha(a)[2:4] / sha(a)).exists()
         assert len(list((blobs / "packs").iterdir())) >= 1
 
