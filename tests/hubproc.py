@@ -60,7 +60,7 @@ class HubHelpers:
 
     def client(self, token: str | None = None, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=self.verify, **kw)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=self.verify, **kw)
 
     def admin(self) -> httpx.Client:
         return self.client(self.admin_token)

@@ -328,12 +328,29 @@ class Intake(PublisherBase):
 
     def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime,
                      digest: str | None = None) -> dict:
-        """Store the bytes of one request at ``offset`` as a piece of the upload in the
-        shared blob store, then record it, if the upload still stands at ``offset``
-        (another request, on this replica or another, may have moved it meanwhile: 409
-        with where it stands). ``digest`` declares the blob's sha256 of an upload started
-        without one (with any chunk, or an empty one at the end). What arrived of a body
-        that broke off is kept: the next request resumes after it, on any replica."""
+        """:meth:`chunk_sink` fed with ``chunks``: a body that breaks off keeps what arrived."""
+        sink = self.chunk_sink(ctx, upload_id, offset, now=now, digest=digest)
+        body = iter(chunks)
+        while True:
+            try:
+                chunk = next(body)
+            except StopIteration:
+                return sink.close(None)
+            except Exception as exc:  # the body broke off (or timed out)
+                return sink.close(exc)
+            sink.feed([chunk])
+
+    def chunk_sink(self, ctx: AuthContext, upload_id: str, offset: int, *, now: datetime,
+                   digest: str | None = None) -> ChunkSink:
+        """Take the bytes of one request at ``offset`` of an upload, piece by piece
+        (:class:`ChunkSink`: each call short, so no thread waits for the body).
+
+        They are stored as a new piece of the upload in the shared blob store, recorded
+        only if the upload still stands at ``offset`` (another request, on this replica
+        or another, may have moved it meanwhile: 409 with where it stands). ``digest``
+        declares the blob's sha256 of an upload started without one (with any chunk, or
+        an empty one at the end). What arrived of a body that broke off is kept: the
+        next request resumes after it, on any replica."""
         if digest is not None and not DIGEST_RE.match(digest):
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
         up = self._upload(ctx, upload_id)
@@ -349,59 +366,19 @@ class Intake(PublisherBase):
             raise _wrong_offset(up.received)
         # The running sha256 of bytes 0..offset, if this process recorded the piece ending
         # there; then finishing needs no second read of the bytes (a filesystem store).
-        h = self._upload_hashes.take(upload_id, offset)
-        got, broke = self._store_piece(up, offset, chunks, h)
-        if broke is not None:
-            raise broke
-        received = offset + got
-        if received < up.size or up.digest is None:
-            self._upload_hashes.put(upload_id, received, h)
-            return {"id": up.id, "offset": received, "size": up.size, "complete": False}
-        self._finish_upload(ctx, up, h.hexdigest() if h is not None else None, now)
-        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
+        return ChunkSink(self, ctx, up, offset, self._upload_hashes.take(upload_id, offset), now)
 
-    def _store_piece(self, up: Upload, offset: int, chunks: Iterable[bytes], h: Any,
-                     ) -> tuple[int, BaseException | None]:
-        """Write a request's bytes as a new piece and record it; (bytes recorded, the
-        exception that cut the body short, if one did: its bytes so far are kept)."""
-        pieces = self.store.pieces
-        name = new_piece_name()
-        writer = None
-        broke: BaseException | None = None
-        try:
-            for chunk in chunks:
-                if offset + (writer.size if writer else 0) + len(chunk) > up.size:
-                    raise bad_request(f"the upload is {up.size} bytes; this chunk goes past the end")
-                if writer is None:
-                    writer = pieces.writer(up.id, name)
-                writer.write(chunk)
-                if h is not None:
-                    h.update(chunk)
-        except Problem:
-            if writer is not None:
-                writer.abort()  # nothing of this chunk: the upload stays as it was
-            raise
-        except Exception as exc:  # the body broke off (or timed out): keep what arrived
-            broke = exc
-        if writer is None or writer.size == 0:
-            if writer is not None:
-                writer.abort()
-            return 0, broke
-        try:
-            got = writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+    def _record_piece(self, up: Upload, offset: int, size: int, name: str) -> None:
+        """Record a stored piece if the upload still stands at ``offset``; else drop it (409)."""
         with self.db.write() as s:
             moved = s.execute(update(Upload).where(Upload.id == up.id, Upload.received == offset,
                                                    Upload.finishing_at.is_(None))
-                              .values(received=offset + got)).rowcount
+                              .values(received=offset + size)).rowcount
             if moved == 1:
-                s.add(UploadPiece(upload_id=up.id, start=offset, size=got, name=name))
+                s.add(UploadPiece(upload_id=up.id, start=offset, size=size, name=name))
         if moved != 1:  # another request got there first: this piece is not part of the upload
-            pieces.drop(up.id, name)
+            self.store.pieces.drop(up.id, name)
             raise _wrong_offset(self._upload_received(up.id))
-        return got, broke
 
     def _upload_received(self, upload_id: str) -> int:
         with self.db.read() as s:
@@ -450,6 +427,64 @@ class Intake(PublisherBase):
             else:  # something failed on the way (the store, the database): it may be tried again
                 with self.db.write() as s:
                     s.execute(update(Upload).where(Upload.id == up.id).values(finishing_at=None))
+
+
+class ChunkSink:
+    """One request's bytes for a resumable upload (see :meth:`Intake.chunk_sink`):
+    :meth:`feed` with each piece as it arrives, then :meth:`close`. Each call does a
+    bounded amount of work, so a caller on an event loop hands each to a thread and
+    holds none while it waits for the client."""
+
+    def __init__(self, intake: Intake, ctx: AuthContext, up: Upload, offset: int, h: Any, now: datetime):
+        self.intake, self.ctx, self.up, self.offset, self.h, self.now = intake, ctx, up, offset, h, now
+        self.name = new_piece_name()
+        self.writer: Any = None
+        self.size = 0
+
+    def feed(self, parts: list[bytes]) -> None:
+        """Store these bytes (400 and nothing of this request kept if they go past the end)."""
+        try:
+            for chunk in parts:
+                if self.offset + self.size + len(chunk) > self.up.size:
+                    raise bad_request(f"the upload is {self.up.size} bytes; this chunk goes past the end")
+                if self.writer is None:
+                    self.writer = self.intake.store.pieces.writer(self.up.id, self.name)
+                self.writer.write(chunk)
+                self.size += len(chunk)
+                if self.h is not None:
+                    self.h.update(chunk)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop what this request stored: the upload stays as it was."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def close(self, broke: BaseException | None) -> dict:
+        """Make the piece durable and record it; ``broke``: the error that cut the body
+        short, raised once what arrived is kept. Finishes the upload at its last byte."""
+        up = self.up
+        if self.writer is not None and self.size:
+            try:
+                self.writer.commit()
+            except BaseException:
+                self.abort()
+                raise
+            self.writer = None
+            self.intake._record_piece(up, self.offset, self.size, self.name)
+        else:
+            self.abort()
+        if broke is not None:
+            raise broke
+        received = self.offset + self.size
+        if received < up.size or up.digest is None:
+            self.intake._upload_hashes.put(up.id, received, self.h)
+            return {"id": up.id, "offset": received, "size": up.size, "complete": False}
+        self.intake._finish_upload(self.ctx, up, self.h.hexdigest() if self.h is not None else None, self.now)
+        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
 
 
 def _wrong_offset(have: int) -> Problem:
