@@ -189,6 +189,9 @@ class FakeHub:
         resp = self._route(request, path, body)
         if action == "drop-answer":  # the hub did it all, then the connection broke before the answer
             raise httpx.ReadError("connection reset")
+        if action == "gone":  # another replica finished the upload just before this request reached one
+            return httpx.Response(404, json={"type": "urn:tether:problem:not-found", "title": "Not Found",
+                                             "status": 404, "detail": "upload not found"})
         return resp
 
     def _route(self, request: httpx.Request, path: str, body: bytes) -> httpx.Response:
@@ -486,6 +489,23 @@ def test_a_lost_answer_to_the_last_chunk_is_not_a_failure(hub, tmp_path, early, 
     assert s["uploaded"] == 1
     gets = [p for m, p in hub.requests if m == "GET" and p.startswith("/api/v1/uploads/")]
     assert len(gets) == 1  # the resync that found it gone
+
+
+def test_an_upload_another_replica_is_finishing_is_waited_for_then_found_stored(hub, tmp_path, monkeypatch):
+    """The last chunk meets 503 upload-finishing (another replica is storing the upload):
+    the client waits as told, asks where the upload stands, sends again, and finds the
+    upload gone (404: that replica stored it): it asks whether the blob is there, and
+    carries on."""
+    monkeypatch.setattr(pc, "SMALL_MAX", 10)
+    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
+    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    root = tmp_path / "tree"
+    large = os.urandom(2500)
+    make(root, "l.bin", large)
+    hub.fail["PUT /api/v1/uploads/"] = [None, None, 503, "gone"]  # chunks of 1000, 1000, 500
+    run(hub, root, space="builds", cache=False, jobs=1)
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+    assert [m for m, p in hub.requests if p.startswith("/api/v1/uploads/")] == ["PUT", "PUT", "PUT", "GET", "PUT", "GET"]
 
 
 def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):
