@@ -396,10 +396,15 @@ def test_flow_medium_and_large_files(hub, tmp_path, monkeypatch):
     assert ("PUT", f"/api/v1/blobs/sha256/{sha(medium)}") in hub.requests
 
 
-def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
+def small_chunks(monkeypatch) -> None:
+    """Limits of a few bytes: anything over 100 bytes goes in resumable chunks of 1000."""
     monkeypatch.setattr(pc, "SMALL_MAX", 10)
     monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
     monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+
+
+def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
+    small_chunks(monkeypatch)
     root = tmp_path / "tree"
     large = os.urandom(3000)
     make(root, "l.bin", large)
@@ -415,9 +420,7 @@ def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
 @pytest.fixture
 def early(monkeypatch):
     """Sizes scaled down: files of 1,000 bytes and more may be sent before they are hashed."""
-    monkeypatch.setattr(pc, "SMALL_MAX", 10)
-    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
-    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    small_chunks(monkeypatch)
     monkeypatch.setattr(pc, "UNHASHED_MIN", 1000)
 
 
@@ -496,9 +499,7 @@ def test_an_upload_another_replica_is_finishing_is_waited_for_then_found_stored(
     the client waits as told, asks where the upload stands, sends again, and finds the
     upload gone (404: that replica stored it): it asks whether the blob is there, and
     carries on."""
-    monkeypatch.setattr(pc, "SMALL_MAX", 10)
-    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
-    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    small_chunks(monkeypatch)
     root = tmp_path / "tree"
     large = os.urandom(2500)
     make(root, "l.bin", large)
@@ -509,9 +510,7 @@ def test_an_upload_another_replica_is_finishing_is_waited_for_then_found_stored(
 
 
 def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(pc, "SMALL_MAX", 10)
-    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
-    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    small_chunks(monkeypatch)
     root = tmp_path / "tree"
     large = os.urandom(2500)
     make(root, "l.bin", large)
