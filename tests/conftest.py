@@ -5,12 +5,27 @@ from __future__ import annotations
 import pytest
 
 from tests.hubproc import HubProcess, unique
+from tests.replicas import ReplicaSet
 from tests.services.postgres import PostgresServer, find_pg_bin
 from tests.services.seaweed import SeaweedServer, find_weed
 
 S3_BUCKET = "tether-test"
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# Tests of these run through two replicas behind a round-robin balancer as well as against
+# one hub (the `hub` fixture's "replicas" parameter): publish, log, tokens, browser sessions.
+REPLICATED = ("tests/publish/test_publish_e2e.py", "tests/publish/test_browser_sessions.py",
+              "tests/publish/test_broken_connection.py", "tests/log/",
+              "tests/hub/test_tokens.py")
+
+
+def pytest_generate_tests(metafunc):
+    defs = metafunc._arg2fixturedefs.get("hub") or ()
+    if defs and defs[-1].func is hub.__wrapped__:  # this file's hub, not a module's own
+        replicated = metafunc.definition.nodeid.startswith(REPLICATED)
+        metafunc.parametrize("hub", [*BACKENDS, "replicas"] if replicated else BACKENDS, indirect=True,
+                             scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +62,13 @@ def database_url(request, tmp_path):
     return pg.create_database(unique("db").replace("-", "_"))
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session")
 def hub(request, tmp_path_factory):
     """A hub process shared by a session, one per backend. Tests make their own users/spaces."""
+    if request.param == "replicas":
+        proc = request.getfixturevalue("replica_set")()
+        yield proc
+        return
     url = None
     if request.param == "postgresql":
         url = request.getfixturevalue("pg_server").create_database(unique("shared_hub").replace("-", "_"))
@@ -76,3 +95,46 @@ def start_hub(tmp_path, request):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def replica_set(request, tmp_path_factory):
+    """Start hub replicas on one fresh PostgreSQL database and one blob store behind a
+    round-robin nginx: ``replica_set(blobs="fs" | "s3", n=2, env={...})``. Every set
+    started is stopped at the end of the session."""
+    started: list[ReplicaSet] = []
+    shared: dict[str, ReplicaSet] = {}
+
+    def start(blobs: str = "fs", n: int = 2, env: dict[str, str] | None = None, args=None,
+              shared_ok: bool = True) -> ReplicaSet:
+        """``args(i)``: the command-line options of replica ``i``; ``shared_ok=False``: a set
+        of the test's own (else the plain sets are shared by the session's tests)."""
+        plain = shared_ok and n == 2 and not env and args is None
+        if plain and blobs in shared:
+            return shared[blobs]
+        url = request.getfixturevalue("pg_server").create_database(unique("replicas").replace("-", "_"))
+        env = {**s3_env(request.getfixturevalue("seaweed")), **(env or {})} if blobs == "s3" else dict(env or {})
+        rs = ReplicaSet(tmp_path_factory.mktemp(f"replicas-{blobs}"), url, n=n, env=env, args=args)
+        started.append(rs)
+        rs.start()
+        rs.backend = f"replicas-{blobs}"
+        if plain:
+            shared[blobs] = rs
+        return rs
+
+    yield start
+    for rs in started:
+        rs.stop()
+
+
+def s3_env(s3) -> dict[str, str]:
+    """A hub's settings for a blob store of its own under S3_BUCKET on ``s3`` (a SeaweedServer)."""
+    import uuid
+
+    return {
+        "TETHER_BLOB_STORE": f"s3://{S3_BUCKET}/hub-{uuid.uuid4().hex[:8]}",
+        "TETHER_S3_ENDPOINT_URL": s3.endpoint,
+        "TETHER_S3_REGION": s3.region,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }

@@ -28,7 +28,63 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid()}-{next(_names)}"
 
 
-class HubProcess:
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, *, verify: ssl.SSLContext | bool = True,
+                 log=lambda: "") -> bool:
+    """Wait until ``url``/healthz answers 200 (True), or ``timeout`` passes (False).
+    RuntimeError with ``log()`` if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+class HubHelpers:
+    """What tests do with a hub at ``self.url`` as its admin (one hub, or a set behind a balancer)."""
+
+    url: str
+    verify: ssl.SSLContext | bool
+    data_dir: Path
+
+    @property
+    def admin_token(self) -> str:
+        """The bootstrap admin's token: in this hub's data directory, or in the one of the
+        replica (on the same database) that created ``admin`` (``token_dir``)."""
+        return ((getattr(self, "token_dir", None) or self.data_dir) / "admin.token").read_text().strip()
+
+    def client(self, token: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=self.verify, **kw)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_token)
+
+    def make_user(self, *, grants: dict[str, str] | None = None, admin: bool = False, kind: str = "person",
+                  **caveats) -> tuple[str, str]:
+        """Create a user (with grants) and mint a token for it; return (name, token)."""
+        name = unique("u")
+        with self.admin() as c:
+            c.post("/api/v1/users", json={"name": name, "kind": kind, "admin": admin}).raise_for_status()
+            for space, level in (grants or {}).items():
+                c.put(f"/api/v1/spaces/{space}/grants/{name}", json={"level": level}).raise_for_status()
+            r = c.post("/api/v1/tokens", json={"for_user": name, **caveats})
+            r.raise_for_status()
+            return name, r.json()["token"]
+
+    def make_space(self) -> str:
+        name = unique("s")
+        with self.admin() as c:
+            c.post("/api/v1/spaces", json={"name": name}).raise_for_status()
+        return name
+
+
+class HubProcess(HubHelpers):
     """One hub; ``stop()`` ends only the process it started, by pid."""
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, host: str = "127.0.0.1",
@@ -54,32 +110,18 @@ class HubProcess:
     def start(self, timeout: float = 30) -> "HubProcess":
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1, verify=self.verify).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if wait_healthy(self.proc, self.url, timeout, verify=self.verify, log=self.log_text):
+            return self
         self.stop()
         raise RuntimeError(f"hub did not come up in {timeout}s:\n{self.log_text()}")
 
+    @property
+    def blob_dir(self) -> Path:
+        """The filesystem blob store's directory."""
+        return Path(self.env.get("TETHER_BLOB_STORE") or self.data_dir / "blobs")
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    @property
-    def admin_token(self) -> str:
-        return (self.data_dir / "admin.token").read_text().strip()
-
-    def client(self, token: str | None = None, **kw) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=self.verify, **kw)
-
-    def admin(self) -> httpx.Client:
-        return self.client(self.admin_token)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -91,23 +133,3 @@ class HubProcess:
                 self.proc.wait(5)
         if getattr(self, "log", None):
             self.log.close()
-
-    # ------------------------------------------------------------ helpers for tests
-
-    def make_user(self, *, grants: dict[str, str] | None = None, admin: bool = False, kind: str = "person",
-                  **caveats) -> tuple[str, str]:
-        """Create a user (with grants) and mint a token for it; return (name, token)."""
-        name = unique("u")
-        with self.admin() as c:
-            c.post("/api/v1/users", json={"name": name, "kind": kind, "admin": admin}).raise_for_status()
-            for space, level in (grants or {}).items():
-                c.put(f"/api/v1/spaces/{space}/grants/{name}", json={"level": level}).raise_for_status()
-            r = c.post("/api/v1/tokens", json={"for_user": name, **caveats})
-            r.raise_for_status()
-            return name, r.json()["token"]
-
-    def make_space(self) -> str:
-        name = unique("s")
-        with self.admin() as c:
-            c.post("/api/v1/spaces", json={"name": name}).raise_for_status()
-        return name

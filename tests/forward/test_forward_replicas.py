@@ -8,20 +8,18 @@ import http.client
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 from tests.forward.conftest import start_app
-from tests.hubproc import HubProcess, free_port, unique
+from tests.hubproc import free_port
 
 
 
-def _replica(tmp: Path, name: str, url: str) -> tuple[HubProcess, int, int]:
-    ssh_port, gw_port = free_port(), free_port()
-    (tmp / name).mkdir()
-    hub = HubProcess(tmp / name / "data", database_url=url,
-                     args=["--ssh-listen", f"127.0.0.1:{ssh_port}", "--gateway-listen", f"127.0.0.1:{gw_port}"],
-                     env={"TETHER_FORWARD_SWEEP_SECONDS": "0.3"})
-    return hub, ssh_port, gw_port
+def _replicas(replica_set):
+    """Two replicas (tests/replicas.py), each with its SSH and gateway listener."""
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    rs = replica_set(env={"TETHER_FORWARD_SWEEP_SECONDS": "0.3"}, args=lambda i: [
+        "--ssh-listen", f"127.0.0.1:{ports[i][0]}", "--gateway-listen", f"127.0.0.1:{ports[i][1]}"])
+    return rs, ports
 
 
 def _get(port: int, host: str, token: str, path: str = "/echo") -> int:
@@ -32,14 +30,11 @@ def _get(port: int, host: str, token: str, path: str = "/echo") -> int:
     return status
 
 
-def test_either_replica_serves_and_stops_a_route(pg_server, tmp_path):
-    url = pg_server.create_database(unique("fwdrep").replace("-", "_"))
-    a, a_ssh, a_gw = _replica(tmp_path, "a", url)
-    b, b_ssh, b_gw = _replica(tmp_path, "b", url)
+def test_either_replica_serves_and_stops_a_route(replica_set, tmp_path):
+    rs, ((a_ssh, a_gw), (b_ssh, b_gw)) = _replicas(replica_set)
+    a, b = rs.replicas
     procs = []
     try:
-        a.start()
-        b.start()
         with a.admin() as c:
             c.post("/api/v1/users", json={"name": "dora"}).raise_for_status()
             key = tmp_path / "dora_key"
@@ -80,5 +75,4 @@ def test_either_replica_serves_and_stops_a_route(pg_server, tmp_path):
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
-        b.stop()
-        a.stop()
+        rs.stop()

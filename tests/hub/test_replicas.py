@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from tests.hubproc import HubProcess, unique
 
 
-def test_revocation_and_use_counts_hold_across_replicas(pg_server, tmp_path):
-    url = pg_server.create_database(unique("replicas").replace("-", "_"))
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = HubProcess(tmp_path / "a" / "data", database_url=url).start()
-    b = HubProcess(tmp_path / "b" / "data", database_url=url)
+def test_revocation_and_use_counts_hold_across_replicas(replica_set):
+    rs = replica_set(shared_ok=False)
+    a, b = rs.replicas
     try:
-        b.start()
-        # Only the first replica bootstrapped; the second found users and made no token.
-        assert (a.data_dir / "admin.token").exists() and not (b.data_dir / "admin.token").exists()
+        # The replicas started together; one created `admin`, the other found it and made no token.
+        assert [(r.data_dir / "admin.token").exists() for r in rs.replicas].count(True) == 1
         with a.admin() as c:
             t = c.post("/api/v1/tokens", json={"expires": "1h"}).json()
             limited = c.post("/api/v1/tokens", json={"expires": "1h", "max_uses": 10}).json()
@@ -37,8 +36,64 @@ def test_revocation_and_use_counts_hold_across_replicas(pg_server, tmp_path):
             statuses = list(pool.map(use, range(30)))
         assert statuses.count(200) == 10 and statuses.count(403) == 20
     finally:
-        b.stop()
-        a.stop()
+        rs.stop()
+
+
+def test_replicas_starting_together_on_an_empty_database_all_come_up(replica_set):
+    rs = replica_set(n=3, shared_ok=False)  # ReplicaSet starts its hubs at the same moment
+    try:
+        assert [(r.data_dir / "admin.token").exists() for r in rs.replicas].count(True) == 1
+        for r in rs.replicas:
+            with r.admin() as c:
+                users = c.get("/api/v1/users").json()["users"]
+            assert [u["name"] for u in users] == ["admin"]
+    finally:
+        rs.stop()
+
+
+def test_first_start_creates_one_admin_however_many_race(pg_server):
+    """The first-start initialisation under a real race: eight starts at one barrier, on
+    three empty databases. Exactly one creates `admin`; none fails."""
+    from tether.auth.service import create_bootstrap_admin
+    from tether.db import Database
+    from tether.db.models import utcnow
+
+    for _ in range(3):
+        db = Database(pg_server.create_database(unique("boot").replace("-", "_")))
+        db.migrate()
+        barrier = threading.Barrier(8)
+
+        def start():
+            barrier.wait()
+            return create_bootstrap_admin(db, now=utcnow())
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                made = [f.result() for f in [pool.submit(start) for _ in range(8)]]
+        finally:
+            db.dispose()
+        assert sum(m is not None for m in made) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_acknowledged_change_keeps_its_audit_row_through_kill_9(start_hub, backend):
+    """Every 2xx answer to a change is sent only once its audit row is committed: a hub
+    killed (SIGKILL) the moment the client has its 201 has not lost the row."""
+    hub = start_hub(backend)
+    names = []
+    for _ in range(3):
+        name = unique("s")
+        with hub.admin() as c:
+            assert c.post("/api/v1/spaces", json={"name": name}).status_code == 201
+        hub.proc.kill()  # at once, before anything batched after the answer could be written
+        hub.proc.wait(10)
+        hub.log.close()
+        names.append(name)
+        hub.start()
+    with hub.admin() as c:
+        recs = c.get("/api/v1/audit", params={"user": "admin", "limit": 1000}).json()["records"]
+    recorded = [r["resource"] for r in recs if r["status"] == 201]
+    assert all(any(n in res for res in recorded) for n in names), (names, recorded)
 
 
 def test_database_outage_is_503_and_the_hub_recovers(tmp_path):

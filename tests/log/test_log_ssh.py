@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import tether
-from tests.hubproc import HubProcess
+from tests.hubproc import HubProcess, wait_healthy
 from tests.services.sshd import (
     SshServer,
     _make_traversable,
@@ -59,22 +59,12 @@ class AccountHub(HubProcess):
         self.argv = [str(wrapper), "hub", "--data", str(data_dir), "--listen", f"127.0.0.1:{self.port}"]
 
     def start(self, timeout: float = 30) -> AccountHub:
-        import httpx
-
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      user=self.account, group=self.account, extra_groups=[],
                                      cwd=str(self.data_dir.parent))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if wait_healthy(self.proc, self.url, timeout, log=self.log_text):
+            return self
         self.stop()
         raise RuntimeError(f"hub did not come up:\n{self.log_text()}")
 

@@ -189,6 +189,9 @@ class FakeHub:
         resp = self._route(request, path, body)
         if action == "drop-answer":  # the hub did it all, then the connection broke before the answer
             raise httpx.ReadError("connection reset")
+        if action == "gone":  # another replica finished the upload just before this request reached one
+            return httpx.Response(404, json={"type": "urn:tether:problem:not-found", "title": "Not Found",
+                                             "status": 404, "detail": "upload not found"})
         return resp
 
     def _route(self, request: httpx.Request, path: str, body: bytes) -> httpx.Response:
@@ -393,10 +396,15 @@ def test_flow_medium_and_large_files(hub, tmp_path, monkeypatch):
     assert ("PUT", f"/api/v1/blobs/sha256/{sha(medium)}") in hub.requests
 
 
-def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
+def small_chunks(monkeypatch) -> None:
+    """Limits of a few bytes: anything over 100 bytes goes in resumable chunks of 1000."""
     monkeypatch.setattr(pc, "SMALL_MAX", 10)
     monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
     monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+
+
+def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
+    small_chunks(monkeypatch)
     root = tmp_path / "tree"
     large = os.urandom(3000)
     make(root, "l.bin", large)
@@ -412,9 +420,7 @@ def test_large_upload_resumes_from_the_hubs_offset(hub, tmp_path, monkeypatch):
 @pytest.fixture
 def early(monkeypatch):
     """Sizes scaled down: files of 1,000 bytes and more may be sent before they are hashed."""
-    monkeypatch.setattr(pc, "SMALL_MAX", 10)
-    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
-    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    small_chunks(monkeypatch)
     monkeypatch.setattr(pc, "UNHASHED_MIN", 1000)
 
 
@@ -488,10 +494,23 @@ def test_a_lost_answer_to_the_last_chunk_is_not_a_failure(hub, tmp_path, early, 
     assert len(gets) == 1  # the resync that found it gone
 
 
+def test_an_upload_another_replica_is_finishing_is_waited_for_then_found_stored(hub, tmp_path, monkeypatch):
+    """The last chunk meets 503 upload-finishing (another replica is storing the upload):
+    the client waits as told, asks where the upload stands, sends again, and finds the
+    upload gone (404: that replica stored it): it asks whether the blob is there, and
+    carries on."""
+    small_chunks(monkeypatch)
+    root = tmp_path / "tree"
+    large = os.urandom(2500)
+    make(root, "l.bin", large)
+    hub.fail["PUT /api/v1/uploads/"] = [None, None, 503, "gone"]  # chunks of 1000, 1000, 500
+    run(hub, root, space="builds", cache=False, jobs=1)
+    assert hub.content(("builds", "android", "1")) == {"l.bin": large}
+    assert [m for m, p in hub.requests if p.startswith("/api/v1/uploads/")] == ["PUT", "PUT", "PUT", "GET", "PUT", "GET"]
+
+
 def test_wrong_offset_409_resyncs(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(pc, "SMALL_MAX", 10)
-    monkeypatch.setattr(pc, "MEDIUM_MAX", 100)
-    monkeypatch.setattr(pc, "CHUNK_SIZE", 1000)
+    small_chunks(monkeypatch)
     root = tmp_path / "tree"
     large = os.urandom(2500)
     make(root, "l.bin", large)

@@ -572,31 +572,41 @@ def test_gc_sweeps_abandoned_uploads(start_hub):
     with db.write() as s:
         s.get(Upload, old["id"]).created_at = utcnow() - timedelta(days=2)
     db.dispose()
+    assert (h.blob_dir / "uploads" / old["id"]).is_dir()  # its piece, in the shared store
     with h.admin() as c:
         assert c.post("/api/v1/gc", json={}).json()["uploads_removed"] == 1
         assert c.get(f"/api/v1/uploads/{old['id']}").status_code == 404
         assert c.get(f"/api/v1/uploads/{fresh['id']}").status_code == 200
-    assert not (h.data_dir / "uploads" / old["id"]).exists()
+    assert not (h.blob_dir / "uploads" / old["id"]).exists()
 
 
 def test_gc_sweeps_upload_files_left_without_a_row(start_hub):
-    """E.g. after migration 0010's downgrade dropped uploads still waiting for a digest."""
+    """Local upload files (one-file spools, uploads of hubs before migration 0016) and pieces
+    in the blob store without an upload row, once a day old; never a live upload's."""
     h = start_hub()
     uploads = h.data_dir / "uploads"
     uploads.mkdir(mode=0o700, exist_ok=True)
     orphan, young = uploads / "orphan-from-a-downgrade", uploads / "being-started-now"
     orphan.write_bytes(b"x" * 100)
     young.write_bytes(b"y")
+    pieces = h.blob_dir / "uploads"
+    lost, new = pieces / ("a" * 32), pieces / ("b" * 32)  # pieces whose upload has no row
+    for d in (lost, new):
+        d.mkdir(parents=True)
+        (d / ("0" * 16)).write_bytes(b"z")
     day_and_more = time.time() - 86400 - 60
     os.utime(orphan, (day_and_more, day_and_more))
+    os.utime(lost, (day_and_more, day_and_more))
     with h.admin() as c:
         c.post("/api/v1/spaces", json={"name": "u"}).raise_for_status()
         live = c.post("/api/v1/uploads", json={"space": "u", "type": "ci", "build": "1", "digest": sha(b"a"),
                                                "size": 9}).json()
-        os.utime(uploads / live["id"], (day_and_more, day_and_more))  # old file, but its upload is alive
+        c.put(f"/api/v1/uploads/{live['id']}", params={"offset": 0}, content=b"1234").raise_for_status()
+        os.utime(pieces / live["id"], (day_and_more, day_and_more))  # old piece, but its upload is alive
         c.post("/api/v1/gc", json={}).raise_for_status()
-        assert c.get(f"/api/v1/uploads/{live['id']}").status_code == 200
-    assert not orphan.exists() and young.exists() and (uploads / live["id"]).exists()
+        assert c.get(f"/api/v1/uploads/{live['id']}").json()["offset"] == 4
+    assert not orphan.exists() and young.exists()
+    assert not lost.exists() and new.exists() and (pieces / live["id"]).exists()
 
 
 def batch_body(blobs):
@@ -622,7 +632,7 @@ def test_batch_blobs_are_served_whole_and_in_ranges(publisher):
         assert got.status_code == 206 and got.content == b[100:200]
         assert c.get(f"/files/{space}/ci/ranges/d/b", headers={"Range": "bytes=-10"}).content == b[-10:]
     if hub.backend.endswith("-fs"):  # one pack per batch, no file per blob
-        blobs = hub.data_dir / "blobs"
+        blobs = hub.blob_dir
         assert not (blobs / "sha256" / sha(a)[:2] / sha(a)[2:4] / sha(a)).exists()
         assert len(list((blobs / "packs").iterdir())) >= 1
 

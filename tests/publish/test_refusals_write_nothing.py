@@ -132,7 +132,8 @@ def test_a_one_file_put_with_a_bad_path_stores_nothing(publisher, path, slug):
     with hub.client(token) as c:
         r = _put_file(c, space, path, data)
         assert r.status_code == 400, r.text
-        assert r.json()["type"].endswith(slug), r.text
+        if not (hub.backend.startswith("replicas") and "%00" in path):  # nginx refuses a NUL itself
+            assert r.json()["type"].endswith(slug), r.text
         assert missing(c, [sha(data)], space) == [sha(data)]
         assert c.get(f"/files/{space}/ci/1/", params={"format": "json"}).status_code == 404
 

@@ -75,6 +75,25 @@ async def _trickle(conn: _Conn, seconds: int) -> None:
         conn.write(b"x")
 
 
+async def _others_answer(c: httpx.AsyncClient, space: str) -> dict[str, float | str]:
+    """How long /healthz, a download of ci/1/hello.txt and a one-file publish each took."""
+    timings: dict[str, float | str] = {}
+    for name, call in [
+        ("healthz", lambda: c.get("/healthz")),
+        ("download", lambda: c.get(f"/files/{space}/ci/1/hello.txt")),
+        ("publish", lambda: c.put(f"/api/v1/publish/{space}/ci/3/small.txt", content=b"small\n")),
+    ]:
+        started = time.monotonic()
+        try:
+            r = await call()
+        except httpx.TimeoutException:
+            timings[name] = "timed out"
+            continue
+        timings[name] = time.monotonic() - started
+        assert r.status_code in (200, 201), (name, r.text)
+    return timings
+
+
 def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub):
     hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE), "TETHER_UPLOADS_PER_TOKEN": "1000",
                          "TETHER_UPLOADS_PER_USER": "1000"})
@@ -98,7 +117,6 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
                 answers.append(asyncio.ensure_future(conn.answer(3 * IDLE + 5)))
                 if i >= 200:
                     trickles.append(asyncio.ensure_future(_trickle(conn, int(3 * IDLE))))
-            timings = {}
             async with httpx.AsyncClient(base_url=hub.url, timeout=5,
                                          headers={"Authorization": f"Bearer {token}"}) as c:
                 # every one of them is in the hub, waiting for its body (taking 400 requests
@@ -111,19 +129,7 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
                     except httpx.TimeoutException:  # a hub whose threads are all taken
                         break
                     await asyncio.sleep(0.1)
-                for name, call in [
-                    ("healthz", lambda: c.get("/healthz")),
-                    ("download", lambda: c.get(f"/files/{space}/ci/1/hello.txt")),
-                    ("publish", lambda: c.put(f"/api/v1/publish/{space}/ci/3/small.txt", content=b"small\n")),
-                ]:
-                    started = time.monotonic()
-                    try:
-                        r = await call()
-                    except httpx.TimeoutException:
-                        timings[name] = "timed out"
-                        continue
-                    timings[name] = time.monotonic() - started
-                    assert r.status_code in (200, 201), (name, r.text)
+                timings = await _others_answer(c, space)
             assert all(isinstance(t, float) and t < 1 for t in timings.values()), timings
             return await asyncio.gather(*answers)
         finally:
@@ -197,3 +203,49 @@ def test_a_stalled_json_body_ends_with_408_too(start_hub):
     assert IDLE - 0.5 < took < IDLE + 2
     with hub.admin() as c:  # nothing was minted: the bootstrap token is the only one
         assert len(c.get("/api/v1/tokens", params={"all": True}).json()["tokens"]) == 1
+
+
+def test_resumable_chunks_that_trickle_after_starting_hold_no_thread(start_hub):
+    """Chunks of resumable uploads that start (1.5 MiB at once), then send a byte a second:
+    each piece goes to a thread only once it has arrived, so while three times as many of
+    them trickle as the upload pool has threads, /healthz, a download and a small publish
+    (which needs a thread of that pool) each answer within a second. What arrived is kept."""
+    hub = start_hub(env={"TETHER_UPLOAD_THREADS": "4"})
+    space = hub.make_space()
+    _, token = hub.make_user(grants={space: "write"})
+    size = 4 << 20
+    with hub.client(token) as c:
+        assert c.put(f"/api/v1/publish/{space}/ci/1/hello.txt", content=b"hello\n").status_code == 201
+        ids = [c.post("/api/v1/uploads", json={"space": space, "type": "ci", "build": "2", "size": size,
+                                               "digest": hashlib.sha256(str(i).encode()).hexdigest()}).json()["id"]
+               for i in range(12)]
+
+    async def scenario():
+        conns, trickles = [], []
+        try:
+            for upload_id in ids:
+                conn = await _open(hub, "PUT", f"/api/v1/uploads/{upload_id}?offset=0", token, size)
+                conn.write(b"x" * (3 << 19))  # 1.5 MiB: a whole piece and more, in hand at once
+                conns.append(conn)
+                trickles.append(asyncio.ensure_future(_trickle(conn, 60)))
+            await asyncio.sleep(2)  # every first piece stored; the chunks now trickle
+            async with httpx.AsyncClient(base_url=hub.url, timeout=10,
+                                         headers={"Authorization": f"Bearer {token}"}) as c:
+                timings = await _others_answer(c, space)
+            assert all(isinstance(t, float) and t < 1 for t in timings.values()), timings
+            assert not any(conn.data for conn in conns)  # all still trickling
+        finally:
+            for t in trickles:
+                t.cancel()
+            for conn in conns:
+                conn.transport.close()
+
+    asyncio.run(scenario())
+    with hub.client(token) as c:  # each cut chunk kept what the hub had read of it
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            offsets = [c.get(f"/api/v1/uploads/{i}").json()["offset"] for i in ids]
+            if all(o > 1 << 20 for o in offsets):
+                break
+            time.sleep(0.2)
+        assert all(1 << 20 < o < size for o in offsets), offsets

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -58,15 +60,21 @@ class AuditWriter:
             self._thread.start()
             self._running = True
 
-    def submit(self, fields: dict) -> bool:
-        """Queue a record (the fields of :func:`record`); False: write it yourself."""
+    def submit(self, fields: dict, done: Callable[[], None] | None = None) -> bool:
+        """Queue a record (the fields of :func:`record`); False: write it yourself.
+
+        ``done``: called from the writer's thread once the record is committed (or its
+        write failed, which is logged); such a record is written at once, with whatever
+        else is queued, instead of after the gathering interval."""
         with self._lock:
             if not self._running:
                 return False
             try:
-                self._queue.put_nowait(_clip(fields))
+                self._queue.put_nowait(_clip(fields) if done is None else (_clip(fields), done))
             except queue.Full:
                 return False
+            if done is not None:
+                self._hurry.set()
             return True
 
     def flush(self, timeout: float = 10) -> None:
@@ -101,16 +109,18 @@ class AuditWriter:
             if not batch and not done:
                 break
             self._write(batch)
-            for ev in done:
-                ev.set()
+            _signal(done)
 
-    def _take(self, *, block: bool) -> tuple[list[dict], list[threading.Event]]:
+    def _take(self, *, block: bool) -> tuple[list[dict], list[Any]]:
         batch: list[dict] = []
-        done: list[threading.Event] = []
+        done: list[Any] = []  # events to set, callbacks to call, once the batch is written
 
         def add(item) -> None:
             if isinstance(item, threading.Event):
                 done.append(item)
+            elif isinstance(item, tuple):  # (fields, callback): someone waits for this one
+                batch.append(item[0])
+                done.append(item[1])
             else:
                 batch.append(item)
 
@@ -135,8 +145,7 @@ class AuditWriter:
             batch, done = self._take(block=True)
             if batch:
                 self._write(batch)
-            for ev in done:
-                ev.set()
+            _signal(done)
             if not batch and not done and self._stopping.is_set() and self._queue.empty():
                 return
 
@@ -157,6 +166,11 @@ class AuditWriter:
             except Exception:
                 log.exception("could not write an audit record")
 
+
+
+def _signal(done: list[Any]) -> None:
+    for ev in done:
+        ev.set() if isinstance(ev, threading.Event) else ev()
 
 
 class RefusalTally:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from tether.auth import tokens as tokfmt
@@ -462,9 +462,18 @@ def mint(
     return row, secret
 
 
+_PG_BOOTSTRAP_LOCK = 0x7E7E_0002  # beside db.engine's migration lock (0x7E7E_0001)
+
+
 def create_bootstrap_admin(db: Database, *, now: datetime) -> str | None:
-    """On an empty hub: create user ``admin`` and a non-expiring admin token; return its secret."""
+    """On an empty hub: create user ``admin`` and a non-expiring admin token; return its secret.
+
+    Replicas starting together on an empty PostgreSQL database take turns here (a
+    transaction-scoped advisory lock, as the migrations do): the first creates ``admin``,
+    the others then find a user and create nothing. SQLite has one writer at a time."""
     with db.write() as s:
+        if db.dialect == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_BOOTSTRAP_LOCK})
         if s.scalar(select(User.id).limit(1)) is not None:
             return None
         admin = User(name="admin", kind="person", is_admin=True, created_at=now)

@@ -5,6 +5,7 @@ Layout::
     ROOT/sha256/ab/cd/abcd...       one file per blob (0600), directories 0700
     ROOT/packs/<32 hex>             pack files: many small blobs end to end (0600)
     ROOT/tmp/<random>               writes in progress (same filesystem as the blobs)
+    ROOT/uploads/<id>/<random>      pieces of resumable uploads (tether.blobs.pieces)
 
 A pack holds the blobs of one batch upload, each verified as it is appended;
 where each blob sits (pack name, offset, size) is recorded by the caller (the
@@ -57,6 +58,7 @@ from .base import (
     validate_digest,
 )
 from .direct import Appender
+from .pieces import FsPieces
 
 __all__ = ["PACK_RE", "FsBlobStore", "FsBlobWriter", "FsPackWriter"]
 
@@ -270,6 +272,7 @@ class FsBlobStore(StoreBase):
             self.pack_dir.mkdir(mode=_DIR_MODE, exist_ok=True)
             if fsync:  # a committed pack must not vanish with its directory
                 _fsync_dir(self.root)
+        self.pieces = FsPieces(self)  # resumable uploads' bytes, ROOT/uploads (tether.blobs.pieces)
 
     def __repr__(self) -> str:
         return f"FsBlobStore({str(self.root)!r})"

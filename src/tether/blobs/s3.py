@@ -45,8 +45,9 @@ from .base import (
     check_range,
     validate_digest,
 )
+from .pieces import S3Pieces
 
-__all__ = ["S3BlobStore", "S3BlobWriter", "MIN_PART_SIZE", "DEFAULT_PART_SIZE"]
+__all__ = ["S3BlobStore", "S3BlobWriter", "S3ObjectWriter", "MIN_PART_SIZE", "DEFAULT_PART_SIZE"]
 
 MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
 DEFAULT_PART_SIZE = 8 << 20
@@ -59,18 +60,19 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-class S3BlobWriter(BlobWriter):
-    """Buffers up to one part; small blobs go with one ``put_object``, large ones multipart."""
+class S3ObjectWriter:
+    """One object sent as it comes: kept in memory up to one part and sent with one
+    ``put_object``, or, once it is larger, a multipart upload in parts of exactly
+    ``part_size`` bytes (the last one smaller). Nothing is verified here."""
 
-    def __init__(self, store: S3BlobStore, digest: str, max_size: int | None) -> None:
-        super().__init__(digest, max_size)
+    def __init__(self, store: S3BlobStore, key: str) -> None:
         self._store = store
-        self._key = store.key_for(digest)
+        self._key = key
         self._buf = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
 
-    def _write(self, data: memoryview) -> None:
+    def write(self, data: memoryview | bytes) -> None:
         self._buf += data
         part_size = self._store.part_size
         while len(self._buf) >= part_size:
@@ -94,7 +96,7 @@ class S3BlobWriter(BlobWriter):
                 part[name] = resp[name]
         self._parts.append(part)
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         s = self._store
         if self._upload_id is None:
             body = bytes(self._buf)
@@ -113,7 +115,7 @@ class S3BlobWriter(BlobWriter):
         )
         self._upload_id = None
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         self._buf = bytearray()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
@@ -126,6 +128,24 @@ class S3BlobWriter(BlobWriter):
             # The upload is invisible either way; one we failed to abort is left for
             # sweep_tmp rather than hiding the caller's real error behind this one.
             pass
+
+
+class S3BlobWriter(BlobWriter):
+    """Buffers up to one part; small blobs go with one ``put_object``, large ones multipart,
+    to their final key, completed only once the digest matched."""
+
+    def __init__(self, store: S3BlobStore, digest: str, max_size: int | None) -> None:
+        super().__init__(digest, max_size)
+        self._object = S3ObjectWriter(store, store.key_for(digest))
+
+    def _write(self, data: memoryview) -> None:
+        self._object.write(data)
+
+    def _commit(self) -> None:
+        self._object.commit()
+
+    def _abort(self) -> None:
+        self._object.abort()
 
 
 class S3BlobStore(StoreBase):
@@ -165,6 +185,7 @@ class S3BlobStore(StoreBase):
                 max_pool_connections=max_pool_connections,
             )
         self.client = client
+        self.pieces = S3Pieces(self)  # resumable uploads' bytes (tether.blobs.pieces)
 
     @staticmethod
     def _make_client(
@@ -290,7 +311,8 @@ class S3BlobStore(StoreBase):
         """Multipart uploads in progress (or abandoned) under this store's prefix."""
         paginator = self.client.get_paginator("list_multipart_uploads")
         uploads: list[dict[str, Any]] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix):
+        # blobs' and resumable uploads' pieces alike (see tether.blobs.pieces)
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
             uploads.extend(page.get("Uploads", ()) or ())
         return uploads
 

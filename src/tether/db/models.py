@@ -229,7 +229,9 @@ class Latest(Base):
 
 
 class Upload(Base):
-    """A resumable upload of one large blob; its bytes so far sit in DATA/uploads/<id>."""
+    """A resumable upload of one large blob: ``received`` bytes so far, in the pieces
+    of :class:`UploadPiece` (files or objects in the shared blob store), so any hub
+    replica continues it. ``finishing_at``: a replica is storing it as its blob."""
 
     __tablename__ = "uploads"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -239,6 +241,18 @@ class Upload(Base):
     token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     space: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    finishing_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UploadPiece(Base):
+    """Bytes ``start .. start+size`` of an upload, stored as ``uploads/<upload_id>/<name>``."""
+
+    __tablename__ = "upload_pieces"
+    upload_id: Mapped[str] = mapped_column(String(32), ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(32))
 
 
 # ---------------------------------------------------------------- log sync

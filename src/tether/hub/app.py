@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -86,6 +87,7 @@ class HubMiddleware:
         status = 500
         state = scope.setdefault("state", {})
         observed = False
+        audited = False
 
         limit = self._body_limit(scope["method"], scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -114,9 +116,15 @@ class HubMiddleware:
                 return message
 
             async def capture_send(message):
-                nonlocal status, observed
+                nonlocal status, observed, audited
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    if scope["method"] in _MUTATING and status < 400 and not state.get("read_only"):
+                        # An acknowledged change has its audit row: written (and committed)
+                        # before the answer starts, so a replica killed right after
+                        # answering has not lost it.
+                        audited = True
+                        await self._audit_durably(self._audit_fields(scope, state, status))
                 elif message["type"] == "http.response.body" and not message.get("more_body") and not observed:
                     # Count before the last byte leaves, so a client that reads /metrics
                     # right after a response sees that response counted.
@@ -136,7 +144,7 @@ class HubMiddleware:
         if not observed:
             self._observe(scope, status, started)
         read_only = state.get("read_only") and status < 400  # e.g. an allowed dry-run check
-        if (scope["method"] in _MUTATING and not read_only) or status in _REFUSALS:
+        if not audited and ((scope["method"] in _MUTATING and not read_only) or status in _REFUSALS):
             fields = self._audit_fields(scope, state, status)
             if fields["user"] is None and status >= 400:  # anyone can send these, in floods: counted
                 self.hub.refusals.add(fields)
@@ -177,6 +185,20 @@ class HubMiddleware:
             "status": status,
             "reason": (f"{problem.slug}: {problem.detail}" if problem is not None else ""),
         }
+
+    async def _audit_durably(self, fields: dict) -> None:
+        """Write a record and return once it is committed (with whatever else the audit
+        writer had queued: one commit for many concurrent requests)."""
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+
+        def done() -> None:
+            loop.call_soon_threadsafe(lambda: written.done() or written.set_result(None))
+
+        if self.hub.audit_writer.submit(fields, done=done):
+            await written
+        else:  # not running, or too far behind: write it here
+            await anyio.to_thread.run_sync(self._audit, fields)
 
     def _audit(self, fields: dict) -> None:
         try:

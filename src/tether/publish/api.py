@@ -83,6 +83,8 @@ class _Body:
             if parts:
                 await self._send.send(parts)
         except Exception as exc:  # noqa: BLE001 - raised again in the worker, where the body is read
+            if parts:  # what did arrive, for a sink that keeps it (a resumable chunk)
+                await self._send.send(parts)
             self._error = exc
         finally:
             self._send.close()
@@ -95,6 +97,19 @@ class _Body:
         except anyio.EndOfStream:
             if self._error is not None:
                 raise self._error from None
+
+    async def next_piece(self) -> list[bytes] | None:
+        """On the event loop: the next piece, or None at the end of the body (or where it
+        broke off: see :attr:`error`)."""
+        try:
+            return await self._recv.receive()
+        except anyio.EndOfStream:
+            return None
+
+    @property
+    def error(self) -> Exception | None:
+        """What cut the body short (a broken connection, a stall past the body timeout)."""
+        return self._error
 
     def chunks(self) -> Iterator[bytes]:
         """The body as the server received it, for code running in the worker thread."""
@@ -124,6 +139,31 @@ async def _with_body(request: Request, ctx: AuthContext, work: Callable[[Iterato
             return await anyio.to_thread.run_sync(lambda: work(body.chunks()), limiter=hub.upload_threads)
         finally:
             pump.cancel()  # the work may have stopped before the end of the body
+            await asyncio.gather(pump, return_exceptions=True)
+
+
+async def _into_sink(request: Request, ctx: AuthContext, open_sink: Callable[[], Any]) -> Any:
+    """The request body into a sink (``feed(parts)``, ``close(error)``, ``abort()``), each
+    ~1 MiB piece handed to a thread of the upload pool as it arrives: waiting for the body
+    holds no thread at all, however slowly it comes. A body that breaks off is the sink's
+    to judge (``close(error)``: a resumable chunk keeps what arrived). One of the
+    caller's uploads in progress (429 past ``uploads_per_token``/``uploads_per_user``)."""
+    hub = request.app.state.hub
+    limiter = hub.upload_threads
+    with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
+        body = _Body(request)
+        pump = asyncio.ensure_future(body.pump())
+        try:
+            sink = await anyio.to_thread.run_sync(open_sink, limiter=limiter)
+            try:
+                while (parts := await body.next_piece()) is not None:
+                    await anyio.to_thread.run_sync(sink.feed, parts, limiter=limiter)
+            except BaseException:
+                await anyio.to_thread.run_sync(sink.abort, limiter=limiter)
+                raise
+            return await anyio.to_thread.run_sync(sink.close, body.error, limiter=limiter)
+        finally:
+            pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
 
@@ -230,8 +270,8 @@ async def upload_chunk(upload_id: UploadId, request: Request, ctx: Caller, offse
                                                         default=None)):
     ctx.require("whoami")
     pub = _pub(request)
-    return JSONResponse(await _with_body(request, ctx, lambda body: pub.upload_chunk(ctx, upload_id, offset, body,
-                                                                                now=utcnow(), digest=digest)))
+    return JSONResponse(await _into_sink(request, ctx, lambda: pub.chunk_sink(ctx, upload_id, offset, now=utcnow(),
+                                                                              digest=digest)))
 
 
 # ---------------------------------------------------------------- builds

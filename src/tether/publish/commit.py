@@ -206,7 +206,11 @@ class Commits(PublisherBase):
         try:
             s.flush()
         except IntegrityError:
-            raise conflict(f"build {t.build_id} was published concurrently; publish under a new id") from None
+            # another commit of this build id (on another replica, or thread) landed first:
+            # the same answer as when it had landed before this one looked
+            if not t.config.overwrite:
+                raise _taken(t) from None
+            raise conflict(f"build {t.build_id} was published concurrently; publish again to overwrite it") from None
         return build
 
     def refuse_taken(self, s: Session, t: Target) -> None:

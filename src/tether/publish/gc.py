@@ -165,14 +165,30 @@ class Collector(PublisherBase):
                 s.execute(delete(Upload).where(Upload.id.in_(stale)))
         for upload_id in stale:
             self._upload_hashes.drop(upload_id)
-            (self.uploads_dir / upload_id).unlink(missing_ok=True)
+            self.store.pieces.drop(upload_id)
         self._sweep_upload_files()
+        self._sweep_upload_pieces()
         self.store.sweep_tmp(older_than=3600)
         self._sweep_packs()
         return len(stale)
 
+    def _sweep_upload_pieces(self) -> None:
+        """Pieces in the blob store of uploads that have no row (a crash between storing a
+        piece and recording it, an upload finished while a late request still wrote), once
+        untouched for as long as an abandoned upload."""
+        cutoff = time.time() - UPLOAD_EXPIRY.total_seconds()
+        old = [upload_id for upload_id, mtime in self.store.pieces.uploads() if mtime < cutoff]
+        if not old:
+            return
+        with self.db.read() as s:
+            known = set(s.scalars(select(Upload.id).where(Upload.id.in_(old))))
+        for upload_id in old:
+            if upload_id not in known:
+                self.store.pieces.drop(upload_id)
+
     def _sweep_upload_files(self) -> None:
-        """Upload files with no upload row (a crash between the two, a migration downgrade
+        """Local upload files (one-file publishes spooled in DATA/uploads, and the resumable
+        uploads of hubs before pieces lived in the blob store) with no upload row (a crash between the two, a migration downgrade
         that dropped rows), once as old as an abandoned upload. A file younger than that
         may belong to an upload being started right now, so it stays."""
         if not self.uploads_dir.is_dir():

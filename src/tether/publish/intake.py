@@ -13,16 +13,15 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, delete, literal, select, update
+from sqlalchemy import case, delete, literal, or_, select, update
 
 from tether.auth.identities import get_space
 from tether.auth.service import AuthContext, BudgetCheck
 from tether.blobs import BlobTooLarge, BlobTruncated, DigestMismatch
-from tether.blobs.direct import Appender
-from tether.db.models import Blob, SpaceBlob, Upload
+from tether.blobs.pieces import new_piece_name
+from tether.db.models import Blob, SpaceBlob, Upload, UploadPiece
 from tether.problems import Problem, bad_request, not_found
 from tether.publish.core import DIGEST_RE, UNHASHED_MIN
 from tether.publish.storage import (
@@ -38,6 +37,7 @@ from tether.publish.storage import (
 
 
 MAX_MISSING_QUERY = 10_000
+FINISH_STALE = timedelta(minutes=10)  # a finishing replica that went silent this long is taken over
 BATCH_MAX_BLOB = 16 << 20
 # Publisher._record_blobs on SQLite: the same upsert as its SQLAlchemy statement (a
 # lease only grows; a copy stored on its own takes the blob out of its pack).
@@ -300,11 +300,9 @@ class Intake(PublisherBase):
                 raise Problem(409, "size-known", f"this space already holds a blob of {size} bytes: hash the file "
                               "and ask POST /api/v1/blobs/missing whether the hub needs it, then upload with its digest")
         upload_id = secrets.token_hex(16)
-        self.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.uploads_dir / upload_id).touch(mode=0o600)
         with self.db.write() as s:
             s.add(Upload(id=upload_id, digest=digest, size=size, user=ctx.user.name,
-                         token_id=ctx.token.id if ctx.token else None, space=t.space, created_at=now))
+                         token_id=ctx.token.id if ctx.token else None, space=t.space, created_at=now, received=0))
         return {"id": upload_id, "offset": 0, "size": size}
 
     def _space_has_size(self, space_id: int, size: int) -> bool:
@@ -315,111 +313,198 @@ class Intake(PublisherBase):
         with self.db.read() as s:
             return get_space(s, space).id
 
-    def _upload(self, ctx: AuthContext, upload_id: str) -> tuple[Upload, Path]:
+    def _upload(self, ctx: AuthContext, upload_id: str) -> Upload:
         if not (len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)):
             raise bad_request("not an upload id")
         with self.db.read() as s:
             up = s.get(Upload, upload_id)
         if up is None or up.user != ctx.user.name:
             raise not_found(f"upload {upload_id}")
-        return up, self.uploads_dir / upload_id
+        return up
 
     def upload_status(self, ctx: AuthContext, upload_id: str) -> dict:
-        up, path = self._upload(ctx, upload_id)
-        offset = path.stat().st_size if path.exists() else 0
-        return {"id": up.id, "offset": offset, "size": up.size, "complete": False, "digest": up.digest}
+        up = self._upload(ctx, upload_id)
+        return {"id": up.id, "offset": up.received, "size": up.size, "complete": False, "digest": up.digest}
 
     def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime,
                      digest: str | None = None) -> dict:
-        """Append a chunk at ``offset``; ``digest`` declares the blob's sha256 of an upload
-        started without one (with any chunk, or an empty one at the end)."""
+        """:meth:`chunk_sink` fed with ``chunks``: a body that breaks off keeps what arrived."""
+        sink = self.chunk_sink(ctx, upload_id, offset, now=now, digest=digest)
+        body = iter(chunks)
+        while True:
+            try:
+                chunk = next(body)
+            except StopIteration:
+                return sink.close(None)
+            except Exception as exc:  # the body broke off (or timed out)
+                return sink.close(exc)
+            sink.feed([chunk])
+
+    def chunk_sink(self, ctx: AuthContext, upload_id: str, offset: int, *, now: datetime,
+                   digest: str | None = None) -> ChunkSink:
+        """Take the bytes of one request at ``offset`` of an upload, piece by piece
+        (:class:`ChunkSink`: each call short, so no thread waits for the body).
+
+        They are stored as a new piece of the upload in the shared blob store, recorded
+        only if the upload still stands at ``offset`` (another request, on this replica
+        or another, may have moved it meanwhile: 409 with where it stands). ``digest``
+        declares the blob's sha256 of an upload started without one (with any chunk, or
+        an empty one at the end). What arrived of a body that broke off is kept: the
+        next request resumes after it, on any replica."""
         if digest is not None and not DIGEST_RE.match(digest):
             raise bad_request(f"{digest[:80]!r} is not a sha256 digest", "invalid-digest")
-        self._upload(ctx, upload_id)  # a bad or foreign id is refused before it gets a lock
-        with self._upload_hashes.lock(upload_id):  # one chunk at a time per upload
-            up, path = self._upload(ctx, upload_id)  # as it is now, after whatever held the lock
-            if digest is not None and digest != up.digest:
-                if up.digest is None:
-                    with self.db.write() as s:
-                        # only if still undeclared: a request to another hub replica may be first
-                        s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None))
-                                  .values(digest=digest))
-                    up, path = self._upload(ctx, upload_id)
-                if up.digest != digest:
-                    raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
-            have = path.stat().st_size if path.exists() else 0
-            if offset != have:
-                raise Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}",
-                              offset=have)
-            # The bytes are hashed as they are appended, so finishing needs no second read.
-            h = self._upload_hashes.take(upload_id, have)
-            # No fsync per chunk: after a crash the file's size says where to resume, and the
-            # final digest check refuses anything a crash could have garbled. Whole blocks go
-            # to the disk as they come (O_DIRECT), so finishing has little left to flush.
-            out = Appender(path, offset=have, background=True)
-            try:
-                written = have
-                for chunk in chunks:
-                    written += len(chunk)
-                    if written > up.size:
-                        out.truncate(have)  # drop this chunk: the upload stays as it was
-                        raise bad_request(f"the upload is {up.size} bytes; this chunk goes past the end")
-                    out.write(chunk)
-                    if h is not None:
-                        h.update(chunk)
-            finally:
-                out.close()  # what did arrive stays: the next chunk resumes after it
-            if written < up.size or up.digest is None:
-                self._upload_hashes.put(upload_id, written, h)
-                return {"id": up.id, "offset": written, "size": up.size, "complete": False}
-            self._finish_upload(ctx, up, path, h.hexdigest() if h is not None else None, now)
-        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
+        up = self._upload(ctx, upload_id)
+        if digest is not None and digest != up.digest:
+            if up.digest is None:
+                with self.db.write() as s:
+                    # only if still undeclared: a request to another hub replica may be first
+                    s.execute(update(Upload).where(Upload.id == up.id, Upload.digest.is_(None)).values(digest=digest))
+                up = self._upload(ctx, upload_id)
+            if up.digest != digest:
+                raise bad_request(f"this upload is of blob {up.digest}, not {digest}", "digest-conflict")
+        if offset != up.received:
+            raise _wrong_offset(up.received)
+        # The running sha256 of bytes 0..offset, if this process recorded the piece ending
+        # there; then finishing needs no second read of the bytes (a filesystem store).
+        return ChunkSink(self, ctx, up, offset, self._upload_hashes.take(upload_id, offset), now)
 
-    def _finish_upload(self, ctx: AuthContext, up: Upload, path: Path, seen: str | None, now: datetime) -> None:
-        """Store a complete upload (``seen``: the hub's own running hash of it, if it has one)."""
+    def _record_piece(self, up: Upload, offset: int, size: int, name: str) -> None:
+        """Record a stored piece if the upload still stands at ``offset``; else drop it (409)."""
+        with self.db.write() as s:
+            moved = s.execute(update(Upload).where(Upload.id == up.id, Upload.received == offset,
+                                                   Upload.finishing_at.is_(None))
+                              .values(received=offset + size)).rowcount
+            if moved == 1:
+                s.add(UploadPiece(upload_id=up.id, start=offset, size=size, name=name))
+        if moved != 1:  # another request got there first: this piece is not part of the upload
+            self.store.pieces.drop(up.id, name)
+            raise _wrong_offset(self._upload_received(up.id))
+
+    def _upload_received(self, upload_id: str) -> int:
+        with self.db.read() as s:
+            return s.scalar(select(Upload.received).where(Upload.id == upload_id)) or 0
+
+    def _finish_upload(self, ctx: AuthContext, up: Upload, seen: str | None, now: datetime) -> None:
+        """Store a complete upload as its blob, verified (``seen``: the hub's own running
+        hash of all its bytes, if it has one). One replica at a time: the others answer
+        503 until it is done (then 404: the upload is gone, the blob there)."""
+        with self.db.write() as s:
+            claimed = s.execute(update(Upload).where(
+                Upload.id == up.id, Upload.received == up.size, Upload.digest.is_not(None),
+                or_(Upload.finishing_at.is_(None), Upload.finishing_at < now - FINISH_STALE),
+            ).values(finishing_at=now)).rowcount
+            names = list(s.scalars(select(UploadPiece.name).where(UploadPiece.upload_id == up.id)
+                                   .order_by(UploadPiece.start)))
+        if claimed != 1:
+            raise Problem(503, "upload-finishing", "another request is storing this upload as its blob; "
+                          "ask for its state again in a moment", headers={"Retry-After": "2"})
+        done = False
         try:
             adopt = getattr(self.store, "adopt", None)
-            if adopt is not None:  # filesystem store: link the file in, no second copy
+            if adopt is not None and names:  # filesystem store: link the pieces' file in, no copy through Python
                 try:
-                    adopt(up.digest, path, hashed=seen)
+                    adopt(up.digest, self.store.pieces.join(up.id, names), hashed=seen)
                 except DigestMismatch as exc:
+                    done = True
                     raise bad_request(f"blob {up.digest}: {exc}; nothing was stored; start the upload again",
                                       "blob-digest-mismatch") from None
                 self._record_blobs([(up.digest, up.size, None, None)], now, self._space_id(up.space),
                                    placed=[up.digest])
             else:
-                def read():
-                    with open(path, "rb") as fh:
-                        while block := fh.read(1 << 20):
-                            yield block
-
-                self.write_blob(ctx, self._space_id(up.space), up.digest, read(), declared=up.size, now=now)
+                try:
+                    self.write_blob(ctx, self._space_id(up.space), up.digest, self.store.pieces.read(up.id, names),
+                                    declared=up.size, now=now)
+                except Problem as p:
+                    done = p.status == 400  # the bytes are wrong: keeping them helps no one
+                    raise
+            done = True
         finally:
-            self._upload_hashes.drop(up.id)
-            path.unlink(missing_ok=True)
-            with self.db.write() as s:
-                s.execute(delete(Upload).where(Upload.id == up.id))
+            if done:
+                self._upload_hashes.drop(up.id)
+                with self.db.write() as s:
+                    s.execute(delete(Upload).where(Upload.id == up.id))
+                self.store.pieces.drop(up.id)
+            else:  # something failed on the way (the store, the database): it may be tried again
+                with self.db.write() as s:
+                    s.execute(update(Upload).where(Upload.id == up.id).values(finishing_at=None))
+
+
+class ChunkSink:
+    """One request's bytes for a resumable upload (see :meth:`Intake.chunk_sink`):
+    :meth:`feed` with each piece as it arrives, then :meth:`close`. Each call does a
+    bounded amount of work, so a caller on an event loop hands each to a thread and
+    holds none while it waits for the client."""
+
+    def __init__(self, intake: Intake, ctx: AuthContext, up: Upload, offset: int, h: Any, now: datetime):
+        self.intake, self.ctx, self.up, self.offset, self.h, self.now = intake, ctx, up, offset, h, now
+        self.name = new_piece_name()
+        self.writer: Any = None
+        self.size = 0
+
+    def feed(self, parts: list[bytes]) -> None:
+        """Store these bytes (400 and nothing of this request kept if they go past the end)."""
+        try:
+            for chunk in parts:
+                if self.offset + self.size + len(chunk) > self.up.size:
+                    raise bad_request(f"the upload is {self.up.size} bytes; this chunk goes past the end")
+                if self.writer is None:
+                    self.writer = self.intake.store.pieces.writer(self.up.id, self.name)
+                self.writer.write(chunk)
+                self.size += len(chunk)
+                if self.h is not None:
+                    self.h.update(chunk)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop what this request stored: the upload stays as it was."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def close(self, broke: BaseException | None) -> dict:
+        """Make the piece durable and record it; ``broke``: the error that cut the body
+        short, raised once what arrived is kept. Finishes the upload at its last byte."""
+        up = self.up
+        if self.writer is not None and self.size:
+            try:
+                self.writer.commit()
+            except BaseException:
+                self.abort()
+                raise
+            self.writer = None
+            self.intake._record_piece(up, self.offset, self.size, self.name)
+        else:
+            self.abort()
+        if broke is not None:
+            raise broke
+        received = self.offset + self.size
+        if received < up.size or up.digest is None:
+            self.intake._upload_hashes.put(up.id, received, self.h)
+            return {"id": up.id, "offset": received, "size": up.size, "complete": False}
+        self.intake._finish_upload(self.ctx, up, self.h.hexdigest() if self.h is not None else None, self.now)
+        return {"id": up.id, "offset": up.size, "size": up.size, "complete": True}
+
+
+def _wrong_offset(have: int) -> Problem:
+    return Problem(409, "wrong-offset", f"the upload has {have} bytes; send the chunk at offset {have}", offset=have)
 
 
 class _UploadHashes:
     """The sha256 state of resumable uploads in progress, fed as chunks arrive.
 
-    Only a shortcut: a state that is missing (the hub restarted, a chunk failed half
-    way, the state was evicted) makes the upload fall back to hashing its whole file
-    when it completes. A state is used only at the exact offset it was saved at, and
-    chunks of one upload are processed one at a time (:meth:`lock`), so the state
-    always covers exactly the bytes in the file."""
+    Only a shortcut: a state that is missing (the hub restarted, a chunk went to another
+    replica or failed half way, the state was evicted) makes the upload fall back to
+    hashing all its bytes when it completes. A state is saved only by the request that
+    recorded the piece ending at its offset, and used only at that exact offset (pieces
+    are recorded only where the upload stands), so it covers exactly the upload's bytes."""
 
     MAX = 256
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
         self._state: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-
-    def lock(self, upload_id: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(upload_id, threading.Lock())
 
     def take(self, upload_id: str, offset: int) -> Any:
         """The state for bytes ``0..offset`` (a fresh one at 0), or None; removed from the cache."""
@@ -440,7 +525,6 @@ class _UploadHashes:
     def drop(self, upload_id: str) -> None:
         with self._guard:
             self._state.pop(upload_id, None)
-            self._locks.pop(upload_id, None)
 
 
 def _size_query(space_id: int, size: int):

@@ -390,12 +390,14 @@ def _upload_resumable(run: Run, blob: _Blob, chunk: int | None = None,
                 return True
             offset = at
             continue
-        if resp.status_code == 409 or retry.retries(resp.status_code):
+        if resp.status_code in (404, 409) or retry.retries(resp.status_code):
             failures += 1
             if failures >= retry.tries:
                 raise _hub_error(resp)
             hint = retry.retry_after(resp) if retry.retries(resp.status_code) else 0.0
-            at = resync(failures, hint)  # 409: our offset was wrong; ask for the right one
+            # 409: our offset was wrong, ask for the right one; 404: another request (on
+            # another replica) finished the upload, or it expired: the resync tells which
+            at = resync(failures, hint)
             if at is None:
                 return True
             offset = at
