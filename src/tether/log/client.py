@@ -244,14 +244,15 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
 
 
 def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, pull: bool = True,
-         on_batch: Callable[[str, int], None] | None = None) -> SyncResult:
+         on_batch: Callable[[str, int], None] | None = None, protocol: str = "auto") -> SyncResult:
     """Reconcile ``store`` with ``remote``, then pull and/or push what differs.
 
     ``on_batch(direction, n)`` is called after each batch is stored (for progress
-    reporting, and for tests that interrupt a sync half way).
+    reporting, and for tests that interrupt a sync half way). ``protocol`` is
+    :func:`reconcile`'s.
     """
     result = SyncResult()
-    rec = reconcile(store.range_storage(), remote)
+    rec = reconcile(store.range_storage(), remote, protocol)
     result.rounds, result.method = rec.rounds, rec.method
 
     if pull and rec.need:

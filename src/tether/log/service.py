@@ -157,7 +157,7 @@ class LogService:
         with self.db.connect() as conn:
             ids = self.snapshots.get(conn, sid)
         try:
-            if message[:1] == bytes([iblt.VERSION]):
+            if message[:1] == bytes([iblt.VERSION]) and self.settings.log_sync_v3:
                 return iblt.answer(ids, message, max_reply=HUB_MAX_REPLY)
             rec = Reconciler(ids, frame_limit=HUB_FRAME_LIMIT, max_message=HUB_MAX_MESSAGE)
             return rec.reconcile(message).reply
