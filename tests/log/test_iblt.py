@@ -135,10 +135,12 @@ def test_the_estimate_is_close(d):
 
 
 def test_chunked_hashing_matches_one_pass(monkeypatch):
-    """Sets are hashed a chunk at a time (bounded memory); the tables are the same."""
+    """Sets are hashed a chunk at a time and a part of a table is computed alone
+    (bounded memory); the cells are the same."""
     rng = random.Random(4)
     s = items((rng.randbytes(16), rng.randbytes(8)) for _ in range(1000))
     whole = iblt.iblt(s, b"k" * 16, 1, 99), iblt.strata(s, b"k" * 16, 10, 64)
+    assert np.array_equal(iblt.iblt(s, b"k" * 16, 1, 99, 40, 70), whole[0][:, 40:70])
     monkeypatch.setattr(iblt, "_CHUNK", 7)
     assert np.array_equal(iblt.iblt(s, b"k" * 16, 1, 99), whole[0])
     assert np.array_equal(iblt.strata(s, b"k" * 16, 10, 64), whole[1])
@@ -271,7 +273,7 @@ def test_a_hub_table_that_never_ends_peeling_is_refused():
     for p in pos[:2]:
         table[:, p] = [1, 2, 3, int(check[0])]
     body = table.T.astype("<u8").tobytes()
-    reply = (bytes([3, ord("I")]) + iblt.encode_varint(1) + b"\x01" + iblt.encode_varint(size)
+    reply = (bytes([3, ord("I")]) + iblt.encode_varint(1000) + b"\x01" + iblt.encode_varint(size)
              + iblt.encode_varint(0) + iblt.encode_varint(size) + body)
     with pytest.raises(ReconcileError, match="does not decode"):
         rec.receive(reply)

@@ -221,22 +221,31 @@ def _zero_estimate(zero: np.ndarray, size: int) -> float:
 # --------------------------------------------------------------------------
 
 
-def iblt(items: SortedIds, salt: bytes, round_: int, size: int) -> np.ndarray:
-    """The ``(4, size)`` table of ``items`` for IBLT round ``round_`` (>= 1)."""
+def iblt(items: SortedIds, salt: bytes, round_: int, size: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """Cells ``[lo, hi)`` (default: all) of the ``(4, size)`` table of ``items`` for
+    IBLT round ``round_`` (>= 1): memory for those cells only, whatever ``size``."""
     keys = _keys(salt, round_)
-    table = np.zeros((4, size), dtype=np.uint64)
+    hi = size if hi is None else hi
+    table = np.zeros((4, hi - lo), dtype=np.uint64)
     for w in _chunks(items):
-        _xor_in(table, w, keys)
+        _xor_in(table, w, keys, size, lo)
     return table
 
 
-def _xor_in(table: np.ndarray, w: np.ndarray, keys: tuple[np.uint64, ...]) -> np.ndarray:
+def _xor_in(table: np.ndarray, w: np.ndarray, keys: tuple[np.uint64, ...], size: int, lo: int = 0) -> np.ndarray:
+    """XOR items (rows of three words) and their checksums into their cells; ``table``
+    holds cells ``lo`` onwards of a table of ``size``. Returns the items' positions."""
     h, check = _hash(w, keys)
-    pos = _positions(h, table.shape[1])
+    pos = _positions(h, size)
+    whole = lo == 0 and table.shape[1] == size
     for j in range(3):
+        p, sel = pos[j], slice(None)
+        if not whole:
+            inside = (p >= lo) & (p < lo + table.shape[1])
+            p, sel = p[inside] - lo, inside
         for k in range(3):
-            np.bitwise_xor.at(table[k], pos[j], w[:, k])
-        np.bitwise_xor.at(table[3], pos[j], check)
+            np.bitwise_xor.at(table[k], p, w[sel, k])
+        np.bitwise_xor.at(table[3], p, check[sel])
     return pos
 
 
@@ -262,7 +271,7 @@ def _peel(table: np.ndarray, keys: tuple[np.uint64, ...]) -> np.ndarray:
         if total > size:  # an honest table yields at most one item per cell
             raise ReconcileError("the hub's IBLT does not decode consistently")
         found.append(w)
-        pos = _xor_in(table, w, keys)
+        pos = _xor_in(table, w, keys, size)
         cand = np.unique(pos)
         cand = cand[table[:, cand].any(axis=0)]
     return np.concatenate(found) if found else np.empty((0, 3), dtype=np.uint64)
@@ -312,9 +321,8 @@ def _header(r: _Reader) -> int:
 
 
 def _iblt_reply(items: SortedIds, salt: bytes, round_: int, size: int, offset: int, max_reply: int) -> bytes:
-    table = iblt(items, salt, round_, size)
     count = min(size - offset, max(1, (max_reply - 64) // CELL_LEN))
-    part = table[:, offset : offset + count].T.astype("<u8")
+    part = iblt(items, salt, round_, size, offset, offset + count).T.astype("<u8")
     return (bytes([VERSION, ord("I")]) + encode_varint(len(items)) + bytes([round_]) + encode_varint(size)
             + encode_varint(offset) + encode_varint(count) + part.tobytes())
 
@@ -420,7 +428,8 @@ class DriftReconciler:
         self._decoded: list[np.ndarray] = []  # items taken out in earlier IBLT rounds
         self._table: np.ndarray | None = None  # the IBLT being received
         self._round = 0
-        self._listed: list[bytes] = []  # the hub's list, as received
+        self._listed = 0  # items of the hub's list received
+        self._start = bytes(ID_LEN)  # where the next page of the list starts
 
     def _send(self, msg: bytes) -> bytes:
         self.bytes_sent += len(msg)
@@ -437,7 +446,7 @@ class DriftReconciler:
         """Take the hub's reply; returns the next request, or ``None`` when done."""
         self.rounds += 1
         if reply is None or len(reply) == 0:
-            if self._round or self._listed:
+            if self.rounds > 1:
                 raise ReconcileError("the hub ended the exchange early")
             self.method = "equal"
             return None
@@ -452,15 +461,15 @@ class DriftReconciler:
     # -- IBLTs ---------------------------------------------------------------
 
     def _on_iblt(self, r: _Reader) -> bytes | None:
-        r.varint(1 << 62, "count")
+        n_hub = r.varint(1 << 62, "count")
         round_ = r.byte()
         size = r.varint(MAX_CELLS, "IBLT size")
         offset = r.varint(MAX_CELLS, "offset")
         count = r.varint(MAX_CELLS, "cell count")
         body = r.take(count * CELL_LEN, "IBLT cells")
         r.end()
-        if size < 3 or size % 3 or not count or offset + count > size:
-            raise ReconcileError("the hub sent a malformed IBLT")
+        if size < 3 or size % 3 or not count or offset + count > size or size > max(n_hub, 3):
+            raise ReconcileError("the hub sent a malformed IBLT")  # (an honest one is smaller than the list)
         if offset == 0:
             if round_ != self._round + 1 or round_ > MAX_IBLT_ROUNDS:
                 raise ReconcileError("the hub sent an IBLT out of turn")
@@ -483,7 +492,7 @@ class DriftReconciler:
         assert table is not None
         table ^= iblt(self.items, self.salt, self._round, size)
         for w in self._decoded:  # differences already found: take them out too
-            _xor_in(table, w, keys)
+            _xor_in(table, w, keys, size)
         empty_before = ~table.any(axis=0)
         found = _peel(table, keys)
         if len(found):
@@ -494,12 +503,12 @@ class DriftReconciler:
             self._classify(np.concatenate(self._decoded) if self._decoded else found)
             return None
         if self._round >= MAX_IBLT_ROUNDS:
-            return self._send(self._list_request(bytes(ID_LEN)))
+            return self._start_list()
         # Peeling stopped: estimate what is left from the cells that were empty.
         left = max(_zero_estimate(empty_before, size) - len(found), float(table.any(axis=0).sum()) / 2, 1.0)
         nxt = 3 * math.ceil((1.3 * OVERHEAD * left + EXTRA_CELLS) / 3)
         if nxt * CELL_LEN >= len(self.items) * ITEM_LEN + size * CELL_LEN:
-            return self._send(self._list_request(bytes(ID_LEN)))
+            return self._start_list()
         return self._send(bytes([VERSION, ord("I")]) + self.salt + bytes([self._round + 1])
                           + encode_varint(nxt) + encode_varint(0) + encode_varint(self.max_reply))
 
@@ -516,31 +525,48 @@ class DriftReconciler:
 
     # -- the list ------------------------------------------------------------
 
+    def _start_list(self) -> bytes:
+        """Give up on tables: the hub's whole list, compared with ours from scratch."""
+        self.have, self.need, self.conflicts = set(), set(), set()
+        self._start = bytes(ID_LEN)
+        return self._send(self._list_request(self._start))
+
     def _list_request(self, start: bytes) -> bytes:
         return bytes([VERSION, ord("L")]) + start + encode_varint(self.max_reply)
 
     def _on_list(self, r: _Reader) -> bytes | None:
+        """A page of the hub's list, from ``self._start``: compared at once with our
+        items of the same span, so memory stays one page whatever the log's size."""
         r.varint(1 << 62, "count")
         more = r.byte()
         count = r.varint(1 << 40, "item count")
-        body = r.take(count * ITEM_LEN, "items")
+        body = np.frombuffer(r.take(count * ITEM_LEN, "items"), dtype=np.uint8).reshape(count, ITEM_LEN)
         r.end()
         if more not in (0, 1) or (more and not count):
             raise ReconcileError("the hub sent a malformed list")
-        prev = self._listed[-1][:ID_LEN] if self._listed else None
-        for k in range(0, len(body), ITEM_LEN):
-            i = body[k : k + ID_LEN]
-            if prev is not None and i <= prev:
-                raise ReconcileError("the hub's list is not in ascending order")
-            prev = i
-            self._listed.append(body[k : k + ITEM_LEN])
+        ids = np.ascontiguousarray(body[:, :ID_LEN]).tobytes()
+        key = np.frombuffer(ids, dtype="S16")
+        if count and (ids[:ID_LEN] < self._start or bool((key[1:] <= key[:-1]).any())):
+            raise ReconcileError("the hub's list is not in ascending order from where it was asked")
+        lo, hi = self.items.position(self._start), len(self.items)
         if more:
-            nxt = (int.from_bytes(prev, "big") + 1).to_bytes(ID_LEN, "big")  # type: ignore[arg-type]
-            return self._send(self._list_request(nxt))
+            last = int.from_bytes(ids[-ID_LEN:], "big")
+            if last == (1 << 128) - 1:
+                raise ReconcileError("the hub's list goes on past the last id")
+            nxt = (last + 1).to_bytes(ID_LEN, "big")
+            hi = self.items.position(nxt)
+        mine = SortedIds.from_sorted_blob(self.items.ids_blob[lo * ID_LEN : hi * ID_LEN],
+                                          self.items.tags_blob[lo * TAG_LEN : hi * TAG_LEN])
+        theirs = SortedIds.from_sorted_blob(ids, np.ascontiguousarray(body[:, ID_LEN:]).tobytes())
+        have, need, clash = compare(mine, theirs)
+        self.have |= have
+        self.need |= need
+        self.conflicts |= clash
+        self._listed += count
+        if more:
+            self._start = nxt
+            return self._send(self._list_request(self._start))
         self.method = "list"
-        theirs = SortedIds.from_sorted_blob(b"".join(x[:ID_LEN] for x in self._listed),
-                                            b"".join(x[ID_LEN:] for x in self._listed))
-        self.have, self.need, self.conflicts = compare(self.items, theirs)
         return None
 
 
