@@ -266,7 +266,8 @@ def _peel(table: np.ndarray, keys: tuple[np.uint64, ...]) -> np.ndarray:
             ok[ok] = _positions(h[ok], size)[j, np.arange(int(ok.sum()))] == cand[ok]
         if not ok.any():
             break
-        w = np.unique(w[ok], axis=0)
+        _, first = np.unique(check[ok], return_index=True)  # an item pure in two cells: once
+        w = w[ok][first]
         total += len(w)
         if total > size:  # an honest table yields at most one item per cell
             raise ReconcileError("the hub's IBLT does not decode consistently")
