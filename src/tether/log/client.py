@@ -243,6 +243,39 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
     return batches
 
 
+def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
+          on_batch: Callable[[str, int], None] | None) -> int:
+    """Fetch and store the records with these ids, in batches; the next batch is
+    asked for (in a thread) while this one is being stored, so the hub's work and
+    ours overlap. A batch is stored, then reported, in order."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    queue = [str(uuid.UUID(bytes=i)) for i in sorted(need)]
+    pulled = 0
+
+    def ask() -> Any:
+        nonlocal queue
+        ids, queue = queue[:PULL_BATCH_IDS], queue[PULL_BATCH_IDS:]
+        return pool.submit(lambda: (ids, remote.get(ids))) if ids else None
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tether-pull") as pool:
+        fut = ask()
+        while fut is not None:
+            ids, (records, more) = fut.result()
+            wanted = set(ids)
+            records = [r for r in records if r.id in wanted]  # take only what we asked for
+            more = [i for i in more if i in wanted]
+            if more and not records:
+                raise RuntimeError("the remote sent no record and asked to be asked again; giving up")
+            queue = more + queue  # the hub kept its reply small: ask again for the rest
+            fut = ask()
+            pulled += store.insert_many(records)
+            if on_batch:
+                on_batch("pull", len(records))
+    return pulled
+
+
 def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, pull: bool = True,
          on_batch: Callable[[str, int], None] | None = None, protocol: str = "auto") -> SyncResult:
     """Reconcile ``store`` with ``remote``, then pull and/or push what differs.
@@ -256,21 +289,7 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
     result.rounds, result.method = rec.rounds, rec.method
 
     if pull and rec.need:
-        import uuid
-
-        queue = [str(uuid.UUID(bytes=i)) for i in sorted(rec.need)]
-        while queue:
-            ids, queue = queue[:PULL_BATCH_IDS], queue[PULL_BATCH_IDS:]
-            records, more = remote.get(ids)
-            wanted = set(ids)
-            records = [r for r in records if r.id in wanted]  # take only what we asked for
-            more = [i for i in more if i in wanted]
-            if more and not records:
-                raise RuntimeError("the remote sent no record and asked to be asked again; giving up")
-            queue = more + queue  # the hub kept its reply small: ask again for the rest
-            result.pulled += store.insert_many(records)
-            if on_batch:
-                on_batch("pull", len(records))
+        result.pulled = _pull(store, remote, rec.need, on_batch)
     if push and rec.have:
         records = store.get_many(rec.have)
         for batch in _push_batches(records):
