@@ -97,9 +97,11 @@ def test_disjoint_sets_use_the_list():
     assert rec.method == "list" and total < 2000 * 24 + 4000
 
 
-def test_replies_in_parts_when_larger_than_max_reply():
+def test_replies_in_parts_when_larger_than_max_reply(monkeypatch):
     """A client asking for small replies gets the IBLT in parts and the list in
-    pages; the answer is the same."""
+    pages; the answer is the same. (Replies of at least 1 MiB, normally: smaller
+    here, to keep the sets small.)"""
+    monkeypatch.setattr(iblt, "MIN_REPLY", 4096)
     rng = random.Random(2)
     common = {rng.randbytes(16): bytes(8) for _ in range(3000)}
     a = {**common, **{rng.randbytes(16): bytes(8) for _ in range(300)}}
@@ -204,6 +206,7 @@ def test_ids_crafted_for_the_sessions_salt_end_with_the_list():
 
 
 def _valid_messages():
+    iblt.MIN_REPLY, saved = 4096, iblt.MIN_REPLY
     rng = random.Random(7)
     a = items((rng.randbytes(16), bytes(8)) for _ in range(300))
     b = items((rng.randbytes(16), bytes(8)) for _ in range(250))
@@ -212,6 +215,7 @@ def _valid_messages():
     while msgs[-1] is not None:
         replies.append(answer(b, msgs[-1]))
         msgs.append(rec.receive(replies[-1]))
+    iblt.MIN_REPLY = saved
     return a, b, [m for m in msgs if m], [r for r in replies if r]
 
 
@@ -231,7 +235,7 @@ def test_hub_refuses_truncated_or_garbled_requests(k, cut, junk):
 
 @SETTINGS
 @given(k=st.integers(0, len(REPLIES) - 1), cut=st.integers(1, 10_000), flip=st.integers(0, 10_000))
-def test_client_refuses_truncated_or_garbled_replies(k, cut, flip):
+def test_client_refuses_truncated_or_garbled_replies(k, cut, flip):  # replies of 4 KiB (see _valid_messages)
     """Any reply cut short or with a byte changed: a ReconcileError or a wrong but
     bounded answer (the peer lied), never a hang or another exception."""
     for bad in (REPLIES[k][: cut % len(REPLIES[k])],
@@ -277,3 +281,12 @@ def test_a_hub_table_that_never_ends_peeling_is_refused():
              + iblt.encode_varint(0) + iblt.encode_varint(size) + body)
     with pytest.raises(ReconcileError, match="does not decode"):
         rec.receive(reply)
+
+
+def test_a_client_cannot_ask_for_tiny_parts():
+    """Every part of a table costs the hub a pass over its log: parts are at least
+    1 MiB whatever the client asks for."""
+    req = (bytes([3, ord("I")]) + b"t" * 16 + b"\x01" + iblt.encode_varint(60_000) + iblt.encode_varint(0)
+           + iblt.encode_varint(4096))
+    reply = answer(B, req)
+    assert len(reply) > 1 << 19 and (1 << 20) - 64 <= len(reply) <= 1 << 20

@@ -160,13 +160,16 @@ def test_snapshot_lru_and_stale_merges():
 
 
 @on_both
-def test_protocol_3_rounds_go_to_any_replica(database_url, tmp_path):
+def test_protocol_3_rounds_go_to_any_replica(database_url, tmp_path, monkeypatch):
     """Protocol 3 keeps nothing between messages: an IBLT sent in parts (small
     replies asked for) comes from two replicas in turn, and the client learns
     exactly the difference."""
     import os
 
+    from tether.log import iblt
     from tether.log.iblt import DriftReconciler
+
+    monkeypatch.setattr(iblt, "MIN_REPLY", 4096)  # parts of 4 KiB (1 MiB at least, normally)
 
     db, hub, ctx = setup(database_url, tmp_path)
     a, b = LogService(hub, db), LogService(hub, db)

@@ -101,7 +101,9 @@ MAX_CELLS = 1 << 26
 MAX_IBLT_ROUNDS = 3
 #: Replies are cut at this many bytes (the client may ask for less).
 DEFAULT_MAX_REPLY = 16 << 20
-MIN_REPLY = 4096
+#: Nor less than this: each part of a table costs the hub a pass over its whole log,
+#: so a client may not ask for it 4 KiB at a time.
+MIN_REPLY = 1 << 20
 #: IBLT size per estimated difference, and the constant on top.
 OVERHEAD, EXTRA_CELLS = 1.45, 24
 _CHUNK = 1 << 17  # items hashed at a time: memory stays bounded whatever the set size
