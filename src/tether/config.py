@@ -102,6 +102,10 @@ class HubSettings(BaseSettings):
         default=256 << 20, ge=0,
         description="memory for cached record ids and tags of recently synced spaces (24 bytes per record; 0: no cache)",
     )
+    log_sync_v3: bool = Field(
+        default=True, description="answer log sync's protocol 3 (estimate, IBLT or list); off: ranges only, "
+        "as hubs before it (clients fall back)",
+    )
 
     # jobs (rendezvous)
     lava_listen: str | None = Field(

@@ -157,3 +157,30 @@ def test_snapshot_lru_and_stale_merges():
     # 7 ids > 5: the least recently used (2; 1 was just updated) goes.
     snaps._put(3, "v1", SortedIds(ids[4:6]))
     assert list(snaps._items) == [1, 3]
+
+
+@on_both
+def test_protocol_3_rounds_go_to_any_replica(database_url, tmp_path, monkeypatch):
+    """Protocol 3 keeps nothing between messages: an IBLT sent in parts (small
+    replies asked for) comes from two replicas in turn, and the client learns
+    exactly the difference."""
+    import os
+
+    from tether.log import iblt
+    from tether.log.iblt import DriftReconciler
+
+    monkeypatch.setattr(iblt, "MIN_REPLY", 4096)  # parts of 4 KiB (1 MiB at least, normally)
+
+    db, hub, ctx = setup(database_url, tmp_path)
+    a, b = LogService(hub, db), LogService(hub, db)
+    stored = wire(800)
+    a.push(ctx(), "logs", stored)
+    mine = [(os.urandom(16), os.urandom(8)) for _ in range(150)]
+    rec = DriftReconciler(SortedIds(items_of(stored[:600]) + mine), os.urandom(16), max_reply=4096)
+    msg, k = rec.initiate(), 0
+    while msg is not None:
+        msg = rec.receive((a, b)[k % 2].reconcile(ctx(), "logs", msg))
+        k += 1
+    assert rec.method == "iblt" and k >= 4
+    assert rec.have == {i for i, _ in mine} and rec.need == set(ids_of(stored[600:])) and not rec.conflicts
+    db.dispose()

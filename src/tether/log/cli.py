@@ -386,8 +386,9 @@ log_push = _transfer_command("push", True, False, """Send the records REMOTE (de
 
     Reconciles first, so only missing records move. Needs a write grant on the
     remote's space; records you push must be authored by your hub user name.
-    With --json prints {"pushed": n, "pulled": 0, "rounds": r, "bytes": b,
-    "conflicts": [ids]}.
+    With --json prints {"pushed": n, "pulled": 0, "rounds": r, "method": m,
+    "bytes": b, "conflicts": [ids]}; method is how the logs were compared:
+    equal, iblt or list (protocol 3), or ranges (a hub without it).
 
     \b
     Examples:
@@ -406,7 +407,10 @@ log_pull = _transfer_command("pull", False, True, """Fetch the records REMOTE (d
 log_sync = _transfer_command("sync", True, True, """Pull, then push: afterwards both sides hold the union.
 
     Resumable and idempotent: interrupted at any point and run again, it
-    loses nothing and duplicates nothing.
+    loses nothing and duplicates nothing. However far the logs have drifted
+    apart, the first round estimates how many records differ and the hub
+    answers with a table of about 46 bytes a difference, or its whole list of
+    ids when that is smaller (see docs/log.md, "How a sync decides").
 
     \b
     Examples:

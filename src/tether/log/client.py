@@ -18,7 +18,8 @@ from urllib.parse import quote, urlsplit
 
 from tether.hubclient.config import is_loopback_url
 from tether.problems import ConfigError
-from tether.log.reconcile import Reconciler
+from tether.log.iblt import DriftReconciler
+from tether.log.reconcile import Reconciler, SortedIds
 from tether.log.store import LogStore, Record, RecordError, record_from_wire, record_to_wire
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
 #: frames mean fewer rounds when differences are many (100,000 differences in a
 #: million records: 24 rounds at 1 MiB, 92 at 256 KiB).
 CLIENT_FRAME_LIMIT = 1024 * 1024
+#: Largest reply the client asks for in protocol 3 (an IBLT of 500,000 cells, or a
+#: page of 700,000 ids of the hub's list); larger ones come in parts.
+CLIENT_MAX_REPLY = 16 << 20
 PUSH_BATCH_BYTES = 512 * 1024
 PUSH_BATCH_RECORDS = 2000  # the hub takes at most 2000 per push; 512 KiB usually comes first
 PULL_BATCH_IDS = 1000  # the hub answers at most 1000 ids per pull, in replies of ~4 MiB
@@ -97,17 +101,78 @@ def parse_remote_url(url: str) -> Remote:
 
 
 @dataclass
+class Reconciled:
+    """What a reconciliation learned: ids to push, ids to pull, ids in conflict."""
+
+    have: set[bytes]
+    need: set[bytes]
+    conflicts: set[bytes]
+    rounds: int
+    method: str  # equal | iblt | list (protocol 3) or ranges (protocol 2)
+
+
+def _old_peer(exc: Exception) -> bool:
+    """The remote refused a version-3 message as an unknown version: a hub from
+    before protocol 3, which speaks version 2 only."""
+    status = getattr(exc, "status", 0)
+    return status == 400 and "unsupported protocol version" in str(exc)
+
+
+def reconcile(items: SortedIds, remote: HttpRemote | SshRemote, protocol: str = "auto") -> Reconciled:
+    """Learn what differs between ``items`` and the remote's log.
+
+    ``protocol``: ``auto`` (version 3, :mod:`tether.log.iblt`, falling back to
+    version 2 when the remote refuses it as an unknown version), ``drift``
+    (version 3 only) or ``ranges`` (version 2 only, :mod:`tether.log.reconcile`).
+    """
+    from tether.hubclient.errors import HubError
+
+    if protocol not in ("auto", "drift", "ranges"):
+        raise ValueError(f"unknown protocol {protocol!r}")
+    if protocol != "ranges":
+        import secrets
+
+        drift = DriftReconciler(items, secrets.token_bytes(16), max_reply=CLIENT_MAX_REPLY)
+        msg: bytes | None = drift.initiate()
+        try:
+            reply = remote.reconcile(msg)
+        except (HubError, SshRemoteError) as exc:
+            if protocol == "drift" or not _old_peer(exc):
+                raise
+        else:
+            msg = drift.receive(reply)
+            while msg is not None:
+                if drift.rounds >= MAX_ROUNDS:
+                    raise RuntimeError("reconciliation did not finish; the remote may be misbehaving")
+                msg = drift.receive(remote.reconcile(msg))
+            return Reconciled(drift.have, drift.need, drift.conflicts, drift.rounds, drift.method)
+    rec = Reconciler(items, frame_limit=CLIENT_FRAME_LIMIT)
+    msg = rec.initiate()
+    rounds = 0
+    while msg is not None:
+        if rounds >= MAX_ROUNDS:
+            raise RuntimeError("reconciliation did not finish; the remote may be misbehaving")
+        reply = remote.reconcile(msg)
+        rounds += 1
+        if reply is None:
+            break
+        msg = rec.reconcile(reply).reply
+    return Reconciled(rec.have, rec.need, rec.conflicts, rounds, "ranges")
+
+
+@dataclass
 class SyncResult:
     pushed: int = 0  # records the remote did not have and stored
     pulled: int = 0  # records we did not have and stored
     rounds: int = 0  # reconciliation round trips
+    method: str = ""  # how the logs were compared (Reconciled.method)
     bytes: int = 0  # bytes of request and response bodies, both ways
     # ids both sides hold with different contents (UUID text): neither copy moves
     conflicts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pushed": self.pushed, "pulled": self.pulled, "rounds": self.rounds, "bytes": self.bytes,
-                "conflicts": self.conflicts}
+        return {"pushed": self.pushed, "pulled": self.pulled, "rounds": self.rounds, "method": self.method,
+                "bytes": self.bytes, "conflicts": self.conflicts}
 
 
 class HttpRemote:
@@ -178,41 +243,53 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
     return batches
 
 
-def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, pull: bool = True,
-         on_batch: Callable[[str, int], None] | None = None) -> SyncResult:
-    """Reconcile ``store`` with ``remote``, then pull and/or push what differs.
+def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
+          on_batch: Callable[[str, int], None] | None) -> int:
+    """Fetch and store the records with these ids, in batches; the next batch is
+    asked for (in a thread) while this one is being stored, so the hub's work and
+    ours overlap. A batch is stored, then reported, in order."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
 
-    ``on_batch(direction, n)`` is called after each batch is stored (for progress
-    reporting, and for tests that interrupt a sync half way).
-    """
-    result = SyncResult()
-    rec = Reconciler(store.range_storage(), frame_limit=CLIENT_FRAME_LIMIT)
-    msg: bytes | None = rec.initiate()
-    while msg is not None:
-        if result.rounds >= MAX_ROUNDS:
-            raise RuntimeError("reconciliation did not finish; the remote may be misbehaving")
-        reply = remote.reconcile(msg)
-        result.rounds += 1
-        if reply is None:
-            break
-        msg = rec.reconcile(reply).reply
+    queue = [str(uuid.UUID(bytes=i)) for i in sorted(need)]
+    pulled = 0
 
-    if pull and rec.need:
-        import uuid
+    def ask() -> Any:
+        nonlocal queue
+        ids, queue = queue[:PULL_BATCH_IDS], queue[PULL_BATCH_IDS:]
+        return pool.submit(lambda: (ids, remote.get(ids))) if ids else None
 
-        queue = [str(uuid.UUID(bytes=i)) for i in sorted(rec.need)]
-        while queue:
-            ids, queue = queue[:PULL_BATCH_IDS], queue[PULL_BATCH_IDS:]
-            records, more = remote.get(ids)
+    with ThreadPoolExecutor(1, thread_name_prefix="tether-pull") as pool:
+        fut = ask()
+        while fut is not None:
+            ids, (records, more) = fut.result()
             wanted = set(ids)
             records = [r for r in records if r.id in wanted]  # take only what we asked for
             more = [i for i in more if i in wanted]
             if more and not records:
                 raise RuntimeError("the remote sent no record and asked to be asked again; giving up")
             queue = more + queue  # the hub kept its reply small: ask again for the rest
-            result.pulled += store.insert_many(records)
+            fut = ask()
+            pulled += store.insert_many(records)
             if on_batch:
                 on_batch("pull", len(records))
+    return pulled
+
+
+def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, pull: bool = True,
+         on_batch: Callable[[str, int], None] | None = None, protocol: str = "auto") -> SyncResult:
+    """Reconcile ``store`` with ``remote``, then pull and/or push what differs.
+
+    ``on_batch(direction, n)`` is called after each batch is stored (for progress
+    reporting, and for tests that interrupt a sync half way). ``protocol`` is
+    :func:`reconcile`'s.
+    """
+    result = SyncResult()
+    rec = reconcile(store.range_storage(), remote, protocol)
+    result.rounds, result.method = rec.rounds, rec.method
+
+    if pull and rec.need:
+        result.pulled = _pull(store, remote, rec.need, on_batch)
     if push and rec.have:
         records = store.get_many(rec.have)
         for batch in _push_batches(records):

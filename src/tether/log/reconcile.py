@@ -348,6 +348,20 @@ class SortedIds(RangeStorage):
         self._memo: dict[bytes, int] = {}  # bound -> position: a round asks for most bounds twice
 
     @property
+    def ids_blob(self) -> bytes:
+        """The ids, ascending, concatenated."""
+        return self._blob
+
+    @property
+    def tags_blob(self) -> bytes:
+        """The tags, in the same order."""
+        return self._tags
+
+    def position(self, bound: bytes) -> int:
+        """How many ids are below ``bound``."""
+        return self._pos(bound)
+
+    @property
     def nbytes(self) -> int:
         return len(self._blob) + len(self._tags)
 

@@ -32,6 +32,7 @@ from tether.auth.service import AuthContext
 from tether.config import HubSettings
 from tether.db import Database
 from tether.db.models import LogHead, LogRecord, utcnow
+from tether.log import iblt
 from tether.log.reconcile import (
     DEFAULT_MAX_MESSAGE,
     ReconcileError,
@@ -58,6 +59,9 @@ PULL_REPLY_BYTES = 4 << 20
 #: next round), as the client's are; a message may be up to 4 MiB.
 HUB_FRAME_LIMIT = 1024 * 1024
 HUB_MAX_MESSAGE = DEFAULT_MAX_MESSAGE
+#: Largest reply to a version-3 message (an IBLT or a page of the list); the
+#: client may ask for less, and larger tables come in parts.
+HUB_MAX_REPLY = iblt.DEFAULT_MAX_REPLY
 
 _T = LogRecord.__table__
 _H = LogHead.__table__
@@ -147,11 +151,15 @@ class LogService:
     # ------------------------------------------------------------ reconcile
 
     def reconcile(self, ctx: AuthContext, space: str, message: bytes) -> bytes | None:
+        """One round of either protocol, by the message's version byte: 3 (estimate,
+        IBLTs, lists: :mod:`tether.log.iblt`) or 2 (ranges: :mod:`tether.log.reconcile`)."""
         sid = self.space_id(ctx, space, "log.read")
         with self.db.connect() as conn:
             ids = self.snapshots.get(conn, sid)
-        rec = Reconciler(ids, frame_limit=HUB_FRAME_LIMIT, max_message=HUB_MAX_MESSAGE)
         try:
+            if message[:1] == bytes([iblt.VERSION]) and self.settings.log_sync_v3:
+                return iblt.answer(ids, message, max_reply=HUB_MAX_REPLY)
+            rec = Reconciler(ids, frame_limit=HUB_FRAME_LIMIT, max_message=HUB_MAX_MESSAGE)
             return rec.reconcile(message).reply
         except ReconcileError as exc:
             raise bad_request(f"malformed reconcile message: {exc}", "bad-reconcile-message") from None

@@ -250,7 +250,7 @@ def record_digest(r: Record) -> bytes:
 def record_to_wire(r: Record) -> dict[str, Any]:
     """A record on the sync wire: the body always as the stored string, so the
     bytes compared for immutability are the bytes the author wrote."""
-    return asdict(r)
+    return {"id": r.id, "created": r.created, "author": r.author, "kind": r.kind, "body": r.body}
 
 
 def record_from_wire(d: Any, max_body: int = DEFAULT_MAX_BODY) -> Record:
@@ -412,11 +412,12 @@ class LogStore:
 
     def get_many(self, ids: Iterable[bytes]) -> list[Record]:
         """The records with these 16-byte ids (unknown ids are left out), in id order."""
+        keys = sorted(set(ids))
         out = []
-        for i in sorted(set(ids)):
-            row = self.conn.execute("SELECT id, created, author, kind, body FROM records WHERE id = ?", (i,)).fetchone()
-            if row is not None:
-                out.append(_row(row))
+        for k in range(0, len(keys), 500):  # SQLite takes at most 999 parameters per statement
+            chunk = keys[k : k + 500]
+            q = f"SELECT id, created, author, kind, body FROM records WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id"
+            out += [_row(row) for row in self.conn.execute(q, chunk)]
         return out
 
     # -- remotes (like git's: a name for a URL; never a secret) ----------------
