@@ -29,10 +29,17 @@ import click
 
 from tether.console import Group
 from tether.hubclient.options import client_options
-from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_USAGE, TetherError
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, TetherError
 
 DEFAULT_CONFIG = "/etc/remaphore/remaphore.conf"
 SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers")
+
+
+def _go_duration(text: str) -> int:
+    """A Go duration in nanoseconds; negative ones too (remaphore: a timeout <= 0 is none)."""
+    from tether.signal.core import parse_duration
+
+    return parse_duration(text, allow_negative=True)
 
 
 class _Duration(click.ParamType):
@@ -41,10 +48,8 @@ class _Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        from tether.signal.core import parse_duration
-
         try:
-            return parse_duration(str(value))
+            return _go_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -76,7 +81,28 @@ class SignalCommand(Group):
         if self.subcommands_enabled and args and args[0] in self.commands:
             ctx.tether_subcommand = (args[0], list(args[1:]))  # type: ignore[attr-defined]
             return []
-        return click.Command.parse_args(self, ctx, args)
+        return click.Command.parse_args(self, ctx, self.go_syntax(ctx, args))
+
+    def go_syntax(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Read ``args`` with Go's flag rules (as remaphore does) and hand click one canonical argv."""
+        from tether.signal import goflags
+
+        flags: dict[str, bool] = {}
+        spelling: dict[str, str] = {}
+        check: dict[str, Any] = {}
+        for param in self.params:
+            if not isinstance(param, click.Option):
+                continue
+            for opt in param.opts:
+                name = opt.lstrip("-")
+                flags[name], spelling[name] = bool(param.is_flag), opt
+                if param.type is DURATION:
+                    check[name] = _go_duration
+        try:
+            parsed = goflags.parse(args, flags, check)
+        except goflags.FlagError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        return goflags.canonical(parsed, spelling)
 
     def invoke(self, ctx: click.Context) -> Any:
         sub = getattr(ctx, "tether_subcommand", None)
@@ -156,9 +182,12 @@ a word is a receive SCRIPT, as in remaphore (`tether signal -t 1h send` runs
 ./send from PATH). The `remaphore` command has no subcommands.
 
 \b
-Exit codes: 0 received (or sent), 1 nothing before the timeout, 2 usage or
-config error, 3 runtime error (no known receivers, no responders, NATS down),
-4 NATS refused our credentials.
+Flags follow Go's flag package, as remaphore's: -u x, -u=x, --u=x; -o=false.
+
+\b
+Exit codes (remaphore's): 0 received (or sent), 1 nothing before the timeout
+or NATS refused our credentials, 2 usage or config error, 3 runtime error
+(no known receivers, no responders, NATS down when sending), 143 SIGTERM.
 """,
 )
 @click.option("-s", "send_only", is_flag=True, help="Send and forget: MESSAGE... is the payload.")
@@ -227,7 +256,7 @@ def _execute(mode: str, *, config_path: str, subject: str, dest: str = "", no_de
         cfg.max_handlers = max_handlers
     if durable:
         cfg.durable = True
-    timeout_s = timeout / 1e9 if timeout else None
+    timeout_s = timeout / 1e9 if timeout and timeout > 0 else None  # remaphore: -t 0 or below is no timeout
     code = _run(cfg, mode == "send", mode == "request", dest, no_dest, sender, uuid, verb_list, once, timeout_s,
                 subject, verbose, list(args))
     sys.exit(code)
@@ -239,21 +268,22 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
 
     from tether.signal import core, transport
 
+    def out(block: str) -> None:
+        sys.stdout.write(block)
+        sys.stdout.flush()
+
     async def main() -> int:
         if send_only or request_reply:
             verb = verb_list[0] if verb_list else core.DEFAULT_VERB
-            payload = " ".join(args) or core.DEFAULT_VERB
+            payload = " ".join(args)  # empty without a MESSAGE, as remaphore sends it
             for name, value in (("destination", dest), ("verb", verb)):
-                if "," in value:
-                    raise TetherError(f"the {name} may not contain a comma: {value!r}", EXIT_USAGE)
+                if "," in value:  # remaphore fails to encode it: exit 3 there, and so here
+                    raise TetherError(f"the {name} may not contain a comma: {value!r}", EXIT_RUNTIME,
+                                      "a destination pattern is one name; send once per pattern")
             if send_only:
                 await transport.send(cfg, subject=subject, public=sender, dest=dest, verb=verb, payload=payload, uuid=uuid or None,
                                      durable=cfg.durable)
                 return 0
-
-            def out(block: str) -> None:
-                sys.stdout.write(block)
-                sys.stdout.flush()
 
             return await transport.request(cfg, subject=subject, public=sender, dest=dest, verb=verb, payload=payload,
                                            uuid=uuid or None, timeout=timeout_s, out=out, log=_log)
@@ -268,7 +298,7 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
         receiver = core.Receiver(cfg.peers, cfg.allow_skew_ns, filt,
                                  max_age_ns=cfg.durable_retention_ns if cfg.durable else None)
         return await transport.listen(cfg, receiver, subject=subject, script=args, once=once or bool(uuid),
-                                      timeout=timeout_s, log=_log, verbose=verbose, durable=cfg.durable)
+                                      timeout=timeout_s, log=_log, verbose=verbose, durable=cfg.durable, out=out)
 
     async def guarded() -> int:
         import signal as signals
@@ -276,12 +306,18 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
+        caught: list[int] = []
+
+        def stop(sig: int) -> None:
+            caught.append(sig)
+            task.cancel()
+
         for sig in (signals.SIGTERM, signals.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop, sig)
         try:
             return await main()
         except asyncio.CancelledError:
-            return 130
+            return 128 + caught[0] if caught else 130  # the shell's code for death by that signal: 143, 130
 
     try:
         return asyncio.run(guarded())
@@ -314,7 +350,7 @@ def send_cmd(dest: str, verb: str, uuid: str, pubkey: str, durable: bool | None,
              message: tuple[str, ...]) -> None:
     """Send a message and forget it (the same as `tether signal -s`).
 
-    MESSAGE... is the payload (default `ping`). Exit 0 once NATS has it.
+    MESSAGE... is the payload (default: empty). Exit 0 once NATS has it.
     """
     if "," in verb:
         raise TetherError(f"--verb takes one verb, got {verb!r}", EXIT_USAGE)
