@@ -16,22 +16,15 @@ Usage::
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from types import TracebackType
 
+from tether.signal.embedded import find_nats_server, stop_process
 
-def find_nats_server() -> str | None:
-    here = pathlib.Path(sys.executable).parent / "nats-server"
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    return shutil.which("nats-server")
+__all__ = ["NatsServer", "find_nats_server", "free_port"]
 
 
 def free_port() -> int:
@@ -94,14 +87,7 @@ class NatsServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, grace=5)
 
     def __enter__(self) -> NatsServer:
         return self.start()

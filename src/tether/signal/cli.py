@@ -32,7 +32,7 @@ from tether.hubclient.options import client_options
 from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, TetherError
 
 DEFAULT_CONFIG = "/etc/remaphore/remaphore.conf"
-SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers")
+SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers", "init", "peer")
 
 
 def _go_duration(text: str) -> int:
@@ -634,6 +634,147 @@ def _hub_peers(client: Any, space: str, template: str,
                 "fingerprint": k.get("fingerprint"),
             })
     return rows, skipped
+
+
+# -- init / peer add: a node's config from the hub login, pairing without an editor ---------------
+
+
+@signal.command(
+    "init",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether login http://127.0.0.1:8580 --token "$(cat data/admin.token)"
+  tether signal init -c uploader.conf --destination com.example.uploader
+  tether signal init --destination org.example.builder1 --verbs 'ping, deploy'
+""",
+)
+@_config_option
+@click.option("--destination", "destination", metavar="NAME", required=True,
+              help="This node's name, reverse-dot and globally unique (e.g. com.example.eu.node1).")
+@click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
+              help="Verbs this node's identity may send (`*` for all).")
+@click.option("--force", is_flag=True, help="Replace an existing config (its identity is lost).")
+@_json_option
+@client_options
+def init_cmd(config_path: str, destination: str, verbs: str, force: bool, as_json: bool, conn: Any) -> None:
+    """Write a node config that reaches the hub's NATS server, with a fresh identity.
+
+    Asks the hub you are logged in to (`tether login`) where its NATS server is
+    and for NATS credentials of your own, then writes CONFIG (0600) with those
+    `server:` lines, `credentials:` (CONFIG.creds, 0600), this --destination and
+    a new identity, and no [ Peers ] yet. Prints the line other nodes need to
+    trust this one (`tether signal peer add ...`). Run it again with --force
+    when the credentials expire (30 days by default).
+    """
+    import json
+    import os
+
+    from tether.signal import config as config_mod
+    from tether.signal.core import SigningKey
+
+    verb_list = _verb_list(verbs, "--verbs") or ["ping"]
+    if any(c in destination for c in " ,\t#[]") or not destination:
+        raise TetherError(f"--destination must be one name without spaces or commas, got {destination!r}", EXIT_USAGE)
+    if os.path.exists(config_path) and not force:
+        raise TetherError(f"{config_path} already exists; not overwriting a node's identity", EXIT_NO,
+                          "pass --force to replace it, or -c another file")
+    got = conn.client.post("/api/v1/signal/nats", json={}) or {}
+    servers = [str(u) for u in got.get("servers") or []]
+    if not servers:
+        raise TetherError("the hub named no NATS server", EXIT_RUNTIME, "is signal_nats off on the hub?")
+    key = SigningKey.generate()
+    lines = [f"# written by `tether signal init` from {conn.client.hub_url}"]
+    lines += [f"server: {u}" for u in servers]
+    creds_path = None
+    if got.get("creds"):
+        from tether.files import write_private
+
+        creds_path = os.path.abspath(config_path + ".creds")
+        write_private(creds_path, str(got["creds"]))
+        lines.append(f"credentials: {creds_path}")
+    else:  # a cluster of the site's own: its credentials come from there (remaphore needs the line)
+        lines.append(f"credentials: {config_mod.PLACEHOLDER_CREDS}")
+    text = "\n".join([*lines, "subject: remaphore", f"default_identity: {key.public_b58}",
+                      f"destination: {destination}", "allow_skew: 5s", "", "[ Identities ]",
+                      f"{key.public_b58} {key.private_b58} [{', '.join(verb_list)}]", "", "[ Peers ]", ""])
+    config_mod.parse_config(text, config_path)  # what we write loads
+    from tether.files import write_private
+
+    write_private(config_path, text)
+    peer = f"{destination} {key.public_b58}"
+    if as_json:
+        click.echo(json.dumps({"config": config_path, "credentials": creds_path, "servers": servers,
+                               "destination": destination, "public_key": key.public_b58,
+                               "expires": got.get("expires")}, indent=2))
+        return
+    click.echo(f"wrote {config_path}" + (f" and {creds_path}" if creds_path else ""))
+    click.echo("other nodes trust this one with:")
+    click.echo(f"  tether signal peer add -c THEIR.conf {peer}")
+
+
+@signal.group("peer", context_settings=_SUB_CONTEXT, epilog="""\b
+Examples:
+  tether signal peer add -c downloader.conf com.example.uploader 6LQevHKUzX7V...
+  tether signal peer add -c uploader.conf --from downloader.conf
+""")
+def peer_group() -> None:
+    """Change the [ Peers ] of a config: `tether signal peer add`."""
+
+
+@peer_group.command(
+    "add",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether signal peer add -c downloader.conf com.example.uploader 6LQevHKUzX7V...   # [ping]
+  tether signal peer add -c downloader.conf --from uploader.conf --verbs '*'
+""",
+)
+@_config_option
+@click.option("--from", "other", metavar="CONFIG", type=click.Path(dir_okay=False, exists=True),
+              help="Take the peer's destination and public key from its own config file (same machine).")
+@click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
+              help="Verbs this peer may send here (`*` for all; empty: it may only answer requests).")
+@click.argument("peer", nargs=-1, metavar="[DESTINATION PUBKEY]")
+def peer_add_cmd(config_path: str, other: str | None, verbs: str, peer: tuple[str, ...]) -> None:
+    """Trust a node: add `DESTINATION PUBKEY [VERBS]` to the config's [ Peers ].
+
+    The peer is named by DESTINATION and PUBKEY (what `tether signal init`
+    printed on that node) or by --from ITS_CONFIG. The file is rewritten
+    atomically and only if it still loads; a key already listed is refused.
+    """
+    from tether.files import write_private
+    from tether.signal import config as config_mod
+    from tether.signal.core import KeyError_, b58encode, parse_public_key
+
+    if other is not None and peer:
+        raise TetherError("give DESTINATION PUBKEY or --from CONFIG, not both", EXIT_USAGE)
+    if other is not None:
+        theirs = config_mod.load_config(other)
+        dest, pub = theirs.destination, theirs.default_identity or b""
+    elif len(peer) == 2:
+        dest = peer[0]
+        try:
+            pub = parse_public_key(peer[1])
+        except KeyError_ as exc:
+            raise TetherError(f"PUBKEY: {exc}", EXIT_USAGE) from None
+    else:
+        raise TetherError("name the peer: DESTINATION PUBKEY, or --from ITS_CONFIG", EXIT_USAGE)
+    if not dest or any(c in dest for c in " ,\t#[]"):
+        raise TetherError(f"the destination must be one name without spaces or commas, got {dest!r}", EXIT_USAGE)
+    verb_list = _verb_list(verbs, "--verbs")
+    cfg = config_mod.load_config(config_path)
+    if any(p.public == pub for p in cfg.peers):
+        raise TetherError(f"{b58encode(pub)} is already a peer in {config_path}", EXIT_NO,
+                          "edit its line to change its verbs")
+    with open(config_path, encoding="utf-8") as fh:
+        text = fh.read()
+    line = f"{dest} {b58encode(pub)} {_verbs_text(verb_list)}"
+    text = config_mod.append_peer(text, line)
+    config_mod.parse_config(text, config_path)  # still loads: then replace the file
+    write_private(config_path, text)
+    click.echo(f"{config_path}: trusts {line}")
 
 
 # -- the remaphore console script -----------------------------------------------------

@@ -41,7 +41,8 @@ from tether.signal.core import (
     parse_public_key,
 )
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "Identity", "SignalConfig", "parse_config", "load_config", "example_config"]
+__all__ = ["DEFAULT_PATH", "ConfigError", "Identity", "SignalConfig", "parse_config", "load_config", "example_config",
+           "append_peer"]
 
 DEFAULT_PATH = "/etc/remaphore/remaphore.conf"
 DEFAULT_SKEW_NS = 3_000_000_000  # remaphore's value when allow_skew is absent
@@ -266,6 +267,19 @@ def load_config(path: str) -> SignalConfig:
         if value and not os.access(value, os.R_OK):
             raise ConfigError(f"{key} file {value} does not exist or is not readable", path=path)
     return cfg
+
+
+def append_peer(text: str, line: str) -> str:
+    """``text`` with ``line`` added to its [ Peers ] (a new ``[ Peers ]`` header first unless that is the last section)."""
+    last = "general"
+    for raw in text.splitlines():
+        clean = _clean(raw)
+        if clean.startswith("[") and clean.endswith("]") and clean[1:-1].strip().lower() in ("identities", "peers"):
+            last = clean[1:-1].strip().lower()
+    body = text.rstrip("\n") + "\n"
+    if last != "peers":
+        body += "\n[ Peers ]\n"
+    return body + line + "\n"
 
 
 def example_config(key: SigningKey | None = None) -> str:
