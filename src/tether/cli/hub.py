@@ -52,6 +52,9 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     On first start the hub creates user 'admin' and writes its token to
     DATA/admin.token (mode 0600); the token is never printed.
 
+    It also runs a nats-server for `tether signal` (JetStream on, loopback,
+    DATA/nats; setting signal_nats: "embedded", "off", or your cluster's URLs).
+
     \b
     Examples:
       tether hub                                   # SQLite in ./data, 127.0.0.1:8580
