@@ -159,7 +159,8 @@ def assert_agrees(cmd: click.Command, argv: list[str]) -> None:
         return
     _, values, args = want
     params = got[1]
-    assert list(params["args"]) == args, (argv, want, params)
+    positional = next(p.name for p in cmd.params if isinstance(p, click.Argument))
+    assert list(params[positional]) == args, (argv, want, params)
     for name, value in values.items():
         have = params[param_of[name]]
         if value is False:
@@ -170,7 +171,8 @@ def assert_agrees(cmd: click.Command, argv: list[str]) -> None:
 
 # -- the property ----------------------------------------------------------------------------
 
-FLAG_NAMES = ["s", "r", "D", "d", "p", "u", "v", "o", "t", "S", "c", "C", "durable", "verbose", "h", "help", "x", "zz"]
+FLAG_NAMES = ["s", "r", "D", "d", "p", "u", "v", "o", "t", "S", "c", "C", "durable", "verbose", "h", "help", "x", "zz",
+              "timeout", "uuid", "once", "any-destination"]
 VALUES = ["x", "", "1s", "-1s", "1h2m3s4ms", ".5s", "1.s", "1.5h", "0", "-0", "+5s", "5", "1sx", "1m.5s", "3µs",
           "true", "false", "1", "0", "T", "F", "yes", "=", "-o", "--", "-", "a b", "send", "2562047h48m"]
 
@@ -275,3 +277,15 @@ def test_waiter_with_go_spelling_matches_a_sender(site):
     assert r.returncode == 0, r.stderr
     code, _, err = finish(w)
     assert code == 0, err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(tokens(), max_size=6))
+def test_the_spelled_out_modes_read_argv_as_go_too(argv):
+    """`tether signal wait -u=x` must not wait for `=x` either."""
+    from tether.signal.cli import wait_cmd
+
+    assert_agrees(wait_cmd, argv)
+    ctx = wait_cmd.make_context("wait", ["-u=x", "--timeout=1s", "-o=false", "--", "-script"])
+    assert (ctx.params["uuid"], ctx.params["timeout"], ctx.params["once"], ctx.params["script"]) == (
+        "x", 10**9, False, ("-script",))

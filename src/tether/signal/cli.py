@@ -66,6 +66,35 @@ def _log(message: str) -> None:
     click.echo(f"{_prog()}: {message}", err=True)
 
 
+def go_syntax(cmd: click.Command, ctx: click.Context, args: list[str]) -> list[str]:
+    """Read ``args`` with Go's flag rules (as remaphore does) and hand click one canonical argv."""
+    from tether.signal import goflags
+
+    flags: dict[str, bool] = {}
+    spelling: dict[str, str] = {}
+    check: dict[str, Any] = {}
+    for param in cmd.params:
+        if not isinstance(param, click.Option):
+            continue
+        for opt in param.opts:
+            name = opt.lstrip("-")
+            flags[name], spelling[name] = bool(param.is_flag), opt
+            if param.type is DURATION:
+                check[name] = _go_duration
+    try:
+        parsed = goflags.parse(args, flags, check)
+    except goflags.FlagError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    return goflags.canonical(parsed, spelling)
+
+
+class GoFlagsCommand(click.Command):
+    """A command whose options are read with Go's flag rules (send, wait, request: remaphore's modes spelled out)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, go_syntax(self, ctx, args))
+
+
 class SignalCommand(Group):
     """remaphore's flag interface, plus subcommands when they come first.
 
@@ -81,28 +110,7 @@ class SignalCommand(Group):
         if self.subcommands_enabled and args and args[0] in self.commands:
             ctx.tether_subcommand = (args[0], list(args[1:]))  # type: ignore[attr-defined]
             return []
-        return click.Command.parse_args(self, ctx, self.go_syntax(ctx, args))
-
-    def go_syntax(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Read ``args`` with Go's flag rules (as remaphore does) and hand click one canonical argv."""
-        from tether.signal import goflags
-
-        flags: dict[str, bool] = {}
-        spelling: dict[str, str] = {}
-        check: dict[str, Any] = {}
-        for param in self.params:
-            if not isinstance(param, click.Option):
-                continue
-            for opt in param.opts:
-                name = opt.lstrip("-")
-                flags[name], spelling[name] = bool(param.is_flag), opt
-                if param.type is DURATION:
-                    check[name] = _go_duration
-        try:
-            parsed = goflags.parse(args, flags, check)
-        except goflags.FlagError as exc:
-            raise click.UsageError(str(exc), ctx) from None
-        return goflags.canonical(parsed, spelling)
+        return click.Command.parse_args(self, ctx, go_syntax(self, ctx, args))
 
     def invoke(self, ctx: click.Context) -> Any:
         sub = getattr(ctx, "tether_subcommand", None)
@@ -330,6 +338,7 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
 
 @signal.command(
     "send",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:
@@ -360,6 +369,7 @@ def send_cmd(dest: str, verb: str, uuid: str, pubkey: str, durable: bool | None,
 
 @signal.command(
     "wait",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:
@@ -397,6 +407,7 @@ def wait_cmd(timeout: int | None, once: bool, uuid: str, verbs: str, pubkey: str
 
 @signal.command(
     "request",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:

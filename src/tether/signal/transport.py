@@ -127,13 +127,16 @@ async def connect_retrying(cfg: SignalConfig, until: float, log: Log, *, name: s
     """
     pause, told = 0.2, False
     while True:
+        left = until - time.monotonic()
         try:
-            nc = await connect(cfg, name=name)
+            # a black-holed address must not hold us past the deadline
+            nc = await asyncio.wait_for(connect(cfg, name=name), None if left == float("inf") else max(left, 0.1))
         except CredentialsRefused:
             raise
-        except SignalError as exc:
+        except (SignalError, TimeoutError) as exc:
             if not told:
-                log(f"{exc}; retrying " + ("until the timeout (-t)" if until != float("inf") else "(no -t: for ever)"))
+                why = str(exc) or f"cannot connect to NATS at {', '.join(cfg.servers)}: no answer"
+                log(f"{why}; retrying " + ("until the timeout (-t)" if until != float("inf") else "(no -t: for ever)"))
                 told = True
             left = until - time.monotonic()
             if left <= 0:
