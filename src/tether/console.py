@@ -20,15 +20,25 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether.problems import EXIT_RUNTIME, TetherError
 
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any, Protocol, TypeVar
+
     import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+    F = TypeVar("F", bound=Callable[..., Any])
+
+    class Context(Protocol):
+        """What a command's hub connection adds to its errors (tether.hubclient.hub.Conn)."""
+
+        token_secret: str | None
+
+        def explain(self, exc: BaseException) -> BaseException: ...
+
 
 _SECRET_RE = re.compile(r"tth_[A-Za-z0-9_\-]{8,}")
 
@@ -98,12 +108,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Context(Protocol):
-    """What a command's hub connection adds to its errors (tether.hubclient.hub.Conn)."""
-
-    token_secret: str | None
-
-    def explain(self, exc: BaseException) -> BaseException: ...
+def describe(exc: BaseException, conn: Context | None = None) -> tuple[str, int, str | None] | None:
+    """What to show for a known failure: message (without token secrets), exit code and
+    hint; None for anything unexpected."""
+    secret = conn.token_secret if conn is not None else None
+    if conn is not None:
+        exc = conn.explain(exc)
+    if isinstance(exc, TetherError):
+        return scrub(str(exc), secret), exc.exit_code, exc.hint
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}{where}", EXIT_RUNTIME, None
+    return None
 
 
 def as_click(exc: BaseException, conn: Context | None = None) -> click.ClickException | None:
@@ -112,15 +128,8 @@ def as_click(exc: BaseException, conn: Context | None = None) -> click.ClickExce
 
     if isinstance(exc, click.ClickException):
         return exc
-    secret = conn.token_secret if conn is not None else None
-    if conn is not None:
-        exc = conn.explain(exc)
-    if isinstance(exc, TetherError):
-        return Failure(scrub(str(exc), secret), exc.exit_code, exc.hint)
-    if isinstance(exc, OSError):
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        return Failure(f"{exc.strerror or exc}{where}", EXIT_RUNTIME)
-    return None
+    known = describe(exc, conn)
+    return None if known is None else __getattr__("Failure")(*known)
 
 
 def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -> F:
@@ -166,7 +175,7 @@ def exit_code_of(exc: BaseException, conn: Context | None = None) -> int:
         echo("", err=True)
         echo("Aborted!", err=True)
         return 1
-    import click
+    import click  # (a failure is shown as click shows it, by click: the quick way stays quick when it works)
 
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code

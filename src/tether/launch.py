@@ -2,7 +2,8 @@
 
 ``tether publish`` with plain arguments runs without importing click (see
 :mod:`tether.publish.command`: click's import was a fifth of an unchanged
-re-publish); everything else, ``tether publish --help`` included, is the click
+re-publish), and so do every command's ``--help`` and the plain forms of the
+commonest commands (see :mod:`tether.cli.quick`); everything else is the click
 command line in :mod:`tether.cli`.
 """
 
@@ -12,12 +13,16 @@ import sys
 
 
 def main() -> int | None:
-    if sys.argv[1:2] == ["publish"]:
+    args = sys.argv[1:]
+    if args[:1] == ["publish"] and args[-1:] not in (["--help"], ["-h"]):
         from tether.publish.command import quick
+    else:
+        from tether.cli.quick import quick  # (every command's --help too)
 
-        code = quick(sys.argv[2:])
-        if code is not None:
-            return code
+        args = ["", *args]
+    code = quick(args[1:])
+    if code is not None:
+        return code
     from tether.cli import main as cli
 
     return cli()

@@ -7,11 +7,12 @@ connection (:class:`tether.hubclient.hub.Conn`) and its parameters by their name
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from tether.console import echo, emit_json, emit_object, emit_table
 
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
 if TYPE_CHECKING:
+    from typing import Any
+
     from tether.hubclient.hub import Conn
 
 TOKEN_FIELDS = [

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from tether.console import echo, emit_json, emit_table
 from tether.problems import EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, TetherError
 
-F = TypeVar("F", bound=Callable[..., Any])
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
 def log_errors(fn: F) -> F:
