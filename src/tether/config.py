@@ -7,6 +7,7 @@ variables, the TOML file (``--config`` or ``/etc/tether/hub.toml``), defaults.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,21 @@ class HubSettings(BaseSettings):
         description="memory for cached record ids and tags of recently synced spaces (24 bytes per record; 0: no cache)",
     )
 
+    # signal: the NATS server signal runs on (docs/signal.md)
+    signal_nats: str = Field(
+        default="embedded",
+        description='"embedded": the hub runs a nats-server (JetStream, loopback, DATA/nats) and hands signed-in '
+                    'users credentials for it; "off": none; or a comma list of nats:// URLs of a cluster of your own')
+    signal_nats_listen: str = Field(default="127.0.0.1:0",
+                                    description="HOST:PORT of the embedded nats-server (port 0: a free one)")
+    signal_creds_lifetime: str = Field(default="30d", description="how long NATS credentials handed to a user last")
+
     # jobs (rendezvous)
     lava_listen: str | None = Field(
         default=None, description="HOST:PORT for the LAVA-coordinator-compatible listener (no authentication: "
         "bind it to the lab's private network only)")
 
-    @field_validator("listen", "lava_listen")
+    @field_validator("listen", "lava_listen", "signal_nats_listen")
     @classmethod
     def _check_listen(cls, v: str | None) -> str | None:
         if v is not None:
@@ -148,7 +158,17 @@ class HubSettings(BaseSettings):
                                      "(e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
         return v
 
-    @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace")
+    @field_validator("signal_nats")
+    @classmethod
+    def _check_signal_nats(cls, v: str) -> str:
+        if v in ("embedded", "off"):
+            return v
+        for url in v.split(","):
+            if not re.fullmatch(r"(nats|tls)://[^\s,/]+(:\d+)?", url.strip()):
+                raise ValueError(f'signal_nats must be "embedded", "off" or nats:// URLs separated by commas, got {v!r}')
+        return v
+
+    @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace", "signal_creds_lifetime")
     @classmethod
     def _check_duration(cls, v: str | None, info) -> str | None:
         # refused when the hub starts, not with a 500 at the first gc or mint

@@ -108,6 +108,9 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
                          "--max-handlers", "--durable", "--subject", "--config"],
     ("signal", "request"): ["MESSAGE...", "--timeout", "--to", "--verb", "--uuid", "--identity", "--subject", "--config"],
     ("signal", "keygen"): ["--verbs", "--output", "--json"],
+    ("signal", "init"): ["--config", "--destination", "--verbs", "--force", "--json", *CLIENT_OPTS],
+    ("signal", "peer"): ["add"],
+    ("signal", "peer", "add"): ["DESTINATION PUBKEY", "--from", "--verbs", "--config"],
     ("signal", "peers"): ["--config", "--from-hub", "--destination", "--write-verbs", "--read-verbs", "--json", *CLIENT_OPTS],
 }  # fmt: skip
 

@@ -10,26 +10,21 @@ Usage::
         srv.url  # nats://127.0.0.1:PORT
     with NatsServer(tmp_path, token="s3cret"):  # or user="u", password="p"
         ...
+    with NatsServer(tmp_path, config=OperatorAuth(tmp_path).server_config()):  # any config text:
+        ...   # operator/JWT mode, nkey users, TLS with client certificates (tests/services/nats_auth.py)
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from types import TracebackType
 
+from tether.signal.embedded import find_nats_server, stop_process
 
-def find_nats_server() -> str | None:
-    here = pathlib.Path(sys.executable).parent / "nats-server"
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    return shutil.which("nats-server")
+__all__ = ["NatsServer", "find_nats_server", "free_port"]
 
 
 def free_port() -> int:
@@ -40,15 +35,19 @@ def free_port() -> int:
 
 class NatsServer:
     def __init__(self, base_dir: pathlib.Path, *, token: str | None = None, user: str | None = None,
-                 password: str | None = None, jetstream: bool = True):
+                 password: str | None = None, jetstream: bool = True, config: str | None = None,
+                 scheme: str = "nats", port: int | None = None):
         self.base_dir = pathlib.Path(base_dir)
         self.token, self.user, self.password, self.jetstream = token, user, password, jetstream
+        #: extra nats-server config text (authorization, operator, tls blocks); the address stays ours
+        self.config, self.scheme = config, scheme
+        self.fixed_port = port  # a given port (a client already waits for it); else a free one
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10) -> NatsServer:
         binary = find_nats_server()
@@ -59,8 +58,12 @@ class NatsServer:
         store.mkdir(exist_ok=True)
         last: Exception | None = None
         for _ in range(5):  # a free port can be taken between probe and bind
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             argv = [binary, "-a", "127.0.0.1", "-p", str(self.port)]
+            if self.config is not None:
+                conf = self.base_dir / "nats.conf"
+                conf.write_text(self.config)
+                argv[1:1] = ["-c", str(conf)]
             if self.jetstream:
                 argv += ["-js", "-sd", str(store)]
             if self.token:
@@ -84,14 +87,7 @@ class NatsServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, grace=5)
 
     def __enter__(self) -> NatsServer:
         return self.start()

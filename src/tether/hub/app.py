@@ -316,6 +316,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     from tether.job.api import router as job_router
 
     app.include_router(job_router)
+    from tether.signal.api import router as signal_router
+
+    app.include_router(signal_router)
     openapi.install(app)
     from tether.hub.urlcheck import UrlCheck
 

@@ -29,10 +29,17 @@ import click
 
 from tether.console import Group
 from tether.hubclient.options import client_options
-from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_USAGE, TetherError
+from tether.problems import EXIT_AUTH, EXIT_NO, EXIT_RUNTIME, EXIT_USAGE, TetherError
 
 DEFAULT_CONFIG = "/etc/remaphore/remaphore.conf"
-SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers")
+SUBCOMMANDS = ("send", "wait", "request", "keygen", "peers", "init", "peer")
+
+
+def _go_duration(text: str) -> int:
+    """A Go duration in nanoseconds; negative ones too (remaphore: a timeout <= 0 is none)."""
+    from tether.signal.core import parse_duration
+
+    return parse_duration(text, allow_negative=True)
 
 
 class _Duration(click.ParamType):
@@ -41,10 +48,8 @@ class _Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        from tether.signal.core import parse_duration
-
         try:
-            return parse_duration(str(value))
+            return _go_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -59,6 +64,35 @@ def _prog() -> str:
 
 def _log(message: str) -> None:
     click.echo(f"{_prog()}: {message}", err=True)
+
+
+def go_syntax(cmd: click.Command, ctx: click.Context, args: list[str]) -> list[str]:
+    """Read ``args`` with Go's flag rules (as remaphore does) and hand click one canonical argv."""
+    from tether.signal import goflags
+
+    flags: dict[str, bool] = {}
+    spelling: dict[str, str] = {}
+    check: dict[str, Any] = {}
+    for param in cmd.params:
+        if not isinstance(param, click.Option):
+            continue
+        for opt in param.opts:
+            name = opt.lstrip("-")
+            flags[name], spelling[name] = bool(param.is_flag), opt
+            if param.type is DURATION:
+                check[name] = _go_duration
+    try:
+        parsed = goflags.parse(args, flags, check)
+    except goflags.FlagError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    return goflags.canonical(parsed, spelling)
+
+
+class GoFlagsCommand(click.Command):
+    """A command whose options are read with Go's flag rules (send, wait, request: remaphore's modes spelled out)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, go_syntax(self, ctx, args))
 
 
 class SignalCommand(Group):
@@ -76,7 +110,7 @@ class SignalCommand(Group):
         if self.subcommands_enabled and args and args[0] in self.commands:
             ctx.tether_subcommand = (args[0], list(args[1:]))  # type: ignore[attr-defined]
             return []
-        return click.Command.parse_args(self, ctx, args)
+        return click.Command.parse_args(self, ctx, go_syntax(self, ctx, args))
 
     def invoke(self, ctx: click.Context) -> Any:
         sub = getattr(ctx, "tether_subcommand", None)
@@ -156,9 +190,12 @@ a word is a receive SCRIPT, as in remaphore (`tether signal -t 1h send` runs
 ./send from PATH). The `remaphore` command has no subcommands.
 
 \b
-Exit codes: 0 received (or sent), 1 nothing before the timeout, 2 usage or
-config error, 3 runtime error (no known receivers, no responders, NATS down),
-4 NATS refused our credentials.
+Flags follow Go's flag package, as remaphore's: -u x, -u=x, --u=x; -o=false.
+
+\b
+Exit codes (remaphore's): 0 received (or sent), 1 nothing before the timeout
+or NATS refused our credentials, 2 usage or config error, 3 runtime error
+(no known receivers, no responders, NATS down when sending), 143 SIGTERM.
 """,
 )
 @click.option("-s", "send_only", is_flag=True, help="Send and forget: MESSAGE... is the payload.")
@@ -227,7 +264,7 @@ def _execute(mode: str, *, config_path: str, subject: str, dest: str = "", no_de
         cfg.max_handlers = max_handlers
     if durable:
         cfg.durable = True
-    timeout_s = timeout / 1e9 if timeout else None
+    timeout_s = timeout / 1e9 if timeout and timeout > 0 else None  # remaphore: -t 0 or below is no timeout
     code = _run(cfg, mode == "send", mode == "request", dest, no_dest, sender, uuid, verb_list, once, timeout_s,
                 subject, verbose, list(args))
     sys.exit(code)
@@ -239,21 +276,22 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
 
     from tether.signal import core, transport
 
+    def out(block: str) -> None:
+        sys.stdout.write(block)
+        sys.stdout.flush()
+
     async def main() -> int:
         if send_only or request_reply:
             verb = verb_list[0] if verb_list else core.DEFAULT_VERB
-            payload = " ".join(args) or core.DEFAULT_VERB
+            payload = " ".join(args)  # empty without a MESSAGE, as remaphore sends it
             for name, value in (("destination", dest), ("verb", verb)):
-                if "," in value:
-                    raise TetherError(f"the {name} may not contain a comma: {value!r}", EXIT_USAGE)
+                if "," in value:  # remaphore fails to encode it: exit 3 there, and so here
+                    raise TetherError(f"the {name} may not contain a comma: {value!r}", EXIT_RUNTIME,
+                                      "a destination pattern is one name; send once per pattern")
             if send_only:
                 await transport.send(cfg, subject=subject, public=sender, dest=dest, verb=verb, payload=payload, uuid=uuid or None,
                                      durable=cfg.durable)
                 return 0
-
-            def out(block: str) -> None:
-                sys.stdout.write(block)
-                sys.stdout.flush()
 
             return await transport.request(cfg, subject=subject, public=sender, dest=dest, verb=verb, payload=payload,
                                            uuid=uuid or None, timeout=timeout_s, out=out, log=_log)
@@ -268,7 +306,7 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
         receiver = core.Receiver(cfg.peers, cfg.allow_skew_ns, filt,
                                  max_age_ns=cfg.durable_retention_ns if cfg.durable else None)
         return await transport.listen(cfg, receiver, subject=subject, script=args, once=once or bool(uuid),
-                                      timeout=timeout_s, log=_log, verbose=verbose, durable=cfg.durable)
+                                      timeout=timeout_s, log=_log, verbose=verbose, durable=cfg.durable, out=out)
 
     async def guarded() -> int:
         import signal as signals
@@ -276,12 +314,18 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
+        caught: list[int] = []
+
+        def stop(sig: int) -> None:
+            caught.append(sig)
+            task.cancel()
+
         for sig in (signals.SIGTERM, signals.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop, sig)
         try:
             return await main()
         except asyncio.CancelledError:
-            return 130
+            return 128 + caught[0] if caught else 130  # the shell's code for death by that signal: 143, 130
 
     try:
         return asyncio.run(guarded())
@@ -294,6 +338,7 @@ def _run(cfg: Any, send_only: bool, request_reply: bool, dest: str, no_dest: boo
 
 @signal.command(
     "send",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:
@@ -314,7 +359,7 @@ def send_cmd(dest: str, verb: str, uuid: str, pubkey: str, durable: bool | None,
              message: tuple[str, ...]) -> None:
     """Send a message and forget it (the same as `tether signal -s`).
 
-    MESSAGE... is the payload (default `ping`). Exit 0 once NATS has it.
+    MESSAGE... is the payload (default: empty). Exit 0 once NATS has it.
     """
     if "," in verb:
         raise TetherError(f"--verb takes one verb, got {verb!r}", EXIT_USAGE)
@@ -324,6 +369,7 @@ def send_cmd(dest: str, verb: str, uuid: str, pubkey: str, durable: bool | None,
 
 @signal.command(
     "wait",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:
@@ -361,6 +407,7 @@ def wait_cmd(timeout: int | None, once: bool, uuid: str, verbs: str, pubkey: str
 
 @signal.command(
     "request",
+    cls=GoFlagsCommand,
     context_settings={**_SUB_CONTEXT, "allow_interspersed_args": False},
     epilog="""\b
 Examples:
@@ -598,6 +645,147 @@ def _hub_peers(client: Any, space: str, template: str,
                 "fingerprint": k.get("fingerprint"),
             })
     return rows, skipped
+
+
+# -- init / peer add: a node's config from the hub login, pairing without an editor ---------------
+
+
+@signal.command(
+    "init",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether login http://127.0.0.1:8580 --token "$(cat data/admin.token)"
+  tether signal init -c uploader.conf --destination com.example.uploader
+  tether signal init --destination org.example.builder1 --verbs 'ping, deploy'
+""",
+)
+@_config_option
+@click.option("--destination", "destination", metavar="NAME", required=True,
+              help="This node's name, reverse-dot and globally unique (e.g. com.example.eu.node1).")
+@click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
+              help="Verbs this node's identity may send (`*` for all).")
+@click.option("--force", is_flag=True, help="Replace an existing config (its identity is lost).")
+@_json_option
+@client_options
+def init_cmd(config_path: str, destination: str, verbs: str, force: bool, as_json: bool, conn: Any) -> None:
+    """Write a node config that reaches the hub's NATS server, with a fresh identity.
+
+    Asks the hub you are logged in to (`tether login`) where its NATS server is
+    and for NATS credentials of your own, then writes CONFIG (0600) with those
+    `server:` lines, `credentials:` (CONFIG.creds, 0600), this --destination and
+    a new identity, and no [ Peers ] yet. Prints the line other nodes need to
+    trust this one (`tether signal peer add ...`). Run it again with --force
+    when the credentials expire (30 days by default).
+    """
+    import json
+    import os
+
+    from tether.signal import config as config_mod
+    from tether.signal.core import SigningKey
+
+    verb_list = _verb_list(verbs, "--verbs") or ["ping"]
+    if any(c in destination for c in " ,\t#[]") or not destination:
+        raise TetherError(f"--destination must be one name without spaces or commas, got {destination!r}", EXIT_USAGE)
+    if os.path.exists(config_path) and not force:
+        raise TetherError(f"{config_path} already exists; not overwriting a node's identity", EXIT_NO,
+                          "pass --force to replace it, or -c another file")
+    got = conn.client.post("/api/v1/signal/nats", json={}) or {}
+    servers = [str(u) for u in got.get("servers") or []]
+    if not servers:
+        raise TetherError("the hub named no NATS server", EXIT_RUNTIME, "is signal_nats off on the hub?")
+    key = SigningKey.generate()
+    lines = [f"# written by `tether signal init` from {conn.client.hub_url}"]
+    lines += [f"server: {u}" for u in servers]
+    creds_path = None
+    if got.get("creds"):
+        from tether.files import write_private
+
+        creds_path = os.path.abspath(config_path + ".creds")
+        write_private(creds_path, str(got["creds"]))
+        lines.append(f"credentials: {creds_path}")
+    else:  # a cluster of the site's own: its credentials come from there (remaphore needs the line)
+        lines.append(f"credentials: {config_mod.PLACEHOLDER_CREDS}")
+    text = "\n".join([*lines, "subject: remaphore", f"default_identity: {key.public_b58}",
+                      f"destination: {destination}", "allow_skew: 5s", "", "[ Identities ]",
+                      f"{key.public_b58} {key.private_b58} [{', '.join(verb_list)}]", "", "[ Peers ]", ""])
+    config_mod.parse_config(text, config_path)  # what we write loads
+    from tether.files import write_private
+
+    write_private(config_path, text)
+    peer = f"{destination} {key.public_b58}"
+    if as_json:
+        click.echo(json.dumps({"config": config_path, "credentials": creds_path, "servers": servers,
+                               "destination": destination, "public_key": key.public_b58,
+                               "expires": got.get("expires")}, indent=2))
+        return
+    click.echo(f"wrote {config_path}" + (f" and {creds_path}" if creds_path else ""))
+    click.echo("other nodes trust this one with:")
+    click.echo(f"  tether signal peer add -c THEIR.conf {peer}")
+
+
+@signal.group("peer", context_settings=_SUB_CONTEXT, epilog="""\b
+Examples:
+  tether signal peer add -c downloader.conf com.example.uploader 6LQevHKUzX7V...
+  tether signal peer add -c uploader.conf --from downloader.conf
+""")
+def peer_group() -> None:
+    """Change the [ Peers ] of a config: `tether signal peer add`."""
+
+
+@peer_group.command(
+    "add",
+    context_settings=_SUB_CONTEXT,
+    epilog="""\b
+Examples:
+  tether signal peer add -c downloader.conf com.example.uploader 6LQevHKUzX7V...   # [ping]
+  tether signal peer add -c downloader.conf --from uploader.conf --verbs '*'
+""",
+)
+@_config_option
+@click.option("--from", "other", metavar="CONFIG", type=click.Path(dir_okay=False, exists=True),
+              help="Take the peer's destination and public key from its own config file (same machine).")
+@click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
+              help="Verbs this peer may send here (`*` for all; empty: it may only answer requests).")
+@click.argument("peer", nargs=-1, metavar="[DESTINATION PUBKEY]")
+def peer_add_cmd(config_path: str, other: str | None, verbs: str, peer: tuple[str, ...]) -> None:
+    """Trust a node: add `DESTINATION PUBKEY [VERBS]` to the config's [ Peers ].
+
+    The peer is named by DESTINATION and PUBKEY (what `tether signal init`
+    printed on that node) or by --from ITS_CONFIG. The file is rewritten
+    atomically and only if it still loads; a key already listed is refused.
+    """
+    from tether.files import write_private
+    from tether.signal import config as config_mod
+    from tether.signal.core import KeyError_, b58encode, parse_public_key
+
+    if other is not None and peer:
+        raise TetherError("give DESTINATION PUBKEY or --from CONFIG, not both", EXIT_USAGE)
+    if other is not None:
+        theirs = config_mod.load_config(other)
+        dest, pub = theirs.destination, theirs.default_identity or b""
+    elif len(peer) == 2:
+        dest = peer[0]
+        try:
+            pub = parse_public_key(peer[1])
+        except KeyError_ as exc:
+            raise TetherError(f"PUBKEY: {exc}", EXIT_USAGE) from None
+    else:
+        raise TetherError("name the peer: DESTINATION PUBKEY, or --from ITS_CONFIG", EXIT_USAGE)
+    if not dest or any(c in dest for c in " ,\t#[]"):
+        raise TetherError(f"the destination must be one name without spaces or commas, got {dest!r}", EXIT_USAGE)
+    verb_list = _verb_list(verbs, "--verbs")
+    cfg = config_mod.load_config(config_path)
+    if any(p.public == pub for p in cfg.peers):
+        raise TetherError(f"{b58encode(pub)} is already a peer in {config_path}", EXIT_NO,
+                          "edit its line to change its verbs")
+    with open(config_path, encoding="utf-8") as fh:
+        text = fh.read()
+    line = f"{dest} {b58encode(pub)} {_verbs_text(verb_list)}"
+    text = config_mod.append_peer(text, line)
+    config_mod.parse_config(text, config_path)  # still loads: then replace the file
+    write_private(config_path, text)
+    click.echo(f"{config_path}: trusts {line}")
 
 
 # -- the remaphore console script -----------------------------------------------------

@@ -16,7 +16,7 @@ Format (``/etc/remaphore/remaphore.conf`` by default)::
     com.crypto.us.right <pubkey> [ping]
 
 Keys tether adds (remaphore ignores unknown keys, so a shared file still
-works there): ``token``, ``user``, ``password``, ``tls_ca``, ``tls_cert``,
+works there): ``token``, ``nkey_seed``, ``user``, ``password``, ``tls_ca``, ``tls_cert``,
 ``tls_key``, ``max_handlers``, ``durable`` and ``durable_retention``.
 
 :func:`parse_config` is pure (text in, :class:`SignalConfig` or
@@ -41,7 +41,8 @@ from tether.signal.core import (
     parse_public_key,
 )
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "Identity", "SignalConfig", "parse_config", "load_config", "example_config"]
+__all__ = ["DEFAULT_PATH", "ConfigError", "Identity", "SignalConfig", "parse_config", "load_config", "example_config",
+           "append_peer"]
 
 DEFAULT_PATH = "/etc/remaphore/remaphore.conf"
 DEFAULT_SKEW_NS = 3_000_000_000  # remaphore's value when allow_skew is absent
@@ -58,6 +59,7 @@ KNOWN_KEYS = {
     "allow_skew",
     # tether's additions
     "token",
+    "nkey_seed",
     "user",
     "password",
     "tls_ca",
@@ -89,6 +91,8 @@ class SignalConfig:
     identities: list[Identity] = field(default_factory=list)
     peers: Peers = field(default_factory=Peers)
     token: str | None = None
+    #: a file holding a NATS user's nkey seed (SU...), for servers with `nkey` users
+    nkey_seed: str | None = None
     user: str | None = None
     password: str | None = None
     tls_ca: str | None = None
@@ -108,6 +112,9 @@ class SignalConfig:
             if ident.key.public == want:
                 return ident if ident.allows(verb) else None
         return None
+
+
+_SECTION_TITLES = {"general": "the settings", "identities": "[ Identities ]", "peers": "[ Peers ]"}
 
 
 def _clean(s: str) -> str:
@@ -137,26 +144,32 @@ def parse_config(text: str, path: str | None = None) -> SignalConfig:
     """Parse remaphore's format. Raises :class:`ConfigError` with the line number."""
     cfg = SignalConfig(path=path)
     section = "general"
+    where = path or "config"
     for lineno, line in enumerate(text.splitlines(), 1):
         line = _clean(line)
         if not line:
             continue
         if line.startswith("[") and line.endswith("]"):
             name = line[1:-1].strip().lower()
-            if name not in ("identities", "peers"):
-                raise ConfigError(f"unknown section {line} (expected [ Identities ] or [ Peers ])", path=path, line=lineno)
-            section = name
+            if name in ("identities", "peers"):
+                section = name
+            else:  # remaphore skips the header and reads on in the section it was in
+                cfg.warnings.append(f"{where}:{lineno}: unknown section {line} ignored: the lines after it are read "
+                                    f"as part of {_SECTION_TITLES[section]}, as remaphore does")
             continue
         if section == "general":
             key, sep, value = line.partition(":")
             key, value = key.strip().lower(), value.strip()
+            # remaphore skips these lines without a word; we say so
             if not sep or not key:
-                raise ConfigError(f"expected `key: value`, got {line!r}", path=path, line=lineno)
+                cfg.warnings.append(f"{where}:{lineno}: not a `key: value` line, ignored: {line!r}")
+                continue
             if key not in KNOWN_KEYS:
-                cfg.warnings.append(f"{path or 'config'}:{lineno}: unknown key {key!r} ignored")
+                cfg.warnings.append(f"{where}:{lineno}: unknown key {key!r} ignored")
                 continue
             if not value:
-                raise ConfigError(f"{key} has no value", path=path, line=lineno)
+                cfg.warnings.append(f"{where}:{lineno}: {key} has no value: line ignored")
+                continue
             _set(cfg, key, value, path, lineno)
         elif section == "identities":
             parts = line.split(None, 2)
@@ -216,7 +229,7 @@ def _set(cfg: SignalConfig, key: str, value: str, path: str | None, lineno: int)
             cfg.durable_retention_ns = parse_duration(value)
         except ValueError as exc:
             raise ConfigError(str(exc), path=path, line=lineno) from None
-    else:  # token, user, password, tls_*
+    else:  # token, nkey_seed, user, password, tls_*
         setattr(cfg, key, value)
 
 
@@ -249,11 +262,24 @@ def load_config(path: str) -> SignalConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", path=path) from None
     cfg = parse_config(text, path)
-    for key in ("credentials", "tls_ca", "tls_cert", "tls_key"):
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
         value = getattr(cfg, key)
         if value and not os.access(value, os.R_OK):
             raise ConfigError(f"{key} file {value} does not exist or is not readable", path=path)
     return cfg
+
+
+def append_peer(text: str, line: str) -> str:
+    """``text`` with ``line`` added to its [ Peers ] (a new ``[ Peers ]`` header first unless that is the last section)."""
+    last = "general"
+    for raw in text.splitlines():
+        clean = _clean(raw)
+        if clean.startswith("[") and clean.endswith("]") and clean[1:-1].strip().lower() in ("identities", "peers"):
+            last = clean[1:-1].strip().lower()
+    body = text.rstrip("\n") + "\n"
+    if last != "peers":
+        body += "\n[ Peers ]\n"
+    return body + line + "\n"
 
 
 def example_config(key: SigningKey | None = None) -> str:
@@ -262,7 +288,8 @@ def example_config(key: SigningKey | None = None) -> str:
     return "\n".join(
         [
             "server: nats://natsserver:4222",
-            f"# credentials: {PLACEHOLDER_CREDS}",
+            # remaphore refuses a config without it; tether reads the placeholder as "no credentials"
+            f"credentials: {PLACEHOLDER_CREDS}",
             f"subject: {DEFAULT_SUBJECT}",
             f"default_identity: {key.public_b58}",
             "destination: all",

@@ -701,33 +701,40 @@ _UNITS = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_DUR_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# a number and its unit; the unit runs to the next digit or dot, so "1sx" is refused
+_DUR_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)(?![^0-9.])")
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, *, allow_negative: bool = False) -> int:
     """Parse a Go duration (``5s``, ``1h2m3s4ms``, ``1.5h``, ``300ms``, ``0``) into nanoseconds.
 
-    Negative durations are refused (they make no sense for a skew or a timeout).
+    Go's ``time.ParseDuration`` grammar, ``[-+]?([0-9]*(\\.[0-9]*)?UNIT)+`` or a
+    bare ``0``, with no spaces. Negative durations are refused unless
+    ``allow_negative`` (remaphore's ``-t`` takes them: no timeout); a skew or a
+    retention never makes sense below zero.
     """
     from decimal import Decimal
 
-    s = text.strip()
-    if s in ("0", "+0"):
+    hint = f"not a duration: {text!r} (try 5s, 1m30s or 1h2m3s4ms)"
+    s, negative = text, False
+    if s[:1] in ("+", "-"):
+        negative, s = s[0] == "-", s[1:]
+    if s == "0":
         return 0
-    if s.startswith("+"):
-        s = s[1:]
-    if not s or s.startswith("-"):
-        raise ValueError(f"not a duration: {text!r} (try 5s, 1m30s or 1h2m3s4ms)")
+    if not s:
+        raise ValueError(hint)
     pos, total = 0, Decimal(0)
     while pos < len(s):
         m = _DUR_PART.match(s, pos)
         if not m:
-            raise ValueError(f"not a duration: {text!r} (try 5s, 1m30s or 1h2m3s4ms)")
+            raise ValueError(hint)
         total += Decimal(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    if total > MAX_TIME_NS:
+    if total > MAX_TIME_NS + (1 if negative else 0):
         raise ValueError(f"duration too long: {text!r}")
-    return int(total)
+    if negative and total and not allow_negative:
+        raise ValueError(f"a negative duration makes no sense here: {text!r}")
+    return -int(total) if negative else int(total)
 
 
 def format_duration(ns: int) -> str:

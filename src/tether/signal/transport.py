@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from tether.signal import core
 from tether.signal.config import SignalConfig
 
-__all__ = ["SignalError", "NoReceivers", "connect", "send", "request", "listen", "MAX_OUTPUT"]
+__all__ = ["SignalError", "NoReceivers", "CredentialsRefused", "connect", "connect_retrying", "send", "request", "listen", "MAX_OUTPUT"]
 
 #: a script's combined output is cut here so the reply fits in a NATS payload
 MAX_OUTPUT = 512 * 1024
@@ -59,8 +59,16 @@ def _tls_context(cfg: SignalConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
-    """Connect to the first reachable ``server``; fail within a few seconds if none is."""
+#: what nats-server (or its TLS layer, for a client certificate) says when it refuses who we are
+_REFUSED = ("authorization", "authentication", "user credentials", "nkey", "certificate required", "bad certificate",
+            "certificate unknown", "unknown ca", "certificate revoked", "certificate expired")
+
+
+class CredentialsRefused(SignalError):
+    """NATS refused our credentials: exit 1, as remaphore (its receivers give up and report nothing received)."""
+
+
+async def _connect_once(cfg: SignalConfig, name: str) -> NATS:
     opts: dict = dict(
         servers=cfg.servers,
         name=name,
@@ -73,6 +81,8 @@ async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
     )
     if cfg.credentials:
         opts["user_credentials"] = cfg.credentials
+    if cfg.nkey_seed:
+        opts["nkeys_seed"] = cfg.nkey_seed
     if cfg.token:
         opts["token"] = cfg.token
     if cfg.user:
@@ -88,18 +98,55 @@ async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
 
     opts["error_cb"] = on_error
     try:
-        nc = await nats.connect(**opts)
+        return await nats.connect(**opts)
     except Exception as exc:  # nats-py raises a zoo of types here
         detail = "; ".join(dict.fromkeys(errors)) or str(exc) or type(exc).__name__
-        auth = "authorization" in detail.lower() or "authentication" in detail.lower()
-        raise SignalError(
-            f"cannot connect to NATS at {', '.join(cfg.servers)}: {detail}",
-            exit_code=4 if auth else 3,
-            hint="check `credentials`, `token` or `user`/`password` in the config" if auth else "is nats-server running and reachable?",
-        ) from None
+        where = f"NATS at {', '.join(cfg.servers)}"
+        if any(w in detail.lower() for w in _REFUSED):
+            raise CredentialsRefused(
+                f"{where} refused our credentials: {detail}", exit_code=1,
+                hint="check `credentials` (the .creds file), `nkey_seed`, `token`, `user`/`password` or the TLS "
+                     "client certificate in the config, and that the server still knows that user") from None
+        raise SignalError(f"cannot connect to {where}: {detail}", exit_code=3,
+                          hint="is nats-server running and reachable?") from None
+
+
+async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
+    """Connect to the first reachable ``server``; fail within a few seconds if none is."""
+    nc = await _connect_once(cfg, name)
     # Once connected, ride out server restarts for as long as we run.
     nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+async def connect_retrying(cfg: SignalConfig, until: float, log: Log, *, name: str = "tether-signal") -> NATS | None:
+    """Connect, retrying an unreachable server until ``until`` (``time.monotonic()``; ``inf``: for ever).
+
+    That is what remaphore's receivers do. None when the deadline passed first;
+    refused credentials are never retried.
+    """
+    pause, told = 0.2, False
+    while True:
+        left = until - time.monotonic()
+        try:
+            # a black-holed address must not hold us past the deadline
+            nc = await asyncio.wait_for(connect(cfg, name=name), None if left == float("inf") else max(left, 0.1))
+        except CredentialsRefused:
+            raise
+        except (SignalError, TimeoutError) as exc:
+            if not told:
+                why = str(exc) or f"cannot connect to NATS at {', '.join(cfg.servers)}: no answer"
+                log(f"{why}; retrying " + ("until the timeout (-t)" if until != float("inf") else "(no -t: for ever)"))
+                told = True
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 2.0)
+            continue
+        if told:
+            log("connected to NATS")
+        return nc
 
 
 async def _close(nc: NATS) -> None:
@@ -217,6 +264,10 @@ async def request(cfg: SignalConfig, *, subject: str | None, public: bytes | Non
     return 0 if collector.received else 1
 
 
+def _seconds(timeout: float | None) -> str:
+    return core.format_duration(int((timeout or 0) * 1e9))
+
+
 @dataclass
 class _Run:
     exit_code: int | None
@@ -258,21 +309,33 @@ async def _run_script(argv: Sequence[str], env: dict[str, str], log: Log) -> _Ru
 
 async def listen(cfg: SignalConfig, receiver: core.Receiver, *, subject: str | None, script: Sequence[str],
                  once: bool, timeout: float | None, log: Log, verbose: bool = False,
-                 ready: Callable[[], None] | None = None, durable: bool = False) -> int:
-    """Receive (the default mode): 0 when a message was handled, 1 when none came before the timeout."""
+                 ready: Callable[[], None] | None = None, durable: bool = False,
+                 out: Callable[[str], None] | None = None) -> int:
+    """Receive (the default mode): 0 when a message was handled, 1 when none came before the timeout.
+
+    ``out`` gets each script's combined output, whole (outputs never interleave).
+    """
     reply_key = _signer(cfg, None, None)
     sem = asyncio.Semaphore(cfg.max_handlers)
     tasks: set[asyncio.Task] = set()
     handled = asyncio.Event()
     state = {"received": 0, "claimed": False}
     subs: list = []
-    nc = await connect(cfg)
+    # as remaphore: the timeout runs from the start, and an unreachable server is retried until then
+    deadline = time.monotonic() + timeout if timeout is not None else float("inf")
+    maybe = await connect_retrying(cfg, deadline, log)
+    if maybe is None:
+        log(f"timed out after {_seconds(timeout)} without reaching NATS: nothing received")
+        return 1
+    nc = maybe
 
     async def handle(acc: core.Accepted, msg: Msg) -> None:
         env = acc.envelope
         async with sem:
             if script:
                 run = await _run_script(core.script_argv(script, env), core.script_env(env, acc.destmatch), log)
+                if out is not None and run.output:
+                    out(run.output if run.output.endswith("\n") else run.output + "\n")
             else:
                 run = _Run(None, "")
             if env.request:
@@ -342,13 +405,16 @@ async def listen(cfg: SignalConfig, receiver: core.Receiver, *, subject: str | N
         log(f"ready, listening on {sub_name}")
         if ready is not None:
             ready()
+        left = None if timeout is None else max(deadline - time.monotonic(), 0.0)
         with contextlib.suppress(TimeoutError):
             if once:
-                await asyncio.wait_for(handled.wait(), timeout)
-            elif timeout is not None:
-                await asyncio.sleep(timeout)
+                await asyncio.wait_for(handled.wait(), left)
+            elif left is not None:
+                await asyncio.sleep(left)
             else:
                 await asyncio.Event().wait()
+        if not state["received"]:
+            log(f"timed out after {_seconds(timeout)}: no matching message received")
     finally:
         for t in list(tasks):
             t.cancel()
