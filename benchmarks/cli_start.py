@@ -36,6 +36,8 @@ for p in (ROOT, ROOT / "src"):
 from _docs import machine_lines, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
 from tests.hubproc import HubProcess  # noqa: E402
+from tests.services.nats import NatsServer  # noqa: E402
+from tests.services.nats_auth import OperatorAuth  # noqa: E402
 
 SECTION = "## CLI start-up"
 BIN = Path(sys.executable).parent
@@ -43,10 +45,11 @@ BIN = Path(sys.executable).parent
 #: the issue's figures (hyperfine, 20 runs, one quiet run on this machine), by label
 ISSUE_BEFORE = {
     "python -c pass (the floor)": 12, "tether whoami": 195, "tether token list": 185, "tether log add hello": 104,
-    "tether log list": 110, "tether --help": 70,
+    "tether log list": 110, "tether --help": 70, "tether signal -c CONF -s -v ping hello": 280,
 }  # fmt: skip
 #: the goals, in ms (median wall time)
-GOALS = {"hub": 60, "log": 60, "help": 40}
+GOALS = {"hub": 60, "log": 60, "help": 40, "signal": 40}
+QUIET_FLOOR = 12  # ms: `python -c pass` on the quiet machine the goals were set on
 
 COMMANDS: list[tuple[str, str, list[str]]] = [  # (label, goal kind, argv after `tether`)
     ("tether whoami", "hub", ["whoami"]),
@@ -59,7 +62,20 @@ COMMANDS: list[tuple[str, str, list[str]]] = [  # (label, goal kind, argv after 
     ("tether token mint --help", "help", ["token", "mint", "--help"]),
     ("tether log list --help", "help", ["log", "list", "--help"]),
     ("tether signal send --help", "help", ["signal", "send", "--help"]),
+    ("tether signal -c CONF -s -v ping hello", "signal", ["signal", "-c", "CONF", "-s", "-v", "ping", "hello"]),
 ]
+
+
+def signal_config(tmp: Path, url: str, creds: Path) -> Path:
+    """A node config with a creds file, as a remaphore site has (the identity: a fixed test key)."""
+    from tether.signal import core
+
+    key = core.SigningKey.from_seed(bytes([7]) * 32)
+    conf = tmp / "signal.conf"
+    conf.write_text(f"server: {url}\ncredentials: {creds}\nsubject: bench\ndestination: org.bench.sender\n"
+                    f"default_identity: {key.public_b58}\n\n[ Identities ]\n{key.public_b58} {key.private_b58} [*]\n\n"
+                    "[ Peers ]\n")
+    return conf
 
 
 def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -77,9 +93,19 @@ def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
 
 def measure(cases: list[tuple[str, list[str]]], env: dict[str, str], cwd: Path, runs: int, warmup: int) -> dict[str, tuple[list[float], list[float]]]:
     res: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _ in cases}
+    failed: set[str] = set()
     for i in range(warmup + runs):
         for label, argv in cases:
-            wall, cpu = run_once(argv, env, cwd)
+            if label in failed:
+                continue
+            try:
+                wall, cpu = run_once(argv, env, cwd)
+            except SystemExit as exc:
+                if not label.startswith("before: "):
+                    raise
+                print(f"{label}: {exc} (left out)", file=sys.stderr)  # e.g. an older tether without creds support
+                failed.add(label)
+                continue
             if i >= warmup:
                 res[label][0].append(wall)
                 res[label][1].append(cpu)
@@ -99,22 +125,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tether-clistart-") as tmp:
         tmpdir = Path(tmp)
         hub = HubProcess(tmpdir / "hub").start()
+        auth = OperatorAuth(tmpdir / "nats-auth")
+        nats = NatsServer(tmpdir / "nats", config=auth.server_config(), jetstream=False).start()
         try:
+            conf = str(signal_config(tmpdir, nats.url, auth.user_creds("bench")))
             env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_") and k != "COLUMNS"}
             env.update(HOME=str(tmpdir), XDG_CONFIG_HOME=str(tmpdir / "xdg"), TETHER_HUB=hub.url,
                        TETHER_TOKEN=hub.admin_token, TETHER_LOG_DB=str(tmpdir / "log.db"), TETHER_LOG_AUTHOR="bench")
             cases: list[tuple[str, list[str]]] = [("python -c pass (the floor)", [sys.executable, "-c", "pass"])]
-            cases += [(label, [exe, *argv]) for label, _, argv in COMMANDS]
+            commands = [(label, kind, [conf if a == "CONF" else a for a in argv]) for label, kind, argv in COMMANDS]
+            cases += [(label, [exe, *argv]) for label, _, argv in commands]
             if args.before:
-                cases += [(f"before: {label}", [args.before, *argv]) for label, _, argv in COMMANDS]
+                cases += [(f"before: {label}", [args.before, *argv]) for label, _, argv in commands]
             res = measure(cases, env, tmpdir, args.runs, args.warmup)
         finally:
+            nats.stop()
             hub.stop()
 
-    med = {label: (statistics.median(w) * 1000, statistics.median(c) * 1000) for label, (w, c) in res.items()}
+    med = {label: (statistics.median(w) * 1000, statistics.median(c) * 1000) for label, (w, c) in res.items() if w}
     floor_wall, floor_cpu = med["python -c pass (the floor)"]
     head = "| command | issue's before (ms) |" + (" before, this run: wall · CPU (ms) |" if args.before else "")
-    head += " wall median (ms) | × floor | CPU median (ms) | × floor | goal (ms) | met |"
+    head += " wall median (ms) | × floor | CPU median (ms) | × floor | goal (ms, × floor) | met: CPU × floor · wall |"
     lines = [head, "|---|---:|" + ("---:|" if args.before else "") + "---:|---:|---:|---:|---:|:---:|"]
     rows = [("python -c pass (the floor)", None), *[(label, kind) for label, kind, _ in COMMANDS]]
     for label, kind in rows:
@@ -122,11 +153,17 @@ def main() -> int:
         before = ISSUE_BEFORE.get(label)
         cells = [f"`{label}`", f"{before}" if before else "—"]
         if args.before:
-            cells.append(f"{med[f'before: {label}'][0]:.0f} · {med[f'before: {label}'][1]:.0f}" if kind else "—")
+            b = med.get(f"before: {label}")
+            cells.append(f"{b[0]:.0f} · {b[1]:.0f}" if kind and b else "—")
         goal = GOALS.get(kind or "")
-        met = "—" if goal is None else ("yes" if wall <= goal else "no")
+        # the goals are wall times on a quiet machine whose floor is 12 ms: held here as a ratio to the
+        # floor, in CPU time (what a busy machine does not inflate), and in wall time when it is quiet
+        met = "—"
+        if goal is not None:
+            ratio = goal / QUIET_FLOOR
+            met = ("yes" if cpu / floor_cpu <= ratio else "no") + " · " + ("yes" if wall <= goal else "no")
         cells += [f"{wall:.1f}", f"{wall / floor_wall:.1f}", f"{cpu:.1f}", f"{cpu / floor_cpu:.1f}",
-                  f"≤ {goal}" if goal else "—", met]
+                  f"≤ {goal} (× {goal / QUIET_FLOOR:.1f})" if goal else "—", met]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
@@ -140,7 +177,10 @@ def main() -> int:
             f"{args.warmup} warm-up rounds, then {args.runs} rounds in which the commands take turns; "
             "medians. CPU time (user + system of the process, from `wait4`) is what the command itself "
             "costs whatever else the machine does; on a busy machine the wall times grow and the CPU "
-            "times do not. \"Issue's before\" is the issue's own table (hyperfine, one quiet run).",
+            "times do not. \"Issue's before\" is the issue's own table (hyperfine, one quiet run). The goals are "
+            "wall times on that quiet machine, where the floor was 12 ms; \"met\" holds each command's CPU time "
+            "to the same multiple of this run's floor (60 ms: 5×, 40 ms: 3.3×), and its wall time to the goal "
+            "itself, which only a quiet machine can show.",
             "", "Machine:", "",
             *machine_lines(cpu_note="the hub and the commands share them", load=load),
             "", "Command (from the repository root):", "", "```sh",
