@@ -167,3 +167,19 @@ def test_a_config_with_warnings_or_tls_is_left_to_the_full_path(tmp_path):
         conf = tmp_path / "c.conf"
         conf.write_text(head + ident)
         assert quicksend.quick(["-c", str(conf), "-s"]) is None, head
+
+
+#: Modules a quick send must not import (the full path's); the rest of its imports are
+#: listed by -X importtime in tests/cli/test_quick.py's way: see that file for the hub commands.
+HEAVY = ("nats", "asyncio", "click", "httpx", "pydantic", "sqlalchemy", "rich", "tether.hubclient", "tether.cli.root")
+
+
+def test_a_quick_send_imports_none_of_the_full_paths_modules(site):
+    site.node("com.example.a")
+    site.write()
+    r = subprocess.run([sys.executable, "-X", "importtime", str(BIN / "tether"), *site.argv("com.example.a", "-s")[1:]],
+                       capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {ln.rpartition("|")[2].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    heavy = sorted(n for n in names if n.split(".")[0] in HEAVY or any(n.startswith(h) for h in HEAVY if "." in h))
+    assert not heavy, f"a quick send now imports {heavy}"
