@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 
@@ -157,8 +158,6 @@ def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -
 
 def _quiet_stdout() -> None:
     """The reader went away (e.g. `| head`): stay quiet, as other tools do."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -193,6 +192,39 @@ def json_option(f: F) -> F:
     import click
 
     return click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of text.")(f)
+
+
+def convert_plain(kind: Any, value: str) -> tuple[Any] | None:
+    """``(value,)`` as click's type for an option converts it, or None where click would
+    refuse it (or might read it otherwise): for the quick command lines that hold
+    themselves to click's reading (tether.cli.quick, tether.publish.command). Kinds:
+    "str"; ("int", min, max) for click.IntRange (None: unbounded); "size" for
+    :data:`SIZE`; "path-file" and "path-dir" for click.Path(dir_okay=False) and
+    click.Path(file_okay=False)."""
+    if kind == "str":
+        return (value,)
+    if isinstance(kind, tuple):  # ("int", min, max): click.IntRange
+        if not (value.isascii() and value.isdigit()):
+            return None
+        n, low, high = int(value), kind[1], kind[2]
+        return (n,) if (low is None or n >= low) and (high is None or n <= high) else None
+    if kind == "size":
+        from tether.units import parse_size
+
+        try:
+            return (parse_size(value),)
+        except ValueError:
+            return None
+    # click.Path: an existing path must be of the right kind and readable
+    try:
+        st = os.stat(value)
+    except (OSError, ValueError):
+        return (value,)
+    from stat import S_ISDIR, S_ISREG
+
+    if (kind == "path-dir" and S_ISREG(st.st_mode)) or (kind == "path-file" and S_ISDIR(st.st_mode)):
+        return None
+    return (value,) if os.access(value, os.R_OK) else None
 
 
 # -- output -------------------------------------------------------------------

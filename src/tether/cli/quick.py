@@ -109,6 +109,8 @@ def _program_name() -> str:
 def parse(spec: Mapping[str, Any], argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The callback's parameters for ARGV, read as click reads them; None when the
     arguments are not all in a plain form (click then reads them and explains)."""
+    from tether.console import convert_plain
+
     values, flags, arg_names = spec["values"], spec["flags"], spec["args"]
     params = dict(spec["defaults"])
     given: set[str] = set()
@@ -138,7 +140,7 @@ def parse(spec: Mapping[str, Any], argv: Sequence[str], environ: Mapping[str, st
             value = args[i]
             i += 1
         param, kind, _, many = values[name]
-        converted = convert(kind, value)
+        converted = convert_plain(kind, value)
         if converted is None:
             return None
         if many:
@@ -149,7 +151,7 @@ def parse(spec: Mapping[str, Any], argv: Sequence[str], environ: Mapping[str, st
     params.update((param, tuple(v)) for param, v in multiple.items())
     for param, kind, envvar, _ in values.values():
         if envvar and param not in given and environ.get(envvar):
-            converted = convert(kind, environ[envvar])
+            converted = convert_plain(kind, environ[envvar])
             if converted is None:
                 return None
             params[param] = converted[0]
@@ -158,35 +160,6 @@ def parse(spec: Mapping[str, Any], argv: Sequence[str], environ: Mapping[str, st
         return None
     params.update(zip(arg_names, positional))
     return params
-
-
-def convert(kind: Any, value: str) -> tuple[Any] | None:
-    """``(value,)`` as click's type for the option converts it, or None where click would
-    refuse it (or might read it otherwise). Kinds: see tether.cli.quickgen.kind_of."""
-    if kind == "str":
-        return (value,)
-    if isinstance(kind, tuple):  # ("int", min, max): click.IntRange
-        if not (value.isascii() and value.isdigit()):
-            return None
-        n, low, high = int(value), kind[1], kind[2]
-        return (n,) if (low is None or n >= low) and (high is None or n <= high) else None
-    if kind == "size":
-        from tether.units import parse_size
-
-        try:
-            return (parse_size(value),)
-        except ValueError:
-            return None
-    # click.Path: an existing path must be of the right kind and readable
-    try:
-        st = os.stat(value)
-    except (OSError, ValueError):
-        return (value,)
-    from stat import S_ISDIR, S_ISREG
-
-    if (kind == "path-dir" and S_ISREG(st.st_mode)) or (kind == "path-file" and S_ISDIR(st.st_mode)):
-        return None
-    return (value,) if os.access(value, os.R_OK) else None
 
 
 # -- running ---------------------------------------------------------------------------
@@ -227,4 +200,4 @@ def _finish(work: Any, conn: Any) -> int:
         return exit_code_of(exc, conn)
 
 
-__all__ = ["convert", "parse", "quick", "terminal_columns"]
+__all__ = ["parse", "quick", "terminal_columns"]
