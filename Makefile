@@ -18,12 +18,16 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
+# An editable install leaves src/ to be compiled on every run where PYTHONDONTWRITEBYTECODE
+# is set (a third of a quick command's start-up): byte-compile it here (docs/benchmarks.md).
 install: venv
 	@$(BIN)/pip install -q -e .
+	@$(BIN)/python -m compileall -q src/tether
 
 install-test: venv
 	@scripts/install-system-deps
 	@$(BIN)/pip install -q -e '.[test]'
+	@$(BIN)/python -m compileall -q src/tether
 
 run: install
 	@$(BIN)/tether hub --data $(DATA) --listen $(LISTEN) $(HUB_ARGS)

@@ -7,24 +7,39 @@ from the hub's HTTP statuses): 0 done; 1 a clean "no" (not found, already exists
 2 usage or configuration error; 3 runtime or transport failure; 4 authentication or
 permission denied.
 
-Below the capabilities and the CLI, so that both can use it. It must not import
-anything heavy at module level: every command module imports it for ``--help``.
+Below the capabilities and the CLI, so that both can use it. It imports no click at
+module level (click's import is a third of a command's start-up): the quick commands of
+:mod:`tether.cli.quick` print through :func:`echo`, which writes what ``click.echo``
+writes, and the click-bound parts (:class:`Failure`, :class:`Group`, :data:`SIZE`) are
+made on first use.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
-
-import click
 
 from tether.problems import EXIT_RUNTIME, TetherError
 
-F = TypeVar("F", bound=Callable[..., Any])
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any, Protocol, TypeVar
+
+    import click
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+    class Context(Protocol):
+        """What a command's hub connection adds to its errors (tether.hubclient.hub.Conn)."""
+
+        token_secret: str | None
+
+        def explain(self, exc: BaseException) -> BaseException: ...
+
 
 _SECRET_RE = re.compile(r"tth_[A-Za-z0-9_\-]{8,}")
 
@@ -39,41 +54,83 @@ def scrub(text: str, secret: str | None = None) -> str:
     return _SECRET_RE.sub("tth_…", text)
 
 
-class Failure(click.ClickException):
-    """How click shows a TetherError (click reports only its own exceptions)."""
+def _click_classes() -> dict[str, Any]:
+    """Failure, Group, SizeType and SIZE: the click-bound names of this module, made
+    (importing click) the first time one is asked for (see :func:`__getattr__`)."""
+    import click
 
-    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME, hint: str | None = None):
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.hint = hint
+    class Failure(click.ClickException):
+        """How click shows a TetherError (click reports only its own exceptions)."""
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"tether: error: {self.format_message()}", file=file, err=True)
-        if self.hint:
-            click.echo(f"tether: hint: {self.hint}", file=file, err=True)
+        def __init__(self, message: str, exit_code: int = EXIT_RUNTIME, hint: str | None = None):
+            super().__init__(message)
+            self.exit_code = exit_code
+            self.hint = hint
+
+        def show(self, file: Any = None) -> None:
+            click.echo(f"tether: error: {self.format_message()}", file=file, err=True)
+            if self.hint:
+                click.echo(f"tether: hint: {self.hint}", file=file, err=True)
+
+    class Group(click.Group):
+        """A click group that shows a TetherError raised by any command below it, so a
+        command raises what it means (``TetherError(..., EXIT_USAGE, hint)``) wherever it is."""
+
+        def invoke(self, ctx: click.Context) -> Any:
+            try:
+                return super().invoke(ctx)
+            except TetherError as exc:
+                raise as_click(exc) from None  # type: ignore[misc]
+
+    class SizeType(click.ParamType):
+        """A size option: :func:`tether.units.parse_size`."""
+
+        name = "SIZE"
+
+        def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+            if isinstance(value, int):
+                return value
+            from tether.units import parse_size
+
+            try:
+                return parse_size(str(value))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+
+    for cls in (Failure, Group, SizeType):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    return {"Failure": Failure, "Group": Group, "SizeType": SizeType, "SIZE": SizeType()}
 
 
-class Context(Protocol):
-    """What a command's hub connection adds to its errors (tether.hubclient.hub.Conn)."""
+def __getattr__(name: str) -> Any:
+    if name in ("Failure", "Group", "SizeType", "SIZE"):
+        globals().update(_click_classes())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    token_secret: str | None
 
-    def explain(self, exc: BaseException) -> BaseException: ...
-
-
-def as_click(exc: BaseException, conn: Context | None = None) -> click.ClickException | None:
-    """A known failure as click shows it; None for anything unexpected."""
-    if isinstance(exc, click.ClickException):
-        return exc
+def describe(exc: BaseException, conn: Context | None = None) -> tuple[str, int, str | None] | None:
+    """What to show for a known failure: message (without token secrets), exit code and
+    hint; None for anything unexpected."""
     secret = conn.token_secret if conn is not None else None
     if conn is not None:
         exc = conn.explain(exc)
     if isinstance(exc, TetherError):
-        return Failure(scrub(str(exc), secret), exc.exit_code, exc.hint)
+        return scrub(str(exc), secret), exc.exit_code, exc.hint
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        return Failure(f"{exc.strerror or exc}{where}", EXIT_RUNTIME)
+        return f"{exc.strerror or exc}{where}", EXIT_RUNTIME, None
     return None
+
+
+def as_click(exc: BaseException, conn: Context | None = None) -> click.ClickException | None:
+    """A known failure as click shows it; None for anything unexpected."""
+    import click
+
+    if isinstance(exc, click.ClickException):
+        return exc
+    known = describe(exc, conn)
+    return None if known is None else __getattr__("Failure")(*known)
 
 
 def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -> F:
@@ -81,6 +138,8 @@ def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import click
+
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -97,21 +156,8 @@ def handle_errors(fn: F, conn_of: Callable[[], Context | None] = lambda: None) -
     return wrapper  # type: ignore[return-value]
 
 
-class Group(click.Group):
-    """A click group that shows a TetherError raised by any command below it, so a
-    command raises what it means (``TetherError(..., EXIT_USAGE, hint)``) wherever it is."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TetherError as exc:
-            raise as_click(exc) from None  # type: ignore[misc]
-
-
 def _quiet_stdout() -> None:
     """The reader went away (e.g. `| head`): stay quiet, as other tools do."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -125,9 +171,11 @@ def exit_code_of(exc: BaseException, conn: Context | None = None) -> int:
         _quiet_stdout()
         return EXIT_RUNTIME
     if isinstance(exc, (KeyboardInterrupt, EOFError)):
-        click.echo(file=sys.stderr)
-        click.echo("Aborted!", file=sys.stderr)
+        echo("", err=True)
+        echo("Aborted!", err=True)
         return 1
+    import click  # (a failure is shown as click shows it, by click: the quick way stays quick when it works)
+
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code
     err = as_click(exc, conn) if isinstance(exc, Exception) else None
@@ -141,33 +189,71 @@ def exit_code_of(exc: BaseException, conn: Context | None = None) -> int:
 
 
 def json_option(f: F) -> F:
+    import click
+
     return click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of text.")(f)
 
 
-class SizeType(click.ParamType):
-    """A size option: :func:`tether.units.parse_size`."""
-
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
+def convert_plain(kind: Any, value: str) -> tuple[Any] | None:
+    """``(value,)`` as click's type for an option converts it, or None where click would
+    refuse it (or might read it otherwise): for the quick command lines that hold
+    themselves to click's reading (tether.cli.quick, tether.publish.command). Kinds:
+    "str"; ("int", min, max) for click.IntRange (None: unbounded); "size" for
+    :data:`SIZE`; "path-file" and "path-dir" for click.Path(dir_okay=False) and
+    click.Path(file_okay=False)."""
+    if kind == "str":
+        return (value,)
+    if isinstance(kind, tuple):  # ("int", min, max): click.IntRange
+        if not (value.isascii() and value.isdigit()):
+            return None
+        n, low, high = int(value), kind[1], kind[2]
+        return (n,) if (low is None or n >= low) and (high is None or n <= high) else None
+    if kind == "size":
         from tether.units import parse_size
 
         try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            return (parse_size(value),)
+        except ValueError:
+            return None
+    # click.Path: an existing path must be of the right kind and readable
+    try:
+        st = os.stat(value)
+    except (OSError, ValueError):
+        return (value,)
+    from stat import S_ISDIR, S_ISREG
 
-
-SIZE = SizeType()
+    if (kind == "path-dir" and S_ISREG(st.st_mode)) or (kind == "path-file" and S_ISDIR(st.st_mode)):
+        return None
+    return (value,) if os.access(value, os.R_OK) else None
 
 
 # -- output -------------------------------------------------------------------
 
+_ANSI_RE = re.compile(r"\033\[[0-?]*[ -/]*[@-~]")  # click's: what click.echo strips off a pipe
+
+
+def echo(message: str = "", *, err: bool = False) -> None:
+    """Print a line as ``click.echo`` does, without importing click: to stdout (stderr with
+    ``err``), terminal escape sequences removed unless the stream is a terminal, flushed."""
+    file = sys.stderr if err else sys.stdout
+    if file is None:
+        return
+    out = message + "\n"
+    if not _isatty(file):
+        out = _ANSI_RE.sub("", out)
+    file.write(out)
+    file.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:  # noqa: BLE001 - click's reading: a stream that cannot tell is no terminal
+        return False
+
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+    echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
 def fmt(value: Any) -> str:
@@ -184,10 +270,7 @@ def fmt(value: Any) -> str:
 
 
 def _is_tty() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return _isatty(sys.stdout)
 
 
 def emit_object(obj: Mapping[str, Any], fields: Sequence[str] | None = None, *, err: bool = False) -> None:
@@ -197,7 +280,7 @@ def emit_object(obj: Mapping[str, Any], fields: Sequence[str] | None = None, *, 
         return
     width = max(len(k) for k in keys) + 1
     for k in keys:
-        click.echo(f"{(k + ':').ljust(width)} {fmt(obj[k])}", err=err)
+        echo(f"{(k + ':').ljust(width)} {fmt(obj[k])}", err=err)
 
 
 _NO_WRAP = frozenset({"id", "token_id", "fingerprint", "name", "user"})
@@ -210,7 +293,7 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, emp
         if empty:
             # Inside a composite view (titled table) "none" is part of the
             # output; for a bare list it is a remark, kept off stdout.
-            click.echo(empty, err=title is None)
+            echo(empty, err=title is None)
         return
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     if _is_tty():
@@ -229,11 +312,11 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, emp
         Console(file=sys.stdout).print(table)
         return
     if title:
-        click.echo(f"{title}:")
+        echo(f"{title}:")
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     for row in [list(columns), *cells]:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    echo(message, err=True)

@@ -8,7 +8,9 @@ as ``tether: error: ...`` (:mod:`tether.console`) and exits with its ``exit_code
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROBLEM_BASE = "urn:tether:problem:"
 

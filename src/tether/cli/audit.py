@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tether.console import emit_json, emit_table, json_option
+from tether.console import json_option
 from tether.hubclient.hub import Conn
 from tether.hubclient.options import client_options
-
-COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "count", "reason"]
-
 
 @click.command()
 @click.option("--since", metavar="E", help="Only records newer than this: a duration back (1h, 2d) or a timestamp.")
@@ -41,10 +38,6 @@ def audit(
       tether audit --user ci-android --action token.mint --limit 20
       tether audit --token e6818ad1675e3c84 --json | jq -r '.[] | select(.outcome != "allowed")'
     """
-    params = {"since": since, "user": user, "token": token_id, "action": action, "limit": limit}
-    params = {k: str(v) for k, v in params.items() if v is not None}
-    records = (conn.client.get("/api/v1/audit", params=params) or {}).get("records", [])
-    if as_json:
-        emit_json(records)
-        return
-    emit_table(records, COLUMNS, empty="no audit records")
+    from tether.cli.actions import audit as run
+
+    run(conn, since, user, token_id, action, limit, as_json)

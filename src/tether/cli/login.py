@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tether.console import emit_json, emit_object, handle_errors, json_option
+from tether.console import handle_errors, json_option
 from tether.hubclient.hub import Conn
 from tether.hubclient.options import ca_bundle_option, client_options, token_option
 from tether.problems import EXIT_USAGE, TetherError
@@ -96,25 +96,6 @@ def whoami(conn: Conn, as_json: bool) -> None:
       tether whoami --json | jq -r .user.name
       TETHER_TOKEN=$T tether whoami
     """
-    me = conn.client.get("/api/v1/whoami") or {}
-    if as_json:
-        emit_json(me)
-        return
-    user = me.get("user") or {}
-    tok = me.get("token")
-    info: dict[str, Any] = {
-        "hub": conn.config.hub,
-        "user": user.get("name"),
-        "kind": user.get("kind"),
-        "admin": user.get("admin"),
-        "disabled": user.get("disabled"),
-    }
-    if tok:
-        info.update(
-            token=tok.get("id"),
-            label=tok.get("label"),
-            scopes=tok.get("scopes"),
-            expires_at=tok.get("expires_at"),
-            sources=tok.get("sources"),
-        )
-    emit_object(info)
+    from tether.cli.actions import whoami as run
+
+    run(conn, as_json)

@@ -13,17 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
-from tether.console import SIZE, emit_json, emit_object, emit_table, json_option
+from tether.cli.actions import TOKEN_FIELDS
+from tether.console import SIZE, echo, emit_json, emit_object, json_option
 from tether.hubclient.hub import Conn, q
 from tether.hubclient.options import client_options
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-TOKEN_FIELDS = [
-    "id", "user", "label", "parent", "minted_by", "scopes", "not_before", "expires_at", "sources",
-    "max_uses", "uses", "max_files", "files", "max_bytes", "bytes", "created_at", "revoked_at",
-]  # fmt: skip
-LIST_COLUMNS = ["id", "user", "label", "scopes", "expires_at", "uses", "revoked_at"]
 
 
 def caveat_options(f: F) -> F:
@@ -46,35 +41,6 @@ def caveat_options(f: F) -> F:
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-def _body(for_user: str | None, inherit: bool, c: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "for_user": for_user,
-        "inherit": inherit,
-        "scopes": list(c["scopes"]) or None,
-        "expires": c["expires"],
-        "not_before": c["not_before"],
-        "sources": list(c["sources"]) or None,
-        "max_uses": c["max_uses"],
-        "max_files": c["max_files"],
-        "max_bytes": c["max_bytes"],
-        "label": c["label"],
-    }
-
-
-def _print_minted(t: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        emit_json(t)
-        return
-    click.echo(t.get("token", ""))
-    details = {k: v for k, v in t.items() if k != "token" and v is not None}
-    emit_object(details, TOKEN_FIELDS, err=True)
-
-
-def _caveats(kw: dict[str, Any]) -> dict[str, Any]:
-    keys = ("scopes", "expires", "not_before", "sources", "max_uses", "max_files", "max_bytes", "label")
-    return {k: kw[k] for k in keys}
 
 
 @click.group()
@@ -109,8 +75,9 @@ def token_mint(conn: Conn, for_user: str | None, as_json: bool, **kw: Any) -> No
       tether token mint --for ci-android --scope publish:builds --expires 7d
       tether token mint --scope log:logs:read --max-uses 10 --max-bytes 1GiB
     """
-    t = conn.client.post("/api/v1/tokens", json=_body(for_user, False, _caveats(kw))) or {}
-    _print_minted(t, as_json)
+    from tether.cli.actions import token_mint as run
+
+    run(conn, for_user, as_json, **kw)
 
 
 @token.command("attenuate")
@@ -128,8 +95,9 @@ def token_attenuate(conn: Conn, as_json: bool, **kw: Any) -> None:
       TETHER_TOKEN=$T tether token attenuate --scope publish:builds/android/job-123 --expires 10m
       C=$(tether token attenuate --max-files 1 --label one-file)
     """
-    t = conn.client.post("/api/v1/tokens", json=_body(None, True, _caveats(kw))) or {}
-    _print_minted(t, as_json)
+    from tether.cli.actions import token_mint as run
+
+    run(conn, None, as_json, inherit=True, **kw)
 
 
 @token.command("inspect")
@@ -170,16 +138,9 @@ def token_list(conn: Conn, user: str | None, all_: bool, as_json: bool) -> None:
       tether token list --all
       tether token list --json | jq -r '.[] | select(.label == "job-123") | .id'
     """
-    params: dict[str, str] = {}
-    if user:
-        params["user"] = user
-    if all_:
-        params["all"] = "true"
-    tokens = (conn.client.get("/api/v1/tokens", params=params) or {}).get("tokens", [])
-    if as_json:
-        emit_json(tokens)
-        return
-    emit_table(tokens, LIST_COLUMNS, empty="no tokens")
+    from tether.cli.actions import token_list as run
+
+    run(conn, user, all_, as_json)
 
 
 @token.command("revoke")
@@ -202,4 +163,4 @@ def token_revoke(conn: Conn, token_id: str, as_json: bool) -> None:
         return
     revoked = r.get("revoked") or []
     n = len(revoked)
-    click.echo(f"revoked {n} token{'s' if n != 1 else ''}" + (f": {', '.join(map(str, revoked))}" if revoked else ""))
+    echo(f"revoked {n} token{'s' if n != 1 else ''}" + (f": {', '.join(map(str, revoked))}" if revoked else ""))

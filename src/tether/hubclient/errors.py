@@ -7,7 +7,9 @@ with their ``exit_code`` (the hub's status through
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from typing import Any
 
 from tether.problems import EXIT_RUNTIME, TetherError, exit_code_for_status
 

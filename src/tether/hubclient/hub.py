@@ -11,13 +11,15 @@ Kept free of click: ``tether publish`` runs without it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from tether.hubclient.retry import RetryPolicy
+
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
 
 # The transport (http.client, ssl, json) and the errors are imported once a Hub is
 # made: `tether --help` and a command's argument errors never need them.
 if TYPE_CHECKING:
+    from typing import Any
+
     from tether.hubclient.config import ClientConfig
     from tether.hubclient.transport import Handler, WireResponse
 

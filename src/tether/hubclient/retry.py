@@ -18,10 +18,14 @@ clock and the random source can be replaced (tests).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from collections import namedtuple
 
-R = TypeVar("R")
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    R = TypeVar("R")
 
 #: Methods whose repetition does no harm: a request that may have reached the server
 #: before the connection broke can be sent again.
@@ -31,17 +35,28 @@ GATEWAY_STATUSES = frozenset({502, 503, 504})
 MAX_RETRY_AFTER = 5.0
 
 
-class RetryPolicy(NamedTuple):
-    """How often and how patiently to retry. (A NamedTuple: dataclasses imports
-    inspect, ~5 ms of every command.)"""
-
-    tries: int = 3  # in all, the first one included
-    backoff: float = 0.25  # seconds before the second try, doubled before each next one
-    jitter: float = 0.5  # the backoff is spread over ±jitter/2 of itself, so clients do not retry in step
+_FIELDS = {  # field: default
+    "tries": 3,  # in all, the first one included
+    "backoff": 0.25,  # seconds before the second try, doubled before each next one
+    "jitter": 0.5,  # the backoff is spread over ±jitter/2 of itself, so clients do not retry in step
     #: methods retried; None retries every method (for a caller whose requests are all idempotent by design)
-    methods: frozenset[str] | None = IDEMPOTENT
-    statuses: frozenset[int] = GATEWAY_STATUSES  # answers that mean "not handled, try again"
-    retry_after_cap: float = MAX_RETRY_AFTER  # a server's Retry-After longer than this is cut to this
+    "methods": IDEMPOTENT,
+    "statuses": GATEWAY_STATUSES,  # answers that mean "not handled, try again"
+    "retry_after_cap": MAX_RETRY_AFTER,  # a server's Retry-After longer than this is cut to this
+}
+
+
+class RetryPolicy(namedtuple("RetryPolicy", list(_FIELDS), defaults=list(_FIELDS.values()))):
+    """How often and how patiently to retry. (A named tuple: dataclasses imports inspect,
+    and typing.NamedTuple typing, ~5 ms of every command between them.)"""
+
+    __slots__ = ()
+    tries: int
+    backoff: float
+    jitter: float
+    methods: frozenset[str] | None
+    statuses: frozenset[int]
+    retry_after_cap: float
 
     def tries_for(self, method: str) -> int:
         return self.tries if self.methods is None or method.upper() in self.methods else 1

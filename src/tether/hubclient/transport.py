@@ -26,7 +26,9 @@ import select
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Self
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from typing import Any, Self
 from urllib.parse import unquote, urlencode, urlsplit
 
 # handler(method, path_and_query, headers, body) -> (status, headers, body)

@@ -35,9 +35,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Self
 
-from tether.log.reconcile import TAG_LEN, SortedIds
+TYPE_CHECKING = False  # (no typing import at run time: see tether.cli.quick)
+if TYPE_CHECKING:
+    from typing import Any, Self
+
+    from tether.log.reconcile import SortedIds
+
+TAG_LEN = 8  # tether.log.reconcile.TAG_LEN (tests/cli/test_quick.py holds them equal): reconcile is imported to sync only
 
 __all__ = [
     "DEFAULT_DB",
@@ -442,5 +447,7 @@ class LogStore:
         return [(n, u) for n, u in self.conn.execute("SELECT name, url FROM remotes ORDER BY name")]
 
     def range_storage(self) -> SortedIds:
+        from tether.log.reconcile import SortedIds
+
         """A snapshot of the ids and content tags for the reconciler: one scan, in id order."""
         return SortedIds.from_rows(self.conn.execute("SELECT id, digest FROM records ORDER BY id"))

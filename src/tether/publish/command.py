@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,14 +23,14 @@ if TYPE_CHECKING:
 
 #: option -> (parameter, kind, environment variable); kinds: "str", "path-dir" (a
 #: directory, click.Path(file_okay=False)), "path-file" (click.Path(dir_okay=False)),
-#: "strip" (int >= 0), "jobs" (int 1..64), or the value of a flag
-VALUE_OPTIONS: dict[str, tuple[str, str, str | None]] = {
+#: ("int", min, max) (see tether.console.convert_plain), or the value of a flag
+VALUE_OPTIONS: dict[str, tuple[str, Any, str | None]] = {
     "--type": ("build_type", "str", None),
-    "--strip": ("strip_n", "strip", None),
+    "--strip": ("strip_n", ("int", 0, None), None),
     "--space": ("space", "str", "TETHER_SPACE"),
     "--root": ("root", "path-dir", None),
-    "--jobs": ("jobs", "jobs", None),
-    "-j": ("jobs", "jobs", None),
+    "--jobs": ("jobs", ("int", 1, 64), None),
+    "-j": ("jobs", ("int", 1, 64), None),
     "--hub": ("hub", "str", "TETHER_HUB"),
     "--token": ("token", "str", "TETHER_TOKEN"),
     "--ca-bundle": ("ca_bundle", "path-file", "TETHER_CA_BUNDLE"),
@@ -48,13 +47,12 @@ DEFAULTS: dict[str, Any] = {
     "latest": False, "as_json": False, "hub": None, "token": None, "ca_bundle": None,
 }  # fmt: skip
 
-_DIGITS = re.compile(r"[0-9]+\Z")
-
-
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The keyword arguments of :func:`execute` (and ``hub``, ``token``, ``ca_bundle``)
     for ``tether publish ARGV``, read as click reads them; None when the arguments are
     not all in a plain form (click then reads them, and explains what is wrong)."""
+    from tether.console import convert_plain
+
     params = dict(DEFAULTS)
     given: set[str] = set()
     positional: list[str] = []
@@ -82,46 +80,23 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | N
             value = args[i]
             i += 1
         param, kind, _ = VALUE_OPTIONS[name]
-        converted = _convert(kind, value)
+        converted = convert_plain(kind, value)
         if converted is None:
             return None
         params[param] = converted[0]
         given.add(param)
     for name, (param, kind, envvar) in VALUE_OPTIONS.items():
         if envvar and param not in given and environ.get(envvar):
-            converted = _convert(kind, environ[envvar])
+            converted = convert_plain(kind, environ[envvar])
             if converted is None:
                 return None
             params[param] = converted[0]
-    if "root" not in given and _convert("path-dir", params["root"]) is None:
+    if "root" not in given and convert_plain("path-dir", params["root"]) is None:
         return None  # click checks the default too
     if params["build_type"] is None or len(positional) < 2:
         return None
     params["build_id"], params["globs"] = positional[0], tuple(positional[1:])
     return params
-
-
-def _convert(kind: str, value: str) -> tuple[Any] | None:
-    """``(value,)`` converted as click's type for the option would, or None where click
-    would refuse it (or might read it otherwise)."""
-    if kind == "str":
-        return (value,)
-    if kind in ("strip", "jobs"):
-        if not _DIGITS.match(value):
-            return None
-        n = int(value)
-        ok = n >= 0 if kind == "strip" else 1 <= n <= 64
-        return (n,) if ok else None
-    # click.Path: an existing path must be of the right kind and readable
-    try:
-        st = os.stat(value)
-    except (OSError, ValueError):
-        return (value,)
-    from stat import S_ISDIR, S_ISREG
-
-    if (kind == "path-dir" and S_ISREG(st.st_mode)) or (kind == "path-file" and S_ISDIR(st.st_mode)):
-        return None
-    return (value,) if os.access(value, os.R_OK) else None
 
 
 def execute(
