@@ -221,7 +221,7 @@ def test_seed_scenario(world):
     assert json.loads(r.stdout)["pushed"] == 1
     r = tether_as(world, "user2", "log", "push")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "1 new pushed, 0 pulled"
+    assert r.stdout.strip() == "pushed 1 record to origin"
     r = tether_as(world, "user1", "log", "pull", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["pulled"] == 1

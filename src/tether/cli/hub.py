@@ -81,6 +81,8 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo("tether: error: the gateway's TLS needs both --gateway-tls-cert and --gateway-tls-key", err=True)
         sys.exit(2)
 
+    sock = None if recover_admin else _bind_listeners(settings)  # before anything is said or written
+
     import uvicorn
 
     from tether.auth.service import create_bootstrap_admin, recover_admin_token
@@ -158,7 +160,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         httptools_impl.HIGH_WATER_LIMIT = 256 << 10
     from tether.hub.headers import limited_http_protocol
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         http=limited_http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past them
         host=host,
@@ -171,3 +173,24 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         access_log=False,
         server_header=False,
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])  # the socket bound before "hub serving" was said
+    if not server.started:
+        sys.exit(3)
+
+
+def _bind_listeners(settings):
+    """The API's socket, bound; the other listeners' addresses checked. A taken port
+    exits 3 with what to do, before the hub writes or announces anything."""
+    from tether.config import split_listen
+    from tether.hub.listen import ListenError, bind, check
+
+    try:
+        for value, flag in ((settings.ssh_listen, "--ssh-listen"), (settings.gateway_listen, "--gateway-listen"),
+                            (settings.lava_listen, "--lava-listen")):
+            if value:
+                check(*split_listen(value), flag)
+        return bind(*split_listen(settings.listen), "--listen")
+    except ListenError as exc:
+        click.echo(f"tether: error: {exc}", err=True)
+        sys.exit(3)
