@@ -306,6 +306,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(publish_router)
     app.include_router(files_router)
+    from tether.publish.home import router as home_router
+
+    app.include_router(home_router)  # "/" and "/files/": what the caller may read
     app.include_router(sessions_router)
     from tether.forward.api import router as forward_router
     from tether.log.api import router as log_router
