@@ -33,9 +33,9 @@ from tests.hubproc import HubProcess
 from tests.services.sshd import (
     SshServer,
     _make_traversable,
-    ensure_user,
     make_key,
     sshd_available,
+    temporary_user,
 )
 
 ACCOUNT = "tetherhub"
@@ -98,7 +98,11 @@ def ssh_world(base: Path, idle: int = IDLE):
     used by ``benchmarks/log_sync.py``. Stops the hub and sshd on exit."""
     _make_traversable(base)
     os.chmod(base, 0o755)
-    account = ensure_user(ACCOUNT)
+    with temporary_user(ACCOUNT) as account:  # removed again when the world ends
+        yield from _ssh_world(base, account, idle)
+
+
+def _ssh_world(base: Path, account: str, idle: int):
     pw = pwd.getpwnam(account)
 
     home = base / "hub"  # the account's own directory: hub data, its authorized_keys
