@@ -32,12 +32,13 @@ def test_the_quick_start_runs_as_written(tmp_path):
     for i in range(3):
         (tmp_path / "out" / "img").mkdir(parents=True, exist_ok=True)
         (tmp_path / "out" / "img" / f"part{i}.img").write_bytes(bytes([i]) * 1000)
-    hub = HubProcess(tmp_path / "data").start()
+    hub = HubProcess(tmp_path / "data", env={"TETHER_AUDIT_READ_INTERVAL": "0.5"}).start()
     try:
         shown, everything = run_blocks(pairs, tmp_path, {
             ". .venv/bin/activate": ":",  # the test's python is the venv's
             "127.0.0.1:8580": hub.url.removeprefix("http://"),
             "10.0.0.0/8": "127.0.0.0/8",
+            "tether audit --token": "sleep 1.5; tether audit --token",  # reads show at their interval's end
         })
     finally:
         hub.stop()
@@ -47,7 +48,8 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert "published 3 files" in everything and "/files/builds/android/123/" in everything, everything
     assert "<a href=\"img/\">img/</a>" in publish, publish  # the curl browse: the build's index
     audit = next(v for k, v in texts.items() if k.startswith("tether audit"))
-    assert "publish" in audit and "allowed" in audit, audit
+    assert "publish.write" in audit and "allowed" in audit, audit
+    assert "publish.read" in audit and "space:builds/android/123" in audit, audit  # the curl browse
 
 
 def test_the_venv_fallback_updates_the_package_index_first(tmp_path):

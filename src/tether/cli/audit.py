@@ -8,7 +8,7 @@ from tether.console import emit_json, emit_table, json_option
 from tether.hubclient.hub import Conn
 from tether.hubclient.options import client_options
 
-COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "count", "reason"]
+COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "count", "last_at", "reason"]
 
 
 @click.command()
