@@ -124,3 +124,41 @@ def test_front_page_headers_and_json(world):
         assert [s["space"] for s in spaces] == [mine] and spaces[0]["types"] == ["android", "docs"]
         bad = c.get("/", headers={"Authorization": "Bearer tth_0000000000000000_" + "A" * 43})
         assert bad.status_code == 401  # a bad token is refused, not taken for anonymous
+
+
+def test_over_https_the_session_cookie_is_host_prefixed(tmp_path, browser):
+    """Over HTTPS the session cookie is `__Host-tether_session`: Secure, Path=/, no Domain
+    (chromium refuses such a cookie otherwise, so signing in working shows it is right)."""
+    import ssl
+    import subprocess
+
+    from tests.hubproc import HubProcess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    (tmp_path / "tls").mkdir()
+    hub = HubProcess(tmp_path / "tls" / "data", args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    hub.verify = ssl.create_default_context(cafile=str(cert))
+    hub.start()
+    try:
+        space = hub.make_space()
+        _, writer = hub.make_user(grants={space: "write"})
+        _publish(hub, writer, space, "ci", "1", {"a.txt": b"over tls"})
+        context = browser.new_context(ignore_https_errors=True)  # the test's own certificate
+        page = context.new_page()
+        page.goto(hub.url + "/login?next=/files/")
+        page.fill("input[name=token]", writer)
+        page.click("button[type=submit]")
+        page.wait_for_url(hub.url + "/files/")
+        assert space in page.inner_text("body")
+        cookie, = context.cookies()
+        assert cookie["name"] == "__Host-tether_session" and cookie["secure"] and cookie["path"] == "/"
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["domain"].startswith(".")
+        page.goto(hub.url + "/logout")
+        page.click("button[type=submit]")
+        assert context.cookies() == []
+        context.close()
+    finally:
+        hub.stop()

@@ -25,6 +25,9 @@ from tether.db.models import utcnow
 from tether.problems import Problem
 
 COOKIE = "tether_session"
+# Over HTTPS the cookie is "__Host-" prefixed: a browser keeps it only if it is Secure, has
+# Path=/ and no Domain, so no other host (a sibling subdomain) can set or shadow it.
+SECURE_COOKIE = "__Host-" + COOKIE
 SESSION_HOURS = 12
 MAX_FORM_BYTES = 4096
 
@@ -45,7 +48,7 @@ def session_caller(request: Request) -> AuthContext | None:
     anonymous, not locked out: public builds still download, private ones ask to sign
     in again; it is not counted as a failed authentication (a browser resends it with
     every request)."""
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(request))
     if not secret:
         return None
     try:
@@ -55,6 +58,10 @@ def session_caller(request: Request) -> AuthContext | None:
             request.state.session_ended = True  # said on the sign-in page
             return None
         raise
+
+
+def cookie_name(request: Request) -> str:
+    return SECURE_COOKIE if request.url.scheme == "https" else COOKIE
 
 
 def _next(value: str | None) -> str:
@@ -131,7 +138,7 @@ async def login(request: Request):
     ctx.trail["resource"] = f"token:{row.id}"
     seconds = max(int((row.expires_at - utcnow()).total_seconds()), 1)
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(COOKIE, secret, max_age=seconds, httponly=True, samesite="lax", path="/",
+    response.set_cookie(cookie_name(request), secret, max_age=seconds, httponly=True, samesite="lax", path="/",
                         secure=request.url.scheme == "https")
     return response
 
@@ -156,7 +163,7 @@ def logout_form(request: Request):
 def logout(request: Request):
     if not _same_origin(request):
         return _cross_site(request)
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(request))
     said = "<p>This browser had no session.</p>"
     if secret:
         said = "<p>This browser's session had already ended.</p>"
@@ -168,7 +175,8 @@ def logout(request: Request):
         except Problem:
             pass  # expired or revoked already: the cookie goes either way
     response = page("Signed out", f"{said}<p><a href='/login'>Sign in again</a>.</p>")
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(cookie_name(request), path="/", secure=request.url.scheme == "https", httponly=True,
+                           samesite="lax")
     return response
 
 
