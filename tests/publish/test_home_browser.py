@@ -34,7 +34,7 @@ def _publish(hub, token: str, space: str, btype: str, build: str, files: dict[st
 def world(hub):
     """Space `mine` (the reader may read it: two types, three private builds) and space
     `theirs` (a build the reader may not see); the reader holds a read-only scoped token."""
-    mine, theirs = hub.make_space(), hub.make_space()
+    mine, theirs, empty = hub.make_space(), hub.make_space(), hub.make_space()
     with hub.admin() as c:
         c.patch(f"/api/v1/spaces/{mine}", json={"description": HOSTILE}).raise_for_status()
     _, writer = hub.make_user(grants={mine: "write", theirs: "write"})
@@ -43,10 +43,11 @@ def world(hub):
     _publish(hub, writer, mine, "android", "102", {"out/app.bin": app})
     _publish(hub, writer, mine, "docs", "7", {"index.html": b"<p>docs</p>"})
     _publish(hub, writer, theirs, "secret", "1", {"x": b"not for the reader"})
-    _, reader_root = hub.make_user(grants={mine: "read", theirs: "none"})
+    _, reader_root = hub.make_user(grants={mine: "read", theirs: "none", empty: "read"})
     with hub.client(reader_root) as c:
-        reader = c.post("/api/v1/tokens", json={"scopes": [f"publish:{mine}:read"], "expires": "2h"}).json()["token"]
-    return {"hub": hub, "mine": mine, "theirs": theirs, "reader": reader}
+        reader = c.post("/api/v1/tokens", json={"scopes": [f"publish:{mine}:read", f"publish:{empty}:read"],
+                                                "expires": "2h"}).json()["token"]
+    return {"hub": hub, "mine": mine, "theirs": theirs, "empty": empty, "reader": reader}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,7 @@ def test_a_browser_signs_in_and_lands_on_what_its_token_may_read(world, browser)
     assert mine in body and theirs not in body  # only what the token may read
     assert HOSTILE in body and page.locator("img").count() == 0  # text, never markup
     assert [a.inner_text() for a in page.locator("section.space h2 a").all()] == [mine]
+    assert world["empty"] in body and "No builds yet." in body  # a readable space with nothing in it
     assert page.locator(f"a[href='/files/{mine}/android/']").count() == 1  # the build types
     assert page.locator(f"a[href='/files/{mine}/docs/']").count() == 1
     builds = [a.inner_text() for a in page.locator("section.space td:first-child a").all()]
@@ -121,7 +123,9 @@ def test_front_page_headers_and_json(world):
         assert c.get("/?format=json").json() == {"user": None, "spaces": [], "sign_in": "/login"}
         got = c.get("/files/", params={"format": "json"}, headers={"Authorization": f"Bearer {world['reader']}"})
         spaces = got.json()["spaces"]
-        assert [s["space"] for s in spaces] == [mine] and spaces[0]["types"] == ["android", "docs"]
+        assert [s["space"] for s in spaces] == sorted([mine, world["empty"]])
+        got_mine = next(s for s in spaces if s["space"] == mine)
+        assert got_mine["types"] == ["android", "docs"] and [b["build"] for b in got_mine["recent"]] == ["7", "102", "101"]
         bad = c.get("/", headers={"Authorization": "Bearer tth_0000000000000000_" + "A" * 43})
         assert bad.status_code == 401  # a bad token is refused, not taken for anonymous
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.auth.service import AuthContext, iso
@@ -36,7 +36,7 @@ async def home(request: Request, ctx: Annotated[AuthContext | None, Depends(opti
     return page("tether hub", _whom(ctx) + "".join(_space(s) for s in spaces) + _nothing(spaces))
 
 
-def _anonymous(ended: bool) -> object:
+def _anonymous(ended: bool) -> HTMLResponse:
     said = "<p>Your session has ended (expired, signed out or revoked).</p>" if ended else ""
     return page("tether hub", (
         f"{said}<p>Not signed in. <a href='/login?next=/files/'>Sign in</a> with a token that may read "
@@ -67,6 +67,8 @@ def _space(s: dict) -> str:
         f"<td align='right'>{b['bytes']:,}</td><td>{html.escape(b['created_at'] or '')}</td>"
         f"<td>{html.escape(b['user'])}</td></tr>" for b in s["recent"])
     desc = f"<p>{html.escape(s['description'])}</p>" if s["description"] else ""
+    if not s["recent"]:
+        return f"<section class='space'><h2>{html.escape(name)}</h2>{desc}<p>No builds yet.</p></section>"
     return (f"<section class='space'><h2><a href='{_href(name)}'>{html.escape(name)}</a></h2>{desc}"
             f"<p>Build types: {types}</p><table><tr><th align='left'>build</th><th align='left'>type</th>"
             "<th>files</th><th>bytes</th><th align='left'>published</th><th align='left'>by</th></tr>"
