@@ -1,6 +1,7 @@
-# Two entry points for a fresh Debian machine:
+# Two entry points for a fresh Debian machine (alternatives: `make run` keeps running):
 #   make run    create .venv, install tether, run the hub on embedded defaults
-#   make test   install what the tests need (Debian packages included) and run the suite
+#   make test   install what the tests need (Debian packages included; README.md lists them,
+#               scripts/install-system-deps says why) and run the suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: installing python3-venv"; \
-	  apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	  rm -rf $(VENV); apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/python -m pip install -q --upgrade pip
 
 venv: $(BIN)/python

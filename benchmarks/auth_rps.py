@@ -12,7 +12,12 @@ in a separate process:
                                    an atomic counter UPDATE (an fsync per request on SQLite);
 * ``POST /api/v1/authz/check``     caveated token, an authorized ``publish.write`` (this one also
                                    loads the user's grants); an allowed dry run changes nothing
-                                   and is not audited.
+                                   and is not audited;
+* ``GET /files/SPACE/android/1/f`` a 1 KiB download with the caveated (scoped) token, whose reads
+                                   are audited (counted per token and path, written once per
+                                   ``audit_read_interval``), side by side with the same download
+                                   by an unscoped token of a user with the same grant (not audited):
+                                   the difference is what recording scoped reads costs.
 
 Besides requests/s it reports the mean *server* time per request from the hub's own
 Prometheus histogram (``tether_http_request_seconds``, diffed around each measured run) and
@@ -60,6 +65,8 @@ BACKENDS = ("sqlite", "postgresql")
 WARMUP_SECONDS = 2
 ONE_CONN_SECONDS = 3
 LOAD_BEFORE = 0.0
+READ_INTERVAL = 10  # the hubs' audit_read_interval (s): the default is 60; shorter here to see rows sooner
+FILES_ROUTE = "/files/{space}/{path:path}"
 
 
 @dataclass
@@ -72,6 +79,9 @@ class Cell:
     server_ms_1: float | None = None
     check_us: float | None = None
     ratio: float | None = None
+    rows: int | None = None  # audit rows written for this cell's requests (scoped downloads)
+    counted: int | None = None  # the requests those rows count
+    tally_us: float | None = None  # in-process: counting one read (ReadTally.add)
 
 
 # ---------------------------------------------------------------- load generation
@@ -112,7 +122,7 @@ def run_wrk(wrk: str, url: str, seconds: float, *, threads: int, connections: in
     return rps, errors
 
 
-_SAMPLE = re.compile(r'^tether_http_request_seconds_(sum|count)\{([^}]*)\}\s+(\S+)$', re.M)
+_SAMPLE = re.compile(r'^tether_http_request_seconds_(sum|count)\{(.*)\}\s+(\S+)$', re.M)  # a route's labels hold braces
 
 
 def server_totals(base_url: str, route: str) -> tuple[float, float]:
@@ -143,6 +153,23 @@ def settled_totals(base_url: str, route: str, timeout: float = 10.0) -> tuple[fl
 
 
 # ---------------------------------------------------------------- in-process token check
+
+
+def time_tally(n: int = 200_000) -> float:
+    """µs to count one scoped read in the hub's ReadTally (over 100 paths, as a bulk download)."""
+    from datetime import datetime, timezone
+
+    from tether.auth.audit import ReadTally
+
+    tally = ReadTally()
+    now = datetime.now(timezone.utc)
+    rows = [{"at": now, "user": "ci", "token_id": "0123456789abcdef", "action": "publish.read",
+             "resource": f"space:builds/android/1/f{i}", "source": "127.0.0.1", "outcome": "allowed",
+             "status": 200, "reason": ""} for i in range(100)]
+    started = time.perf_counter()
+    for i in range(n):
+        tally.add(rows[i % 100])
+    return (time.perf_counter() - started) / n * 1e6
 
 
 def time_authenticate(database_url: str, token: str, *, iterations: int, budget_s: float = 4.0) -> float:
@@ -187,7 +214,8 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
             database_url = pg.create_database("tether_bench")
         else:
             database_url = f"sqlite:///{(base / 'hub-sqlite' / 'tether.db').resolve()}"
-        hub = HubProcess(base / f"hub-{backend}", database_url=None if backend == "sqlite" else database_url)
+        hub = HubProcess(base / f"hub-{backend}", database_url=None if backend == "sqlite" else database_url,
+                         env={"TETHER_AUDIT_READ_INTERVAL": str(READ_INTERVAL)})
         hub.start()
 
         space = hub.make_space()
@@ -195,33 +223,39 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
         _, plain = hub.make_user(grants={space: "write"}, label="bench caveats", **caveats)
         _, counted = hub.make_user(grants={space: "write"}, label="bench caveats+max_uses",
                                    max_uses=1_000_000_000, **caveats)
+        _, unscoped = hub.make_user(grants={space: "write"}, expires="1h", label="bench unscoped")
         check_body = {"action": "publish.write", "space": space, "path": "android/1"}
+        download = publish_one(hub, unscoped, space)
         with hub.client(plain) as c:  # the cells below must measure successes, not refusals
             c.get("/api/v1/whoami").raise_for_status()
             r = c.post("/api/v1/authz/check", json=check_body)
             r.raise_for_status()
             assert r.json()["allowed"], r.json()
+            c.get(download).raise_for_status()
 
         cells_spec = [
             ("GET /healthz (no auth)", "/healthz", None, None),
             ("GET /api/v1/whoami, caveated token", "/api/v1/whoami", plain, None),
             ("GET /api/v1/whoami, caveated token + max_uses", "/api/v1/whoami", counted, None),
             ("POST /api/v1/authz/check, caveated token (grant check)", "/api/v1/authz/check", plain, check_body),
+            ("GET /files/… 1 KiB, unscoped token (reads not audited)", download, unscoped, None),
+            ("GET /files/… 1 KiB, scoped token (reads audited, counted)", download, plain, None),
         ]
         cells: list[Cell] = []
         for label, route, token, body in cells_spec:
             kw = dict(threads=args.threads, connections=args.connections, token=token, body=body, workdir=base)
             run_wrk(wrk, hub.url + route, WARMUP_SECONDS, **kw)
-            s0, n0 = settled_totals(hub.url, route)
+            metric = FILES_ROUTE if route.startswith("/files/") else route
+            s0, n0 = settled_totals(hub.url, metric)
             rps, errors = run_wrk(wrk, hub.url + route, args.seconds, **kw)
-            s1, n1 = settled_totals(hub.url, route)
+            s1, n1 = settled_totals(hub.url, metric)
             server_ms = (s1 - s0) / (n1 - n0) * 1e3 if n1 > n0 else None
             # Under 32 connections the histogram also counts queueing inside the hub; one
             # connection at a time shows the time to serve a request on an idle hub.
             kw1 = dict(kw, threads=1, connections=1)
-            s0, n0 = settled_totals(hub.url, route)
+            s0, n0 = settled_totals(hub.url, metric)
             _, errors1 = run_wrk(wrk, hub.url + route, ONE_CONN_SECONDS, **kw1)
-            s1, n1 = settled_totals(hub.url, route)
+            s1, n1 = settled_totals(hub.url, metric)
             server_ms_1 = (s1 - s0) / (n1 - n0) * 1e3 if n1 > n0 else None
             cells.append(Cell(backend, label, rps, errors + errors1, server_ms, server_ms_1))
             print(f"  {backend:10s} {label:55s} {rps:9.0f} req/s  server {server_ms:.3f} ms"
@@ -233,8 +267,13 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
         us_counted = time_authenticate(database_url, counted, iterations=args.iterations)
         print(f"  {backend:10s} authenticate(): {us_plain:.0f} µs (caveats), {us_counted:.0f} µs (+max_uses)",
               file=sys.stderr)
+        time.sleep(READ_INTERVAL + 1)  # the last interval's read records are written at its end
+        cells[-1].rows, cells[-1].counted = audited_reads(hub, plain)
+        cells[-1].tally_us = time_tally()
+        print(f"  {backend:10s} {cells[-1].counted} scoped downloads audited in {cells[-1].rows} rows; "
+              f"counting one: {cells[-1].tally_us:.2f} µs", file=sys.stderr)
         base_rps = cells[0].rps
-        for cell, us in zip(cells, (None, us_plain, us_counted, us_plain)):
+        for cell, us in zip(cells, (None, us_plain, us_counted, us_plain, None, us_plain)):
             cell.check_us = us
             cell.ratio = cell.rps / base_rps if base_rps else None
         return cells
@@ -243,6 +282,29 @@ def bench_backend(backend: str, args, wrk: str, base: Path) -> list[Cell]:
             hub.stop()
         if pg is not None:
             pg.stop()
+
+
+def publish_one(hub, token: str, space: str) -> str:
+    """A 1 KiB file in build android/1 of ``space``; its download path."""
+    import hashlib
+
+    data = os.urandom(1024)
+    digest = hashlib.sha256(data).hexdigest()
+    with hub.client(token) as c:
+        c.put(f"/api/v1/blobs/sha256/{digest}", params={"space": space, "type": "android", "build": "1"},
+              content=data).raise_for_status()
+        c.post(f"/api/v1/publish/{space}/android/1",
+               json={"files": [{"path": "f", "digest": digest, "size": 1024}]}).raise_for_status()
+    return f"/files/{space}/android/1/f"
+
+
+def audited_reads(hub, token: str) -> tuple[int, int]:
+    """The audit rows the scoped token's downloads became, and the requests they count."""
+    token_id = token.split("_")[1]
+    with hub.admin() as c:
+        rows = c.get("/api/v1/audit", params={"token": token_id, "action": "publish.read", "limit": 100_000})
+    records = rows.json()["records"]
+    return len(records), sum(r["count"] for r in records)
 
 
 def make_durable(pg) -> None:
@@ -289,9 +351,9 @@ def interpretation(cells: list[Cell], connections: int) -> str:
     out = []
     for backend in dict.fromkeys(c.backend for c in cells):
         row = [c for c in cells if c.backend == backend]
-        if len(row) != 4:
+        if len(row) != 6:
             continue
-        health, plain, counted, check = row
+        health, plain, counted, check, unscoped_dl, scoped_dl = row
         verdict = ("well under a millisecond" if plain.check_us < 500 else
                    "under a millisecond" if plain.check_us < 1000 else "**over a millisecond**")
         text = (
@@ -313,6 +375,20 @@ def interpretation(cells: list[Cell], connections: int) -> str:
                 "are where the time can be won."
             )
         out.append(text)
+        out.append(
+            f"**Recording scoped reads** ({backend}): the 1 KiB download with the scoped token, whose reads "
+            f"are audited, ran at {scoped_dl.rps:,.0f} requests/s against {unscoped_dl.rps:,.0f} for the "
+            f"same download with an unscoped token, whose are not ({scoped_dl.rps / unscoped_dl.rps:.2f}x); "
+            f"one connection: {scoped_dl.server_ms_1:.3f} ms against {unscoped_dl.server_ms_1:.3f} ms of "
+            f"server time. That difference also holds the scoped token's own caveat checks (scope, "
+            f"source); counting a read itself (`ReadTally.add`, on the event loop) takes "
+            f"{scoped_dl.tally_us:.2f} µs. The {scoped_dl.counted:,} scoped downloads of the run became "
+            f"{scoped_dl.rows} audit rows (`audit_read_interval` {READ_INTERVAL} s here; 60 s by default)."
+            + (" The two download cells differ here by more than recording could cost (the other work on "
+               "the machine moves them run to run); the in-process figure bounds that cost: about a "
+               "microsecond against milliseconds per download."
+               if abs(scoped_dl.rps / unscoped_dl.rps - 1) > 0.1 or scoped_dl.rps > unscoped_dl.rps else "")
+        )
     out.append(
         f"The \"mean server time\" at {connections} connections is mostly queueing inside the hub "
         "(it is close to connections ÷ requests/s), so compare the one-connection column for the "
@@ -336,7 +412,9 @@ def write_docs(cells: list[Cell], command: str, connections: int) -> None:
         "",
         "Authenticated requests per second for a token with caveats (scope `publish:SPACE/android`, "
         "expiry 1h, source `127.0.0.0/8`, `max_files` 500, a label; once without and once with "
-        "`max_uses`) versus the unauthenticated `/healthz`, against a real hub process. "
+        "`max_uses`) versus the unauthenticated `/healthz`, and a 1 KiB download by that scoped token "
+        "(its reads audited, counted per token and path) next to the same download by an unscoped token "
+        "(not audited), against a real hub process. "
         "Load comes from `wrk` in its own process (2 s warm-up, then the measured run). Mean server "
         "time comes from the hub's `tether_http_request_seconds` histogram, diffed around each run, "
         "once under full load and once with a single connection (3 s); the last column times "

@@ -53,6 +53,7 @@ Needs ``rsync``, ``openssh-server``/``openssh-client`` and ``openssl``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -74,7 +75,7 @@ for p in (ROOT, ROOT / "src"):
         sys.path.insert(0, str(p))
 
 from tests.hubproc import HubProcess
-from tests.services.sshd import SshServer, ensure_user, make_key, sshd_available
+from tests.services.sshd import SshServer, make_key, sshd_available, temporary_user
 
 from _docs import machine_lines, sh, write_section  # noqa: E402  (benchmarks/ is the script's own directory)
 
@@ -722,9 +723,10 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="tether-bench-"))
     sshd = None
     sets: list[DataSet] = []
+    account = contextlib.ExitStack()
     try:
         os.chmod(base, 0o711)  # the rsync user must reach its destination directories
-        user = ensure_user(RSYNC_USER)
+        user = account.enter_context(temporary_user(RSYNC_USER))  # removed at the end if made here
         key = make_key(base / "client" / "id_ed25519", "tether-bench")
         sshd = SshServer(base / "sshd").start()
         sshd.authorize(user, key.with_suffix(".pub").read_text())
@@ -747,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sshd is not None:
             sshd.stop()
+        account.close()
         shutil.rmtree(base, ignore_errors=True)
 
     reps_shown = "/".join(str(r) for r in dict.fromkeys(

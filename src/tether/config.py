@@ -71,6 +71,10 @@ class HubSettings(BaseSettings):
         default=60, gt=0, le=86400,
         description="refusals of unauthenticated requests: one audit row per source and reason per this many seconds",
     )
+    audit_read_interval: float = Field(
+        default=60, gt=0, le=86400,
+        description="reads by scoped tokens (downloads): one audit row per token and path per this many seconds",
+    )
     log_level: str = "info"
     ssh_listen: str | None = Field(default=None, description="HOST:PORT for the hub's own SSH server (log sync, forward)")
     # the gateway (forwarded apps)

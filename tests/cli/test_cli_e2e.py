@@ -508,6 +508,10 @@ def test_audit(cli):
     by_token = cli.json("audit", "--token", sid)
     assert by_token and all(r["token_id"] == sid for r in by_token)
     assert {r["outcome"] for r in by_token} >= {"allowed", "denied"}
+    # the whole token works too (its id is used; the secret goes nowhere)
+    assert [r["id"] for r in cli.json("audit", "--token", secret)] == [r["id"] for r in by_token]
+    r = cli("audit", "--token", secret[:-1] + "!", code=EXIT_USAGE)
+    assert "neither a token id" in r.stderr and secret[20:] not in r.stderr
 
     by_action = cli.json("audit", "--action", "token.mint", "--user", name)
     assert [r["action"] for r in by_action] == ["token.mint"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import stat
 
+import pytest
+
 import httpx
 
 from tests.hubproc import HubProcess
@@ -187,3 +189,33 @@ def test_a_gc_grace_that_is_not_a_duration_stops_the_hub_at_start(tmp_path):
                             "--listen", "127.0.0.1:0"], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2 and "gc_grace must be a positive duration" in r.stderr, (bad, r.stderr)
     assert not (tmp_path / "data" / "tether.db").exists()  # nothing created
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--ssh-listen", "--gateway-listen"])
+def test_a_taken_port_is_a_clear_error_before_anything_is_announced(tmp_path, flag):
+    """The hub binds before it says it serves: a port another program holds exits 3 naming
+    the address and the flag, with no "hub serving" line, no admin-token path, no file."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.hubproc import free_port
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = f"127.0.0.1:{holder.getsockname()[1]}"
+    listen = taken if flag == "--listen" else f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "tether", "hub", "--data", str(tmp_path / "data"), "--listen", listen]
+    if flag != "--listen":
+        argv += [flag, taken]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=os.environ)
+    finally:
+        holder.close()
+    assert r.returncode == 3, r.stderr
+    assert f"cannot listen on {taken} ({flag}): the port is taken" in r.stderr
+    assert "serving" not in r.stderr + r.stdout and "admin" not in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "data").exists()  # nothing written either

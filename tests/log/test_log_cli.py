@@ -20,7 +20,8 @@ def run(tmp_path):
     db = str(tmp_path / "t" / "log.db")
 
     def invoke(*args, input=None, db_=db):
-        return runner.invoke(main, ["log", *args, "--db", db_], input=input, env={"TETHER_LOG_DB": None})
+        return runner.invoke(main, ["log", *args, "--db", db_], input=input,
+                             env={"TETHER_LOG_DB": None, "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
 
     invoke.db = db
     return invoke

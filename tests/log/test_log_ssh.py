@@ -33,9 +33,9 @@ from tests.hubproc import HubProcess, wait_healthy
 from tests.services.sshd import (
     SshServer,
     _make_traversable,
-    ensure_user,
     make_key,
     sshd_available,
+    temporary_user,
 )
 
 ACCOUNT = "tetherhub"
@@ -88,7 +88,11 @@ def ssh_world(base: Path, idle: int = IDLE):
     used by ``benchmarks/log_sync.py``. Stops the hub and sshd on exit."""
     _make_traversable(base)
     os.chmod(base, 0o755)
-    account = ensure_user(ACCOUNT)
+    with temporary_user(ACCOUNT) as account:  # removed again when the world ends
+        yield from _ssh_world(base, account, idle)
+
+
+def _ssh_world(base: Path, account: str, idle: int):
     pw = pwd.getpwnam(account)
 
     home = base / "hub"  # the account's own directory: hub data, its authorized_keys
@@ -211,7 +215,7 @@ def test_seed_scenario(world):
     assert json.loads(r.stdout)["pushed"] == 1
     r = tether_as(world, "user2", "log", "push")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "1 new pushed, 0 pulled"
+    assert r.stdout.strip() == "pushed 1 record to origin"
     r = tether_as(world, "user1", "log", "pull", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["pulled"] == 1

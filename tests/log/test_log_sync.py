@@ -58,7 +58,7 @@ def test_seed_scenario_over_http(hub, tether):
         assert tether("user1", "add", f"user1 message {i}", author=u1).exit_code == 0
     r = tether("user1", "push", token=t1)
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == "3 new pushed, 0 pulled"
+    assert r.stdout.strip() == "pushed 3 records to origin"
 
     assert tether("user2", "add", "user2 says hi", author=u2).exit_code == 0
     r = tether("user2", "sync", "--json", token=t2)
@@ -67,7 +67,7 @@ def test_seed_scenario_over_http(hub, tether):
     assert (out["pushed"], out["pulled"]) == (1, 3) and out["rounds"] >= 1 and out["bytes"] > 0
 
     r = tether("user1", "pull", token=t1)
-    assert r.stdout.strip() == "0 new pushed, 1 pulled"
+    assert r.stdout.strip() == "pulled 1 record from origin"  # a pull pushes nothing: it says nothing of pushing
     one, two = listing(tether, "user1"), listing(tether, "user2")
     assert one == two and len(one) == 4
     assert {x["author"] for x in one} == {u1, u2}
@@ -134,7 +134,7 @@ def test_sync_finds_same_id_different_content(hub, tether, tmp_path):
         got = c.post(f"/api/v1/log/{space}/records/get", json={"ids": [ours.id]}).json()["records"]
     assert got[0]["body"] == "the hub's copy"
     r = tether("me", "sync", token=t)  # still there next time, still nothing overwritten
-    assert r.exit_code == EXIT_NO and "0 new pushed, 0 pulled" in r.stdout
+    assert r.exit_code == EXIT_NO and "nothing to pull from origin; nothing to push to origin" in r.stdout
 
 
 def test_conflict_detected(hub, tmp_path, monkeypatch):
@@ -271,3 +271,32 @@ def test_large_pulls_come_in_bounded_replies(hub, tmp_path):
         res = sync(store, rem)
         assert (res.pulled, res.pushed) == (100, 0)
         assert {uuid.UUID(r.id) for r in store.list()} == {uuid.UUID(i) for i in ids}
+
+
+def test_log_add_then_push_after_login_uses_the_hub_user(hub, tether, tmp_path):
+    """The natural first try: `tether login`, `tether log add`, `tether log push`. The record's
+    author is the hub user the login saved, not the OS user, so the push is accepted."""
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    runner = CliRunner()
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "me" / "cfg"), "TETHER_HUB": None, "TETHER_TOKEN": None}
+    r = runner.invoke(main, ["login", hub.url, "--token", t], env=env)
+    assert r.exit_code == 0, r.output
+    assert tether("me", "remote", "add", "origin", f"{hub.url}/{space}").exit_code == 0
+    assert tether("me", "add", "my first record").exit_code == 0
+    assert [x["author"] for x in listing(tether, "me")] == [u]
+    r = tether("me", "push")  # the token too comes from the login
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "pushed 1 record to origin"
+    assert hub_count(hub, space) == 1
+
+
+def test_foreign_author_refusal_says_how_to_fix_it(hub, tether):
+    space = hub.make_space()
+    u, t = hub.make_user(grants={space: "write"})
+    assert tether("me", "remote", "add", "origin", f"{hub.url}/{space}").exit_code == 0
+    assert tether("me", "add", "written as the OS user", author="someone-else").exit_code == 0
+    r = tether("me", "push", token=t)
+    assert r.exit_code == EXIT_AUTH, r.output
+    assert "'someone-else'" in r.stderr and f"--author {u}" in r.stderr and "tether login" in r.stderr
+    assert hub_count(hub, space) == 0

@@ -28,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import pwd
@@ -37,6 +38,7 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
@@ -98,6 +100,32 @@ def ensure_user(name: str) -> str:
             raise SshdError(f"useradd {name} failed: {made.stderr.strip()}") from None
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
     return name
+
+
+@contextlib.contextmanager
+def temporary_user(name: str) -> Iterator[str]:
+    """:func:`ensure_user` for the length of a ``with``: an account this call created is
+    removed again on exit (``userdel -r``: the account, its group and its home), so a
+    test run leaves no account behind that could log in. An account that existed
+    before is left as it was."""
+    try:
+        pwd.getpwnam(name)
+        existed = True
+    except KeyError:
+        existed = False
+    yield ensure_user(name)
+    if not existed:
+        remove_user(name)
+
+
+def remove_user(name: str) -> None:
+    """Remove local account ``name`` with its home (its processes must have ended)."""
+    for _ in range(50):  # a process of the account may still be exiting (sshd's session)
+        done = subprocess.run(["userdel", "-r", name], check=False, capture_output=True, text=True, timeout=30)
+        if done.returncode in (0, 6, 12):  # removed; no such user; removed, but the home was gone
+            return
+        time.sleep(0.1)
+    raise SshdError(f"userdel -r {name} failed: {done.stderr.strip()}")
 
 
 def _make_traversable(path: pathlib.Path) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 
 import pytest
 
 from tests.services.sshd import (
     SshServer,
-    ensure_user,
     make_key,
     port_accepts,
     sshd_available,
+    temporary_user,
 )
 
 USER = "tetherbench"
@@ -21,7 +23,11 @@ def test_sshd_key_login_and_stop(tmp_path_factory: pytest.TempPathFactory) -> No
     if not sshd_available():
         pytest.fail("/usr/sbin/sshd not found: run `make test`, which installs openssh-server")
     base = tmp_path_factory.mktemp("sshd")
-    user = ensure_user(USER)
+    with temporary_user(USER) as user:  # removed again at the end
+        _key_login_and_stop(base, user)
+
+
+def _key_login_and_stop(base, user: str) -> None:
     key = make_key(base / "client" / "id_ed25519")
     stranger = make_key(base / "client" / "id_other")
     server = SshServer(base / "server")
@@ -49,3 +55,20 @@ def test_sshd_key_login_and_stop(tmp_path_factory: pytest.TempPathFactory) -> No
     assert server.pid is None
     assert not port_accepts(port)
     server.stop()  # idempotent
+
+
+def test_a_test_account_is_removed_when_its_test_ends() -> None:
+    """The accounts the SSH tests make (tetherhub, tetherbench) can log in by key; one the
+    tests created is gone afterwards, with its home; one that was there before stays."""
+    if os.geteuid() != 0:
+        pytest.skip("creating accounts needs root")
+    name = f"tthfh{os.getpid() % 100000}"
+    with temporary_user(name) as user:
+        home = pwd.getpwnam(user).pw_dir
+        assert os.path.isdir(home)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    assert not os.path.exists(home)
+    with temporary_user("nobody"):
+        pass
+    assert pwd.getpwnam("nobody")  # not ours: left as it was

@@ -173,36 +173,73 @@ def _signal(done: list[Any]) -> None:
         ev.set() if isinstance(ev, threading.Event) else ev()
 
 
-class RefusalTally:
-    """Refusals of requests with no authenticated user, counted instead of written one by one.
-
-    Such requests cost a client nothing to send, and one row each let a flood grow the
-    audit table without bound (~2,000 rows/s from one client). They are counted per
-    source, status and reason slug and written as one record per key and interval, with
-    ``count`` and the first request's time, action, resource and reason. At most
-    ``max_keys`` keys per interval: past that (a spray of sources), the rest are counted
-    in records with no source. Everything runs on the event loop: no lock needed."""
+class _Tally:
+    """Records counted instead of written one by one: one per key and interval, with the
+    first request's fields, ``count`` and the last request's time (``last_at``). At most
+    ``max_keys`` keys per interval; past that, :meth:`_overflow` picks a coarser key.
+    Everything runs on the event loop: no lock needed."""
 
     def __init__(self, max_keys: int = 1000):
         self.max_keys = max_keys
         self._rows: dict[tuple, dict] = {}
 
+    def _key(self, fields: dict) -> tuple:
+        raise NotImplementedError
+
+    def _overflow(self, key: tuple, fields: dict) -> tuple[tuple, dict]:
+        raise NotImplementedError
+
     def add(self, fields: dict) -> None:
-        slug = fields["reason"].partition(":")[0]
-        key = (fields["source"], fields["status"], slug)
+        key = self._key(fields)
         if key not in self._rows and len(self._rows) >= self.max_keys:
-            key = (None, fields["status"], slug)
-            fields = fields | {"source": None}
+            key, fields = self._overflow(key, fields)
         row = self._rows.get(key)
         if row is None:
-            self._rows[key] = fields | {"count": 1}
+            self._rows[key] = fields | {"count": 1, "last_at": None}
         else:
             row["count"] += 1
+            row["last_at"] = fields["at"]
 
     def take(self) -> list[dict]:
         """The records gathered since the last call."""
         rows, self._rows = list(self._rows.values()), {}
         return rows
+
+
+class RefusalTally(_Tally):
+    """Refusals of requests with no authenticated user, counted instead of written one by one.
+
+    Such requests cost a client nothing to send, and one row each let a flood grow the
+    audit table without bound (~2,000 rows/s from one client). They are counted per
+    source, status and reason slug and written as one record per key and interval, with
+    ``count`` and the first request's time, action, resource and reason. Past
+    ``max_keys`` keys in an interval (a spray of sources), the rest are counted in
+    records with no source."""
+
+    def _key(self, fields: dict) -> tuple:
+        return (fields["source"], fields["status"], fields["reason"].partition(":")[0])
+
+    def _overflow(self, key: tuple, fields: dict) -> tuple[tuple, dict]:
+        return (None, *key[1:]), fields | {"source": None}
+
+
+class ReadTally(_Tally):
+    """Reads (downloads, listings, GETs) by scoped tokens, counted per token, path and status.
+
+    A scoped token is what an untrusted machine holds, so what it read belongs in the
+    trail; but a bulk download is thousands of requests: one record per token and path
+    per interval (``audit_read_interval``) keeps the trail to one row per file however
+    often it is fetched. Past ``max_keys`` keys in an interval, a token's further paths
+    are counted in one record per token with the resource ``(more paths)``."""
+
+    def __init__(self, max_keys: int = 10_000):
+        super().__init__(max_keys)
+
+    def _key(self, fields: dict) -> tuple:
+        return (fields["token_id"], fields["resource"], fields["status"], fields["source"])
+
+    def _overflow(self, key: tuple, fields: dict) -> tuple[tuple, dict]:
+        return (key[0], None, None, None), fields | {"resource": "(more paths)"}
 
 
 def query(
@@ -239,6 +276,7 @@ def query(
             "status": r.status,
             "reason": r.reason,
             "count": r.count,
+            "last_at": r.last_at.isoformat().replace("+00:00", "Z") if r.last_at is not None else None,
         }
         for r in reversed(rows)
     ]

@@ -4,8 +4,8 @@ A browser cannot send ``Authorization: Bearer``, so a person browsing private bu
 signs in once with a token (pasted into a form). The hub mints a child of that token
 (the same narrowing rules, lifetime at most :data:`SESSION_HOURS` and never past its
 parent's, revoked with it) and sets its secret as an ``HttpOnly`` cookie. The cookie is
-honoured only for reading ``/files/…`` (GET and HEAD): it can change nothing, so a
-forged cross-site request gains nothing. ``/logout`` revokes the session's token.
+honoured only for reading (GET and HEAD of ``/files/…`` and of the front page ``/``, which
+lists what it may read): it can change nothing, so a forged cross-site request gains nothing. ``/logout`` revokes the session's token.
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ from tether.db.models import utcnow
 from tether.problems import Problem
 
 COOKIE = "tether_session"
+# Over HTTPS the cookie is "__Host-" prefixed: a browser keeps it only if it is Secure, has
+# Path=/ and no Domain, so no other host (a sibling subdomain) can set or shadow it.
+SECURE_COOKIE = "__Host-" + COOKIE
 SESSION_HOURS = 12
 MAX_FORM_BYTES = 4096
 
 router = APIRouter(include_in_schema=False)
 
 _PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    # no script, no outside resource, forms post only here, no other site frames it
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
@@ -43,7 +48,7 @@ def session_caller(request: Request) -> AuthContext | None:
     anonymous, not locked out: public builds still download, private ones ask to sign
     in again; it is not counted as a failed authentication (a browser resends it with
     every request)."""
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(request))
     if not secret:
         return None
     try:
@@ -55,6 +60,10 @@ def session_caller(request: Request) -> AuthContext | None:
         raise
 
 
+def cookie_name(request: Request) -> str:
+    return SECURE_COOKIE if request.url.scheme == "https" else COOKIE
+
+
 def _next(value: str | None) -> str:
     """Where to go after signing in: a path under /files/ on this hub, nothing else."""
     if value and value.startswith("/files/") and "//" not in value and "\\" not in value:
@@ -62,7 +71,7 @@ def _next(value: str | None) -> str:
     return "/files/"
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
            f"<body style='font-family:sans-serif;max-width:40em;margin:2em auto'><h1>{html.escape(title)}</h1>"
            f"{body}</body></html>")
@@ -71,7 +80,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 def _form(next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
     said = f"<p style='color:#a00'>{html.escape(error)}</p>" if error else ""
-    return _page("Sign in to read private builds", (
+    return page("Sign in to read private builds", (
         f"{said}<form method='post' action='/login'>"
         f"<input type='hidden' name='next' value='{html.escape(next_path, quote=True)}'>"
         "<p><label>Token <input name='token' type='password' size='60' autocomplete='off' autofocus></label></p>"
@@ -101,7 +110,7 @@ def _cross_site(request: Request) -> Response:
     if "text/html" not in request.headers.get("accept", ""):
         raise problem
     request.state.problem = problem  # for the audit trail
-    return _page("Not here", f"<p>{html.escape(problem.detail)}.</p>", 403)
+    return page("Not here", f"<p>{html.escape(problem.detail)}.</p>", 403)
 
 
 @router.post("/login")
@@ -129,7 +138,7 @@ async def login(request: Request):
     ctx.trail["resource"] = f"token:{row.id}"
     seconds = max(int((row.expires_at - utcnow()).total_seconds()), 1)
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(COOKIE, secret, max_age=seconds, httponly=True, samesite="lax", path="/",
+    response.set_cookie(cookie_name(request), secret, max_age=seconds, httponly=True, samesite="lax", path="/",
                         secure=request.url.scheme == "https")
     return response
 
@@ -147,14 +156,14 @@ def _mint_session(request: Request, ctx: AuthContext):
 @router.get("/logout")
 def logout_form(request: Request):
     """A button: signing out is a POST (a link followed by a crawler must not do it)."""
-    return _page("Sign out", "<form method='post' action='/logout'><button type='submit'>Sign out</button></form>")
+    return page("Sign out", "<form method='post' action='/logout'><button type='submit'>Sign out</button></form>")
 
 
 @router.post("/logout")
 def logout(request: Request):
     if not _same_origin(request):
         return _cross_site(request)
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(request))
     said = "<p>This browser had no session.</p>"
     if secret:
         said = "<p>This browser's session had already ended.</p>"
@@ -165,8 +174,9 @@ def logout(request: Request):
                 said = "<p>Signed out: the session's token is revoked.</p>"
         except Problem:
             pass  # expired or revoked already: the cookie goes either way
-    response = _page("Signed out", f"{said}<p><a href='/login'>Sign in again</a>.</p>")
-    response.delete_cookie(COOKIE, path="/")
+    response = page("Signed out", f"{said}<p><a href='/login'>Sign in again</a>.</p>")
+    response.delete_cookie(cookie_name(request), path="/", secure=request.url.scheme == "https", httponly=True,
+                           samesite="lax")
     return response
 
 
@@ -185,4 +195,4 @@ def sign_in_page(request: Request, problem: Problem) -> Response | None:
     return _form(_next(request.url.path), said, problem.status)
 
 
-__all__ = ["COOKIE", "router", "session_caller", "sign_in_page"]
+__all__ = ["COOKIE", "page", "router", "session_caller", "sign_in_page"]

@@ -20,7 +20,8 @@ TOKEN_FIELDS = [
     "max_uses", "uses", "max_files", "files", "max_bytes", "bytes", "created_at", "revoked_at",
 ]  # fmt: skip
 TOKEN_LIST_COLUMNS = ["id", "user", "label", "scopes", "expires_at", "uses", "revoked_at"]
-AUDIT_COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "count", "reason"]
+AUDIT_COLUMNS = ["at", "user", "token_id", "action", "resource", "source", "outcome", "status", "count", "last_at",
+                 "reason"]
 CAVEATS = ("scopes", "expires", "not_before", "sources", "max_uses", "max_files", "max_bytes", "label")
 
 
@@ -95,6 +96,8 @@ def token_list(conn: Conn, user: str | None, all_: bool, as_json: bool) -> None:
 
 def audit(conn: Conn, since: str | None, user: str | None, token_id: str | None, action: str | None,
           limit: int | None, as_json: bool) -> None:  # fmt: skip
+    if token_id is not None:
+        token_id = _token_id(token_id)
     params = {"since": since, "user": user, "token": token_id, "action": action, "limit": limit}
     params = {k: str(v) for k, v in params.items() if v is not None}
     records = (conn.client.get("/api/v1/audit", params=params) or {}).get("records", [])
@@ -102,6 +105,22 @@ def audit(conn: Conn, since: str | None, user: str | None, token_id: str | None,
         emit_json(records)
         return
     emit_table(records, AUDIT_COLUMNS, empty="no audit records")
+
+
+def _token_id(value: str) -> str:
+    """A token id, or the id of a whole token (``tth_<id>_<secret>``): the secret stays here."""
+    from tether.auth.tokens import is_token_id, split_token
+    from tether.problems import EXIT_USAGE, TetherError
+
+    value = value.strip()
+    parts = split_token(value)
+    if parts is not None:
+        return parts[0]
+    if is_token_id(value):
+        return value
+    shown = "a token" if value.startswith("tth_") else repr(value[:40])
+    raise TetherError(f"--token: {shown} is neither a token id (16 hex digits) nor a whole token (tth_<id>_<secret>)",
+                      EXIT_USAGE, "copy the id from `tether token list`, or pass the token itself")
 
 
 __all__ = ["audit", "print_minted", "token_body", "token_list", "token_mint", "whoami"]

@@ -84,6 +84,8 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo("tether: error: the gateway's TLS needs both --gateway-tls-cert and --gateway-tls-key", err=True)
         sys.exit(2)
 
+    sock = None if recover_admin else _bind_listeners(settings)  # before anything is said or written
+
     import uvicorn
 
     from tether.auth.service import create_bootstrap_admin, recover_admin_token
@@ -163,7 +165,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     from tether.hub.headers import limited_http_protocol
 
     try:
-        _serve(uvicorn, app, settings, host, port, limited_http_protocol)
+        _serve(uvicorn, app, settings, host, port, sock, limited_http_protocol)
     finally:
         if nats is not None and hasattr(nats, "stop"):
             nats.stop()
@@ -187,7 +189,7 @@ def _signal_nats(settings, data: Path):
     return nats
 
 
-def _serve(uvicorn, app, settings, host: str, port: int, limited_http_protocol) -> None:
+def _serve(uvicorn, app, settings, host: str, port: int, sock, limited_http_protocol) -> None:
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):
             for hook in app.state.drain_hooks:  # held long-polls answer now, not in 25 s
@@ -209,8 +211,25 @@ def _serve(uvicorn, app, settings, host: str, port: int, limited_http_protocol) 
     )
     server = Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])  # the socket bound before "hub serving" was said
     except KeyboardInterrupt:
         pass
-    if not server.started:  # as uvicorn.run: it could not start (a taken port, say)
+    if not server.started:
+        sys.exit(3)
+
+
+def _bind_listeners(settings):
+    """The API's socket, bound; the other listeners' addresses checked. A taken port
+    exits 3 with what to do, before the hub writes or announces anything."""
+    from tether.config import split_listen
+    from tether.hub.listen import ListenError, bind, check
+
+    try:
+        for value, flag in ((settings.ssh_listen, "--ssh-listen"), (settings.gateway_listen, "--gateway-listen"),
+                            (settings.lava_listen, "--lava-listen")):
+            if value:
+                check(*split_listen(value), flag)
+        return bind(*split_listen(settings.listen), "--listen")
+    except ListenError as exc:
+        click.echo(f"tether: error: {exc}", err=True)
         sys.exit(3)

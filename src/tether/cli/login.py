@@ -75,8 +75,8 @@ def login(hub_url: str, token: str | None, ca_bundle: str | None, insecure_http:
             me = conn.client.get("/api/v1/whoami") or {}
         finally:
             conn.close()
-        path = save(url, secret, conn.config.ca_bundle)
         name, token_id = _describe(me)
+        path = save(url, secret, conn.config.ca_bundle, user=name if name != "?" else None)
         suffix = f" (token {token_id})" if token_id else ""
         click.echo(f"logged in to {url} as {name}{suffix}")
         click.echo(f"saved to {path}", err=True)

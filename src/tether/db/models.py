@@ -144,6 +144,9 @@ class AuditRecord(Base):
     # requests this record stands for: refusals of unauthenticated requests are
     # counted per source and reason over an interval (hub/audit.py, RefusalTally)
     count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # the last of those requests (``at`` is the first); None for a record of one request.
+    # Reads by scoped tokens are counted per token and path too (hub/app.py, ReadTally).
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # ---------------------------------------------------------------- publishing

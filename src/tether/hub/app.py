@@ -56,11 +56,17 @@ class HubState:
         self.metrics = Metrics()
         self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
         self.refusals = audit.RefusalTally()  # written every audit_anonymous_interval (see the lifespan)
+        self.reads = audit.ReadTally()  # scoped tokens' reads, written every audit_read_interval
         # Uploads store their bodies in a pool of their own: however many are in progress,
         # the threads of the API, downloads and /healthz stay free.
         self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
         self.metrics.uploads.set_function(lambda: self.upload_slots.in_progress)
         self.upload_threads = anyio.CapacityLimiter(settings.upload_threads)
+
+
+def _scoped(ctx) -> bool:
+    """A scoped token's request (what an untrusted machine holds)."""
+    return ctx is not None and ctx.caveats is not None and bool(ctx.caveats.scopes)
 
 
 def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
@@ -150,6 +156,9 @@ class HubMiddleware:
                 self.hub.refusals.add(fields)
             elif not self.hub.audit_writer.submit(fields):  # not running, or too far behind
                 await anyio.to_thread.run_sync(self._audit, fields)
+        elif scope["method"] in ("GET", "HEAD") and status < 400 and _scoped(state.get("auth")):
+            # what an untrusted machine's token read (a download): counted per token and path
+            self.hub.reads.add(self._audit_fields(scope, state, status))
 
     def _body_limit(self, method: str, path: str) -> int | None:
         """JSON bodies are small; manifests and reconcile messages larger; blob
@@ -231,7 +240,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
                 if runtime is not None:
                     tg.start_soon(runtime.run)
-                tg.start_soon(_write_refusals_forever, hub)
+                tg.start_soon(_write_tally_forever, hub, hub.refusals, settings.audit_anonymous_interval)
+                tg.start_soon(_write_tally_forever, hub, hub.reads, settings.audit_read_interval)
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -239,7 +249,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 acceptor.close()
             if gateway is not None:
                 gateway.close()
-            await _write_refusals(hub)
+            await _write_tally(hub, hub.refusals)
+            await _write_tally(hub, hub.reads)
             # Requests have finished: write the records still queued before exiting.
             await anyio.to_thread.run_sync(hub.audit_writer.stop)
 
@@ -331,6 +342,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(publish_router)
     app.include_router(files_router)
+    from tether.publish.home import router as home_router
+
+    app.include_router(home_router)  # "/" and "/files/": what the caller may read
     app.include_router(sessions_router)
     from tether.forward.api import router as forward_router
     from tether.log.api import router as log_router
@@ -375,14 +389,14 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
     return server, runtime, registrar
 
 
-async def _write_refusals_forever(hub: HubState) -> None:
+async def _write_tally_forever(hub: HubState, tally: audit.RefusalTally | audit.ReadTally, interval: float) -> None:
     while True:
-        await anyio.sleep(hub.settings.audit_anonymous_interval)
-        await _write_refusals(hub)
+        await anyio.sleep(interval)
+        await _write_tally(hub, tally)
 
 
-async def _write_refusals(hub: HubState) -> None:
-    left = [fields for fields in hub.refusals.take() if not hub.audit_writer.submit(fields)]
+async def _write_tally(hub: HubState, tally: audit.RefusalTally | audit.ReadTally) -> None:
+    left = [fields for fields in tally.take() if not hub.audit_writer.submit(fields)]
     if left:  # the writer is not running, or too far behind
         await anyio.to_thread.run_sync(_record_all, hub.db, left)
 

@@ -39,7 +39,7 @@ ENV_HUB = "TETHER_HUB"
 ENV_TOKEN = "TETHER_TOKEN"
 ENV_CA_BUNDLE = "TETHER_CA_BUNDLE"
 
-FILE_KEYS = ("hub", "token", "ca_bundle")
+FILE_KEYS = ("hub", "token", "ca_bundle", "user")  # user: whom the token acts for, as the hub said at login
 
 
 NO_HUB = ConfigError(
@@ -211,18 +211,25 @@ def resolve(
     )
 
 
+def saved_user(env: Mapping[str, str] | None = None) -> str | None:
+    """The hub user ``tether login`` saved (whom its token acts for), if any."""
+    return load_file(config_path(env)).get("user") or None
+
+
 def save(
     hub: str,
     token: str,
     ca_bundle: str | None = None,
     *,
+    user: str | None = None,
     env: Mapping[str, str] | None = None,
     path: Path | None = None,
 ) -> Path:
-    """Write hub, token (and CA bundle) to the config file, atomically, 0600.
+    """Write hub, token (and CA bundle, and the user the token acts for) to the config
+    file, atomically, 0600.
 
-    Other keys already in the file are kept; ``ca_bundle`` is removed when not
-    given, since a CA bundle belongs to the hub it was saved with.
+    Other keys already in the file are kept; ``ca_bundle`` and ``user`` are removed
+    when not given, since they belong to the hub and token they were saved with.
     """
     import tomli_w
 
@@ -244,6 +251,10 @@ def save(
         data["ca_bundle"] = str(Path(ca_bundle).expanduser().resolve())
     else:
         data.pop("ca_bundle", None)
+    if user:
+        data["user"] = user
+    else:
+        data.pop("user", None)
     payload = tomli_w.dumps(data).encode()
 
     write_private(path, payload)

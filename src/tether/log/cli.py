@@ -59,7 +59,8 @@ def log() -> None:
 @click.argument("body", metavar="BODY|-")
 @click.option("--json", "as_json", is_flag=True, help="The body is JSON: check it and store it as JSON.")
 @click.option("--author", metavar="NAME", default=None, envvar="TETHER_LOG_AUTHOR", show_envvar=True,
-              help="Author name (default: the local user name). Use your hub user name if you push.")
+              help="Author name (default: the hub user `tether login` saved, else the local user name). "
+                   "A hub accepts pushed records authored by the pushing user only.")
 @click.option("--max-body", type=SIZE, default=None, metavar="SIZE", help="Refuse bodies larger than this (default 64KiB).")
 @db_option
 @log_errors
@@ -243,13 +244,27 @@ def _transfer(name: str, token: str | None, ca_bundle: str | None, as_json: bool
     if as_json:
         emit_json(result.to_dict())
     else:
-        click.echo(f"{result.pushed} new pushed, {result.pulled} pulled")
+        click.echo(_summary(name, result.pushed, result.pulled, push, pull))
     if result.conflicts:
         shown = ", ".join(result.conflicts[:5]) + (f" and {len(result.conflicts) - 5} more"
                                                    if len(result.conflicts) > 5 else "")
         raise TetherError(
             f"conflict: {len(result.conflicts)} record(s) held here and on {name!r} with different content: {shown}",
             EXIT_NO, "records are immutable: neither copy was changed; `tether log show ID` shows ours")
+
+
+def _records(n: int) -> str:
+    return f"{n} record" + ("" if n == 1 else "s")
+
+
+def _summary(remote: str, pushed: int, pulled: int, push: bool, pull: bool) -> str:
+    """What moved, in the words of the command that ran: a pull pushes nothing."""
+    said = []
+    if pull:
+        said.append(f"pulled {_records(pulled)} from {remote}" if pulled else f"nothing to pull from {remote}")
+    if push:
+        said.append(f"pushed {_records(pushed)} to {remote}" if pushed else f"nothing to push to {remote}")
+    return "; ".join(said)
 
 
 def _transfer_command(verb: str, push: bool, pull: bool, doc: str):

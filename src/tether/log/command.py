@@ -79,6 +79,19 @@ def _db_path(db: str | None) -> Path:
     return Path(db) if db else DEFAULT_DB
 
 
+def _default_author() -> str:
+    """The hub user `tether login` saved (so `log add` then `log push` works), else the
+    local user name."""
+    from tether.hubclient.config import saved_user
+    from tether.problems import ConfigError
+
+    try:
+        user = saved_user()
+    except ConfigError:  # an unreadable config: the local name, as before
+        user = None
+    return user or _local_user()
+
+
 def _local_user() -> str:
     import getpass
 
@@ -121,7 +134,7 @@ def add(body: str, as_json: bool, author: str | None, max_body: int | None, db: 
             raise TetherError("stdin is not UTF-8 text", EXIT_USAGE) from None
     if not body.strip():
         raise TetherError("empty body", EXIT_USAGE, "pass the text as BODY, or - to read it from stdin")
-    author = validate_author(author if author is not None else _local_user())
+    author = validate_author(author if author is not None else _default_author())
     kind = "json" if as_json else "text"
     validate_body(body, kind, limit)  # before creating any file
     with LogStore(_db_path(db), max_body=limit) as store:

@@ -88,6 +88,18 @@ def load_ids(conn: Connection, space_id: int) -> SortedIds:
     ))
 
 
+def _foreign_detail(me: str, foreign: list[Record]) -> str:
+    """Why a push was refused for its authors, and the ways out (records never change)."""
+    ids = [r.id for r in foreign]
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    authors = ", ".join(repr(a) for a in sorted({r.author for r in foreign})[:5])
+    return (f"{len(ids)} record(s) are authored by someone other than {me} (by {authors}): {shown}; "
+            "only the space's log admins may push those (or a hub with log_allow_foreign_authors). "
+            f"To fix: write records as {me} (`tether login` saves your hub user, which `tether log add` then "
+            f"uses; or --author {me}, or TETHER_LOG_AUTHOR={me}); records never change, so keep these in "
+            "another log (--db) or ask an admin of the space to push them")
+
+
 class IdSnapshots:
     """Each recently synced space's ids, kept in memory while its head's version
     holds, least recently used first out beyond ``max_bytes``. Thread-safe."""
@@ -181,12 +193,8 @@ class LogService:
             records[r.id] = r
         foreign = sorted({r.id for r in records.values() if r.author != ctx.user.name})
         if foreign and not self._may_push_foreign(ctx, space):
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise forbidden(
-                f"{len(foreign)} record(s) are authored by someone other than {ctx.user.name}: {shown}; "
-                "only the space's log admins may push those (or a hub with log_allow_foreign_authors)",
-                "foreign-author", ids=foreign[:100],
-            )
+            raise forbidden(_foreign_detail(ctx.user.name, [records[i] for i in foreign]), "foreign-author",
+                            ids=foreign[:100])
         for attempt in range(3):
             try:
                 return self._insert(ctx, sid, list(records.values()))

@@ -376,7 +376,7 @@ def download(space: SpaceName, request: Request, ctx: Annotated[AuthContext | No
         if not request.url.path.endswith("/"):
             # percent-encoded: a header holds Latin-1 only, a path any character
             return Response(status_code=308, headers={"Location": _quote(request.url.path, safe="/") + "/"})
-        return HTMLResponse(_index_html(space, found["path"], found["entries"]), headers=_SAFE_HEADERS)
+        return HTMLResponse(_index_html(space, found["path"], found["entries"]), headers=_INDEX_HEADERS)
     return _serve_file(pub, request, found)
 
 
@@ -385,6 +385,11 @@ _SAFE_HEADERS = {
     "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
 }
+
+# A directory index is the hub's own page, sandboxed all the same; its links must still
+# download (a sandboxed document may not start a download unless allowed).
+_INDEX_HEADERS = _SAFE_HEADERS | {
+    "Content-Security-Policy": "sandbox allow-downloads; default-src 'none'; style-src 'unsafe-inline'"}
 
 
 def _serve_file(pub: Publisher, request: Request, f: dict) -> Response:

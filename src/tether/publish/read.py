@@ -80,6 +80,22 @@ class Reads(PublisherBase):
                 names.add("latest")  # browsable like the builds beside it
             return {"kind": "dir", "path": path, "entries": [{"name": n, "dir": True} for n in sorted(names)]}
 
+    def overview(self, ctx: AuthContext, *, recent: int = 20, scan: int = 500) -> list[dict]:
+        """What ``ctx`` may read, for the hub's front page: each space it may read (or read a
+        build in), with the build types it may read and its newest readable builds (``recent``
+        of them, looked for among the space's newest ``scan``)."""
+        out = []
+        with self.db.read() as s:
+            for sp in s.scalars(select(Space).order_by(Space.name)):
+                newest = s.scalars(select(Build).where(Build.space_id == sp.id)
+                                   .order_by(Build.created_at.desc(), Build.id.desc()).limit(scan))
+                visible = [b for b in newest if self._readable(ctx, sp.name, b)]
+                if visible or authorize(ctx.principal, "publish.read", Resource(space=sp.name)).allowed:
+                    types = sorted({b.path.rsplit("/", 1)[0] for b in visible})
+                    out.append({"space": sp.name, "description": sp.description, "types": types,
+                                "recent": [build_info(b, sp.name) for b in visible[:recent]]})
+        return out
+
     def open_blob(self, f: dict, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end)`` of a file :meth:`resolve` found, wherever its blob lives.
         Raises BlobNotFound."""
