@@ -333,6 +333,7 @@ class Sandboxes:
             selftest.run(name, link, self._neighbours(link), self._host_addrs())
         except selftest.SelfTestFailed as exc:
             raise SandboxError(f"instance {spec.instance} not started: {exc}") from exc
+        netpolicy.reset_counters(self.table, name)
         try:
             procs_files = self.layout.create(name, spec.limits.memory_bytes, spec.limits.cpu, spec.limits.pids)
         except (cgroups.CgroupError, OSError) as exc:
