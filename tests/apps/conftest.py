@@ -100,22 +100,29 @@ def leftovers(sandboxes: Sandboxes, instance: str = "") -> list[str]:
 AGENT = (Path(__file__).parent / "agent.py").read_text()
 
 
+def connect_unix(path: Path, timeout: float = 10.0):
+    """A connected UNIX socket to ``path``, once the app has bound it and listens."""
+    import socket
+
+    def connect():
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError:  # not bound yet, or bound and not listening yet
+            s.close()
+            return None
+
+    return wait_until(connect, timeout, what=f"an app listening on {path}")
+
+
 class Agent:
     """Drives tests/apps/agent.py running in a sandbox, over its socket."""
 
     def __init__(self, sock: Path):
         import socket
 
-        def connect():
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(str(sock))
-                return s
-            except OSError:  # not bound yet, or bound and not listening yet
-                s.close()
-                return None
-
-        self.sock = wait_until(connect, what=f"the agent's socket {sock}")
+        self.sock = connect_unix(sock)
         self.file = self.sock.makefile("rwb")
 
     def __call__(self, **cmd) -> dict:

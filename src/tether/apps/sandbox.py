@@ -363,7 +363,14 @@ class Sandboxes:
         name = self._name(instance)
         layout = self.layout
         if layout.pids(name):
-            layout.signal(name, signal.SIGTERM)
+            # The app's processes first: bubblewrap (root, pid 1 of the sandbox) ends by itself
+            # once they have, and if it went first the kernel would SIGKILL them.
+            for pid in layout.pids(name):
+                try:
+                    if os.stat(f"/proc/{pid}").st_uid != 0:
+                        os.kill(pid, signal.SIGTERM)
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
             deadline = time.monotonic() + grace
             while layout.pids(name) and time.monotonic() < deadline:
                 time.sleep(0.01)
