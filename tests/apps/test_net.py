@@ -9,7 +9,7 @@ import ipaddress
 import subprocess
 
 from tether.apps.sandbox import Destination
-from tests.apps.conftest import leftovers, ns_addresses
+from tests.apps.conftest import leftovers, ns_addresses, wait_until
 
 
 def dest(proto, addr, port):
@@ -34,9 +34,12 @@ def test_grant_opens_one_destination_and_revoke_closes_it_with_open_flows(sandbo
     assert a(op="exchange", id=conn, data="again")["error"] in ("ECONNRESET", "EOF", "EPIPE", "ECONNREFUSED")
     assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
     assert sandboxes.status("neta").refused["revoked"] >= 1
-    flows = subprocess.run(["conntrack", "-L", "-d", addr, "-p", "tcp", "--dport", str(port)],
-                           capture_output=True, text=True).stdout
-    assert "ESTABLISHED" not in flows
+
+    def no_established_flow():
+        return "ESTABLISHED" not in subprocess.run(["conntrack", "-L", "-d", addr, "-p", "tcp", "--dport", str(port)],
+                                                   capture_output=True, text=True).stdout
+
+    wait_until(no_established_flow, 5, what="the host's conntrack entry of the revoked flow to go")
 
     # granted again after a revoke: works again; UDP grant works on its own
     sandboxes.set_grants("neta", [dest("tcp", addr, port), dest("udp", addr, port)])

@@ -267,6 +267,7 @@ class Sandboxes:
         self._base_ready = False
         self._host_addresses: list | None = None
         self._lock = threading.Lock()
+        self._cleanups: list[threading.Thread] = []
 
     # -- names ---------------------------------------------------------------------------
     def _name(self, instance: str) -> str:
@@ -416,9 +417,10 @@ class Sandboxes:
                 pass
 
     def set_grants(self, instance: str, grants: Sequence[Destination]) -> None:
-        """Replace the instance's granted destinations in one atomic nftables transaction;
-        a revoked destination's flows end at once (its next packet either way is refused,
-        TCP with a reset, and the host's conntrack entries for it are deleted)."""
+        """Replace the instance's granted destinations in one atomic nftables transaction.
+        When it returns, a revoked destination's flows are cut: their next packet either way
+        is refused (TCP with a reset); the host's conntrack entries for them are deleted
+        right after, in the background."""
         if not INSTANCE_RE.match(instance):
             raise SandboxError(f"instance id {instance!r} must match {INSTANCE_RE.pattern}")
         new = list(dict.fromkeys(grants))
@@ -445,7 +447,15 @@ class Sandboxes:
                 except (netpolicy.PolicyError, OSError):
                     pass  # still denied by the deny sets; compacted at the next start
             self._save_grants(instance, new, revoked)
-        self._end_flows(link, removed)
+        if removed:
+            # The policy already refuses the revoked flows' every packet (in force now). The
+            # host's conntrack entries are deleted just after, off the caller's path: the
+            # conntrack tool walks the host's whole table (~50 ms at a few thousand flows).
+            t = threading.Thread(target=self._end_flows, args=(link, removed), daemon=True,
+                                 name=f"conntrack-{instance}")
+            t.start()
+            self._cleanups.append(t)
+            self._cleanups = [c for c in self._cleanups if c.is_alive()]
 
     def _exit_code(self, instance: str) -> int | None:
         proc = self._procs.get(instance)
