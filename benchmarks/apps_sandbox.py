@@ -145,7 +145,7 @@ def make_policy_only(boxes: sb.Sandboxes, count_from: int, count_to: int, grants
         link = boxes._allocate(name)
         grants = [sb.Destination("tcp", ipaddress.ip_address(f"198.18.{k % 250}.{j + 1}"), 443)
                   for j in range(grants_each)]
-        boxes._policy(name, link, grants)
+        boxes._policy(name, link, grants, fresh=True)
     return names
 
 

@@ -231,3 +231,34 @@ def test_rlimits_and_cpu_quota_apply(sandboxes, make_spec):
         wait_until(throttled, 10, what="the spinning app to be throttled by its CPU quota")
     else:
         assert (layout.bases["unified"] / f"{sandboxes.prefix}-cpu1" / "cpu.max").read_text().split()[0] == "25000"
+
+
+SYSCALLS = r"""
+import ctypes, json, os, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(nr, *args)
+    return 0 if r >= 0 else ctypes.get_errno()
+out = {
+    "unshare_user": call(272, 0x10000000),          # unshare(CLONE_NEWUSER)
+    "unshare_net": call(272, 0x40000000),           # unshare(CLONE_NEWNET): no capability
+    "bpf": call(321, 0, 0, 0),
+    "keyctl": call(250, 0, 0, 0, 0, 0),
+    "clone3": call(435, 0, 0),
+    "unshare_cmd": subprocess.run(["unshare", "-Ur", "true"], capture_output=True).returncode,
+}
+t = threading.Thread(target=lambda: out.setdefault("thread", "ran")); t.start(); t.join()
+out["subprocess"] = subprocess.run(["echo", "ok"], capture_output=True, text=True).stdout.strip()
+json.dump(out, open("/data/out.json", "w"))
+"""
+
+
+def test_seccomp_refuses_user_namespaces_and_narrows_the_kernel(sandboxes, make_spec):
+    import errno
+
+    out = probe(sandboxes, make_spec, "sys1", SYSCALLS)
+    assert out["unshare_user"] == errno.EPERM and out["unshare_cmd"] != 0
+    assert out["unshare_net"] == errno.EPERM
+    assert out["bpf"] == errno.EPERM and out["keyctl"] == errno.EPERM
+    assert out["clone3"] == errno.ENOSYS
+    assert out["thread"] == "ran" and out["subprocess"] == "ok"  # ordinary work still runs

@@ -141,8 +141,11 @@ def _tuples(grants: Iterable, version: int) -> list[str]:
 
 
 def instance_table(table: str, instance: str, link: netns.Link, host_addresses: Sequence,
-                   pool4: ipaddress.IPv4Network, pool6: ipaddress.IPv6Network, grants: Iterable) -> str:
-    """The instance's whole table (run inside its namespace), replacing any older one."""
+                   pool4: ipaddress.IPv4Network, pool6: ipaddress.IPv6Network, grants: Iterable,
+                   *, fresh: bool = False) -> str:
+    """The instance's whole table (run inside its namespace), replacing any older one;
+    ``fresh``: the namespace was just made and holds none (deleting a table costs the
+    kernel an RCU grace period, ~10 ms)."""
     t = f"inet {table}"
     i = instance
     grants = list(grants)
@@ -150,9 +153,8 @@ def instance_table(table: str, instance: str, link: netns.Link, host_addresses: 
     h6 = [str(link.host6)] + [str(a) for a in host_addresses if a.version == 6]
     tup = "type ipv4_addr . inet_proto . inet_service;"
     tup6 = "type ipv6_addr . inet_proto . inet_service;"
-    return f"""add table {t}
-delete table {t}
-table {t} {{
+    replace = "" if fresh else f"add table {t}\ndelete table {t}\n"
+    return replace + f"""table {t} {{
   set g4_{i} {{ {tup}{_elems(_tuples(grants, 4))} }}
   set g6_{i} {{ {tup6}{_elems(_tuples(grants, 6))} }}
   set x4_{i} {{ {tup} }}
