@@ -124,3 +124,19 @@ def test_set_grants_refuses_bad_destinations_and_changes_nothing(sandboxes, star
         assert a(op="connect", host=addr, port=port) == {"ok": True}
     with pytest.raises(SandboxError):
         sandboxes.set_grants("nosuch", [])
+
+
+def test_a_grant_change_is_atomic(sandboxes, start_agent, outside_server):
+    """A transaction that fails part-way leaves the policy as it was (nft applies whole or not at all)."""
+    import pytest
+
+    from tether.apps import netpolicy
+
+    addr, port = outside_server
+    _, a = start_agent("atom")
+    good = netpolicy.change_grants(sandboxes.table, "atom", [], [dest("tcp", addr, port)], [])
+    with pytest.raises(netpolicy.PolicyError):
+        netpolicy.run(good + "add element inet nosuch g4_atom { 1.2.3.4 . tcp . 1 }\n", f"{sandboxes.prefix}-atom")
+    assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+    netpolicy.run(good, f"{sandboxes.prefix}-atom")
+    assert a(op="connect", host=addr, port=port) == {"ok": True}
