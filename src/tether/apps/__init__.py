@@ -1,0 +1,1 @@
+"""Apps: per-user sandboxed web apps served through the gateway (docs/apps.md)."""
