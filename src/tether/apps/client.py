@@ -74,7 +74,8 @@ def send_tree(hub: Hub, root: Path, *, space: str, app: str) -> tuple[str, int]:
     missing: set[str] = set()
     try:
         for i in range(0, len(digests), 10_000):
-            missing |= set(hub.post("/api/v1/blobs/missing", json={**where, "digests": digests[i:i + 10_000]}) or [])
+            answer = hub.post("/api/v1/blobs/missing", json={**where, "digests": digests[i:i + 10_000]}) or {}
+            missing |= set(answer.get("missing") or [])
     except HubError as exc:
         if exc.status == 409:  # this very tree is published already
             return ref, 0

@@ -160,7 +160,7 @@ class AppsService:
                                    "limits or grants; register a new --version")
                 app.current_version = version
                 return {**self._app_info(app, space), "version": version, "unchanged": True,
-                        "manifest": build_row.manifest}
+                        "manifest": build_row.manifest, "build": build}
             s.add(AppVersion(app_id=app.id, version=version, build_id=build_row.id, build_ref=build,
                              manifest=build_row.manifest, argv=list(argv_t),
                              install_argv=list(install_t) if install_t is not None else None,
@@ -168,7 +168,7 @@ class AppsService:
                              created_by=ctx.user.name, created_at=utcnow()))
             app.current_version = version
             return {**self._app_info(app, space), "version": version, "unchanged": False,
-                    "manifest": build_row.manifest}
+                    "manifest": build_row.manifest, "build": build}
 
     @staticmethod
     def _split_build(build: str) -> tuple[str, str, str]:
