@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.apps.conftest import AppsHub
+from tests.apps.hubs import AppsHub
 
 
 @pytest.fixture(scope="module")

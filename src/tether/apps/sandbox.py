@@ -1,0 +1,457 @@
+"""Sandboxes for app instances: bubblewrap, namespaces, cgroups, rlimits, nftables.
+
+An OS adapter (root needed; no database, no HTTP). One :class:`Sandboxes` per hub
+process; each instance is named by a stable id and everything made for it (network
+namespace, veth, nftables chain and sets, cgroups, state directory) is named from that
+id, never from an address that another instance could later get.
+
+Per instance, under ``root/<instance>/`` (0700): ``spec.json`` (what started it, for
+adoption), ``status.json`` (bubblewrap's status: the app's pid and exit code) and
+``app.log`` (the app's stdout and stderr, appended).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.apps import cgroups
+
+INSTANCE_RE = re.compile(r"^[a-z0-9]{1,10}$")
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,3}$")
+SOCKET_IN_SANDBOX = "/run/tether/app.sock"
+# Paths of the host's /etc that a sandbox never sees (the hub's own configuration).
+HIDDEN_ETC = ("/etc/tether",)
+BWRAP = "/usr/bin/bwrap"
+SETPRIV = "/usr/bin/setpriv"
+MIN_UID = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int  # cgroup memory limit (and swap off)
+    cpu: float  # cores, e.g. 0.5 (cpu quota/period)
+    pids: int  # cgroup pids.max
+    nofile: int = 1024  # RLIMIT_NOFILE
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One granted destination, already validated and resolved."""
+
+    proto: str  # "tcp" | "udp"
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    port: int
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    instance: str  # ^[a-z0-9]{1,10}$, unique per hub machine; names netns, veth, nft, cgroup
+    app_dir: Path  # bound read-only at /app (the cwd)
+    data_dir: Path  # persistent, writable, bound at /data (created 0700, owned by uid)
+    run_dir: Path  # holds run_dir/"app.sock", the socket the gateway dials; the app sees
+    # it as $TETHER_SOCKET=/run/tether/app.sock (the sandbox makes run_dir 0700, owned by uid)
+    argv: tuple[str, ...]  # exec'd as is, never through a shell
+    env: Mapping[str, str]  # the app's environment (plus TETHER_SOCKET, PORT, HOME=/data)
+    uid: int  # unprivileged uid/gid of this instance
+    gid: int
+    limits: Limits
+    tcp_port: int | None = None  # app listens on 127.0.0.1:PORT in its own netns instead;
+    # the sandbox relays run_dir/app.sock to it
+    grants: tuple[Destination, ...] = ()
+
+
+class SandboxError(Exception):
+    """A sandbox could not be made or used. ``reason`` says what failed and what to do."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Status:
+    instance: str
+    running: bool
+    pid: int | None
+    memory_bytes: int | None
+    oom_killed: bool  # the memory limit killed something since start
+    exit_code: int | None  # when not running
+    refused: dict[str, int] = field(default_factory=dict)  # refused attempts by kind
+
+
+def check_spec(spec: SandboxSpec) -> None:
+    """Refuse a spec that could not run safely, with the reason (nothing is made)."""
+    if not INSTANCE_RE.match(spec.instance):
+        raise SandboxError(f"instance id {spec.instance!r} must match {INSTANCE_RE.pattern}")
+    if not spec.argv or not all(isinstance(a, str) and "\0" not in a for a in spec.argv):
+        raise SandboxError("argv must be a non-empty list of strings without NUL bytes")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise SandboxError(f"environment variable {key!r}: a name without '=' or NUL, a value without NUL")
+    if spec.uid < MIN_UID or spec.gid < MIN_UID:
+        raise SandboxError(f"uid/gid {spec.uid}/{spec.gid}: an instance runs as an unprivileged id >= {MIN_UID}")
+    lim = spec.limits
+    if lim.memory_bytes < 4 << 20 or lim.cpu <= 0 or lim.pids < 4 or lim.nofile < 16:
+        raise SandboxError(
+            f"limits {lim}: memory >= 4 MiB, cpu > 0, pids >= 4 and nofile >= 16 are needed for any app"
+        )
+    if spec.tcp_port is not None and not 1 <= spec.tcp_port <= 65535:
+        raise SandboxError(f"tcp_port {spec.tcp_port} is not a port (1-65535)")
+    for d in spec.grants:
+        check_destination(d)
+    if not spec.app_dir.is_dir():
+        raise SandboxError(f"the app's directory {spec.app_dir} does not exist")
+
+
+def check_destination(d: Destination) -> None:
+    if d.proto not in ("tcp", "udp") or not 1 <= d.port <= 65535:
+        raise SandboxError(f"grant {d}: proto tcp or udp and a port 1-65535")
+    if not isinstance(d.address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise SandboxError(f"grant {d}: the address must be resolved to one IP address")
+
+
+def _system_binds() -> list[str]:
+    """A read-only view of the system: /usr and /etc (minus the hub's own), merged-/usr links."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+    args += ["--ro-bind", "/etc", "/etc"]
+    for hidden in HIDDEN_ETC:
+        if Path(hidden).exists():
+            args += ["--tmpfs", hidden]
+    return args
+
+
+def _env(spec: SandboxSpec) -> dict[str, str]:
+    env = dict(spec.env)
+    env.update(
+        PATH="/usr/local/bin:/usr/bin:/bin",
+        HOME="/data",
+        TETHER_SOCKET=SOCKET_IN_SANDBOX,
+        TMPDIR="/tmp",
+    )
+    if spec.tcp_port is not None:
+        env["PORT"] = str(spec.tcp_port)
+    else:
+        env.pop("PORT", None)
+    return env
+
+
+def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool) -> list[str]:
+    """The bubblewrap command line for ``spec`` (an argv list; the app's argv goes last, as is).
+
+    bubblewrap runs as root without a user namespace, so it can bind directories whose
+    parents the instance's uid may not traverse; inside, ``setpriv`` drops to the
+    instance's uid and gid, clears the groups, the inheritable, ambient and bounding
+    capability sets, and sets no_new_privs before it execs the app."""
+    argv = [BWRAP, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if not own_netns:
+        argv.append("--unshare-net")
+    argv += ["--hostname", f"app-{spec.instance}", "--new-session"]
+    argv += _system_binds()
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run",
+             "--bind", str(spec.run_dir), "/run/tether",
+             "--ro-bind", str(spec.app_dir), "/app",
+             "--bind", str(spec.data_dir), "/data",
+             "--chdir", "/app", "--clearenv"]
+    for key, value in sorted(_env(spec).items()):
+        argv += ["--setenv", key, value]
+    argv += ["--json-status-fd", str(status_fd), "--",
+             SETPRIV, "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
+             "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
+             "--", *spec.argv]
+    return argv
+
+
+def _prepare_dirs(spec: SandboxSpec) -> None:
+    for d in (spec.data_dir, spec.run_dir):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chown(d, spec.uid, spec.gid)
+        os.chmod(d, 0o700)
+    try:
+        (spec.run_dir / "app.sock").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _spec_to_json(spec: SandboxSpec) -> str:
+    d = dataclasses.asdict(spec)
+    d.update(app_dir=str(spec.app_dir), data_dir=str(spec.data_dir), run_dir=str(spec.run_dir),
+             env=dict(spec.env), argv=list(spec.argv),
+             grants=[{"proto": g.proto, "address": str(g.address), "port": g.port} for g in spec.grants])
+    return json.dumps(d)
+
+
+def spec_from_json(text: str) -> SandboxSpec:
+    d = json.loads(text)
+    return SandboxSpec(
+        instance=d["instance"], app_dir=Path(d["app_dir"]), data_dir=Path(d["data_dir"]),
+        run_dir=Path(d["run_dir"]), argv=tuple(d["argv"]), env=d["env"], uid=d["uid"], gid=d["gid"],
+        limits=Limits(**d["limits"]), tcp_port=d["tcp_port"],
+        grants=tuple(Destination(g["proto"], ipaddress.ip_address(g["address"]), g["port"]) for g in d["grants"]),
+    )
+
+
+def _child_setup(procs_files: list[bytes], limits: Limits):
+    """What the forked child does before it execs bubblewrap: join the cgroups and set the
+    rlimits (RLIMIT_NPROC holds once setpriv has dropped root). Only plain system calls:
+    the hub has threads."""
+    nofile = limits.nofile
+    nproc = limits.pids
+
+    def setup() -> None:
+        pid = str(os.getpid()).encode()
+        for f in procs_files:
+            fd = os.open(f, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+    return setup
+
+
+class Sandboxes:
+    """The sandboxes of one hub process. ``root`` holds per-instance state; ``prefix``
+    (1-4 lower-case characters) starts every OS name made (netns, veth, nft table, cgroup),
+    so two hubs (or test runs) on one machine never touch each other's."""
+
+    def __init__(self, root: Path, prefix: str = "tt", *, cgroup_parent: str | None = None):
+        if not PREFIX_RE.match(prefix):
+            raise SandboxError(f"prefix {prefix!r} must match {PREFIX_RE.pattern} (it starts interface names)")
+        self.root = Path(root)
+        self.prefix = prefix
+        self._cgroup_parent = cgroup_parent
+        self._layout: cgroups.Layout | None = None
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # -- names ---------------------------------------------------------------------------
+    def _name(self, instance: str) -> str:
+        return f"{self.prefix}-{instance}"
+
+    def _dir(self, instance: str) -> Path:
+        return self.root / instance
+
+    def log_path(self, instance: str) -> Path:
+        """The app's stdout and stderr (appended across starts)."""
+        return self._dir(instance) / "app.log"
+
+    @property
+    def layout(self) -> cgroups.Layout:
+        if self._layout is None:
+            try:
+                self._layout = cgroups.Layout.detect(self._cgroup_parent)
+            except cgroups.CgroupError as exc:
+                raise SandboxError(str(exc)) from exc
+        return self._layout
+
+    # -- the interface -------------------------------------------------------------------
+    def available(self) -> str | None:
+        """None when sandboxes can run here, else why not (and what to install or change)."""
+        if os.geteuid() != 0:
+            return "sandboxes need the hub to run as root (namespaces, cgroups, nftables)"
+        if not os.access(BWRAP, os.X_OK):
+            return "bubblewrap is missing: install the Debian package 'bubblewrap'"
+        try:
+            self.layout
+        except SandboxError as exc:
+            return exc.reason
+        if not os.access(SETPRIV, os.X_OK):
+            return "setpriv is missing: install the Debian package 'util-linux'"
+        return None
+
+    def start(self, spec: SandboxSpec) -> Status:
+        """Make the sandbox and start the app in it. On any failure everything made is
+        removed and SandboxError says why."""
+        check_spec(spec)
+        why = self.available()
+        if why:
+            raise SandboxError(why)
+        if self.status(spec.instance).running:
+            raise SandboxError(f"instance {spec.instance} is already running: stop it first")
+        try:
+            return self._start(spec)
+        except BaseException:
+            self._teardown(spec.instance, keep_state=True)
+            raise
+
+    def _start(self, spec: SandboxSpec) -> Status:
+        d = self._dir(spec.instance)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(d, 0o700)
+        (d / "spec.json").write_text(_spec_to_json(spec))
+        _prepare_dirs(spec)
+        name = self._name(spec.instance)
+        try:
+            procs_files = self.layout.create(name, spec.limits.memory_bytes, spec.limits.cpu, spec.limits.pids)
+        except (cgroups.CgroupError, OSError) as exc:
+            raise SandboxError(f"cgroup for {spec.instance}: {exc}") from exc
+        status_fd = os.open(d / "status.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log_fd = os.open(self.log_path(spec.instance), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                bwrap_argv(spec, status_fd, own_netns=False),
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
+                pass_fds=(status_fd,), start_new_session=True, env={},
+                preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits),
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
+        finally:
+            os.close(status_fd)
+            os.close(log_fd)
+        self._procs[spec.instance] = proc
+        (d / "pid").write_text(str(proc.pid))
+        return self.status(spec.instance)
+
+    def stop(self, instance: str, grace: float = 3.0) -> None:
+        """SIGTERM every process of the instance, SIGKILL what is left after ``grace`` s."""
+        name = self._name(instance)
+        layout = self.layout
+        if layout.pids(name):
+            layout.signal(name, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while layout.pids(name) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            try:
+                layout.kill(name)
+            except cgroups.CgroupError as exc:
+                raise SandboxError(str(exc)) from exc
+        self._reap(instance)
+
+    def remove(self, instance: str) -> None:
+        """Stop the instance and delete everything made for it (cgroups, namespace, veth,
+        nftables chain and sets, socket, state). The data directory is the service's to keep
+        or delete. Idempotent."""
+        if not INSTANCE_RE.match(instance):
+            raise SandboxError(f"instance id {instance!r} must match {INSTANCE_RE.pattern}")
+        self._teardown(instance, keep_state=False)
+
+    def _teardown(self, instance: str, *, keep_state: bool) -> None:
+        name = self._name(instance)
+        try:
+            self.layout.remove(name)
+        except cgroups.CgroupError as exc:
+            raise SandboxError(str(exc)) from exc
+        self._reap(instance)
+        d = self._dir(instance)
+        spec_file = d / "spec.json"
+        if spec_file.exists():
+            try:
+                sock = spec_from_json(spec_file.read_text()).run_dir / "app.sock"
+                sock.unlink(missing_ok=True)
+            except (ValueError, KeyError, OSError):
+                pass
+        if not keep_state:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _reap(self, instance: str) -> None:
+        proc = self._procs.get(instance)
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def set_grants(self, instance: str, grants: Sequence[Destination]) -> None:
+        """Replace the instance's granted destinations in one atomic nftables transaction;
+        a revoked destination's flows end at once."""
+        for g in grants:
+            check_destination(g)
+        raise SandboxError("network grants are not built yet in this version of the sandbox")
+
+    def _exit_code(self, instance: str) -> int | None:
+        proc = self._procs.get(instance)
+        if proc is not None and proc.poll() is None:
+            return None
+        code = None
+        try:
+            for line in (self._dir(instance) / "status.json").read_text().splitlines():
+                try:
+                    code = json.loads(line).get("exit-code", code)
+                except ValueError:
+                    continue
+        except FileNotFoundError:
+            pass
+        if code is None and proc is not None and proc.returncode is not None:
+            code = proc.returncode
+        return code
+
+    def status(self, instance: str) -> Status:
+        name = self._name(instance)
+        layout = self.layout
+        proc = self._procs.get(instance)
+        if proc is not None:
+            proc.poll()  # reap a finished bubblewrap (a zombie still counts in cgroup.procs)
+        pids = layout.pids(name)
+        pid = None
+        try:
+            pid = int((self._dir(instance) / "pid").read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+        running = bool(pids)
+        if pid is not None and pid not in pids:
+            pid = pids[0] if pids else None
+        return Status(
+            instance=instance,
+            running=running,
+            pid=pid if running else None,
+            memory_bytes=layout.memory(name),
+            oom_killed=layout.oom_kills(name) > 0,
+            exit_code=None if running else self._exit_code(instance),
+            refused={},
+        )
+
+    def present(self) -> list[str]:
+        """Instances found on the OS (state directories, cgroups), for adoption or cleanup."""
+        found = set()
+        if self.root.is_dir():
+            found.update(p.name for p in self.root.iterdir() if p.is_dir() and INSTANCE_RE.match(p.name))
+        start = len(self.prefix) + 1
+        found.update(n[start:] for n in self.layout.names(self.prefix + "-") if INSTANCE_RE.match(n[start:]))
+        return sorted(found)
+
+    def adopt(self, spec: SandboxSpec) -> Status:
+        """After a hub restart: take over a running instance (its cgroups, namespace and
+        policy are re-checked and its grants re-applied). Raises if it is not running."""
+        check_spec(spec)
+        st = self.status(spec.instance)
+        if not st.running:
+            raise SandboxError(f"instance {spec.instance} is not running: start it instead")
+        (self._dir(spec.instance) / "spec.json").write_text(_spec_to_json(spec))
+        return st
+
+    def run_once(self, spec: SandboxSpec, timeout: float) -> subprocess.CompletedProcess:
+        """Run spec.argv to completion in the same kind of sandbox (for --install); the
+        sandbox is removed after. Output is captured; a timeout kills it and raises."""
+        self.start(spec)
+        try:
+            deadline = time.monotonic() + timeout
+            while self.status(spec.instance).running:
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"{list(spec.argv)} did not finish within {timeout} s: killed")
+                time.sleep(0.01)
+            code = self._exit_code(spec.instance)
+            out = self.log_path(spec.instance).read_bytes()
+            return subprocess.CompletedProcess(list(spec.argv), code if code is not None else -1, out, b"")
+        finally:
+            self.remove(spec.instance)
