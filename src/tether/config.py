@@ -94,6 +94,8 @@ class HubSettings(BaseSettings):
                                       description="how often instances are checked: crashed, idle, stopped elsewhere")
     apps_uid_base: int = Field(default=1_500_000_000, ge=100_000, le=4_000_000_000,
                                description="first uid given to instances (each runs as a uid of its own)")
+    apps_prefix: str = Field(default="tt", pattern=r"^[a-z][a-z0-9]{0,3}$",
+                             description="1-4 characters starting the names of sandboxes' interfaces and cgroups")
     apps_uid_count: int = Field(default=1_000_000, ge=16, le=100_000_000, description="how many uids instances may use")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")

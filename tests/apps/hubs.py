@@ -16,7 +16,7 @@ class AppsHub:
         self.tmp = tmp
         self.gw_port = gw_port or free_port()
         self.hub = HubProcess(tmp / data, database_url=database_url, env={
-            "TETHER_APPS_SWEEP_SECONDS": "0.3", **(env or {})},
+            "TETHER_APPS_SWEEP_SECONDS": "0.3", "TETHER_APPS_PREFIX": PREFIX, **(env or {})},
             args=["--gateway-listen", f"127.0.0.1:{self.gw_port}"])
         self.tokens: dict[str, str] = {}
 
@@ -49,5 +49,40 @@ class AppsHub:
             subprocess.run([sys.executable, "-m", "tether.apps.demo", "--copy", str(d)], check=True)
         return d
 
+    @property
+    def sandbox_root(self) -> Path:
+        return self.hub.data_dir / "apps" / "sandboxes"
+
     def stop(self) -> None:
         self.hub.stop()
+
+
+PREFIX = "tas"  # this branch's prefix for sandboxes' interfaces and cgroups
+
+
+def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):
+    """One request to the gateway for route host ``host``: (status, headers, body)."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request(method, path, headers={"Host": host, **(headers or {})})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def leftovers(root: Path) -> list[str]:
+    """Sandboxes (state, cgroups) with this branch's prefix still on the machine under ``root``."""
+    from tether.apps.sandbox import Sandboxes
+
+    return Sandboxes(root, prefix=PREFIX).present()
+
+
+def clean(root: Path) -> None:
+    from tether.apps.sandbox import Sandboxes
+
+    sb = Sandboxes(root, prefix=PREFIX)
+    for inst in sb.present():
+        sb.remove(inst)

@@ -69,12 +69,10 @@ class AppsResolver:
             if inst.state == "failed" and inst.failures:
                 return Refuse(503, "instance-failed", f"{inst.app} of {inst.owner} failed; see `tether app status "
                               f"{inst.app}` and `tether app logs {inst.app}`", [(b"retry-after", b"5")])
-            async with runtime._locks[inst.id]:
-                try:
-                    inst = await asyncio.to_thread(runtime.ensure_running, inst,
-                                                   states=("idle", "starting", "failed"))
-                except Problem as p:
-                    return Refuse(p.status, p.slug, p.detail, [(b"retry-after", b"5")])
+            try:
+                inst = await asyncio.to_thread(runtime.ensure_running, inst, states=("idle", "starting", "failed"))
+            except Problem as p:
+                return Refuse(p.status, p.slug, p.detail, [(b"retry-after", b"5")])
         if runtime.mine(inst):
             sock = runtime.root / "run" / inst.sandbox / "app.sock"
             return Forward(UnixUpstream(str(sock)), target, runtime.counter(inst),

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -68,7 +69,8 @@ class AppsRuntime:
         self._applied: dict[int, tuple] = {}  # grants last applied, per held instance id
         self._refused: dict[int, dict] = {}
         self._crashed_at: dict[int, float] = {}
-        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
+        self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
 
     # ------------------------------------------------------------------ the OS layer
 
@@ -77,7 +79,7 @@ class AppsRuntime:
         if self._sandboxes is None:
             from tether.apps.sandbox import Sandboxes
 
-            self._sandboxes = Sandboxes(self.root / "sandboxes")
+            self._sandboxes = Sandboxes(self.root / "sandboxes", prefix=self.settings.apps_prefix)
         return self._sandboxes
 
     def unavailable(self) -> str | None:
@@ -112,9 +114,9 @@ class AppsRuntime:
         base = self.root / "trees"
         done = base / inst.manifest
         if not done.exists():
-            base.mkdir(parents=True, exist_ok=True, mode=0o755)
+            _mkdir(base, 0o711)
             staging = base / f".{inst.manifest}.{secrets.token_hex(4)}"
-            staging.mkdir(mode=0o755)
+            _mkdir(staging, 0o755)
             try:
                 self._materialize(inst, staging)
                 os.rename(staging, done)
@@ -144,7 +146,8 @@ class AppsRuntime:
             target = into / path
             if ".." in Path(path).parts or Path(path).is_absolute():
                 continue  # publish never stores such a path; never follow one
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            for parent in reversed(target.relative_to(into).parents[:-1]):
+                _mkdir(into / parent, 0o755)
             blocks = (self.store.open_packed(digest, pack, offset, size, 0, size) if pack
                       else self.store.open_range(digest, 0, None))
             with open(target, "wb") as f:
@@ -186,8 +189,8 @@ class AppsRuntime:
         try:
             tree = self.tree(inst)
             spec = self._spec(inst, tree)
-            for d in (spec.data_dir.parent, spec.run_dir.parent):
-                d.mkdir(parents=True, exist_ok=True, mode=0o711)
+            for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
+                _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
             self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
             self.sandboxes.start(spec)
         except SandboxError as exc:
@@ -217,6 +220,10 @@ class AppsRuntime:
         return False
 
     def stop(self, inst: Instance, *, state: str = "stopped", reason: str = "") -> None:
+        with self._locks[inst.id]:
+            self._stop(inst, state=state, reason=reason)
+
+    def _stop(self, inst: Instance, *, state: str, reason: str) -> None:
         self.sandboxes.stop(inst.sandbox)
         self.sandboxes.remove(inst.sandbox)
         self._applied.pop(inst.id, None)
@@ -224,9 +231,13 @@ class AppsRuntime:
 
     def remove(self, inst: Instance) -> None:
         """Remove the sandbox and everything it had (data, socket directory), then the row."""
+        with self._locks[inst.id]:
+            self._remove(inst)
+
+    def _remove(self, inst: Instance) -> None:
         if self.unavailable() is None:
             self.sandboxes.remove(inst.sandbox)
-        self.log_path(inst).unlink(missing_ok=True)
+            self.log_path(inst).unlink(missing_ok=True)
         self._applied.pop(inst.id, None)
         data, run = self._dirs(inst)
         shutil.rmtree(data, ignore_errors=True)
@@ -236,8 +247,10 @@ class AppsRuntime:
     def ensure_running(self, inst: Instance, *, states: tuple[str, ...] = ("starting", "idle", "stopped", "failed")
                        ) -> Instance:
         """Claim and start an instance no replica runs; the fresh row after."""
-        if self.service.claim(inst, self.holder, states=states):
-            self.start(self.service.get(inst.id))
+        with self._locks[inst.id]:
+            inst = self.service.get(inst.id)
+            if inst.holder is None and self.service.claim(inst, self.holder, states=states):
+                self.start(self.service.get(inst.id))
         return self.service.get(inst.id)
 
     def apply_grants(self, inst: Instance) -> None:
@@ -253,7 +266,7 @@ class AppsRuntime:
         return inst.holder == self.holder
 
     def log_path(self, inst: Instance) -> Path:
-        return self.root / "logs" / f"{inst.sandbox}.log"
+        return self.sandboxes.log_path(inst.sandbox)
 
     def read_log(self, inst: Instance, offset: int, limit: int) -> tuple[bytes, int]:
         """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts."""
@@ -347,26 +360,39 @@ class AppsRuntime:
         for inst in await asyncio.to_thread(self.service.held_by, self.internal):
             if not self.mine(inst):
                 continue
-            async with self._locks[inst.id]:
-                try:
-                    await asyncio.to_thread(self.keep, inst)
-                except Problem as p:
-                    log.warning("apps: %s of %s: %s", inst.app, inst.owner, p.detail)
-                except Exception:  # noqa: BLE001 - one instance's failure must not stop the others
-                    log.exception("apps: keeping %s of %s failed", inst.app, inst.owner)
+            try:
+                await asyncio.to_thread(self._keep_unless_busy, inst)
+            except Problem as p:
+                log.warning("apps: %s of %s: %s", inst.app, inst.owner, p.detail)
+            except Exception:  # noqa: BLE001 - one instance's failure must not stop the others
+                log.exception("apps: keeping %s of %s failed", inst.app, inst.owner)
+
+    def _keep_unless_busy(self, inst: Instance) -> None:
+        lock = self._locks[inst.id]
+        if not lock.acquire(blocking=False):
+            return  # another thread is starting or stopping it: next sweep
+        try:
+            inst = self.service.get(inst.id)
+            if self.mine(inst):
+                self.keep(inst)
+        except Problem as p:
+            if p.status != 404:  # removed meanwhile
+                raise
+        finally:
+            lock.release()
 
     def keep(self, inst: Instance) -> None:
         """One instance this replica holds, made to match its row."""
         if inst.desired == "removed":
-            self.remove(inst)
+            self._remove(inst)
             self._audit("app.rm", inst, "removed (asked through another replica)")
             return
         if inst.desired == "stopped":
-            self.stop(inst, reason="stopped")
+            self._stop(inst, state="stopped", reason="stopped")
             return
         now = utcnow()
         if self.idle is not None and inst.state == "running" and now - inst.last_activity_at > self.idle:
-            self.stop(inst, state="idle", reason=f"no traffic for {self.settings.apps_idle}; the next request "
+            self._stop(inst, state="idle", reason=f"no traffic for {self.settings.apps_idle}; the next request "
                       "starts it again")
             self._audit("app.idle-stop", inst, "stopped while idle")
             return
@@ -408,6 +434,12 @@ class AppsRuntime:
                          outcome="allowed" if status < 400 else "denied", status=status, reason=reason[:500])
         except Exception:  # noqa: BLE001 - auditing must not stop the supervisor; say so
             log.exception("could not write an audit record")
+
+
+def _mkdir(path: Path, mode: int) -> None:
+    """A directory with exactly ``mode`` (the hub's umask would narrow mkdir's)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
 
 
 def _add_oom(runtime: AppsRuntime, inst: Instance, status) -> int:
