@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.apps import netpolicy
 from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 
 PREFIX = "tsb"
@@ -91,4 +92,6 @@ def leftovers(sandboxes: Sandboxes, instance: str = "") -> list[str]:
     if netns.is_dir():
         found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith(name)]
     found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(name)]
+    if not instance and netpolicy.has_table(sandboxes.table):
+        found.append(f"nft table inet {sandboxes.table}")
     return found

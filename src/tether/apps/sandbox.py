@@ -13,6 +13,7 @@ adoption), ``status.json`` (bubblewrap's status: the app's pid and exit code) an
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import ipaddress
 import json
 import os
@@ -21,12 +22,13 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.apps import cgroups
+from tether.apps import cgroups, netns, netpolicy, relay, selftest
 
 INSTANCE_RE = re.compile(r"^[a-z0-9]{1,10}$")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,3}$")
@@ -35,7 +37,10 @@ SOCKET_IN_SANDBOX = "/run/tether/app.sock"
 HIDDEN_ETC = ("/etc/tether",)
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
+PYTHON = "/usr/bin/python3"  # runs the relay of a TCP app, inside its sandbox
+RELAY_SOURCE = Path(relay.__file__).read_text()
 MIN_UID = 1000
+CONNTRACK = "/usr/sbin/conntrack"
 
 
 @dataclass(frozen=True)
@@ -172,10 +177,13 @@ def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool) -> list[st
              "--chdir", "/app", "--clearenv"]
     for key, value in sorted(_env(spec).items()):
         argv += ["--setenv", key, value]
+    app = list(spec.argv)
+    if spec.tcp_port is not None:
+        app = [PYTHON, "-I", "-c", RELAY_SOURCE, "--", *app]
     argv += ["--json-status-fd", str(status_fd), "--",
              SETPRIV, "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
              "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
-             "--", *spec.argv]
+             "--", *app]
     return argv
 
 
@@ -188,6 +196,10 @@ def _prepare_dirs(spec: SandboxSpec) -> None:
         (spec.run_dir / "app.sock").unlink()
     except FileNotFoundError:
         pass
+
+
+def _grants_json(grants: Sequence[Destination]) -> str:
+    return json.dumps([{"proto": g.proto, "address": str(g.address), "port": g.port} for g in grants])
 
 
 def _spec_to_json(spec: SandboxSpec) -> str:
@@ -208,14 +220,16 @@ def spec_from_json(text: str) -> SandboxSpec:
     )
 
 
-def _child_setup(procs_files: list[bytes], limits: Limits):
-    """What the forked child does before it execs bubblewrap: join the cgroups and set the
-    rlimits (RLIMIT_NPROC holds once setpriv has dropped root). Only plain system calls:
-    the hub has threads."""
+def _child_setup(procs_files: list[bytes], limits: Limits, netns_fd: int):
+    """What the forked child does before it execs bubblewrap: join the cgroups and the
+    instance's network namespace, and set the rlimits (RLIMIT_NPROC holds once setpriv has
+    dropped root). Only plain system calls: the hub has threads."""
     nofile = limits.nofile
     nproc = limits.pids
+    setns = netns.setns_net
 
     def setup() -> None:
+        setns(netns_fd)
         pid = str(os.getpid()).encode()
         for f in procs_files:
             fd = os.open(f, os.O_WRONLY)
@@ -235,14 +249,24 @@ class Sandboxes:
     (1-4 lower-case characters) starts every OS name made (netns, veth, nft table, cgroup),
     so two hubs (or test runs) on one machine never touch each other's."""
 
-    def __init__(self, root: Path, prefix: str = "tt", *, cgroup_parent: str | None = None):
+    def __init__(self, root: Path, prefix: str = "tt", *, cgroup_parent: str | None = None,
+                 pool4: str | None = None, pool6: str | None = None):
+        """``pool4``/``pool6``: where the instances' link addresses come from (a /31 and a
+        /127 each; routing only, never policy). By default derived from ``prefix``."""
         if not PREFIX_RE.match(prefix):
             raise SandboxError(f"prefix {prefix!r} must match {PREFIX_RE.pattern} (it starts interface names)")
         self.root = Path(root)
         self.prefix = prefix
+        self.table = prefix  # nftables: table inet <prefix>
+        d4, d6 = netns.default_pools(prefix)
+        self.pool4 = ipaddress.IPv4Network(pool4) if pool4 else d4
+        self.pool6 = ipaddress.IPv6Network(pool6) if pool6 else d6
         self._cgroup_parent = cgroup_parent
         self._layout: cgroups.Layout | None = None
         self._procs: dict[str, subprocess.Popen] = {}
+        self._base_ready = False
+        self._host_addresses: list | None = None
+        self._lock = threading.Lock()
 
     # -- names ---------------------------------------------------------------------------
     def _name(self, instance: str) -> str:
@@ -277,6 +301,9 @@ class Sandboxes:
             return exc.reason
         if not os.access(SETPRIV, os.X_OK):
             return "setpriv is missing: install the Debian package 'util-linux'"
+        for tool, package in ((netpolicy.NFT, "nftables"), (netns.IP, "iproute2"), (CONNTRACK, "conntrack")):
+            if not os.access(tool, os.X_OK):
+                return f"{tool} is missing: install the Debian package '{package}'"
         return None
 
     def start(self, spec: SandboxSpec) -> Status:
@@ -301,24 +328,31 @@ class Sandboxes:
         (d / "spec.json").write_text(_spec_to_json(spec))
         _prepare_dirs(spec)
         name = self._name(spec.instance)
+        link = self._network(spec)
+        try:
+            selftest.run(name, link, self._neighbours(link), self._host_addrs())
+        except selftest.SelfTestFailed as exc:
+            raise SandboxError(f"instance {spec.instance} not started: {exc}") from exc
         try:
             procs_files = self.layout.create(name, spec.limits.memory_bytes, spec.limits.cpu, spec.limits.pids)
         except (cgroups.CgroupError, OSError) as exc:
             raise SandboxError(f"cgroup for {spec.instance}: {exc}") from exc
         status_fd = os.open(d / "status.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         log_fd = os.open(self.log_path(spec.instance), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        ns_fd = netns.open_ns(name)
         try:
             proc = subprocess.Popen(
-                bwrap_argv(spec, status_fd, own_netns=False),
+                bwrap_argv(spec, status_fd, own_netns=True),
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
                 pass_fds=(status_fd,), start_new_session=True, env={},
-                preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits),
+                preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits, ns_fd),
             )
         except OSError as exc:
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:
             os.close(status_fd)
             os.close(log_fd)
+            os.close(ns_fd)
         self._procs[spec.instance] = proc
         (d / "pid").write_text(str(proc.pid))
         return self.status(spec.instance)
@@ -353,6 +387,7 @@ class Sandboxes:
         except cgroups.CgroupError as exc:
             raise SandboxError(str(exc)) from exc
         self._reap(instance)
+        self._unnetwork(instance)
         d = self._dir(instance)
         spec_file = d / "spec.json"
         if spec_file.exists():
@@ -374,10 +409,35 @@ class Sandboxes:
 
     def set_grants(self, instance: str, grants: Sequence[Destination]) -> None:
         """Replace the instance's granted destinations in one atomic nftables transaction;
-        a revoked destination's flows end at once."""
-        for g in grants:
+        a revoked destination's flows end at once (its next packet either way is refused,
+        TCP with a reset, and the host's conntrack entries for it are deleted)."""
+        if not INSTANCE_RE.match(instance):
+            raise SandboxError(f"instance id {instance!r} must match {INSTANCE_RE.pattern}")
+        new = list(dict.fromkeys(grants))
+        for g in new:
             check_destination(g)
-        raise SandboxError("network grants are not built yet in this version of the sandbox")
+        link = self._link(instance)
+        name = self._name(instance)
+        if link is None or not netns.exists(name):
+            raise SandboxError(f"instance {instance} has no network here: start it first")
+        with self._lock:
+            old, revoked = self._grant_state(instance)
+            script = netpolicy.change_grants(self.table, instance, old, new, revoked)
+            if script:
+                try:
+                    netpolicy.run(script, name)
+                except (netpolicy.PolicyError, OSError) as exc:
+                    raise SandboxError(f"grants of {instance} unchanged: {exc}") from exc
+            removed = [g for g in old if g not in new]
+            revoked = [g for g in revoked if g not in new] + removed
+            if len(revoked) > netpolicy.COMPACT_AFTER:
+                try:
+                    netpolicy.run(netpolicy.compact(self.table, instance, revoked), name)
+                    revoked = []
+                except (netpolicy.PolicyError, OSError):
+                    pass  # still denied by the deny sets; compacted at the next start
+            self._save_grants(instance, new, revoked)
+        self._end_flows(link, removed)
 
     def _exit_code(self, instance: str) -> int | None:
         proc = self._procs.get(instance)
@@ -418,7 +478,7 @@ class Sandboxes:
             memory_bytes=layout.memory(name),
             oom_killed=layout.oom_kills(name) > 0,
             exit_code=None if running else self._exit_code(instance),
-            refused={},
+            refused=netpolicy.counters(self.table, name) if netns.exists(name) else {},
         )
 
     def present(self) -> list[str]:
@@ -427,7 +487,8 @@ class Sandboxes:
         if self.root.is_dir():
             found.update(p.name for p in self.root.iterdir() if p.is_dir() and INSTANCE_RE.match(p.name))
         start = len(self.prefix) + 1
-        found.update(n[start:] for n in self.layout.names(self.prefix + "-") if INSTANCE_RE.match(n[start:]))
+        names = self.layout.names(self.prefix + "-") | netns.names(self.prefix + "-")
+        found.update(n[start:] for n in names if INSTANCE_RE.match(n[start:]))
         return sorted(found)
 
     def adopt(self, spec: SandboxSpec) -> Status:
@@ -437,8 +498,135 @@ class Sandboxes:
         st = self.status(spec.instance)
         if not st.running:
             raise SandboxError(f"instance {spec.instance} is not running: start it instead")
+        link = self._link(spec.instance)
+        if link is None or not netns.exists(self._name(spec.instance)):
+            raise SandboxError(f"instance {spec.instance} runs without its network namespace: remove it")
         (self._dir(spec.instance) / "spec.json").write_text(_spec_to_json(spec))
-        return st
+        self._policy(spec.instance, link, spec.grants)
+        return self.status(spec.instance)
+
+    # -- networking ----------------------------------------------------------------------
+    def _ensure_base(self) -> None:
+        if not self._base_ready:
+            try:
+                netpolicy.run(netpolicy.host_table(self.table, self.prefix, self.pool4, self.pool6))
+            except netpolicy.PolicyError as exc:
+                raise SandboxError(f"the sandboxes' nftables table on the host: {exc}") from exc
+            self._base_ready = True
+
+    def _link(self, instance: str) -> netns.Link | None:
+        try:
+            index = json.loads((self._dir(instance) / "net.json").read_text())["index"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+        return netns.Link.at(index, self.pool4, self.pool6)
+
+    def _grant_state(self, instance: str) -> tuple[list[Destination], list[Destination]]:
+        """(granted, revoked but still in the deny sets)."""
+        try:
+            data = json.loads((self._dir(instance) / "grants.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return [], []
+
+        def load(items):
+            return [Destination(g["proto"], ipaddress.ip_address(g["address"]), g["port"]) for g in items]
+
+        return load(data.get("grants", [])), load(data.get("revoked", []))
+
+    def _save_grants(self, instance: str, grants: Sequence[Destination], revoked: Sequence[Destination]) -> None:
+        (self._dir(instance) / "grants.json").write_text(
+            json.dumps({"grants": json.loads(_grants_json(grants)), "revoked": json.loads(_grants_json(revoked))}))
+
+    def _allocate(self, instance: str) -> netns.Link:
+        """The lowest link index no other instance of this root holds (under a lock)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            mine = self._link(instance)
+            if mine is not None:
+                return mine
+            used = set()
+            for p in self.root.glob("*/net.json"):
+                try:
+                    used.add(json.loads(p.read_text())["index"])
+                except (ValueError, KeyError, OSError):
+                    continue
+            index = next(i for i in range(len(used) + 1) if i not in used)
+            link = netns.Link.at(index, self.pool4, self.pool6)
+            (self._dir(instance) / "net.json").write_text(json.dumps({"index": index}))
+            return link
+
+    def _policy(self, instance: str, link: netns.Link, grants: Sequence[Destination]) -> None:
+        """The instance's whole table, in its namespace (replacing any older one)."""
+        self._ensure_base()
+        script = netpolicy.instance_table(self.table, instance, link, self._host_addrs(),
+                                          self.pool4, self.pool6, grants)
+        try:
+            netpolicy.run(script, self._name(instance))
+        except (netpolicy.PolicyError, OSError) as exc:
+            raise SandboxError(f"the network policy of {instance}: {exc}") from exc
+        self._save_grants(instance, grants, [])
+
+    def _network(self, spec: SandboxSpec) -> netns.Link:
+        """Namespace, veth and policy (default deny plus spec.grants) for a starting instance.
+        Nothing runs in the namespace before its policy is in place."""
+        name = self._name(spec.instance)
+        link = self._allocate(spec.instance)
+        netns.remove(name)
+        try:
+            netns.create(name, link)
+        except (netns.NetError, OSError) as exc:
+            raise SandboxError(f"the network namespace of {spec.instance}: {exc}") from exc
+        self._policy(spec.instance, link, spec.grants)
+        return link
+
+    def _unnetwork(self, instance: str) -> None:
+        """Delete the namespace (its table goes with it) and the veth, end its flows; the
+        host's table goes when no instance of this prefix is left."""
+        name = self._name(instance)
+        link = self._link(instance)
+        netns.remove(name)
+        if link is not None:
+            self._end_flows(link, None)
+        if not netns.names(self.prefix + "-"):
+            try:
+                netpolicy.delete_table(self.table)
+            except netpolicy.PolicyError as exc:
+                raise SandboxError(f"could not remove the host's nftables table {self.table}: {exc}") from exc
+            self._base_ready = False
+
+    def _end_flows(self, link: netns.Link, gone: Sequence[Destination] | None) -> None:
+        """Delete the conntrack entries of the instance's flows to ``gone`` (None: all)."""
+        calls = []
+        if gone is None:
+            calls = [["-s", str(link.inst4)], ["-f", "ipv6", "-s", str(link.inst6)]]
+        for g in gone or ():
+            src = link.inst4 if g.address.version == 4 else link.inst6
+            fam = ["-f", "ipv6"] if g.address.version == 6 else []
+            calls.append([*fam, "-s", str(src), "-d", str(g.address), "-p", g.proto, "--dport", str(g.port)])
+        for args in calls:
+            subprocess.run([CONNTRACK, "-D", *args], capture_output=True)  # 1 = nothing to delete
+
+    def _neighbours(self, link: netns.Link) -> list:
+        """Another instance's addresses (the next link of the pool), for the self-test."""
+        other = netns.Link.at(link.index + 1 if link.index == 0 else link.index - 1, self.pool4, self.pool6)
+        return [other.inst4, other.inst6]
+
+    def _host_addrs(self) -> list:
+        """The host's own global addresses (not the sandboxes' links), for the self-test."""
+        if self._host_addresses is None:
+            res = subprocess.run([netns.IP, "-j", "addr", "show", "scope", "global"], capture_output=True, text=True)
+            found = []
+            try:
+                for dev in json.loads(res.stdout or "[]"):
+                    if dev.get("ifname", "").startswith(self.prefix + "-"):
+                        continue
+                    for a in dev.get("addr_info", []):
+                        found.append(ipaddress.ip_address(a["local"]))
+            except (ValueError, KeyError):
+                pass
+            self._host_addresses = found[:4]
+        return self._host_addresses
 
     def run_once(self, spec: SandboxSpec, timeout: float) -> subprocess.CompletedProcess:
         """Run spec.argv to completion in the same kind of sandbox (for --install); the
