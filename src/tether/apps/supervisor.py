@@ -68,6 +68,7 @@ class AppsRuntime:
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         self._applied: dict[int, tuple] = {}  # grants last applied, per held instance id
         self._refused: dict[int, dict] = {}
+        self._baseline: dict[int, dict] = {}  # counters at start: the self-test's own probes
         self._crashed_at: dict[int, float] = {}
         # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
@@ -192,7 +193,8 @@ class AppsRuntime:
             for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
                 _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
             self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
-            self.sandboxes.start(spec)
+            started = self.sandboxes.start(spec)
+            self._baseline[inst.id] = dict(started.refused or {})
         except SandboxError as exc:
             self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
             raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
@@ -319,7 +321,10 @@ class AppsRuntime:
         for sandbox, inst in rows.items():
             if inst.desired in ("running",) and sandbox in present:
                 try:
-                    self.sandboxes.adopt(self._spec(inst, self.tree(inst)))
+                    adopted = self.sandboxes.adopt(self._spec(inst, self.tree(inst)))
+                    saved = self.service.info(inst)["refused"]  # the app's, as last saved
+                    self._baseline[inst.id] = {k: n - saved.get(k, 0) for k, n in (adopted.refused or {}).items()}
+                    self._refused[inst.id] = saved
                     self.service.mark(inst.id, holder=self.holder, state="running")
                     self._applied.pop(inst.id, None)
                     self._audit("app.adopt", inst, "adopted after a hub restart")
@@ -397,9 +402,11 @@ class AppsRuntime:
             self._audit("app.idle-stop", inst, "stopped while idle")
             return
         status = self.sandboxes.status(inst.sandbox)
-        if status.refused and status.refused != self._refused.get(inst.id):
-            self._refused[inst.id] = dict(status.refused)
-            self.service.mark(inst.id, refused=dict(status.refused))
+        base = self._baseline.get(inst.id, {})
+        refused = {k: n - base.get(k, 0) for k, n in (status.refused or {}).items() if n - base.get(k, 0) > 0}
+        if refused != self._refused.get(inst.id, {}):
+            self._refused[inst.id] = refused
+            self.service.mark(inst.id, refused=refused)
         if status.running:
             self.apply_grants(inst)
             if inst.failures and inst.started_at and now - inst.started_at > timedelta(seconds=core.STABLE_SECONDS):
