@@ -86,3 +86,16 @@ def clean(root: Path) -> None:
     sb = Sandboxes(root, prefix=PREFIX)
     for inst in sb.present():
         sb.remove(inst)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

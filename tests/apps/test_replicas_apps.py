@@ -6,23 +6,10 @@ removing through either replica is carried out by the one holding the sandbox.""
 from __future__ import annotations
 
 import json
-import time
-
 import pytest
 
-from tests.apps.hubs import AppsHub, clean, gateway_get
+from tests.apps.hubs import AppsHub, clean, gateway_get, wait_for
 from tests.hubproc import unique
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.fixture
 def pair(pg_server, tmp_path):
@@ -43,10 +30,8 @@ def pair(pg_server, tmp_path):
         for h in (a, b):
             clean(h.sandbox_root)
 
-
 def visit(h, user, token, path="/api/whoami"):
     return gateway_get(h.gw_port, f"demo--{user}.localhost:{h.gw_port}", path, {"Authorization": f"Bearer {token}"})
-
 
 def test_two_replicas_give_the_same_answers(pair):
     a, b = pair

@@ -6,22 +6,9 @@ the restart counted, and removal leaving nothing behind."""
 from __future__ import annotations
 
 import json
-import time
-
 import pytest
 
-from tests.apps.hubs import AppsHub, clean, gateway_get, leftovers
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
+from tests.apps.hubs import AppsHub, clean, gateway_get, leftovers, wait_for
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
@@ -36,14 +23,11 @@ def w(tmp_path_factory):
     finally:
         clean(w.sandbox_root)
 
-
 def host(w, user, app="demo"):
     return f"{app}--{user}.localhost:{w.gw_port}"
 
-
 def bearer(w, user):
     return {"Authorization": f"Bearer {w.tokens[user]}"}
-
 
 def test_spawn_serves_the_owner_only_and_keeps_credentials_from_the_app(w):
     r = w.cli("alice", "spawn", "demo", "--json")
@@ -67,7 +51,6 @@ def test_spawn_serves_the_owner_only_and_keeps_credentials_from_the_app(w):
     records = records.get("records", records)
     assert any(rec["user"] == "bob" and rec["outcome"] == "denied" for rec in records)
 
-
 def test_spawning_twice_for_others_or_for_nobody_is_refused(w):
     again = w.cli("alice", "spawn", "demo")
     assert again.returncode == 1 and "already has an instance" in again.stderr
@@ -86,7 +69,6 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w):
             c.post("/api/v1/users/bob/enable").raise_for_status()
     listed = json.loads(w.cli("olga", "list", "--all", "--json").stdout)
     assert [i["instance"] for i in listed] == ["demo--alice"]
-
 
 def test_logs_stop_start_and_restart_after_a_crash(w):
     gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))
@@ -108,7 +90,6 @@ def test_logs_stop_start_and_restart_after_a_crash(w):
     with w.api("admin") as c:
         records = c.get("/api/v1/audit", params={"action": "app.restart"}).json()
     assert records.get("records", records)
-
 
 def test_rm_leaves_nothing_behind(w):
     st = json.loads(w.cli("alice", "status", "demo", "--json").stdout)

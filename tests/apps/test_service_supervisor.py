@@ -6,22 +6,9 @@ no row wants is removed: none is left orphaned."""
 from __future__ import annotations
 
 import json
-import time
-
 import pytest
 
-from tests.apps.hubs import PREFIX, AppsHub, clean, gateway_get, leftovers
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
+from tests.apps.hubs import PREFIX, AppsHub, clean, gateway_get, leftovers, wait_for
 
 @pytest.fixture
 def w(tmp_path):
@@ -35,15 +22,12 @@ def w(tmp_path):
     finally:
         clean(w.sandbox_root)
 
-
 def status(w, user):
     return json.loads(w.cli(user, "status", "demo", "--json").stdout)
-
 
 def visit(w, user, path="/"):
     return gateway_get(w.gw_port, f"demo--{user}.localhost:{w.gw_port}", path,
                        {"Authorization": f"Bearer {w.tokens[user]}"})
-
 
 def test_idle_instances_stop_and_the_next_request_starts_them(w):
     assert w.cli("alice", "spawn", "demo").returncode == 0
@@ -56,7 +40,6 @@ def test_idle_instances_stop_and_the_next_request_starts_them(w):
     with w.api("admin") as c:
         records = c.get("/api/v1/audit", params={"action": "app.idle-stop"}).json()
     assert records.get("records", records)
-
 
 def test_after_a_restart_instances_are_adopted_and_orphans_removed(w):
     w.hub.env["TETHER_APPS_IDLE"] = "1h"
