@@ -98,13 +98,20 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
     ctx = click.get_current_context()
     cmd, install = ctx.meta["app_cmd"], ctx.meta.get("app_install")
     from tether.apps import client
-    from tether.apps.core import AppError, check_app_name, check_version
+    from tether.apps.core import AppError, check_app_name, check_argv, check_version, parse_destination, parse_limits
+    from tether.problems import TetherError
 
-    try:
+    try:  # what can be checked here is, before any file travels (the hub checks it all again)
         check_app_name(name)
         check_version(version)
+        parse_limits(memory, cpu, pids)
+        check_argv(cmd, "--cmd")
+        if install is not None:
+            check_argv(install, "--install")
+        for g in grants:
+            parse_destination(None, g)
     except AppError as exc:
-        raise click.UsageError(exc.detail) from None
+        raise TetherError(exc.detail, 2) from None
     if bool(src_dir) == bool(build):
         raise click.UsageError("give the app's files with either --dir DIR or --build SPACE/TYPE/ID")
     sent = None
