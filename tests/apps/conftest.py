@@ -95,3 +95,120 @@ def leftovers(sandboxes: Sandboxes, instance: str = "") -> list[str]:
     if not instance and netpolicy.has_table(sandboxes.table):
         found.append(f"nft table inet {sandboxes.table}")
     return found
+
+
+AGENT = (Path(__file__).parent / "agent.py").read_text()
+
+
+def connect_unix(path: Path, timeout: float = 10.0):
+    """A connected UNIX socket to ``path``, once the app has bound it and listens."""
+    import socket
+
+    def connect():
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError:  # not bound yet, or bound and not listening yet
+            s.close()
+            return None
+
+    return wait_until(connect, timeout, what=f"an app listening on {path}")
+
+
+class Agent:
+    """Drives tests/apps/agent.py running in a sandbox, over its socket."""
+
+    def __init__(self, sock: Path):
+        import socket
+
+        self.sock = connect_unix(sock)
+        self.file = self.sock.makefile("rwb")
+
+    def __call__(self, **cmd) -> dict:
+        self.file.write(json.dumps(cmd).encode() + b"\n")
+        self.file.flush()
+        return json.loads(self.file.readline())
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def start_agent(sandboxes, make_spec):
+    """start_agent(instance, **spec overrides) -> (spec, Agent) for a running agent app."""
+    agents: list[Agent] = []
+
+    def start(instance: str, **kw):
+        spec = make_spec(instance, ["python3", "agent.py"], files={"agent.py": AGENT}, **kw)
+        sandboxes.start(spec)
+        agent = Agent(spec.run_dir / "app.sock")
+        agents.append(agent)
+        return spec, agent
+
+    yield start
+    for a in agents:
+        a.close()
+
+
+def ns_addresses(ns: str) -> list[str]:
+    """Global addresses of eth0 in namespace ns (read with ip, from outside)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "-n", ns, "-j", "addr", "show", "dev", "eth0", "scope", "global"],
+                         capture_output=True, text=True, check=True).stdout
+    return [a["local"] for dev in json.loads(out) for a in dev.get("addr_info", []) if "local" in a]
+
+
+SERVER = r"""
+import socket, sys, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=echo, args=(c,), daemon=True).start()
+def echo(c):
+    with c:
+        while data := c.recv(1000):
+            c.sendall(b"echo:" + data)
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+    while True:
+        data, peer = s.recvfrom(100); s.sendto(b"pong", peer)
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+tcp()
+"""
+
+
+@pytest.fixture
+def outside_server():
+    """A server 'outside' the sandboxes: its own namespace tsbsrv (veth tsbsv0 on the host,
+    198.51.100.0/31), TCP echo and UDP pong on port 7070. Removed at teardown."""
+    import subprocess
+
+    ns, veth, host, addr, port = "tsbsrv", "tsbsv0", "198.51.100.0", "198.51.100.1", 7070
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", veth], capture_output=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
+        subprocess.run(["ip", "addr", "add", f"{host}/31", "dev", veth], check=True)
+        subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+        Path(f"/proc/sys/net/ipv4/conf/{veth}/forwarding").write_text("1")
+        for cmd in (["addr", "add", f"{addr}/31", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                    ["link", "set", "lo", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, str(port)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        yield addr, port
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tether.apps.sandbox import Limits, SandboxError
-from tests.apps.conftest import leftovers, probe, run_to_end, wait_until
+from tests.apps.conftest import connect_unix, leftovers, probe, run_to_end, wait_until
 
 SERVE = r"""
 import os, socket, time
@@ -25,11 +25,7 @@ def test_start_serves_on_socket_stop_and_remove_leave_nothing(sandboxes, make_sp
     st = sandboxes.start(spec)
     assert st.running and st.pid
     sock = spec.run_dir / "app.sock"
-    wait_until(sock.exists, what=lambda: f"the app's socket: {sandboxes.status('life1')} {sandboxes.log_path('life1').read_text()}")
-    import socket
-
-    c = socket.socket(socket.AF_UNIX)
-    c.connect(str(sock))
+    c = connect_unix(sock)
     assert c.recv(100) == b"hello from alice"
     c.close()
     assert os.stat(sock).st_uid == spec.uid
@@ -143,3 +139,126 @@ def test_bad_specs_are_refused_and_nothing_is_made(sandboxes, make_spec, bad):
         sandboxes.start(spec)
     assert err.value.reason
     assert sandboxes.present() == [] and leftovers(sandboxes) == []
+
+
+def test_stop_lets_the_app_end_cleanly_within_grace(sandboxes, make_spec):
+    code = ("import signal, sys, time\n"
+            "def bye(*_):\n    open('/data/term', 'w').write('bye'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, bye)\nopen('/data/up', 'w').close()\n"
+            "while True: time.sleep(1)\n")
+    spec = make_spec("term1", ["python3", "-c", code])
+    sandboxes.start(spec)
+    wait_until((spec.data_dir / "up").exists, what="the app to start")
+    sandboxes.stop("term1", grace=5)
+    st = sandboxes.status("term1")
+    assert not st.running and st.exit_code == 0
+    assert (spec.data_dir / "term").read_text() == "bye"
+    # stubborn apps are killed after the grace; the instance starts again afterwards
+    stubborn = make_spec("term2", ["python3", "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                                     "while True: time.sleep(1)"])
+    sandboxes.start(stubborn)
+    sandboxes.stop("term2", grace=0.3)
+    assert not sandboxes.status("term2").running
+    sandboxes.start(stubborn)
+    assert sandboxes.status("term2").running
+
+
+def test_data_persists_across_restarts_and_tmp_does_not(sandboxes, make_spec):
+    code = "import os\nopen('/data/n','a').write('x')\nopen('/tmp/t','a').write('x')\nos.system('true')\n" \
+           "import json; json.dump([open('/data/n').read(), open('/tmp/t').read()], open('/data/out.json','w'))"
+    spec = make_spec("pers1", ["python3", "-c", code])
+    run_to_end(sandboxes, spec)
+    run_to_end(sandboxes, spec)
+    assert json.loads((spec.data_dir / "out.json").read_text()) == ["xx", "x"]
+
+
+def test_tcp_app_is_reached_through_the_relay(sandboxes, make_spec):
+    import socket
+
+    spec = make_spec("tcp1", ["python3", "-m", "http.server", "--bind", "127.0.0.1", "8123"], tcp_port=8123,
+                     files={"index.html": "hello over tcp"})
+    sandboxes.start(spec)
+
+    def get():
+        try:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(5)
+                c.connect(str(spec.run_dir / "app.sock"))
+                c.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := c.recv(4096):
+                    data += chunk
+                return data
+        except OSError:
+            return None
+
+    answer = wait_until(lambda: (a := get()) and b"200" in a and a, what="the TCP app through the relay")
+    assert answer.endswith(b"hello over tcp")
+    sandboxes.stop("tcp1", grace=2)
+    assert not sandboxes.status("tcp1").running
+
+
+def test_run_once_runs_to_completion_and_removes_the_sandbox(sandboxes, make_spec):
+    spec = make_spec("once1", ["sh", "-c", "echo installing; echo done > /data/installed; exit 3"])
+    res = sandboxes.run_once(spec, timeout=20)
+    assert res.returncode == 3 and b"installing" in res.stdout
+    assert (spec.data_dir / "installed").read_text() == "done\n"
+    assert sandboxes.present() == [] and leftovers(sandboxes) == []
+    slow = make_spec("once2", ["sleep", "30"])
+    with pytest.raises(SandboxError, match="did not finish"):
+        sandboxes.run_once(slow, timeout=0.5)
+    assert sandboxes.present() == [] and leftovers(sandboxes) == []
+
+
+def test_rlimits_and_cpu_quota_apply(sandboxes, make_spec):
+    code = ("import json, resource\n"
+            "json.dump([resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE)],"
+            " open('/data/out.json', 'w'))")
+    spec = make_spec("rlim1", ["python3", "-c", code], limits=Limits(memory_bytes=64 << 20, cpu=0.25, pids=16, nofile=77))
+    run_to_end(sandboxes, spec)
+    assert json.loads((spec.data_dir / "out.json").read_text()) == [[77, 77], [0, 0]]
+    spin = make_spec("cpu1", ["python3", "-c", "while True: pass"], limits=Limits(64 << 20, 0.25, 16))
+    sandboxes.start(spin)
+    layout = sandboxes.layout
+    if layout.version == 1:
+        cpu_dir = layout.bases["cpu"] / f"{sandboxes.prefix}-cpu1"
+        assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "25000"
+
+        def throttled():
+            stat = dict(line.split() for line in (cpu_dir / "cpu.stat").read_text().splitlines())
+            return int(stat["nr_throttled"]) > 0
+
+        wait_until(throttled, 10, what="the spinning app to be throttled by its CPU quota")
+    else:
+        assert (layout.bases["unified"] / f"{sandboxes.prefix}-cpu1" / "cpu.max").read_text().split()[0] == "25000"
+
+
+SYSCALLS = r"""
+import ctypes, json, os, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(nr, *args)
+    return 0 if r >= 0 else ctypes.get_errno()
+out = {
+    "unshare_user": call(272, 0x10000000),          # unshare(CLONE_NEWUSER)
+    "unshare_net": call(272, 0x40000000),           # unshare(CLONE_NEWNET): no capability
+    "bpf": call(321, 0, 0, 0),
+    "keyctl": call(250, 0, 0, 0, 0, 0),
+    "clone3": call(435, 0, 0),
+    "unshare_cmd": subprocess.run(["unshare", "-Ur", "true"], capture_output=True).returncode,
+}
+t = threading.Thread(target=lambda: out.setdefault("thread", "ran")); t.start(); t.join()
+out["subprocess"] = subprocess.run(["echo", "ok"], capture_output=True, text=True).stdout.strip()
+json.dump(out, open("/data/out.json", "w"))
+"""
+
+
+def test_seccomp_refuses_user_namespaces_and_narrows_the_kernel(sandboxes, make_spec):
+    import errno
+
+    out = probe(sandboxes, make_spec, "sys1", SYSCALLS)
+    assert out["unshare_user"] == errno.EPERM and out["unshare_cmd"] != 0
+    assert out["unshare_net"] == errno.EPERM
+    assert out["bpf"] == errno.EPERM and out["keyctl"] == errno.EPERM
+    assert out["clone3"] == errno.ENOSYS
+    assert out["thread"] == "ran" and out["subprocess"] == "ok"  # ordinary work still runs

@@ -13,6 +13,7 @@ import ctypes
 import ipaddress
 import os
 import subprocess
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,27 @@ def names(prefix: str) -> set[str]:
 def open_ns(name: str) -> int:
     """An fd on namespace ``name`` (close it when done)."""
     return os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def run_in(name: str, fn):
+    """fn() in a thread that entered namespace ``name`` (setns moves only that thread, and
+    the thread ends after), so the hub itself never leaves its own namespace."""
+    box: dict[str, object] = {}
+
+    def target():
+        try:
+            fd = open_ns(name)
+            try:
+                setns_net(fd)
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name=f"netns-{name}")
+    th.start()
+    th.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]

@@ -33,7 +33,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Sequence
 
 from tether.apps import netns
@@ -75,31 +74,6 @@ def _binding():
 _NFT = _binding()
 
 
-def _in_netns(ns: str | None, fn):
-    """Run fn() in a thread inside network namespace ``ns`` (setns moves only that thread)."""
-    if ns is None:
-        return fn()
-    box: dict[str, object] = {}
-
-    def target():
-        try:
-            fd = netns.open_ns(ns)
-            try:
-                netns.setns_net(fd)
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    th = threading.Thread(target=target, name=f"nft-{ns}")
-    th.start()
-    th.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
-
-
 def run(script: str, ns: str | None = None, *, json_out: bool = False) -> str:
     """Apply ``script`` as one atomic transaction, in namespace ``ns`` (None: the host's)."""
 
@@ -117,7 +91,7 @@ def run(script: str, ns: str | None = None, *, json_out: bool = False) -> str:
         res = subprocess.run(argv, input=script, capture_output=True, text=True)
         rc, out, err = res.returncode, res.stdout, res.stderr
     else:
-        rc, out, err = _in_netns(ns, call)
+        rc, out, err = netns.run_in(ns, call) if ns else call()
     if rc != 0:
         raise PolicyError(f"nft refused the change (nothing applied): {err.strip()}")
     return out
@@ -153,6 +127,10 @@ table {t} {{
 """
 
 
+def _counters(instance: str) -> str:
+    return "\n".join(f"  counter {k.replace('-', '_')}_{instance} {{ }}" for k in KINDS)
+
+
 def _elems(items: Iterable[str]) -> str:
     items = sorted(set(items))
     return f" elements = {{ {', '.join(items)} }};" if items else ""
@@ -163,8 +141,11 @@ def _tuples(grants: Iterable, version: int) -> list[str]:
 
 
 def instance_table(table: str, instance: str, link: netns.Link, host_addresses: Sequence,
-                   pool4: ipaddress.IPv4Network, pool6: ipaddress.IPv6Network, grants: Iterable) -> str:
-    """The instance's whole table (run inside its namespace), replacing any older one."""
+                   pool4: ipaddress.IPv4Network, pool6: ipaddress.IPv6Network, grants: Iterable,
+                   *, fresh: bool = False) -> str:
+    """The instance's whole table (run inside its namespace), replacing any older one;
+    ``fresh``: the namespace was just made and holds none (deleting a table costs the
+    kernel an RCU grace period, ~10 ms)."""
     t = f"inet {table}"
     i = instance
     grants = list(grants)
@@ -172,15 +153,15 @@ def instance_table(table: str, instance: str, link: netns.Link, host_addresses: 
     h6 = [str(link.host6)] + [str(a) for a in host_addresses if a.version == 6]
     tup = "type ipv4_addr . inet_proto . inet_service;"
     tup6 = "type ipv6_addr . inet_proto . inet_service;"
-    return f"""add table {t}
-delete table {t}
-table {t} {{
+    replace = "" if fresh else f"add table {t}\ndelete table {t}\n"
+    return replace + f"""table {t} {{
   set g4_{i} {{ {tup}{_elems(_tuples(grants, 4))} }}
   set g6_{i} {{ {tup6}{_elems(_tuples(grants, 6))} }}
   set x4_{i} {{ {tup} }}
   set x6_{i} {{ {tup6} }}
   set host4_{i} {{ type ipv4_addr;{_elems(h4)} }}
   set host6_{i} {{ type ipv6_addr;{_elems(h6)} }}
+{_counters(i)}
   chain deny {{
     meta l4proto tcp reject with tcp reset
     reject with icmpx admin-prohibited
@@ -188,18 +169,18 @@ table {t} {{
   chain out {{ type filter hook output priority 0; policy accept;
     oifname "lo" accept
     icmpv6 type {ND} accept
-    ip daddr . meta l4proto . th dport @x4_{i} counter goto deny comment "revoked"
-    ip6 daddr . meta l4proto . th dport @x6_{i} counter goto deny comment "revoked"
-    ip daddr 169.254.0.0/16 counter goto deny comment "link-local"
-    ip6 daddr fe80::/10 counter goto deny comment "link-local"
-    ip daddr @host4_{i} counter goto deny comment "host"
-    ip6 daddr @host6_{i} counter goto deny comment "host"
-    ip daddr {pool4} counter goto deny comment "instance"
-    ip6 daddr {pool6} counter goto deny comment "instance"
+    ip daddr . meta l4proto . th dport @x4_{i} counter name "revoked_{i}" goto deny
+    ip6 daddr . meta l4proto . th dport @x6_{i} counter name "revoked_{i}" goto deny
+    ip daddr 169.254.0.0/16 counter name "link_local_{i}" goto deny
+    ip6 daddr fe80::/10 counter name "link_local_{i}" goto deny
+    ip daddr @host4_{i} counter name "host_{i}" goto deny
+    ip6 daddr @host6_{i} counter name "host_{i}" goto deny
+    ip daddr {pool4} counter name "instance_{i}" goto deny
+    ip6 daddr {pool6} counter name "instance_{i}" goto deny
     ip daddr . meta l4proto . th dport @g4_{i} accept
     ip6 daddr . meta l4proto . th dport @g6_{i} accept
-    meta nfproto ipv6 counter goto deny comment "ipv6"
-    counter goto deny comment "outside"
+    meta nfproto ipv6 counter name "ipv6_{i}" goto deny
+    counter name "outside_{i}" goto deny
   }}
   chain in {{ type filter hook input priority 0; policy drop;
     iifname "lo" accept
@@ -249,18 +230,23 @@ def compact(table: str, instance: str, revoked: Sequence) -> str:
 def counters(table: str, ns: str) -> dict[str, int]:
     """Refused attempts (packets) by kind, from the instance's table in namespace ``ns``."""
     out = {k: 0 for k in KINDS}
+    by_name = {k.replace("-", "_"): k for k in KINDS}
     try:
-        text = run(f"list chain inet {table} out\n", ns, json_out=True)
+        text = run(f"list counters table inet {table}\n", ns, json_out=True)
     except (PolicyError, OSError):
         return out
     for item in json.loads(text or "{}").get("nftables", []):
-        rule = item.get("rule")
-        if not rule or rule.get("comment") not in out:
-            continue
-        for expr in rule.get("expr", []):
-            if "counter" in expr:
-                out[rule["comment"]] += expr["counter"].get("packets", 0)
+        c = item.get("counter")
+        if c:
+            kind = by_name.get(c["name"].rsplit("_", 1)[0])
+            if kind:
+                out[kind] += c.get("packets", 0)
     return out
+
+
+def reset_counters(table: str, ns: str) -> None:
+    """Zero the refusal counters (after the self-test, whose probes are not the app's)."""
+    run(f"reset counters table inet {table}\n", ns)
 
 
 def has_table(table: str, ns: str | None = None) -> bool:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.apps import cgroups, netns, netpolicy, relay, selftest
+from tether.apps import cgroups, netns, netpolicy, relay, seccomp, selftest
 
 INSTANCE_RE = re.compile(r"^[a-z0-9]{1,10}$")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,3}$")
@@ -158,7 +158,7 @@ def _env(spec: SandboxSpec) -> dict[str, str]:
     return env
 
 
-def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool) -> list[str]:
+def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool, seccomp_fd: int | None = None) -> list[str]:
     """The bubblewrap command line for ``spec`` (an argv list; the app's argv goes last, as is).
 
     bubblewrap runs as root without a user namespace, so it can bind directories whose
@@ -180,6 +180,8 @@ def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool) -> list[st
     app = list(spec.argv)
     if spec.tcp_port is not None:
         app = [PYTHON, "-I", "-c", RELAY_SOURCE, "--", *app]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--json-status-fd", str(status_fd), "--",
              SETPRIV, "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
              "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
@@ -218,6 +220,19 @@ def spec_from_json(text: str) -> SandboxSpec:
         limits=Limits(**d["limits"]), tcp_port=d["tcp_port"],
         grants=tuple(Destination(g["proto"], ipaddress.ip_address(g["address"]), g["port"]) for g in d["grants"]),
     )
+
+
+def _seccomp_fd() -> int | None:
+    """A pipe's read end holding the seccomp filter (bwrap reads it to the end), or None
+    where the filter does not apply (not x86-64)."""
+    if not seccomp.supported():
+        return None
+    r, w = os.pipe()
+    try:
+        os.write(w, seccomp.program())
+    finally:
+        os.close(w)
+    return r
 
 
 def _child_setup(procs_files: list[bytes], limits: Limits, netns_fd: int):
@@ -264,9 +279,9 @@ class Sandboxes:
         self._cgroup_parent = cgroup_parent
         self._layout: cgroups.Layout | None = None
         self._procs: dict[str, subprocess.Popen] = {}
-        self._base_ready = False
         self._host_addresses: list | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the host table, grant state
+        self._cleanups: list[threading.Thread] = []
 
     # -- names ---------------------------------------------------------------------------
     def _name(self, instance: str) -> str:
@@ -313,7 +328,7 @@ class Sandboxes:
         why = self.available()
         if why:
             raise SandboxError(why)
-        if self.status(spec.instance).running:
+        if self._status(spec.instance, counters=False).running:
             raise SandboxError(f"instance {spec.instance} is already running: stop it first")
         try:
             return self._start(spec)
@@ -333,6 +348,7 @@ class Sandboxes:
             selftest.run(name, link, self._neighbours(link), self._host_addrs())
         except selftest.SelfTestFailed as exc:
             raise SandboxError(f"instance {spec.instance} not started: {exc}") from exc
+        netpolicy.reset_counters(self.table, name)
         try:
             procs_files = self.layout.create(name, spec.limits.memory_bytes, spec.limits.cpu, spec.limits.pids)
         except (cgroups.CgroupError, OSError) as exc:
@@ -340,29 +356,40 @@ class Sandboxes:
         status_fd = os.open(d / "status.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         log_fd = os.open(self.log_path(spec.instance), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         ns_fd = netns.open_ns(name)
+        filter_fd = _seccomp_fd()
         try:
             proc = subprocess.Popen(
-                bwrap_argv(spec, status_fd, own_netns=True),
+                bwrap_argv(spec, status_fd, own_netns=True, seccomp_fd=filter_fd),
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
-                pass_fds=(status_fd,), start_new_session=True, env={},
+                pass_fds=(status_fd,) + ((filter_fd,) if filter_fd is not None else ()),
+                start_new_session=True, env={},
                 preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits, ns_fd),
             )
         except OSError as exc:
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:
-            os.close(status_fd)
-            os.close(log_fd)
-            os.close(ns_fd)
+            for fd in (status_fd, log_fd, ns_fd, filter_fd):
+                if fd is not None:
+                    os.close(fd)
         self._procs[spec.instance] = proc
         (d / "pid").write_text(str(proc.pid))
-        return self.status(spec.instance)
+        st = self._status(spec.instance, counters=False)
+        st.refused = {k: 0 for k in netpolicy.KINDS}  # just zeroed, after the self-test
+        return st
 
     def stop(self, instance: str, grace: float = 3.0) -> None:
         """SIGTERM every process of the instance, SIGKILL what is left after ``grace`` s."""
         name = self._name(instance)
         layout = self.layout
         if layout.pids(name):
-            layout.signal(name, signal.SIGTERM)
+            # The app's processes first: bubblewrap (root, pid 1 of the sandbox) ends by itself
+            # once they have, and if it went first the kernel would SIGKILL them.
+            for pid in layout.pids(name):
+                try:
+                    if os.stat(f"/proc/{pid}").st_uid != 0:
+                        os.kill(pid, signal.SIGTERM)
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
             deadline = time.monotonic() + grace
             while layout.pids(name) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -408,9 +435,10 @@ class Sandboxes:
                 pass
 
     def set_grants(self, instance: str, grants: Sequence[Destination]) -> None:
-        """Replace the instance's granted destinations in one atomic nftables transaction;
-        a revoked destination's flows end at once (its next packet either way is refused,
-        TCP with a reset, and the host's conntrack entries for it are deleted)."""
+        """Replace the instance's granted destinations in one atomic nftables transaction.
+        When it returns, a revoked destination's flows are cut: their next packet either way
+        is refused (TCP with a reset); the host's conntrack entries for them are deleted
+        right after, in the background."""
         if not INSTANCE_RE.match(instance):
             raise SandboxError(f"instance id {instance!r} must match {INSTANCE_RE.pattern}")
         new = list(dict.fromkeys(grants))
@@ -437,7 +465,15 @@ class Sandboxes:
                 except (netpolicy.PolicyError, OSError):
                     pass  # still denied by the deny sets; compacted at the next start
             self._save_grants(instance, new, revoked)
-        self._end_flows(link, removed)
+        if removed:
+            # The policy already refuses the revoked flows' every packet (in force now). The
+            # host's conntrack entries are deleted just after, off the caller's path: the
+            # conntrack tool walks the host's whole table (~50 ms at a few thousand flows).
+            t = threading.Thread(target=self._end_flows, args=(link, removed), daemon=True,
+                                 name=f"conntrack-{instance}")
+            t.start()
+            self._cleanups.append(t)
+            self._cleanups = [c for c in self._cleanups if c.is_alive()]
 
     def _exit_code(self, instance: str) -> int | None:
         proc = self._procs.get(instance)
@@ -457,6 +493,9 @@ class Sandboxes:
         return code
 
     def status(self, instance: str) -> Status:
+        return self._status(instance, counters=True)
+
+    def _status(self, instance: str, *, counters: bool) -> Status:
         name = self._name(instance)
         layout = self.layout
         proc = self._procs.get(instance)
@@ -478,7 +517,7 @@ class Sandboxes:
             memory_bytes=layout.memory(name),
             oom_killed=layout.oom_kills(name) > 0,
             exit_code=None if running else self._exit_code(instance),
-            refused=netpolicy.counters(self.table, name) if netns.exists(name) else {},
+            refused=netpolicy.counters(self.table, name) if counters and netns.exists(name) else {},
         )
 
     def present(self) -> list[str]:
@@ -502,17 +541,20 @@ class Sandboxes:
         if link is None or not netns.exists(self._name(spec.instance)):
             raise SandboxError(f"instance {spec.instance} runs without its network namespace: remove it")
         (self._dir(spec.instance) / "spec.json").write_text(_spec_to_json(spec))
-        self._policy(spec.instance, link, spec.grants)
+        self._policy(spec.instance, link, spec.grants, fresh=False)
         return self.status(spec.instance)
 
     # -- networking ----------------------------------------------------------------------
-    def _ensure_base(self) -> None:
-        if not self._base_ready:
-            try:
-                netpolicy.run(netpolicy.host_table(self.table, self.prefix, self.pool4, self.pool6))
-            except netpolicy.PolicyError as exc:
-                raise SandboxError(f"the sandboxes' nftables table on the host: {exc}") from exc
-            self._base_ready = True
+    def _ensure_base(self, *, replace: bool = False) -> None:
+        """Make the host's static table when it is missing (checked at every start, so one
+        removed by another hub process of this prefix, or by hand, is back before an
+        instance runs); ``replace`` remakes it whole."""
+        if not replace and netpolicy.has_table(self.table):
+            return
+        try:
+            netpolicy.run(netpolicy.host_table(self.table, self.prefix, self.pool4, self.pool6))
+        except netpolicy.PolicyError as exc:
+            raise SandboxError(f"the sandboxes' nftables table on the host: {exc}") from exc
 
     def _link(self, instance: str) -> netns.Link | None:
         try:
@@ -556,11 +598,12 @@ class Sandboxes:
             (self._dir(instance) / "net.json").write_text(json.dumps({"index": index}))
             return link
 
-    def _policy(self, instance: str, link: netns.Link, grants: Sequence[Destination]) -> None:
-        """The instance's whole table, in its namespace (replacing any older one)."""
-        self._ensure_base()
+    def _policy(self, instance: str, link: netns.Link, grants: Sequence[Destination], *, fresh: bool) -> None:
+        """The instance's whole table, in its namespace (``fresh``: just made, else the
+        older table is replaced in the same transaction)."""
+        self._ensure_base(replace=not fresh)
         script = netpolicy.instance_table(self.table, instance, link, self._host_addrs(),
-                                          self.pool4, self.pool6, grants)
+                                          self.pool4, self.pool6, grants, fresh=fresh)
         try:
             netpolicy.run(script, self._name(instance))
         except (netpolicy.PolicyError, OSError) as exc:
@@ -572,12 +615,13 @@ class Sandboxes:
         Nothing runs in the namespace before its policy is in place."""
         name = self._name(spec.instance)
         link = self._allocate(spec.instance)
-        netns.remove(name)
-        try:
-            netns.create(name, link)
-        except (netns.NetError, OSError) as exc:
-            raise SandboxError(f"the network namespace of {spec.instance}: {exc}") from exc
-        self._policy(spec.instance, link, spec.grants)
+        with self._lock:  # the host's table is not removed under a starting instance
+            netns.remove(name)
+            try:
+                netns.create(name, link)
+            except (netns.NetError, OSError) as exc:
+                raise SandboxError(f"the network namespace of {spec.instance}: {exc}") from exc
+            self._policy(spec.instance, link, spec.grants, fresh=True)
         return link
 
     def _unnetwork(self, instance: str) -> None:
@@ -588,13 +632,14 @@ class Sandboxes:
         netns.remove(name)
         if link is not None:
             self._end_flows(link, None)
-        if not netns.names(self.prefix + "-"):
+        with self._lock:
+            if netns.names(self.prefix + "-"):
+                return
             try:
                 netpolicy.delete_table(self.table)
             except netpolicy.PolicyError as exc:
                 raise SandboxError(f"could not remove the host's nftables table {self.table}: {exc}") from exc
-            self._base_ready = False
-
+    
     def _end_flows(self, link: netns.Link, gone: Sequence[Destination] | None) -> None:
         """Delete the conntrack entries of the instance's flows to ``gone`` (None: all)."""
         calls = []
@@ -631,6 +676,8 @@ class Sandboxes:
     def run_once(self, spec: SandboxSpec, timeout: float) -> subprocess.CompletedProcess:
         """Run spec.argv to completion in the same kind of sandbox (for --install); the
         sandbox is removed after. Output is captured; a timeout kills it and raises."""
+        log = self.log_path(spec.instance)
+        offset = log.stat().st_size if log.exists() else 0
         self.start(spec)
         try:
             deadline = time.monotonic() + timeout
@@ -639,7 +686,7 @@ class Sandboxes:
                     raise SandboxError(f"{list(spec.argv)} did not finish within {timeout} s: killed")
                 time.sleep(0.01)
             code = self._exit_code(spec.instance)
-            out = self.log_path(spec.instance).read_bytes()
+            out = log.read_bytes()[offset:]
             return subprocess.CompletedProcess(list(spec.argv), code if code is not None else -1, out, b"")
         finally:
             self.remove(spec.instance)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,25 +85,10 @@ def run(ns_name: str, link: netns.Link, others: Sequence[ipaddress.IPv4Address |
                    Target("link-local", METADATA, 80), Target("ipv6", OUTSIDE6, 80)]
         targets += [Target("host", a, 22) for a in host_addresses]
         targets += [Target("instance", a, 80) for a in others]
-        result: dict[str, object] = {}
-
-        def probe() -> None:
-            try:
-                fd = netns.open_ns(ns_name)
-                try:
-                    netns.setns_net(fd)
-                finally:
-                    os.close(fd)
-                result["reached"] = _attempt_all(targets, timeout)
-            except BaseException as exc:  # reported to the caller below
-                result["error"] = exc
-
-        th = threading.Thread(target=probe, name=f"selftest-{ns_name}")
-        th.start()
-        th.join()
-        if "error" in result:
-            raise SelfTestFailed(f"the self-test could not run in {ns_name}: {result['error']}")
-        reached = list(result["reached"])
+        try:
+            reached = list(netns.run_in(ns_name, lambda: _attempt_all(targets, timeout)))
+        except OSError as exc:
+            raise SelfTestFailed(f"the self-test could not run in {ns_name}: {exc}") from exc
         for ls in listeners:
             try:
                 ls.accept()[0].close()

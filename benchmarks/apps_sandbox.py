@@ -1,0 +1,254 @@
+"""Apps' sandboxes: spawn -> ready, and grant/revoke latency at 1,000 instances (issue 17).
+
+Side by side in one run, as root, on this machine's real kernel:
+
+* **fork/exec**: ``subprocess.Popen(["/usr/bin/true"]).wait()``, the floor of starting anything;
+* **bare bwrap**: ``bwrap --unshare-all`` with the same read-only system binds running
+  ``true`` to its end (a sandbox with no cgroup, no network namespace, no policy);
+* **tether spawn -> ready**: ``Sandboxes.start()`` up to the moment it returns: state, a
+  named network namespace and veth, the instance's nftables table, the in-namespace
+  self-test, cgroups, and bubblewrap forked with the app's command (the app's own start is
+  excluded: it is ``sleep``). Its parts are timed too.
+
+Grant and revoke: N instances (10, 100, 1,000) each hold their nftables state (their own
+network namespace with their table and 10 grants) **without a process or a veth each**:
+the policy of an instance lives in its namespace, so this is all a grant touches. A grant
+adds one destination to a random instance; a revoke takes it away (``set_grants``, whole,
+including the host's conntrack clean-up) and, alone, the nftables transaction. Side by
+side: the same change as ``nft -f`` run through ``nsenter`` (a subprocess per change), and
+a revoke done by deleting the set element (what a plain set update costs the kernel).
+
+Run from the repository root, as root::
+
+    .venv/bin/python benchmarks/apps_sandbox.py                 # ~2 minutes
+    .venv/bin/python benchmarks/apps_sandbox.py --quick         # 20 spawns, 10 and 100 instances
+    .venv/bin/python benchmarks/apps_sandbox.py --write-docs    # also rewrite its section of docs/benchmarks.md
+
+Everything it makes is named with the prefix ``tsbb`` and removed at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT, ROOT / "src", ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from tether.apps import cgroups, netns, netpolicy, selftest  # noqa: E402
+from tether.apps import sandbox as sb  # noqa: E402
+
+PREFIX = "tsbb"
+SECTION = "## Apps sandboxes"
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def ms(v):
+    return f"{v * 1000:.1f}"
+
+
+def bench_fork_exec(n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.Popen(["/usr/bin/true"]).wait()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_bare_bwrap(n):
+    argv = [sb.BWRAP, "--unshare-all", *sb._system_binds(), "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", "--", "/usr/bin/true"]
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+class Timed:
+    """Wrap callables to add up the time spent in each during one spawn."""
+
+    def __init__(self):
+        self.parts: dict[str, list[float]] = {}
+        self.current: dict[str, float] = {}
+
+    def wrap(self, owner, attr, label):
+        orig = getattr(owner, attr)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return orig(*a, **k)
+            finally:
+                self.current[label] = self.current.get(label, 0.0) + time.perf_counter() - t
+
+        setattr(owner, attr, timed)
+
+    def commit(self):
+        for k, v in self.current.items():
+            self.parts.setdefault(k, []).append(v)
+        self.current = {}
+
+
+def bench_spawn(n, tmp: Path):
+    timed = Timed()
+    timed.wrap(netns, "create", "namespace + veth (ip -batch, 2 calls)")
+    timed.wrap(sb.Sandboxes, "_policy", "nftables table in the namespace")
+    timed.wrap(selftest, "run", "self-test")
+    timed.wrap(cgroups.Layout, "create", "cgroups")
+    timed.wrap(sb.subprocess, "Popen", "fork + exec bubblewrap")
+    boxes = sb.Sandboxes(tmp / "state", prefix=PREFIX)
+    app = tmp / "app"
+    app.mkdir()
+    totals, removes = [], []
+    try:
+        for i in range(n):
+            spec = sb.SandboxSpec(instance=f"s{i}", app_dir=app, data_dir=tmp / "data" / f"s{i}",
+                                  run_dir=tmp / "run" / f"s{i}", argv=("sleep", "600"), env={},
+                                  uid=64000 + i, gid=64000 + i, limits=sb.Limits(64 << 20, 0.5, 32))
+            t = time.perf_counter()
+            boxes.start(spec)
+            totals.append(time.perf_counter() - t)
+            timed.commit()
+            t = time.perf_counter()
+            boxes.remove(spec.instance)
+            removes.append(time.perf_counter() - t)
+    finally:
+        for inst in boxes.present():
+            boxes.remove(inst)
+    return totals, removes, timed.parts
+
+
+def make_policy_only(boxes: sb.Sandboxes, count_from: int, count_to: int, grants_each: int):
+    """Instances with a namespace and their table (10 grants) but no veth and no process."""
+    names = [f"b{i:04d}" for i in range(count_from, count_to)]
+    subprocess.run([netns.IP, "-batch", "-"], input="".join(f"netns add {PREFIX}-{n}\n" for n in names),
+                   text=True, check=True)
+    for k, name in enumerate(names, start=count_from):
+        d = boxes._dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        link = boxes._allocate(name)
+        grants = [sb.Destination("tcp", ipaddress.ip_address(f"198.18.{k % 250}.{j + 1}"), 443)
+                  for j in range(grants_each)]
+        boxes._policy(name, link, grants, fresh=True)
+    return names
+
+
+def bench_grants(sizes, rounds, tmp: Path):
+    boxes = sb.Sandboxes(tmp / "gstate", prefix=PREFIX)
+    rows = []
+    made: list[str] = []
+    try:
+        for size in sizes:
+            made += make_policy_only(boxes, len(made), size, 10)
+            grant, revoke, nft_grant, nft_revoke, sub_grant, del_revoke = [], [], [], [], [], []
+            for r in range(rounds):
+                inst = random.choice(made)
+                name = boxes._name(inst)
+                current, _ = boxes._grant_state(inst)
+                extra = sb.Destination("tcp", ipaddress.ip_address(f"203.0.113.{r % 250 + 1}"), 8000 + r)
+                t = time.perf_counter()
+                boxes.set_grants(inst, current + [extra])
+                grant.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                boxes.set_grants(inst, current)
+                revoke.append(time.perf_counter() - t)
+                # the nftables transaction alone (libnftables in a thread in the namespace)
+                extra2 = sb.Destination("tcp", ipaddress.ip_address(f"203.0.113.{r % 250 + 1}"), 20000 + r)
+                t = time.perf_counter()
+                netpolicy.run(netpolicy.change_grants(boxes.table, inst, current, current + [extra2], []), name)
+                nft_grant.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                netpolicy.run(netpolicy.change_grants(boxes.table, inst, current + [extra2], current, []), name)
+                nft_revoke.append(time.perf_counter() - t)
+                # baselines: a subprocess per change; a revoke as a set element delete
+                elem = f"203.0.113.{r % 250 + 1} . tcp . {30000 + r}"
+                t = time.perf_counter()
+                subprocess.run(["nsenter", f"--net=/run/netns/{name}", netpolicy.NFT, "-f", "-"],
+                               input=f"add element inet {boxes.table} g4_{inst} {{ {elem} }}\n", text=True, check=True)
+                sub_grant.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                netpolicy.run(f"delete element inet {boxes.table} g4_{inst} {{ {elem} }}\n", name)
+                del_revoke.append(time.perf_counter() - t)
+            rows.append((size, grant, revoke, nft_grant, nft_revoke, sub_grant, del_revoke))
+            print(f"{size} instances: grant p50 {ms(statistics.median(grant))} ms, revoke p50 "
+                  f"{ms(statistics.median(revoke))} ms", flush=True)
+    finally:
+        subprocess.run([netns.IP, "-force", "-batch", "-"],
+                       input="".join(f"netns del {PREFIX}-{n}\n" for n in made), text=True)
+        netpolicy.delete_table(boxes.table)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args(argv)
+    n = 20 if args.quick else 50
+    sizes = [10, 100] if args.quick else [10, 100, 1000]
+    rounds = 50 if args.quick else 200
+    import os
+
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="tsbb-") as d:
+        tmp = Path(d)
+        fork = bench_fork_exec(n)
+        bare = bench_bare_bwrap(n)
+        spawn, removes, parts = bench_spawn(n, tmp)
+        grants = bench_grants(sizes, rounds, tmp)
+    floor = statistics.median(fork)
+    lines = ["| start | p50 (ms) | p90 (ms) | x fork/exec (p50) |", "|---|---:|---:|---:|"]
+    for label, vals in (("fork/exec `true` (floor)", fork), ("bare `bwrap --unshare-all ... true`", bare),
+                        ("tether spawn → ready (self-test included)", spawn)):
+        lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
+                     f"{statistics.median(vals) / floor:.1f} |")
+    lines += ["", "Parts of a spawn (p50, ms):", ""]
+    lines += [f"- {label}: {ms(statistics.median(v))}" for label, v in parts.items()]
+    lines += [f"- remove (kill, cgroups, namespace, veth, conntrack, state): p50 {ms(statistics.median(removes))}",
+              "", "| instances (10 grants each) | grant p50 / p90 (ms) | revoke p50 / p90 (ms) | "
+              "nft transaction: grant / revoke p50 (ms) | baseline: `nsenter nft -f` add p50 (ms) | "
+              "baseline: revoke by element delete p50 (ms) |", "|---:|---:|---:|---:|---:|---:|"]
+    for size, g, r, ng, nr, sg, dr in grants:
+        lines.append(f"| {size:,} | {ms(statistics.median(g))} / {ms(pct(g, 0.9))} | "
+                     f"{ms(statistics.median(r))} / {ms(pct(r, 0.9))} | {ms(statistics.median(ng))} / "
+                     f"{ms(statistics.median(nr))} | {ms(statistics.median(sg))} | {ms(statistics.median(dr))} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write_docs:
+        from _docs import machine_lines, write_section
+
+        command = "benchmarks/apps_sandbox.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        body = "\n".join([
+            SECTION, "",
+            f"Spawn → ready ({n} spawns, one after another) against the floor of starting anything and a bare "
+            "bubblewrap; grant and revoke latency with 10, 100 and 1,000 instances holding 10 grants each "
+            f"({rounds} of each per size, a random instance each time). The 1,000 instances' nftables state is "
+            "real (a network namespace each, with its table and sets) but they have no process and no veth: "
+            "an instance's policy lives in its own namespace, and that is all a grant touches.",
+            "", "Machine:", "",
+            *machine_lines(cpu_note="other engineers' test runs share them", load=load),
+            "", "Command (from the repository root, as root):", "", "```sh",
+            f".venv/bin/python {command.strip()}", "```", "", text, "",
+        ])
+        write_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
