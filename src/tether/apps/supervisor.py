@@ -193,8 +193,9 @@ class AppsRuntime:
             for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
                 _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
             self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
-            started = self.sandboxes.start(spec)
-            self._baseline[inst.id] = dict(started.refused or {})
+            self.sandboxes.start(spec)
+            # the counters as the app starts: the self-test's own probes, not the app's attempts
+            self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
         except SandboxError as exc:
             self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
             raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
