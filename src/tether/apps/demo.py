@@ -58,12 +58,14 @@ def connect(host: str, port: int, timeout: float = 2.0) -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "tether-app-demo"
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
 
     def address_string(self) -> str:  # a UNIX socket's peer has no address
         return "gateway"
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        sys.stderr.write("demo: " + (format % args) + "\n")
+        if os.environ.get("DEMO_QUIET") is None:
+            sys.stderr.write("demo: " + (format % args) + "\n")
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -120,6 +122,7 @@ def bump(path: Path) -> int:
 class UnixServer(ThreadingHTTPServer):
     address_family = socket.AF_UNIX
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: the gateway may connect many times at once
 
     def server_bind(self) -> None:
         try:

@@ -19,11 +19,14 @@ and removes any sandbox no row wants: none is left orphaned.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections import defaultdict
@@ -72,6 +75,7 @@ class AppsRuntime:
         self._crashed_at: dict[int, float] = {}
         # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._tree_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
     # ------------------------------------------------------------------ the OS layer
 
@@ -110,26 +114,26 @@ class AppsRuntime:
     # ------------------------------------------------------------------ files
 
     def tree(self, inst: Instance) -> Path:
-        """The app version's files on this machine, built once per manifest from the blob store
-        (files read-only, owned by root), with the output of ``--install`` at ``.install``."""
-        base = self.root / "trees"
-        done = base / inst.manifest
-        if not done.exists():
-            _mkdir(base, 0o711)
-            staging = base / f".{inst.manifest}.{secrets.token_hex(4)}"
-            _mkdir(staging, 0o755)
-            try:
-                self._materialize(inst, staging)
-                os.rename(staging, done)
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)
-                if not done.exists():
-                    raise
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+        """The app version's files on this machine, built once from the blob store (files
+        read-only, owned by root); with ``--install``, its output at ``.install``. Named by
+        the files' manifest (and the install command), so versions share what is the same."""
+        name = inst.manifest
         if inst.install_argv:
-            self._install(inst, done)
+            name += "-" + hashlib.sha256(json.dumps(list(inst.install_argv)).encode()).hexdigest()[:12]
+        base = self.root / "trees"
+        done = base / name
+        with self._tree_locks[name]:
+            if not done.exists():
+                _mkdir(base, 0o711)
+                staging = base / f".{name}.{secrets.token_hex(4)}"
+                _mkdir(staging, 0o755)
+                try:
+                    self._materialize(inst, staging)
+                    if inst.install_argv:
+                        self._install(inst, staging)
+                    os.rename(staging, done)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
         return done
 
     def _materialize(self, inst: Instance, into: Path) -> None:
@@ -159,23 +163,33 @@ class AppsRuntime:
     def _install(self, inst: Instance, tree: Path) -> None:
         """Run the version's ``--install`` once, in a sandbox whose network is only the
         version's grants; what it writes to /data is what instances see at /app/.install."""
-        marker = tree / ".install.ok"
-        if marker.exists():
-            return
-        out = tree / ".install"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(mode=0o755)
-        spec = self._spec(inst, tree)
         from dataclasses import replace
 
-        spec = replace(spec, instance=f"i{inst.sandbox[1:]}"[:10], argv=inst.install_argv, data_dir=out,
-                       run_dir=self.root / "run" / f"install-{inst.sandbox}")
-        done = self.sandboxes.run_once(spec, timeout=INSTALL_TIMEOUT)
+        from tether.apps.sandbox import SandboxError
+
+        out = tree / ".install"
+        _mkdir(out, 0o755)
+        spec = replace(self._spec(inst, tree), instance=f"i{inst.sandbox[1:]}", argv=inst.install_argv,
+                       data_dir=out, run_dir=self.root / "run" / f"i{inst.sandbox[1:]}")
+        try:
+            done = self.sandboxes.run_once(spec, timeout=INSTALL_TIMEOUT)
+        except SandboxError as exc:
+            raise Problem(409, "install-failed", f"--install of {inst.app} {inst.version} failed: {exc.reason}") from None
+        finally:
+            shutil.rmtree(spec.run_dir, ignore_errors=True)
         if done.returncode != 0:
-            tail = (done.stdout or b"")[-400:].decode("utf-8", "replace") if isinstance(done.stdout, bytes) else ""
-            raise Problem(409, "install-failed", f"--install of {inst.app} {inst.version} exited {done.returncode}: "
-                          f"{tail.strip() or 'no output'}; fix it and register a new version")
-        marker.touch()
+            tail = (done.stdout or b"")[-400:].decode("utf-8", "replace").strip()
+            raise Problem(409, "install-failed", f"--install of {inst.app} {inst.version} exited {done.returncode}"
+                          f"{': ' + tail if tail else ''}; fix it and register a new version")
+        # every instance's uid reads it, none writes it; symbolic links are neither followed nor changed
+        for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
+            for name in [".", *dirnames, *filenames]:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                os.chown(path, 0, 0, follow_symlinks=False)
+                os.chmod(path, 0o755 if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o111 else 0o644)
 
     # ------------------------------------------------------------------ start, stop, remove
 
