@@ -8,62 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.apps.hubs import AppsHub, clean
+from tests.apps.hubs import SERVER, AppsHub, clean, outside  # noqa: F401 - outside is a fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(sys.argv[3].encode()); c.close()
-"""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def outside():
-    """A server outside every sandbox: its own network namespace, reached from the host by a veth."""
-    n = random.randrange(1, 250)
-    ns, veth = f"tasx{os.getpid() % 10000}", f"tasx{os.getpid() % 10000}h"
-    host_ip, server_ip = f"198.18.{n}.1", f"198.18.{n}.2"
-    _ip("netns", "add", ns)
-    proc = None
-    try:
-        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        _ip("addr", "add", f"{host_ip}/30", "dev", veth)
-        _ip("link", "set", veth, "up")
-        _ip("-n", ns, "addr", "add", f"{server_ip}/30", "dev", "eth0")
-        _ip("-n", ns, "link", "set", "eth0", "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "route", "add", "default", "via", host_ip)
-        with open(f"/proc/sys/net/ipv4/conf/{veth}/forwarding", "w") as f:
-            f.write("1")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, server_ip, "7070",
-                                 "hello from outside"], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        yield {"ip": server_ip, "port": 7070, "ns": ns}
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @pytest.fixture(scope="module")

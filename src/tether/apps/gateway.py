@@ -60,6 +60,10 @@ class AppsResolver:
 
     async def _route(self, request: Request, target: gw.Target, inst: Instance, user: str) -> Decision:
         runtime = self.runtime
+        if not runtime.mine(inst) and (inst.holder or "").partition("#")[0] == runtime.internal:
+            # a previous run of this replica held it: wait for the adoption after the restart
+            if await asyncio.to_thread(runtime.adopted.wait, 20.0):
+                inst = await asyncio.to_thread(runtime.service.lookup, inst.owner, inst.app) or inst
         if inst.desired == "stopped" or inst.state == "stopped":
             return Refuse(503, "instance-stopped", f"{inst.app} of {inst.owner} is stopped; start it with "
                           f"`tether app start {inst.app}`")

@@ -76,6 +76,7 @@ class AppsRuntime:
         # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._tree_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.adopted = threading.Event()  # set once what a previous run held is adopted or stopped
 
     # ------------------------------------------------------------------ the OS layer
 
@@ -319,6 +320,8 @@ class AppsRuntime:
             await asyncio.to_thread(self.adopt_all)
         except Exception:  # noqa: BLE001 - keep serving; say so
             log.exception("apps: adopting instances after a restart failed")
+        finally:
+            self.adopted.set()
         while True:
             await asyncio.sleep(self.settings.apps_sweep_seconds)
             try:
