@@ -96,3 +96,25 @@ def test_registering_needs_admin_on_the_space(w):
     with w.api("admin") as c:
         audit = c.get("/api/v1/audit", params={"action": "app.admin"}).json()
     assert any(rec["outcome"] == "denied" and rec["user"] == "alice" for rec in audit.get("records", audit))
+
+
+COMMANDS = ["register", "spawn", "open", "stop", "start", "restart", "rm", "list", "status", "logs", "grant", "revoke",
+            "grants"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_complete_help(w, command):
+    r = w.cli("olga", command, "--help")
+    assert r.returncode == 0 and "Examples:" in r.stdout and f"tether app {command} " in r.stdout, r.stdout
+
+
+def test_spawning_says_why_when_the_hub_has_no_gateway(tmp_path):
+    from tests.hubproc import HubProcess
+
+    hub = HubProcess(tmp_path / "data").start()
+    try:
+        with hub.admin() as c:
+            r = c.post("/api/v1/apps/demo/spawn", json={})
+        assert r.status_code == 503 and "--gateway-listen" in r.json()["detail"]
+    finally:
+        hub.stop()
