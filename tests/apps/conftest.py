@@ -92,6 +92,8 @@ def leftovers(sandboxes: Sandboxes, instance: str = "") -> list[str]:
     if netns.is_dir():
         found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith(name)]
     found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(name)]
+    found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if f"/{name}" in line.split()[4]]
     if not instance and netpolicy.has_table(sandboxes.table):
         found.append(f"nft table inet {sandboxes.table}")
     return found

@@ -124,3 +124,61 @@ def test_set_grants_refuses_bad_destinations_and_changes_nothing(sandboxes, star
         assert a(op="connect", host=addr, port=port) == {"ok": True}
     with pytest.raises(SandboxError):
         sandboxes.set_grants("nosuch", [])
+
+
+def test_a_grant_change_is_atomic(sandboxes, start_agent, outside_server):
+    """A transaction that fails part-way leaves the policy as it was (nft applies whole or not at all)."""
+    import pytest
+
+    from tether.apps import netpolicy
+
+    addr, port = outside_server
+    _, a = start_agent("atom")
+    good = netpolicy.change_grants(sandboxes.table, "atom", [], [dest("tcp", addr, port)], [])
+    with pytest.raises(netpolicy.PolicyError):
+        netpolicy.run(good + "add element inet nosuch g4_atom { 1.2.3.4 . tcp . 1 }\n", f"{sandboxes.prefix}-atom")
+    assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+    netpolicy.run(good, f"{sandboxes.prefix}-atom")
+    assert a(op="connect", host=addr, port=port) == {"ok": True}
+
+
+START_ELSEWHERE = r"""
+import sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
+from tether.apps.sandbox import Sandboxes, spec_from_json
+spec = spec_from_json(Path(sys.argv[3]).read_text())
+Sandboxes(Path(sys.argv[2]), prefix="tsb").start(spec)
+"""
+
+
+def test_adopt_what_another_hub_process_started(sandboxes, make_spec, outside_server, tmp_path):
+    """A hub process starts an instance and exits (a restart); a new one finds it, adopts it
+    (the same app process keeps running), changes its grants and removes it cleanly."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    from tether.apps.sandbox import _spec_to_json
+    from tests.apps.conftest import AGENT, Agent
+
+    addr, port = outside_server
+    spec = make_spec("orph", ["python3", "agent.py"], files={"agent.py": AGENT})
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(_spec_to_json(spec))
+    repo = str(Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", START_ELSEWHERE, repo, str(sandboxes.root), str(spec_file)], check=True)
+    a = Agent(spec.run_dir / "app.sock")
+    try:
+        pid_before = sandboxes.status("orph").pid
+        assert sandboxes.present() == ["orph"]
+        st = sandboxes.adopt(dataclasses.replace(spec, grants=(dest("tcp", addr, port),)))
+        assert st.running and st.pid == pid_before
+        assert a(op="connect", host=addr, port=port) == {"ok": True}
+        sandboxes.set_grants("orph", [])
+        assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+    finally:
+        a.close()
+    sandboxes.remove("orph")
+    assert leftovers(sandboxes) == []
+    assert subprocess.run(["pgrep", "-u", str(spec.uid)], capture_output=True).stdout == b""

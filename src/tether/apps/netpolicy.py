@@ -215,6 +215,14 @@ def change_grants(table: str, instance: str, old: Sequence, new: Sequence, revok
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def plan(table: str, instance: str, old: Sequence, revoked: Sequence, new: Sequence) -> tuple[str, list, list]:
+    """What ``set_grants(new)`` does to the sets: (the transaction, the destinations then
+    revoked but still in the sets, those removed by this change)."""
+    removed = [g for g in old if g not in new]
+    after = [g for g in revoked if g not in new] + removed
+    return change_grants(table, instance, old, new, revoked), after, removed
+
+
 def compact(table: str, instance: str, revoked: Sequence) -> str:
     """Drop revoked destinations from both the grant and the deny sets, in one transaction."""
     t = f"inet {table}"

@@ -450,14 +450,12 @@ class Sandboxes:
             raise SandboxError(f"instance {instance} has no network here: start it first")
         with self._lock:
             old, revoked = self._grant_state(instance)
-            script = netpolicy.change_grants(self.table, instance, old, new, revoked)
+            script, revoked, removed = netpolicy.plan(self.table, instance, old, revoked, new)
             if script:
                 try:
                     netpolicy.run(script, name)
                 except (netpolicy.PolicyError, OSError) as exc:
                     raise SandboxError(f"grants of {instance} unchanged: {exc}") from exc
-            removed = [g for g in old if g not in new]
-            revoked = [g for g in revoked if g not in new] + removed
             if len(revoked) > netpolicy.COMPACT_AFTER:
                 try:
                     netpolicy.run(netpolicy.compact(self.table, instance, revoked), name)

@@ -341,7 +341,9 @@ class AppsRuntime:
                 try:
                     adopted = self.sandboxes.adopt(self._spec(inst, self.tree(inst)))
                     saved = self.service.info(inst)["refused"]  # the app's, as last saved
-                    self._baseline[inst.id] = {k: n - saved.get(k, 0) for k, n in (adopted.refused or {}).items()}
+                    now_counts = adopted.refused or {}  # adopting rebuilds the table: usually zeros
+                    self._baseline[inst.id] = {k: now_counts.get(k, 0) - saved.get(k, 0)
+                                               for k in set(now_counts) | set(saved)}
                     self._refused[inst.id] = saved
                     self.service.mark(inst.id, holder=self.holder, state="running")
                     self._applied.pop(inst.id, None)
@@ -421,7 +423,9 @@ class AppsRuntime:
             return
         status = self.sandboxes.status(inst.sandbox)
         base = self._baseline.get(inst.id, {})
-        refused = {k: n - base.get(k, 0) for k, n in (status.refused or {}).items() if n - base.get(k, 0) > 0}
+        counts = status.refused or {}
+        refused = {k: counts.get(k, 0) - base.get(k, 0) for k in set(counts) | set(base)
+                   if counts.get(k, 0) - base.get(k, 0) > 0}
         if refused != self._refused.get(inst.id, {}):
             self._refused[inst.id] = refused
             self.service.mark(inst.id, refused=refused)
