@@ -98,7 +98,7 @@ def test_registering_needs_admin_on_the_space(w):
     assert any(rec["outcome"] == "denied" and rec["user"] == "alice" for rec in audit.get("records", audit))
 
 
-COMMANDS = ["register", "spawn", "open", "stop", "start", "restart", "rm", "list", "status", "logs", "grant", "revoke",
+COMMANDS = ["register", "spawn", "open", "share", "stop", "start", "restart", "rm", "list", "status", "logs", "grant", "revoke",
             "grants"]
 
 

@@ -84,3 +84,22 @@ def test_path_mode_and_scoped_tokens(w):
     assert gateway_get(w.gw_port, host, "/", bearer(scoped), method="POST")[0] == 403  # read-only
     code, _, body = gateway_get(w.gw_port, host, "/", bearer(other))
     assert code == 403 and b"app:apps/lab" in body
+
+
+def test_a_share_link_lets_a_guest_in_read_only_until_revoked(w):
+    if w.cli("alice", "status", "lab").returncode != 0:
+        assert w.cli("alice", "spawn", "lab").returncode == 0
+    r = w.cli("alice", "share", "lab", "--read-only", "--expires", "30m", "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    host = f"lab--alice.localhost:{w.gw_port}"
+    path = made["url"].split(f":{w.gw_port}", 1)[1]
+    code, headers, _ = gateway_get(w.gw_port, host, path)
+    assert code == 303 and headers["set-cookie"].startswith("tether-gw=")
+    cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
+    code, _, body = gateway_get(w.gw_port, host, "/api/whoami", cookie)
+    assert code == 200 and json.loads(body)["cookie"] == ""  # the session cookie never reaches the app
+    assert gateway_get(w.gw_port, host, "/", cookie, method="POST")[0] == 403
+    with w.api("alice") as c:
+        c.delete(f"/api/v1/tokens/{made['id']}").raise_for_status()
+    assert gateway_get(w.gw_port, host, "/", cookie)[0] == 401

@@ -159,7 +159,8 @@ def test_only_the_owner_gets_through_and_scopes_narrow_it():
     assert decide("alice", ["app:apps"]).allowed and decide("alice", ["space:apps"]).allowed
     assert decide("alice", ["app:apps/other"]).slug == "token-scope"
     assert decide("alice", ["publish:apps"]).slug == "token-scope"
-    assert decide("alice", ["app:apps/demo:read"]).allowed
+    assert decide("alice", ["app:apps/demo:read"]).allowed and decide("alice", ["app:apps/demo:read"]).read_only
+    assert not decide("alice", ["app:apps/demo"]).read_only
     assert decide("alice", ["app:apps/demo:read"], method=b"POST").slug == "read-only"
     assert decide("alice", ["app:apps/demo:read"], upgrade=True).slug == "read-only"
 

@@ -175,6 +175,23 @@ def signin(ref: str, ctx: Caller, request: Request):
                          "signin": runtime.address.signin_url(inst.owner, inst.app, secret)})
 
 
+class LinkIn(StrictModel):
+    expires: str = Field(default="2h", max_length=40)
+    read_only: bool = False
+
+
+@router.post("/app-instances/{ref:path}/links", status_code=201)
+def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
+    """A share link to your instance: whoever opens it gets a session (read-only: GET and
+    HEAD only) until it expires or its token is revoked (`tether token revoke ID`)."""
+    runtime = _runtime(request)
+    inst = runtime.service.find(ctx, ref)
+    token_id, secret = runtime.service.share_link(ctx, inst, expires=body.expires, read_only=body.read_only)
+    ctx.trail["action"] = "app.share"
+    return JSONResponse({"id": token_id, "read_only": body.read_only,
+                         "url": runtime.address.signin_url(inst.owner, inst.app, secret)}, status_code=201)
+
+
 @router.post("/app-instances/{ref:path}/{verb}")
 def control(ref: str, verb: str, ctx: Caller, request: Request):
     """stop, start or restart an instance."""

@@ -290,6 +290,29 @@ def open_(conn: Conn, name: str, as_json: bool) -> None:
     click.echo(out.get("signin", ""))
 
 
+@app.command("share")
+@click.argument("name")
+@click.option("--expires", default="2h", show_default=True, help="How long the link works.")
+@click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
+@client_options
+@json_option
+def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -> None:
+    """Make a link that lets whoever opens it use your instance of NAME, until it expires
+    (revoke it sooner with `tether token revoke ID`: its sessions end too).
+
+    \b
+    Examples:
+      tether app share demo --expires 1h --read-only
+    """
+    made = conn.client.post(f"/api/v1/app-instances/{q(name)}/links",
+                            json={"expires": expires, "read_only": read_only}) or {}
+    if as_json:
+        emit_json(made)
+        return
+    click.echo(made.get("url", ""))
+    click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`", err=True)
+
+
 def _destination(proto_or_dest: str, dest: str | None) -> dict:
     if dest is None:
         return {"proto": None, "destination": proto_or_dest}

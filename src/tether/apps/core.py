@@ -357,8 +357,9 @@ def decide(*, owner: str, space: str, app: str, user: str, scopes: tuple[Scope, 
         return Access(False, 403, "token-scope", f"this token is limited to other scopes; reaching {app} needs "
                       f"{app_scope(space, app)} (or :read)")
     if best < Level.WRITE and (method not in (b"GET", b"HEAD") or upgrade):
-        return Access(False, 403, "read-only", f"this token reaches {app} read-only: GET and HEAD only")
-    return Access(True)
+        return Access(False, 403, "read-only", f"this token reaches {app} read-only: GET and HEAD only",
+                      read_only=True)
+    return Access(True, read_only=best < Level.WRITE)
 
 
 def check_settings(settings) -> None:

@@ -451,6 +451,19 @@ class AppsService:
                               now=now or utcnow(), max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
         return secret
 
+    def share_link(self, ctx: auth.AuthContext, inst: Instance, *, expires: str, read_only: bool,
+                   now: datetime | None = None) -> tuple[str, str]:
+        """A share link to the caller's own instance: a child of the caller's token scoped to
+        it (``:read``: GET and HEAD only), so whoever opens it is let in as the owner until
+        it expires or is revoked (``tether token revoke ID`` ends its sessions too)."""
+        if inst.owner != ctx.user.name:
+            raise forbidden(f"only {inst.owner} shares their instance", "not-instance-owner")
+        token, secret = auth.mint(self.db, ctx, auth.MintRequest(
+            scopes=[core.app_scope(inst.space, inst.app, read_only=read_only)], expires=expires,
+            label=f"app share link {inst.app}"), now=now or utcnow(), max_lifetime=self.max_lifetime,
+            default_lifetime=self.max_lifetime)
+        return token.id, secret
+
     def authorize(self, inst: Instance, secret: str, *, source: str | None, method: bytes, upgrade: bool,
                   now: datetime | None = None) -> tuple[core.Access, auth.AuthContext]:
         ctx = auth.authenticate(self.db, secret, source=auth.normalise_source(source), now=now or utcnow())
@@ -481,7 +494,7 @@ class AppsService:
         if parent.token is not None and parent.token.expires_at is not None:
             until = min(until, parent.token.expires_at)
         token, session = auth.mint(self.db, parent, auth.MintRequest(
-            scopes=[core.app_scope(inst.space, inst.app)], expires=until.isoformat(),
+            scopes=[core.app_scope(inst.space, inst.app, read_only=access.read_only)], expires=until.isoformat(),
             label=f"app session {inst.app}"), now=now, max_lifetime=lifetime, default_lifetime=lifetime)
         return session, max(1, int(((token.expires_at or until) - now).total_seconds()))
 

@@ -55,6 +55,19 @@ def apps_runtime(settings: Any, db: Any, store: Any, metrics: Any = None):
     return runtime, AppsResolver(runtime)
 
 
+def apps_unavailable(settings: Any) -> str | None:
+    """None when this machine can run app sandboxes, else why not (not root, no bubblewrap...)."""
+    from pathlib import Path
+
+    try:
+        from tether.apps.sandbox import Sandboxes
+
+        root = Path(settings.apps_root or (settings.data_dir / "apps")) / "sandboxes"
+        return Sandboxes(root, prefix=settings.apps_prefix).available()
+    except Exception as exc:  # noqa: BLE001 - whatever stops the sandbox layer is the answer
+        return str(exc)
+
+
 def gateway_resolver(forward: Any, apps: Any, domain: str):
     """One resolver for the gateway: a route names an app instance (apps answers) or a
     forwarded app (forward answers). Routes and instances share one set of names per
