@@ -83,3 +83,6 @@ def test_a_failing_install_fails_the_spawn_with_its_output(w):
     assert r.returncode == 1 and "exited 7" in r.stderr and "no network here" in r.stderr, r.stderr
     st = json.loads(w.cli("alice", "status", "broken", "--json").stdout)
     assert st["state"] == "failed" and "exited 7" in st["reason"]
+    code, _, body = gateway_get(w.gw_port, f"broken--alice.localhost:{w.gw_port}", "/",
+                                {"Authorization": f"Bearer {w.tokens['alice']}"})
+    assert code == 503 and b"did not start" in body  # and the request does not run the install again

@@ -69,12 +69,12 @@ class AppsResolver:
                           f"`tether app start {inst.app}`")
         if inst.desired == "removed":
             return Refuse(404, "no-such-route", f"{inst.app} of {inst.owner} is being removed")
-        if inst.holder is None and inst.state in ("idle", "starting", "failed") and not request.hop():
-            if inst.state == "failed" and inst.failures:
-                return Refuse(503, "instance-failed", f"{inst.app} of {inst.owner} failed; see `tether app status "
-                              f"{inst.app}` and `tether app logs {inst.app}`", [(b"retry-after", b"5")])
-            try:
-                inst = await asyncio.to_thread(runtime.ensure_running, inst, states=("idle", "starting", "failed"))
+        if inst.holder is None and inst.state == "failed":
+            return Refuse(503, "instance-failed", f"{inst.app} of {inst.owner} did not start; see `tether app "
+                          f"status {inst.app}`, then `tether app start {inst.app}`", [(b"retry-after", b"5")])
+        if inst.holder is None and inst.state in ("idle", "starting") and not request.hop():
+            try:  # stopped while idle: this request starts it again (scale to zero), here
+                inst = await asyncio.to_thread(runtime.ensure_running, inst, states=("idle", "starting"))
             except Problem as p:
                 return Refuse(p.status, p.slug, p.detail, [(b"retry-after", b"5")])
         if runtime.mine(inst):
