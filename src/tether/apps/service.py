@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.apps import core
@@ -274,13 +274,23 @@ class AppsService:
 
     @staticmethod
     def _query():
-        return (select(AppInstance, App.name, Space.name, User.name, AppVersion)
+        """Instances as plain columns (no ORM objects to build: the gateway asks per request)."""
+        return (select(AppInstance.id, App.name, Space.name, User.name, AppVersion.version, AppInstance.uid,
+                       AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.token_id,
+                       AppVersion.argv, AppVersion.install_argv, AppVersion.manifest, AppVersion.build_id,
+                       AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppInstance.failures,
+                       AppInstance.last_activity_at, AppInstance.started_at)
                 .join(App, App.id == AppInstance.app_id).join(Space, Space.id == App.space_id)
                 .join(User, User.id == AppInstance.user_id).join(AppVersion, AppVersion.id == AppInstance.version_id))
 
+    _by_name = None  # the gateway's lookup, built once (building a five-table select costs more than running it)
+
     def lookup(self, owner: str, app: str) -> Instance | None:
+        """The instance the gateway's route OWNER/APP names (one indexed query per request)."""
+        if AppsService._by_name is None:
+            AppsService._by_name = self._query().where(User.name == bindparam("owner"), App.name == bindparam("app"))
         with self.db.read() as s:
-            row = s.execute(self._query().where(User.name == owner, App.name == app)).first()
+            row = s.execute(AppsService._by_name, {"owner": owner, "app": app}).first()
         return _instance(*row) if row else None
 
     def find(self, ctx: auth.AuthContext, ref: str, *, admin_for_others: bool = True, action: str = "app.read"
@@ -512,8 +522,8 @@ def _grant_info(g: AppGrant) -> dict:
             "created": auth.iso(g.created_at), "expires": auth.iso(g.expires_at)}
 
 
-def _instance(row: AppInstance, app: str, space: str, owner: str, v: AppVersion) -> Instance:
-    return Instance(row.id, core.instance_id(row.id), app, space, owner, v.version, row.uid, row.state, row.desired,
-                    row.holder, row.token_id, tuple(v.argv), tuple(v.install_argv) if v.install_argv else None,
-                    v.manifest, v.build_id, core.AppLimits(v.memory_bytes, v.cpu, v.pids), row.failures,
-                    row.last_activity_at, row.started_at)
+def _instance(row_id, app, space, owner, version, uid, state, desired, holder, token_id, argv, install_argv,
+              manifest, build_id, memory, cpu, pids, failures, last_activity_at, started_at) -> Instance:
+    return Instance(row_id, core.instance_id(row_id), app, space, owner, version, uid, state, desired, holder,
+                    token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
+                    core.AppLimits(memory, cpu, pids), failures, last_activity_at, started_at)
