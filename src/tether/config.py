@@ -90,6 +90,18 @@ class HubSettings(BaseSettings):
     forward_reconnect_grace: str = Field(default="60s", description="how long a route waits for its node to reconnect")
     forward_sweep_seconds: float = Field(default=5.0, ge=0.1, le=300,
                                          description="how often activity is saved and idle or orphaned routes end")
+    # apps (sandboxed, per user; served by the gateway)
+    apps_root: Path | None = Field(default=None, description="where instances' files, data and sockets live; "
+                                   "default DATA/apps")
+    apps_idle: str | None = Field(default=None, description="stop instances with no traffic for this long (e.g. 30m); "
+                                  "the next request starts them again")
+    apps_sweep_seconds: float = Field(default=2.0, ge=0.1, le=300,
+                                      description="how often instances are checked: crashed, idle, stopped elsewhere")
+    apps_uid_base: int = Field(default=1_500_000_000, ge=100_000, le=4_000_000_000,
+                               description="first uid given to instances (each runs as a uid of its own)")
+    apps_prefix: str = Field(default="tt", pattern=r"^[a-z][a-z0-9]{0,3}$",
+                             description="1-4 characters starting the names of sandboxes' interfaces and cgroups")
+    apps_uid_count: int = Field(default=1_000_000, ge=16, le=100_000_000, description="how many uids instances may use")
     # publishing
     blob_store: str | None = Field(default=None, description="blob directory, or s3://bucket/prefix; default DATA/blobs")
     s3_endpoint_url: str | None = None
@@ -176,7 +188,7 @@ class HubSettings(BaseSettings):
                 raise ValueError(f'signal_nats must be "embedded", "off" or nats:// URLs separated by commas, got {v!r}')
         return v
 
-    @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace", "signal_creds_lifetime")
+    @field_validator("gc_grace", "forward_idle", "forward_reconnect_grace", "signal_creds_lifetime", "apps_idle")
     @classmethod
     def _check_duration(cls, v: str | None, info) -> str | None:
         # refused when the hub starts, not with a 500 at the first gc or mint

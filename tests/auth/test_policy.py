@@ -72,6 +72,9 @@ EXPECTED = {
     "job.read": ("space", R, "job", True),
     "job.write": ("space", W, "job", True),
     "job.admin": ("space", A, "job", True),
+    "app.read": ("space", R, "app", True),
+    "app.write": ("space", W, "app", True),
+    "app.admin": ("space", A, "app", True),
 }
 
 

@@ -121,9 +121,10 @@ class AttenuationError(CaveatError):
 # Scopes
 # --------------------------------------------------------------------------
 
-SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space", "forward")
+SCOPE_KINDS: tuple[str, ...] = ("publish", "log", "signal", "job", "space", "forward", "app")
 #: job:GROUP/NODE is one node of a group (what `tether job create` hands each node)
-PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward", "job")
+#: app:SPACE/APP is one app of a space (what reaches its instances through the gateway)
+PREFIX_KINDS: tuple[str, ...] = ("publish", "space", "forward", "job", "app")
 #: kinds whose target is not a space (so a space: scope does not cover them):
 #: job:ID, forward:USER/ROUTE
 NOT_SPACE_KINDS: tuple[str, ...] = ("job", "forward")

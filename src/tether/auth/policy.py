@@ -124,6 +124,12 @@ _TABLE: list[Action] = [
         Level.WRITE: "Take part in a job: join, send, wait and sync.",
         Level.ADMIN: "Create, cancel and reconfigure jobs.",
     }),
+    *_space_actions("app", {
+        Level.READ: "See a space's apps; spawn, stop, start, restart and remove your own instance, read its logs.",
+        Level.WRITE: "Grant (and revoke) your own instance a destination outside the hub's machine.",
+        Level.ADMIN: "Register apps and versions; spawn, stop and remove other users' instances; grant "
+                     "destinations on the hub's own machine.",
+    }),
 ]
 
 ACTIONS: dict[str, Action] = {a.name: a for a in _TABLE}
@@ -187,7 +193,7 @@ def _where(r: Resource, action: Action) -> str:
         bits.append(f"job {r.job!r}")
     if r.space is not None:
         bits.append(f"space {r.space!r}")
-    if action.capability == "publish" and r.path is not None:
+    if action.capability in ("publish", "app") and r.path is not None:
         bits.append(f"path {r.path!r}")
     return (" on " + " in ".join(bits)) if bits else ""
 
@@ -209,6 +215,8 @@ def _scope_need(action: Action) -> str:
         return f"with a job: scope for the job or a space: scope for its space, allowing {lv}"
     if cap == "publish":
         return f"with a publish: or space: scope covering the path, allowing {lv}"
+    if cap == "app":
+        return f"with an app:SPACE/APP or space: scope, allowing {lv}"
     if cap == "space":
         return f"with a space: scope on the space, allowing {lv}"
     return f"with a {cap}: or space: scope on the space, allowing {lv}"

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("tether.job.cli:job", "Multi-node jobs: roles, send / wait / sync (LAVA MultiNode compatible)."),
     "signal": ("tether.signal.cli:signal", "Send or wait for signed messages over NATS (remaphore-compatible)."),
     "forward": ("tether.forward.cli:forward", "Serve an app on this node through the hub's gateway, over SSH."),
+    "app": ("tether.apps.cli:app", "Register web apps; spawn per-user sandboxed instances behind the gateway."),
 }
 
 

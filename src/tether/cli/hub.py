@@ -137,8 +137,13 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo(f"tether: gateway on {settings.gateway_listen}: routes at "
                    f"http{'s' if settings.gateway_tls_cert else ''}://NAME--USER.{settings.gateway_domain}", err=True)
         if not settings.ssh_listen:
-            click.echo("tether: warning: the gateway has no routes without --ssh-listen (nodes forward over SSH)",
-                       err=True)
+            click.echo("tether: note: forwarded routes need --ssh-listen (nodes forward over SSH); app instances "
+                       "do not", err=True)
+        from tether.hub.capabilities import apps_unavailable
+
+        why = apps_unavailable(settings)
+        click.echo(f"tether: warning: apps cannot run here: {why}" if why else
+                   "tether: apps: sandboxes available (bubblewrap, cgroups, nftables)", err=True)
     if settings.ssh_listen:
         from tether.ssh.embedded import load_or_create_host_key
 

@@ -379,3 +379,88 @@ class JobSync(Base):
     told: Mapped[int] = mapped_column(Integer, default=0)  # the last generation it was answered "done"
     call: Mapped[str] = mapped_column(String(64), default="")  # the token of its last arriving call
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- apps (sandboxed, per user)
+
+
+class App(Base):
+    """A registered web app of a space; users spawn instances of its current version."""
+
+    __tablename__ = "apps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)  # the gateway's APP--USER: unique hub-wide
+    current_version: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AppVersion(Base):
+    """One version of an app: its files (a build in the blob store, by manifest digest),
+    its argv lists (never shell strings), limits and the grants every instance starts with."""
+
+    __tablename__ = "app_versions"
+    __table_args__ = (UniqueConstraint("app_id", "version", name="uq_app_versions_app_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"), nullable=True)
+    build_ref: Mapped[str] = mapped_column(String(400))  # SPACE/TYPE/ID, as registered
+    manifest: Mapped[str] = mapped_column(String(64))  # the files' identity: same tree, same digest
+    argv: Mapped[list] = mapped_column(JSON)
+    install_argv: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    cpu: Mapped[float] = mapped_column()
+    pids: Mapped[int] = mapped_column(Integer)
+    grants: Mapped[list] = mapped_column(JSON, default=list)  # ["tcp:ADDR:PORT", ...] for every instance
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AppInstance(Base):
+    """One user's instance of an app. ``holder`` names the hub replica running its sandbox
+    (its gateway's internal address and run id); ``desired`` is what the user asked for,
+    ``state`` what the holder last saw; the holder reconciles the two."""
+
+    __tablename__ = "app_instances"
+    __table_args__ = (UniqueConstraint("app_id", "user_id", name="uq_app_instances_app_user"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("app_versions.id", ondelete="RESTRICT"))
+    uid: Mapped[int] = mapped_column(Integer, unique=True)
+    state: Mapped[str] = mapped_column(String(16))  # starting | running | idle | stopped | failed
+    desired: Mapped[str] = mapped_column(String(16))  # running | stopped | idle | removed
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # parent of sign-in links, sessions
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # crashes in a row (backoff)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[dict] = mapped_column(JSON, default=dict)  # refused attempts by kind, as the sandbox counts
+    oom_kills: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    bytes_up: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_down: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AppGrant(Base):
+    """One destination an instance may reach (default deny: nothing else). Re-applied
+    whenever its sandbox starts or is adopted; gone at ``expires_at``."""
+
+    __tablename__ = "app_grants"
+    __table_args__ = (UniqueConstraint("instance_id", "proto", "address", "port", name="uq_app_grants_dest"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("app_instances.id", ondelete="CASCADE"), index=True)
+    proto: Mapped[str] = mapped_column(String(3))
+    address: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(253))  # as asked for (a name or the address)
+    on_hub: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

@@ -17,10 +17,9 @@ but do not read users' apps unless shared with them: an app is its owner's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from tether.auth.caveats import Level, Scope
-from tether.gateway.core import ROUTE_NAME_RE, GatewayError, check_route_name
+from tether.gateway.core import ROUTE_NAME_RE, Access, GatewayError, check_route_name
 
 __all__ = ["ROUTE_NAME_RE", "Access", "check_route_name", "decide", "route_scope", "GatewayError"]
 
@@ -32,13 +31,6 @@ def route_scope(owner: str, name: str, *, read_only: bool = False) -> str:
     return f"forward:{owner}/{name}" + (":read" if read_only else "")
 
 
-@dataclass(frozen=True)
-class Access:
-    allowed: bool
-    status: int = 200
-    slug: str = ""
-    reason: str = ""
-    read_only: bool = False
 
 
 def _scoped_level(scopes: tuple[Scope, ...], owner: str, name: str) -> Level | None:

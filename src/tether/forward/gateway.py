@@ -15,7 +15,6 @@ import asyncio
 import html
 import logging
 import ssl
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
 from tether.forward.runtime import ForwardRuntime
@@ -107,20 +106,7 @@ class ForwardResolver:
                        target, on_status=self.runtime.status_counter(route), passthrough=True)
 
     def _credential(self, request: Request, target: gw.Target) -> str | None:
-        for n, v in request.headers:
-            if n.lower() == b"authorization":
-                scheme, _, value = v.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and value.strip():
-                    return value.strip()
-        jar = SimpleCookie()
-        for n, v in request.headers:
-            if n.lower() == b"cookie":
-                try:
-                    jar.load(v.decode("latin-1"))
-                except Exception:  # noqa: BLE001 - a malformed cookie header carries no session
-                    pass
-        morsel = jar.get(gw.cookie_name(self.secure, target.prefix))
-        return morsel.value if morsel is not None and morsel.value else None
+        return request.credential(gw.cookie_name(self.secure, target.prefix))
 
     async def _control(self, request: Request, target: gw.Target, route, path: bytes) -> Decision:
         action = path[len(gw.CONTROL_PREFIX):].decode("latin-1")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.forward.service import ForwardService, Route
-from tether.gateway import core as gw
+from tether.gateway.core import GatewayAddress  # noqa: F401 - forward's API imports it from here
 from tether.units import parse_duration
 
 log = logging.getLogger("tether.forward")
@@ -26,27 +26,6 @@ class LiveRoute:
     route: Route
     opener: Callable[[], Any]  # one channel to the app's socket
     close: Callable[[str], None]  # drop the node's SSH connection, saying why (its client stops the app)
-
-
-class GatewayAddress:
-    """How browsers reach the gateway: its domain, scheme and public port."""
-
-    def __init__(self, settings: Any):
-        self.domain = (settings.gateway_domain or "localhost").lower().rstrip(".")
-        self.scheme = "https" if settings.gateway_tls_cert else "http"
-        listen_port = int(settings.gateway_listen.rpartition(":")[2]) if settings.gateway_listen else None
-        self.port = settings.gateway_public_port or listen_port
-        self.path_mode = bool(settings.gateway_path_mode)
-
-    def url(self, owner: str, name: str) -> str:
-        base = None
-        if self.path_mode:
-            base = gw.origin(self.scheme, self.domain, self.port)
-        return gw.route_url(gw.RouteKey(owner, name), domain=self.domain, scheme=self.scheme, port=self.port,
-                            path_mode_base=base)
-
-    def signin_url(self, owner: str, name: str, secret: str) -> str:
-        return self.url(owner, name).rstrip("/") + f"{gw.CONTROL_PREFIX}signin?ticket={secret}"
 
 
 class ForwardRuntime:

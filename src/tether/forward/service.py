@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.db import Database
-from tether.db.models import ForwardRoute, ForwardShare, Token, User, utcnow
+from tether.db.models import App, AppInstance, ForwardRoute, ForwardShare, Token, User, utcnow
 from tether.forward.core import (
     Access,
     GatewayError,
@@ -86,6 +86,11 @@ class ForwardService:
         _check_name(name)
         ctx = auth.context_for_user(self.db, owner, source=node)
         with self.db.write() as s:
+            if s.scalar(select(AppInstance.id).join(App, App.id == AppInstance.app_id).where(
+                    AppInstance.user_id == ctx.user.id, App.name == name)) is not None:
+                raise Problem(409, "name-taken", f"{owner} has an instance of app {name}; routes and app instances "
+                              f"share one set of names per user: choose another name, or remove it "
+                              f"(`tether app rm {name}`)")
             row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == ctx.user.id, ForwardRoute.name == name)
                            .with_for_update())
             keep = None

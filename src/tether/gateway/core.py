@@ -14,6 +14,7 @@ name and user without ambiguity.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -31,7 +32,9 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate"})
 #: what a client may not tell the app about itself: the gateway says it
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
-                        b"forwarded", b"x-real-ip"})
+                        b"forwarded", b"x-real-ip", b"x-tether-user"})
+#: the signed-in user's name, as the gateway tells a sandboxed app (a client's own is dropped)
+USER_HEADER = b"x-tether-user"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -47,6 +50,17 @@ class GatewayError(Exception):
     def __init__(self, status: int, slug: str, detail: str):
         super().__init__(detail)
         self.status, self.slug, self.detail = status, slug, detail
+
+
+@dataclass(frozen=True)
+class Access:
+    """A capability's answer to "may this request reach the route?" (with why not)."""
+
+    allowed: bool
+    status: int = 200
+    slug: str = ""
+    reason: str = ""
+    read_only: bool = False
 
 
 class RouteKey(NamedTuple):
@@ -67,6 +81,25 @@ def check_route_name(name: str) -> None:
         raise GatewayError(400, "invalid-route-name",
                            f"route name {name[:64]!r} is not valid: 1-40 lowercase letters, digits and single "
                            "hyphens, starting with a letter or digit (no dots, slashes, '--' or uppercase)")
+
+
+class GatewayAddress:
+    """How browsers reach the gateway: its domain, scheme and public port (from the hub's settings)."""
+
+    def __init__(self, settings):
+        self.domain = (settings.gateway_domain or "localhost").lower().rstrip(".")
+        self.scheme = "https" if settings.gateway_tls_cert else "http"
+        listen_port = int(settings.gateway_listen.rpartition(":")[2]) if settings.gateway_listen else None
+        self.port = settings.gateway_public_port or listen_port
+        self.path_mode = bool(settings.gateway_path_mode)
+
+    def url(self, owner: str, name: str) -> str:
+        base = origin(self.scheme, self.domain, self.port) if self.path_mode else None
+        return route_url(RouteKey(owner, name), domain=self.domain, scheme=self.scheme, port=self.port,
+                         path_mode_base=base)
+
+    def signin_url(self, owner: str, name: str, secret: str) -> str:
+        return self.url(owner, name).rstrip("/") + f"{CONTROL_PREFIX}signin?ticket={secret}"
 
 
 def route_host(route: RouteKey, domain: str) -> str | None:
@@ -177,10 +210,11 @@ def cookie_name(secure: bool, prefix: str = "") -> str:
 
 
 def upstream_request_headers(headers: Headers, *, client_ip: str, scheme: str, host: bytes, prefix: str,
-                             cookie: str) -> Headers:
+                             cookie: str, extra: Headers = ()) -> Headers:
     """What the app is sent: the client's headers without hop-by-hop ones, without the
     gateway's cookie and Authorization (credentials for the gateway, not the app), with
-    the gateway's own X-Forwarded-* (a client's are dropped, never trusted)."""
+    the gateway's own X-Forwarded-* (a client's are dropped, never trusted), and ``extra``
+    headers the gateway vouches for (X-Tether-User: a client's own is dropped too)."""
     out: Headers = []
     upgrade = is_upgrade(headers)
     for name, value in headers:
@@ -200,7 +234,7 @@ def upstream_request_headers(headers: Headers, *, client_ip: str, scheme: str, h
             (b"x-forwarded-host", host)]
     if prefix:
         out.append((b"x-forwarded-prefix", prefix.encode()))
-    return out
+    return out + list(extra)
 
 
 def strip_cookie(header: bytes, name: bytes) -> bytes:

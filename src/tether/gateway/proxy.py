@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 
 import h11
@@ -53,6 +54,23 @@ class Request:
     def hop(self) -> bool:
         """Passed on by another replica's gateway (which does not hold the route)."""
         return any(n.lower() == HOP_HEADER for n, _ in self.headers)
+
+    def credential(self, cookie: str) -> str | None:
+        """The caller's secret for the gateway: a bearer token, else the session cookie ``cookie``."""
+        for n, v in self.headers:
+            if n.lower() == b"authorization":
+                scheme, _, value = v.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and value.strip():
+                    return value.strip()
+        jar: SimpleCookie = SimpleCookie()
+        for n, v in self.headers:
+            if n.lower() == b"cookie":
+                try:
+                    jar.load(v.decode("latin-1"))
+                except CookieError:  # a malformed cookie header carries no session
+                    pass
+        morsel = jar.get(cookie)
+        return morsel.value if morsel is not None and morsel.value else None
 
     def wants_html(self) -> bool:
         accept = b",".join(v for n, v in self.headers if n.lower() == b"accept")
@@ -100,6 +118,8 @@ class Forward:
     #: to another replica's gateway, which holds the route: the request goes as it came
     #: (credentials included: that gateway checks them again), marked as one hop
     passthrough: bool = False
+    #: headers the gateway vouches for, added after the client's (e.g. X-Tether-User)
+    headers: core.Headers = field(default_factory=list)
 
 
 Decision = Refuse | Reply | Forward
@@ -371,7 +391,8 @@ class Gateway:
             headers = core.upstream_request_headers(
                 request.headers, client_ip=request.client_ip, scheme=request.scheme,
                 host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
-                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix))
+                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix),
+                extra=fwd.headers)
             target_path = fwd.target.path
         counted = fwd.on_bytes or (lambda up, down: None)
         try:

@@ -223,8 +223,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         acceptor = gateway = runtime = None
+        apps = app.state.apps_runtime
         if settings.gateway_listen:
-            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics)
+            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics, app.state.apps_resolver)
         if settings.ssh_listen:
             from tether.config import split_listen
             from tether.hub.capabilities import ssh_handlers
@@ -240,6 +241,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
                 tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
                 if runtime is not None:
                     tg.start_soon(runtime.run)
+                if apps is not None:
+                    tg.start_soon(apps.run)
                 tg.start_soon(_write_tally_forever, hub, hub.refusals, settings.audit_anonymous_interval)
                 tg.start_soon(_write_tally_forever, hub, hub.reads, settings.audit_read_interval)
                 yield
@@ -339,6 +342,11 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
     store = open_store(settings.effective_blob_store(), endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
     app.state.publisher = Publisher(settings, db, store)
+    app.state.apps_runtime = app.state.apps_resolver = None
+    if settings.gateway_listen:  # instances are served by the gateway: no gateway, no apps
+        from tether.hub.capabilities import apps_runtime
+
+        app.state.apps_runtime, app.state.apps_resolver = apps_runtime(settings, db, store, hub.metrics)
     app.include_router(router)
     app.include_router(publish_router)
     app.include_router(files_router)
@@ -358,6 +366,9 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     from tether.signal.api import router as signal_router
 
     app.include_router(signal_router)
+    from tether.apps.api import router as apps_router
+
+    app.include_router(apps_router)
     openapi.install(app)
     from tether.hub.urlcheck import UrlCheck
 
@@ -366,15 +377,16 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     return app
 
 
-async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics):
-    """The gateway's listener (forwarded apps), with the replica's forward state."""
+async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, apps_resolver=None):
+    """The gateway's listener (forwarded apps and app instances), with the replica's forward state."""
     import ssl
 
     from tether.config import split_listen
     from tether.gateway.proxy import Gateway, Limits, serve
-    from tether.hub.capabilities import forward_runtime
+    from tether.hub.capabilities import forward_runtime, gateway_resolver
 
-    runtime, resolver, registrar = forward_runtime(settings, db, metrics)
+    runtime, forward_resolver, registrar = forward_runtime(settings, db, metrics)
+    resolver = gateway_resolver(forward_resolver, apps_resolver, runtime.address.domain)
     context = None
     if settings.gateway_tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

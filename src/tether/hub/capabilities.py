@@ -46,8 +46,52 @@ def forward_runtime(settings: Any, db: Any, metrics: Any = None):
     return runtime, ForwardResolver(runtime), RouteRegistrar(runtime)
 
 
+def apps_runtime(settings: Any, db: Any, store: Any, metrics: Any = None):
+    """The replica's apps state (its sandboxes) and the gateway resolver for instances."""
+    from tether.apps.gateway import AppsResolver
+    from tether.apps.supervisor import AppsRuntime
+
+    runtime = AppsRuntime(settings, db, store, metrics)
+    return runtime, AppsResolver(runtime)
+
+
+def apps_unavailable(settings: Any) -> str | None:
+    """None when this machine can run app sandboxes, else why not (not root, no bubblewrap...)."""
+    from pathlib import Path
+
+    try:
+        from tether.apps.sandbox import Sandboxes
+
+        root = Path(settings.apps_root or (settings.data_dir / "apps")) / "sandboxes"
+        return Sandboxes(root, prefix=settings.apps_prefix).available()
+    except Exception as exc:  # noqa: BLE001 - whatever stops the sandbox layer is the answer
+        return str(exc)
+
+
+def gateway_resolver(forward: Any, apps: Any, domain: str):
+    """One resolver for the gateway: a route names an app instance (apps answers) or a
+    forwarded app (forward answers). Routes and instances share one set of names per
+    user (each capability refuses a name the other holds), so at most one matches."""
+    from tether.gateway import core as gw
+
+    async def resolve(request):
+        if apps is not None:
+            decision = await apps(request, gw.match(request.host, request.target, domain))
+            if decision is not None:
+                return decision
+        return await forward(request)
+
+    return resolve
+
+
 def check_settings(settings) -> None:
     """Each capability checks its own settings when the hub starts (:class:`ConfigError`)."""
+    from tether.apps.core import check_settings as check_apps
+    from tether.config import ConfigError
     from tether.publish.settings import check as check_publish
 
     check_publish(settings)
+    try:
+        check_apps(settings)
+    except ValueError as exc:
+        raise ConfigError(f"invalid hub configuration: {exc}") from None

@@ -1,0 +1,385 @@
+"""``tether app``: register web apps, spawn per-user sandboxed instances, grant them
+destinations, and open them through the hub's gateway."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from tether.console import emit_json, emit_table, json_option
+from tether.hubclient.hub import Conn, q
+from tether.hubclient.options import client_options
+
+INSTANCE_HELP = "APP (your own), APP--USER or USER/APP"
+
+
+@click.group()
+def app() -> None:
+    """Per-user web apps in sandboxes, served through the hub's gateway.
+
+    An operator registers an app (its files, its command, its limits); each user
+    spawns an instance of their own, which runs under bubblewrap as a uid of its
+    own, in its own namespaces, with no network but what is granted, and is served
+    at http(s)://APP--USER.<gateway domain>/ to that user only.
+
+    \b
+    Examples:
+      tether app register demo --space apps --dir ./demo --cmd python3 app.py
+      tether app spawn demo
+      tether app open demo
+      tether app status demo --json
+      tether app grant demo--alice tcp 192.0.2.10:5432 --expires 2h --reason "course database"
+      tether app revoke demo--alice tcp 192.0.2.10:5432
+      tether app stop demo; tether app rm demo
+    """
+
+
+class _ArgvTail(click.Command):
+    """``--cmd ARGV...`` takes every word after it (so it comes last) and ``--install
+    ARGV...`` every word up to ``--cmd``: argv lists as typed, never a shell string."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--cmd" not in args:
+            if "--help" in args or "-h" in args or not args:
+                return super().parse_args(ctx, args)
+            raise click.UsageError("give the app's command last: --cmd PROGRAM [ARG...]", ctx)
+        at = args.index("--cmd")
+        head, ctx.meta["app_cmd"] = args[:at], args[at + 1:]
+        if not ctx.meta["app_cmd"]:
+            raise click.UsageError("--cmd needs a program: --cmd python3 app.py", ctx)
+        if "--install" in head:
+            i = head.index("--install")
+            head, ctx.meta["app_install"] = head[:i], head[i + 1:]
+            if not ctx.meta["app_install"]:
+                raise click.UsageError("--install needs a program: --install pip install -r requirements.txt "
+                                       "--cmd ...", ctx)
+        return super().parse_args(ctx, head)
+
+
+@app.command("register", cls=_ArgvTail)
+@click.argument("name")
+@click.option("--space", required=True, help="The space the app belongs to (admin on it needed).")
+@click.option("--version", "version", default="1", show_default=True, help="The version this registers.")
+@click.option("--dir", "src_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The app's files: sent as a build (only what the hub lacks travels).")
+@click.option("--build", metavar="SPACE/TYPE/ID", help="Instead of --dir: a build already published.")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 256M (default 256M).")
+@click.option("--cpu", metavar="CORES", help="CPU limit in cores, e.g. 0.5 (default 0.5).")
+@click.option("--pids", metavar="N", help="Processes and threads at once (default 128).")
+@click.option("--grant", "grants", multiple=True, metavar="tcp:HOST:PORT",
+              help="A destination every instance may reach (repeat).")
+@client_options
+@json_option
+def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | None, build: str | None,
+             memory: str | None, cpu: str | None, pids: str | None, grants: tuple[str, ...], as_json: bool) -> None:
+    """Register app NAME (or a new --version of it).
+
+    \b
+    After the options:
+      --install ARGV...   run once per version, before any instance (what it writes
+                          to /data, instances see read-only at /app/.install)
+      --cmd ARGV...       the app's command, LAST: every word after it is an argument,
+                          passed exactly as written (quotes, $(...), newlines: literally)
+
+    The app runs in /app (its files, read-only), with a writable /data of its own,
+    and listens on the UNIX socket $TETHER_SOCKET.
+
+    \b
+    Examples:
+      tether app register demo --space apps --dir ./demo --cmd python3 app.py
+      tether app register demo --space apps --version 2 --build apps/apps/demo-2 --cmd python3 app.py
+      tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 \\
+          --grant tcp:192.0.2.10:5432 --install python3 -m pip install --target /data -r req.txt \\
+          --cmd python3 server.py
+    """
+    ctx = click.get_current_context()
+    cmd, install = ctx.meta["app_cmd"], ctx.meta.get("app_install")
+    from tether.apps import client
+    from tether.apps.core import AppError, check_app_name, check_argv, check_version, parse_destination, parse_limits
+    from tether.problems import TetherError
+
+    try:  # what can be checked here is, before any file travels (the hub checks it all again)
+        check_app_name(name)
+        check_version(version)
+        parse_limits(memory, cpu, pids)
+        check_argv(cmd, "--cmd")
+        if install is not None:
+            check_argv(install, "--install")
+        for g in grants:
+            parse_destination(None, g)
+    except AppError as exc:
+        raise TetherError(exc.detail, 2) from None
+    if bool(src_dir) == bool(build):
+        raise click.UsageError("give the app's files with either --dir DIR or --build SPACE/TYPE/ID")
+    sent = None
+    if src_dir is not None:
+        try:
+            build, sent = client.send_tree(conn.client, src_dir, space=space, app=name)
+        except client.TreeError as exc:
+            raise click.UsageError(str(exc)) from None
+    body = {"space": space, "version": version, "build": build, "cmd": cmd, "install": install,
+            "memory": memory, "cpu": cpu,
+            "pids": pids, "grants": list(grants)}
+    out = client.register(conn.client, name, body)
+    if sent is not None:
+        out["files_sent"] = sent
+    if as_json:
+        emit_json(out)
+        return
+    what = "unchanged" if out.get("unchanged") else "registered"
+    click.echo(f"{what}: {name} {version} in {space} (build {build}" +
+               (f", {sent} files sent" if sent is not None else "") + ")")
+
+
+@app.command("spawn")
+@click.argument("name")
+@click.option("--for", "for_user", metavar="USER", help="Spawn USER's instance (admin on the app's space).")
+@client_options
+@json_option
+def spawn(conn: Conn, name: str, for_user: str | None, as_json: bool) -> None:
+    """Spawn your instance of app NAME (or USER's) and start it.
+
+    \b
+    Examples:
+      tether app spawn demo
+      tether app spawn demo --for alice
+    """
+    out = conn.client.post(f"/api/v1/apps/{q(name)}/spawn", json={"for_user": for_user}) or {}
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"{out.get('instance')} is {out.get('state')} at {out.get('url')}")
+    if not for_user:
+        click.echo(f"sign in with `tether app open {name}`", err=True)
+
+
+def _instance_command(verb: str, doc: str):
+    @app.command(verb, help=doc)
+    @click.argument("instance")
+    @client_options
+    @json_option
+    def command(conn: Conn, instance: str, as_json: bool) -> None:
+        out = conn.client.post(f"/api/v1/app-instances/{q(instance)}/{verb}", json={}) or {}
+        if as_json:
+            emit_json(out)
+            return
+        click.echo(f"{out.get('instance')}: {out.get('state')}")
+
+    return command
+
+
+_instance_command("stop", f"Stop INSTANCE ({INSTANCE_HELP}); its data stays.\n\n\b\nExamples:\n  tether app stop demo\n"
+                  "  tether app stop demo--alice")
+_instance_command("start", f"Start a stopped INSTANCE ({INSTANCE_HELP}).\n\n\b\nExamples:\n  tether app start demo")
+_instance_command("restart", f"Stop and start INSTANCE ({INSTANCE_HELP}).\n\n\b\nExamples:\n"
+                  "  tether app restart demo")
+
+
+@app.command("rm")
+@click.argument("instance")
+@client_options
+def rm(conn: Conn, instance: str) -> None:
+    """Remove INSTANCE: its sandbox, its data, its grants. Nothing is left behind.
+
+    \b
+    Examples:
+      tether app rm demo
+      tether app rm demo--alice
+    """
+    out = conn.client.delete(f"/api/v1/app-instances/{q(instance)}") or {}
+    click.echo(f"removed {instance}" if out.get("removed") else out.get("detail", "removal pending"))
+
+
+@app.command("list")
+@click.option("--all", "everyone", is_flag=True, help="Every instance of the apps you administer.")
+@click.option("--apps", "apps", is_flag=True, help="The registered apps instead of instances.")
+@client_options
+@json_option
+def list_(conn: Conn, everyone: bool, apps: bool, as_json: bool) -> None:
+    """List your instances (state, URL, restarts, refused attempts), or --apps.
+
+    \b
+    Examples:
+      tether app list
+      tether app list --all --json
+      tether app list --apps
+    """
+    if apps:
+        rows = conn.client.get("/api/v1/apps") or []
+        if as_json:
+            emit_json(rows)
+            return
+        emit_table(rows, ["name", "space", "current_version", "versions", "created_by"], empty="no apps")
+        return
+    rows = conn.client.get("/api/v1/app-instances", params={"all": "true"} if everyone else None) or []
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        r["refused"] = sum((r.get("refused") or {}).values())
+    emit_table(rows, ["instance", "version", "state", "url", "restarts", "refused", "grants", "last_activity"],
+               empty="no instances")
+
+
+@app.command("status")
+@click.argument("instance")
+@client_options
+@json_option
+def status(conn: Conn, instance: str, as_json: bool) -> None:
+    """Show INSTANCE: state, why, limits, restarts, memory kills, and refused attempts
+    by kind (host, other instances, outside, IPv6, metadata...).
+
+    \b
+    Examples:
+      tether app status demo
+      tether app status demo--alice --json
+    """
+    out = conn.client.get(f"/api/v1/app-instances/{q(instance)}") or {}
+    if as_json:
+        emit_json(out)
+        return
+    for key in ("instance", "version", "state", "desired", "reason", "url", "holder", "uid", "limits", "restarts",
+                "oom_kills", "refused", "grants", "started", "last_activity", "bytes_up", "bytes_down"):
+        click.echo(f"{key}: {out.get(key)}")
+
+
+@app.command("logs")
+@click.argument("instance")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
+@client_options
+def logs(conn: Conn, instance: str, follow: bool) -> None:
+    """Print INSTANCE's output (its stdout and stderr).
+
+    \b
+    Examples:
+      tether app logs demo
+      tether app logs demo--alice -f
+    """
+    offset = 0
+    while True:
+        resp = conn.client.send("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
+        if not resp.is_success:
+            conn.client.request("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
+        sys.stdout.buffer.write(resp.content)
+        sys.stdout.flush()
+        offset = int(resp.headers.get("X-Tether-Log-Offset") or offset)
+        if not follow:
+            return
+        if not resp.content:
+            time.sleep(1)
+
+
+@app.command("open")
+@click.argument("name")
+@client_options
+@json_option
+def open_(conn: Conn, name: str, as_json: bool) -> None:
+    """Print a one-time sign-in link to your instance of NAME (five minutes, one use).
+
+    \b
+    Examples:
+      tether app open demo
+    """
+    out = conn.client.post(f"/api/v1/app-instances/{q(name)}/signin", json={}) or {}
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(out.get("signin", ""))
+
+
+@app.command("share")
+@click.argument("name")
+@click.option("--expires", default="2h", show_default=True, help="How long the link works.")
+@click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
+@client_options
+@json_option
+def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -> None:
+    """Make a link that lets whoever opens it use your instance of NAME, until it expires
+    (revoke it sooner with `tether token revoke ID`: its sessions end too).
+
+    \b
+    Examples:
+      tether app share demo --expires 1h --read-only
+    """
+    made = conn.client.post(f"/api/v1/app-instances/{q(name)}/links",
+                            json={"expires": expires, "read_only": read_only}) or {}
+    if as_json:
+        emit_json(made)
+        return
+    click.echo(made.get("url", ""))
+    click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`", err=True)
+
+
+def _destination(proto_or_dest: str, dest: str | None) -> dict:
+    if dest is None:
+        return {"proto": None, "destination": proto_or_dest}
+    return {"proto": proto_or_dest, "destination": dest}
+
+
+@app.command("grant")
+@click.argument("instance")
+@click.argument("proto", metavar="tcp|udp")
+@click.argument("destination", metavar="HOST:PORT", required=False)
+@click.option("--expires", metavar="DURATION", help="Close it after this long, e.g. 2h.")
+@click.option("--reason", default="", help="Why (kept with the grant, shown by `tether app grants`).")
+@client_options
+@json_option
+def grant(conn: Conn, instance: str, proto: str, destination: str | None, expires: str | None, reason: str,
+          as_json: bool) -> None:
+    """Let INSTANCE reach one destination (one address, one port). Everything else stays
+    denied. A destination on the hub's own machine needs admin on the app's space.
+
+    \b
+    Examples:
+      tether app grant demo tcp 192.0.2.10:5432
+      tether app grant demo--alice udp:[2001:db8::53]:53 --expires 2h --reason "lab DNS"
+    """
+    out = conn.client.post(f"/api/v1/app-instances/{q(instance)}/grants",
+                           json={**_destination(proto, destination), "expires": expires, "reason": reason}) or {}
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"granted {out.get('destination')} to {instance}" +
+               (f" until {out['expires']}" if out.get("expires") else ""))
+
+
+@app.command("revoke")
+@click.argument("instance")
+@click.argument("proto", metavar="tcp|udp", required=False)
+@click.argument("destination", metavar="HOST:PORT", required=False)
+@click.option("--all", "everything", is_flag=True, help="Every destination of INSTANCE.")
+@client_options
+def revoke(conn: Conn, instance: str, proto: str | None, destination: str | None, everything: bool) -> None:
+    """Close a destination at once (open connections to it included).
+
+    \b
+    Examples:
+      tether app revoke demo tcp 192.0.2.10:5432
+      tether app revoke demo--alice --all
+    """
+    if bool(proto) == everything:
+        raise click.UsageError("name one destination (tcp HOST:PORT) or give --all")
+    params = {} if everything else {k: v for k, v in _destination(proto, destination).items() if v}
+    out = conn.client.delete(f"/api/v1/app-instances/{q(instance)}/grants", params=params) or {}
+    click.echo(f"revoked {out.get('revoked', 0)} destination(s) of {instance}")
+
+
+@app.command("grants")
+@click.argument("instance")
+@client_options
+@json_option
+def grants(conn: Conn, instance: str, as_json: bool) -> None:
+    """List the destinations INSTANCE may reach.
+
+    \b
+    Examples:
+      tether app grants demo --json
+    """
+    rows = conn.client.get(f"/api/v1/app-instances/{q(instance)}/grants") or []
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, ["destination", "host", "on_hub", "expires", "reason", "by"], empty="no grants: it reaches nothing")

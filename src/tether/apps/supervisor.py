@@ -1,0 +1,479 @@
+"""What one hub replica does for apps: run the sandboxes of the instances it holds,
+keep them as their rows say, and give the gateway a way to reach them.
+
+Rows are the truth (:mod:`tether.apps.service`). An instance's row names the replica
+holding its sandbox (``holder``: the gateway's internal address and a run id) and what
+its user wants (``desired``). Every ``apps_sweep_seconds`` the holder:
+
+- restarts a crashed instance after a backoff (1 s, 2 s, 4 s ... a minute);
+- stops an instance idle longer than ``apps_idle`` (state ``idle``: the gateway starts
+  it again on the next request, on whichever replica that request reaches);
+- stops or removes instances that were stopped or removed through another replica;
+- applies grant changes and expiries (one atomic nft transaction per instance), and
+  saves the sandbox's counters of refused attempts.
+
+After a restart the replica adopts the sandboxes a previous run of it left running,
+and removes any sandbox no row wants: none is left orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tether.apps import core
+from tether.apps.service import AppsService, Instance
+from tether.db.models import Blob, BuildFile, Build, utcnow
+from tether.gateway.core import GatewayAddress
+from tether.problems import Problem
+from tether.units import parse_duration
+
+log = logging.getLogger("tether.apps")
+
+APP_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+READY_TIMEOUT = 20.0
+INSTALL_TIMEOUT = 600.0
+
+
+class Unavailable(Problem):
+    def __init__(self, reason: str):
+        super().__init__(503, "apps-unavailable", f"apps cannot run on this hub: {reason}")
+
+
+class AppsRuntime:
+    def __init__(self, settings: Any, db: Any, store: Any, metrics: Any = None, sandboxes: Any = None):
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.metrics = metrics
+        self.service = AppsService(settings, db)
+        self.address = GatewayAddress(settings)
+        self.root = Path(settings.apps_root or (settings.data_dir / "apps")).resolve()
+        self.internal = settings.gateway_internal or settings.gateway_listen or ""
+        self.holder = f"{self.internal}#{secrets.token_hex(4)}"
+        self._sandboxes = sandboxes
+        self.idle = parse_duration(settings.apps_idle) if settings.apps_idle else None
+        self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        self._applied: dict[int, tuple] = {}  # grants last applied, per held instance id
+        self._refused: dict[int, dict] = {}
+        self._baseline: dict[int, dict] = {}  # counters at start: the self-test's own probes
+        self._crashed_at: dict[int, float] = {}
+        # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
+        self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._tree_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.adopted = threading.Event()  # set once what a previous run held is adopted or stopped
+
+    # ------------------------------------------------------------------ the OS layer
+
+    @property
+    def sandboxes(self):
+        if self._sandboxes is None:
+            from tether.apps.sandbox import Sandboxes
+
+            self._sandboxes = Sandboxes(self.root / "sandboxes", prefix=self.settings.apps_prefix)
+        return self._sandboxes
+
+    def unavailable(self) -> str | None:
+        """None, or why this replica cannot run sandboxes (not root, no bwrap...)."""
+        try:
+            return self.sandboxes.available()
+        except Exception as exc:  # noqa: BLE001 - an OS layer that cannot even start says why
+            return f"the sandbox layer failed to load: {exc}"
+
+    def _dirs(self, inst: Instance) -> tuple[Path, Path]:
+        data, run = self.root / "data" / inst.sandbox, self.root / "run" / inst.sandbox
+        return data, run
+
+    def _spec(self, inst: Instance, app_dir: Path, grants: list[tuple[str, str, int]] | None = None):
+        from tether.apps.sandbox import Destination, Limits, SandboxSpec
+
+        data, run = self._dirs(inst)
+        if grants is None:
+            grants = self.service.destinations(inst.id)
+        env = {**APP_ENV, "TETHER_APP": inst.app, "TETHER_APP_VERSION": inst.version, "TETHER_USER": inst.owner}
+        return SandboxSpec(
+            instance=inst.sandbox, app_dir=app_dir, data_dir=data, run_dir=run, argv=inst.argv, env=env,
+            uid=inst.uid, gid=inst.uid,
+            limits=Limits(memory_bytes=inst.limits.memory_bytes, cpu=inst.limits.cpu, pids=inst.limits.pids),
+            grants=tuple(Destination(p, ipaddress.ip_address(a), port) for p, a, port in grants))
+
+    # ------------------------------------------------------------------ files
+
+    def tree(self, inst: Instance) -> Path:
+        """The app version's files on this machine, built once from the blob store (files
+        read-only, owned by root); with ``--install``, its output at ``.install``. Named by
+        the files' manifest (and the install command), so versions share what is the same."""
+        name = inst.manifest
+        if inst.install_argv:
+            name += "-" + hashlib.sha256(json.dumps(list(inst.install_argv)).encode()).hexdigest()[:12]
+        base = self.root / "trees"
+        done = base / name
+        with self._tree_locks[name]:
+            if not done.exists():
+                _mkdir(base, 0o711)
+                staging = base / f".{name}.{secrets.token_hex(4)}"
+                _mkdir(staging, 0o755)
+                try:
+                    self._materialize(inst, staging)
+                    if inst.install_argv:
+                        self._install(inst, staging)
+                    os.rename(staging, done)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        return done
+
+    def _materialize(self, inst: Instance, into: Path) -> None:
+        from sqlalchemy import select
+
+        with self.db.read() as s:
+            build = s.get(Build, inst.build_id) if inst.build_id is not None else None
+            if build is None:
+                raise Problem(409, "app-files-gone", f"the build holding {inst.app} {inst.version}'s files is gone; "
+                              "register the app again")
+            rows = s.execute(select(BuildFile.path, BuildFile.digest, BuildFile.size, BuildFile.mode, Blob.pack,
+                                    Blob.pack_offset).join(Blob, Blob.digest == BuildFile.digest, isouter=True)
+                             .where(BuildFile.build == build.entries)).all()
+        for path, digest, size, mode, pack, offset in rows:
+            target = into / path
+            if ".." in Path(path).parts or Path(path).is_absolute():
+                continue  # publish never stores such a path; never follow one
+            for parent in reversed(target.relative_to(into).parents[:-1]):
+                _mkdir(into / parent, 0o755)
+            blocks = (self.store.open_packed(digest, pack, offset, size, 0, size) if pack
+                      else self.store.open_range(digest, 0, None))
+            with open(target, "wb") as f:
+                for block in blocks:
+                    f.write(block)
+            os.chmod(target, 0o755 if mode & 0o111 else 0o644)
+
+    def _install(self, inst: Instance, tree: Path) -> None:
+        """Run the version's ``--install`` once, in a sandbox whose network is only the
+        version's grants; what it writes to /data is what instances see at /app/.install."""
+        from dataclasses import replace
+
+        from tether.apps.sandbox import SandboxError
+
+        out = tree / ".install"
+        _mkdir(out, 0o755)
+        spec = replace(self._spec(inst, tree), instance=f"i{inst.sandbox[1:]}", argv=inst.install_argv,
+                       data_dir=out, run_dir=self.root / "run" / f"i{inst.sandbox[1:]}")
+        try:
+            done = self.sandboxes.run_once(spec, timeout=INSTALL_TIMEOUT)
+        except SandboxError as exc:
+            raise Problem(409, "install-failed", f"--install of {inst.app} {inst.version} failed: {exc.reason}") from None
+        finally:
+            shutil.rmtree(spec.run_dir, ignore_errors=True)
+        if done.returncode != 0:
+            tail = (done.stdout or b"")[-400:].decode("utf-8", "replace").strip()
+            raise Problem(409, "install-failed", f"--install of {inst.app} {inst.version} exited {done.returncode}"
+                          f"{': ' + tail if tail else ''}; fix it and register a new version")
+        # every instance's uid reads it, none writes it; symbolic links are neither followed nor changed
+        for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
+            for name in [".", *dirnames, *filenames]:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                os.chown(path, 0, 0, follow_symlinks=False)
+                os.chmod(path, 0o755 if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o111 else 0o644)
+
+    # ------------------------------------------------------------------ start, stop, remove
+
+    def start(self, inst: Instance) -> None:
+        """Start ``inst``'s sandbox here (the caller claimed it); the row says running or failed."""
+        reason = self.unavailable()
+        if reason:
+            self.service.mark(inst.id, state="failed", holder=None, reason=f"apps cannot run on this hub: {reason}")
+            raise Unavailable(reason)
+        from tether.apps.sandbox import SandboxError
+
+        try:
+            tree = self.tree(inst)
+            spec = self._spec(inst, tree)
+            for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
+                _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
+            self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
+            self.sandboxes.start(spec)
+            # the counters as the app starts: the self-test's own probes, not the app's attempts
+            self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
+        except SandboxError as exc:
+            self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
+            raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
+        except Problem as p:
+            self.service.mark(inst.id, state="failed", holder=None, reason=p.detail)
+            raise
+        self._applied[inst.id] = tuple(sorted((d.proto, str(d.address), d.port) for d in spec.grants))
+        self.service.mark(inst.id, state="running", holder=self.holder, started_at=utcnow(), reason="",
+                          last_activity_at=utcnow())
+        self._wait_ready(spec.run_dir / "app.sock")
+
+    @staticmethod
+    def _wait_ready(sock: Path, timeout: float = READY_TIMEOUT) -> bool:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(1)
+                    s.connect(str(sock))
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def stop(self, inst: Instance, *, state: str = "stopped", reason: str = "") -> None:
+        with self._locks[inst.id]:
+            self._stop(inst, state=state, reason=reason)
+
+    def _stop(self, inst: Instance, *, state: str, reason: str) -> None:
+        self.sandboxes.stop(inst.sandbox)
+        self.sandboxes.remove(inst.sandbox)
+        self._applied.pop(inst.id, None)
+        self.service.mark(inst.id, state=state, holder=None, reason=reason)
+
+    def remove(self, inst: Instance) -> None:
+        """Remove the sandbox and everything it had (data, socket directory), then the row."""
+        with self._locks[inst.id]:
+            self._remove(inst)
+
+    def _remove(self, inst: Instance) -> None:
+        if self.unavailable() is None:
+            self.sandboxes.remove(inst.sandbox)
+            self.log_path(inst).unlink(missing_ok=True)
+        self._applied.pop(inst.id, None)
+        data, run = self._dirs(inst)
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
+        self.service.remove_row(inst)
+
+    def ensure_running(self, inst: Instance, *, states: tuple[str, ...] = ("starting", "idle", "stopped", "failed")
+                       ) -> Instance:
+        """Claim and start an instance no replica runs; the fresh row after."""
+        with self._locks[inst.id]:
+            inst = self.service.get(inst.id)
+            if inst.holder is None and self.service.claim(inst, self.holder, states=states):
+                self.start(self.service.get(inst.id))
+        return self.service.get(inst.id)
+
+    def apply_grants(self, inst: Instance) -> None:
+        want = tuple(self.service.destinations(inst.id))
+        if self._applied.get(inst.id) == want:
+            return
+        from tether.apps.sandbox import Destination
+
+        self.sandboxes.set_grants(inst.sandbox, [Destination(p, ipaddress.ip_address(a), port) for p, a, port in want])
+        self._applied[inst.id] = want
+
+    def mine(self, inst: Instance) -> bool:
+        return inst.holder == self.holder
+
+    def log_path(self, inst: Instance) -> Path:
+        return self.sandboxes.log_path(inst.sandbox)
+
+    def read_log(self, inst: Instance, offset: int, limit: int) -> tuple[bytes, int]:
+        """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts."""
+        try:
+            with open(self.log_path(inst), "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if offset > size:  # the log started again (a restart truncates it): from its start
+                    offset = 0
+                f.seek(offset)
+                data = f.read(limit)
+        except FileNotFoundError:
+            if inst.holder is not None and not self.mine(inst):
+                raise Problem(409, "held-elsewhere", f"{inst.app} of {inst.owner} runs on replica "
+                              f"{inst.holder.partition('#')[0]}; its output is there") from None
+            return b"", 0
+        return data, offset + len(data)
+
+    # ------------------------------------------------------------------ the gateway's counters
+
+    def counter(self, inst: Instance) -> Callable[[int, int], None]:
+        def count(up: int, down: int) -> None:
+            c = self._counts[inst.id]
+            c[0] += up
+            c[1] += down
+
+        return count
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Adopt what a previous run left, then keep the held instances as their rows say."""
+        try:
+            await asyncio.to_thread(self.adopt_all)
+        except Exception:  # noqa: BLE001 - keep serving; say so
+            log.exception("apps: adopting instances after a restart failed")
+        finally:
+            self.adopted.set()
+        while True:
+            await asyncio.sleep(self.settings.apps_sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - keep serving; say so
+                log.exception("apps: the sweep failed; will retry")
+
+    def adopt_all(self) -> None:
+        """After a hub restart: instances a previous run of this replica held are adopted
+        (their sandbox still runs) or started again; sandboxes no row wants are removed."""
+        if not self.internal or self.unavailable():
+            return
+        rows = {i.sandbox: i for i in self.service.held_by(self.internal)}
+        present = set(self.sandboxes.present())
+        for sandbox, inst in rows.items():
+            if inst.desired in ("running",) and sandbox in present:
+                try:
+                    adopted = self.sandboxes.adopt(self._spec(inst, self.tree(inst)))
+                    saved = self.service.info(inst)["refused"]  # the app's, as last saved
+                    now_counts = adopted.refused or {}  # adopting rebuilds the table: usually zeros
+                    self._baseline[inst.id] = {k: now_counts.get(k, 0) - saved.get(k, 0)
+                                               for k in set(now_counts) | set(saved)}
+                    self._refused[inst.id] = saved
+                    self.service.mark(inst.id, holder=self.holder, state="running")
+                    self._applied.pop(inst.id, None)
+                    self._audit("app.adopt", inst, "adopted after a hub restart")
+                    continue
+                except Exception as exc:  # noqa: BLE001 - not adoptable: start it cleanly instead
+                    log.warning("apps: cannot adopt %s: %s; starting it again", sandbox, exc)
+            self.sandboxes.remove(sandbox)
+            if inst.desired == "running":
+                self.service.mark(inst.id, holder=None, state="starting")
+                try:
+                    self.ensure_running(self.service.get(inst.id), states=("starting",))
+                    self._audit("app.adopt", inst, "started again after a hub restart")
+                except Problem as p:
+                    log.warning("apps: %s did not start again: %s", sandbox, p.detail)
+            else:
+                self.service.mark(inst.id, holder=None, state="stopped" if inst.desired != "idle" else "idle")
+        known = self._known_sandboxes()
+        for sandbox in present - set(rows):
+            if sandbox not in known:  # no row at all: an orphan (a row is made before any sandbox)
+                log.info("apps: removing orphaned sandbox %s", sandbox)
+                self.sandboxes.remove(sandbox)
+
+    def _known_sandboxes(self) -> set[str]:
+        from sqlalchemy import select
+
+        from tether.db.models import AppInstance
+
+        with self.db.read() as s:
+            return {core.instance_id(i) for i in s.scalars(select(AppInstance.id)).all()}
+
+    async def sweep(self) -> None:
+        counts, self._counts = self._counts, defaultdict(lambda: [0, 0])
+        if counts:
+            await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()})
+        await asyncio.to_thread(self.service.expire_grants)
+        if not self.internal:
+            return
+        for inst in await asyncio.to_thread(self.service.held_by, self.internal):
+            if not self.mine(inst):
+                continue
+            try:
+                await asyncio.to_thread(self._keep_unless_busy, inst)
+            except Problem as p:
+                log.warning("apps: %s of %s: %s", inst.app, inst.owner, p.detail)
+            except Exception:  # noqa: BLE001 - one instance's failure must not stop the others
+                log.exception("apps: keeping %s of %s failed", inst.app, inst.owner)
+
+    def _keep_unless_busy(self, inst: Instance) -> None:
+        lock = self._locks[inst.id]
+        if not lock.acquire(blocking=False):
+            return  # another thread is starting or stopping it: next sweep
+        try:
+            inst = self.service.get(inst.id)
+            if self.mine(inst):
+                self.keep(inst)
+        except Problem as p:
+            if p.status != 404:  # removed meanwhile
+                raise
+        finally:
+            lock.release()
+
+    def keep(self, inst: Instance) -> None:
+        """One instance this replica holds, made to match its row."""
+        if inst.desired == "removed":
+            self._remove(inst)
+            self._audit("app.rm", inst, "removed (asked through another replica)")
+            return
+        if inst.desired == "stopped":
+            self._stop(inst, state="stopped", reason="stopped")
+            return
+        now = utcnow()
+        if self.idle is not None and inst.state == "running" and now - inst.last_activity_at > self.idle:
+            self._stop(inst, state="idle", reason=f"no traffic for {self.settings.apps_idle}; the next request "
+                      "starts it again")
+            self._audit("app.idle-stop", inst, "stopped while idle")
+            return
+        status = self.sandboxes.status(inst.sandbox)
+        base = self._baseline.get(inst.id, {})
+        counts = status.refused or {}
+        refused = {k: counts.get(k, 0) - base.get(k, 0) for k in set(counts) | set(base)
+                   if counts.get(k, 0) - base.get(k, 0) > 0}
+        if refused != self._refused.get(inst.id, {}):
+            self._refused[inst.id] = refused
+            self.service.mark(inst.id, refused=refused)
+        if status.running:
+            self.apply_grants(inst)
+            if inst.failures and inst.started_at and now - inst.started_at > timedelta(seconds=core.STABLE_SECONDS):
+                self.service.mark(inst.id, failures=0)
+            return
+        # it died: restart it after a backoff
+        failures = inst.failures + (1 if inst.id not in self._crashed_at else 0)
+        first = self._crashed_at.setdefault(inst.id, time.monotonic())
+        why = "out of memory (the memory limit killed it)" if status.oom_killed else f"exited {status.exit_code}"
+        if inst.id in self._crashed_at and failures != inst.failures:
+            self.service.mark(inst.id, state="failed", failures=failures, reason=f"crashed: {why}; restarting",
+                              oom_kills=_add_oom(self, inst, status))
+            self._audit("app.crash", inst, f"crashed: {why}")
+        if time.monotonic() - first < core.restart_delay(failures):
+            return
+        del self._crashed_at[inst.id]
+        self.start(inst)
+        from sqlalchemy import update
+
+        from tether.db.models import AppInstance
+
+        with self.db.write() as s:
+            s.execute(update(AppInstance).where(AppInstance.id == inst.id).values(restarts=AppInstance.restarts + 1))
+        self._audit("app.restart", inst, f"restarted after it {why} (failure {failures} in a row)")
+
+    def _audit(self, action: str, inst: Instance, reason: str, *, user: str | None = None, status: int = 200) -> None:
+        from tether.auth import audit
+
+        try:
+            audit.record(self.db, at=utcnow(), user=user, token_id=None, action=action,
+                         resource=f"app:{inst.space}/{inst.app} instance of {inst.owner}", source=None,
+                         outcome="allowed" if status < 400 else "denied", status=status, reason=reason[:500])
+        except Exception:  # noqa: BLE001 - auditing must not stop the supervisor; say so
+            log.exception("could not write an audit record")
+
+
+def _mkdir(path: Path, mode: int) -> None:
+    """A directory with exactly ``mode`` (the hub's umask would narrow mkdir's)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+
+
+def _add_oom(runtime: AppsRuntime, inst: Instance, status) -> int:
+    from tether.db.models import AppInstance
+
+    with runtime.db.read() as s:
+        row = s.get(AppInstance, inst.id)
+        return (row.oom_kills if row else 0) + (1 if status.oom_killed else 0)

@@ -1,0 +1,149 @@
+"""A hub with its gateway, a space ``apps`` and users who may use it; the CLI as each of them."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hubproc import HubProcess, free_port
+
+
+class AppsHub:
+    def __init__(self, tmp: Path, *, env: dict[str, str] | None = None, database_url: str | None = None,
+                 data: str = "data", gw_port: int | None = None):
+        self.tmp = tmp
+        self.gw_port = gw_port or free_port()
+        self.hub = HubProcess(tmp / data, database_url=database_url, env={
+            "TETHER_APPS_SWEEP_SECONDS": "0.3", "TETHER_APPS_PREFIX": PREFIX, **(env or {})},
+            args=["--gateway-listen", f"127.0.0.1:{self.gw_port}"])
+        self.tokens: dict[str, str] = {}
+
+    def start(self) -> "AppsHub":
+        self.hub.start()
+        return self
+
+    def setup(self, users: dict[str, str], space: str = "apps") -> "AppsHub":
+        with self.hub.admin() as c:
+            c.post("/api/v1/spaces", json={"name": space}).raise_for_status()
+            for user, level in users.items():
+                c.post("/api/v1/users", json={"name": user}).raise_for_status()
+                if level:
+                    c.put(f"/api/v1/spaces/{space}/grants/{user}", json={"level": level}).raise_for_status()
+                self.tokens[user] = c.post("/api/v1/tokens", json={"for_user": user, "expires": "2h"}).json()["token"]
+        self.tokens["admin"] = self.hub.admin_token
+        return self
+
+    def cli(self, user: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TETHER_HUB": self.hub.url, "TETHER_TOKEN": self.tokens[user], "HOME": str(self.tmp)}
+        return subprocess.run([sys.executable, "-m", "tether", "app", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+
+    def api(self, user: str):
+        return self.hub.client(self.tokens[user])
+
+    def demo_dir(self) -> Path:
+        d = self.tmp / "demo"
+        if not d.exists():
+            subprocess.run([sys.executable, "-m", "tether.apps.demo", "--copy", str(d)], check=True)
+        return d
+
+    @property
+    def sandbox_root(self) -> Path:
+        return self.hub.data_dir / "apps" / "sandboxes"
+
+    def stop(self) -> None:
+        self.hub.stop()
+
+
+PREFIX = "tas"  # this branch's prefix for sandboxes' interfaces and cgroups
+
+
+def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):
+    """One request to the gateway for route host ``host``: (status, headers, body)."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request(method, path, headers={"Host": host, **(headers or {})})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def leftovers(root: Path) -> list[str]:
+    """Sandboxes (state, cgroups) with this branch's prefix still on the machine under ``root``."""
+    from tether.apps.sandbox import Sandboxes
+
+    return Sandboxes(root, prefix=PREFIX).present()
+
+
+def clean(root: Path) -> None:
+    from tether.apps.sandbox import Sandboxes
+
+    sb = Sandboxes(root, prefix=PREFIX)
+    for inst in sb.present():
+        sb.remove(inst)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(sys.argv[3].encode()); c.close()
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def outside():
+    """A server outside every sandbox: its own network namespace, reached from the host by a veth."""
+    n = random.randrange(1, 250)
+    ns, veth = f"tasx{os.getpid() % 10000}", f"tasx{os.getpid() % 10000}h"
+    host_ip, server_ip = f"198.18.{n}.1", f"198.18.{n}.2"
+    _ip("netns", "add", ns)
+    proc = None
+    try:
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("addr", "add", f"{host_ip}/30", "dev", veth)
+        _ip("link", "set", veth, "up")
+        _ip("-n", ns, "addr", "add", f"{server_ip}/30", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "route", "add", "default", "via", host_ip)
+        with open(f"/proc/sys/net/ipv4/conf/{veth}/forwarding", "w") as f:
+            f.write("1")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, server_ip, "7070",
+                                 "hello from outside"], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        yield {"ip": server_ip, "port": 7070, "ns": ns}
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -1,0 +1,105 @@
+"""Instances and forwarded routes share the gateway and one set of names per user: a name
+held by one is refused to the other (409, named). Instances are also reached in path mode
+(/apps/USER/APP/), and a token scoped to another app does not get through."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.apps.hubs import AppsHub, clean, gateway_get, wait_for
+from tests.forward.conftest import start_app
+from tests.hubproc import free_port
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("appgw")
+    ssh_port = free_port()
+    w = AppsHub(tmp)
+    w.hub.argv += ["--ssh-listen", f"127.0.0.1:{ssh_port}"]
+    w.start().setup({"alice": "read", "olga": "admin"})
+    key = tmp / "alice_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with w.api("admin") as c:
+        c.post("/api/v1/users/alice/keys", json={"public_key": key.with_suffix(".pub").read_text()}).raise_for_status()
+    pub = (w.hub.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    known = tmp / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh_port} {pub[0]} {pub[1]}\n")
+    w.ssh = ["ssh", "-N", "-p", str(ssh_port), "-i", str(key), "-o", "IdentitiesOnly=yes", "-o",
+             f"UserKnownHostsFile={known}", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"]
+    for name in ("demo", "lab"):
+        r = w.cli("olga", "register", name, "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
+        assert r.returncode == 0, r.stderr
+    w.app = start_app(tmp / "fwd.sock")
+    yield w
+    w.app.kill()
+    w.app.wait()
+    try:
+        w.stop()
+    finally:
+        clean(w.sandbox_root)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_route_name_is_refused_to_an_instance_and_back(w):
+    route = subprocess.Popen([*w.ssh, "-R", f"/demo:{w.tmp / 'fwd.sock'}", "alice@127.0.0.1"], stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: gateway_get(w.gw_port, f"demo--alice.localhost:{w.gw_port}", "/echo",
+                                     bearer(w.tokens["alice"]))[0] == 200, what="the forwarded route")
+        r = w.cli("alice", "spawn", "demo")
+        assert r.returncode == 1 and "forwarded route named demo" in r.stderr and "forward stop demo" in r.stderr
+        with w.api("alice") as c:
+            assert c.post("/api/v1/apps/demo/spawn", json={}).json()["type"] == "urn:tether:problem:name-taken"
+    finally:
+        route.terminate()
+        route.wait(10)
+    with w.api("alice") as c:
+        c.delete("/api/v1/forward/routes/alice/demo")
+    # the other way: an instance holds "lab", so a forward of "lab" is refused
+    assert w.cli("alice", "spawn", "lab").returncode == 0
+    refused = subprocess.run([*w.ssh, "-R", f"/lab:{w.tmp / 'fwd.sock'}", "alice@127.0.0.1"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "forwarding failed" in refused.stderr.lower()
+    code, _, body = gateway_get(w.gw_port, f"lab--alice.localhost:{w.gw_port}", "/api/whoami", bearer(w.tokens["alice"]))
+    assert code == 200 and json.loads(body)["instance"] == "lab--alice"  # still the instance
+
+
+def test_path_mode_and_scoped_tokens(w):
+    if w.cli("alice", "status", "lab").returncode != 0:
+        assert w.cli("alice", "spawn", "lab").returncode == 0
+    code, _, body = gateway_get(w.gw_port, f"localhost:{w.gw_port}", "/apps/alice/lab/api/whoami",
+                                bearer(w.tokens["alice"]))
+    assert code == 200 and json.loads(body)["user"] == "alice"
+    with w.api("alice") as c:
+        scoped = c.post("/api/v1/tokens", json={"scopes": ["app:apps/lab:read"], "expires": "1h"}).json()["token"]
+        other = c.post("/api/v1/tokens", json={"scopes": ["app:apps/demo"], "expires": "1h"}).json()["token"]
+    host = f"lab--alice.localhost:{w.gw_port}"
+    assert gateway_get(w.gw_port, host, "/", bearer(scoped))[0] == 200
+    assert gateway_get(w.gw_port, host, "/", bearer(scoped), method="POST")[0] == 403  # read-only
+    code, _, body = gateway_get(w.gw_port, host, "/", bearer(other))
+    assert code == 403 and b"app:apps/lab" in body
+
+
+def test_a_share_link_lets_a_guest_in_read_only_until_revoked(w):
+    if w.cli("alice", "status", "lab").returncode != 0:
+        assert w.cli("alice", "spawn", "lab").returncode == 0
+    r = w.cli("alice", "share", "lab", "--read-only", "--expires", "30m", "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    host = f"lab--alice.localhost:{w.gw_port}"
+    path = made["url"].split(f":{w.gw_port}", 1)[1]
+    code, headers, _ = gateway_get(w.gw_port, host, path)
+    assert code == 303 and headers["set-cookie"].startswith("tether-gw=")
+    cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
+    code, _, body = gateway_get(w.gw_port, host, "/api/whoami", cookie)
+    assert code == 200 and json.loads(body)["cookie"] == ""  # the session cookie never reaches the app
+    assert gateway_get(w.gw_port, host, "/", cookie, method="POST")[0] == 403
+    with w.api("alice") as c:
+        c.delete(f"/api/v1/tokens/{made['id']}").raise_for_status()
+    assert gateway_get(w.gw_port, host, "/", cookie)[0] == 401

@@ -1,0 +1,51 @@
+"""Grants are rows: one that expires closes by itself, and after a hub restart the
+adopted instance still reaches what it was granted (and nothing else)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.apps.hubs import AppsHub, clean, gateway_get, outside, wait_for  # noqa: F401 - outside is a fixture
+
+
+@pytest.fixture
+def w(tmp_path):
+    w = AppsHub(tmp_path).start().setup({"alice": "write", "olga": "admin"})
+    r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
+    assert r.returncode == 0, r.stderr
+    assert w.cli("alice", "spawn", "demo").returncode == 0
+    yield w
+    try:
+        w.stop()
+    finally:
+        clean(w.sandbox_root)
+
+
+def reaches(w, dest) -> bool:
+    code, _, body = gateway_get(w.gw_port, f"demo--alice.localhost:{w.gw_port}",
+                                f"/api/connect?host={dest['ip']}&port={dest['port']}",
+                                {"Authorization": f"Bearer {w.tokens['alice']}"})
+    assert code == 200, body
+    return json.loads(body)["ok"]
+
+
+def test_an_expiring_grant_closes_by_itself(w, outside):
+    assert not reaches(w, outside)
+    r = w.cli("alice", "grant", "demo", "tcp", f"{outside['ip']}:{outside['port']}", "--expires", "3s")
+    assert r.returncode == 0, r.stderr
+    assert reaches(w, outside)
+    wait_for(lambda: not reaches(w, outside), timeout=20, what="the grant to expire")
+    assert json.loads(w.cli("alice", "grants", "demo", "--json").stdout) == []
+
+
+def test_grants_hold_across_a_hub_restart(w, outside):
+    r = w.cli("alice", "grant", "demo", "tcp", f"{outside['ip']}:{outside['port']}", "--reason", "kept")
+    assert r.returncode == 0, r.stderr
+    assert reaches(w, outside)
+    w.hub.stop()
+    w.hub.start()
+    assert reaches(w, outside)
+    assert w.cli("alice", "revoke", "demo", "--all").returncode == 0
+    assert not reaches(w, outside)
