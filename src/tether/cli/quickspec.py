@@ -84,7 +84,8 @@ SPECS = {('whoami',): {'values': {'--hub': ('hub', 'str', 'TETHER_HUB', False),
                    'defaults': {'since': None, 'author': None, 'limit': None, 'as_json': False, 'db': None}}}
 
 #: the names of tether's commands (the first word of a command line)
-NAMES = frozenset({'audit',
+NAMES = frozenset({'app',
+           'audit',
            'forward',
            'gc',
            'hub',
