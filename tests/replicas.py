@@ -48,7 +48,8 @@ http {{
 def documented_site(ports: list[int], listen: int) -> str:
     """docs/hub.md's nginx block for a production layout, as the tests run it: the
     replicas' loopback addresses for the two documented ones (and as many more as
-    there are), plain HTTP on loopback for the TLS listener."""
+    there are), plain HTTP on loopback for the TLS listener, and the public name as
+    the Host the hubs see."""
     text = DOCS.read_text()
     block = re.search(r"<!-- balancer-config -->\n```nginx\n(.*?)```", text, re.S)
     assert block, "docs/hub.md lost its balancer-config block"
@@ -60,6 +61,9 @@ def documented_site(ports: list[int], listen: int) -> str:
             continue
         elif line.strip() == "listen 443 ssl;":
             lines.append(line.replace("443 ssl", f"127.0.0.1:{listen}"))
+        elif line.strip() == "proxy_set_header Host $http_host;":
+            # the hubs' public name, whatever Host a test's raw client or relay sends
+            lines.append(line.replace("$http_host", f"127.0.0.1:{listen}"))
         else:
             lines.append(line)
     return "\n".join(lines)

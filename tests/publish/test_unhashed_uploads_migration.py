@@ -32,7 +32,7 @@ def test_upgrade_keeps_uploads_and_downgrade_drops_the_undeclared(database_url):
     db.migrate("0009")
     with db.write() as s:
         _upload(s, "a" * 32, "d" * 64)
-    db.migrate()
+    db.migrate("0014")  # (0016's downgrade drops every upload: their pieces are not where 0014 looks)
     with db.write() as s:
         assert _ids(s) == ["a" * 32]
         _upload(s, "b" * 32, None)  # allowed now
