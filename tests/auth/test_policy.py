@@ -65,6 +65,7 @@ EXPECTED = {
     "log.read": ("space", R, "log", True),
     "log.write": ("space", W, "log", True),
     "log.admin": ("space", A, "log", True),
+    "signal.connect": ("authenticated", Level.NONE, None, False),  # NATS credentials: not for scoped tokens
     "signal.receive": ("space", R, "signal", True),
     "signal.send": ("space", W, "signal", True),
     "signal.admin": ("space", A, "signal", True),
