@@ -50,4 +50,4 @@ def test_a_flood_of_anonymous_refusals_is_counted_not_written_one_by_one(start_h
     assert sum(r["count"] for r in json.loads(shown.stdout) if r["user"] is None) == 2200
     table = subprocess.run([sys.executable, "-m", "tether", "audit", "--hub", h.url, "--auth-token", h.admin_token],
                            capture_output=True, text=True, timeout=60)
-    assert table.stdout.splitlines()[0].split()[-2:] == ["count", "reason"], table.stdout[:300]
+    assert table.stdout.splitlines()[0].split()[-3:] == ["count", "last_at", "reason"], table.stdout[:300]
