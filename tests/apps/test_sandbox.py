@@ -29,6 +29,10 @@ def test_start_serves_on_socket_stop_and_remove_leave_nothing(sandboxes, make_sp
     assert c.recv(100) == b"hello from alice"
     c.close()
     assert os.stat(sock).st_uid == spec.uid
+    state = sandboxes.root / "life1"
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    assert {f.name: f.stat().st_mode & 0o777 for f in state.iterdir()} == {
+        name: 0o600 for name in ("spec.json", "net.json", "grants.json", "pid", "status.json", "app.log")}
     assert sandboxes.present() == ["life1"]
     assert leftovers(sandboxes, "life1")
     sandboxes.stop("life1", grace=1)

@@ -2,12 +2,14 @@
 
 An OS adapter (root needed; no database, no HTTP). One :class:`Sandboxes` per hub
 process; each instance is named by a stable id and everything made for it (network
-namespace, veth, nftables chain and sets, cgroups, state directory) is named from that
-id, never from an address that another instance could later get.
+namespace with its nftables table and sets, veth, cgroups, state directory) is named
+from that id, never from an address that another instance could later get.
 
-Per instance, under ``root/<instance>/`` (0700): ``spec.json`` (what started it, for
-adoption), ``status.json`` (bubblewrap's status: the app's pid and exit code) and
-``app.log`` (the app's stdout and stderr, appended).
+Per instance, under ``root/<instance>/`` (0700, files 0600): ``spec.json`` (what started
+it, for adoption), ``net.json`` (its link's index in the address pools), ``grants.json``
+(granted, and revoked but still in the deny sets), ``pid``, ``status.json`` (bubblewrap's
+status: the app's pid and exit code) and ``app.log`` (the app's stdout and stderr,
+appended).
 """
 
 from __future__ import annotations
@@ -158,16 +160,15 @@ def _env(spec: SandboxSpec) -> dict[str, str]:
     return env
 
 
-def bwrap_argv(spec: SandboxSpec, status_fd: int, *, own_netns: bool, seccomp_fd: int | None = None) -> list[str]:
+def bwrap_argv(spec: SandboxSpec, status_fd: int, seccomp_fd: int | None = None) -> list[str]:
     """The bubblewrap command line for ``spec`` (an argv list; the app's argv goes last, as is).
 
     bubblewrap runs as root without a user namespace, so it can bind directories whose
     parents the instance's uid may not traverse; inside, ``setpriv`` drops to the
     instance's uid and gid, clears the groups, the inheritable, ambient and bounding
-    capability sets, and sets no_new_privs before it execs the app."""
+    capability sets, and sets no_new_privs before it execs the app. The network namespace
+    is the instance's own, entered before bubblewrap starts."""
     argv = [BWRAP, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not own_netns:
-        argv.append("--unshare-net")
     argv += ["--hostname", f"app-{spec.instance}", "--new-session"]
     argv += _system_binds()
     argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run",
@@ -200,15 +201,22 @@ def _prepare_dirs(spec: SandboxSpec) -> None:
         pass
 
 
-def _grants_json(grants: Sequence[Destination]) -> str:
-    return json.dumps([{"proto": g.proto, "address": str(g.address), "port": g.port} for g in grants])
+def _grants_list(grants: Sequence[Destination]) -> list[dict]:
+    return [{"proto": g.proto, "address": str(g.address), "port": g.port} for g in grants]
+
+
+def _write(path: Path, text: str) -> None:
+    """A state file, 0600 (the spec holds the app's environment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _spec_to_json(spec: SandboxSpec) -> str:
     d = dataclasses.asdict(spec)
     d.update(app_dir=str(spec.app_dir), data_dir=str(spec.data_dir), run_dir=str(spec.run_dir),
              env=dict(spec.env), argv=list(spec.argv),
-             grants=[{"proto": g.proto, "address": str(g.address), "port": g.port} for g in spec.grants])
+             grants=_grants_list(spec.grants))
     return json.dumps(d)
 
 
@@ -340,7 +348,7 @@ class Sandboxes:
         d = self._dir(spec.instance)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(d, 0o700)
-        (d / "spec.json").write_text(_spec_to_json(spec))
+        _write(d / "spec.json", _spec_to_json(spec))
         _prepare_dirs(spec)
         name = self._name(spec.instance)
         link = self._network(spec)
@@ -359,7 +367,7 @@ class Sandboxes:
         filter_fd = _seccomp_fd()
         try:
             proc = subprocess.Popen(
-                bwrap_argv(spec, status_fd, own_netns=True, seccomp_fd=filter_fd),
+                bwrap_argv(spec, status_fd, seccomp_fd=filter_fd),
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
                 pass_fds=(status_fd,) + ((filter_fd,) if filter_fd is not None else ()),
                 start_new_session=True, env={},
@@ -372,7 +380,7 @@ class Sandboxes:
                 if fd is not None:
                     os.close(fd)
         self._procs[spec.instance] = proc
-        (d / "pid").write_text(str(proc.pid))
+        _write(d / "pid", str(proc.pid))
         st = self._status(spec.instance, counters=False)
         st.refused = {k: 0 for k in netpolicy.KINDS}  # just zeroed, after the self-test
         return st
@@ -538,7 +546,7 @@ class Sandboxes:
         link = self._link(spec.instance)
         if link is None or not netns.exists(self._name(spec.instance)):
             raise SandboxError(f"instance {spec.instance} runs without its network namespace: remove it")
-        (self._dir(spec.instance) / "spec.json").write_text(_spec_to_json(spec))
+        _write(self._dir(spec.instance) / "spec.json", _spec_to_json(spec))
         self._policy(spec.instance, link, spec.grants, fresh=False)
         return self.status(spec.instance)
 
@@ -574,8 +582,8 @@ class Sandboxes:
         return load(data.get("grants", [])), load(data.get("revoked", []))
 
     def _save_grants(self, instance: str, grants: Sequence[Destination], revoked: Sequence[Destination]) -> None:
-        (self._dir(instance) / "grants.json").write_text(
-            json.dumps({"grants": json.loads(_grants_json(grants)), "revoked": json.loads(_grants_json(revoked))}))
+        _write(self._dir(instance) / "grants.json",
+               json.dumps({"grants": _grants_list(grants), "revoked": _grants_list(revoked)}))
 
     def _allocate(self, instance: str) -> netns.Link:
         """The lowest link index no other instance of this root holds (under a lock)."""
@@ -593,7 +601,7 @@ class Sandboxes:
                     continue
             index = next(i for i in range(len(used) + 1) if i not in used)
             link = netns.Link.at(index, self.pool4, self.pool6)
-            (self._dir(instance) / "net.json").write_text(json.dumps({"index": index}))
+            _write(self._dir(instance) / "net.json", json.dumps({"index": index}))
             return link
 
     def _policy(self, instance: str, link: netns.Link, grants: Sequence[Destination], *, fresh: bool) -> None:
