@@ -2,7 +2,7 @@
 
 One task per browser connection: keep-alive, bodies streamed both ways without
 buffering, websockets and other upgrades spliced byte for byte after the app's 101.
-A :data:`Resolver` (the forward capability's, later apps') decides per request:
+A :data:`Resolver` (forward's and apps', joined by the hub) decides per request:
 refuse, redirect, answer, or forward to an :class:`Upstream` (a local UNIX socket,
 or a channel of the node's SSH connection). The rules are in
 :mod:`tether.gateway.core`; this module only moves bytes and enforces the limits:
