@@ -115,6 +115,6 @@ def test_spawning_says_why_when_the_hub_has_no_gateway(tmp_path):
     try:
         with hub.admin() as c:
             r = c.post("/api/v1/apps/demo/spawn", json={})
-        assert r.status_code == 503 and "--gateway-listen" in r.json()["detail"]
+        assert r.status_code == 409 and "--gateway-listen" in r.json()["detail"]
     finally:
         hub.stop()

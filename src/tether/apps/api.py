@@ -1,6 +1,6 @@
 """HTTP routes for apps. Thin: rules in :mod:`tether.apps.service`, running in
 :mod:`tether.apps.supervisor`. An instance is named ``APP`` (the caller's own),
-``APP--USER`` or ``USER/APP`` (URL-encoded) in the paths below.
+or ``APP--USER`` in the paths below.
 
 * ``GET /api/v1/apps`` -- the apps the caller may see
 * ``POST /api/v1/apps/{name}`` -- register an app, or a version of it (admin on its space)
@@ -31,8 +31,8 @@ Arg = Annotated[str, Field(max_length=4096)]
 
 def _runtime(request: Request):
     runtime = getattr(request.app.state, "apps_runtime", None)
-    if runtime is None:
-        raise Problem(503, "apps-unavailable", "apps are served through the gateway, and this hub runs none: "
+    if runtime is None:  # the hub's configuration, not a failure: retrying does not help
+        raise Problem(409, "apps-unavailable", "apps are served through the gateway, and this hub runs none: "
                       "start it with --gateway-listen HOST:PORT")
     return runtime
 
@@ -107,7 +107,7 @@ def list_instances(ctx: Caller, request: Request, all: bool = False):
     return JSONResponse([_info(request, i) for i in svc.list_instances(ctx, everyone=all)])
 
 
-@router.get("/app-instances/{ref:path}/grants")
+@router.get("/app-instances/{ref}/grants")
 def list_grants(ref: str, ctx: Caller, request: Request):
     svc = _svc(request)
     return JSONResponse(svc.grants(svc.find(ctx, ref)))
@@ -120,7 +120,7 @@ class GrantIn(StrictModel):
     reason: str = Field(default="", max_length=500)
 
 
-@router.post("/app-instances/{ref:path}/grants", status_code=201)
+@router.post("/app-instances/{ref}/grants", status_code=201)
 def grant(ref: str, body: GrantIn, ctx: Caller, request: Request):
     """Open one destination to the instance; its sandbox applies it at once (or, held by
     another replica, within a sweep)."""
@@ -132,7 +132,7 @@ def grant(ref: str, body: GrantIn, ctx: Caller, request: Request):
     return JSONResponse(out, status_code=201)
 
 
-@router.delete("/app-instances/{ref:path}/grants", status_code=200)
+@router.delete("/app-instances/{ref}/grants", status_code=200)
 def revoke(ref: str, ctx: Caller, request: Request,
            destination: str | None = Query(default=None, max_length=300),
            proto: str | None = Query(default=None, max_length=3)):
@@ -151,7 +151,7 @@ def _apply(request: Request, inst: Instance) -> None:
         runtime.apply_grants(inst)
 
 
-@router.get("/app-instances/{ref:path}/logs")
+@router.get("/app-instances/{ref}/logs")
 def logs(ref: str, ctx: Caller, request: Request, offset: int = Query(default=0, ge=0),
          limit: int = Query(default=1 << 20, ge=1, le=8 << 20)):
     """The app's output from ``offset`` (bytes); ``X-Tether-Log-Offset`` says where the next read starts."""
@@ -162,7 +162,7 @@ def logs(ref: str, ctx: Caller, request: Request, offset: int = Query(default=0,
                     headers={"X-Tether-Log-Offset": str(next_offset)})
 
 
-@router.post("/app-instances/{ref:path}/signin")
+@router.post("/app-instances/{ref}/signin")
 def signin(ref: str, ctx: Caller, request: Request):
     """A one-time sign-in link to your own instance (five minutes, one use)."""
     runtime = _runtime(request)
@@ -180,7 +180,7 @@ class LinkIn(StrictModel):
     read_only: bool = False
 
 
-@router.post("/app-instances/{ref:path}/links", status_code=201)
+@router.post("/app-instances/{ref}/links", status_code=201)
 def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
     """A share link to your instance: whoever opens it gets a session (read-only: GET and
     HEAD only) until it expires or its token is revoked (`tether token revoke ID`)."""
@@ -192,7 +192,7 @@ def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
                          "url": runtime.address.signin_url(inst.owner, inst.app, secret)}, status_code=201)
 
 
-@router.post("/app-instances/{ref:path}/{verb}")
+@router.post("/app-instances/{ref}/{verb}")
 def control(ref: str, verb: str, ctx: Caller, request: Request):
     """stop, start or restart an instance."""
     if verb not in ("stop", "start", "restart"):
@@ -217,13 +217,13 @@ def control(ref: str, verb: str, ctx: Caller, request: Request):
     return JSONResponse(_info(request, svc.get(inst.id)))
 
 
-@router.get("/app-instances/{ref:path}")
+@router.get("/app-instances/{ref}")
 def status(ref: str, ctx: Caller, request: Request):
     svc = _svc(request)
     return JSONResponse(_info(request, svc.find(ctx, ref)))
 
 
-@router.delete("/app-instances/{ref:path}", status_code=200)
+@router.delete("/app-instances/{ref}", status_code=200)
 def remove(ref: str, ctx: Caller, request: Request):
     """Remove an instance: its sandbox, data, socket and grants; nothing is left behind."""
     runtime = _runtime(request)

@@ -13,7 +13,7 @@ from tether.console import emit_json, emit_table, json_option
 from tether.hubclient.hub import Conn, q
 from tether.hubclient.options import client_options
 
-INSTANCE_HELP = "APP (your own), APP--USER or USER/APP"
+INSTANCE_HELP = "APP (your own) or APP--USER"
 
 
 @click.group()
