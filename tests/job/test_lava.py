@@ -96,6 +96,15 @@ def listener(start_hub):
     port = free_port()
     hub = start_hub(args=["--lava-listen", f"127.0.0.1:{port}"])
     hub.lava_port = port
+    deadline = time.monotonic() + 10  # /healthz answers a moment before the listener's task binds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     return hub
 
 
