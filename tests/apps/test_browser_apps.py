@@ -7,24 +7,18 @@ see it work, revoke it, see it stop."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.apps.hubs import SERVER, AppsHub, clean, outside  # noqa: F401 - outside is a fixture
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.browser import ARGS, CHROMIUM, require_chromium
 
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium not found: run `make test`, which installs Debian's chromium")
+    require_chromium()
     w = AppsHub(tmp_path_factory.mktemp("appweb")).start().setup({"alice": "read", "bob": "read", "olga": "admin"})
     try:
         r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,17 +13,13 @@ import time
 
 import pytest
 
+from tests.browser import ARGS, CHROMIUM, require_chromium
 from tests.forward.conftest import start_forward_hub
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium not found: run `make test`, which installs Debian's chromium")
+    require_chromium()
     tmp = tmp_path_factory.mktemp("fwdweb")
     w = start_forward_hub(tmp, ("erin",), {})
     env = {**os.environ, "TETHER_HUB": w["hub"].url, "TETHER_TOKEN": w["tokens"]["erin"], "HOME": str(tmp)}

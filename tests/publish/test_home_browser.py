@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 
 import httpx
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.browser import ARGS, CHROMIUM, require_chromium
+
 HOSTILE = "<img src=x onerror=alert(1)> & co"
 
 
@@ -52,8 +50,7 @@ def world(hub):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium not found: run `make test`, which installs Debian's chromium")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
