@@ -11,6 +11,7 @@ an identical record arriving twice is a no-op, never a duplicate.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,6 +186,9 @@ class HttpRemote:
         self.client = Hub(remote.hub, token, ca_bundle, timeout)
         self.base = f"/api/v1/log/{quote(remote.space, safe='')}"
         self.bytes = 0
+        # One request at a time on the connection: sync() pushes from one thread
+        # while it pulls from another.
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.client.close()
@@ -198,25 +202,28 @@ class HttpRemote:
     def reconcile(self, message: bytes) -> bytes | None:
         from tether.hubclient.errors import HubError, problem_from
 
-        resp = self.client.send("POST", self.base + "/reconcile", content=message,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Accept": "application/octet-stream, application/problem+json"})
-        self.bytes += len(message) + len(resp.content)
+        with self._lock:
+            resp = self.client.send("POST", self.base + "/reconcile", content=message,
+                                    headers={"Content-Type": "application/octet-stream",
+                                             "Accept": "application/octet-stream, application/problem+json"})
+            self.bytes += len(message) + len(resp.content)
         if not resp.is_success:
             raise HubError(resp.status_code, problem_from(resp))
         return resp.content or None
 
     def push(self, records: list[Record]) -> int:
         body = json.dumps([record_to_wire(r) for r in records], ensure_ascii=False).encode()
-        out = self.client.post(self.base + "/records", content=body, headers={"Content-Type": "application/json"})
-        self.bytes += len(body) + len(json.dumps(out))
+        with self._lock:
+            out = self.client.post(self.base + "/records", content=body, headers={"Content-Type": "application/json"})
+            self.bytes += len(body) + len(json.dumps(out))
         return int(out["new"])  # type: ignore[index]
 
     def get(self, ids: list[str]) -> tuple[list[Record], list[str]]:
         """The records with these ids, and the ids the hub has but left for another request."""
         body = json.dumps({"ids": ids}).encode()
-        out = self.client.post(self.base + "/records/get", content=body, headers={"Content-Type": "application/json"})
-        self.bytes += len(body) + len(json.dumps(out, ensure_ascii=False).encode())
+        with self._lock:
+            out = self.client.post(self.base + "/records/get", content=body, headers={"Content-Type": "application/json"})
+            self.bytes += len(body) + len(json.dumps(out, ensure_ascii=False).encode())
         return _pulled(out)
 
 
@@ -244,7 +251,7 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
 
 
 def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
-          on_batch: Callable[[str, int], None] | None) -> int:
+          on_batch: Callable[[str, int], None] | None, stop: Callable[[], bool] = lambda: False) -> int:
     """Fetch and store the records with these ids, in batches; the next batch is
     asked for (in a thread) while this one is being stored, so the hub's work and
     ours overlap. A batch is stored, then reported, in order."""
@@ -261,7 +268,7 @@ def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
 
     with ThreadPoolExecutor(1, thread_name_prefix="tether-pull") as pool:
         fut = ask()
-        while fut is not None:
+        while fut is not None and not stop():
             ids, (records, more) = fut.result()
             wanted = set(ids)
             records = [r for r in records if r.id in wanted]  # take only what we asked for
@@ -288,14 +295,36 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
     rec = reconcile(store.range_storage(), remote, protocol)
     result.rounds, result.method = rec.rounds, rec.method
 
-    if pull and rec.need:
-        result.pulled = _pull(store, remote, rec.need, on_batch)
-    if push and rec.have:
-        records = store.get_many(rec.have)
-        for batch in _push_batches(records):
-            result.pushed += remote.push(batch)
+    # Pushing runs in a thread beside the pull, so the remote always has the next
+    # request while this side stores what it pulled or encodes what it sends.
+    # Records to push are read here first: the store's connection stays in this thread.
+    batches = _push_batches(store.get_many(rec.have)) if push and rec.have else []
+    stop = threading.Event()
+
+    def push_all() -> int:
+        pushed = 0
+        for batch in batches:
+            if stop.is_set():
+                break
+            pushed += remote.push(batch)
             if on_batch:
                 on_batch("push", len(batch))
+        return pushed
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tether-push") as pool:
+        pushing = pool.submit(push_all) if batches else None
+        try:
+            if pull and rec.need:
+                result.pulled = _pull(store, remote, rec.need, on_batch,
+                                      stop=lambda: pushing is not None and pushing.done()
+                                      and pushing.exception() is not None)
+        except BaseException:
+            stop.set()
+            raise
+        if pushing is not None:
+            result.pushed = pushing.result()
     result.bytes = remote.bytes
     if rec.conflicts:
         import uuid
@@ -383,6 +412,7 @@ class SshRemote:
         self.timeout = timeout
         self.bytes = 0
         self._sent = 0
+        self._lock = threading.Lock()  # one request and its reply at a time (see HttpRemote)
         self.argv = ssh_argv(remote, mode, prefix)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         try:
@@ -452,9 +482,15 @@ class SshRemote:
         return frame.payload
 
     def _request(self, ftype: str, payload: bytes, expect: str) -> bytes:
-        from tether.ssh.frames import FrameTimeout, encode, write_all
+        from tether.ssh.frames import encode
 
         data = encode(ftype, payload)
+        with self._lock:
+            return self._exchange(data, expect)
+
+    def _exchange(self, data: bytes, expect: str) -> bytes:
+        from tether.ssh.frames import FrameTimeout, write_all
+
         try:
             write_all(self.proc.stdin.fileno(), data, timeout=self.timeout)  # type: ignore[union-attr]
         except FrameTimeout:
