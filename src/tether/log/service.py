@@ -162,6 +162,12 @@ class LogService:
 
     # ------------------------------------------------------------ reconcile
 
+    def warm(self, space_id: int) -> None:
+        """Load the space's ids into the snapshot cache ahead of the first round
+        (the SSH side does it while the client builds its own message)."""
+        with self.db.connect() as conn:
+            self.snapshots.get(conn, space_id)
+
     def reconcile(self, ctx: AuthContext, space: str, message: bytes) -> bytes | None:
         """One round of either protocol, by the message's version byte: 3 (estimate,
         IBLTs, lists: :mod:`tether.log.iblt`) or 2 (ranges: :mod:`tether.log.reconcile`)."""

@@ -56,20 +56,39 @@ class LogHandler:
         svc = LogService(session.settings, session.db)
         space = request.target.removeprefix("space:")
         for action in MODES[request.verb]:
-            svc.space_id(session.ctx, space, action)
-        return LogChannel(session, request.verb, space, svc)
+            sid = svc.space_id(session.ctx, space, action)
+        return LogChannel(session, request.verb, space, svc, sid)
 
 
 class LogChannel:
     request_types = REQUEST_TYPES
 
-    def __init__(self, session: SessionInfo, verb: str, space: str, svc: Any):
+    def __init__(self, session: SessionInfo, verb: str, space: str, svc: Any, space_id: int | None = None):
         self.session, self.verb, self.space, self.svc = session, verb, space, svc
         self.hello = {"protocol": PROTOCOL, "user": session.user, "space": space, "mode": verb}
+        # A session is one process: its first reconcile round would read every id
+        # of the space from the database. Start that now, while the client reads
+        # its own log, so the round finds them in memory.
+        self._warm: Any = None
+        if space_id is not None:
+            import threading
+
+            self._warm = threading.Thread(target=self._warm_up, args=(space_id,), daemon=True,
+                                          name="tether-log-warm")
+            self._warm.start()
+
+    def _warm_up(self, space_id: int) -> None:
+        try:
+            self.svc.warm(space_id)
+        except Exception:  # noqa: BLE001 - only a head start: the round loads the ids itself
+            pass
 
     def handle(self, ftype: str, payload: bytes) -> tuple[str, bytes]:
         ctx = self.session.ctx
         if ftype == "R":
+            if self._warm is not None:
+                self._warm.join()
+                self._warm = None
             return "r", self.svc.reconcile(ctx, self.space, payload) or b""
         try:
             data = json.loads(payload.decode("utf-8"))
