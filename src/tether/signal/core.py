@@ -37,17 +37,16 @@ Stricter than remaphore, on purpose
 from __future__ import annotations
 
 import enum
-import hashlib
 import heapq
 import re
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import base58 as _b58
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from tether.signal import ed25519
+
+# A one-shot `tether signal -s` imports this module to sign one envelope (see
+# tether.signal.quicksend): what only some calls need is imported where it is used
+# (hashlib, secrets, cryptography for verifying), and base58 is the few lines below.
 
 __all__ = [
     "UUID_LEN",
@@ -132,19 +131,33 @@ class EnvelopeError(ValueError):
     """A payload that is not a well-formed remaphore envelope."""
 
 
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_VALUE = {c: i for i, c in enumerate(_B58)}
+
+
 def b58encode(data: bytes) -> str:
-    """Bitcoin base58, as remaphore (btcutil) writes it."""
-    return _b58.b58encode(data).decode("ascii")
+    """Bitcoin base58, as remaphore (btcutil) writes it: each leading zero byte is a ``1``."""
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, digit = divmod(n, 58)
+        out.append(_B58[digit])
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + "".join(reversed(out))
 
 
 def b58decode(text: str | bytes) -> bytes:
     """Decode Bitcoin base58; :class:`KeyError_` for any character outside it."""
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("ascii")
-        return _b58.b58decode(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise KeyError_(f"not base58: {text!r}") from exc
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    n = 0
+    for c in text:
+        digit = _B58_VALUE.get(c)
+        if digit is None:
+            raise KeyError_(f"not base58: {text!r}")
+        n = n * 58 + digit
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\0" * zeros + (n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b"")
 
 
 def parse_public_key(text: str) -> bytes:
@@ -164,14 +177,17 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
         return cls.from_seed(Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:
         if len(seed) != 32:
             raise KeyError_("an ed25519 seed is 32 bytes")
-        pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return cls(pub, seed + pub)
+        secret = ed25519.secret_key(seed)
+        return cls(secret[32:], secret)
 
     @classmethod
     def from_base58(cls, public: str, private: str) -> SigningKey:
@@ -194,7 +210,8 @@ class SigningKey:
         return b58encode(self.private)
 
     def sign(self, data: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.private[:32]).sign(data)
+        # the public half re-derived from the seed, as signing with the seed alone would
+        return ed25519.sign(ed25519.secret_key(self.private[:32]), data)
 
 
 # --------------------------------------------------------------------------
@@ -224,6 +241,8 @@ class Envelope:
     @property
     def digest(self) -> bytes:
         """sha256 of the whole payload: names the reply subject and the replay entry."""
+        import hashlib
+
         return hashlib.sha256(self.raw).digest()
 
     @property
@@ -231,13 +250,21 @@ class Envelope:
         return b58encode(self.sender)
 
 
-def make_uuid(value: str | bytes | None, rand: Callable[[int], bytes] = secrets.token_bytes) -> bytes:
+def _token_bytes(n: int) -> bytes:
+    import secrets
+
+    return secrets.token_bytes(n)
+
+
+def make_uuid(value: str | bytes | None, rand: Callable[[int], bytes] = _token_bytes) -> bytes:
     """The uuid for ``-u``: as-is up to 12 bytes, else the first 12 bytes of its sha256; random if absent."""
     if value is None or len(value) == 0:
         return rand(UUID_LEN)
     raw = _bytes(value) if isinstance(value, str) else bytes(value)
     if len(raw) <= UUID_LEN:
         return raw
+    import hashlib
+
     return hashlib.sha256(raw).digest()[:UUID_LEN]
 
 
@@ -328,6 +355,9 @@ def parse(raw: bytes) -> Envelope:
 
 def verify(env: Envelope) -> bool:
     """True when ``env.signature`` is the sender's signature of :attr:`Envelope.signed`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(env.sender).verify(env.signature, env.signed)
     except (InvalidSignature, ValueError):
@@ -355,6 +385,8 @@ def broadcast_subject(subject: str, sub: str | None = None) -> str:
 
 def reply_subject(subject: str, request_raw: bytes) -> str:
     """Where the replies to a request go: ``<subject>.<hex(sha256(request payload))>``."""
+    import hashlib
+
     return make_subject(subject, hashlib.sha256(request_raw).hexdigest())
 
 
@@ -641,7 +673,7 @@ def reply_payload(exit_code: int | None, output: str | None) -> str:
     return f"{exit_code},{output or ''}"
 
 
-def new_separator(rand: Callable[[int], bytes] = secrets.token_bytes) -> str:
+def new_separator(rand: Callable[[int], bytes] = _token_bytes) -> str:
     """32 random hex characters, one per request."""
     return rand(16).hex()
 
