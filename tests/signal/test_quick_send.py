@@ -169,17 +169,40 @@ def test_a_config_with_warnings_or_tls_is_left_to_the_full_path(tmp_path):
         assert quicksend.quick(["-c", str(conf), "-s"]) is None, head
 
 
-#: Modules a quick send must not import (the full path's); the rest of its imports are
-#: listed by -X importtime in tests/cli/test_quick.py's way: see that file for the hub commands.
-HEAVY = ("nats", "asyncio", "click", "httpx", "pydantic", "sqlalchemy", "rich", "tether.hubclient", "tether.cli.root")
+#: Every module a quick send may import beyond `python -c pass`, with a creds file (the server's
+#: nonce signed) and an `allow_skew:` (a duration parsed), read with -X importtime as
+#: tests/cli/test_quick.py does for the other quick paths. A module not listed fails the test:
+#: find who imports it (`python -X importtime .venv/bin/tether signal -c CONF -s hi`) and import
+#: it where it is used, or list it here if it is worth its cost (benchmarks/cli_start.py).
+SEND_PATH = {
+    "__future__", "tether", "tether.launch", "tether.problems", "tether.signal", "tether.signal.quicksend",
+    "tether.signal.goflags", "tether.signal.config", "tether.signal.wire", "tether.signal.ed25519",
+    "tether.signal.nkey",
+    "nacl", "nacl._sodium", "_cffi_backend",  # libsodium: both signatures (benchmarks/ed25519_start.py)
+    "socket", "_socket", "select", "selectors", "errno", "array", "math", "enum", "types", "functools",
+    "_functools", "collections", "_collections", "collections.abc", "itertools", "keyword", "operator",
+    "_operator", "reprlib",  # one TCP connection (collections: the named tuples of wire, config and goflags)
+    "json", "json.decoder", "json.encoder", "json.scanner", "_json", "re", "re._casefix", "re._compiler",
+    "re._constants", "re._parser", "_sre", "copyreg",  # the server's INFO and our CONNECT; durations
+    "base64", "binascii", "struct", "_struct",  # the nkey seed (base32, CRC-16), the nonce's signature
+    "decimal", "_decimal", "numbers",  # allow_skew: Go durations, exactly
+}  # fmt: skip
+#: what the full path imports and a quick send must not, whatever the list above says
+HEAVY = ("nats", "asyncio", "click", "httpx", "pydantic", "sqlalchemy", "rich", "typing", "dataclasses", "inspect",
+         "cryptography", "nkeys", "base58", "hashlib", "secrets", "encodings.idna", "tether.hubclient",
+         "tether.cli", "tether.signal.core")  # fmt: skip
 
 
-def test_a_quick_send_imports_none_of_the_full_paths_modules(site):
-    site.node("com.example.a")
-    site.write()
-    r = subprocess.run([sys.executable, "-X", "importtime", str(BIN / "tether"), *site.argv("com.example.a", "-s")[1:]],
-                       capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+def test_a_quick_send_imports_only_what_is_listed(tmp_path, nats_operator):
+    from tests.cli.test_quick import imported
+
+    srv, auth = nats_operator
+    s = pair(tmp_path, srv.url, f"credentials: {auth.user_creds('qa')}", f"credentials: {auth.user_creds('qb')}")
+    names, r = imported(s.argv("com.example.a", "-s", "-v", "ping", "hello")[1:], dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
-    names = {ln.rpartition("|")[2].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
-    heavy = sorted(n for n in names if n.split(".")[0] in HEAVY or any(n.startswith(h) for h in HEAVY if "." in h))
+    assert "tether.signal.nkey" in names and "tether.signal.quicksend" in names  # the creds path was taken
+    heavy = sorted(n for n in names if n in HEAVY or n.split(".")[0] in HEAVY)
     assert not heavy, f"a quick send now imports {heavy}"
+    assert not names - SEND_PATH, (
+        f"a quick send now imports {sorted(names - SEND_PATH)}: import it where it is used, or list it in "
+        "tests/signal/test_quick_send.py if it is worth its cost (see `python -X importtime`)")
