@@ -139,6 +139,10 @@ def main() -> int:
     args = ap.parse_args()
 
     exe = str(BIN / "tether")
+    # as `make install` does: an editable install under PYTHONDONTWRITEBYTECODE never gets its
+    # bytecode, and every run would compile the modules it imports
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tether-clistart-") as tmp:
         tmpdir = Path(tmp)

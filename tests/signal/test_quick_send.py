@@ -206,3 +206,36 @@ def test_a_quick_send_imports_only_what_is_listed(tmp_path, nats_operator):
     assert not names - SEND_PATH, (
         f"a quick send now imports {sorted(names - SEND_PATH)}: import it where it is used, or list it in "
         "tests/signal/test_quick_send.py if it is worth its cost (see `python -X importtime`)")
+
+def _corrupt(seed: str) -> str:
+    """The same seed with one character changed: still base32, the checksum now wrong."""
+    i = len(seed) // 2
+    return seed[:i] + ("A" if seed[i] != "A" else "B") + seed[i + 1 :]
+
+
+def test_a_malformed_seed_is_never_used_the_quick_way(tmp_path, nats_operator, nats_nkey):
+    """A seed with a wrong checksum (or no seed at all) is not signed with: the quick way sends
+    nothing, and the full path says what is wrong, no message delivered, no traceback."""
+    srv, auth = nats_operator
+    nkey_srv, seed_file = nats_nkey
+    good_creds = Path(auth.user_creds("qb")).read_text()
+    seed = next(ln for ln in good_creds.splitlines() if ln.startswith("SU"))
+    bad_seed = tmp_path / "bad.nk"
+    bad_seed.write_text(_corrupt(Path(seed_file).read_text().strip()) + "\n")
+    bad_creds = tmp_path / "bad.creds"
+    bad_creds.write_text(good_creds.replace(seed, _corrupt(seed)))
+    garbage = tmp_path / "garbage.nk"
+    garbage.write_text("SUnot-a-seed\n")
+    for i, (url, line) in enumerate([(srv.url, f"credentials: {bad_creds}"), (nkey_srv.url, f"nkey_seed: {bad_seed}"),
+                                     (nkey_srv.url, f"nkey_seed: {garbage}")]):
+        s = pair(tmp_path / f"c{i}", url, line, f"credentials: {auth.user_creds('qb')}" if i == 0 else
+                 f"nkey_seed: {seed_file}")
+        try:
+            w = s.start("com.example.b", "-t", "3s", "-o")
+            assert quicksend.quick([*s.argv("com.example.a", "-s", "hi")[2:]]) is None, line  # declined, unsent
+            r = quick_run(s, "com.example.a", "-s", "hi")
+            assert r.returncode in (1, 2, 3, 4) and "Traceback" not in r.stderr, (line, r.stderr)
+            assert r.stderr.endswith("slow True\n") and "error" in r.stderr, (line, r.stderr)
+            assert finish(w)[0] == 1, line  # the waiter heard nothing: it timed out
+        finally:
+            s.stop()
