@@ -10,6 +10,8 @@ every malformed input is refused with its own error.
 
 from __future__ import annotations
 
+import sys
+
 import base58
 import nkeys
 import pytest
@@ -46,6 +48,17 @@ def test_signatures_are_cryptographys_byte_for_byte(seed, message):
     sig = ed25519.sign(ed25519.secret_key(seed), message)
     assert sig == theirs.sign(message)
     Ed25519PublicKey.from_public_bytes(public).verify(sig, message)  # raises if not
+
+
+def test_without_pynacls_private_module_the_public_bindings_sign_the_same(monkeypatch):
+    """Should a PyNaCl release move nacl._sodium, signing falls back to nacl.bindings."""
+    monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # (an import of it now raises ImportError)
+    monkeypatch.setattr(ed25519, "_impl", None)
+    for seed, public, message, signature in RFC8032:
+        secret = ed25519.secret_key(bytes.fromhex(seed))
+        assert secret == bytes.fromhex(seed + public)
+        assert ed25519.sign(secret, bytes.fromhex(message)).hex() == signature
+    assert "<lambda>" in ed25519._impl[0].__qualname__  # the fallback's, not the cffi module's secret_key
 
 
 @pytest.mark.parametrize("size", [0, 31, 33, 64])
