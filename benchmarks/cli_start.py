@@ -47,6 +47,14 @@ ISSUE_BEFORE = {
     "python -c pass (the floor)": 12, "tether whoami": 195, "tether token list": 185, "tether log add hello": 104,
     "tether log list": 110, "tether --help": 70, "tether signal -c CONF -s -v ping hello": 280,
 }  # fmt: skip
+#: main before issue 22's last step (6eb8236: this benchmark on a quieter machine, floor 11.3 ms): CPU median, ms
+MAIN_BEFORE = {
+    "python -c pass (the floor)": 11.3, "tether whoami": 54.3, "tether token list": 56.2,
+    "tether token mint --expires 1h": 55.2, "tether audit --limit 20": 55.1, "tether log add hello": 53.5,
+    "tether log list": 53.0, "tether --help": 12.6, "tether token mint --help": 12.2, "tether log list --help": 12.7,
+    "tether signal send --help": 12.1, "tether signal -c CONF -s -v ping hello": 79.7,
+    "tether signal -c CONF -s -t 1m -v ping hello (full path)": 184.1,
+}  # fmt: skip
 #: the goals, in ms (median wall time)
 GOALS = {"hub": 60, "log": 60, "help": 40, "signal": 40}
 QUIET_FLOOR = 12  # ms: `python -c pass` on the quiet machine the goals were set on
@@ -76,23 +84,27 @@ def signal_config(tmp: Path, url: str, creds: Path) -> Path:
     key = core.SigningKey.from_seed(bytes([7]) * 32)
     conf = tmp / "signal.conf"
     conf.write_text(f"server: {url}\ncredentials: {creds}\nsubject: bench\ndestination: org.bench.sender\n"
-                    f"default_identity: {key.public_b58}\n\n[ Identities ]\n{key.public_b58} {key.private_b58} [*]\n\n"
+                    f"allow_skew: 5s\ndefault_identity: {key.public_b58}\n\n[ Identities ]\n{key.public_b58} {key.private_b58} [*]\n\n"
                     "[ Peers ]\n")
     return conf
 
 
 REMAINING = (
-    "What is left, by `python -X importtime` of each path: a hub command imports `http.client` (with the "
-    "`email` package it parses headers with), `ssl`, `json` and `pathlib` (the config file's path), about "
-    "3.5× the floor between them before tether's own modules; `log add`/`list` import `sqlite3`, `uuid`, "
-    "`secrets`, `hashlib` and `dataclasses` (with `inspect`, for `tether.log.store.Record`). The quick "
-    "`signal -s` no longer imports nats-py, asyncio or click (the full path's row shows what they cost), but "
-    "reads its config and signs with `tether.signal.config` and `tether.signal.core`, which import "
-    "`cryptography` (its Rust bindings and, through `serialization`, its SSH key module), `dataclasses` and "
-    "`base58` (with `typing`), and it signs the server's nonce with `nkeys` (PyNaCl: a second ed25519 "
-    "library); that is most of its remaining distance to 40 ms. Lazy imports in `signal.core` (the "
-    "signature only where a key signs or verifies) and one ed25519 library for both signatures are the "
-    "next steps; they change modules another branch is changing, so they are left for after its merge."
+    "What is left, by `python -X importtime` of each path. A hub command imports `http.client`, which "
+    "brings the `email` package (it parses headers with it) and `ssl` (even for an http:// hub), then "
+    "`json` and `pathlib`: about 3.5× the floor before tether's own modules, so these commands meet the "
+    "5× goal by a small margin; the next cut would be an HTTP/1.1 client that parses headers without "
+    "`email`. `log add`/`list` import `sqlite3`, `uuid`, `secrets`, `hashlib` and `dataclasses` (with "
+    "`inspect`, for `tether.log.store.Record`). The quick `signal -s` was 79.7 ms of CPU, 7.0× the floor, "
+    "before this step (main at 6eb8236, the same benchmark): it imported `cryptography`'s ed25519 API, the "
+    "`base58` package (with `typing`), `nkeys` (PyNaCl's API: a second ed25519 library) and `dataclasses` "
+    "(through `signal.core`, `signal.config` and `signal.goflags`). Now it imports what one send uses "
+    "and no more (`tests/signal/test_quick_send.py` lists it): the config reader and the sending half of "
+    "the protocol, `tether.signal.wire` (named tuples, not dataclasses; base58 written out; `hashlib`, "
+    "`secrets` and `cryptography` only where a call needs them: verifying, generating a key), libsodium "
+    "through PyNaCl's cffi module for both signatures (\"ed25519 for a one-shot send\" below compares the "
+    "options), the nkey seed read with `base64` and `binascii`, `json` for the server's INFO and our "
+    "CONNECT, `socket`, and `decimal` for an `allow_skew:` duration."
 )
 
 
@@ -139,6 +151,10 @@ def main() -> int:
     args = ap.parse_args()
 
     exe = str(BIN / "tether")
+    # as `make install` does: an editable install under PYTHONDONTWRITEBYTECODE never gets its
+    # bytecode, and every run would compile the modules it imports
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tether-clistart-") as tmp:
         tmpdir = Path(tmp)
@@ -162,14 +178,17 @@ def main() -> int:
 
     med = {label: (statistics.median(w) * 1000, statistics.median(c) * 1000) for label, (w, c) in res.items() if w}
     floor_wall, floor_cpu = med["python -c pass (the floor)"]
-    head = "| command | issue's before (ms) |" + (" before, this run: wall · CPU (ms) |" if args.before else "")
+    head = "| command | issue's before: wall (ms) | 6eb8236: CPU (ms, × floor) |"
+    head += " before, this run: wall · CPU (ms) |" if args.before else ""
     head += " wall median (ms) | × floor | CPU median (ms) | × floor | goal (ms, × floor) | met: CPU × floor · wall |"
-    lines = [head, "|---|---:|" + ("---:|" if args.before else "") + "---:|---:|---:|---:|---:|:---:|"]
+    lines = [head, "|---|---:|---:|" + ("---:|" if args.before else "") + "---:|---:|---:|---:|---:|:---:|"]
     rows = [("python -c pass (the floor)", None), *[(label, kind) for label, kind, _ in COMMANDS]]
     for label, kind in rows:
         wall, cpu = med[label]
         before = ISSUE_BEFORE.get(label)
-        cells = [f"`{label}`", f"{before}" if before else "—"]
+        main_cpu = MAIN_BEFORE.get(label)
+        cells = [f"`{label}`", f"{before}" if before else "—",
+                 f"{main_cpu} ({main_cpu / MAIN_BEFORE['python -c pass (the floor)']:.1f})" if main_cpu else "—"]
         if args.before:
             b = med.get(f"before: {label}")
             cells.append(f"{b[0]:.0f} · {b[1]:.0f}" if kind and b else "—")
@@ -195,7 +214,9 @@ def main() -> int:
             f"{args.warmup} warm-up rounds, then {args.runs} rounds in which the commands take turns; "
             "medians. CPU time (user + system of the process, from `wait4`) is what the command itself "
             "costs whatever else the machine does; on a busy machine the wall times grow several times over "
-            "and the CPU times much less. The sources are byte-compiled first, as `make install` does. \"Issue's before\" is the issue's own table (hyperfine, one quiet run). The goals are "
+            "and the CPU times much less. The sources are byte-compiled first, as `make install` does. \"Issue's before\" is the issue's own table (hyperfine, one quiet run); "
+            "\"6eb8236\" is main's CPU time before the quick send's last cut (this benchmark on a quieter "
+            "machine, floor 11.3 ms). The goals are "
             "wall times on that quiet machine, where the floor was 12 ms; \"met\" holds each command's CPU time "
             "to the same multiple of this run's floor (60 ms: 5×, 40 ms: 3.3×), and its wall time to the goal "
             "itself, which only a quiet machine can show.",

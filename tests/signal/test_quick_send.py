@@ -169,17 +169,73 @@ def test_a_config_with_warnings_or_tls_is_left_to_the_full_path(tmp_path):
         assert quicksend.quick(["-c", str(conf), "-s"]) is None, head
 
 
-#: Modules a quick send must not import (the full path's); the rest of its imports are
-#: listed by -X importtime in tests/cli/test_quick.py's way: see that file for the hub commands.
-HEAVY = ("nats", "asyncio", "click", "httpx", "pydantic", "sqlalchemy", "rich", "tether.hubclient", "tether.cli.root")
+#: Every module a quick send may import beyond `python -c pass`, with a creds file (the server's
+#: nonce signed) and an `allow_skew:` (a duration parsed), read with -X importtime as
+#: tests/cli/test_quick.py does for the other quick paths. A module not listed fails the test:
+#: find who imports it (`python -X importtime .venv/bin/tether signal -c CONF -s hi`) and import
+#: it where it is used, or list it here if it is worth its cost (benchmarks/cli_start.py).
+SEND_PATH = {
+    "__future__", "tether", "tether.launch", "tether.problems", "tether.signal", "tether.signal.quicksend",
+    "tether.signal.goflags", "tether.signal.config", "tether.signal.wire", "tether.signal.ed25519",
+    "tether.signal.nkey",
+    "nacl", "nacl._sodium", "_cffi_backend",  # libsodium: both signatures (benchmarks/ed25519_start.py)
+    "socket", "_socket", "select", "selectors", "errno", "array", "math", "enum", "types", "functools",
+    "_functools", "collections", "_collections", "collections.abc", "itertools", "keyword", "operator",
+    "_operator", "reprlib",  # one TCP connection (collections: the named tuples of wire, config and goflags)
+    "json", "json.decoder", "json.encoder", "json.scanner", "_json", "re", "re._casefix", "re._compiler",
+    "re._constants", "re._parser", "_sre", "copyreg",  # the server's INFO and our CONNECT; durations
+    "base64", "binascii", "struct", "_struct",  # the nkey seed (base32, CRC-16), the nonce's signature
+    "decimal", "_decimal", "numbers",  # allow_skew: Go durations, exactly
+}  # fmt: skip
+#: what the full path imports and a quick send must not, whatever the list above says
+HEAVY = ("nats", "asyncio", "click", "httpx", "pydantic", "sqlalchemy", "rich", "typing", "dataclasses", "inspect",
+         "cryptography", "nkeys", "base58", "hashlib", "secrets", "encodings.idna", "tether.hubclient",
+         "tether.cli", "tether.signal.core")  # fmt: skip
 
 
-def test_a_quick_send_imports_none_of_the_full_paths_modules(site):
-    site.node("com.example.a")
-    site.write()
-    r = subprocess.run([sys.executable, "-X", "importtime", str(BIN / "tether"), *site.argv("com.example.a", "-s")[1:]],
-                       capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+def test_a_quick_send_imports_only_what_is_listed(tmp_path, nats_operator):
+    from tests.cli.test_quick import imported
+
+    srv, auth = nats_operator
+    s = pair(tmp_path, srv.url, f"credentials: {auth.user_creds('qa')}", f"credentials: {auth.user_creds('qb')}")
+    names, r = imported(s.argv("com.example.a", "-s", "-v", "ping", "hello")[1:], dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
-    names = {ln.rpartition("|")[2].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
-    heavy = sorted(n for n in names if n.split(".")[0] in HEAVY or any(n.startswith(h) for h in HEAVY if "." in h))
+    assert "tether.signal.nkey" in names and "tether.signal.quicksend" in names  # the creds path was taken
+    heavy = sorted(n for n in names if n in HEAVY or n.split(".")[0] in HEAVY)
     assert not heavy, f"a quick send now imports {heavy}"
+    assert not names - SEND_PATH, (
+        f"a quick send now imports {sorted(names - SEND_PATH)}: import it where it is used, or list it in "
+        "tests/signal/test_quick_send.py if it is worth its cost (see `python -X importtime`)")
+
+def _corrupt(seed: str) -> str:
+    """The same seed with one character changed: still base32, the checksum now wrong."""
+    i = len(seed) // 2
+    return seed[:i] + ("A" if seed[i] != "A" else "B") + seed[i + 1 :]
+
+
+def test_a_malformed_seed_is_never_used_the_quick_way(tmp_path, nats_operator, nats_nkey):
+    """A seed with a wrong checksum (or no seed at all) is not signed with: the quick way sends
+    nothing, and the full path says what is wrong, no message delivered, no traceback."""
+    srv, auth = nats_operator
+    nkey_srv, seed_file = nats_nkey
+    good_creds = Path(auth.user_creds("qb")).read_text()
+    seed = next(ln for ln in good_creds.splitlines() if ln.startswith("SU"))
+    bad_seed = tmp_path / "bad.nk"
+    bad_seed.write_text(_corrupt(Path(seed_file).read_text().strip()) + "\n")
+    bad_creds = tmp_path / "bad.creds"
+    bad_creds.write_text(good_creds.replace(seed, _corrupt(seed)))
+    garbage = tmp_path / "garbage.nk"
+    garbage.write_text("SUnot-a-seed\n")
+    for i, (url, line) in enumerate([(srv.url, f"credentials: {bad_creds}"), (nkey_srv.url, f"nkey_seed: {bad_seed}"),
+                                     (nkey_srv.url, f"nkey_seed: {garbage}")]):
+        s = pair(tmp_path / f"c{i}", url, line, f"credentials: {auth.user_creds('qb')}" if i == 0 else
+                 f"nkey_seed: {seed_file}")
+        try:
+            w = s.start("com.example.b", "-t", "3s", "-o")
+            assert quicksend.quick([*s.argv("com.example.a", "-s", "hi")[2:]]) is None, line  # declined, unsent
+            r = quick_run(s, "com.example.a", "-s", "hi")
+            assert r.returncode in (1, 2, 3, 4) and "Traceback" not in r.stderr, (line, r.stderr)
+            assert r.stderr.endswith("slow True\n") and "error" in r.stderr, (line, r.stderr)
+            assert finish(w)[0] == 1, line  # the waiter heard nothing: it timed out
+        finally:
+            s.stop()

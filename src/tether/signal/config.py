@@ -27,10 +27,13 @@ file and checks that files it names exist.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from tether.problems import ConfigError  # re-exported: what reading a config raises, with path and line
-from tether.signal.core import (
+
+# tether.signal.wire, not core: a one-shot send reads its config with this module, and
+# wire is the half of the protocol that imports little (no dataclasses; see there)
+from tether.signal.wire import (
     DEFAULT_SUBJECT,
     KeyError_,
     Peer,
@@ -71,39 +74,45 @@ KNOWN_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class Identity:
-    key: SigningKey
-    verbs: frozenset[str]
+class Identity(namedtuple("Identity", ["key", "verbs"])):
+    """An ``[ Identities ]`` line: a :class:`SigningKey` and the verbs it may send (a frozenset of str)."""
+
+    __slots__ = ()
 
     def allows(self, verb: str | None) -> bool:
         return verb is None or "*" in self.verbs or verb in self.verbs
 
 
-@dataclass
 class SignalConfig:
-    servers: list[str] = field(default_factory=list)
-    credentials: str | None = None
-    subject: str = DEFAULT_SUBJECT
-    default_identity: bytes | None = None
-    destination: str = ""
-    allow_skew_ns: int = DEFAULT_SKEW_NS
-    identities: list[Identity] = field(default_factory=list)
-    peers: Peers = field(default_factory=Peers)
-    token: str | None = None
-    #: a file holding a NATS user's nkey seed (SU...), for servers with `nkey` users
-    nkey_seed: str | None = None
-    user: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    max_handlers: int = DEFAULT_MAX_HANDLERS
-    durable: bool = False
-    durable_retention_ns: int = 3_600_000_000_000
-    path: str | None = None
-    #: lines that were ignored (unknown keys), for a log line each
-    warnings: list[str] = field(default_factory=list)
+    """A parsed config: every setting, with remaphore's defaults for those left out.
+    (A plain class, not a dataclass: see the import of tether.signal.wire above.)"""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self.servers: list[str] = []
+        self.credentials: str | None = None
+        self.subject = DEFAULT_SUBJECT
+        self.default_identity: bytes | None = None
+        self.destination = ""
+        self.allow_skew_ns = DEFAULT_SKEW_NS
+        self.identities: list[Identity] = []
+        self.peers = Peers()
+        self.token: str | None = None
+        #: a file holding a NATS user's nkey seed (SU...), for servers with `nkey` users
+        self.nkey_seed: str | None = None
+        self.user: str | None = None
+        self.password: str | None = None
+        self.tls_ca: str | None = None
+        self.tls_cert: str | None = None
+        self.tls_key: str | None = None
+        self.max_handlers = DEFAULT_MAX_HANDLERS
+        self.durable = False
+        self.durable_retention_ns = 3_600_000_000_000
+        #: lines that were ignored (unknown keys), for a log line each
+        self.warnings: list[str] = []
+
+    def __repr__(self) -> str:  # (no token or password)
+        return f"SignalConfig(path={self.path!r}, servers={self.servers!r}, subject={self.subject!r})"
 
     def identity(self, public: bytes | None, verb: str | None) -> Identity | None:
         """The identity to sign with: ``public`` (or the default one), if it may use ``verb``."""

@@ -24,8 +24,8 @@ and ``remaphore`` hand it to click.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 __all__ = ["FlagError", "Parsed", "parse", "canonical", "parse_bool", "HELP_NAMES"]
 
@@ -48,14 +48,14 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"invalid syntax: {text!r}")
 
 
-@dataclass(frozen=True)
-class Parsed:
-    #: (name, value) in command-line order; a boolean's value is a bool, any other flag's a str
-    settings: tuple[tuple[str, bool | str], ...]
-    #: the positional arguments after the flags
-    args: tuple[str, ...]
-    #: a help flag was met (the settings before it are still reported)
-    help: bool = False
+class Parsed(namedtuple("Parsed", ["settings", "args", "help"], defaults=[False])):
+    """What a command line means: ``settings``, (name, value) in command-line order (a
+    boolean's value is a bool, any other flag's a str); ``args``, the positional arguments
+    after the flags; ``help``, whether a help flag was met (the settings before it are
+    still reported). A named tuple, not a dataclass: a one-shot send parses its command
+    line with this module, and dataclasses' import is a good part of its start-up."""
+
+    __slots__ = ()
 
     def values(self) -> dict[str, bool | str]:
         """The final value of every flag that was given (the last one wins)."""

@@ -1,12 +1,16 @@
 """``tether signal -s`` (and ``remaphore -s``) on one socket, without click, asyncio or nats-py.
 
 A send is small: read the config (:func:`tether.signal.config.load_config`), sign one
-envelope (:func:`tether.signal.core.encode`, so the bytes on the wire are the same as
-the full path's), and speak NATS's text protocol over one TCP connection: the
+envelope (:func:`tether.signal.wire.encode`, which core re-exports, so the bytes on the wire
+are the same as the full path's), and speak NATS's text protocol over one TCP connection: the
 server's ``INFO``, our ``CONNECT`` (with the creds' JWT and the server's nonce signed
 by the creds' seed, an nkey seed's signature, a token or a user and password), then
 ``PING`` and its ``PONG`` (the server took us), ``PUB`` and one more ``PING``/``PONG``
-(the server has the message). nats-py with asyncio is most of the full path's start-up.
+(the server has the message). nats-py with asyncio is most of the full path's start-up;
+the rest of what a send needs is chosen for its import cost too: signatures (the
+envelope's, the nonce's) by libsodium through :mod:`tether.signal.ed25519`, the nkey seed
+read by :mod:`tether.signal.nkey`, base58 and the envelope by :mod:`tether.signal.wire`
+(``benchmarks/ed25519_start.py`` and ``benchmarks/cli_start.py`` measure them).
 
 Only the plain case is taken here: ``-s`` with ``-c``, ``-v``, ``-D``, ``-p``, ``-u``,
 ``-S`` and a MESSAGE, a plain ``nats://`` server, a config that loads without
@@ -82,15 +86,15 @@ def _envelope(config_path: str, values: Mapping[str, Any], args: Sequence[str]) 
     import time
 
     from tether.signal import config as config_mod
-    from tether.signal import core
+    from tether.signal import wire  # (core's sending half: core itself imports much more)
 
     verbs = [v.strip() for v in str(values.get("v", "")).split(",") if v.strip()]
-    verb = verbs[0] if verbs else core.DEFAULT_VERB
-    dest = str(values.get("D", "")) or core.DEFAULT_DESTINATION_PATTERN
+    verb = verbs[0] if verbs else wire.DEFAULT_VERB
+    dest = str(values.get("D", "")) or wire.DEFAULT_DESTINATION_PATTERN
     try:
-        sender = core.parse_public_key(str(values["p"])) if values.get("p") else None
+        sender = wire.parse_public_key(str(values["p"])) if values.get("p") else None
         cfg = config_mod.load_config(config_path)
-    except (core.KeyError_, config_mod.ConfigError):
+    except (wire.KeyError_, config_mod.ConfigError):
         raise _Declined() from None
     if cfg.warnings or cfg.durable or not cfg.servers or cfg.tls_ca or cfg.tls_cert:
         raise _Declined()
@@ -98,11 +102,11 @@ def _envelope(config_path: str, values: Mapping[str, Any], args: Sequence[str]) 
     if ident is None or "," in dest or "," in verb:
         raise _Declined()
     try:
-        raw = core.encode(ident.key, destination=dest, verb=verb, payload=" ".join(args), time_ns=time.time_ns(),
-                          uuid=core.make_uuid(str(values.get("u", "")) or None), request=False)
-    except core.EnvelopeError:
+        raw = wire.encode(ident.key, destination=dest, verb=verb, payload=" ".join(args), time_ns=time.time_ns(),
+                          uuid=wire.make_uuid(str(values.get("u", "")) or None, os.urandom), request=False)
+    except wire.EnvelopeError:
         raise _Declined() from None
-    return raw, core.broadcast_subject(cfg.subject, str(values.get("S", "")) or None), cfg
+    return raw, wire.broadcast_subject(cfg.subject, str(values.get("S", "")) or None), cfg
 
 
 def _publish(cfg: Any, subject: str, raw: bytes) -> None:
@@ -153,6 +157,11 @@ class _Conn:
     def __init__(self, address: tuple[str, int]):
         import socket
 
+        host, port = address
+        try:  # an ASCII name as bytes: a str would have socket import the idna codec to encode it
+            address = (host.encode("ascii"), port)
+        except UnicodeEncodeError:
+            pass
         self.sock = socket.create_connection(address, timeout=TIMEOUT)
         self.reader = self.sock.makefile("rb")
 
@@ -221,14 +230,17 @@ def _credentials(cfg: Any, nonce: str) -> dict[str, str]:
     if seed is not None:
         import base64
 
-        import nkeys
+        from tether.signal import ed25519, nkey
 
-        pair = nkeys.from_seed(bytearray(seed))
+        try:
+            role, raw_seed = nkey.decode_seed(seed)
+        except nkey.NkeyError:
+            raise _Declined() from None  # the full path explains
+        secret = ed25519.secret_key(raw_seed)
         if not cfg.credentials:
-            fields["nkey"] = pair.public_key.decode()
+            fields["nkey"] = nkey.encode_public(role, secret[32:])
         if nonce:
-            fields["sig"] = base64.urlsafe_b64encode(pair.sign(nonce.encode())).rstrip(b"=").decode()
-        pair.wipe()
+            fields["sig"] = base64.urlsafe_b64encode(ed25519.sign(secret, nonce.encode())).rstrip(b"=").decode()
     if cfg.token:
         fields["auth_token"] = cfg.token
     if cfg.user:
