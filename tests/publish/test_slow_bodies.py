@@ -12,8 +12,8 @@ import httpx
 IDLE = 2.5  # the test hub's body_idle_timeout: short, so the stalled ones end soon
 
 
-def _head(method: str, path: str, token: str, length: int) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+def _head(method: str, path: str, token: str, length: int, host: str = "127.0.0.1") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
 
 
@@ -60,9 +60,9 @@ class _Conn(asyncio.Protocol):
                 await self.more.wait()
 
 
-async def _open(hub, method: str, path: str, token: str, length: int = 1000) -> _Conn:
+async def _open(hub, method: str, path: str, token: str, length: int = 1000, host: str = "127.0.0.1") -> _Conn:
     _, conn = await asyncio.get_running_loop().create_connection(_Conn, "127.0.0.1", hub.port)
-    conn.write(_head(method, path, token, length))
+    conn.write(_head(method, path, token, length, host))
     return conn
 
 
@@ -156,15 +156,20 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
     assert [p.name for p in (hub.data_dir / "uploads").iterdir()] == []
 
 
-def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
-    hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE), "TETHER_UPLOADS_PER_TOKEN": "2",
-                         "TETHER_UPLOADS_PER_USER": "3"})
+def _two_tokens_of_one_user(hub) -> tuple[str, str, str]:
+    """Two tokens of one user who may write to a new space, and a blob PUT's path there."""
     space = hub.make_space()
     user, first = hub.make_user(grants={space: "write"})
     with hub.admin() as c:
         second = c.post("/api/v1/tokens", json={"for_user": user}).json()["token"]
     digest = hashlib.sha256(b"z" * 1000).hexdigest()
-    path = f"/api/v1/blobs/sha256/{digest}?space={space}&type=ci&build=1"
+    return first, second, f"/api/v1/blobs/sha256/{digest}?space={space}&type=ci&build=1"
+
+
+def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
+    hub = start_hub(env={"TETHER_BODY_IDLE_TIMEOUT": str(IDLE), "TETHER_UPLOADS_PER_TOKEN": "2",
+                         "TETHER_UPLOADS_PER_USER": "3"})
+    first, second, path = _two_tokens_of_one_user(hub)
 
     async def scenario():
         held = []
@@ -187,7 +192,7 @@ def test_uploads_in_progress_are_capped_per_token_and_per_user(start_hub):
 
     asyncio.run(scenario())
     with hub.client(first) as c:
-        r = c.put(path.split("?")[0], params={"space": space, "type": "ci", "build": "1"}, content=b"z" * 1000)
+        r = c.put(path, content=b"z" * 1000)
         assert r.status_code == 201, r.text
 
 
@@ -308,3 +313,56 @@ def test_uploads_of_every_kind_that_stall_half_way_hold_no_thread(start_hub):
     assert list((store / "tmp").iterdir()) == []
     assert not (store / "packs").is_dir() or list((store / "packs").iterdir()) == []
     assert [p.name for p in (hub.data_dir / "uploads").iterdir()] == []
+
+
+def test_upload_caps_hold_across_replicas_and_a_dead_replicas_leases_lapse(replica_set):
+    """Two replicas on one PostgreSQL: uploads in progress are leases in the database, so
+    a token's and a user's caps count the uploads held on every replica (sent to each in
+    turn, as a round-robin balancer would). A replica killed with its uploads in progress
+    gives nothing back; its leases lapse after upload_lease_seconds and the token may
+    upload again on the other replica."""
+    ttl = 6
+    rs = replica_set(shared_ok=False, env={"TETHER_UPLOADS_PER_TOKEN": "2", "TETHER_UPLOADS_PER_USER": "3",
+                                           "TETHER_UPLOAD_LEASE_SECONDS": str(ttl), "TETHER_BODY_IDLE_TIMEOUT": "120"})
+    a, b = rs.replicas
+    host = f"127.0.0.1:{rs.port}"  # the public name, as the balancer hands it to them
+    first, second, path = _two_tokens_of_one_user(rs)
+
+    async def refused(replica, token: str) -> bytes | None:
+        """The body of a 429 if ``replica`` refuses an upload now, else None (the upload is held)."""
+        conn = await _open(replica, "PUT", path, token, host=host)
+        await asyncio.sleep(0.5)
+        if not conn.data:
+            held.append(conn)
+            return None
+        status, _, body = await conn.answer(5)
+        conn.transport.close()
+        assert status == 429, body
+        return body
+
+    held: list[_Conn] = []
+
+    async def scenario():
+        try:
+            assert await refused(a, first) is None
+            assert await refused(b, first) is None  # the token's second, on the other replica
+            assert b"uploads_per_token" in await refused(a, first)
+            assert b"uploads_per_token" in await refused(b, first)
+            assert await refused(a, second) is None  # the user's third
+            assert b"uploads_per_user" in await refused(b, second)
+            on_b = held[1:2]  # the one upload b holds
+            b.proc.kill()  # kill -9: b gives back nothing
+            b.proc.wait()
+            _drop([], on_b)
+            assert b"uploads_per_token" in await refused(a, first)  # b's lease still stands
+            deadline = time.monotonic() + 3 * ttl
+            while (body := await refused(a, first)) is not None:
+                assert time.monotonic() < deadline, body
+                await asyncio.sleep(0.5)
+        finally:
+            _drop([], held)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        rs.stop()

@@ -107,7 +107,7 @@ async def _into_sink(request: Request, ctx: AuthContext, open_sink: Callable[[],
     caller's uploads in progress (429 past ``uploads_per_token``/``uploads_per_user``)."""
     hub = request.app.state.hub
     limiter = hub.upload_threads
-    with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
+    async with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
         body = _Body(request)
         pump = asyncio.ensure_future(body.pump())
         try:
@@ -246,6 +246,14 @@ def commit_build(space: SpaceName, type: BuildType, build: BuildId, body: Manife
 def set_latest(space: SpaceName, type: BuildType, build: BuildId, ctx: Caller, request: Request):
     pub = _pub(request)
     return pub.set_latest(ctx, pub.target(ctx, space, type, build, action="publish.admin"))
+
+
+@router.put("/api/v1/publish/{space}/{type}/{build}/latest", status_code=201, tags=["publish"])
+async def put_file_named_latest(space: SpaceName, type: BuildType, build: BuildId, request: Request, ctx: Caller):
+    """A one-file build whose file is named ``latest`` (as ``PUT .../{path}``). Its URL is
+    also that of POST, which makes the build the latest of its type: declared here, so
+    the description's methods at this URL are the ones the hub serves (its ``Allow``)."""
+    return await put_single_file(space, type, build, "latest", request, ctx)
 
 
 @router.put("/api/v1/publish/{space}/{type}/{build}/{path:path}", status_code=201, tags=["publish"])
