@@ -410,6 +410,13 @@ async def _write_tally_forever(hub: HubState, tally: audit.RefusalTally | audit.
 
 
 async def _write_tally(hub: HubState, tally: audit.RefusalTally | audit.ReadTally) -> None:
+    if tally is hub.refusals:  # merged with the other replicas' counts of the same interval
+        rows, interval = tally.take(), hub.settings.audit_anonymous_interval
+        try:
+            await anyio.to_thread.run_sync(lambda: audit.merge_refusals(hub.db, rows, interval=interval, now=utcnow()))
+        except Exception:  # never let auditing stop the hub; but say so loudly
+            log.exception("could not write the counts of anonymous refusals")
+        return
     left = [fields for fields in tally.take() if not hub.audit_writer.submit(fields)]
     if left:  # the writer is not running, or too far behind
         await anyio.to_thread.run_sync(_record_all, hub.db, left)
