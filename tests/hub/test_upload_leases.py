@@ -1,6 +1,7 @@
-"""The caps on uploads in progress, as leases in the database, on SQLite and PostgreSQL:
-two hub processes' worth of takers (two UploadSlots on one database) racing for them
-get exactly the cap between them; a lease nobody renews lapses; a refusal writes nothing."""
+"""The caps on uploads in progress, as leases in a PostgreSQL database (what replicas
+share; on SQLite, one hub process, they are counted in its memory): two hub processes'
+worth of takers (two UploadSlots on one database) racing for them get exactly the cap
+between them; a lease nobody renews lapses; a refusal writes nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tether.db.models import UploadLease
 from tether.hub.limits import UploadSlots
 from tether.problems import Problem
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
 def _leases(db: Database) -> int:

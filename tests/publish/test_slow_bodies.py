@@ -137,6 +137,9 @@ def test_stalled_and_trickling_uploads_starve_nothing_and_end_with_408(start_hub
                         break
                     await asyncio.sleep(0.1)
                 await _others_answer(c, space)
+            # and no piece of a body has come: none of them holds a file yet
+            assert list((hub.data_dir / "blobs" / "tmp").iterdir()) == []
+            assert list((hub.data_dir / "uploads").iterdir()) == []
             return await asyncio.gather(*answers)
         finally:
             _drop(trickles + answers, conns)

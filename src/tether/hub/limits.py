@@ -7,12 +7,17 @@ lock; SQLite has one writer at a time), so the caps hold however many replicas s
 the database and however the balancer spreads the requests. A replica renews the
 leases of its uploads in progress every third of ``ttl``; one that dies stops, and its
 leases lapse ``ttl`` seconds on at most.
+
+On SQLite (one hub process per database: replicas need PostgreSQL) the same caps are
+counted in this process's memory, on its event loop: the same answers, without a
+write transaction per upload on a database that takes one writer at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -35,7 +40,14 @@ class UploadSlots:
         self.per_token = per_token
         self.per_user = per_user
         self.ttl = timedelta(seconds=ttl)
+        self.shared = db.dialect != "sqlite"  # leases in the database, else counted here
         self._held: set[str] = set()  # this replica's leases
+        self._users: Counter[str] = Counter()  # (not shared) the leases held, per user and token
+        self._tokens: Counter[str | None] = Counter()
+        # Threads of their own for taking and giving back leases: a burst of uploads
+        # starting at once queues here, not in the pool that serves the API and downloads
+        # (the database takes one writer at a time anyway).
+        self._threads = anyio.CapacityLimiter(4)
 
     @property
     def in_progress(self) -> int:
@@ -45,14 +57,24 @@ class UploadSlots:
     @asynccontextmanager
     async def hold(self, user: str, token_id: str | None) -> AsyncIterator[None]:
         """One upload in progress for ``user`` (with ``token_id``); 429 when either is at its limit."""
-        lease = await anyio.to_thread.run_sync(self.take, user, token_id)
+        if self.shared:
+            lease = await anyio.to_thread.run_sync(self.take, user, token_id, limiter=self._threads)
+        else:
+            self._refuse(self._tokens[token_id], self._users[user], user, token_id)
+            lease = secrets.token_hex(16)
+            self._users[user] += 1
+            self._tokens[token_id] += 1
         self._held.add(lease)
         try:
             yield
         finally:
             self._held.discard(lease)
-            with anyio.CancelScope(shield=True):  # given back even when the request is cancelled
-                await anyio.to_thread.run_sync(self.give_back, lease)
+            if self.shared:
+                with anyio.CancelScope(shield=True):  # given back even when the request is cancelled
+                    await anyio.to_thread.run_sync(self.give_back, lease, limiter=self._threads)
+            else:
+                _drop(self._users, user)
+                _drop(self._tokens, token_id)
 
     def take(self, user: str, token_id: str | None) -> str:
         """A new lease for ``user`` and ``token_id`` if both are below their caps (else 429)."""
@@ -66,13 +88,17 @@ class UploadSlots:
                 select(func.count(), func.coalesce(func.sum(case((leases.token_id == token_id, 1), else_=0)), 0))
                 .where(leases.user == user)
             ).one()
-            if token_id is not None and by_token >= self.per_token:
-                raise _busy(f"token {token_id}", self.per_token, "uploads_per_token")
-            if by_user >= self.per_user:
-                raise _busy(f"user {user}", self.per_user, "uploads_per_user")
+            self._refuse(by_token, by_user, user, token_id)
             lease = secrets.token_hex(16)
             s.add(UploadLease(id=lease, user=user, token_id=token_id, expires_at=now + self.ttl))
         return lease
+
+    def _refuse(self, by_token: int, by_user: int, user: str, token_id: str | None) -> None:
+        """429 if the token or the user already holds as many uploads as allowed."""
+        if token_id is not None and by_token >= self.per_token:
+            raise _busy(f"token {token_id}", self.per_token, "uploads_per_token")
+        if by_user >= self.per_user:
+            raise _busy(f"user {user}", self.per_user, "uploads_per_user")
 
     def give_back(self, lease: str) -> None:
         try:
@@ -92,7 +118,7 @@ class UploadSlots:
             s.execute(delete(UploadLease).where(UploadLease.expires_at <= now - self.ttl))
 
     async def renew_forever(self) -> None:
-        while True:
+        while self.shared:
             await anyio.sleep(self.ttl.total_seconds() / 3)
             try:
                 await anyio.to_thread.run_sync(self.renew)
@@ -104,3 +130,9 @@ def _busy(who: str, limit: int, setting: str) -> Problem:
     return Problem(429, "too-many-uploads",
                    f"{who} already has {limit} uploads in progress, the most the hub allows ({setting}); "
                    "send this one when another has finished", headers={"Retry-After": "1"})
+
+
+def _drop(counts: Counter, key) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]  # bounded memory: only keys with uploads in progress stay

@@ -5,7 +5,8 @@ A sink has three calls, each doing a bounded amount of work on what is in hand:
 ``feed(parts)`` (store these bytes), ``close(broke)`` (the body has ended, or was cut
 short by ``broke``: finish or clean up, then answer) and ``abort()`` (drop what this
 request stored). A sink that refuses a piece cleans up before it raises; ``abort`` is
-then a no-op. The hub's routes hand each call to a thread of the upload pool
+then a no-op. Making a sink checks what can be checked before the body (and refuses);
+its files are made with the first piece, so a body that never comes holds none. The hub's routes hand each call to a thread of the upload pool
 (``publish/api.py``); :func:`drain` feeds one from an iterable in the calling thread.
 """
 
@@ -86,29 +87,37 @@ class BlobSink:
                 budget.need(nbytes=declared)
         else:
             self.meter = budget
-        self.writer = pub.store.writer(digest, max_size=self.max_size, durable=True)
+        self.writer: Any = None
+
+    def _writer(self) -> Any:
+        if self.writer is None:
+            self.writer = self.pub.store.writer(self.digest, max_size=self.max_size, durable=True)
+        return self.writer
 
     def feed(self, parts: list[bytes]) -> None:
         try:
+            writer = self._writer()
             for chunk in parts:
                 if self.meter is not None:
-                    self.meter.need(nbytes=self.writer.size + len(chunk))
-                self.writer.write(chunk)
+                    self.meter.need(nbytes=writer.size + len(chunk))
+                writer.write(chunk)
         except BaseException as exc:
             self.abort()
             refuse_blob(exc, self.digest, self.max_size)
             raise
 
     def abort(self) -> None:
-        self.writer.abort()
+        if self.writer is not None:
+            self.writer.abort()
 
     def close(self, broke: BaseException | None) -> int:
         try:
             if broke is not None:
                 raise broke
-            if self.declared is not None and self.writer.size != self.declared:
-                raise BlobTruncated(self.digest, self.declared, self.writer.size)
-            size = self.writer.commit()
+            writer = self._writer()
+            if self.declared is not None and writer.size != self.declared:
+                raise BlobTruncated(self.digest, self.declared, writer.size)
+            size = writer.commit()
         except BaseException as exc:
             self.abort()
             refuse_blob(exc, self.digest, self.max_size)
@@ -127,14 +136,19 @@ class SingleFileSink:
         self.pub, self.ctx, self.t, self.path, self.declared, self.mode, self.now = pub, ctx, t, path, declared, mode, now
         self.budget = budget
         self.meter = budget if declared is None else None
-        pub.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.spool = pub.uploads_dir / f"single-{secrets.token_hex(8)}"
-        self.fh = open(os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        self.fh: Any = None
         self.h = hashlib.sha256()
         self.size = 0
 
+    def _open(self) -> None:
+        if self.fh is None:
+            self.pub.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.fh = open(os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
     def feed(self, parts: list[bytes]) -> None:
         try:
+            self._open()
             for chunk in parts:
                 self.size += len(chunk)
                 if self.meter is not None:
@@ -148,13 +162,15 @@ class SingleFileSink:
             raise
 
     def abort(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
         self.spool.unlink(missing_ok=True)
 
     def close(self, broke: BaseException | None) -> dict:
         try:
             if broke is not None:
                 raise broke
+            self._open()
             self.fh.close()
             if self.declared is not None and self.declared != self.size:
                 raise bad_request(f"the upload was truncated: {self.size} of {self.declared} bytes arrived",
@@ -188,8 +204,8 @@ class BatchSink:
         self.counted: set[str] = set()  # the same blob twice in a batch is stored once (and counted once)
         self.total = 0
         self.dec = FrameDecoder()
-        make_pack = getattr(pub.store, "pack_writer", None)
-        self.pack = make_pack() if make_pack is not None else None
+        self.packed = hasattr(pub.store, "pack_writer")  # a filesystem store: one pack file per batch
+        self.pack: Any = None  # made with the first frame
         self.blob: Any = None  # the loose store's writer of the frame being read
         self.digest, self.size = "", 0  # the frame being read
         self.placed: dict[str, tuple[int, int]] = {}  # pack: digest -> (offset, size)
@@ -228,7 +244,7 @@ class BatchSink:
                 if not ev.size:
                     self._end()
             elif type(ev) is Data:
-                (self.pack if self.pack is not None else self.blob).write(ev.data)
+                (self.pack if self.packed else self.blob).write(ev.data)
                 if ev.last:
                     self._end()
             elif type(ev) is Truncated:
@@ -247,13 +263,15 @@ class BatchSink:
                 self.written.clear()  # (its loose files, unnamed, go with gc's sweep of orphans)
                 raise p from None
         self.digest, self.size = digest, size
-        if self.pack is not None:
+        if self.packed:
+            if self.pack is None:
+                self.pack = self.pub.store.pack_writer()
             self.pack.begin(digest, declared=size, max_size=BATCH_MAX_BLOB)
         else:
             self.blob = self.pub.store.writer(digest, max_size=BATCH_MAX_BLOB, durable=False)
 
     def _end(self) -> None:
-        if self.pack is not None:
+        if self.packed:
             offset, n = self.pack.end()
             if self.digest in self.placed:
                 self.pack.truncate(offset)  # the same bytes twice in one batch: keep one copy
