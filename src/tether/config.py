@@ -61,8 +61,10 @@ class HubSettings(BaseSettings):
     # a publish sends up to --jobs (8) + 2 uploads at once; a CI service user runs many jobs
     uploads_per_token: int = Field(default=16, ge=1, description="uploads one token may have in progress at once (429)")
     uploads_per_user: int = Field(default=64, ge=1, description="uploads one user may have in progress at once (429)")
-    # Threads of the upload pool wait for the next piece of a body that has started (they
-    # cost little while they wait); one user can hold at most uploads_per_user of them.
+    upload_lease_seconds: float = Field(
+        default=60, ge=1, le=3600,
+        description="seconds an upload's lease outlives a replica that stopped renewing it (a crash)")
+    # A thread of the upload pool stores one piece of a body at a time, never waits for one
     upload_threads: int = Field(default=128, ge=1, description="threads storing upload bodies (their own pool)")
     max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20,
                                   description="largest request line and headers of one request (431)")

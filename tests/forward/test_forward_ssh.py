@@ -134,7 +134,7 @@ def test_a_websocket_passes_over_the_ssh_forward(world):
 
 
 def test_registering_is_refused_for_bad_names_and_for_a_live_route(world):
-    for bad in ("Upper", "a.b", "a--b", "x" * 60):  # (OpenSSH itself refuses paths past 100 bytes)
+    for bad in ("Upper", "a.b", "a--b", "x" * 60, "links"):  # (OpenSSH refuses paths past 100 bytes)
         proc = subprocess.run(_ssh(world, "alice", "-N", "-R", f"/{bad}:{world['app_sock']}"), capture_output=True,
                               text=True, timeout=30, stdin=subprocess.DEVNULL)
         assert proc.returncode != 0 and "forwarding failed" in proc.stderr, (bad, proc.stderr)

@@ -51,3 +51,21 @@ def test_a_flood_of_anonymous_refusals_is_counted_not_written_one_by_one(start_h
     table = subprocess.run([sys.executable, "-m", "tether", "audit", "--hub", h.url, "--auth-token", h.admin_token],
                            capture_output=True, text=True, timeout=60)
     assert table.stdout.splitlines()[0].split()[-3:] == ["count", "last_at", "reason"], table.stdout[:300]
+
+
+def test_replicas_count_a_flood_in_one_record_per_interval_between_them(replica_set):
+    """Two replicas behind the balancer, each counting half of a flood: their counts go
+    into one record per source and reason per interval, not one per replica."""
+    interval = 3
+    rs = replica_set(shared_ok=False, env={"TETHER_AUDIT_ANONYMOUS_INTERVAL": str(interval)})
+    try:
+        with rs.client() as c:  # round-robin: half to each replica
+            assert {c.get("/api/v1/whoami").status_code for _ in range(40)} == {401}
+        time.sleep(2 * interval + 1)  # both replicas' intervals have ended and been written
+        rows = [r for r in _anonymous(rs) if r["reason"].startswith("unauthenticated")]
+        assert [r["count"] for r in rows] == [40], rows
+        for replica in rs.replicas:  # each did count some of them
+            with replica.client() as c:
+                assert 'status="401"' in c.get("/metrics").text
+    finally:
+        rs.stop()

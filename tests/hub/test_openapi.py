@@ -67,7 +67,12 @@ def test_operation_ids_are_distinct(doc):
 def test_a_405_allows_every_method_served_at_the_path(hub):
     with hub.client() as c:
         for path, allowed in (("/api/v1/tokens/0123456789abcdef", "GET, DELETE"), ("/files/s/a/b", "GET, HEAD"),
-                              ("/api/v1/spaces/s", "GET, PATCH"), ("/api/v1/tokens/self", "GET")):
+                              ("/api/v1/spaces/s", "GET, PATCH"), ("/api/v1/tokens/self", "GET"),
+                              # paths that overlap another operation's template: each URL is one's alone
+                              ("/api/v1/forward/routes/alice/links", "GET, POST"),
+                              ("/api/v1/forward/routes/alice/shares", "GET"),
+                              ("/api/v1/forward/routes/alice/demo", "DELETE"),
+                              ("/api/v1/app-instances/demo/logs", "GET"), ("/api/v1/app-instances/demo/stop", "POST")):
             r = c.request("OPTIONS", path)
             assert r.status_code == 405 and r.headers["allow"] == allowed, (path, r.headers.get("allow"))
             assert r.headers["content-type"] == "application/problem+json"
@@ -85,3 +90,19 @@ def test_the_swagger_page_loads_only_the_hubs_own_assets(hub):
             r = c.get(url)
             assert r.status_code == 200 and r.content, url
         assert "javascript" in c.get("/api/v1/docs/assets/swagger-ui-bundle.js").headers["content-type"]
+
+
+def test_the_latest_url_declares_the_methods_its_allow_names(hub, doc):
+    """``.../{build}/latest`` serves POST (make the build the latest) and PUT (a one-file
+    build whose file is named ``latest``): the description declares both there, as the
+    405's Allow names them, and the PUT does publish the file."""
+    assert set(doc["paths"]["/api/v1/publish/{space}/{type}/{build}/latest"]) == {"post", "put"}
+    space = hub.make_space()
+    _, token = hub.make_user(grants={space: "admin"})
+    with hub.client(token) as c:
+        r = c.request("OPTIONS", f"/api/v1/publish/{space}/ci/1/latest")
+        assert r.status_code == 405 and r.headers["allow"] == "POST, PUT", r.headers.get("allow")
+        r = c.put(f"/api/v1/publish/{space}/ci/1/latest", content=b"named latest\n")
+        assert r.status_code == 201 and r.json()["url"].endswith(f"/files/{space}/ci/1/"), r.text
+        assert c.get(f"/files/{space}/ci/1/latest").content == b"named latest\n"
+        assert c.post(f"/api/v1/publish/{space}/ci/1/latest").status_code == 200

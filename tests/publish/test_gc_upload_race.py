@@ -84,14 +84,13 @@ def test_gc_keeps_the_file_of_a_blob_stored_again_after_it_deleted_the_row(pub, 
 def test_an_upload_whose_file_gc_deleted_meanwhile_is_refused_and_records_nothing(pub, monkeypatch):
     upload(pub)
     collectable(pub)
-    store_one = pub._store_one
+    record = pub._record_blobs
 
     def gc_between(*args, **kwargs):  # stored; gc runs before the upload records it
-        size = store_one(*args, **kwargs)
         assert pub.gc(ADMIN, now=utcnow())["blobs_removed"] == 1
-        return size
+        return record(*args, **kwargs)
 
-    monkeypatch.setattr(pub, "_store_one", gc_between)
+    monkeypatch.setattr(pub, "_record_blobs", gc_between)
     with pytest.raises(Problem) as e:
         upload(pub)
     assert e.value.status == 503 and "send it again" in e.value.detail

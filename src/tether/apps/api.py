@@ -14,7 +14,7 @@ or ``APP--USER`` in the paths below.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from tether.apps.service import AppsService, Instance
 from tether.auth.deps import Caller, StrictModel
+from tether.auth.params import path_segment
 from tether.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["apps"])
@@ -192,11 +193,13 @@ def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
                          "url": runtime.address.signin_url(inst.owner, inst.app, secret)}, status_code=201)
 
 
-@router.post("/app-instances/{ref}/{verb}")
-def control(ref: str, verb: str, ctx: Caller, request: Request):
+path_segment("instance_verb", "stop|start|restart")  # so .../logs is its own operation's alone
+
+
+@router.post("/app-instances/{ref}/{verb:instance_verb}", responses={405: {
+    "description": "VERB is not a verb but another operation's word (logs): that URL is its (its Allow)"}})
+def control(ref: str, verb: Literal["stop", "start", "restart"], ctx: Caller, request: Request):
     """stop, start or restart an instance."""
-    if verb not in ("stop", "start", "restart"):
-        raise Problem(404, "not-found", f"no such instance action {verb[:20]!r}: stop, start or restart")
     runtime = _runtime(request)
     svc = runtime.service
     inst = svc.find(ctx, ref)

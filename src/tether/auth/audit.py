@@ -6,10 +6,10 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, or_, select, text, update
 
 from tether.db import Database
 from tether.db.models import AuditRecord
@@ -221,6 +221,38 @@ class RefusalTally(_Tally):
 
     def _overflow(self, key: tuple, fields: dict) -> tuple[tuple, dict]:
         return (None, *key[1:]), fields | {"source": None}
+
+
+_REFUSAL_LOCK = 0x7E7D  # PostgreSQL advisory lock: one replica at a time merges its refusal counts
+
+
+def merge_refusals(db: Database, rows: list[dict], *, interval: float, now: datetime) -> None:
+    """Write a :class:`RefusalTally`'s records so that replicas sharing the database keep
+    one record per source, status and reason per interval between them: each is added to
+    the record of its key begun less than two intervals ago (by any replica: their
+    intervals do not line up), else written as a new one. One replica at a time (an
+    advisory lock on PostgreSQL; SQLite has one writer), so two never both begin one."""
+    if not rows:
+        return
+    since = now - timedelta(seconds=2 * interval)
+    a = AuditRecord.__table__.c
+    with db.write() as s:
+        if db.dialect == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REFUSAL_LOCK})
+        for fields in rows:
+            fields = _clip(dict(fields))
+            slug = fields["reason"].partition(":")[0]
+            same = s.scalar(select(a.id).where(
+                a.user.is_(None), a.token_id.is_(None), a.at >= since, a.status == fields["status"],
+                a.source.is_(None) if fields["source"] is None else a.source == fields["source"],
+                or_(a.reason == slug, a.reason.like(slug + ":%")),
+            ).order_by(a.id.desc()).limit(1))
+            if same is None:
+                s.add(AuditRecord(**fields))
+                continue
+            last = fields["last_at"] or fields["at"]
+            s.execute(update(AuditRecord).where(a.id == same).values(
+                count=a.count + fields["count"], last_at=case((a.last_at > last, a.last_at), else_=last)))
 
 
 class ReadTally(_Tally):

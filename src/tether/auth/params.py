@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query
 from pydantic import Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from tether.auth.caveats import SCOPE_KINDS
 from tether.auth.identities import SPACE_NAME_RE, USER_NAME_RE
@@ -56,3 +57,22 @@ SpaceName = Annotated[str, path_param(SPACE_NAME_RE, 64, SPACE_DOC)]
 TokenId = Annotated[str, path_param(TOKEN_ID_RE, 16, "a token's id: 16 hex digits (the part after 'tth_')")]
 KeyRef = Annotated[str, path_param(r"^(?:[0-9]{1,18}|SHA256:[A-Za-z0-9+/]{43})$", 64,
                                    "a key's id or its SHA256 fingerprint as `ssh-keygen -l` prints it")]
+
+
+class _Segment(Convertor[str]):
+    def __init__(self, regex: str):
+        self.regex = regex
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def path_segment(name: str, regex: str) -> None:
+    """Let routes write ``{param:NAME}`` for a path segment matching ``regex`` only. Where two
+    routes' paths overlap (``/things/{id}/{verb}`` and ``/things/{id}/logs``), the router
+    then sends each URL to one of them, and a 405's ``Allow`` names the methods of the
+    operations the description declares at that URL, not of others that would also match."""
+    register_url_convertor(name, _Segment(regex))

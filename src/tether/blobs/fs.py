@@ -153,6 +153,17 @@ def validate_pack(name: object) -> str:
     return name
 
 
+class _PackEntry:
+    """The blob an :class:`FsPackWriter` is appending."""
+
+    __slots__ = ("digest", "start", "declared", "max_size", "h", "n")
+
+    def __init__(self, digest: str, start: int, declared: int | None, max_size: int | None) -> None:
+        self.digest, self.start, self.declared, self.max_size = digest, start, declared, max_size
+        self.h = hashlib.sha256()
+        self.n = 0
+
+
 class FsPackWriter:
     """Appends verified blobs to one new pack file; :meth:`commit` makes it durable and visible.
 
@@ -174,6 +185,7 @@ class FsPackWriter:
             raise
         self.count = 0
         self._state = "open"
+        self._cur: _PackEntry | None = None
 
     @property
     def size(self) -> int:
@@ -186,29 +198,59 @@ class FsPackWriter:
     def add(self, digest: str, chunks: Iterable[bytes], *, declared: int | None = None,
             max_size: int | None = None) -> tuple[int, int]:
         """Append one blob from ``chunks``; return its ``(offset, size)`` in the pack."""
+        self.begin(digest, declared=declared, max_size=max_size)
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+        except BaseException:
+            self.drop_current()
+            raise
+        return self.end()
+
+    def begin(self, digest: str, *, declared: int | None = None, max_size: int | None = None) -> None:
+        """Start appending one blob, whose bytes then come by :meth:`write` (as they arrive:
+        nothing waits for them here) until :meth:`end`."""
         validate_digest(digest)
         if self._state != "open":
             raise BlobError(f"pack {self.name} is already {self._state}")
-        start = self.size
-        h = hashlib.sha256()
-        n = 0
+        self._cur = _PackEntry(digest, self.size, declared, max_size)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """The next bytes of the blob begun; a refusal cuts the pack back to where it began."""
+        cur = self._cur
+        assert cur is not None, "write() outside begin()/end()"
+        cur.n += len(chunk)
+        if cur.max_size is not None and cur.n > cur.max_size:
+            self.drop_current()
+            raise BlobTooLarge(cur.digest, cur.max_size, cur.n)
         try:
-            for chunk in chunks:
-                n += len(chunk)
-                if max_size is not None and n > max_size:
-                    raise BlobTooLarge(digest, max_size, n)
-                h.update(chunk)
-                self._out.write(chunk)  # type: ignore[union-attr]
-            if declared is not None and n != declared:
-                raise BlobTruncated(digest, declared, n)
-            actual = h.hexdigest()
-            if actual != digest:
-                raise DigestMismatch(digest, actual, n)
+            cur.h.update(chunk)
+            self._out.write(chunk)  # type: ignore[union-attr]
         except BaseException:
-            self.truncate(start)
+            self.drop_current()
+            raise
+
+    def end(self) -> tuple[int, int]:
+        """The blob begun is complete: verify it (else cut it off and raise); its ``(offset, size)``."""
+        cur, self._cur = self._cur, None
+        assert cur is not None, "end() without begin()"
+        try:
+            if cur.declared is not None and cur.n != cur.declared:
+                raise BlobTruncated(cur.digest, cur.declared, cur.n)
+            actual = cur.h.hexdigest()
+            if actual != cur.digest:
+                raise DigestMismatch(cur.digest, actual, cur.n)
+        except BaseException:
+            self.truncate(cur.start)
             raise
         self.count += 1
-        return start, n
+        return cur.start, cur.n
+
+    def drop_current(self) -> None:
+        """Cut off the blob begun and not ended (if any); the blobs before it stay."""
+        cur, self._cur = self._cur, None
+        if cur is not None:
+            self.truncate(cur.start)
 
     def truncate(self, offset: int) -> None:
         """Cut the pack back to ``offset`` bytes (drop what was added after it)."""

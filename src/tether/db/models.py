@@ -258,6 +258,18 @@ class UploadPiece(Base):
     name: Mapped[str] = mapped_column(String(32))
 
 
+class UploadLease(Base):
+    """One upload in progress (of any kind), held by the replica serving it and renewed
+    while it runs (``hub/limits.py``): the caps on uploads per token and per user count
+    these rows, so they hold across replicas; a dead replica's leases lapse at ``expires_at``."""
+
+    __tablename__ = "upload_leases"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # ---------------------------------------------------------------- log sync
 
 

@@ -12,18 +12,26 @@ sign-in links. Thin: the rules live in :mod:`tether.forward.service`.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from tether.auth.deps import Caller, StrictModel
+from tether.auth.params import path_segment
+from tether.forward.core import RESERVED_NAMES
 from tether.forward.runtime import GatewayAddress
 from tether.forward.service import ForwardService, Route
 from tether.problems import bad_request, forbidden
 
 router = APIRouter(prefix="/api/v1", tags=["forward"])
+
+
+# DELETE .../OWNER/NAME: never a word other operations' paths put there (no route takes one)
+path_segment("stoppable_name", f"(?!(?:{'|'.join(RESERVED_NAMES)})$)[^/]+")
+StoppableName = Annotated[str, Path(json_schema_extra={"not": {"enum": list(RESERVED_NAMES)}})]
 
 
 def _svc(request: Request) -> tuple[ForwardService, GatewayAddress]:
@@ -46,8 +54,9 @@ async def list_routes(ctx: Caller, request: Request, all: bool = False):
     return JSONResponse([_info(r, address) for r in routes])
 
 
-@router.delete("/forward/routes/{owner}/{name}", status_code=204)
-def stop_route(owner: str, name: str, ctx: Caller, request: Request):
+@router.delete("/forward/routes/{owner}/{name:stoppable_name}", status_code=204, responses={405: {
+    "description": "NAME is links, shares or signin (no route's name): that URL is other operations' (its Allow)"}})
+def stop_route(owner: str, name: StoppableName, ctx: Caller, request: Request):
     svc, _ = _svc(request)
     ctx.trail.update(action="forward.stop", resource=f"route:{owner}/{name}")
     route = svc.owned_route(ctx, owner, name)

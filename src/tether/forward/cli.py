@@ -82,10 +82,10 @@ def run(name: str, command: tuple[str, ...], ssh_target: str, identity: str | No
     import asyncio
 
     from tether.forward.client import Forwarder, parse_target
-    from tether.gateway.core import GatewayError, check_route_name
+    from tether.forward.core import GatewayError, check_forward_name
 
     try:
-        check_route_name(name)
+        check_forward_name(name)
         target = parse_target(ssh_target)
     except (GatewayError, ValueError) as exc:
         raise click.UsageError(getattr(exc, "detail", str(exc))) from None

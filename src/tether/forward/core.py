@@ -21,9 +21,21 @@ from __future__ import annotations
 from tether.auth.caveats import Level, Scope
 from tether.gateway.core import ROUTE_NAME_RE, Access, GatewayError, check_route_name
 
-__all__ = ["ROUTE_NAME_RE", "Access", "check_route_name", "decide", "route_scope", "GatewayError"]
+__all__ = ["ROUTE_NAME_RE", "RESERVED_NAMES", "Access", "check_forward_name", "check_route_name", "decide",
+           "route_scope", "GatewayError"]
 
 READ_METHODS = frozenset({b"GET", b"HEAD"})
+#: the words the API's paths put after a route's name (``/forward/routes/NAME/links``): were
+#: a route named so, ``DELETE /forward/routes/OWNER/links`` would be another operation's URL
+RESERVED_NAMES = ("links", "shares", "signin")
+
+
+def check_forward_name(name: str) -> None:
+    """A name a new route may take: a gateway route name, and none of :data:`RESERVED_NAMES`."""
+    check_route_name(name)
+    if name in RESERVED_NAMES:
+        raise GatewayError(400, "invalid-route-name", f"route name {name!r} is reserved (the API's paths use "
+                           f"{', '.join(RESERVED_NAMES)} after a route's name); pick another")
 
 
 def route_scope(owner: str, name: str, *, read_only: bool = False) -> str:

@@ -21,7 +21,7 @@ from tether.db.models import App, AppInstance, ForwardRoute, ForwardShare, Token
 from tether.forward.core import (
     Access,
     GatewayError,
-    check_route_name,
+    check_forward_name,
     decide,
     route_scope,
 )
@@ -62,7 +62,7 @@ def _route(row: ForwardRoute, owner: str) -> Route:
 
 def _check_name(name: str) -> None:
     try:
-        check_route_name(name)
+        check_forward_name(name)
     except GatewayError as exc:
         raise bad_request(exc.detail, exc.slug) from None
 

@@ -59,7 +59,8 @@ class HubState:
         self.reads = audit.ReadTally()  # scoped tokens' reads, written every audit_read_interval
         # Uploads store their bodies in a pool of their own: however many are in progress,
         # the threads of the API, downloads and /healthz stay free.
-        self.upload_slots = UploadSlots(settings.uploads_per_token, settings.uploads_per_user)
+        self.upload_slots = UploadSlots(db, settings.uploads_per_token, settings.uploads_per_user,
+                                        settings.upload_lease_seconds)  # leases in the database (see its lifespan)
         self.metrics.uploads.set_function(lambda: self.upload_slots.in_progress)
         self.upload_threads = anyio.CapacityLimiter(settings.upload_threads)
 
@@ -238,6 +239,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_prune_audit_forever, hub)
+                tg.start_soon(hub.upload_slots.renew_forever)
                 tg.start_soon(job_background, app)  # cross-replica wake-ups; the LAVA listener
                 if runtime is not None:
                     tg.start_soon(runtime.run)
@@ -408,6 +410,13 @@ async def _write_tally_forever(hub: HubState, tally: audit.RefusalTally | audit.
 
 
 async def _write_tally(hub: HubState, tally: audit.RefusalTally | audit.ReadTally) -> None:
+    if tally is hub.refusals:  # merged with the other replicas' counts of the same interval
+        rows, interval = tally.take(), hub.settings.audit_anonymous_interval
+        try:
+            await anyio.to_thread.run_sync(lambda: audit.merge_refusals(hub.db, rows, interval=interval, now=utcnow()))
+        except Exception:  # never let auditing stop the hub; but say so loudly
+            log.exception("could not write the counts of anonymous refusals")
+        return
     left = [fields for fields in tally.take() if not hub.audit_writer.submit(fields)]
     if left:  # the writer is not running, or too far behind
         await anyio.to_thread.run_sync(_record_all, hub.db, left)

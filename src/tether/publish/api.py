@@ -4,13 +4,10 @@ the rules live in ``publish.core`` and ``publish.service``."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import mimetypes
-import os
 import re
-import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -29,8 +26,8 @@ from tether.problems import Problem, bad_request
 from tether.publish.apidoc import (DOWNLOAD_RESPONSES, FILE_ENTRY, BuildId, BuildQuery, BuildType, Digest,
                                    SpaceQuery, TypeQuery, UploadId)
 from tether.publish.core import BUILD_ID_RE, DIGEST_RE, TYPE_RE
-from tether.publish.frames import FrameError, read_frames
-from tether.publish.service import Publisher, metered
+from tether.publish.service import Publisher
+from tether.publish.sinks import BatchSink, BlobSink, SingleFileSink, Sink
 
 router = APIRouter()
 files_router = APIRouter()
@@ -50,24 +47,23 @@ def optional_caller(request: Request) -> AuthContext | None:
 
 
 BODY_PIECE = 1 << 20
-BODY_AHEAD = 4  # pieces the event loop may read ahead of the worker thread
+BODY_AHEAD = 4  # pieces the event loop may read ahead of the thread storing them
 
 
 class _Body:
-    """A request body that the event loop reads ahead, in ~1 MiB pieces, for a worker thread.
+    """A request body that the event loop reads ahead, in ~1 MiB pieces, for a sink.
 
-    Receiving (on the event loop) and storing (hashing and writing, in the worker)
-    overlap: while the worker handles one piece the loop collects the next ones,
-    at most :data:`BODY_AHEAD` of them, so memory stays bounded. The server hands
-    the body over in pieces of 64 KiB or less; the worker crosses over to the loop
-    once per collected piece, not once per 64 KiB."""
+    Receiving (on the event loop) and storing (hashing and writing, a piece at a time
+    in a thread) overlap: while a thread stores one piece the loop collects the next
+    ones, at most :data:`BODY_AHEAD` of them, so memory stays bounded. The server hands
+    the body over in pieces of 64 KiB or less; a thread is taken once per collected
+    piece, not once per 64 KiB, and never while the body is awaited."""
 
     def __init__(self, request: Request, piece: int = BODY_PIECE, ahead: int = BODY_AHEAD):
         self._request = request
         self._piece = piece
         self._send, self._recv = anyio.create_memory_object_stream[list[bytes]](ahead)
         self._error: Exception | None = None
-        self._first: list[bytes] | None = None
 
     async def pump(self) -> None:
         try:
@@ -82,21 +78,12 @@ class _Body:
                     parts, size = [], 0
             if parts:
                 await self._send.send(parts)
-        except Exception as exc:  # noqa: BLE001 - raised again in the worker, where the body is read
+        except Exception as exc:  # noqa: BLE001 - the sink's to judge (its close)
             if parts:  # what did arrive, for a sink that keeps it (a resumable chunk)
                 await self._send.send(parts)
             self._error = exc
         finally:
             self._send.close()
-
-    async def first(self) -> None:
-        """Wait, on the event loop, for the first piece (or the end of the body): a body
-        that is slow to come holds no thread meanwhile."""
-        try:
-            self._first = await self._recv.receive()
-        except anyio.EndOfStream:
-            if self._error is not None:
-                raise self._error from None
 
     async def next_piece(self) -> list[bytes] | None:
         """On the event loop: the next piece, or None at the end of the body (or where it
@@ -111,46 +98,16 @@ class _Body:
         """What cut the body short (a broken connection, a stall past the body timeout)."""
         return self._error
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body as the server received it, for code running in the worker thread."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield from first
-        while True:
-            try:
-                parts = anyio.from_thread.run(self._recv.receive)
-            except anyio.EndOfStream:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield from parts
 
-
-async def _with_body(request: Request, ctx: AuthContext, work: Callable[[Iterator[bytes]], T]) -> T:
-    """``work(body)`` in a thread of the upload pool, with the request body read ahead by
-    the event loop; the thread is taken once the first piece is in hand. One of the
-    caller's uploads in progress (429 past ``uploads_per_token``/``uploads_per_user``)."""
-    hub = request.app.state.hub
-    with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
-        body = _Body(request)
-        pump = asyncio.ensure_future(body.pump())
-        try:
-            await body.first()
-            return await anyio.to_thread.run_sync(lambda: work(body.chunks()), limiter=hub.upload_threads)
-        finally:
-            pump.cancel()  # the work may have stopped before the end of the body
-            await asyncio.gather(pump, return_exceptions=True)
-
-
-async def _into_sink(request: Request, ctx: AuthContext, open_sink: Callable[[], Any]) -> Any:
-    """The request body into a sink (``feed(parts)``, ``close(error)``, ``abort()``), each
-    ~1 MiB piece handed to a thread of the upload pool as it arrives: waiting for the body
-    holds no thread at all, however slowly it comes. A body that breaks off is the sink's
-    to judge (``close(error)``: a resumable chunk keeps what arrived). One of the
+async def _into_sink(request: Request, ctx: AuthContext, open_sink: Callable[[], Sink]) -> Any:
+    """The request body into a sink (``publish/sinks.py``), each ~1 MiB piece handed to a
+    thread of the upload pool as it arrives: waiting for the body holds no thread at all,
+    however slowly it comes. A body that breaks off is the sink's to judge
+    (``close(error)``: a resumable chunk keeps what arrived, others nothing). One of the
     caller's uploads in progress (429 past ``uploads_per_token``/``uploads_per_user``)."""
     hub = request.app.state.hub
     limiter = hub.upload_threads
-    with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
+    async with hub.upload_slots.hold(ctx.user.name, ctx.token.id if ctx.token is not None else None):
         body = _Body(request)
         pump = asyncio.ensure_future(body.pump())
         try:
@@ -222,18 +179,10 @@ async def put_blob(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blob:{digest[:16]}"
-    size = await _with_body(
-        request, ctx, lambda body: pub.write_blob(ctx, t.space_id, digest, body, declared=_declared_length(request), now=utcnow())
-    )
+    declared = _declared_length(request)
+    size = await _into_sink(request, ctx,
+                            lambda: BlobSink(pub, ctx, t.space_id, digest, declared=declared, now=utcnow()))
     return JSONResponse({"digest": digest, "size": size}, status_code=201)
-
-
-def _frames(body: Iterator[bytes]) -> Iterator[tuple[str, int, Iterable[memoryview]]]:
-    """The batch's frames (``publish.frames``); a malformed header is a 400 ``bad-frame``."""
-    try:
-        yield from read_frames(body)
-    except FrameError as exc:
-        raise bad_request(str(exc), FrameError.slug) from None
 
 
 @router.post("/api/v1/blobs/batch", tags=["publish"])
@@ -245,7 +194,7 @@ async def put_batch(
     pub = _pub(request)
     t = await anyio.to_thread.run_sync(pub.target, ctx, space, type, build)
     ctx.trail["resource"] = f"space:{t.space}/{t.prefix} blobs"
-    stored = await _with_body(request, ctx, lambda body: pub.write_batch(ctx, t, _frames(body), now=utcnow()))
+    stored = await _into_sink(request, ctx, lambda: BatchSink(pub, ctx, t, now=utcnow()))
     return JSONResponse({"stored": stored})
 
 
@@ -299,6 +248,14 @@ def set_latest(space: SpaceName, type: BuildType, build: BuildId, ctx: Caller, r
     return pub.set_latest(ctx, pub.target(ctx, space, type, build, action="publish.admin"))
 
 
+@router.put("/api/v1/publish/{space}/{type}/{build}/latest", status_code=201, tags=["publish"])
+async def put_file_named_latest(space: SpaceName, type: BuildType, build: BuildId, request: Request, ctx: Caller):
+    """A one-file build whose file is named ``latest`` (as ``PUT .../{path}``). Its URL is
+    also that of POST, which makes the build the latest of its type: declared here, so
+    the description's methods at this URL are the ones the hub serves (its ``Allow``)."""
+    return await put_single_file(space, type, build, "latest", request, ctx)
+
+
 @router.put("/api/v1/publish/{space}/{type}/{build}/{path:path}", status_code=201, tags=["publish"])
 async def put_single_file(space: SpaceName, type: BuildType, build: BuildId, path: str, request: Request, ctx: Caller):
     """curl-friendly: publish a one-file build from the request body (the hub hashes it)."""
@@ -309,38 +266,10 @@ async def put_single_file(space: SpaceName, type: BuildType, build: BuildId, pat
     # the path, the build id, the budget: refused before a byte of the body is read
     budget = await anyio.to_thread.run_sync(pub.check_single, ctx, t, path, declared)
 
-    def run(body: Iterator[bytes]):
-        if budget is not None and declared is None:
-            body = metered(body, budget)
-        pub.uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        spool = pub.uploads_dir / f"single-{secrets.token_hex(8)}"
-        h = hashlib.sha256()
-        size = 0
-        try:
-            with open(os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-                for chunk in body:
-                    h.update(chunk)
-                    size += len(chunk)
-                    if size > pub.settings.max_blob_bytes:
-                        raise pub.too_large()
-                    fh.write(chunk)
-            if declared is not None and declared != size:
-                raise bad_request(f"the upload was truncated: {size} of {declared} bytes arrived", "truncated-upload")
-            digest = h.hexdigest()
-
-            def read():
-                with open(spool, "rb") as fh:
-                    while block := fh.read(1 << 20):
-                        yield block
-
-            pub.write_blob(ctx, t.space_id, digest, read(), declared=size, now=utcnow(), budget=budget)
-        finally:
-            spool.unlink(missing_ok=True)
-        mode = 0o755 if request.headers.get("x-tether-mode") == "0755" else 0o644
-        return pub.commit(ctx, t, [{"path": path, "digest": digest, "size": size, "mode": mode}],
-                          public=None, latest=False, now=utcnow())
-
-    return JSONResponse(_absolute(request, await _with_body(request, ctx, run)), status_code=201)
+    mode = 0o755 if request.headers.get("x-tether-mode") == "0755" else 0o644
+    result = await _into_sink(request, ctx, lambda: SingleFileSink(pub, ctx, t, path, declared=declared, budget=budget,
+                                                                   mode=mode, now=utcnow()))
+    return JSONResponse(_absolute(request, result), status_code=201)
 
 
 def _absolute(request: Request, result: dict) -> dict:

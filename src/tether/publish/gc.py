@@ -131,8 +131,7 @@ class Collector(PublisherBase):
             if 2 * sum(b.size for b in live) >= (self.store.pack_size(pack) or 0):
                 return
             for b in live:
-                self._store_one(b.digest, self.store.open_packed(b.digest, pack, b.pack_offset, b.size),
-                                declared=b.size, max_size=b.size, durable=True)
+                self.store.put(b.digest, self.store.open_packed(b.digest, pack, b.pack_offset, b.size), max_size=b.size)
             with self.db.write() as s:
                 for chunk in _chunks([b.digest for b in live]):
                     s.execute(update(Blob).where(Blob.pack == pack, Blob.digest.in_(chunk))

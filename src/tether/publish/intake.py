@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,11 +19,12 @@ from sqlalchemy import case, delete, literal, or_, select, update
 
 from tether.auth.identities import get_space
 from tether.auth.service import AuthContext, BudgetCheck
-from tether.blobs import BlobTooLarge, BlobTruncated, DigestMismatch
+from tether.blobs import DigestMismatch
 from tether.blobs.pieces import new_piece_name
 from tether.db.models import Blob, SpaceBlob, Upload, UploadPiece
 from tether.problems import Problem, bad_request, not_found
 from tether.publish.core import DIGEST_RE, UNHASHED_MIN
+from tether.publish.sinks import BlobSink, drain
 from tether.publish.storage import (
     PublisherBase,
     Target,
@@ -38,7 +39,6 @@ from tether.publish.storage import (
 
 MAX_MISSING_QUERY = 10_000
 FINISH_STALE = timedelta(minutes=10)  # a finishing replica that went silent this long is taken over
-BATCH_MAX_BLOB = 16 << 20
 # Publisher._record_blobs on SQLite: the same upsert as its SQLAlchemy statement (a
 # lease only grows; a copy stored on its own takes the blob out of its pack).
 _SQLITE_INSERT_BLOB = "INSERT INTO blobs (digest, size, created_at, leased_until, pack, pack_offset)"
@@ -109,33 +109,7 @@ class Intake(PublisherBase):
                    declared: int | None, now: datetime, budget: BudgetCheck | None = None) -> int:
         """Store one blob from a stream of chunks for a build of space ``space_id``; the
         store verifies the digest. ``budget``: one already read for this request."""
-        budget = budget or self.budget(ctx)
-        if declared is not None:
-            if declared > self.settings.max_blob_bytes:
-                raise self.too_large()
-            if budget is not None:
-                budget.need(nbytes=declared)
-        elif budget is not None:  # no length given: count the bytes as they come
-            chunks = metered(chunks, budget)
-        size = self._store_one(digest, chunks, declared=declared, max_size=self.settings.max_blob_bytes, durable=True)
-        self._record_blobs([(digest, size, None, None)], now, space_id, placed=[digest])
-        return size
-
-    def _store_one(self, digest: str, chunks: Iterable[bytes], *, declared: int | None, max_size: int,
-                   durable: bool) -> int:
-        if not DIGEST_RE.match(digest):
-            raise bad_request(f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex characters)", "invalid-digest")
-        writer = self.store.writer(digest, max_size=max_size, durable=durable)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-            if declared is not None and writer.size != declared:
-                raise BlobTruncated(digest, declared, writer.size)
-            return writer.commit()
-        except BaseException as exc:
-            writer.abort()
-            _refuse_blob(exc, digest, max_size)
-            raise
+        return drain(BlobSink(self, ctx, space_id, digest, declared=declared, now=now, budget=budget), chunks)
 
     def _record_blobs(self, blobs: list[tuple[str, int, str | None, int | None]], now: datetime,
                       space_id: int, placed: Iterable[str] = ()) -> None:
@@ -219,66 +193,6 @@ class Intake(PublisherBase):
             raise Problem(503, "blob-collected",
                           f"blob {gone[0]} was collected by gc while it was being stored; send it again")
 
-    def write_batch(self, ctx: AuthContext, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
-                    now: datetime) -> list[str]:
-        """Store many small blobs sent in one request (see docs/publish.md for the framing).
-
-        With a filesystem store the blobs go end to end into one pack file, each
-        verified as it is appended; the pack is fsynced before one transaction records
-        its blobs, so a recorded blob is always a durable blob, and the filesystem sees
-        one new file per batch instead of one per blob. Other stores write the blobs
-        without a sync each and then sync once. Either way, when a frame is refused the
-        good ones before it are kept and recorded, except when the batch goes over the
-        token's byte budget: then none of it is."""
-        frames = _within_budget(frames, self.budget(ctx))
-        pack_writer = getattr(self.store, "pack_writer", None)
-        if pack_writer is None:
-            return self._write_batch_loose(t, frames, now=now)
-        pw = pack_writer()
-        placed: dict[str, tuple[int, int]] = {}
-        stored: list[str] = []
-        try:
-            for digest, size, body in frames:
-                try:
-                    offset, n = pw.add(digest, body, declared=size, max_size=BATCH_MAX_BLOB)
-                except BaseException as exc:
-                    _refuse_blob(exc, digest, BATCH_MAX_BLOB)
-                    raise
-                if digest in placed:
-                    pw.truncate(offset)  # the same bytes twice in one batch: keep one copy
-                else:
-                    placed[digest] = (offset, n)
-                stored.append(digest)
-        except _OverBudget as over:
-            placed.clear()  # none of the batch is kept
-            raise over.problem from None
-        finally:
-            if placed:
-                name = pw.commit()
-                self._record_blobs([(d, n, name, off) for d, (off, n) in placed.items()], now, t.space_id)
-            else:
-                pw.abort()
-        return stored
-
-    def _write_batch_loose(self, t: Target, frames: Iterator[tuple[str, int, Iterator[bytes]]], *,
-                           now: datetime) -> list[str]:
-        written: list[tuple[str, int, None, None]] = []
-        try:
-            for digest, size, body in frames:
-                written.append((digest, self._store_one(digest, body, declared=size, max_size=BATCH_MAX_BLOB,
-                                                        durable=False), None, None))
-        except _OverBudget as over:
-            # none of the batch is recorded; its files, unnamed, go with gc's sweep of
-            # orphans (deleting them here could take a blob another upload just recorded)
-            written.clear()
-            raise over.problem from None
-        finally:
-            if written:
-                self.store.sync()
-                self._record_blobs(list({w[0]: w for w in written}.values()), now, t.space_id,
-                                   placed=[w[0] for w in written])
-        return [w[0] for w in written]
-
     def start_upload(self, ctx: AuthContext, t: Target, digest: str | None, size: int, *, now: datetime) -> dict:
         """Start a resumable upload. Without ``digest`` (declared later, with the last
         chunk or after it) only for a large file of a size no blob of the space has:
@@ -325,20 +239,6 @@ class Intake(PublisherBase):
     def upload_status(self, ctx: AuthContext, upload_id: str) -> dict:
         up = self._upload(ctx, upload_id)
         return {"id": up.id, "offset": up.received, "size": up.size, "complete": False, "digest": up.digest}
-
-    def upload_chunk(self, ctx: AuthContext, upload_id: str, offset: int, chunks: Iterable[bytes], *, now: datetime,
-                     digest: str | None = None) -> dict:
-        """:meth:`chunk_sink` fed with ``chunks``: a body that breaks off keeps what arrived."""
-        sink = self.chunk_sink(ctx, upload_id, offset, now=now, digest=digest)
-        body = iter(chunks)
-        while True:
-            try:
-                chunk = next(body)
-            except StopIteration:
-                return sink.close(None)
-            except Exception as exc:  # the body broke off (or timed out)
-                return sink.close(exc)
-            sink.feed([chunk])
 
     def chunk_sink(self, ctx: AuthContext, upload_id: str, offset: int, *, now: datetime,
                    digest: str | None = None) -> ChunkSink:
@@ -533,53 +433,3 @@ def _size_query(space_id: int, size: int):
     b = Blob.__table__
     return select(literal(1)).where(b.c.size == size, b.c.size >= literal(UNHASHED_MIN, literal_execute=True),
                                     _proven_in(space_id, b.c.digest)).limit(1)
-
-
-def metered(chunks: Iterable[bytes], budget: BudgetCheck) -> Iterator[bytes]:
-    """``chunks``, refused (403) as soon as they add up to more bytes than ``budget`` has left."""
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        budget.need(nbytes=total)
-        yield chunk
-
-
-class _OverBudget(Exception):
-    """A batch went over the token's byte budget: the whole batch is refused."""
-
-    def __init__(self, problem: Problem):
-        super().__init__(problem.detail)
-        self.problem = problem
-
-
-def _within_budget(frames: Iterator[tuple[str, int, Iterator[bytes]]], budget: BudgetCheck | None,
-                   ) -> Iterator[tuple[str, int, Iterator[bytes]]]:
-    """A batch's frames, each checked before its bytes are read: its size within the
-    limit for a batch, and the sizes of the distinct blobs so far within the budget."""
-    counted: set[str] = set()  # the same blob twice in a batch is stored once
-    total = 0
-    for digest, size, body in frames:
-        if size > BATCH_MAX_BLOB:
-            raise bad_request(f"blobs in a batch are limited to {BATCH_MAX_BLOB} bytes; send {digest} alone")
-        if budget is not None and digest not in counted:
-            counted.add(digest)
-            total += size
-            try:
-                budget.need(nbytes=total)
-            except Problem as p:
-                raise _OverBudget(p) from None
-        yield digest, size, body
-
-
-def _refuse_blob(exc: BaseException, digest: str, max_size: int) -> None:
-    """Turn the store's refusal of a blob into the client's error (else return)."""
-    if isinstance(exc, BlobTruncated):
-        raise bad_request(
-            f"the upload was truncated: {exc.size} of {exc.declared} bytes arrived for {digest}; "
-            "nothing of it was stored",
-            "truncated-upload",
-        ) from None
-    if isinstance(exc, DigestMismatch):
-        raise bad_request(f"blob {digest}: {exc}; nothing was stored", "blob-digest-mismatch") from None
-    if isinstance(exc, BlobTooLarge):
-        raise Problem(413, "blob-too-large", f"blobs of this kind are limited to {max_size} bytes") from None

@@ -38,7 +38,7 @@ from tether.problems import bad_request
 from tether.publish.commit import Commits
 from tether.publish.core import PathError, build_prefix
 from tether.publish.gc import Collector
-from tether.publish.intake import Intake, _size_query, _UploadHashes, metered
+from tether.publish.intake import Intake, _size_query, _UploadHashes
 from tether.publish.read import Reads, build_info
 from tether.publish.storage import Target, _sqlite_insert
 
@@ -72,4 +72,4 @@ class Publisher(Intake, Commits, Reads, Collector):
         return Target(sp.id, space, build_type, build_id, prefix, config, sp.public_builds)
 
 
-__all__ = ["Publisher", "Target", "build_info", "func", "metered", "_size_query", "_sqlite_insert"]
+__all__ = ["Publisher", "Target", "build_info", "func", "_size_query", "_sqlite_insert"]
