@@ -1,6 +1,6 @@
 """Fixtures for the sandbox tests: real bubblewrap, cgroups, namespaces and nftables, as root.
 
-Everything the tests make on the OS is named with the prefix ``tsb`` (this branch's), and
+Everything the tests make on the OS is named with the prefix ``tag`` (this branch's), and
 removed at teardown even when a test fails.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from tether.apps import netpolicy
 from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 
-PREFIX = "tsb"
+PREFIX = "tag"
 _uids = itertools.count(61000 + (os.getpid() % 500) * 20)
 
 
@@ -187,11 +187,11 @@ tcp()
 
 @pytest.fixture
 def outside_server():
-    """A server 'outside' the sandboxes: its own namespace tsbsrv (veth tsbsv0 on the host,
+    """A server 'outside' the sandboxes: its own namespace tagsrv (veth tagsv0 on the host,
     198.51.100.0/31), TCP echo and UDP pong on port 7070. Removed at teardown."""
     import subprocess
 
-    ns, veth, host, addr, port = "tsbsrv", "tsbsv0", "198.51.100.0", "198.51.100.1", 7070
+    ns, veth, host, addr, port = "tagsrv", "tagsv0", "198.51.100.0", "198.51.100.1", 7070
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", veth], capture_output=True)
     proc = None

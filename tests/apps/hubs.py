@@ -60,7 +60,7 @@ class AppsHub:
         self.hub.stop()
 
 
-PREFIX = "tas"  # this branch's prefix for sandboxes' interfaces and cgroups
+PREFIX = "tagh"  # this branch's prefix for sandboxes' interfaces and cgroups
 
 
 def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):
@@ -123,7 +123,7 @@ def _ip(*args: str) -> None:
 def outside():
     """A server outside every sandbox: its own network namespace, reached from the host by a veth."""
     n = random.randrange(1, 250)
-    ns, veth = f"tasx{os.getpid() % 10000}", f"tasx{os.getpid() % 10000}h"
+    ns, veth = f"tagx{os.getpid() % 10000}", f"tagx{os.getpid() % 10000}h"
     host_ip, server_ip = f"198.18.{n}.1", f"198.18.{n}.2"
     _ip("netns", "add", ns)
     proc = None

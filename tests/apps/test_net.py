@@ -148,7 +148,7 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
 from tether.apps.sandbox import Sandboxes, spec_from_json
 spec = spec_from_json(Path(sys.argv[3]).read_text())
-Sandboxes(Path(sys.argv[2]), prefix="tsb").start(spec)
+Sandboxes(Path(sys.argv[2]), prefix="tag").start(spec)
 """
 
 

@@ -25,6 +25,7 @@ from tether.apps import core
 from tether.auth import service as auth
 from tether.auth.policy import Resource, authorize
 from tether.db import Database
+from tether.db.names import hold_user_names
 from tether.db.models import (
     App,
     AppGrant,
@@ -222,17 +223,15 @@ class AppsService:
             if user.disabled:
                 raise forbidden(f"user {owner} is disabled; enable them first (`tether user enable {owner}`)",
                                 "user-disabled")
-            held = s.scalar(select(ForwardRoute.state).where(ForwardRoute.user_id == user.id, ForwardRoute.name == name,
-                                                             ForwardRoute.state != "closed"))
-        if held is not None:
-            raise Problem(409, "name-taken", f"{owner} has a forwarded route named {name} ({held}); routes and app "
-                          f"instances share one set of names per user: stop it (`tether forward stop {name}`) first")
+            _name_free(s, user.id, owner, name)
         owner_ctx = auth.context_for_user(self.db, owner)
         token, _ = auth.mint(self.db, owner_ctx, auth.MintRequest(scopes=[core.app_scope(space, name)],
                                                                   label=f"app instance {name}"),
                              now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
         try:
             with self.db.write() as s:
+                hold_user_names(s, owner_ctx.user.id)  # checked again, claimed at once: no route may come between
+                _name_free(s, owner_ctx.user.id, owner, name)
                 version = s.scalar(select(AppVersion).where(AppVersion.app_id == app.id,
                                                             AppVersion.version == app.current_version))
                 # a placeholder uid no instance can hold (the real one derives from the row's id)
@@ -251,6 +250,9 @@ class AppsService:
                                    on_hub=False, reason=f"granted to every instance of {name} {version.version}",
                                    created_by=app.created_by, created_at=now))
                 instance_id = row.id
+        except Problem:
+            self._revoke_token(owner, token.id)
+            raise
         except IntegrityError:
             self._revoke_token(owner, token.id)
             raise conflict(f"{owner} already has an instance of {name}; start it (`tether app start {name}`) or "
@@ -507,6 +509,15 @@ class AppsService:
             scopes=[core.app_scope(inst.space, inst.app, read_only=access.read_only)], expires=until.isoformat(),
             label=f"app session {inst.app}"), now=now, max_lifetime=lifetime, default_lifetime=lifetime)
         return session, max(1, int(((token.expires_at or until) - now).total_seconds()))
+
+
+def _name_free(s, user_id: int, owner: str, name: str) -> None:
+    """Refuse ``name`` if a live forwarded route of the same user holds it (one set of names per user)."""
+    held = s.scalar(select(ForwardRoute.state).where(ForwardRoute.user_id == user_id, ForwardRoute.name == name,
+                                                     ForwardRoute.state != "closed"))
+    if held is not None:
+        raise Problem(409, "name-taken", f"{owner} has a forwarded route named {name} ({held}); routes and app "
+                      f"instances share one set of names per user: stop it (`tether forward stop {name}`) first")
 
 
 def _split_key(key: str) -> tuple[str, str, int]:
