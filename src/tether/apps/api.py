@@ -10,6 +10,7 @@ or ``APP--USER`` in the paths below.
 * ``POST /api/v1/app-instances/{ref}/{stop,start,restart,signin}``
 * ``GET /api/v1/app-instances/{ref}/logs[?offset=N]`` -- the app's output
 * ``GET|POST|DELETE /api/v1/app-instances/{ref}/grants`` -- destinations it may reach
+* ``GET /api/v1/app-instances/{ref}/shares``, ``PUT|DELETE .../shares/{user}`` -- who else may use it
 """
 
 from __future__ import annotations
@@ -166,11 +167,12 @@ def logs(ref: str, ctx: Caller, request: Request, offset: int = Query(default=0,
 def signin(ref: str, ctx: Caller, request: Request):
     """A one-time sign-in link to your own instance (five minutes, one use)."""
     runtime = _runtime(request)
-    inst = runtime.service.find(ctx, ref)
-    if inst.owner != ctx.user.name:
-        raise Problem(403, "not-instance-owner", f"only {inst.owner} signs in to their instance")
+    inst = runtime.service.find(ctx, ref, shared=True)
+    if inst.owner != ctx.user.name and runtime.service.share_of(inst, ctx) is None:
+        raise Problem(403, "not-instance-owner", f"only {inst.owner} and those they share it with sign in to "
+                      "their instance")
     ctx.trail["action"] = "app.signin-link"
-    secret = runtime.service.signin_link(inst)
+    secret = runtime.service.signin_link(inst, caller=ctx if inst.owner != ctx.user.name else None)
     return JSONResponse({"url": runtime.address.url(inst.owner, inst.app),
                          "signin": runtime.address.signin_url(inst.owner, inst.app, secret)})
 
@@ -187,9 +189,39 @@ def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
     runtime = _runtime(request)
     inst = runtime.service.find(ctx, ref)
     token_id, secret = runtime.service.share_link(ctx, inst, expires=body.expires, read_only=body.read_only)
-    ctx.trail["action"] = "app.share"
+    ctx.trail["action"] = "app.share-link"
     return JSONResponse({"id": token_id, "read_only": body.read_only,
                          "url": runtime.address.signin_url(inst.owner, inst.app, secret)}, status_code=201)
+
+
+class ShareIn(StrictModel):
+    read_only: bool = False
+
+
+@router.get("/app-instances/{ref}/shares")
+def list_shares(ref: str, ctx: Caller, request: Request):
+    """Who else your instance is shared with."""
+    svc = _svc(request)
+    return JSONResponse(svc.shares(svc.find(ctx, ref)))
+
+
+@router.put("/app-instances/{ref}/shares/{user}")
+def share(ref: str, user: str, body: ShareIn, ctx: Caller, request: Request):
+    """Let a named user through the gateway to your instance (as themselves; read_only: GET and HEAD only)."""
+    svc = _svc(request)
+    inst = svc.find(ctx, ref)
+    ctx.trail["action"] = "app.share"
+    return JSONResponse(svc.share(ctx, inst, user, read_only=body.read_only))
+
+
+@router.delete("/app-instances/{ref}/shares/{user}", status_code=204)
+def unshare(ref: str, user: str, ctx: Caller, request: Request):
+    """Stop sharing your instance with a user: their next request is refused."""
+    svc = _svc(request)
+    inst = svc.find(ctx, ref)
+    ctx.trail["action"] = "app.unshare"
+    svc.unshare(ctx, inst, user)
+    return Response(status_code=204)
 
 
 @router.post("/app-instances/{ref}/{verb}")

@@ -292,18 +292,31 @@ def open_(conn: Conn, name: str, as_json: bool) -> None:
 
 @app.command("share")
 @click.argument("name")
-@click.option("--expires", default="2h", show_default=True, help="How long the link works.")
+@click.option("--with", "with_user", metavar="USER", help="Share with this user (they sign in as themselves) "
+              "instead of making a link.")
+@click.option("--expires", default="2h", show_default=True, help="How long the link works (links only).")
 @click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
 @client_options
 @json_option
-def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -> None:
-    """Make a link that lets whoever opens it use your instance of NAME, until it expires
-    (revoke it sooner with `tether token revoke ID`: its sessions end too).
+def share(conn: Conn, name: str, with_user: str | None, expires: str, read_only: bool, as_json: bool) -> None:
+    """Let USER through to your instance of NAME (--with USER: until you unshare it), or
+    make a link that lets whoever opens it in, until it expires (revoke it sooner with
+    `tether token revoke ID`: its sessions end too).
 
     \b
     Examples:
+      tether app share demo --with bob --read-only
       tether app share demo --expires 1h --read-only
     """
+    if with_user is not None:
+        done = conn.client.put(f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}",
+                               json={"read_only": read_only}) or {}
+        if as_json:
+            emit_json(done)
+            return
+        click.echo(f"shared {name} with {with_user}" + (" (read-only)" if read_only else "") +
+                   f"; they open it with `tether app open {name.partition('--')[0]}--OWNER`")
+        return
     made = conn.client.post(f"/api/v1/app-instances/{q(name)}/links",
                             json={"expires": expires, "read_only": read_only}) or {}
     if as_json:
@@ -311,6 +324,39 @@ def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -
         return
     click.echo(made.get("url", ""))
     click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`", err=True)
+
+
+@app.command("unshare")
+@click.argument("name")
+@click.option("--with", "with_user", metavar="USER", required=True, help="The user to shut out.")
+@client_options
+def unshare(conn: Conn, name: str, with_user: str) -> None:
+    """Stop sharing your instance of NAME with USER: their next request is refused.
+
+    \b
+    Examples:
+      tether app unshare demo --with bob
+    """
+    conn.client.request("DELETE", f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}")
+    click.echo(f"{name} is no longer shared with {with_user}")
+
+
+@app.command("shares")
+@click.argument("name")
+@client_options
+@json_option
+def shares(conn: Conn, name: str, as_json: bool) -> None:
+    """List who else your instance of NAME is shared with.
+
+    \b
+    Examples:
+      tether app shares demo --json
+    """
+    rows = conn.client.get(f"/api/v1/app-instances/{q(name)}/shares") or []
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, ["user", "read_only", "created"], empty="not shared with anyone")
 
 
 def _destination(proto_or_dest: str, dest: str | None) -> dict:

@@ -339,27 +339,32 @@ def app_scope(space: str, app: str, *, read_only: bool = False) -> str:
 
 
 def decide(*, owner: str, space: str, app: str, user: str, scopes: tuple[Scope, ...] | None,
-           method: bytes, upgrade: bool) -> Access:
+           method: bytes, upgrade: bool, share: bool | None = None) -> Access:
     """May ``user`` (a token of ``scopes``; None when unscoped) reach ``owner``'s instance
-    of ``app``? Only its owner does (an instance holds its owner's data), and a token
-    with scopes must carry ``app:SPACE/APP`` (or ``app:SPACE``, ``space:SPACE``); a
-    read scope allows GET and HEAD only."""
+    of ``app``? Its owner does, and those the owner shared it with (``share``: None when
+    not shared with ``user``, else whether the share is read-only): an instance holds
+    its owner's data. A token with scopes must carry ``app:SPACE/APP`` (or ``app:SPACE``,
+    ``space:SPACE``). Read-only (a read scope or share) allows GET and HEAD only."""
+    read_only = False
     if user != owner:
-        return Access(False, 403, "not-instance-owner",
-                      f"this instance of {app} belongs to {owner}; spawn your own with `tether app spawn {app}`")
-    if scopes is None:
-        return Access(True)
-    best = None
-    for s in scopes:
-        if s.kind in ("app", "space") and s.target == space and s.prefix in ("", app):
-            best = s.access if best is None else max(best, s.access)
-    if best is None:
-        return Access(False, 403, "token-scope", f"this token is limited to other scopes; reaching {app} needs "
-                      f"{app_scope(space, app)} (or :read)")
-    if best < Level.WRITE and (method not in (b"GET", b"HEAD") or upgrade):
-        return Access(False, 403, "read-only", f"this token reaches {app} read-only: GET and HEAD only",
+        if share is None:
+            return Access(False, 403, "not-instance-owner",
+                          f"this instance of {app} belongs to {owner} and is not shared with {user}; spawn your own "
+                          f"with `tether app spawn {app}`, or ask {owner} to run `tether app share {app} --with {user}`")
+        read_only = share
+    if scopes is not None:
+        best = None
+        for s in scopes:
+            if s.kind in ("app", "space") and s.target == space and s.prefix in ("", app):
+                best = s.access if best is None else max(best, s.access)
+        if best is None:
+            return Access(False, 403, "token-scope", f"this token is limited to other scopes; reaching {app} needs "
+                          f"{app_scope(space, app)} (or :read)")
+        read_only = read_only or best < Level.WRITE
+    if read_only and (method not in (b"GET", b"HEAD") or upgrade):
+        return Access(False, 403, "read-only", f"this access to {app} is read-only: GET and HEAD only",
                       read_only=True)
-    return Access(True, read_only=best < Level.WRITE)
+    return Access(True, read_only=read_only)
 
 
 def check_settings(settings) -> None:

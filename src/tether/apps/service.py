@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tether.apps import core
 from tether.auth import service as auth
+from tether.auth.identities import user_row
 from tether.auth.policy import Resource, authorize
 from tether.db import Database
 from tether.db.names import hold_user_names
@@ -30,6 +31,7 @@ from tether.db.models import (
     App,
     AppGrant,
     AppInstance,
+    AppShare,
     AppVersion,
     Build,
     ForwardRoute,
@@ -295,12 +297,16 @@ class AppsService:
             row = s.execute(AppsService._by_name, {"owner": owner, "app": app}).first()
         return _instance(*row) if row else None
 
-    def find(self, ctx: auth.AuthContext, ref: str, *, admin_for_others: bool = True, action: str = "app.read"
-             ) -> Instance:
+    def find(self, ctx: auth.AuthContext, ref: str, *, admin_for_others: bool = True, action: str = "app.read",
+             shared: bool = False) -> Instance:
         """The instance ``ref`` names (APP, APP--USER or USER/APP) if the caller may act on it:
-        ``action`` on the app's space for their own, admin for another's."""
+        ``action`` on the app's space for their own, admin for another's (``shared``: or
+        its owner shared it with the caller)."""
         app, owner = checked(core.parse_instance, ref, ctx.user.name)
         inst = self.lookup(owner, app)
+        if shared and inst is not None and owner != ctx.user.name and self.share_of(inst, ctx) is not None:
+            ctx.trail["resource"] = f"app:{inst.space}/{app} instance of {owner}"
+            return inst
         if inst is None:
             with self.db.read() as s:
                 _, space = self._app(s, app)
@@ -455,9 +461,11 @@ class AppsService:
 
     # ------------------------------------------------------------------ the gateway's checks
 
-    def signin_link(self, inst: Instance, *, now: datetime | None = None) -> str:
-        """A one-time sign-in secret for the instance's owner: one use, five minutes."""
-        ctx = auth.context_for_token(self.db, inst.token_id)
+    def signin_link(self, inst: Instance, *, caller: auth.AuthContext | None = None,
+                    now: datetime | None = None) -> str:
+        """A one-time sign-in secret (one use, five minutes): for the instance's owner, or
+        (``caller``) for a user it is shared with, a child of their own token."""
+        ctx = auth.context_for_token(self.db, inst.token_id) if caller is None else caller
         _, secret = auth.mint(self.db, ctx, auth.MintRequest(scopes=[core.app_scope(inst.space, inst.app)],
                                                              expires="5m", max_uses=1, label=SIGNIN_LABEL),
                               now=now or utcnow(), max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
@@ -476,16 +484,59 @@ class AppsService:
             default_lifetime=self.max_lifetime)
         return token.id, secret
 
+    def share(self, ctx: auth.AuthContext, inst: Instance, with_user: str, *, read_only: bool) -> dict:
+        """Let ``with_user`` through the gateway to the caller's own instance (as themselves,
+        with their own token or a sign-in; read-only: GET and HEAD only)."""
+        self._owner_only(ctx, inst, with_user)
+        with self.db.write() as s:
+            target = user_row(s, with_user)
+            row = s.get(AppShare, (inst.id, target.id))
+            if row is None:
+                row = AppShare(instance_id=inst.id, user_id=target.id, created_at=utcnow())
+                s.add(row)
+            row.read_only = read_only
+        return {"user": with_user, "read_only": read_only}
+
+    def unshare(self, ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
+        self._owner_only(ctx, inst, with_user)
+        with self.db.write() as s:
+            target = user_row(s, with_user)
+            if not s.execute(delete(AppShare).where(AppShare.instance_id == inst.id,
+                                                    AppShare.user_id == target.id)).rowcount:
+                raise not_found(f"a share of {inst.app}--{inst.owner} with {with_user} "
+                                f"(see `tether app shares {inst.app}`)")
+
+    def shares(self, inst: Instance) -> list[dict]:
+        with self.db.read() as s:
+            rows = s.execute(select(User.name, AppShare.read_only, AppShare.created_at)
+                             .join(User, User.id == AppShare.user_id)
+                             .where(AppShare.instance_id == inst.id).order_by(User.name)).all()
+        return [{"user": u, "read_only": ro, "created": auth.iso(at)} for u, ro, at in rows]
+
+    @staticmethod
+    def _owner_only(ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
+        if inst.owner != ctx.user.name:
+            raise forbidden(f"only {inst.owner} shares their instance", "not-instance-owner")
+        if with_user == inst.owner:
+            raise bad_request(f"{with_user} owns this instance: there is nothing to share with them", "share-self")
+        ctx.trail["resource"] = f"app:{inst.space}/{inst.app} instance of {inst.owner} with {with_user}"
+
     def authorize(self, inst: Instance, secret: str, *, source: str | None, method: bytes, upgrade: bool,
                   now: datetime | None = None) -> tuple[core.Access, auth.AuthContext]:
         ctx = auth.authenticate(self.db, secret, source=auth.normalise_source(source), now=now or utcnow())
         return self._decide(inst, ctx, method, upgrade), ctx
 
-    @staticmethod
-    def _decide(inst: Instance, ctx: auth.AuthContext, method: bytes, upgrade: bool) -> core.Access:
+    def share_of(self, inst: Instance, ctx: auth.AuthContext) -> bool | None:
+        """None when ``inst`` is not shared with the caller, else whether the share is read-only."""
+        with self.db.read() as s:
+            return s.scalar(select(AppShare.read_only).where(AppShare.instance_id == inst.id,
+                                                             AppShare.user_id == ctx.user.id))
+
+    def _decide(self, inst: Instance, ctx: auth.AuthContext, method: bytes, upgrade: bool) -> core.Access:
         scopes = ctx.caveats.scopes if ctx.caveats is not None else None
+        share = self.share_of(inst, ctx) if ctx.user.name != inst.owner else None
         return core.decide(owner=inst.owner, space=inst.space, app=inst.app, user=ctx.user.name, scopes=scopes,
-                           method=method, upgrade=upgrade)
+                           method=method, upgrade=upgrade, share=share)
 
     def open_session(self, inst: Instance, secret: str, *, source: str | None,
                      now: datetime | None = None) -> tuple[str, int]:
@@ -496,9 +547,12 @@ class AppsService:
         if not access.allowed:
             raise forbidden(access.reason, access.slug)
         if ctx.token is not None and ctx.caveats is not None and ctx.caveats.label == SIGNIN_LABEL:
-            if inst.token_id not in ctx.token.chain:
+            if ctx.user.name != inst.owner:  # a shared user's link: the session descends from their token
+                parent = auth.context_for_token(self.db, ctx.token.parent_id) if ctx.token.parent_id else ctx
+            elif inst.token_id not in ctx.token.chain:
                 raise forbidden("this sign-in link is for another instance", "wrong-instance")
-            parent = auth.context_for_token(self.db, inst.token_id)
+            else:
+                parent = auth.context_for_token(self.db, inst.token_id)
         else:
             parent = ctx
         lifetime = timedelta(hours=SESSION_HOURS)

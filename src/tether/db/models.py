@@ -413,6 +413,7 @@ class AppVersion(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
     cpu: Mapped[float] = mapped_column()
     pids: Mapped[int] = mapped_column(Integer)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # /data's size (None: the hub's apps_disk)
     grants: Mapped[list] = mapped_column(JSON, default=list)  # ["tcp:ADDR:PORT", ...] for every instance
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -445,6 +446,17 @@ class AppInstance(Base):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     bytes_up: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_down: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AppShare(Base):
+    """An instance's owner lets another user through the gateway to it (read-only: GET
+    and HEAD only). Checked on every request, so removing it shuts the door at once."""
+
+    __tablename__ = "app_shares"
+    instance_id: Mapped[int] = mapped_column(ForeignKey("app_instances.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AppGrant(Base):
