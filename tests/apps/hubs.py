@@ -84,11 +84,22 @@ def leftovers(root: Path) -> list[str]:
 
 
 def clean(root: Path) -> None:
+    """Remove what the hub whose sandboxes live at ``root`` left: sandboxes, and the
+    instances' data filesystems (mounted until `rm`, by design: they outlive the hub)."""
     from tether.apps.sandbox import Sandboxes
 
     sb = Sandboxes(root, prefix=PREFIX)
     for inst in sb.present():
         sb.remove(inst)
+    for mountpoint in data_mounts(root.parent):
+        subprocess.run(["umount", mountpoint], capture_output=True)
+
+
+def data_mounts(apps_root: Path) -> list[str]:
+    """The instances' data filesystems mounted under ``apps_root``."""
+    under = f"{apps_root / 'data'}/"
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(under)]
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):

@@ -65,6 +65,7 @@ class RegisterIn(StrictModel):
     memory: str | None = Field(default=None, max_length=20)
     cpu: str | None = Field(default=None, max_length=20)
     pids: str | None = Field(default=None, max_length=20)
+    disk: str | None = Field(default=None, max_length=20, description="the size of each instance's /data")
     grants: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=64)
 
 
@@ -79,7 +80,7 @@ def register(name: str, body: RegisterIn, ctx: Caller, request: Request):
     the same version with the same files and command changes nothing (``unchanged``)."""
     out = _svc(request).register(ctx, space=body.space, name=name, version=body.version, build=body.build,
                                  argv=body.cmd, install=body.install, memory=body.memory, cpu=body.cpu,
-                                 pids=body.pids, grants=body.grants)
+                                 pids=body.pids, grants=body.grants, disk=body.disk)
     ctx.trail.update(action="app.register", resource=f"app:{body.space}/{name} version {body.version}")
     return JSONResponse(out, status_code=200 if out["unchanged"] else 201)
 

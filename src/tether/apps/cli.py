@@ -69,12 +69,14 @@ class _ArgvTail(click.Command):
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 256M (default 256M).")
 @click.option("--cpu", metavar="CORES", help="CPU limit in cores, e.g. 0.5 (default 0.5).")
 @click.option("--pids", metavar="N", help="Processes and threads at once (default 128).")
+@click.option("--disk", metavar="SIZE", help="The size of each instance's /data, e.g. 4G (default 1G; 16M to 1T).")
 @click.option("--grant", "grants", multiple=True, metavar="tcp:HOST:PORT",
               help="A destination every instance may reach (repeat).")
 @client_options
 @json_option
 def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | None, build: str | None,
-             memory: str | None, cpu: str | None, pids: str | None, grants: tuple[str, ...], as_json: bool) -> None:
+             memory: str | None, cpu: str | None, pids: str | None, disk: str | None, grants: tuple[str, ...],
+             as_json: bool) -> None:
     """Register app NAME (or a new --version of it).
 
     \b
@@ -84,14 +86,15 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
       --cmd ARGV...       the app's command, LAST: every word after it is an argument,
                           passed exactly as written (quotes, $(...), newlines: literally)
 
-    The app runs in /app (its files, read-only), with a writable /data of its own,
-    and listens on the UNIX socket $TETHER_SOCKET.
+    The app runs in /app (its files, read-only), with a writable /data of its own
+    (a filesystem of --disk bytes: writing past it fails with "No space left on
+    device"), and listens on the UNIX socket $TETHER_SOCKET.
 
     \b
     Examples:
       tether app register demo --space apps --dir ./demo --cmd python3 app.py
       tether app register demo --space apps --version 2 --build apps/apps/demo-2 --cmd python3 app.py
-      tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 \\
+      tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 --disk 4G \\
           --grant tcp:192.0.2.10:5432 --install python3 -m pip install --target /data -r req.txt \\
           --cmd python3 server.py
     """
@@ -104,7 +107,7 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
     try:  # what can be checked here is, before any file travels (the hub checks it all again)
         check_app_name(name)
         check_version(version)
-        parse_limits(memory, cpu, pids)
+        parse_limits(memory, cpu, pids, disk)
         check_argv(cmd, "--cmd")
         if install is not None:
             check_argv(install, "--install")
@@ -121,8 +124,7 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
         except client.TreeError as exc:
             raise click.UsageError(str(exc)) from None
     body = {"space": space, "version": version, "build": build, "cmd": cmd, "install": install,
-            "memory": memory, "cpu": cpu,
-            "pids": pids, "grants": list(grants)}
+            "memory": memory, "cpu": cpu, "pids": pids, "disk": disk, "grants": list(grants)}
     out = client.register(conn.client, name, body)
     if sent is not None:
         out["files_sent"] = sent

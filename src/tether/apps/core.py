@@ -34,6 +34,10 @@ MIN_PIDS, MAX_PIDS = 8, 32768
 DEFAULT_MEMORY = 256 << 20
 DEFAULT_CPU = 0.5
 DEFAULT_PIDS = 128
+# /data is a filesystem of its own per instance (a sparse image: only what is written
+# takes room on the host), so its size is a hard limit on what the app keeps.
+MIN_DISK, MAX_DISK = 16 << 20, 1 << 40
+DEFAULT_DISK = 1 << 30
 
 #: instance ids name the sandbox's netns, veth, nft set and cgroup: ^[a-z0-9]{1,10}$
 INSTANCE_ID_RE = re.compile(r"\A[a-z0-9]{1,10}\Z")
@@ -101,27 +105,38 @@ class AppLimits:
     memory_bytes: int = DEFAULT_MEMORY
     cpu: float = DEFAULT_CPU
     pids: int = DEFAULT_PIDS
+    disk_bytes: int = DEFAULT_DISK
 
     def info(self) -> dict:
-        return {"memory": self.memory_bytes, "cpu": self.cpu, "pids": self.pids}
+        return {"memory": self.memory_bytes, "cpu": self.cpu, "pids": self.pids, "disk": self.disk_bytes}
+
+
+def _parse_bytes(text: object, option: str, low: int, high: int, bounds: str) -> int:
+    """``256M``/``1G`` (binary, as docker reads them), ``256MiB``, ``300MB`` or bytes, in [low, high]."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise AppError(f"{option} must be a size such as 256M or 1GiB", "invalid-limit")
+    value = str(text).strip()
+    if re.fullmatch(r"-.*", value):
+        raise AppError(f"{option} {value!r} is negative; give a size such as 256M", "invalid-limit")
+    short = re.fullmatch(r"(\d+)\s*([kKmMgGtT])", value)
+    try:
+        n = (int(short.group(1)) << {"k": 10, "m": 20, "g": 30, "t": 40}[short.group(2).lower()] if short
+             else parse_size(value))
+    except ValueError as exc:
+        raise AppError(f"{option}: {exc}", "invalid-limit") from None
+    if n < low or n > high:
+        raise AppError(f"{option} {value!r} is out of range: between {bounds}", "invalid-limit")
+    return n
 
 
 def parse_memory(text: object) -> int:
-    """``256M``/``1G`` (binary, as docker reads them), ``256MiB``, ``300MB`` or bytes;
-    between 16 MiB and 64 GiB."""
-    if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise AppError("--memory must be a size such as 256M or 1GiB", "invalid-limit")
-    value = str(text).strip()
-    if re.fullmatch(r"-.*", value):
-        raise AppError(f"--memory {value!r} is negative; give a size such as 256M", "invalid-limit")
-    short = re.fullmatch(r"(\d+)\s*([kKmMgG])", value)
-    try:
-        n = int(short.group(1)) << {"k": 10, "m": 20, "g": 30}[short.group(2).lower()] if short else parse_size(value)
-    except ValueError as exc:
-        raise AppError(f"--memory: {exc}", "invalid-limit") from None
-    if n < MIN_MEMORY or n > MAX_MEMORY:
-        raise AppError(f"--memory {value!r} is out of range: between 16M and 64G", "invalid-limit")
-    return n
+    """The memory limit: between 16 MiB and 64 GiB."""
+    return _parse_bytes(text, "--memory", MIN_MEMORY, MAX_MEMORY, "16M and 64G")
+
+
+def parse_disk(text: object) -> int:
+    """The size of the instance's /data: between 16 MiB and 1 TiB."""
+    return _parse_bytes(text, "--disk", MIN_DISK, MAX_DISK, "16M and 1T")
 
 
 def parse_cpu(text: object) -> float:
@@ -151,10 +166,11 @@ def parse_pids(text: object) -> int:
     return n
 
 
-def parse_limits(memory: object = None, cpu: object = None, pids: object = None) -> AppLimits:
+def parse_limits(memory: object = None, cpu: object = None, pids: object = None, disk: object = None) -> AppLimits:
     return AppLimits(DEFAULT_MEMORY if memory is None else parse_memory(memory),
                      DEFAULT_CPU if cpu is None else parse_cpu(cpu),
-                     DEFAULT_PIDS if pids is None else parse_pids(pids))
+                     DEFAULT_PIDS if pids is None else parse_pids(pids),
+                     DEFAULT_DISK if disk is None else parse_disk(disk))
 
 
 # ---------------------------------------------------------------- grant destinations

@@ -121,14 +121,14 @@ class AppsService:
 
     def register(self, ctx: auth.AuthContext, *, space: str, name: str, version: str, build: str,
                  argv: list[str], install: list[str] | None, memory: Any, cpu: Any, pids: Any,
-                 grants: list[str]) -> dict:
+                 grants: list[str], disk: Any = None) -> dict:
         """Register ``name`` (or a new version of it) from build ``SPACE/TYPE/ID``. The same
         version with the same files and command is an answer, not an error ("unchanged")."""
         checked(core.check_app_name, name)
         checked(core.check_version, version)
         argv_t = checked(core.check_argv, argv, "--cmd")
         install_t = checked(core.check_argv, install, "--install") if install is not None else None
-        limits = checked(core.parse_limits, memory, cpu, pids)
+        limits = checked(core.parse_limits, memory, cpu, pids, disk)
         ctx.require("app.admin", Resource(space=space, path=name))
         destinations = [self._check_grant(ctx, space, name, None, g, admin=True) for g in grants]
         b_space, b_type, b_id = self._split_build(build)
@@ -156,8 +156,9 @@ class AppsService:
             if existing is not None:
                 same = (existing.manifest == build_row.manifest and tuple(existing.argv) == argv_t
                         and (tuple(existing.install_argv) if existing.install_argv is not None else None) == install_t
-                        and (existing.memory_bytes, existing.cpu, existing.pids) ==
-                        (limits.memory_bytes, limits.cpu, limits.pids) and sorted(existing.grants) == keys)
+                        and (existing.memory_bytes, existing.cpu, existing.pids, _disk(existing.disk_bytes)) ==
+                        (limits.memory_bytes, limits.cpu, limits.pids, limits.disk_bytes)
+                        and sorted(existing.grants) == keys)
                 if not same:
                     raise conflict(f"version {version} of {name} is already registered with other files, command, "
                                    "limits or grants; register a new --version")
@@ -167,7 +168,8 @@ class AppsService:
             s.add(AppVersion(app_id=app.id, version=version, build_id=build_row.id, build_ref=build,
                              manifest=build_row.manifest, argv=list(argv_t),
                              install_argv=list(install_t) if install_t is not None else None,
-                             memory_bytes=limits.memory_bytes, cpu=limits.cpu, pids=limits.pids, grants=keys,
+                             memory_bytes=limits.memory_bytes, cpu=limits.cpu, pids=limits.pids,
+                             disk_bytes=limits.disk_bytes, grants=keys,
                              created_by=ctx.user.name, created_at=utcnow()))
             app.current_version = version
             return {**self._app_info(app, space), "version": version, "unchanged": False,
@@ -195,7 +197,8 @@ class AppsService:
                 v = s.scalar(select(AppVersion).where(AppVersion.app_id == app.id,
                                                       AppVersion.version == app.current_version))
                 out.append({**self._app_info(app, space), "argv": v.argv if v else None,
-                            "limits": {"memory": v.memory_bytes, "cpu": v.cpu, "pids": v.pids} if v else None,
+                            "limits": {"memory": v.memory_bytes, "cpu": v.cpu, "pids": v.pids,
+                                       "disk": _disk(v.disk_bytes)} if v else None,
                             "versions": s.scalars(select(AppVersion.version).where(
                                 AppVersion.app_id == app.id).order_by(AppVersion.id)).all()})
         return out
@@ -282,7 +285,8 @@ class AppsService:
         return (select(AppInstance.id, App.name, Space.name, User.name, AppVersion.version, AppInstance.uid,
                        AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.token_id,
                        AppVersion.argv, AppVersion.install_argv, AppVersion.manifest, AppVersion.build_id,
-                       AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppInstance.failures,
+                       AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppVersion.disk_bytes,
+                       AppInstance.failures,
                        AppInstance.last_activity_at, AppInstance.started_at)
                 .join(App, App.id == AppInstance.app_id).join(Space, Space.id == App.space_id)
                 .join(User, User.id == AppInstance.user_id).join(AppVersion, AppVersion.id == AppInstance.version_id))
@@ -574,6 +578,10 @@ def _name_free(s, user_id: int, owner: str, name: str) -> None:
                       f"instances share one set of names per user: stop it (`tether forward stop {name}`) first")
 
 
+def _disk(stored: int | None) -> int:
+    return core.DEFAULT_DISK if stored is None else stored  # versions registered before disk limits: the default
+
+
 def _split_key(key: str) -> tuple[str, str, int]:
     proto, _, rest = key.partition(":")
     address, _, port = rest.rpartition(":")
@@ -588,7 +596,7 @@ def _grant_info(g: AppGrant) -> dict:
 
 
 def _instance(row_id, app, space, owner, version, uid, state, desired, holder, token_id, argv, install_argv,
-              manifest, build_id, memory, cpu, pids, failures, last_activity_at, started_at) -> Instance:
+              manifest, build_id, memory, cpu, pids, disk, failures, last_activity_at, started_at) -> Instance:
     return Instance(row_id, core.instance_id(row_id), app, space, owner, version, uid, state, desired, holder,
                     token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
-                    core.AppLimits(memory, cpu, pids), failures, last_activity_at, started_at)
+                    core.AppLimits(memory, cpu, pids, _disk(disk)), failures, last_activity_at, started_at)

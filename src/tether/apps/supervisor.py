@@ -35,7 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tether.apps import core
+from tether.apps import core, disk
 from tether.apps.service import AppsService, Instance
 from tether.db.models import Blob, BuildFile, Build, utcnow
 from tether.gateway.core import GatewayAddress
@@ -91,13 +91,16 @@ class AppsRuntime:
     def unavailable(self) -> str | None:
         """None, or why this replica cannot run sandboxes (not root, no bwrap...)."""
         try:
-            return self.sandboxes.available()
+            return self.sandboxes.available() or disk.missing()
         except Exception as exc:  # noqa: BLE001 - an OS layer that cannot even start says why
             return f"the sandbox layer failed to load: {exc}"
 
     def _dirs(self, inst: Instance) -> tuple[Path, Path]:
         data, run = self.root / "data" / inst.sandbox, self.root / "run" / inst.sandbox
         return data, run
+
+    def _disk_image(self, inst: Instance) -> Path:
+        return self.root / "disks" / f"{inst.sandbox}.img"
 
     def _spec(self, inst: Instance, app_dir: Path, grants: list[tuple[str, str, int]] | None = None):
         from tether.apps.sandbox import Destination, Limits, SandboxSpec
@@ -208,10 +211,13 @@ class AppsRuntime:
             for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
                 _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
             self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
+            if not disk.ensure(self._disk_image(inst), spec.data_dir, inst.limits.disk_bytes, inst.uid, inst.uid):
+                log.warning("%s of %s keeps its /data from before disk limits: no --disk limit applies to it",
+                            inst.app, inst.owner)
             self.sandboxes.start(spec)
             # the counters as the app starts: the self-test's own probes, not the app's attempts
             self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
-        except SandboxError as exc:
+        except (SandboxError, disk.DiskError) as exc:
             self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
             raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
         except Problem as p:
@@ -258,6 +264,10 @@ class AppsRuntime:
             self.log_path(inst).unlink(missing_ok=True)
         self._applied.pop(inst.id, None)
         data, run = self._dirs(inst)
+        try:
+            disk.release(self._disk_image(inst), data)
+        except disk.DiskError as exc:
+            raise Problem(503, "disk-busy", f"{exc.reason}; try `tether app rm` again shortly") from None
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
         self.service.remove_row(inst)

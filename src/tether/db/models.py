@@ -413,7 +413,7 @@ class AppVersion(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
     cpu: Mapped[float] = mapped_column()
     pids: Mapped[int] = mapped_column(Integer)
-    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # /data's size (None: the hub's apps_disk)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # /data's size (None: registered before 0019, 1 GiB)
     grants: Mapped[list] = mapped_column(JSON, default=list)  # ["tcp:ADDR:PORT", ...] for every instance
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
