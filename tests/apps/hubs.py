@@ -60,6 +60,20 @@ class AppsHub:
         self.hub.stop()
 
 
+def demo_for_alice(tmp: Path, users: dict[str, str]):
+    """A fixture's body: a hub whose users are ``users``, with app ``demo`` registered (by
+    olga, an admin) and alice's instance of it spawned; stopped and cleaned after."""
+    w = AppsHub(tmp).start().setup(users)
+    r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
+    assert r.returncode == 0, r.stderr
+    assert w.cli("alice", "spawn", "demo").returncode == 0
+    yield w
+    try:
+        w.stop()
+    finally:
+        clean(w.sandbox_root)
+
+
 PREFIX = "tagh"  # this branch's prefix for sandboxes' interfaces and cgroups
 
 

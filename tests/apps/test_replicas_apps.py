@@ -1,7 +1,8 @@
 """Apps with two hub replicas on one PostgreSQL (and one blob store): instances are rows,
 so both replicas give the same answers; either gateway serves an instance (the one not
 running its sandbox passes the request on to the one that does); stopping, starting and
-removing through either replica is carried out by the one holding the sandbox."""
+removing through either replica is carried out by the one holding the sandbox; its
+output is read through the replica running it (the other says which)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,12 @@ def test_two_replicas_give_the_same_answers(pair):
     st = json.loads(b.cli("alice", "start", "demo", "--json").stdout)
     assert st["state"] == "running" and st["holder"] == f"127.0.0.1:{b.gw_port}"
     assert visit(a, "alice", token)[0] == 200
+    # its output is on b, which runs it; a (which ran it before) says where, and does not serve its stale copy
+    assert "demo: serving on" in b.cli("alice", "logs", "demo").stdout
+    for args in (["logs", "demo"], ["logs", "demo", "-f"]):
+        r = a.cli("alice", *args)
+        assert r.returncode == 1 and f"runs on another hub replica (127.0.0.1:{b.gw_port}" in r.stderr, r.stderr
+        assert "--hub" in r.stderr and r.stdout == ""
     # removed through a while b holds it: b removes it
     r = a.cli("alice", "rm", "demo")
     assert r.returncode == 0 and "removes it within" in r.stdout, r.stdout + r.stderr

@@ -8,20 +8,12 @@ import json
 
 import pytest
 
-from tests.apps.hubs import AppsHub, clean, gateway_get, outside, wait_for  # noqa: F401 - outside is a fixture
+from tests.apps.hubs import demo_for_alice, gateway_get, outside, wait_for  # noqa: F401 - outside is a fixture
 
 
 @pytest.fixture
 def w(tmp_path):
-    w = AppsHub(tmp_path).start().setup({"alice": "write", "olga": "admin"})
-    r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
-    assert r.returncode == 0, r.stderr
-    assert w.cli("alice", "spawn", "demo").returncode == 0
-    yield w
-    try:
-        w.stop()
-    finally:
-        clean(w.sandbox_root)
+    yield from demo_for_alice(tmp_path, {"alice": "write", "olga": "admin"})
 
 
 def reaches(w, dest) -> bool:

@@ -156,12 +156,14 @@ def _apply(request: Request, inst: Instance) -> None:
 @router.get("/app-instances/{ref}/logs")
 def logs(ref: str, ctx: Caller, request: Request, offset: int = Query(default=0, ge=0),
          limit: int = Query(default=1 << 20, ge=1, le=8 << 20)):
-    """The app's output from ``offset`` (bytes); ``X-Tether-Log-Offset`` says where the next read starts."""
+    """The app's output from ``offset`` (bytes); ``X-Tether-Log-Offset`` says where the next read
+    starts, ``X-Tether-Instance-State`` whether more may come (``running``, ``idle``...) or not
+    (``stopped``, ``failed``). 409 held-elsewhere when another replica runs it (its output is there)."""
     runtime = _runtime(request)
     inst = runtime.service.find(ctx, ref)
     data, next_offset = runtime.read_log(inst, offset, limit)
     return Response(data, media_type="text/plain; charset=utf-8",
-                    headers={"X-Tether-Log-Offset": str(next_offset)})
+                    headers={"X-Tether-Log-Offset": str(next_offset), "X-Tether-Instance-State": inst.state})
 
 
 @router.post("/app-instances/{ref}/signin")

@@ -250,28 +250,40 @@ def status(conn: Conn, instance: str, as_json: bool) -> None:
 
 @app.command("logs")
 @click.argument("instance")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the instance stops "
+              "(or Ctrl-C).")
 @client_options
 def logs(conn: Conn, instance: str, follow: bool) -> None:
-    """Print INSTANCE's output (its stdout and stderr).
+    """Print INSTANCE's output (its stdout and stderr since it last started).
+
+    Only the hub replica running the instance has its output: through another
+    replica this fails (exit 1) and names the one that has it.
 
     \b
     Examples:
       tether app logs demo
       tether app logs demo--alice -f
     """
-    offset = 0
-    while True:
-        resp = conn.client.send("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
-        if not resp.is_success:
-            conn.client.request("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
-        sys.stdout.buffer.write(resp.content)
-        sys.stdout.flush()
-        offset = int(resp.headers.get("X-Tether-Log-Offset") or offset)
-        if not follow:
-            return
-        if not resp.content:
-            time.sleep(1)
+    path, offset = f"/api/v1/app-instances/{q(instance)}/logs", 0
+    try:
+        while True:
+            resp = conn.client.send("GET", path, params={"offset": offset})
+            if not resp.is_success:
+                conn.client.request("GET", path, params={"offset": offset})  # raises the hub's error
+            sys.stdout.buffer.write(resp.content)
+            sys.stdout.flush()
+            offset = int(resp.headers.get("X-Tether-Log-Offset") or offset)
+            if not follow:
+                return
+            if not resp.content:
+                state = resp.headers.get("X-Tether-Instance-State", "")
+                if state in ("stopped", "failed"):
+                    click.echo(f"tether: {instance} is {state}: no more output (see `tether app status "
+                               f"{instance}`)", err=True)
+                    return
+                time.sleep(1)
+    except KeyboardInterrupt:  # Ctrl-C is how a follow ends
+        return
 
 
 @app.command("open")

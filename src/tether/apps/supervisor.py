@@ -297,7 +297,12 @@ class AppsRuntime:
         return self.sandboxes.log_path(inst.sandbox)
 
     def read_log(self, inst: Instance, offset: int, limit: int) -> tuple[bytes, int]:
-        """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts."""
+        """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts.
+        Only the replica running the instance has it (a file of an earlier run here is stale)."""
+        if inst.holder is not None and not self.mine(inst):
+            raise Problem(409, "held-elsewhere", f"{inst.app} of {inst.owner} runs on another hub replica "
+                          f"({inst.holder.partition('#')[0]}, its gateway), which keeps its output: ask that replica "
+                          "(--hub its API's URL), or stop and start the instance through this one to run it here")
         try:
             with open(self.log_path(inst), "rb") as f:
                 size = f.seek(0, os.SEEK_END)
@@ -306,9 +311,6 @@ class AppsRuntime:
                 f.seek(offset)
                 data = f.read(limit)
         except FileNotFoundError:
-            if inst.holder is not None and not self.mine(inst):
-                raise Problem(409, "held-elsewhere", f"{inst.app} of {inst.owner} runs on replica "
-                              f"{inst.holder.partition('#')[0]}; its output is there") from None
             return b"", 0
         return data, offset + len(data)
 
