@@ -53,8 +53,12 @@ class AppsHub:
         return d
 
     @property
+    def apps_root(self) -> Path:
+        return Path(self.hub.env.get("TETHER_APPS_ROOT") or self.hub.data_dir / "apps")
+
+    @property
     def sandbox_root(self) -> Path:
-        return self.hub.data_dir / "apps" / "sandboxes"
+        return self.apps_root / "sandboxes"
 
     def stop(self) -> None:
         self.hub.stop()

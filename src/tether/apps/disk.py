@@ -2,8 +2,9 @@
 
 An instance's data directory is the mount point of an ext4 filesystem in a sparse
 image file (only what the app writes takes room on the host), made when the instance
-first starts and loop-mounted ``nosuid,nodev``; it stays mounted across restarts of
-the app and of the hub, and is mounted again after the machine restarts. An app that
+first starts, and loop-mounted ``nosuid,nodev`` while the instance runs (across
+crashes of the app and restarts of the hub; unmounted when it stops, so with an
+``apps_root`` shared between replicas only the one running it has it mounted). An app that
 writes past it gets ENOSPC inside its own filesystem; the host's filesystem only
 ever holds the image. Removing the instance unmounts it (the loop device goes with
 it) and deletes the image. Commands are argv lists; their failures say what failed.
@@ -75,10 +76,15 @@ def ensure(image: Path, mountpoint: Path, size: int, uid: int, gid: int) -> bool
     return True
 
 
-def release(image: Path, mountpoint: Path) -> None:
-    """Unmount the data filesystem (its loop device goes with it) and delete the image.
-    Idempotent. The app must have stopped: a busy filesystem is an error, not left lazily."""
+def unmount(mountpoint: Path) -> None:
+    """Unmount the data filesystem (its loop device goes with it); the image stays. The app
+    must have stopped: a busy filesystem is an error, not left lazily."""
     if os.path.ismount(mountpoint):
         _run([UMOUNT, str(mountpoint)], "unmounting the instance's data filesystem")
+
+
+def release(image: Path, mountpoint: Path) -> None:
+    """Unmount the data filesystem and delete the image. Idempotent."""
+    unmount(mountpoint)
     image.unlink(missing_ok=True)
     image.with_name(image.name + ".new").unlink(missing_ok=True)

@@ -72,6 +72,7 @@ class Instance:
     state: str
     desired: str
     holder: str | None
+    data_at: str | None  # the replica whose apps_root holds its /data (None: none made yet)
     token_id: str | None
     argv: tuple[str, ...]
     install_argv: tuple[str, ...] | None
@@ -283,7 +284,8 @@ class AppsService:
     def _query():
         """Instances as plain columns (no ORM objects to build: the gateway asks per request)."""
         return (select(AppInstance.id, App.name, Space.name, User.name, AppVersion.version, AppInstance.uid,
-                       AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.token_id,
+                       AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.data_at,
+                       AppInstance.token_id,
                        AppVersion.argv, AppVersion.install_argv, AppVersion.manifest, AppVersion.build_id,
                        AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppVersion.disk_bytes,
                        AppInstance.failures,
@@ -595,8 +597,8 @@ def _grant_info(g: AppGrant) -> dict:
             "created": auth.iso(g.created_at), "expires": auth.iso(g.expires_at)}
 
 
-def _instance(row_id, app, space, owner, version, uid, state, desired, holder, token_id, argv, install_argv,
+def _instance(row_id, app, space, owner, version, uid, state, desired, holder, data_at, token_id, argv, install_argv,
               manifest, build_id, memory, cpu, pids, disk, failures, last_activity_at, started_at) -> Instance:
     return Instance(row_id, core.instance_id(row_id), app, space, owner, version, uid, state, desired, holder,
-                    token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
+                    data_at, token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
                     core.AppLimits(memory, cpu, pids, _disk(disk)), failures, last_activity_at, started_at)

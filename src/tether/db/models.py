@@ -434,6 +434,8 @@ class AppInstance(Base):
     state: Mapped[str] = mapped_column(String(16))  # starting | running | idle | stopped | failed
     desired: Mapped[str] = mapped_column(String(16))  # running | stopped | idle | removed
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # the replica (gateway address) whose apps_root holds its /data; others run it only if they share that apps_root
+    data_at: Mapped[str | None] = mapped_column(String(128), nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # parent of sign-in links, sessions
     reason: Mapped[str] = mapped_column(String(500), default="")
     failures: Mapped[int] = mapped_column(Integer, default=0)  # crashes in a row (backoff)

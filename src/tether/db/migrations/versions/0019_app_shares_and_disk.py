@@ -1,4 +1,5 @@
-"""app_shares (an instance shared with a named user) and app_versions.disk_bytes (/data's size)
+"""app_shares (an instance shared with a named user), app_versions.disk_bytes (/data's size),
+app_instances.data_at (the replica whose apps_root holds an instance's /data)
 
 (Numbered 0019 by the branch that made it; it follows 0017 here. Migrations merged
 between them go before it: set ``down_revision`` to the newest of them.)
@@ -27,9 +28,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("app_versions") as batch:
         batch.add_column(sa.Column("disk_bytes", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("app_instances") as batch:
+        batch.add_column(sa.Column("data_at", sa.String(length=128), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("app_instances") as batch:
+        batch.drop_column("data_at")
     with op.batch_alter_table("app_versions") as batch:
         batch.drop_column("disk_bytes")
     op.drop_table("app_shares")
