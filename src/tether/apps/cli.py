@@ -329,7 +329,7 @@ def share(conn: Conn, name: str, with_user: str | None, expires: str, read_only:
             emit_json(done)
             return
         click.echo(f"shared {name} with {with_user}" + (" (read-only)" if read_only else "") +
-                   f"; they open it with `tether app open {name.partition('--')[0]}--OWNER`")
+                   f"; they open it with `tether app open {done.get('instance', name)}`")
         return
     made = conn.client.post(f"/api/v1/app-instances/{q(name)}/links",
                             json={"expires": expires, "read_only": read_only}) or {}

@@ -501,7 +501,7 @@ class AppsService:
                 row = AppShare(instance_id=inst.id, user_id=target.id, created_at=utcnow())
                 s.add(row)
             row.read_only = read_only
-        return {"user": with_user, "read_only": read_only}
+        return {"instance": f"{inst.app}--{inst.owner}", "user": with_user, "read_only": read_only}
 
     def unshare(self, ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
         self._owner_only(ctx, inst, with_user)
