@@ -1,11 +1,12 @@
 """Fixtures for the sandbox tests: real bubblewrap, cgroups, namespaces and nftables, as root.
 
-Everything the tests make on the OS is named with the prefix ``tag`` (this branch's), and
-removed at teardown even when a test fails.
+Everything the tests make on the OS is named with the prefix ``tag`` (this branch's, and
+then a letter per pytest-xdist worker), and removed at teardown even when a test fails.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -17,7 +18,10 @@ import pytest
 from tether.apps import netpolicy
 from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 
-PREFIX = "tag"
+# Each pytest-xdist worker its own names (`make test` runs two): "taga", "tagb"... here;
+# tests/apps/hubs.py's hubs use "tag0", "tag1"...
+WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10
+PREFIX = "tag" + "abcdefghij"[WORKER]
 _uids = itertools.count(61000 + (os.getpid() % 500) * 20)
 
 
@@ -212,7 +216,7 @@ def _outside(ns: str, veth: str, host: str, addr: str, plen: int, bind: str, por
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, str(port), bind],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
-        yield addr, port
+        yield str(ipaddress.ip_address(addr)), port  # as tether shows it
     finally:
         if proc is not None:
             proc.kill()
@@ -223,11 +227,13 @@ def _outside(ns: str, veth: str, host: str, addr: str, plen: int, bind: str, por
 
 @pytest.fixture
 def outside_server():
-    """An IPv4 server outside: namespace tagsrv (veth tagsv0, 198.51.100.0/31), port 7070."""
-    yield from _outside("tagsrv", "tagsv0", "198.51.100.0", "198.51.100.1", 31, "0.0.0.0")
+    """An IPv4 server outside: namespace tagsrvW (veth tagsvW, 198.51.100.2W/31; W the worker), port 7070."""
+    yield from _outside(f"tagsrv{WORKER}", f"tagsv{WORKER}", f"198.51.100.{2 * WORKER}",
+                        f"198.51.100.{2 * WORKER + 1}", 31, "0.0.0.0")
 
 
 @pytest.fixture
 def outside_server6():
-    """An IPv6 server outside: namespace tagsrv6 (veth tagsv6, 2001:db8:7a67::/127), port 7070."""
-    yield from _outside("tagsrv6", "tagsv6", "2001:db8:7a67::", "2001:db8:7a67::1", 127, "::")
+    """An IPv6 server outside: namespace tagsrv6W (veth tagsv6W, 2001:db8:7a67:W::/127), port 7070."""
+    yield from _outside(f"tagsrv6{WORKER}", f"tagsv6{WORKER}", f"2001:db8:7a67:{WORKER}::",
+                        f"2001:db8:7a67:{WORKER}::1", 127, "::")

@@ -173,7 +173,7 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
 from tether.apps.sandbox import Sandboxes, spec_from_json
 spec = spec_from_json(Path(sys.argv[3]).read_text())
-Sandboxes(Path(sys.argv[2]), prefix="tag").start(spec)
+Sandboxes(Path(sys.argv[2]), prefix=sys.argv[4]).start(spec)
 """
 
 
@@ -192,7 +192,8 @@ def test_adopt_what_another_hub_process_started(sandboxes, make_spec, outside_se
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(_spec_to_json(spec))
     repo = str(Path(__file__).resolve().parents[2])
-    subprocess.run([sys.executable, "-c", START_ELSEWHERE, repo, str(sandboxes.root), str(spec_file)], check=True)
+    subprocess.run([sys.executable, "-c", START_ELSEWHERE, repo, str(sandboxes.root), str(spec_file),
+                    sandboxes.prefix], check=True)
     a = Agent(spec.run_dir / "app.sock")
     try:
         pid_before = sandboxes.status("orph").pid
