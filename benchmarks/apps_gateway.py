@@ -208,6 +208,10 @@ def run(args) -> dict:
         sb = Sandboxes(tmp / "data" / "apps" / "sandboxes", prefix=PREFIX)
         for inst in sb.present():
             sb.remove(inst)
+        data = f"{tmp / 'data' / 'apps' / 'data'}/"  # instances' /data filesystems stay mounted until `app rm`
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if line.split()[4].startswith(data):
+                subprocess.run(["umount", line.split()[4]], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,11 +1,12 @@
 """Fixtures for the sandbox tests: real bubblewrap, cgroups, namespaces and nftables, as root.
 
-Everything the tests make on the OS is named with the prefix ``tsb`` (this branch's), and
-removed at teardown even when a test fails.
+Everything the tests make on the OS is named with the prefix ``tag`` (this branch's, and
+then a letter per pytest-xdist worker), and removed at teardown even when a test fails.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -17,7 +18,10 @@ import pytest
 from tether.apps import netpolicy
 from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 
-PREFIX = "tsb"
+# Each pytest-xdist worker its own names (`make test` runs two): "taga", "tagb"... here;
+# tests/apps/hubs.py's hubs use "tag0", "tag1"...
+WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10
+PREFIX = "tag" + "abcdefghij"[WORKER]
 _uids = itertools.count(61000 + (os.getpid() % 500) * 20)
 
 
@@ -165,9 +169,10 @@ def ns_addresses(ns: str) -> list[str]:
 
 SERVER = r"""
 import socket, sys, threading
+FAMILY = socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET
 def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen()
+    s = socket.socket(FAMILY); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], int(sys.argv[1]))); s.listen()
     while True:
         c, _ = s.accept()
         threading.Thread(target=echo, args=(c,), daemon=True).start()
@@ -176,7 +181,7 @@ def echo(c):
         while data := c.recv(1000):
             c.sendall(b"echo:" + data)
 def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+    s = socket.socket(FAMILY, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[1])))
     while True:
         data, peer = s.recvfrom(100); s.sendto(b"pong", peer)
 threading.Thread(target=udp, daemon=True).start()
@@ -185,32 +190,50 @@ tcp()
 """
 
 
-@pytest.fixture
-def outside_server():
-    """A server 'outside' the sandboxes: its own namespace tsbsrv (veth tsbsv0 on the host,
-    198.51.100.0/31), TCP echo and UDP pong on port 7070. Removed at teardown."""
+def _outside(ns: str, veth: str, host: str, addr: str, plen: int, bind: str, port: int = 7070):
+    """A server 'outside' the sandboxes: namespace ``ns``, reached from the host by veth
+    ``veth`` (``host``/``plen`` on the host's end, ``addr`` inside), TCP echo and UDP pong
+    on ``port`` bound to ``bind``. Removed when the generator ends."""
     import subprocess
 
-    ns, veth, host, addr, port = "tsbsrv", "tsbsv0", "198.51.100.0", "198.51.100.1", 7070
+    from tether.apps import netns
+
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", veth], capture_output=True)
     proc = None
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
-        subprocess.run(["ip", "addr", "add", f"{host}/31", "dev", veth], check=True)
+        subprocess.run(["ip", "addr", "add", f"{host}/{plen}", "dev", veth, *(["nodad"] if ":" in host else [])],
+                       check=True)
         subprocess.run(["ip", "link", "set", veth, "up"], check=True)
-        Path(f"/proc/sys/net/ipv4/conf/{veth}/forwarding").write_text("1")
-        for cmd in (["addr", "add", f"{addr}/31", "dev", "eth0"], ["link", "set", "eth0", "up"],
-                    ["link", "set", "lo", "up"]):
+        if not netns.forward_from(veth) and ":" in host:  # the replies come in here
+            pytest.fail("IPv6 forwarding per interface needs Linux 6.17 or later (force_forwarding), or "
+                        "net.ipv6.conf.all.forwarding=1 on this machine")
+        for cmd in (["addr", "add", f"{addr}/{plen}", "dev", "eth0", *(["nodad"] if ":" in addr else [])],
+                    ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
             subprocess.run(["ip", "-n", ns, *cmd], check=True)
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, str(port)],
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, str(port), bind],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
-        yield addr, port
+        yield str(ipaddress.ip_address(addr)), port  # as tether shows it
     finally:
         if proc is not None:
             proc.kill()
             proc.wait()
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def outside_server():
+    """An IPv4 server outside: namespace tagsrvW (veth tagsvW, 198.51.100.2W/31; W the worker), port 7070."""
+    yield from _outside(f"tagsrv{WORKER}", f"tagsv{WORKER}", f"198.51.100.{2 * WORKER}",
+                        f"198.51.100.{2 * WORKER + 1}", 31, "0.0.0.0")
+
+
+@pytest.fixture
+def outside_server6():
+    """An IPv6 server outside: namespace tagsrv6W (veth tagsv6W, 2001:db8:7a67:W::/127), port 7070."""
+    yield from _outside(f"tagsrv6{WORKER}", f"tagsv6{WORKER}", f"2001:db8:7a67:{WORKER}::",
+                        f"2001:db8:7a67:{WORKER}::1", 127, "::")

@@ -53,14 +53,33 @@ class AppsHub:
         return d
 
     @property
+    def apps_root(self) -> Path:
+        return Path(self.hub.env.get("TETHER_APPS_ROOT") or self.hub.data_dir / "apps")
+
+    @property
     def sandbox_root(self) -> Path:
-        return self.hub.data_dir / "apps" / "sandboxes"
+        return self.apps_root / "sandboxes"
 
     def stop(self) -> None:
         self.hub.stop()
 
 
-PREFIX = "tas"  # this branch's prefix for sandboxes' interfaces and cgroups
+def demo_for_alice(tmp: Path, users: dict[str, str]):
+    """A fixture's body: a hub whose users are ``users``, with app ``demo`` registered (by
+    olga, an admin) and alice's instance of it spawned; stopped and cleaned after."""
+    w = AppsHub(tmp).start().setup(users)
+    r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
+    assert r.returncode == 0, r.stderr
+    assert w.cli("alice", "spawn", "demo").returncode == 0
+    yield w
+    try:
+        w.stop()
+    finally:
+        clean(w.sandbox_root)
+
+
+# this branch's prefix for sandboxes' interfaces and cgroups, one per pytest-xdist worker
+PREFIX = "tag" + str(int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10)
 
 
 def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):
@@ -84,11 +103,22 @@ def leftovers(root: Path) -> list[str]:
 
 
 def clean(root: Path) -> None:
+    """Remove what the hub whose sandboxes live at ``root`` left: sandboxes, and the
+    instances' data filesystems (mounted until `rm`, by design: they outlive the hub)."""
     from tether.apps.sandbox import Sandboxes
 
     sb = Sandboxes(root, prefix=PREFIX)
     for inst in sb.present():
         sb.remove(inst)
+    for mountpoint in data_mounts(root.parent):
+        subprocess.run(["umount", mountpoint], capture_output=True)
+
+
+def data_mounts(apps_root: Path) -> list[str]:
+    """The instances' data filesystems mounted under ``apps_root``."""
+    under = f"{apps_root / 'data'}/"
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(under)]
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -123,7 +153,7 @@ def _ip(*args: str) -> None:
 def outside():
     """A server outside every sandbox: its own network namespace, reached from the host by a veth."""
     n = random.randrange(1, 250)
-    ns, veth = f"tasx{os.getpid() % 10000}", f"tasx{os.getpid() % 10000}h"
+    ns, veth = f"tagx{os.getpid() % 10000}", f"tagx{os.getpid() % 10000}h"
     host_ip, server_ip = f"198.18.{n}.1", f"198.18.{n}.2"
     _ip("netns", "add", ns)
     proc = None

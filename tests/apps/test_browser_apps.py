@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.apps.hubs import SERVER, AppsHub, clean, outside  # noqa: F401 - outside is a fixture
+from tests.apps.hubs import PREFIX, SERVER, AppsHub, clean, outside  # noqa: F401 - outside is a fixture
 from tests.browser import ARGS, CHROMIUM, require_chromium
 
 
@@ -64,7 +64,7 @@ def _probe(page, host: str, port: int) -> dict:
 
 
 def _eth0(sandbox: str) -> str:
-    out = subprocess.run(["ip", "-n", f"tas-{sandbox}", "-j", "-4", "addr", "show", "eth0"], capture_output=True,
+    out = subprocess.run(["ip", "-n", f"{PREFIX}-{sandbox}", "-j", "-4", "addr", "show", "eth0"], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout)[0]["addr_info"][0]["local"]
 
@@ -82,7 +82,7 @@ def test_two_users_each_their_own_instance_isolated_then_granted_then_revoked(w,
 
         # neither reaches the other, the host or the outside
         bob_id = json.loads(w.cli("bob", "status", "demo", "--json").stdout)["id"]
-        listener = subprocess.Popen(["ip", "netns", "exec", f"tas-{bob_id}", sys.executable, "-c", SERVER,
+        listener = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-{bob_id}", sys.executable, "-c", SERVER,
                                      _eth0(bob_id), "7171", "bob's secret"], stdout=subprocess.PIPE, text=True)
         try:
             assert listener.stdout.readline().strip() == "ready"

@@ -1,6 +1,8 @@
 """Instances and forwarded routes share the gateway and one set of names per user: a name
 held by one is refused to the other (409, named). Instances are also reached in path mode
-(/apps/USER/APP/), and a token scoped to another app does not get through."""
+(/apps/USER/APP/), and a token scoped to another app does not get through. An owner
+shares an instance with a named user (read-only or not) and unshares it: the door shuts at
+the user's next request."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def w(tmp_path_factory):
     ssh_port = free_port()
     w = AppsHub(tmp)
     w.hub.argv += ["--ssh-listen", f"127.0.0.1:{ssh_port}"]
-    w.start().setup({"alice": "read", "olga": "admin"})
+    w.start().setup({"alice": "read", "olga": "admin", "bob": "", "carol": ""})
     key = tmp / "alice_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with w.api("admin") as c:
@@ -103,3 +105,50 @@ def test_a_share_link_lets_a_guest_in_read_only_until_revoked(w):
     with w.api("alice") as c:
         c.delete(f"/api/v1/tokens/{made['id']}").raise_for_status()
     assert gateway_get(w.gw_port, host, "/", cookie)[0] == 401
+
+
+def test_an_instance_shared_with_a_user_lets_them_in_as_themselves_until_unshared(w):
+    if w.cli("alice", "status", "lab").returncode != 0:
+        assert w.cli("alice", "spawn", "lab").returncode == 0
+    host = f"lab--alice.localhost:{w.gw_port}"
+    code, _, body = gateway_get(w.gw_port, host, "/api/whoami", bearer(w.tokens["bob"]))
+    assert code == 403 and b"app share lab --with bob" in body  # not shared yet: says how
+    r = w.cli("alice", "share", "lab", "--with", "bob", "--read-only")
+    assert r.returncode == 0 and "shared lab with bob (read-only)" in r.stdout, r.stderr
+    code, _, body = gateway_get(w.gw_port, host, "/api/whoami", bearer(w.tokens["bob"]))
+    assert code == 200 and json.loads(body)["user"] == "bob"  # the app is told who it is
+    assert gateway_get(w.gw_port, host, "/", bearer(w.tokens["bob"]), method="POST")[0] == 403  # read-only
+    assert gateway_get(w.gw_port, host, "/", bearer(w.tokens["carol"]))[0] == 403  # nobody else
+    # bob signs in with a browser through a link of his own
+    r = w.cli("bob", "open", "lab--alice")
+    assert r.returncode == 0, r.stderr
+    code, headers, _ = gateway_get(w.gw_port, host, r.stdout.strip().split(f":{w.gw_port}", 1)[1])
+    assert code == 303
+    cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
+    code, _, body = gateway_get(w.gw_port, host, "/api/whoami", cookie)
+    assert code == 200 and json.loads(body)["user"] == "bob"
+    listed = json.loads(w.cli("alice", "shares", "lab", "--json").stdout)
+    assert [(row["user"], row["read_only"]) for row in listed] == [("bob", True)]
+    # shared again with write: POST passes the gateway (the app answers it)
+    assert w.cli("alice", "share", "lab", "--with", "bob").returncode == 0
+    assert gateway_get(w.gw_port, host, "/", bearer(w.tokens["bob"]), method="POST")[0] != 403
+    # only the owner shares; unknown users and oneself are refused, and nothing changes
+    r = w.cli("bob", "share", "lab--alice", "--with", "carol")
+    assert r.returncode == 4, r.stderr
+    r = w.cli("alice", "share", "lab", "--with", "nosuchuser")
+    assert r.returncode == 1 and "user nosuchuser" in r.stderr
+    r = w.cli("alice", "share", "lab", "--with", "alice")
+    assert r.returncode == 2 and "owns this instance" in r.stderr
+    assert [row["user"] for row in json.loads(w.cli("alice", "shares", "lab", "--json").stdout)] == ["bob"]
+    # unshared: bob's token and his open session are refused at once
+    r = w.cli("alice", "unshare", "lab", "--with", "bob")
+    assert r.returncode == 0, r.stderr
+    assert gateway_get(w.gw_port, host, "/api/whoami", bearer(w.tokens["bob"]))[0] == 403
+    assert gateway_get(w.gw_port, host, "/api/whoami", cookie)[0] == 403
+    assert w.cli("alice", "unshare", "lab", "--with", "bob").returncode == 1  # nothing left to unshare
+    with w.api("admin") as c:
+        records = [a for act in ("app.share", "app.unshare")
+                   for a in c.get("/api/v1/audit", params={"since": "1h", "action": act}).json()["records"]]
+    actions = {(a["action"], a["resource"], a["user"], a["outcome"]) for a in records}
+    assert ("app.share", "app:apps/lab instance of alice with bob", "alice", "allowed") in actions
+    assert ("app.unshare", "app:apps/lab instance of alice with bob", "alice", "allowed") in actions

@@ -13,7 +13,7 @@ import pytest
 
 from tether.apps import netpolicy
 from tether.apps.sandbox import SandboxError
-from tests.apps.conftest import leftovers, ns_addresses
+from tests.apps.conftest import PREFIX, leftovers, ns_addresses
 
 
 @pytest.fixture
@@ -38,17 +38,17 @@ def accepted(listener) -> bool:
 
 def host_global_addresses() -> list[str]:
     out = subprocess.run(["ip", "-j", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout
-    return [a["local"] for d in json.loads(out) if not d["ifname"].startswith("tsb")
+    return [a["local"] for d in json.loads(out) if not d["ifname"].startswith("tag")
             for a in d.get("addr_info", []) if "local" in a]
 
 
 def test_the_host_is_unreachable(sandboxes, start_agent, host_listener):
     listener, port = host_listener
     _, a = start_agent("hosta")
-    gw4, gw6 = subprocess.run(["ip", "-n", "tsb-hosta", "-j", "route", "show", "default"], capture_output=True,
+    gw4, gw6 = subprocess.run(["ip", "-n", f"{PREFIX}-hosta", "-j", "route", "show", "default"], capture_output=True,
                               text=True).stdout, None
     gateways = [r["gateway"] for fam in ("-4", "-6") for r in json.loads(subprocess.run(
-        ["ip", "-n", "tsb-hosta", "-j", fam, "route", "show", "default"], capture_output=True, text=True).stdout)]
+        ["ip", "-n", f"{PREFIX}-hosta", "-j", fam, "route", "show", "default"], capture_output=True, text=True).stdout)]
     assert len(gateways) == 2
     for host in gateways + host_global_addresses():
         assert a(op="connect", host=host, port=port) == {"error": "ECONNREFUSED"}, host
@@ -73,8 +73,8 @@ def test_ipv6_and_metadata_are_refused(sandboxes, start_agent):
 def test_another_instance_is_unreachable_both_ways_and_from_the_host(sandboxes, start_agent):
     _, b = start_agent("insb", env={"LISTEN_TCP": "8080"})
     _, a = start_agent("insa", env={"LISTEN_TCP": "8080"})
-    b4, b6 = ns_addresses("tsb-insb")
-    a4, _ = ns_addresses("tsb-insa")
+    b4, b6 = ns_addresses(f"{PREFIX}-insb")
+    a4, _ = ns_addresses(f"{PREFIX}-insa")
     assert a(op="connect", host=b4, port=8080) == {"error": "ECONNREFUSED"}
     assert a(op="connect", host=b6, port=8080) == {"error": "ECONNREFUSED"}
     assert b(op="connect", host=a4, port=8080) == {"error": "ECONNREFUSED"}

@@ -47,6 +47,31 @@ def test_grant_opens_one_destination_and_revoke_closes_it_with_open_flows(sandbo
     assert a(op="udp", host=addr, port=port) == {"data": "pong"}
 
 
+def test_an_ipv6_grant_opens_one_destination_and_revoke_closes_it(sandboxes, start_agent, outside_server6):
+    addr, port = outside_server6
+    _, a = start_agent("v6a")
+    _, b = start_agent("v6b")
+    assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+    assert sandboxes.status("v6a").refused["ipv6"] >= 1  # ungranted IPv6: refused and counted
+
+    sandboxes.set_grants("v6a", [dest("tcp", addr, port)])
+    assert a(op="connect", host=addr, port=port) == {"ok": True}
+    conn = a(op="open", host=addr, port=port)["id"]
+    assert a(op="exchange", id=conn, data="hi6") == {"data": "echo:hi6"}
+    # only what was granted: not UDP, not another port, not for another instance
+    assert "error" in a(op="udp", host=addr, port=port)
+    assert a(op="connect", host=addr, port=port + 1) == {"error": "ECONNREFUSED"}
+    assert b(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+
+    sandboxes.set_grants("v6a", [dest("udp", addr, port)])  # the TCP grant revoked, a UDP one made
+    assert a(op="exchange", id=conn, data="again")["error"] in ("ECONNRESET", "EOF", "EPIPE", "ECONNREFUSED")
+    assert a(op="connect", host=addr, port=port) == {"error": "ECONNREFUSED"}
+    assert sandboxes.status("v6a").refused["revoked"] >= 1
+    assert a(op="udp", host=addr, port=port) == {"data": "pong"}
+    sandboxes.set_grants("v6a", [])
+    assert "error" in a(op="udp", host=addr, port=port)
+
+
 def test_a_grant_is_the_instances_alone(sandboxes, start_agent, outside_server):
     addr, port = outside_server
     _, a = start_agent("gra")
@@ -148,7 +173,7 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
 from tether.apps.sandbox import Sandboxes, spec_from_json
 spec = spec_from_json(Path(sys.argv[3]).read_text())
-Sandboxes(Path(sys.argv[2]), prefix="tsb").start(spec)
+Sandboxes(Path(sys.argv[2]), prefix=sys.argv[4]).start(spec)
 """
 
 
@@ -167,7 +192,8 @@ def test_adopt_what_another_hub_process_started(sandboxes, make_spec, outside_se
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(_spec_to_json(spec))
     repo = str(Path(__file__).resolve().parents[2])
-    subprocess.run([sys.executable, "-c", START_ELSEWHERE, repo, str(sandboxes.root), str(spec_file)], check=True)
+    subprocess.run([sys.executable, "-c", START_ELSEWHERE, repo, str(sandboxes.root), str(spec_file),
+                    sandboxes.prefix], check=True)
     a = Agent(spec.run_dir / "app.sock")
     try:
         pid_before = sandboxes.status("orph").pid

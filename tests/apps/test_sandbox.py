@@ -73,7 +73,7 @@ def can_write(path):
     except OSError:
         return False
 out["tmp"] = sorted(os.listdir("/tmp"))
-out["write_usr"] = can_write("/usr/tsb-x"); out["write_app"] = can_write("/app/x"); out["write_etc"] = can_write("/etc/tsb-x")
+out["write_usr"] = can_write("/usr/tag-x"); out["write_app"] = can_write("/app/x"); out["write_etc"] = can_write("/etc/tag-x")
 out["write_data"] = can_write("/data/x"); out["write_tmp"] = can_write("/tmp/x")
 out["exists"] = {p: os.path.exists(p) for p in os.environ["PROBE_PATHS"].split(":")}
 try:

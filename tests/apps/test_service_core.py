@@ -65,6 +65,23 @@ def test_bad_memory_is_refused(text):
     assert "--memory" in e.value.detail
 
 
+@pytest.mark.parametrize("text,n", [("16M", 16 << 20), ("1G", 1 << 30), ("1T", 1 << 40), ("500MB", 500 * 10**6)])
+def test_disk_sizes(text, n):
+    assert core.parse_disk(text) == n
+    assert core.parse_limits(disk=text).disk_bytes == n
+
+
+@pytest.mark.parametrize("text", ["0", "-1G", "1", "1K", "15M", "2T", "1P", "lots", "", "1.5G", True, None])
+def test_bad_disk_sizes_are_refused(text):
+    with pytest.raises(core.AppError) as e:
+        core.parse_disk(text)
+    assert "--disk" in e.value.detail and e.value.status == 400
+
+
+def test_the_disk_defaults_to_one_gib():
+    assert core.parse_limits().disk_bytes == 1 << 30
+
+
 @pytest.mark.parametrize("text", ["0", "-0.5", "nan", "inf", "65", "1e9", "half", ""])
 def test_bad_cpu_is_refused(text):
     with pytest.raises(core.AppError, match="--cpu"):

@@ -1,5 +1,6 @@
 """Grants are rows: one that expires closes by itself, and after a hub restart the
-adopted instance still reaches what it was granted (and nothing else)."""
+adopted instance still reaches what it was granted (and nothing else). An IPv6 destination
+is granted and revoked like an IPv4 one."""
 
 from __future__ import annotations
 
@@ -7,20 +8,12 @@ import json
 
 import pytest
 
-from tests.apps.hubs import AppsHub, clean, gateway_get, outside, wait_for  # noqa: F401 - outside is a fixture
+from tests.apps.hubs import demo_for_alice, gateway_get, outside, wait_for  # noqa: F401 - outside is a fixture
 
 
 @pytest.fixture
 def w(tmp_path):
-    w = AppsHub(tmp_path).start().setup({"alice": "write", "olga": "admin"})
-    r = w.cli("olga", "register", "demo", "--space", "apps", "--dir", str(w.demo_dir()), "--cmd", "python3", "app.py")
-    assert r.returncode == 0, r.stderr
-    assert w.cli("alice", "spawn", "demo").returncode == 0
-    yield w
-    try:
-        w.stop()
-    finally:
-        clean(w.sandbox_root)
+    yield from demo_for_alice(tmp_path, {"alice": "write", "olga": "admin"})
 
 
 def reaches(w, dest) -> bool:
@@ -49,3 +42,18 @@ def test_grants_hold_across_a_hub_restart(w, outside):
     assert reaches(w, outside)
     assert w.cli("alice", "revoke", "demo", "--all").returncode == 0
     assert not reaches(w, outside)
+
+
+def test_an_ipv6_grant_works_and_its_revoke_stops_it(w, outside_server6):
+    addr, port = outside_server6
+    dest = {"ip": addr, "port": port}
+    assert not reaches(w, dest)  # IPv6 is denied like the rest
+    r = w.cli("alice", "grant", "demo", "tcp", f"[{addr}]:{port}", "--reason", "v6 lab")
+    assert r.returncode == 0, r.stderr
+    assert [g["destination"] for g in json.loads(w.cli("alice", "grants", "demo", "--json").stdout)] == [
+        f"tcp:[{addr}]:{port}"]
+    assert reaches(w, dest)
+    assert not reaches(w, {"ip": addr, "port": port + 1})  # that port only
+    r = w.cli("alice", "revoke", "demo", "tcp", f"[{addr}]:{port}")
+    assert r.returncode == 0, r.stderr
+    assert not reaches(w, dest)

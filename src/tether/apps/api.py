@@ -10,6 +10,7 @@ or ``APP--USER`` in the paths below.
 * ``POST /api/v1/app-instances/{ref}/{stop,start,restart,signin}``
 * ``GET /api/v1/app-instances/{ref}/logs[?offset=N]`` -- the app's output
 * ``GET|POST|DELETE /api/v1/app-instances/{ref}/grants`` -- destinations it may reach
+* ``GET /api/v1/app-instances/{ref}/shares``, ``PUT|DELETE .../shares/{user}`` -- who else may use it
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class RegisterIn(StrictModel):
     memory: str | None = Field(default=None, max_length=20)
     cpu: str | None = Field(default=None, max_length=20)
     pids: str | None = Field(default=None, max_length=20)
+    disk: str | None = Field(default=None, max_length=20, description="the size of each instance's /data")
     grants: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=64)
 
 
@@ -79,7 +81,7 @@ def register(name: str, body: RegisterIn, ctx: Caller, request: Request):
     the same version with the same files and command changes nothing (``unchanged``)."""
     out = _svc(request).register(ctx, space=body.space, name=name, version=body.version, build=body.build,
                                  argv=body.cmd, install=body.install, memory=body.memory, cpu=body.cpu,
-                                 pids=body.pids, grants=body.grants)
+                                 pids=body.pids, grants=body.grants, disk=body.disk)
     ctx.trail.update(action="app.register", resource=f"app:{body.space}/{name} version {body.version}")
     return JSONResponse(out, status_code=200 if out["unchanged"] else 201)
 
@@ -155,23 +157,26 @@ def _apply(request: Request, inst: Instance) -> None:
 @router.get("/app-instances/{ref}/logs")
 def logs(ref: str, ctx: Caller, request: Request, offset: int = Query(default=0, ge=0),
          limit: int = Query(default=1 << 20, ge=1, le=8 << 20)):
-    """The app's output from ``offset`` (bytes); ``X-Tether-Log-Offset`` says where the next read starts."""
+    """The app's output from ``offset`` (bytes); ``X-Tether-Log-Offset`` says where the next read
+    starts, ``X-Tether-Instance-State`` whether more may come (``running``, ``idle``...) or not
+    (``stopped``, ``failed``). 409 held-elsewhere when another replica runs it (its output is there)."""
     runtime = _runtime(request)
     inst = runtime.service.find(ctx, ref)
     data, next_offset = runtime.read_log(inst, offset, limit)
     return Response(data, media_type="text/plain; charset=utf-8",
-                    headers={"X-Tether-Log-Offset": str(next_offset)})
+                    headers={"X-Tether-Log-Offset": str(next_offset), "X-Tether-Instance-State": inst.state})
 
 
 @router.post("/app-instances/{ref}/signin")
 def signin(ref: str, ctx: Caller, request: Request):
     """A one-time sign-in link to your own instance (five minutes, one use)."""
     runtime = _runtime(request)
-    inst = runtime.service.find(ctx, ref)
-    if inst.owner != ctx.user.name:
-        raise Problem(403, "not-instance-owner", f"only {inst.owner} signs in to their instance")
+    inst = runtime.service.find(ctx, ref, shared=True)
+    if inst.owner != ctx.user.name and runtime.service.share_of(inst, ctx) is None:
+        raise Problem(403, "not-instance-owner", f"only {inst.owner} and those they share it with sign in to "
+                      "their instance")
     ctx.trail["action"] = "app.signin-link"
-    secret = runtime.service.signin_link(inst)
+    secret = runtime.service.signin_link(inst, caller=ctx if inst.owner != ctx.user.name else None)
     return JSONResponse({"url": runtime.address.url(inst.owner, inst.app),
                          "signin": runtime.address.signin_url(inst.owner, inst.app, secret)})
 
@@ -188,16 +193,46 @@ def share_link(ref: str, body: LinkIn, ctx: Caller, request: Request):
     runtime = _runtime(request)
     inst = runtime.service.find(ctx, ref)
     token_id, secret = runtime.service.share_link(ctx, inst, expires=body.expires, read_only=body.read_only)
-    ctx.trail["action"] = "app.share"
+    ctx.trail["action"] = "app.share-link"
     return JSONResponse({"id": token_id, "read_only": body.read_only,
                          "url": runtime.address.signin_url(inst.owner, inst.app, secret)}, status_code=201)
+
+
+class ShareIn(StrictModel):
+    read_only: bool = False
+
+
+@router.get("/app-instances/{ref}/shares")
+def list_shares(ref: str, ctx: Caller, request: Request):
+    """Who else your instance is shared with."""
+    svc = _svc(request)
+    return JSONResponse(svc.shares(svc.find(ctx, ref)))
+
+
+@router.put("/app-instances/{ref}/shares/{user}")
+def share(ref: str, user: str, body: ShareIn, ctx: Caller, request: Request):
+    """Let a named user through the gateway to your instance (as themselves; read_only: GET and HEAD only)."""
+    svc = _svc(request)
+    inst = svc.find(ctx, ref)
+    ctx.trail["action"] = "app.share"
+    return JSONResponse(svc.share(ctx, inst, user, read_only=body.read_only))
+
+
+@router.delete("/app-instances/{ref}/shares/{user}", status_code=204)
+def unshare(ref: str, user: str, ctx: Caller, request: Request):
+    """Stop sharing your instance with a user: their next request is refused."""
+    svc = _svc(request)
+    inst = svc.find(ctx, ref)
+    ctx.trail["action"] = "app.unshare"
+    svc.unshare(ctx, inst, user)
+    return Response(status_code=204)
 
 
 path_segment("instance_verb", "stop|start|restart")  # so .../logs is its own operation's alone
 
 
 @router.post("/app-instances/{ref}/{verb:instance_verb}", responses={405: {
-    "description": "VERB is not a verb but another operation's word (logs): that URL is its (its Allow)"}})
+    "description": "VERB is not a verb but another operation's word (logs, shares): that URL is its (its Allow)"}})
 def control(ref: str, verb: Literal["stop", "start", "restart"], ctx: Caller, request: Request):
     """stop, start or restart an instance."""
     runtime = _runtime(request)

@@ -69,12 +69,14 @@ class _ArgvTail(click.Command):
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 256M (default 256M).")
 @click.option("--cpu", metavar="CORES", help="CPU limit in cores, e.g. 0.5 (default 0.5).")
 @click.option("--pids", metavar="N", help="Processes and threads at once (default 128).")
+@click.option("--disk", metavar="SIZE", help="The size of each instance's /data, e.g. 4G (default 1G; 16M to 1T).")
 @click.option("--grant", "grants", multiple=True, metavar="tcp:HOST:PORT",
               help="A destination every instance may reach (repeat).")
 @client_options
 @json_option
 def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | None, build: str | None,
-             memory: str | None, cpu: str | None, pids: str | None, grants: tuple[str, ...], as_json: bool) -> None:
+             memory: str | None, cpu: str | None, pids: str | None, disk: str | None, grants: tuple[str, ...],
+             as_json: bool) -> None:
     """Register app NAME (or a new --version of it).
 
     \b
@@ -84,14 +86,15 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
       --cmd ARGV...       the app's command, LAST: every word after it is an argument,
                           passed exactly as written (quotes, $(...), newlines: literally)
 
-    The app runs in /app (its files, read-only), with a writable /data of its own,
-    and listens on the UNIX socket $TETHER_SOCKET.
+    The app runs in /app (its files, read-only), with a writable /data of its own
+    (a filesystem of --disk bytes: writing past it fails with "No space left on
+    device"), and listens on the UNIX socket $TETHER_SOCKET.
 
     \b
     Examples:
       tether app register demo --space apps --dir ./demo --cmd python3 app.py
       tether app register demo --space apps --version 2 --build apps/apps/demo-2 --cmd python3 app.py
-      tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 \\
+      tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 --disk 4G \\
           --grant tcp:192.0.2.10:5432 --install python3 -m pip install --target /data -r req.txt \\
           --cmd python3 server.py
     """
@@ -104,7 +107,7 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
     try:  # what can be checked here is, before any file travels (the hub checks it all again)
         check_app_name(name)
         check_version(version)
-        parse_limits(memory, cpu, pids)
+        parse_limits(memory, cpu, pids, disk)
         check_argv(cmd, "--cmd")
         if install is not None:
             check_argv(install, "--install")
@@ -121,8 +124,7 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
         except client.TreeError as exc:
             raise click.UsageError(str(exc)) from None
     body = {"space": space, "version": version, "build": build, "cmd": cmd, "install": install,
-            "memory": memory, "cpu": cpu,
-            "pids": pids, "grants": list(grants)}
+            "memory": memory, "cpu": cpu, "pids": pids, "disk": disk, "grants": list(grants)}
     out = client.register(conn.client, name, body)
     if sent is not None:
         out["files_sent"] = sent
@@ -248,28 +250,40 @@ def status(conn: Conn, instance: str, as_json: bool) -> None:
 
 @app.command("logs")
 @click.argument("instance")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the instance stops "
+              "(or Ctrl-C).")
 @client_options
 def logs(conn: Conn, instance: str, follow: bool) -> None:
-    """Print INSTANCE's output (its stdout and stderr).
+    """Print INSTANCE's output (its stdout and stderr since it last started).
+
+    Only the hub replica running the instance has its output: through another
+    replica this fails (exit 1) and names the one that has it.
 
     \b
     Examples:
       tether app logs demo
       tether app logs demo--alice -f
     """
-    offset = 0
-    while True:
-        resp = conn.client.send("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
-        if not resp.is_success:
-            conn.client.request("GET", f"/api/v1/app-instances/{q(instance)}/logs", params={"offset": offset})
-        sys.stdout.buffer.write(resp.content)
-        sys.stdout.flush()
-        offset = int(resp.headers.get("X-Tether-Log-Offset") or offset)
-        if not follow:
-            return
-        if not resp.content:
-            time.sleep(1)
+    path, offset = f"/api/v1/app-instances/{q(instance)}/logs", 0
+    try:
+        while True:
+            resp = conn.client.send("GET", path, params={"offset": offset})
+            if not resp.is_success:
+                conn.client.request("GET", path, params={"offset": offset})  # raises the hub's error
+            sys.stdout.buffer.write(resp.content)
+            sys.stdout.flush()
+            offset = int(resp.headers.get("X-Tether-Log-Offset") or offset)
+            if not follow:
+                return
+            if not resp.content:
+                state = resp.headers.get("X-Tether-Instance-State", "")
+                if state in ("stopped", "failed"):
+                    click.echo(f"tether: {instance} is {state}: no more output (see `tether app status "
+                               f"{instance}`)", err=True)
+                    return
+                time.sleep(1)
+    except KeyboardInterrupt:  # Ctrl-C is how a follow ends
+        return
 
 
 @app.command("open")
@@ -292,18 +306,31 @@ def open_(conn: Conn, name: str, as_json: bool) -> None:
 
 @app.command("share")
 @click.argument("name")
-@click.option("--expires", default="2h", show_default=True, help="How long the link works.")
+@click.option("--with", "with_user", metavar="USER", help="Share with this user (they sign in as themselves) "
+              "instead of making a link.")
+@click.option("--expires", default="2h", show_default=True, help="How long the link works (links only).")
 @click.option("--read-only", is_flag=True, help="GET and HEAD only, no websockets.")
 @client_options
 @json_option
-def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -> None:
-    """Make a link that lets whoever opens it use your instance of NAME, until it expires
-    (revoke it sooner with `tether token revoke ID`: its sessions end too).
+def share(conn: Conn, name: str, with_user: str | None, expires: str, read_only: bool, as_json: bool) -> None:
+    """Let USER through to your instance of NAME (--with USER: until you unshare it), or
+    make a link that lets whoever opens it in, until it expires (revoke it sooner with
+    `tether token revoke ID`: its sessions end too).
 
     \b
     Examples:
+      tether app share demo --with bob --read-only
       tether app share demo --expires 1h --read-only
     """
+    if with_user is not None:
+        done = conn.client.put(f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}",
+                               json={"read_only": read_only}) or {}
+        if as_json:
+            emit_json(done)
+            return
+        click.echo(f"shared {name} with {with_user}" + (" (read-only)" if read_only else "") +
+                   f"; they open it with `tether app open {done.get('instance', name)}`")
+        return
     made = conn.client.post(f"/api/v1/app-instances/{q(name)}/links",
                             json={"expires": expires, "read_only": read_only}) or {}
     if as_json:
@@ -311,6 +338,39 @@ def share(conn: Conn, name: str, expires: str, read_only: bool, as_json: bool) -
         return
     click.echo(made.get("url", ""))
     click.echo(f"tether: link token {made.get('id')}; revoke with `tether token revoke {made.get('id')}`", err=True)
+
+
+@app.command("unshare")
+@click.argument("name")
+@click.option("--with", "with_user", metavar="USER", required=True, help="The user to shut out.")
+@client_options
+def unshare(conn: Conn, name: str, with_user: str) -> None:
+    """Stop sharing your instance of NAME with USER: their next request is refused.
+
+    \b
+    Examples:
+      tether app unshare demo --with bob
+    """
+    conn.client.request("DELETE", f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}")
+    click.echo(f"{name} is no longer shared with {with_user}")
+
+
+@app.command("shares")
+@click.argument("name")
+@client_options
+@json_option
+def shares(conn: Conn, name: str, as_json: bool) -> None:
+    """List who else your instance of NAME is shared with.
+
+    \b
+    Examples:
+      tether app shares demo --json
+    """
+    rows = conn.client.get(f"/api/v1/app-instances/{q(name)}/shares") or []
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, ["user", "read_only", "created"], empty="not shared with anyone")
 
 
 def _destination(proto_or_dest: str, dest: str | None) -> dict:

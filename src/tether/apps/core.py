@@ -34,6 +34,10 @@ MIN_PIDS, MAX_PIDS = 8, 32768
 DEFAULT_MEMORY = 256 << 20
 DEFAULT_CPU = 0.5
 DEFAULT_PIDS = 128
+# /data is a filesystem of its own per instance (a sparse image: only what is written
+# takes room on the host), so its size is a hard limit on what the app keeps.
+MIN_DISK, MAX_DISK = 16 << 20, 1 << 40
+DEFAULT_DISK = 1 << 30
 
 #: instance ids name the sandbox's netns, veth, nft set and cgroup: ^[a-z0-9]{1,10}$
 INSTANCE_ID_RE = re.compile(r"\A[a-z0-9]{1,10}\Z")
@@ -101,27 +105,38 @@ class AppLimits:
     memory_bytes: int = DEFAULT_MEMORY
     cpu: float = DEFAULT_CPU
     pids: int = DEFAULT_PIDS
+    disk_bytes: int = DEFAULT_DISK
 
     def info(self) -> dict:
-        return {"memory": self.memory_bytes, "cpu": self.cpu, "pids": self.pids}
+        return {"memory": self.memory_bytes, "cpu": self.cpu, "pids": self.pids, "disk": self.disk_bytes}
+
+
+def _parse_bytes(text: object, option: str, low: int, high: int, bounds: str) -> int:
+    """``256M``/``1G`` (binary, as docker reads them), ``256MiB``, ``300MB`` or bytes, in [low, high]."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise AppError(f"{option} must be a size such as 256M or 1GiB", "invalid-limit")
+    value = str(text).strip()
+    if re.fullmatch(r"-.*", value):
+        raise AppError(f"{option} {value!r} is negative; give a size such as 256M", "invalid-limit")
+    short = re.fullmatch(r"(\d+)\s*([kKmMgGtT])", value)
+    try:
+        n = (int(short.group(1)) << {"k": 10, "m": 20, "g": 30, "t": 40}[short.group(2).lower()] if short
+             else parse_size(value))
+    except ValueError as exc:
+        raise AppError(f"{option}: {exc}", "invalid-limit") from None
+    if n < low or n > high:
+        raise AppError(f"{option} {value!r} is out of range: between {bounds}", "invalid-limit")
+    return n
 
 
 def parse_memory(text: object) -> int:
-    """``256M``/``1G`` (binary, as docker reads them), ``256MiB``, ``300MB`` or bytes;
-    between 16 MiB and 64 GiB."""
-    if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise AppError("--memory must be a size such as 256M or 1GiB", "invalid-limit")
-    value = str(text).strip()
-    if re.fullmatch(r"-.*", value):
-        raise AppError(f"--memory {value!r} is negative; give a size such as 256M", "invalid-limit")
-    short = re.fullmatch(r"(\d+)\s*([kKmMgG])", value)
-    try:
-        n = int(short.group(1)) << {"k": 10, "m": 20, "g": 30}[short.group(2).lower()] if short else parse_size(value)
-    except ValueError as exc:
-        raise AppError(f"--memory: {exc}", "invalid-limit") from None
-    if n < MIN_MEMORY or n > MAX_MEMORY:
-        raise AppError(f"--memory {value!r} is out of range: between 16M and 64G", "invalid-limit")
-    return n
+    """The memory limit: between 16 MiB and 64 GiB."""
+    return _parse_bytes(text, "--memory", MIN_MEMORY, MAX_MEMORY, "16M and 64G")
+
+
+def parse_disk(text: object) -> int:
+    """The size of the instance's /data: between 16 MiB and 1 TiB."""
+    return _parse_bytes(text, "--disk", MIN_DISK, MAX_DISK, "16M and 1T")
 
 
 def parse_cpu(text: object) -> float:
@@ -151,10 +166,11 @@ def parse_pids(text: object) -> int:
     return n
 
 
-def parse_limits(memory: object = None, cpu: object = None, pids: object = None) -> AppLimits:
+def parse_limits(memory: object = None, cpu: object = None, pids: object = None, disk: object = None) -> AppLimits:
     return AppLimits(DEFAULT_MEMORY if memory is None else parse_memory(memory),
                      DEFAULT_CPU if cpu is None else parse_cpu(cpu),
-                     DEFAULT_PIDS if pids is None else parse_pids(pids))
+                     DEFAULT_PIDS if pids is None else parse_pids(pids),
+                     DEFAULT_DISK if disk is None else parse_disk(disk))
 
 
 # ---------------------------------------------------------------- grant destinations
@@ -339,27 +355,32 @@ def app_scope(space: str, app: str, *, read_only: bool = False) -> str:
 
 
 def decide(*, owner: str, space: str, app: str, user: str, scopes: tuple[Scope, ...] | None,
-           method: bytes, upgrade: bool) -> Access:
+           method: bytes, upgrade: bool, share: bool | None = None) -> Access:
     """May ``user`` (a token of ``scopes``; None when unscoped) reach ``owner``'s instance
-    of ``app``? Only its owner does (an instance holds its owner's data), and a token
-    with scopes must carry ``app:SPACE/APP`` (or ``app:SPACE``, ``space:SPACE``); a
-    read scope allows GET and HEAD only."""
+    of ``app``? Its owner does, and those the owner shared it with (``share``: None when
+    not shared with ``user``, else whether the share is read-only): an instance holds
+    its owner's data. A token with scopes must carry ``app:SPACE/APP`` (or ``app:SPACE``,
+    ``space:SPACE``). Read-only (a read scope or share) allows GET and HEAD only."""
+    read_only = False
     if user != owner:
-        return Access(False, 403, "not-instance-owner",
-                      f"this instance of {app} belongs to {owner}; spawn your own with `tether app spawn {app}`")
-    if scopes is None:
-        return Access(True)
-    best = None
-    for s in scopes:
-        if s.kind in ("app", "space") and s.target == space and s.prefix in ("", app):
-            best = s.access if best is None else max(best, s.access)
-    if best is None:
-        return Access(False, 403, "token-scope", f"this token is limited to other scopes; reaching {app} needs "
-                      f"{app_scope(space, app)} (or :read)")
-    if best < Level.WRITE and (method not in (b"GET", b"HEAD") or upgrade):
-        return Access(False, 403, "read-only", f"this token reaches {app} read-only: GET and HEAD only",
+        if share is None:
+            return Access(False, 403, "not-instance-owner",
+                          f"this instance of {app} belongs to {owner} and is not shared with {user}; spawn your own "
+                          f"with `tether app spawn {app}`, or ask {owner} to run `tether app share {app} --with {user}`")
+        read_only = share
+    if scopes is not None:
+        best = None
+        for s in scopes:
+            if s.kind in ("app", "space") and s.target == space and s.prefix in ("", app):
+                best = s.access if best is None else max(best, s.access)
+        if best is None:
+            return Access(False, 403, "token-scope", f"this token is limited to other scopes; reaching {app} needs "
+                          f"{app_scope(space, app)} (or :read)")
+        read_only = read_only or best < Level.WRITE
+    if read_only and (method not in (b"GET", b"HEAD") or upgrade):
+        return Access(False, 403, "read-only", f"this access to {app} is read-only: GET and HEAD only",
                       read_only=True)
-    return Access(True, read_only=best < Level.WRITE)
+    return Access(True, read_only=read_only)
 
 
 def check_settings(settings) -> None:

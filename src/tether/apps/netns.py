@@ -77,9 +77,22 @@ def _batch(commands: list[str], netns: str | None = None, force: bool = False) -
         raise NetError(f"ip {' / '.join(commands)}: {res.stderr.strip()}")
 
 
+def forward_from(interface: str) -> bool:
+    """Let the host forward what arrives on ``interface`` (IPv4, and IPv6 where the
+    kernel can do it per interface: ``force_forwarding``, Linux 6.17 and later), without
+    making the whole machine a router. False when IPv6 needs the machine-wide switch
+    (``net.ipv6.conf.all.forwarding=1``) for grants to IPv6 destinations to work."""
+    Path(f"/proc/sys/net/ipv4/conf/{interface}/forwarding").write_text("1")
+    force6 = Path(f"/proc/sys/net/ipv6/conf/{interface}/force_forwarding")
+    if force6.exists():
+        force6.write_text("1")
+        return True
+    return Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip() == "1"
+
+
 def create(name: str, link: Link) -> None:
     """Make namespace ``name`` with its veth pair, addresses, routes and loopback up.
-    Forwarding is turned on for the host end only (not machine-wide)."""
+    Forwarding is turned on for the host end only (not machine-wide; see :func:`forward_from`)."""
     _batch([
         f"netns add {name}",
         f"link add {name} type veth peer name eth0 netns {name}",
@@ -87,7 +100,7 @@ def create(name: str, link: Link) -> None:
         f"addr add {link.host6}/127 dev {name} nodad",
         f"link set {name} up",
     ])
-    Path(f"/proc/sys/net/ipv4/conf/{name}/forwarding").write_text("1")
+    forward_from(name)
     _batch([
         "link set lo up",
         f"addr add {link.inst4}/31 dev eth0",

@@ -373,7 +373,7 @@ class Sandboxes:
                 start_new_session=True, env={},
                 preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits, ns_fd),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: the child's set-up failed
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:
             for fd in (status_fd, log_fd, ns_fd, filter_fd):

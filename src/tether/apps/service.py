@@ -23,12 +23,15 @@ from sqlalchemy.exc import IntegrityError
 
 from tether.apps import core
 from tether.auth import service as auth
+from tether.auth.identities import user_row
 from tether.auth.policy import Resource, authorize
 from tether.db import Database
+from tether.db.names import hold_user_names
 from tether.db.models import (
     App,
     AppGrant,
     AppInstance,
+    AppShare,
     AppVersion,
     Build,
     ForwardRoute,
@@ -69,6 +72,7 @@ class Instance:
     state: str
     desired: str
     holder: str | None
+    data_at: str | None  # the replica whose apps_root holds its /data (None: none made yet)
     token_id: str | None
     argv: tuple[str, ...]
     install_argv: tuple[str, ...] | None
@@ -118,14 +122,14 @@ class AppsService:
 
     def register(self, ctx: auth.AuthContext, *, space: str, name: str, version: str, build: str,
                  argv: list[str], install: list[str] | None, memory: Any, cpu: Any, pids: Any,
-                 grants: list[str]) -> dict:
+                 grants: list[str], disk: Any = None) -> dict:
         """Register ``name`` (or a new version of it) from build ``SPACE/TYPE/ID``. The same
         version with the same files and command is an answer, not an error ("unchanged")."""
         checked(core.check_app_name, name)
         checked(core.check_version, version)
         argv_t = checked(core.check_argv, argv, "--cmd")
         install_t = checked(core.check_argv, install, "--install") if install is not None else None
-        limits = checked(core.parse_limits, memory, cpu, pids)
+        limits = checked(core.parse_limits, memory, cpu, pids, disk)
         ctx.require("app.admin", Resource(space=space, path=name))
         destinations = [self._check_grant(ctx, space, name, None, g, admin=True) for g in grants]
         b_space, b_type, b_id = self._split_build(build)
@@ -153,8 +157,9 @@ class AppsService:
             if existing is not None:
                 same = (existing.manifest == build_row.manifest and tuple(existing.argv) == argv_t
                         and (tuple(existing.install_argv) if existing.install_argv is not None else None) == install_t
-                        and (existing.memory_bytes, existing.cpu, existing.pids) ==
-                        (limits.memory_bytes, limits.cpu, limits.pids) and sorted(existing.grants) == keys)
+                        and (existing.memory_bytes, existing.cpu, existing.pids, _disk(existing.disk_bytes)) ==
+                        (limits.memory_bytes, limits.cpu, limits.pids, limits.disk_bytes)
+                        and sorted(existing.grants) == keys)
                 if not same:
                     raise conflict(f"version {version} of {name} is already registered with other files, command, "
                                    "limits or grants; register a new --version")
@@ -164,7 +169,8 @@ class AppsService:
             s.add(AppVersion(app_id=app.id, version=version, build_id=build_row.id, build_ref=build,
                              manifest=build_row.manifest, argv=list(argv_t),
                              install_argv=list(install_t) if install_t is not None else None,
-                             memory_bytes=limits.memory_bytes, cpu=limits.cpu, pids=limits.pids, grants=keys,
+                             memory_bytes=limits.memory_bytes, cpu=limits.cpu, pids=limits.pids,
+                             disk_bytes=limits.disk_bytes, grants=keys,
                              created_by=ctx.user.name, created_at=utcnow()))
             app.current_version = version
             return {**self._app_info(app, space), "version": version, "unchanged": False,
@@ -192,7 +198,8 @@ class AppsService:
                 v = s.scalar(select(AppVersion).where(AppVersion.app_id == app.id,
                                                       AppVersion.version == app.current_version))
                 out.append({**self._app_info(app, space), "argv": v.argv if v else None,
-                            "limits": {"memory": v.memory_bytes, "cpu": v.cpu, "pids": v.pids} if v else None,
+                            "limits": {"memory": v.memory_bytes, "cpu": v.cpu, "pids": v.pids,
+                                       "disk": _disk(v.disk_bytes)} if v else None,
                             "versions": s.scalars(select(AppVersion.version).where(
                                 AppVersion.app_id == app.id).order_by(AppVersion.id)).all()})
         return out
@@ -222,17 +229,15 @@ class AppsService:
             if user.disabled:
                 raise forbidden(f"user {owner} is disabled; enable them first (`tether user enable {owner}`)",
                                 "user-disabled")
-            held = s.scalar(select(ForwardRoute.state).where(ForwardRoute.user_id == user.id, ForwardRoute.name == name,
-                                                             ForwardRoute.state != "closed"))
-        if held is not None:
-            raise Problem(409, "name-taken", f"{owner} has a forwarded route named {name} ({held}); routes and app "
-                          f"instances share one set of names per user: stop it (`tether forward stop {name}`) first")
+            _name_free(s, user.id, owner, name)
         owner_ctx = auth.context_for_user(self.db, owner)
         token, _ = auth.mint(self.db, owner_ctx, auth.MintRequest(scopes=[core.app_scope(space, name)],
                                                                   label=f"app instance {name}"),
                              now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
         try:
             with self.db.write() as s:
+                hold_user_names(s, owner_ctx.user.id)  # checked again, claimed at once: no route may come between
+                _name_free(s, owner_ctx.user.id, owner, name)
                 version = s.scalar(select(AppVersion).where(AppVersion.app_id == app.id,
                                                             AppVersion.version == app.current_version))
                 # a placeholder uid no instance can hold (the real one derives from the row's id)
@@ -251,6 +256,9 @@ class AppsService:
                                    on_hub=False, reason=f"granted to every instance of {name} {version.version}",
                                    created_by=app.created_by, created_at=now))
                 instance_id = row.id
+        except Problem:
+            self._revoke_token(owner, token.id)
+            raise
         except IntegrityError:
             self._revoke_token(owner, token.id)
             raise conflict(f"{owner} already has an instance of {name}; start it (`tether app start {name}`) or "
@@ -276,9 +284,11 @@ class AppsService:
     def _query():
         """Instances as plain columns (no ORM objects to build: the gateway asks per request)."""
         return (select(AppInstance.id, App.name, Space.name, User.name, AppVersion.version, AppInstance.uid,
-                       AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.token_id,
+                       AppInstance.state, AppInstance.desired, AppInstance.holder, AppInstance.data_at,
+                       AppInstance.token_id,
                        AppVersion.argv, AppVersion.install_argv, AppVersion.manifest, AppVersion.build_id,
-                       AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppInstance.failures,
+                       AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppVersion.disk_bytes,
+                       AppInstance.failures,
                        AppInstance.last_activity_at, AppInstance.started_at)
                 .join(App, App.id == AppInstance.app_id).join(Space, Space.id == App.space_id)
                 .join(User, User.id == AppInstance.user_id).join(AppVersion, AppVersion.id == AppInstance.version_id))
@@ -293,12 +303,16 @@ class AppsService:
             row = s.execute(AppsService._by_name, {"owner": owner, "app": app}).first()
         return _instance(*row) if row else None
 
-    def find(self, ctx: auth.AuthContext, ref: str, *, admin_for_others: bool = True, action: str = "app.read"
-             ) -> Instance:
+    def find(self, ctx: auth.AuthContext, ref: str, *, admin_for_others: bool = True, action: str = "app.read",
+             shared: bool = False) -> Instance:
         """The instance ``ref`` names (APP, APP--USER or USER/APP) if the caller may act on it:
-        ``action`` on the app's space for their own, admin for another's."""
+        ``action`` on the app's space for their own, admin for another's (``shared``: or
+        its owner shared it with the caller)."""
         app, owner = checked(core.parse_instance, ref, ctx.user.name)
         inst = self.lookup(owner, app)
+        if shared and inst is not None and owner != ctx.user.name and self.share_of(inst, ctx) is not None:
+            ctx.trail["resource"] = f"app:{inst.space}/{app} instance of {owner}"
+            return inst
         if inst is None:
             with self.db.read() as s:
                 _, space = self._app(s, app)
@@ -453,9 +467,11 @@ class AppsService:
 
     # ------------------------------------------------------------------ the gateway's checks
 
-    def signin_link(self, inst: Instance, *, now: datetime | None = None) -> str:
-        """A one-time sign-in secret for the instance's owner: one use, five minutes."""
-        ctx = auth.context_for_token(self.db, inst.token_id)
+    def signin_link(self, inst: Instance, *, caller: auth.AuthContext | None = None,
+                    now: datetime | None = None) -> str:
+        """A one-time sign-in secret (one use, five minutes): for the instance's owner, or
+        (``caller``) for a user it is shared with, a child of their own token."""
+        ctx = auth.context_for_token(self.db, inst.token_id) if caller is None else caller
         _, secret = auth.mint(self.db, ctx, auth.MintRequest(scopes=[core.app_scope(inst.space, inst.app)],
                                                              expires="5m", max_uses=1, label=SIGNIN_LABEL),
                               now=now or utcnow(), max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
@@ -474,16 +490,59 @@ class AppsService:
             default_lifetime=self.max_lifetime)
         return token.id, secret
 
+    def share(self, ctx: auth.AuthContext, inst: Instance, with_user: str, *, read_only: bool) -> dict:
+        """Let ``with_user`` through the gateway to the caller's own instance (as themselves,
+        with their own token or a sign-in; read-only: GET and HEAD only)."""
+        self._owner_only(ctx, inst, with_user)
+        with self.db.write() as s:
+            target = user_row(s, with_user)
+            row = s.get(AppShare, (inst.id, target.id))
+            if row is None:
+                row = AppShare(instance_id=inst.id, user_id=target.id, created_at=utcnow())
+                s.add(row)
+            row.read_only = read_only
+        return {"instance": f"{inst.app}--{inst.owner}", "user": with_user, "read_only": read_only}
+
+    def unshare(self, ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
+        self._owner_only(ctx, inst, with_user)
+        with self.db.write() as s:
+            target = user_row(s, with_user)
+            if not s.execute(delete(AppShare).where(AppShare.instance_id == inst.id,
+                                                    AppShare.user_id == target.id)).rowcount:
+                raise not_found(f"a share of {inst.app}--{inst.owner} with {with_user} "
+                                f"(see `tether app shares {inst.app}`)")
+
+    def shares(self, inst: Instance) -> list[dict]:
+        with self.db.read() as s:
+            rows = s.execute(select(User.name, AppShare.read_only, AppShare.created_at)
+                             .join(User, User.id == AppShare.user_id)
+                             .where(AppShare.instance_id == inst.id).order_by(User.name)).all()
+        return [{"user": u, "read_only": ro, "created": auth.iso(at)} for u, ro, at in rows]
+
+    @staticmethod
+    def _owner_only(ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
+        if inst.owner != ctx.user.name:
+            raise forbidden(f"only {inst.owner} shares their instance", "not-instance-owner")
+        if with_user == inst.owner:
+            raise bad_request(f"{with_user} owns this instance: there is nothing to share with them", "share-self")
+        ctx.trail["resource"] = f"app:{inst.space}/{inst.app} instance of {inst.owner} with {with_user}"
+
     def authorize(self, inst: Instance, secret: str, *, source: str | None, method: bytes, upgrade: bool,
                   now: datetime | None = None) -> tuple[core.Access, auth.AuthContext]:
         ctx = auth.authenticate(self.db, secret, source=auth.normalise_source(source), now=now or utcnow())
         return self._decide(inst, ctx, method, upgrade), ctx
 
-    @staticmethod
-    def _decide(inst: Instance, ctx: auth.AuthContext, method: bytes, upgrade: bool) -> core.Access:
+    def share_of(self, inst: Instance, ctx: auth.AuthContext) -> bool | None:
+        """None when ``inst`` is not shared with the caller, else whether the share is read-only."""
+        with self.db.read() as s:
+            return s.scalar(select(AppShare.read_only).where(AppShare.instance_id == inst.id,
+                                                             AppShare.user_id == ctx.user.id))
+
+    def _decide(self, inst: Instance, ctx: auth.AuthContext, method: bytes, upgrade: bool) -> core.Access:
         scopes = ctx.caveats.scopes if ctx.caveats is not None else None
+        share = self.share_of(inst, ctx) if ctx.user.name != inst.owner else None
         return core.decide(owner=inst.owner, space=inst.space, app=inst.app, user=ctx.user.name, scopes=scopes,
-                           method=method, upgrade=upgrade)
+                           method=method, upgrade=upgrade, share=share)
 
     def open_session(self, inst: Instance, secret: str, *, source: str | None,
                      now: datetime | None = None) -> tuple[str, int]:
@@ -494,9 +553,12 @@ class AppsService:
         if not access.allowed:
             raise forbidden(access.reason, access.slug)
         if ctx.token is not None and ctx.caveats is not None and ctx.caveats.label == SIGNIN_LABEL:
-            if inst.token_id not in ctx.token.chain:
+            if ctx.user.name != inst.owner:  # a shared user's link: the session descends from their token
+                parent = auth.context_for_token(self.db, ctx.token.parent_id) if ctx.token.parent_id else ctx
+            elif inst.token_id not in ctx.token.chain:
                 raise forbidden("this sign-in link is for another instance", "wrong-instance")
-            parent = auth.context_for_token(self.db, inst.token_id)
+            else:
+                parent = auth.context_for_token(self.db, inst.token_id)
         else:
             parent = ctx
         lifetime = timedelta(hours=SESSION_HOURS)
@@ -507,6 +569,19 @@ class AppsService:
             scopes=[core.app_scope(inst.space, inst.app, read_only=access.read_only)], expires=until.isoformat(),
             label=f"app session {inst.app}"), now=now, max_lifetime=lifetime, default_lifetime=lifetime)
         return session, max(1, int(((token.expires_at or until) - now).total_seconds()))
+
+
+def _name_free(s, user_id: int, owner: str, name: str) -> None:
+    """Refuse ``name`` if a live forwarded route of the same user holds it (one set of names per user)."""
+    held = s.scalar(select(ForwardRoute.state).where(ForwardRoute.user_id == user_id, ForwardRoute.name == name,
+                                                     ForwardRoute.state != "closed"))
+    if held is not None:
+        raise Problem(409, "name-taken", f"{owner} has a forwarded route named {name} ({held}); routes and app "
+                      f"instances share one set of names per user: stop it (`tether forward stop {name}`) first")
+
+
+def _disk(stored: int | None) -> int:
+    return core.DEFAULT_DISK if stored is None else stored  # versions registered before disk limits: the default
 
 
 def _split_key(key: str) -> tuple[str, str, int]:
@@ -522,8 +597,8 @@ def _grant_info(g: AppGrant) -> dict:
             "created": auth.iso(g.created_at), "expires": auth.iso(g.expires_at)}
 
 
-def _instance(row_id, app, space, owner, version, uid, state, desired, holder, token_id, argv, install_argv,
-              manifest, build_id, memory, cpu, pids, failures, last_activity_at, started_at) -> Instance:
+def _instance(row_id, app, space, owner, version, uid, state, desired, holder, data_at, token_id, argv, install_argv,
+              manifest, build_id, memory, cpu, pids, disk, failures, last_activity_at, started_at) -> Instance:
     return Instance(row_id, core.instance_id(row_id), app, space, owner, version, uid, state, desired, holder,
-                    token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
-                    core.AppLimits(memory, cpu, pids), failures, last_activity_at, started_at)
+                    data_at, token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
+                    core.AppLimits(memory, cpu, pids, _disk(disk)), failures, last_activity_at, started_at)

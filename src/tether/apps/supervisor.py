@@ -35,7 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tether.apps import core
+from tether.apps import core, disk
 from tether.apps.service import AppsService, Instance
 from tether.db.models import Blob, BuildFile, Build, utcnow
 from tether.gateway.core import GatewayAddress
@@ -91,13 +91,34 @@ class AppsRuntime:
     def unavailable(self) -> str | None:
         """None, or why this replica cannot run sandboxes (not root, no bwrap...)."""
         try:
-            return self.sandboxes.available()
+            return self.sandboxes.available() or disk.missing()
         except Exception as exc:  # noqa: BLE001 - an OS layer that cannot even start says why
             return f"the sandbox layer failed to load: {exc}"
 
     def _dirs(self, inst: Instance) -> tuple[Path, Path]:
         data, run = self.root / "data" / inst.sandbox, self.root / "run" / inst.sandbox
         return data, run
+
+    def _disk_image(self, inst: Instance) -> Path:
+        return self.root / "disks" / f"{inst.sandbox}.img"
+
+    def _replica_mark(self, address: str) -> Path:
+        """A file each replica leaves in its apps_root: another replica that finds it there
+        shares that apps_root (and so every instance's /data) with it."""
+        return self.root / "replicas" / address.replace("/", "_")
+
+    def _check_data_here(self, inst: Instance) -> None:
+        """Refuse (409) to run or remove an instance whose /data is in another replica's
+        apps_root, unless this replica shares it: it would see an empty /data, or leave it behind."""
+        mark = self._replica_mark(self.internal)
+        if self.internal and not mark.exists():
+            _mkdir(mark.parent, 0o700)
+            mark.touch(mode=0o600)
+        if inst.data_at and inst.data_at != self.internal and not self._replica_mark(inst.data_at).exists():
+            raise Problem(409, "data-elsewhere", f"{inst.app} of {inst.owner} keeps its /data in the apps_root of "
+                          f"replica {inst.data_at}, which this replica does not share: use that replica "
+                          "(through its API or its gateway), or share apps_root between the replicas "
+                          "(docs/apps.md, Replicas)")
 
     def _spec(self, inst: Instance, app_dir: Path, grants: list[tuple[str, str, int]] | None = None):
         from tether.apps.sandbox import Destination, Limits, SandboxSpec
@@ -207,15 +228,22 @@ class AppsRuntime:
             spec = self._spec(inst, tree)
             for d in (self.root, spec.data_dir.parent, spec.run_dir.parent):
                 _mkdir(d, 0o711)  # the instance's uid passes through to its own directories only
+            self._check_data_here(inst)
             self.sandboxes.remove(inst.sandbox)  # whatever an earlier run left
+            if not disk.ensure(self._disk_image(inst), spec.data_dir, inst.limits.disk_bytes, inst.uid, inst.uid):
+                log.warning("%s of %s keeps its /data from before disk limits: no --disk limit applies to it",
+                            inst.app, inst.owner)
             self.sandboxes.start(spec)
             # the counters as the app starts: the self-test's own probes, not the app's attempts
             self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
-        except SandboxError as exc:
+            if inst.data_at != self.internal:
+                self.service.mark(inst.id, data_at=self.internal)
+        except (SandboxError, disk.DiskError) as exc:
             self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
             raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
-        except Problem as p:
-            self.service.mark(inst.id, state="failed", holder=None, reason=p.detail)
+        except Problem as p:  # not started: failed, or (its data is elsewhere) stopped here
+            self.service.mark(inst.id, state="stopped" if p.slug == "data-elsewhere" else "failed", holder=None,
+                              reason=p.detail)
             raise
         self._applied[inst.id] = tuple(sorted((d.proto, str(d.address), d.port) for d in spec.grants))
         self.service.mark(inst.id, state="running", holder=self.holder, started_at=utcnow(), reason="",
@@ -244,6 +272,10 @@ class AppsRuntime:
     def _stop(self, inst: Instance, *, state: str, reason: str) -> None:
         self.sandboxes.stop(inst.sandbox)
         self.sandboxes.remove(inst.sandbox)
+        try:
+            disk.unmount(self._dirs(inst)[0])
+        except disk.DiskError as exc:  # still mounted: the next start uses it as it is
+            log.warning("apps: %s of %s: %s", inst.app, inst.owner, exc.reason)
         self._applied.pop(inst.id, None)
         self.service.mark(inst.id, state=state, holder=None, reason=reason)
 
@@ -253,11 +285,16 @@ class AppsRuntime:
             self._remove(inst)
 
     def _remove(self, inst: Instance) -> None:
+        self._check_data_here(inst)
         if self.unavailable() is None:
             self.sandboxes.remove(inst.sandbox)
             self.log_path(inst).unlink(missing_ok=True)
         self._applied.pop(inst.id, None)
         data, run = self._dirs(inst)
+        try:
+            disk.release(self._disk_image(inst), data)
+        except disk.DiskError as exc:
+            raise Problem(503, "disk-busy", f"{exc.reason}; try `tether app rm` again shortly") from None
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
         self.service.remove_row(inst)
@@ -287,7 +324,12 @@ class AppsRuntime:
         return self.sandboxes.log_path(inst.sandbox)
 
     def read_log(self, inst: Instance, offset: int, limit: int) -> tuple[bytes, int]:
-        """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts."""
+        """The app's output from ``offset`` (up to ``limit`` bytes) and where the next read starts.
+        Only the replica running the instance has it (a file of an earlier run here is stale)."""
+        if inst.holder is not None and not self.mine(inst):
+            raise Problem(409, "held-elsewhere", f"{inst.app} of {inst.owner} runs on another hub replica "
+                          f"({inst.holder.partition('#')[0]}, its gateway), which keeps its output: ask that replica "
+                          "(--hub its API's URL), or stop and start the instance through this one to run it here")
         try:
             with open(self.log_path(inst), "rb") as f:
                 size = f.seek(0, os.SEEK_END)
@@ -296,9 +338,6 @@ class AppsRuntime:
                 f.seek(offset)
                 data = f.read(limit)
         except FileNotFoundError:
-            if inst.holder is not None and not self.mine(inst):
-                raise Problem(409, "held-elsewhere", f"{inst.app} of {inst.owner} runs on replica "
-                              f"{inst.holder.partition('#')[0]}; its output is there") from None
             return b"", 0
         return data, offset + len(data)
 

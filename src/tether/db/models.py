@@ -425,6 +425,7 @@ class AppVersion(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
     cpu: Mapped[float] = mapped_column()
     pids: Mapped[int] = mapped_column(Integer)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # /data's size (None: registered before 0019, 1 GiB)
     grants: Mapped[list] = mapped_column(JSON, default=list)  # ["tcp:ADDR:PORT", ...] for every instance
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -445,6 +446,8 @@ class AppInstance(Base):
     state: Mapped[str] = mapped_column(String(16))  # starting | running | idle | stopped | failed
     desired: Mapped[str] = mapped_column(String(16))  # running | stopped | idle | removed
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # the replica (gateway address) whose apps_root holds its /data; others run it only if they share that apps_root
+    data_at: Mapped[str | None] = mapped_column(String(128), nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # parent of sign-in links, sessions
     reason: Mapped[str] = mapped_column(String(500), default="")
     failures: Mapped[int] = mapped_column(Integer, default=0)  # crashes in a row (backoff)
@@ -457,6 +460,17 @@ class AppInstance(Base):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     bytes_up: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_down: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AppShare(Base):
+    """An instance's owner lets another user through the gateway to it (read-only: GET
+    and HEAD only). Checked on every request, so removing it shuts the door at once."""
+
+    __tablename__ = "app_shares"
+    instance_id: Mapped[int] = mapped_column(ForeignKey("app_instances.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AppGrant(Base):

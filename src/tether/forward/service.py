@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.db import Database
+from tether.db.names import hold_user_names
 from tether.db.models import App, AppInstance, ForwardRoute, ForwardShare, Token, User, utcnow
 from tether.forward.core import (
     Access,
@@ -67,6 +68,15 @@ def _check_name(name: str) -> None:
         raise bad_request(exc.detail, exc.slug) from None
 
 
+def _name_free(s, user_id: int, owner: str, name: str) -> None:
+    """Refuse ``name`` if an app instance of the same user holds it (one set of names per user)."""
+    if s.scalar(select(AppInstance.id).join(App, App.id == AppInstance.app_id).where(
+            AppInstance.user_id == user_id, App.name == name)) is not None:
+        raise Problem(409, "name-taken", f"{owner} has an instance of app {name}; routes and app instances "
+                      f"share one set of names per user: choose another name, or remove it "
+                      f"(`tether app rm {name}`)")
+
+
 class ForwardService:
     def __init__(self, settings: Any, db: Database):
         self.settings = settings
@@ -86,11 +96,7 @@ class ForwardService:
         _check_name(name)
         ctx = auth.context_for_user(self.db, owner, source=node)
         with self.db.write() as s:
-            if s.scalar(select(AppInstance.id).join(App, App.id == AppInstance.app_id).where(
-                    AppInstance.user_id == ctx.user.id, App.name == name)) is not None:
-                raise Problem(409, "name-taken", f"{owner} has an instance of app {name}; routes and app instances "
-                              f"share one set of names per user: choose another name, or remove it "
-                              f"(`tether app rm {name}`)")
+            _name_free(s, ctx.user.id, owner, name)
             row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == ctx.user.id, ForwardRoute.name == name)
                            .with_for_update())
             keep = None
@@ -99,18 +105,33 @@ class ForwardService:
                                "stop it first, or replace it (tether forward --replace, or ssh -R /NAME?replace:…)")
             if row is not None and row.state in ("live", "reconnecting"):
                 keep = row.token_id
+        minted = None
         if keep is None:
             token, _secret = auth.mint(
                 self.db, ctx, auth.MintRequest(scopes=[route_scope(owner, name)], label=f"forward route {name}"),
                 now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
-            keep = token.id
+            keep = minted = token.id
+        try:
+            return self._claim(ctx.user.id, owner, name, node=node, holder=holder, token_id=keep,
+                               idle_seconds=idle_seconds, now=now)
+        except Problem:
+            if minted is not None:
+                self._revoke(owner, minted, now)
+            raise
+
+    def _claim(self, user_id: int, owner: str, name: str, *, node: str | None, holder: str, token_id: str,
+               idle_seconds: int | None, now: datetime) -> Route:
+        """Make the route's row live: the name checked again and claimed in one transaction,
+        under the user's names lock (an app instance of the same name may have come meanwhile)."""
         with self.db.write() as s:
-            row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == ctx.user.id, ForwardRoute.name == name))
+            hold_user_names(s, user_id)
+            _name_free(s, user_id, owner, name)
+            row = s.scalar(select(ForwardRoute).where(ForwardRoute.user_id == user_id, ForwardRoute.name == name))
             fresh = row is None or row.state == "closed"
             if row is None:
-                row = ForwardRoute(user_id=ctx.user.id, name=name)
+                row = ForwardRoute(user_id=user_id, name=name)
                 s.add(row)
-            row.state, row.node, row.holder, row.token_id, row.idle_seconds = "live", node, holder, keep, idle_seconds
+            row.state, row.node, row.holder, row.token_id, row.idle_seconds = "live", node, holder, token_id, idle_seconds
             row.last_activity_at, row.closed_at, row.closed_reason = now, None, None
             if fresh:
                 row.created_at, row.bytes_up, row.bytes_down = now, 0, 0
