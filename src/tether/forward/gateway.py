@@ -30,31 +30,49 @@ _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'u
 
 class SSHUpstream:
     """One channel back to the node's socket, over the SSH connection that holds the route;
-    each one counted as an open connection of the route until the gateway closes it."""
+    each one counted as an open connection of the route until it closes."""
 
     def __init__(self, opener, opened):
         self.opener, self.opened = opener, opened
         self.key = opener  # the same route's channels: one kept per browser connection between requests
 
-    async def open(self):
-        reader, writer = await self.opener()
-        return reader, _Counted(writer, self.opened())
+    async def connect(self, factory):
+        protocol = factory()
+        await self.opener(lambda: _ChannelSession(protocol, self.opened))
+        return protocol
 
 
-class _Counted:
-    """A writer that says once when it is closed (the gateway closes every upstream it opens)."""
+class _ChannelSession:
+    """An asyncssh session that hands a channel to an asyncio protocol: the channel is its
+    transport (write, writelines, pause_reading, close...), the session's callbacks are its."""
 
-    def __init__(self, writer, closed):
-        self._writer, self._closed = writer, closed
+    def __init__(self, protocol, opened):
+        self.protocol, self.opened, self.closed = protocol, opened, None
 
-    def close(self) -> None:
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
-        self._writer.close()
+    def connection_made(self, channel) -> None:
+        self.closed = self.opened()
+        self.protocol.connection_made(channel)
 
-    def __getattr__(self, name):
-        return getattr(self._writer, name)
+    def connection_lost(self, exc) -> None:
+        if self.closed is not None:
+            self.closed()
+            self.closed = None
+        self.protocol.connection_lost(exc)
+
+    def session_started(self) -> None:
+        pass
+
+    def data_received(self, data, datatype) -> None:
+        self.protocol.data_received(data)
+
+    def eof_received(self) -> bool:
+        return bool(self.protocol.eof_received())
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
 
 
 class ForwardResolver:

@@ -176,20 +176,67 @@ def _match_path(target: bytes) -> Target:
                   f"{PATH_PREFIX}{user}/{name}")
 
 
-def check_head(method: bytes, headers: Headers, raw_head: bytes) -> None:
-    """Refuse what h11 tolerates but a proxy must not pass on (request smuggling):
-    obs-fold continuation lines, Content-Length beside Transfer-Encoding, a
-    Transfer-Encoding other than chunked."""
-    lines = raw_head.split(b"\r\n")
-    if any(line[:1] in (b" ", b"\t") for line in lines[1:] if line):
-        raise GatewayError(400, "obs-fold", "header lines folded onto the next line (obs-fold) are refused")
-    names = [n.lower() for n, _ in headers]
+def check_head(method: bytes, version: str, headers: Headers) -> None:
+    """Refuse what the HTTP parser (llhttp, through httptools) accepts but a proxy must not
+    pass on. The parser itself refuses obs-fold, Content-Length beside Transfer-Encoding,
+    two Content-Lengths, bare LF, control characters in values and chunk sizes that
+    overflow (tests/gateway/test_parser.py holds each); here: a version other than
+    HTTP/1.0 or 1.1 (llhttp reads ``GET /x`` as HTTP/0.9), CONNECT (this is no forward
+    proxy), a Transfer-Encoding other than chunked, and a Host missing or given twice."""
+    if version not in ("1.0", "1.1"):
+        if version.startswith("0."):
+            raise GatewayError(400, "bad-request", "malformed request line: it has no HTTP/1.x version")
+        raise GatewayError(505, "http-version-not-supported", f"HTTP/{version[:8]} is not served; use HTTP/1.1")
+    if method == b"CONNECT":
+        raise GatewayError(405, "method-not-allowed", "CONNECT is refused: the gateway is not a forward proxy")
     te = [v.strip().lower() for n, v in headers if n.lower() == b"transfer-encoding"]
-    if te and b"content-length" in names:
+    if te and any(n.lower() == b"content-length" for n, _ in headers):
         raise GatewayError(400, "ambiguous-length", "a request with both Content-Length and Transfer-Encoding "
                            "is refused (its length would be ambiguous)")
     if te and te != [b"chunked"]:
         raise GatewayError(501, "unsupported-transfer-encoding", "only Transfer-Encoding: chunked is accepted")
+    hosts = sum(1 for n, _ in headers if n.lower() == b"host")
+    if hosts != 1:
+        raise GatewayError(400, "bad-host", "a request needs exactly one Host header" if hosts else
+                           "a request needs a Host header")
+
+
+#: how a message's body is delimited
+NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
+
+
+def request_body(headers: Headers) -> str:
+    """How a request's body is delimited (after :func:`check_head`): Content-Length, chunked, or none."""
+    for name, value in headers:
+        low = name.lower()
+        if low == b"transfer-encoding":
+            return CHUNKED
+        if low == b"content-length":
+            return LENGTH if value.strip() not in (b"0", b"") else NO_BODY
+    return NO_BODY
+
+
+def response_body(status: int, method: bytes, headers: Headers) -> str:
+    """How the app's response body is delimited (RFC 9112 6.3): none for HEAD, 1xx, 204 and
+    304; chunked when the last transfer coding is chunked; else Content-Length; else the
+    body runs until the app closes the connection."""
+    if method == b"HEAD" or status < 200 or status in (204, 304):
+        return NO_BODY
+    te = b",".join(v for n, v in headers if n.lower() == b"transfer-encoding")
+    if te:
+        return CHUNKED if te.rsplit(b",", 1)[-1].strip().lower() == b"chunked" else UNTIL_CLOSE
+    if any(n.lower() == b"content-length" for n, _ in headers):
+        return LENGTH
+    return UNTIL_CLOSE
+
+
+def downstream_body(body: str, http11: bool) -> str:
+    """How the browser is sent a body the app delimited as ``body``: a length passes as it
+    is; chunked, or until-close, goes chunked to an HTTP/1.1 browser (so its connection
+    stays open) and until-close to an HTTP/1.0 one."""
+    if body in (NO_BODY, LENGTH):
+        return body
+    return CHUNKED if http11 else UNTIL_CLOSE
 
 
 def is_upgrade(headers: Headers) -> bool:

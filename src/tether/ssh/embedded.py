@@ -64,7 +64,7 @@ class _Server(asyncssh.SSHServer):
         say = lambda m: log.info("ssh: %s", m)  # noqa: E731
         try:
             session = await asyncio.to_thread(session_for, self.settings, self.db, user, peer[0] if peer else None, say)
-            return await self.listener.listen(session, path, lambda: conn.open_unix_connection(path),
+            return await self.listener.listen(session, path, lambda factory: conn.create_unix_connection(factory, path),
                                              lambda why: conn.disconnect(asyncssh.DISC_SERVICE_NOT_AVAILABLE, why))
         except Exception:  # noqa: BLE001 - a refusal, never a crash of the connection
             log.exception("ssh: forward of %r for %s failed", path, user)
