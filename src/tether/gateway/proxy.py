@@ -447,9 +447,22 @@ class _Browser(asyncio.Protocol):
             ex.app.end_body()
 
     def _refuse_head(self, status: int, slug: str, detail: str) -> None:
-        """A request the parser (or the head's rules) refused: answered in its turn, then closed."""
+        """A request the parser (or the head's rules) refused: answered in its turn, then closed.
+        A body that turns out malformed (a bad chunk) ends its request: the app's connection
+        is dropped (it never sees the request complete) and, unless its answer has begun,
+        the refusal answers the request instead."""
         self.dead = True
         self._pause("refused")
+        ex = self.ex
+        if ex is not None and not ex.complete and self.queue and self.queue[-1] is ex:
+            if ex.app is not None and ex.app.head_sent:
+                self._close()
+                return
+            self.queue.pop()
+            if ex.task is not None:
+                ex.task.cancel()
+            if ex.app is not None:
+                ex.app.abandon()
         ex = _Exchange(None)
         ex.refusal = Refuse(status, slug, detail)
         ex.close = True
