@@ -875,13 +875,13 @@ def goals_table(res: dict) -> str:
 
 def versions(res: dict) -> dict[str, str]:
     import asyncssh
-    import h11
+    import httptools
     from _docs import sh
 
     nginx = sh([NGINX, "-v"]).partition("/")[2] or "?"
     wrk_version = sh(["wrk", "--version"]).split("\n")[0].partition(" Copyright")[0].replace("wrk ", "").strip()
     return {"nginx": nginx, "wrk": wrk_version,
-            "openssh": sh(["ssh", "-V"]).split(",")[0], "asyncssh": asyncssh.__version__, "h11": h11.__version__,
+            "openssh": sh(["ssh", "-V"]).split(",")[0], "asyncssh": asyncssh.__version__, "httptools": httptools.__version__,
             "loop": loop_name()}
 
 

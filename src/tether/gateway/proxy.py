@@ -41,6 +41,9 @@ log = logging.getLogger("tether.gateway")
 
 #: request body bytes held for an app not yet connected; past this the browser's reads pause
 BUFFER = 256 << 10
+#: bytes a transport may hold unsent before the other side's reads pause (asyncio's default
+#: of 64 KiB paused the app on nearly every 256 KiB read while streaming)
+WRITE_HIGH = 1 << 20
 #: the most header fields an app's response may have (a broken app's, not a browser's limit)
 MAX_APP_HEADERS = 1000
 
@@ -234,6 +237,8 @@ class _Browser(asyncio.Protocol):
         self.ex: _Exchange | None = None  # the exchange being parsed
         self.in_head, self.head_bytes, self.n_headers = True, 0, 0
         self.url, self.headers = b"", []
+        self.body_left = 0  # of a Content-Length body
+        self.passing = False  # the rest of such a body goes to the app without the parser
         self.dead = False  # no more requests are parsed on this connection
         self.spliced: _App | None = None
         self.kept: tuple[Any, _App] | None = None
@@ -252,6 +257,7 @@ class _Browser(asyncio.Protocol):
             transport.close()
             return
         self.counted = True
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
         gw.open_connections += 1
         gw.on_connections(gw.open_connections)
         peer = transport.get_extra_info("peername")
@@ -356,6 +362,8 @@ class _Browser(asyncio.Protocol):
             return
         if self.dead:
             return
+        if self.passing:
+            return self._pass_body(data)
         if self.in_head:
             if self.head_bytes == 0:
                 self._arm(HEAD, self.limits.head_timeout)
@@ -376,9 +384,25 @@ class _Browser(asyncio.Protocol):
             self.deadline = self.loop.time() + self.limits.body_timeout
         self._feed(data)
 
+    def _pass_body(self, data: bytes) -> None:
+        """A Content-Length body's bytes after its first piece: counted, not parsed."""
+        if self.timeout_kind == BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        left = self.body_left
+        if len(data) < left:
+            return self.on_body(data)
+        self.on_body(data[:left] if len(data) > left else data)
+        self.passing = False
+        self.parser = httptools.HttpRequestParser(self)  # the old one still waits for the body
+        self.on_message_complete()
+        if len(data) > left:
+            self.data_received(data[left:])
+
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if self.body_left > 0 and not self.ex.complete:
+                self.passing = True
         except httptools.HttpParserUpgrade as exc:
             # an upgrade request: what follows it is for the app, once (and if) it switches
             self.queue[-1].tail = data[exc.args[0]:]
@@ -409,12 +433,13 @@ class _Browser(asyncio.Protocol):
         parser, headers = self.parser, self.headers
         method, version = parser.get_method(), parser.get_http_version()
         try:
-            core.check_head(method, version, headers)
-            host = core.split_host(next(v for n, v in headers if n.lower() == b"host"))
+            host, body = core.check_head(method, version, headers)
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
         request = Request(method, self.url, headers, host, self.client_ip, self.gw.scheme)
-        ex = _Exchange(request, version == "1.1", core.request_body(headers), parser.should_upgrade())
+        ex = _Exchange(request, version == "1.1", body, parser.should_upgrade())
+        ex.keep_alive = parser.should_keep_alive()
+        self.body_left = core.content_length(headers) if ex.body == core.LENGTH else 0
         self.ex = ex
         self.queue.append(ex)
         if ex.body != core.NO_BODY:
@@ -428,6 +453,7 @@ class _Browser(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         ex = self.ex
+        self.body_left -= len(data)
         if ex.app is not None:
             ex.app.write_body(data)
         elif not ex.close:
@@ -439,8 +465,7 @@ class _Browser(asyncio.Protocol):
     def on_message_complete(self) -> None:
         ex = self.ex
         ex.complete = True
-        ex.keep_alive = self.parser.should_keep_alive()
-        self.in_head, self.head_bytes = True, 0
+        self.in_head, self.head_bytes, self.body_left = True, 0, 0
         if self.timeout_kind == BODY:
             self.timeout_kind = None
         if ex.app is not None:
@@ -582,11 +607,16 @@ class _App(asyncio.Protocol):
         self.reason = b""
         self.mode = self.down = core.NO_BODY
         self.head_sent = False
+        self.out: list[bytes] = []  # for the browser, written once per read from the app (a head and a body: one write)
+        self.keep = False  # the app will take another request on this connection
+        self.left = 0  # of a Content-Length body
+        self.passing = False  # the rest of such a body goes to the browser without the parser
         self.counted: Callable[[int, int], None] = _nothing
         self.on_status: Callable[[int], None] = _nothing
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def idle(self) -> bool:
         return not self.closed and self.ex is None and not self.transport.is_closing()
@@ -617,7 +647,8 @@ class _App(asyncio.Protocol):
     def start(self, browser: _Browser, ex: _Exchange, fwd: Forward) -> None:
         self.browser, self.ex = browser, ex
         self.parser = httptools.HttpResponseParser(self)
-        self.head_sent = False
+        self.head_sent = self.passing = False
+        self.out = []
         self.counted = fwd.on_bytes or _nothing
         self.on_status = fwd.on_status or _nothing
         request = ex.request
@@ -633,7 +664,7 @@ class _App(asyncio.Protocol):
                 request.headers, client_ip=request.client_ip, scheme=request.scheme,
                 host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
                 prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix),
-                extra=fwd.headers)
+                extra=fwd.headers, upgrade=ex.upgrade)
             target = fwd.target.path
         if ex.body == core.CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
@@ -668,9 +699,16 @@ class _App(asyncio.Protocol):
         if self.ex is None:  # bytes from an app with no request outstanding: it is not speaking HTTP
             self.abandon()
             return
+        if self.passing:
+            self._pass_body(data)
+            return self._flush()
         try:
             self.parser.feed_data(data)
+            if self.left > 0 and self.ex is not None:
+                self.passing = True
+            self._flush()
         except httptools.HttpParserUpgrade as exc:
+            self._flush()
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             log.info("gateway: the app's response cannot be relayed: %s", _raised(exc) or exc)
@@ -696,40 +734,57 @@ class _App(asyncio.Protocol):
                     raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
                 self.on_status(101)
                 self.head_sent = True
-                browser.transport.write(_head(101, self.reason, core.downstream_response_headers(
+                self.out.append(_head(101, self.reason, core.downstream_response_headers(
                     self.headers, upgrade=True)))
             elif ex.http11 and status in (100, 103):
-                browser.transport.write(_head(status, self.reason, core.downstream_response_headers(self.headers)))
+                self.out.append(_head(status, self.reason, core.downstream_response_headers(self.headers)))
             return
         self.on_status(status)
-        self.mode = core.response_body(status, ex.request.method, self.headers)
-        self.down = core.downstream_body(self.mode, ex.http11)
-        headers = core.downstream_response_headers(self.headers)
-        if self.down == core.CHUNKED:
-            headers.append((b"transfer-encoding", b"chunked"))
-        if self.down == core.UNTIL_CLOSE or not ex.complete or not ex.keep_alive or ex.upgrade or ex.close:
-            ex.close = True
-            headers.append((b"connection", b"close"))
+        head = core.response_head(status, ex.request.method, self.headers, http11=ex.http11, keep_alive=(
+            ex.complete and ex.keep_alive and not ex.upgrade and not ex.close))
+        self.mode, self.down, self.left, ex.close = head.body, head.down, head.length, head.close
+        self.keep = self.parser.should_keep_alive()
         self.head_sent = True
-        browser.transport.write(_head(status, self.reason, headers))
+        self.out.append(_head(status, self.reason, head.headers))
         if ex.request.method == b"HEAD":
             self._done(False)  # the parser would wait for the body a Content-Length announces
 
     def on_body(self, data: bytes) -> None:
         self.counted(0, len(data))
+        self.left -= len(data)
         if self.down == core.CHUNKED:
-            self.browser.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            self.browser.transport.write(data)
+            self.out.append(data)
 
     def on_message_complete(self) -> None:
         if self.ex is None or self.parser.get_status_code() < 200:
             return  # an informational answer (the final one follows), or a 101 (the splice follows)
         if self.down == core.CHUNKED:
-            self.browser.transport.write(b"0\r\n\r\n")
-        self._done(self.parser.should_keep_alive() and self.mode != core.UNTIL_CLOSE)
+            self.out.append(b"0\r\n\r\n")
+        self._done(self.keep and self.mode != core.UNTIL_CLOSE)
+
+    def _pass_body(self, data: bytes) -> None:
+        """A Content-Length body's bytes after its first piece: counted and relayed, not parsed."""
+        left = self.left
+        if len(data) < left:
+            return self.on_body(data)
+        self.passing = False
+        self.on_body(data[:left] if len(data) > left else data)
+        self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.browser is not None and self.browser.transport is not None:
+            if len(out) == 1:
+                self.browser.transport.write(out[0])
+            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
+                self.browser.transport.write(b"".join(out))
+            else:
+                self.browser.transport.writelines(out)
 
     def _done(self, reusable: bool) -> None:
+        self._flush()
         browser, ex = self.browser, self.ex
         self.browser = self.ex = None
         reusable = reusable and ex.complete and not ex.close
@@ -768,7 +823,7 @@ class _App(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.ex is not None and self.head_sent and self.mode == core.UNTIL_CLOSE and not self.spliced:
             if self.down == core.CHUNKED:
-                self.browser.transport.write(b"0\r\n\r\n")
+                self.out.append(b"0\r\n\r\n")
             self._done(False)  # the app's close ended its body
         return False
 
