@@ -118,6 +118,10 @@ class ForwardResolver:
         self.routes = Recent()  # (owner, name) -> a live Route
         self.checks = Recent()  # (route, its token, sha256 of the secret, source, method, upgrade) -> allowed ctx
 
+    def knows(self, route: gw.RouteKey) -> bool:
+        """Whether a live route of this name was read within CHECK_SECONDS."""
+        return self.routes.get(tuple(route)) is not None
+
     async def _lookup(self, owner: str, name: str):
         route = self.routes.get((owner, name))
         if route is not None:
