@@ -221,6 +221,54 @@ def serve_gateway(sock_path: str, port: int) -> None:
     server.close()
 
 
+class _Relay(asyncio.Protocol):
+    """A browser connection of the relay floor: its bytes to one connection to the app and
+    back, unparsed (what any proxy on this event loop pays before it reads any HTTP)."""
+
+    def __init__(self, sock_path: str):
+        self.sock_path, self.up, self.held = sock_path, None, []
+
+    def connection_made(self, transport):
+        self.t = transport
+        asyncio.ensure_future(self._connect())
+
+    async def _connect(self):
+        down = self
+
+        class Up(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.t = transport
+
+            def data_received(self, data):
+                down.t.write(data)
+
+            def connection_lost(self, exc):
+                down.t.close()
+
+        _, self.up = await asyncio.get_running_loop().create_unix_connection(Up, self.sock_path)
+        for data in self.held:
+            self.up.t.write(data)
+
+    def data_received(self, data):
+        if self.up is None:
+            self.held.append(data)
+        else:
+            self.up.t.write(data)
+
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.t.close()
+
+
+def serve_relay(sock_path: str, port: int) -> None:
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(loop.create_server(lambda: _Relay(sock_path), "127.0.0.1", port))
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.run_forever()
+    server.close()
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -310,6 +358,7 @@ class World:
         self.app_pid = 0
         self.token = ""
         self.facts: dict[str, str] = {}
+        self.relay: Target | None = None
 
     def spawn(self, argv: list[str], **kw) -> subprocess.Popen:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
@@ -359,6 +408,10 @@ class World:
         targets["gateway"] = Target("gateway", gw_port, [gw.pid])
 
         targets["gateway-ssh"] = self.start_hub(sock)
+        relay_port = free_port()
+        relay = self.spawn([*me, "--serve-relay", str(sock), str(relay_port)], cwd=ROOT)
+        wait_for(lambda: connectable_tcp(relay_port), "the relay floor", proc=relay)
+        self.relay = Target("relay", relay_port, [relay.pid])
         return targets
 
     def nginx_conf(self, sock: Path, port: int, workers: str) -> Path:
@@ -778,6 +831,12 @@ def run(args) -> dict:
             r = rows[row]
             r["rps_ratio"] = r["rps"] / rows["nginx"]["rps"]
             r["stream_ratio"] = r["stream_mb_s"] / rows["nginx"]["stream_mb_s"]
+        say("wrk through a bare byte relay on the same event loop (the floor under any proxy in Python)")
+        wrk(world.relay, 1, args.connections, args.threads)
+        c0 = cpu_seconds(world.relay.pids)
+        w = wrk(world.relay, args.seconds, args.connections, args.threads)
+        results["relay"] = {"rps": w["rps"], "cpu_us_per_request": (cpu_seconds(world.relay.pids) - c0)
+                            / w["requests"] * 1e6}
         say("timing the hub's per-request checks in-process")
         results["checks"] = time_checks(world.hub.data_dir, world.token, 300 if args.quick else 1000)
         results["facts"] = dict(world.facts, ssh_channel_per_connection=ssh_reuses_channels())
@@ -875,13 +934,13 @@ def goals_table(res: dict) -> str:
 
 def versions(res: dict) -> dict[str, str]:
     import asyncssh
-    import h11
+    import httptools
     from _docs import sh
 
     nginx = sh([NGINX, "-v"]).partition("/")[2] or "?"
     wrk_version = sh(["wrk", "--version"]).split("\n")[0].partition(" Copyright")[0].replace("wrk ", "").strip()
     return {"nginx": nginx, "wrk": wrk_version,
-            "openssh": sh(["ssh", "-V"]).split(",")[0], "asyncssh": asyncssh.__version__, "h11": h11.__version__,
+            "openssh": sh(["ssh", "-V"]).split(",")[0], "asyncssh": asyncssh.__version__, "httptools": httptools.__version__,
             "loop": loop_name()}
 
 
@@ -929,62 +988,72 @@ def notes(res: dict) -> str:
     gw, ssh, ngx = rows["gateway"], rows["gateway-ssh"], rows["nginx"]
     gw_us, ngx_us = gw["cpu_us_per_request"]["proxy"], ngx["cpu_us_per_request"]["proxy"]
     hub_us, node_us = ssh["cpu_us_per_request"]["hub"], ssh["cpu_us_per_request"]["ssh client"]
+    relay_us = res["relay"]["cpu_us_per_request"]
     checks = chk["lookup_us"] + chk["authorize_us"] + 2 * chk["thread_hop_us"]
-    per_conn = res["facts"].get("ssh_channel_per_connection")
-    channel = ("a browser connection keeps its SSH channel for its next request (the upstream's `key`)" if per_conn
-               else "the hub opens an SSH channel for every request (forward's `SSHUpstream` has no `key` yet, so "
-                    "the gateway cannot keep one per browser connection as it does for a local socket): a "
-                    "`CHANNEL_OPEN` round trip to the node, whose `ssh` connects to the app's socket again, and a "
-                    "close after the response")
     ws = gw["idle_ws"]
-    return f"""**Requests/s.** The gateway spends {gw_us:,.0f} µs of CPU per proxied request against nginx's
-{ngx_us:,.1f} µs ({gw_us / ngx_us:,.0f}×): every request is parsed and serialized by h11 (pure Python) twice,
-as a server for the browser and as a client for the app, each side on asyncio streams, with a task
-per request for the request body and a `wait_for` per read. nginx's requests/s here are bounded by
-wrk and by the machine's share, not by nginx. At this cost per request a single event loop serves at
-most about {round(1e6 / gw_us, -2):,.0f} requests/s on a whole core, so the 0.5× goal is out of reach for the
-gateway as built wherever nginx is bound by its CPU; reaching it needs a C parser under the proxy (httptools, which
-DESIGN.md allows, or an h11-compatible fast path for the common GET), or more than one gateway process.
-A browser connection now keeps its connection to the app between requests, as nginx's `keepalive`
-does (`tether.gateway.proxy`, an upstream's `key`); before, the gateway opened one per request,
-which cost the app an accept and the gateway a connect for every request: measured on one
-connection when the change was made, the time to first byte went from about 0.30 ms to 0.21 ms and
-the gateway's CPU per request down by a fifth.
+    return f"""**Requests/s.** The gateway (`tether.gateway.proxy`: asyncio Protocols on uvloop, httptools,
+the C parser llhttp, on both sides) spends {gw_us:,.1f} µs of CPU per proxied request against nginx's
+{ngx_us:,.1f} µs ({gw_us / ngx_us:,.1f}×); with h11 on asyncio streams it was 237 µs. A bare byte relay on the
+same event loop, parsing nothing (`--serve-relay` in the benchmark, one connection to the app per browser
+connection), spent {relay_us:,.1f} µs per request in this run: that is the floor under any proxy in
+Python on this loop (the same reads and writes as nginx's), and the rest, about {gw_us - relay_us:,.0f} µs, is
+the HTTP work done in Python: some fifteen parser callbacks per request (the message's start, its URL,
+each header, the head's end, the body, the message's end, on each side), the request's checks and the
+head sent to the app, the resolver's task, and the response head for the browser. The requests/s ratio
+of a run depends on which side runs out of CPU first: wrk, the app, the proxy and other work share two
+cores here, so while nginx is bound by wrk the ratio reads higher, and once both proxies are bound by
+their own CPU it is the inverse ratio of their CPU per request, {ngx_us / gw_us:.2f}× in this run. The 0.5× goal
+needs the gateway at about twice nginx's CPU per request ({2 * ngx_us:,.0f} µs) on one event loop, which means
+moving the per-request head work out of Python (a C extension for the head rewrite), or more than one
+gateway process: gateway processes share nothing but the database (a browser connection keeps its own
+connection to the app), so N of them on one port (`SO_REUSEPORT`, or N hub replicas, which forward
+already supports) scale with cores as nginx's workers do; not measured here, where two cores are
+already shared by the client, the app and the proxy.
 
 **Streaming.** Per MiB the gateway spends {gw["cpu_ms_per_mib"]["proxy"]:.2f} ms of CPU against nginx's
-{ngx["cpu_ms_per_mib"]["proxy"]:.2f} ms. nginx reads the app's bytes into a buffer and writes them from it;
-in the gateway every byte is copied five times in user space before the kernel sends it (uvloop's
-read buffer into a `bytes`, that into the `StreamReader`'s buffer, out of it by `read()`, into h11's
-receive buffer, out of it as a `Data` event), with an h11 event, a write and a `drain` per 64 KiB read
-(a read size of 256 KiB measured no better). The rate is {gw["stream_ratio"]:.2f}× nginx's in this run; the client, the app and the proxy
-share two cores with other work, so the rates move from run to run more than the CPU per MiB does.
-Closing the gap needs the body bytes to bypass the copies (a `Protocol`-based upstream handing
-h11's `Data` straight to the browser's transport, or passing a `Content-Length` body through
-unparsed once h11 has read the head), not tuning.
+{ngx["cpu_ms_per_mib"]["proxy"]:.2f} ms (with h11 it was 0.85 ms). After a `Content-Length` body's first
+piece the parser steps aside: each read from the app (a `bytes` from uvloop's read buffer) is handed to
+the browser's transport as it is, and the kernel takes it from there when the browser keeps up; a
+chunked body goes through the parser (its pieces re-framed, not copied together). Flow control is the
+transports' own: either side's write buffer past 1 MiB pauses reading on the other (asyncio's 64 KiB
+default paused the app on nearly every 256 KiB read). The rate is {gw["stream_ratio"]:.2f}× nginx's in this run;
+the client, the app and the proxy share two cores with other work, so the rates move from run to run
+more than the CPU per MiB does.
 
 **Idle websockets.** {st["idle_websockets"]:,} idle websockets cost the gateway {ws["delta_mib"]:.1f} MiB
-({ws["per_ws_kib"]:.1f} KiB each: two sockets with their asyncio transports and stream readers, two
-h11 connections and the coroutines of the splice), {ssh["idle_ws"]["delta_mib"]:.1f} MiB in the hub over
-SSH (an asyncssh channel per websocket in place of a UNIX connection).
+({ws["per_ws_kib"]:.1f} KiB each: two sockets with their uvloop transports and two protocol objects; after the
+101 the two transports are spliced by callbacks, with no task or coroutine per websocket),
+{ssh["idle_ws"]["delta_mib"]:.1f} MiB in the hub over SSH (an asyncssh channel per websocket in place of a UNIX
+connection).
 
 **The SSH path.** Over SSH a request costs the hub {hub_us:,.0f} µs of CPU and the node's `ssh` client
-{node_us:,.0f} µs, against {gw_us:,.0f} µs for the gateway alone; the time to first byte goes from
-{gw["ttfb_p50_ms"]:.2f} ms to {ssh["ttfb_p50_ms"]:.2f} ms (p50). Where it goes:
+{node_us:,.0f} µs, against {gw_us:,.0f} µs for the gateway alone (the hub's was 2,164 µs before this round); the time to first
+byte goes from {gw["ttfb_p50_ms"]:.2f} ms to {ssh["ttfb_p50_ms"]:.2f} ms (p50). Where it went, and where it goes:
 
-- the resolver's checks, each a database read in a worker thread: the route lookup
-  ({chk["lookup_us"]:,.0f} µs in-process: an ORM query built anew, in a new session, with a `BEGIN` and a
-  rollback around its one SELECT), the token check ({chk["authorize_us"]:,.0f} µs; a session cookie costs
-  the same) and two hops to a thread and back ({chk["thread_hop_us"]:,.0f} µs each): about
-  {checks:,.0f} µs per request, and on a busy machine the hops queue behind other threads. The lookup
-  costs {chk["lookup_us"] / chk["authorize_us"]:.1f}× the token check, which runs one prebuilt statement; a
-  prebuilt statement on a plain connection (`Database.connect()`) would cut most of it;
-- {channel};
-- every byte is framed, encrypted and authenticated ({res["facts"].get("ssh_cipher", "?")}) by asyncssh in
-  Python, at most 32 KiB per packet (asyncssh's default `max_pktsize`) and within a 2 MiB window per
-  channel (its default `window`), then relayed by the hub's event loop, which also serves the API:
-  streaming costs the hub {ssh["cpu_ms_per_mib"]["hub"]:.2f} ms of CPU per MiB and the node's `ssh`
-  {ssh["cpu_ms_per_mib"]["ssh client"]:.2f} ms, against {gw["cpu_ms_per_mib"]["proxy"]:.2f} ms for the
-  gateway alone;
+- the resolver's checks are reused for at most a second (`tether.forward.gateway.CHECK_SECONDS`): a
+  live route's row per route, an allowed credential per route, credential (its SHA-256), source, method
+  and upgrade. Uncached they cost, in-process, {chk["lookup_us"]:,.0f} µs (the route lookup),
+  {chk["authorize_us"]:,.0f} µs (the token check) and two hops to a worker thread
+  ({chk["thread_hop_us"]:,.0f} µs each), about {checks:,.0f} µs; that is now paid once a second per route and
+  credential, not per request. An expiry or source caveat is checked on every request; a stop, revoke,
+  unshare or disabled user is refused by the replica that made it at once (`tether.auth.epoch`) and by
+  every other replica within the second (tests/forward/test_forward_replicas.py). A token that counts
+  its uses is checked on every request;
+- the apps resolver looked up an app instance of the route's name (a database read in a thread) before
+  forward was asked, on every request; a name forward has seen live within the second now skips it
+  (names are shared between the two, so it cannot be an instance);
+- a browser connection keeps its SSH channel between requests (the upstream's `key`), so a request is a
+  data packet each way, not a `CHANNEL_OPEN` round trip;
+- the hub's SSH server offers AES-GCM only (`tether.ssh.embedded.CIPHERS`): OpenSSH takes its own
+  first choice among those offered, chacha20-poly1305 and then AES-CTR, and in asyncssh chacha20-poly1305
+  builds three cipher contexts per packet and CTR adds a separate MAC, where AES-GCM is one call
+  (this run: {res["facts"].get("ssh_cipher", "?")}; measured on a quick run each, the hub's CPU per streamed
+  MiB was 2.30 ms with chacha20, 1.93 ms with aes128-ctr + umac-64-etm, 1.33 ms with aes128-gcm);
+- what remains is asyncssh's per-packet work in Python (framing, the MAC, the window) on the hub's event
+  loop, which also serves the API: streaming costs the hub {ssh["cpu_ms_per_mib"]["hub"]:.2f} ms of CPU per MiB and
+  the node's `ssh` {ssh["cpu_ms_per_mib"]["ssh client"]:.2f} ms, against {gw["cpu_ms_per_mib"]["proxy"]:.2f} ms for the
+  gateway alone. A larger channel window and packet size (8 MiB, 128 KiB, against asyncssh's 2 MiB and
+  32 KiB) measured no different, so the defaults stay;
 - all of a route's traffic shares one TCP connection and one SSH transport: one browser's large
   download and another's page load queue behind each other there, not in the gateway.
 """
@@ -1000,7 +1069,8 @@ def write_docs(res: dict, args) -> None:
               f"(-t{st['threads']} -c{st['connections']}, {st['seconds']:g} s per round after a 1 s warm-up, "
               f"{st['rounds']} round{'s' if st['rounds'] != 1 else ''} interleaved across the rows, median round "
               "shown; streaming: best round)"),
-             (f"- gateway and app on {v['loop']}, h11 {v['h11']}; the hub's SSH server asyncssh {v['asyncssh']}, "
+             (f"- gateway and app on {v['loop']}, httptools {v['httptools']}; the hub's SSH server asyncssh "
+              f"{v['asyncssh']}, "
               f"the node's client {v['openssh']}, cipher {res['facts'].get('ssh_cipher', '?')}")]
     machine = machine_lines(cpu_note="wrk, the app, the proxies, the hub and ssh share them, and so does other "
                                      "work on the machine: read the CPU per request and per MiB more than the rates",
@@ -1026,6 +1096,8 @@ time to first byte (one connection, one request at a time), streaming (one conne
 the same for every row. Memory is VmRSS (`/proc/PID/status`) of the proxy just before and with
 {st['idle_websockets']:,} websockets open and idle (nginx: master and worker; SSH row: the hub). CPU is
 the proxy's user and system time (`/proc/PID/stat`) over the measured run, per request and per MiB.
+A bare byte relay on the same event loop (no HTTP: each browser connection's bytes to one connection
+to the app and back) runs one more wrk round, for the floor under a proxy written in Python.
 
 Machine:
 
@@ -1065,11 +1137,14 @@ def main() -> None:
     ap.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1, like the gateway)")
     ap.add_argument("--serve-app", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--serve-gateway", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-relay", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_app:
         return serve_app(args.serve_app[0], int(args.serve_app[1]))
     if args.serve_gateway:
         return serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]))
+    if args.serve_relay:
+        return serve_relay(args.serve_relay[0], int(args.serve_relay[1]))
     q = args.quick
     args.seconds = args.seconds or (3 if q else 10)
     args.rounds = args.rounds or (1 if q else 3)

@@ -5,12 +5,15 @@
 /cookie    sets a cookie with a Domain attribute
 /count     how many requests reached the app
 /ws        websocket echo
+/flood     up to 256 MiB in 1 MiB pieces, as fast as the gateway takes them
+/flooded   how many bytes /flood has sent so far
 """
 
 import asyncio
 import json
 
 COUNT = {"n": 0}
+FLOOD = {"sent": 0}
 
 
 async def app(scope, receive, send):
@@ -33,6 +36,15 @@ async def app(scope, receive, send):
     path = scope["path"]
     if path == "/count":  # not counted itself
         return await _reply(send, 200, json.dumps(COUNT["n"]).encode())
+    if path == "/flooded":
+        return await _reply(send, 200, json.dumps(FLOOD["sent"]).encode())
+    if path == "/flood":  # uvicorn's send waits while its transport is paused: flow control decides the pace
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        piece = b"f" * (1 << 20)
+        for _ in range(256):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            FLOOD["sent"] += len(piece)
+        return await send({"type": "http.response.body", "body": b""})
     COUNT["n"] += 1
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

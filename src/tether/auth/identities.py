@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tether.auth import epoch
 from tether.auth.caveats import Level
 from tether.auth.policy import Resource, authorize
 from tether.auth.service import AuthContext, iso
@@ -74,7 +75,10 @@ def set_disabled(db: Database, ctx: AuthContext, name: str, disabled: bool) -> d
         if disabled and u.id == ctx.user.id:
             raise bad_request("you cannot disable yourself; ask another admin")
         u.disabled = disabled
-        return user_info(u)
+        info = user_info(u)
+    if disabled:
+        epoch.bump()
+    return info
 
 
 def show_user(db: Database, ctx: AuthContext, name: str) -> dict:

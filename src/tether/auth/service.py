@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from tether.auth import epoch
 from tether.auth import tokens as tokfmt
 from tether.auth.caveats import (
     AttenuationError,
@@ -580,6 +581,7 @@ def revoke(db: Database, ctx: AuthContext, token_id: str, *, now: datetime) -> l
         more = list(s.scalars(select(Token.id).where(below, Token.revoked_at.is_(None))))
         if more:
             s.execute(update(Token).where(Token.id.in_(more)).values(revoked_at=now))
+    epoch.bump()
     return sorted(ids + more)
 
 

@@ -12,17 +12,29 @@ Control paths on every route's origin (never passed to the app):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import logging
 import ssl
+import time
 from urllib.parse import parse_qs
 
+from tether.auth import epoch as auth_epoch
+from tether.auth.caveats import check_request
+from tether.auth.service import normalise_source
+from tether.db.models import utcnow
 from tether.forward.runtime import ForwardRuntime
 from tether.gateway import core as gw
+from tether.gateway.core import Access
 from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream
 from tether.problems import Problem
 
 log = logging.getLogger("tether.forward")
+
+#: how long a route's row and a credential's check are reused by a replica's gateway. A
+#: stopped route, a revoked token, share or link, an unshare or a disabled user is refused
+#: by every replica within this; an expiry or source caveat is checked on every request.
+CHECK_SECONDS = 1.0
 
 _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                  (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
@@ -30,42 +42,103 @@ _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'u
 
 class SSHUpstream:
     """One channel back to the node's socket, over the SSH connection that holds the route;
-    each one counted as an open connection of the route until the gateway closes it."""
+    each one counted as an open connection of the route until it closes."""
 
     def __init__(self, opener, opened):
         self.opener, self.opened = opener, opened
         self.key = opener  # the same route's channels: one kept per browser connection between requests
 
-    async def open(self):
-        reader, writer = await self.opener()
-        return reader, _Counted(writer, self.opened())
+    async def connect(self, factory):
+        protocol = factory()
+        await self.opener(lambda: _ChannelSession(protocol, self.opened))
+        return protocol
 
 
-class _Counted:
-    """A writer that says once when it is closed (the gateway closes every upstream it opens)."""
+class _ChannelSession:
+    """An asyncssh session that hands a channel to an asyncio protocol: the channel is its
+    transport (write, writelines, pause_reading, close...), the session's callbacks are its."""
 
-    def __init__(self, writer, closed):
-        self._writer, self._closed = writer, closed
+    def __init__(self, protocol, opened):
+        self.protocol, self.opened, self.closed = protocol, opened, None
 
-    def close(self) -> None:
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
-        self._writer.close()
+    def connection_made(self, channel) -> None:
+        self.closed = self.opened()
+        self.protocol.connection_made(channel)
 
-    def __getattr__(self, name):
-        return getattr(self._writer, name)
+    def connection_lost(self, exc) -> None:
+        if self.closed is not None:
+            self.closed()
+            self.closed = None
+        self.protocol.connection_lost(exc)
+
+    def session_started(self) -> None:
+        pass
+
+    def data_received(self, data, datatype) -> None:
+        self.protocol.data_received(data)
+
+    def eof_received(self) -> bool:
+        return bool(self.protocol.eof_received())
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
+
+class Recent:
+    """Answers reused for at most ``seconds`` (and at most ``size`` of them: past that the
+    lot is dropped), so a busy route costs its database reads once a second, not per request."""
+
+    def __init__(self, seconds: float = CHECK_SECONDS, size: int = 4096, clock=time.monotonic):
+        self.seconds, self.size, self.clock = seconds, size, clock
+        self._d: dict = {}
+        self._epoch = auth_epoch.current()
+
+    def get(self, key):
+        if auth_epoch.current() != self._epoch:  # this process took some access away: start afresh
+            self._epoch = auth_epoch.current()
+            self._d.clear()
+        hit = self._d.get(key)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        return None
+
+    def put(self, key, value) -> None:
+        if len(self._d) >= self.size:
+            self._d.clear()
+        self._d[key] = (self.clock() + self.seconds, value)
 
 
 class ForwardResolver:
     def __init__(self, runtime: ForwardRuntime):
         self.runtime = runtime
         self.secure = runtime.address.scheme == "https"
+        self.routes = Recent()  # (owner, name) -> a live Route
+        self.checks = Recent()  # (route, its token, sha256 of the secret, source, method, upgrade) -> allowed ctx
+
+    def knows(self, route: gw.RouteKey) -> bool:
+        """Whether a live route of this name was read within CHECK_SECONDS."""
+        return self.routes.get(tuple(route)) is not None
+
+    async def _lookup(self, owner: str, name: str):
+        route = self.routes.get((owner, name))
+        if route is not None:
+            held = self.runtime.live.get((owner, name))
+            mine = (route.holder or "").partition("#")[0] == self.runtime.internal
+            if (held is None and mine) or (held is not None and held.route.token_id != route.token_id):
+                route = None  # this replica dropped the node, or it registered again since: read it afresh
+        if route is None:
+            route = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
+            if route is not None and route.state == "live":  # only a live route: a reconnect shows at once
+                self.routes.put((owner, name), route)
+        return route
 
     async def __call__(self, request: Request) -> Decision:
         target = gw.match(request.host, request.target, self.runtime.address.domain)
         owner, name = target.route
-        route = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
+        route = await self._lookup(owner, name)
         if route is None or route.state == "closed":
             return Refuse(404, "no-such-route", f"no live route {name} of {owner} on this gateway")
         if route.state == "reconnecting":
@@ -80,11 +153,21 @@ class ForwardResolver:
             return Refuse(401, "sign-in-needed",
                           f"sign in to {name} with the one-time link `tether forward` printed (or send a bearer "
                           f"token scoped forward:{owner}/{name})", [(b"www-authenticate", b'Bearer realm="tether"')])
-        try:
-            access, _ctx = await asyncio.to_thread(self.runtime.service.authorize, route, secret,
-                                                   source=request.client_ip, method=request.method, upgrade=upgrade)
-        except Problem as p:
-            return Refuse(p.status, p.slug, f"{p.detail}; sign in again with a fresh link")
+        key = (route.id, route.token_id, hashlib.sha256(secret.encode()).digest(), request.client_ip,
+               request.method, upgrade)
+        ctx = self.checks.get(key)
+        if ctx is None or (ctx.caveats is not None and check_request(
+                ctx.caveats, now=utcnow(), source=normalise_source(request.client_ip))):
+            try:
+                access, _ctx = await asyncio.to_thread(self.runtime.service.authorize, route, secret,
+                                                       source=request.client_ip, method=request.method,
+                                                       upgrade=upgrade)
+            except Problem as p:
+                return Refuse(p.status, p.slug, f"{p.detail}; sign in again with a fresh link")
+            if access.allowed and not (_ctx.token is not None and _ctx.token.limited.get("uses")):
+                self.checks.put(key, _ctx)  # a token that counts its uses is checked every time
+        else:
+            access = Access(True)
         if not access.allowed:
             await self._audit("forward.access", f"route:{owner}/{name}", request, access.status,
                               f"{access.slug}: {access.reason}", user=_ctx.user.name,

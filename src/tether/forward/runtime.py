@@ -24,7 +24,7 @@ log = logging.getLogger("tether.forward")
 @dataclass
 class LiveRoute:
     route: Route
-    opener: Callable[[], Any]  # one channel to the app's socket
+    opener: Callable[[Callable[[], Any]], Any]  # one channel to the app's socket, its data to a session from the factory
     close: Callable[[str], None]  # drop the node's SSH connection, saying why (its client stops the app)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from tether.auth import epoch as auth_epoch
 from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.db import Database
@@ -175,6 +176,8 @@ class ForwardService:
             ).values(state="closed", closed_at=now, closed_reason=reason[:200])).rowcount
         if done and route.token_id:
             self._revoke(route.owner, route.token_id, now)
+        if done:
+            auth_epoch.bump()
         return bool(done)
 
     def _revoke(self, owner: str, token_id: str, now: datetime) -> None:
@@ -262,6 +265,7 @@ class ForwardService:
                 s.add(ForwardShare(route_id=route.id, user_id=target.id, read_only=read_only, created_at=utcnow()))
             else:
                 row.read_only = read_only
+        auth_epoch.bump()  # a share narrowed to read-only takes effect at once
 
     def unshare(self, ctx: auth.AuthContext, name: str, with_user: str) -> bool:
         route = self.owned_route(ctx, ctx.user.name, name)
@@ -270,7 +274,8 @@ class ForwardService:
             row = s.get(ForwardShare, (route.id, target.id))
             if row is not None:
                 s.delete(row)
-            return row is not None
+        auth_epoch.bump()
+        return row is not None
 
     def shares(self, route: Route) -> list[dict[str, Any]]:
         with self.db.read() as s:

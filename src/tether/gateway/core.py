@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -124,6 +125,7 @@ def origin(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
+@lru_cache(maxsize=1024)  # pure, and asked the same few hosts over and over: once each, not per request
 def split_host(value: bytes) -> str:
     """The Host header's name, lowercased, without port; GatewayError when malformed."""
     try:
@@ -146,15 +148,24 @@ def split_host(value: bytes) -> str:
 def match(host: str, target: bytes, domain: str) -> Target:
     """The route a request is for: by its host (``NAME--USER.domain``) or, on the gateway's
     own host, by its path (``/apps/USER/NAME/...``). GatewayError (404) when none."""
+    route = _host_route(host, domain)
+    if route is not None:
+        return Target(route, target, "")
+    return _match_path(target)
+
+
+@lru_cache(maxsize=1024)
+def _host_route(host: str, domain: str) -> RouteKey | None:
+    """The route a host names; None for the gateway's own host (path mode)."""
     domain = domain.lower().rstrip(".")
     if host.endswith("." + domain):
         label = host[: -len(domain) - 1]
         name, sep, user = label.partition(SEPARATOR)
         if "." in label or not sep or not ROUTE_NAME_RE.match(name) or not _label_user(user):
             raise GatewayError(404, "no-such-route", f"no route is named by the host {host!r}")
-        return Target(RouteKey(user, name), target, "")
+        return RouteKey(user, name)
     if host == domain:
-        return _match_path(target)
+        return None
     raise GatewayError(404, "no-such-route", f"this gateway serves *.{domain} and {domain}, not {host!r}")
 
 
@@ -176,20 +187,99 @@ def _match_path(target: bytes) -> Target:
                   f"{PATH_PREFIX}{user}/{name}")
 
 
-def check_head(method: bytes, headers: Headers, raw_head: bytes) -> None:
-    """Refuse what h11 tolerates but a proxy must not pass on (request smuggling):
-    obs-fold continuation lines, Content-Length beside Transfer-Encoding, a
-    Transfer-Encoding other than chunked."""
-    lines = raw_head.split(b"\r\n")
-    if any(line[:1] in (b" ", b"\t") for line in lines[1:] if line):
-        raise GatewayError(400, "obs-fold", "header lines folded onto the next line (obs-fold) are refused")
-    names = [n.lower() for n, _ in headers]
-    te = [v.strip().lower() for n, v in headers if n.lower() == b"transfer-encoding"]
-    if te and b"content-length" in names:
+def check_head(method: bytes, version: str, headers: Headers) -> tuple[str, str]:
+    """Refuse what the HTTP parser (llhttp, through httptools) accepts but a proxy must not
+    pass on, and say what the gateway needs of the rest: (the Host's name, how the body is
+    delimited: :data:`NO_BODY`, :data:`LENGTH` or :data:`CHUNKED`).
+
+    The parser itself refuses obs-fold, Content-Length beside Transfer-Encoding, two
+    Content-Lengths, bare LF, control characters in values and chunk sizes that overflow
+    (tests/gateway/test_proxy.py holds each); here: a version other than HTTP/1.0 or 1.1
+    (llhttp reads ``GET /x`` as HTTP/0.9), CONNECT (this is no forward proxy), a
+    Transfer-Encoding other than chunked, and a Host missing or given twice."""
+    if version not in ("1.0", "1.1"):
+        if version.startswith("0."):
+            raise GatewayError(400, "bad-request", "malformed request line: it has no HTTP/1.x version")
+        raise GatewayError(505, "http-version-not-supported", f"HTTP/{version[:8]} is not served; use HTTP/1.1")
+    if method == b"CONNECT":
+        raise GatewayError(405, "method-not-allowed", "CONNECT is refused: the gateway is not a forward proxy")
+    hosts: list[bytes] = []
+    te: list[bytes] = []
+    length = None
+    for name, value in headers:
+        low = name.lower()
+        if low == b"host":
+            hosts.append(value)
+        elif low == b"content-length":
+            length = value
+        elif low == b"transfer-encoding":
+            te.append(value.strip().lower())
+    if te and length is not None:
         raise GatewayError(400, "ambiguous-length", "a request with both Content-Length and Transfer-Encoding "
                            "is refused (its length would be ambiguous)")
     if te and te != [b"chunked"]:
         raise GatewayError(501, "unsupported-transfer-encoding", "only Transfer-Encoding: chunked is accepted")
+    if len(hosts) != 1:
+        raise GatewayError(400, "bad-host", "a request needs exactly one Host header" if hosts else
+                           "a request needs a Host header")
+    body = CHUNKED if te else LENGTH if length is not None and length.strip() != b"0" else NO_BODY
+    return split_host(hosts[0]), body
+
+
+#: how a message's body is delimited
+NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
+
+
+def content_length(headers: Headers) -> int:
+    """The Content-Length of a message the parser accepted (so it has at most one, all digits)."""
+    return next((int(v) for n, v in headers if n.lower() == b"content-length"), 0)
+
+
+class ResponseHead(NamedTuple):
+    headers: Headers  # what the browser is sent (framing headers added by the gateway)
+    body: str  # how the app delimits the body
+    down: str  # how the browser is sent it
+    length: int  # the Content-Length, when body is LENGTH
+    close: bool  # the browser's connection ends after this answer
+
+
+def response_head(status: int, method: bytes, headers: Headers, *, http11: bool, keep_alive: bool) -> ResponseHead:
+    """What the browser is sent for the app's final (status >= 200) answer head, in one pass:
+    the app's headers without hop-by-hop ones and with every Set-Cookie made host-only (its
+    Domain dropped, so an app cannot plant a cookie on its sibling routes); how the body is
+    delimited (RFC 9112 6.3: none for HEAD, 204 and 304; chunked when the last transfer
+    coding is; else Content-Length; else until the app closes); and how it goes on to the
+    browser: a length as it is, anything else chunked to an HTTP/1.1 browser (so its
+    connection stays open) and until-close to an HTTP/1.0 one."""
+    out: Headers = []
+    te = length = None
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            if low == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            continue
+        if low == b"set-cookie":
+            value = _host_only(value)
+        elif low == b"content-length":
+            length = value
+        out.append((name, value))
+    if te is not None and length is not None:  # (the parser refuses this; never pass both on)
+        out = [(n, v) for n, v in out if n.lower() != b"content-length"]
+        length = None
+    if method == b"HEAD" or status in (204, 304):
+        body = NO_BODY
+    elif te is not None:
+        body = CHUNKED if te.rsplit(b",", 1)[-1].strip().lower() == b"chunked" else UNTIL_CLOSE
+    else:
+        body = LENGTH if length is not None else UNTIL_CLOSE
+    down = body if body in (NO_BODY, LENGTH) else CHUNKED if http11 else UNTIL_CLOSE
+    if down == CHUNKED:
+        out.append((b"transfer-encoding", b"chunked"))
+    close = down == UNTIL_CLOSE or not keep_alive
+    if close:
+        out.append((b"connection", b"close"))
+    return ResponseHead(out, body, down, int(length) if body == LENGTH else 0, close)
 
 
 def is_upgrade(headers: Headers) -> bool:
@@ -210,13 +300,13 @@ def cookie_name(secure: bool, prefix: str = "") -> str:
 
 
 def upstream_request_headers(headers: Headers, *, client_ip: str, scheme: str, host: bytes, prefix: str,
-                             cookie: str, extra: Headers = ()) -> Headers:
+                             cookie: str, extra: Headers = (), upgrade: bool | None = None) -> Headers:
     """What the app is sent: the client's headers without hop-by-hop ones, without the
     gateway's cookie and Authorization (credentials for the gateway, not the app), with
     the gateway's own X-Forwarded-* (a client's are dropped, never trusted), and ``extra``
     headers the gateway vouches for (X-Tether-User: a client's own is dropped too)."""
     out: Headers = []
-    upgrade = is_upgrade(headers)
+    upgrade = is_upgrade(headers) if upgrade is None else upgrade  # (the parser's reading, when there is one)
     for name, value in headers:
         low = name.lower()
         if low in _FORWARDED or low == b"authorization":

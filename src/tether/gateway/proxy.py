@@ -1,14 +1,23 @@
-"""The gateway's HTTP/1.1 reverse proxy: h11 on both sides, asyncio streams under it.
+"""The gateway's HTTP/1.1 reverse proxy: httptools (llhttp, in C) on both sides, asyncio
+Protocols under it.
 
-One task per browser connection: keep-alive, bodies streamed both ways without
-buffering, websockets and other upgrades spliced byte for byte after the app's 101.
+Each browser connection is a :class:`_Browser` protocol with a request parser; each
+connection to an app is an :class:`_App` protocol with a response parser. Bytes go
+from one transport to the other inside the parsers' callbacks: no stream buffers, no
+task per body, no ``drain`` per chunk. A body with a Content-Length passes through as
+it came; a chunked one is re-framed (a size line per piece, the piece itself untouched).
+Flow control is the transports' own: a side whose write buffer fills pauses reading on
+the other (``pause_reading``/``resume_reading``). After an app's 101 the two transports
+are spliced byte for byte.
+
 A :data:`Resolver` (forward's and apps', joined by the hub) decides per request:
-refuse, redirect, answer, or forward to an :class:`Upstream` (a local UNIX socket,
-or a channel of the node's SSH connection). The rules are in
-:mod:`tether.gateway.core`; this module only moves bytes and enforces the limits:
-head size and header count (431), the time a head may take to arrive, idle
-keep-alive connections, upstream connect time, a stalled body, and how many
-connections are open at once.
+refuse, redirect, answer, or forward to an :class:`Upstream` (a local UNIX socket, a
+channel of the node's SSH connection, another replica). One task per request runs
+that decision; everything after it is callbacks. The rules (what is refused, which
+headers pass, how a body is delimited) are in :mod:`tether.gateway.core`; this module
+moves bytes and enforces the limits: head size and header count (431), the time a head
+may take to arrive (408), idle keep-alive connections, upstream connect time, a stalled
+request body, and how many connections are open at once.
 """
 
 from __future__ import annotations
@@ -17,18 +26,26 @@ import asyncio
 import html
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 
-import h11
+import httptools
 
 from tether.gateway import core
 
 log = logging.getLogger("tether.gateway")
 
-READ = 64 << 10
+#: request body bytes held for an app not yet connected; past this the browser's reads pause
+BUFFER = 256 << 10
+#: bytes a transport may hold unsent before the other side's reads pause (asyncio's default
+#: of 64 KiB paused the app on nearly every 256 KiB read while streaming)
+WRITE_HIGH = 1 << 20
+#: the most header fields an app's response may have (a broken app's, not a browser's limit)
+MAX_APP_HEADERS = 1000
 
 
 @dataclass(frozen=True)
@@ -38,7 +55,7 @@ class Limits:
     head_timeout: float = 10.0  # a request's line and headers must arrive within this
     idle_timeout: float = 75.0  # a keep-alive connection with no request
     connect_timeout: float = 5.0  # reaching the app
-    body_timeout: float = 60.0  # no byte of a body, either way, for this long
+    body_timeout: float = 60.0  # no byte of a request body for this long
     max_connections: int = 4096
 
 
@@ -77,21 +94,6 @@ class Request:
         return b"text/html" in accept
 
 
-class Stream(Protocol):
-    async def read(self, n: int) -> bytes: ...
-
-
-class Upstream(Protocol):
-    """Where a route's requests go; ``open`` makes one connection to the app.
-
-    An upstream may also have a ``key``: upstreams with equal keys reach the same app
-    the same way, so a browser connection keeps its connection to the app (a UNIX
-    connection, an SSH channel) for its next request, as nginx's upstream ``keepalive``
-    does. Without a key every request opens a connection of its own."""
-
-    async def open(self) -> tuple[Any, Any]: ...
-
-
 @dataclass
 class Refuse:
     status: int
@@ -126,13 +128,28 @@ Decision = Refuse | Reply | Forward
 Resolver = Callable[[Request], Awaitable[Decision]]
 
 
+
+
+class Upstream(Protocol):
+    """Where a route's requests go; ``connect`` makes one connection to the app, with a
+    protocol from ``factory``, and returns that protocol once connected.
+
+    An upstream may also have a ``key``: upstreams with equal keys reach the same app
+    the same way, so a browser connection keeps its connection to the app (a UNIX
+    connection, an SSH channel) for its next request, as nginx's upstream ``keepalive``
+    does. Without a key every request opens a connection of its own."""
+
+    async def connect(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol: ...
+
+
 class UnixUpstream:
     def __init__(self, path: str):
         self.path = path
         self.key = ("unix", path)
 
-    async def open(self):
-        return await asyncio.open_unix_connection(self.path, limit=READ)
+    async def connect(self, factory):
+        _, protocol = await asyncio.get_running_loop().create_unix_connection(factory, self.path)
+        return protocol
 
 
 class TCPUpstream:
@@ -141,50 +158,694 @@ class TCPUpstream:
     def __init__(self, host: str, port: int, *, ssl=None, server_hostname: str | None = None):
         self.host, self.port, self.ssl, self.server_hostname = host, port, ssl, server_hostname
 
-    async def open(self):
-        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=READ,
-                                             server_hostname=self.server_hostname if self.ssl else None)
+    async def connect(self, factory):
+        _, protocol = await asyncio.get_running_loop().create_connection(
+            factory, self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname if self.ssl else None)
+        return protocol
 
 
 HOP_HEADER = b"x-tether-gateway-hop"
 
 
-class _Closed(Exception):
-    """The browser's connection is over (cleanly or not): stop serving it."""
+def _nothing(*args) -> None:
+    return None
 
 
-class _Kept:
-    """The connection to the app a browser connection keeps between its requests.
+class _Refused(Exception):
+    """A request head the gateway will not pass on (raised inside the parser's callback)."""
 
-    Opening one per request cost a connect and an accept for every request on a local
-    socket, and over SSH a channel-open round trip to the node (where the node's ssh
-    connects to the app's socket again). Measured on a local socket (one browser
-    connection, requests one after another): a quarter to a third of the time to first
-    byte, a fifth of the gateway's CPU per request. Only a connection whose
-    last exchange ended cleanly on both sides is kept, only for an upstream with the same
-    ``key``, and never after the app closed it (EOF seen) or after an upgrade."""
+    def __init__(self, status: int, slug: str, detail: str):
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+
+
+class _BadResponse(Exception):
+    """The app spoke HTTP the gateway cannot relay."""
+
+
+def _raised(exc: Exception) -> BaseException | None:
+    """What a parser callback of ours raised (httptools reports it as the context of a
+    ``HttpParserCallbackError``); None for the parser's own refusals."""
+    return exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
+
+
+def _head(status: int, reason: bytes, headers: core.Headers) -> bytes:
+    if not reason:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b"Unknown"
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(b"%s: %s\r\n" % h for h in headers))
+
+
+class _Exchange:
+    """One request and its answer, from the request's head to the answer's last byte."""
+
+    __slots__ = ("request", "http11", "body", "upgrade", "complete", "keep_alive", "pending", "pending_bytes",
+                 "app", "tail", "refusal", "close", "task")
+
+    def __init__(self, request: Request | None, http11: bool = True, body: str = core.NO_BODY,
+                 upgrade: bool = False):
+        self.request, self.http11, self.body, self.upgrade = request, http11, body, upgrade
+        self.complete = False  # the whole request has been read from the browser
+        self.keep_alive = False  # the browser may send another request after this one
+        self.pending: list[bytes] = []  # body bytes read before the app was connected
+        self.pending_bytes = 0
+        self.app: _App | None = None
+        self.tail = b""  # bytes after an upgrade request, for the app once it switched
+        self.refusal: Refuse | None = None  # refused while parsing: answered in turn, then the connection closes
+        self.close = False  # close the browser's connection after the answer
+        self.task: asyncio.Task | None = None
+
+
+IDLE, HEAD, BODY = "idle", "head", "body"
+
+
+class _Browser(asyncio.Protocol):
+    """One browser connection: its request parser, its queue of requests (a browser may
+    pipeline them; they are answered in order, one at a time), its kept app connection."""
+
+    def __init__(self, gateway: Gateway):
+        self.gw = gateway
+        self.limits = gateway.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.counted = False
+        self.client_ip = "unix"
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Exchange] = deque()
+        self.ex: _Exchange | None = None  # the exchange being parsed
+        self.in_head, self.head_bytes, self.n_headers = True, 0, 0
+        self.url, self.headers = b"", []
+        self.body_left = 0  # of a Content-Length body
+        self.passing = False  # the rest of such a body goes to the app without the parser
+        self.dead = False  # no more requests are parsed on this connection
+        self.spliced: _App | None = None
+        self.kept: tuple[Any, _App] | None = None
+        self.paused: set[str] = set()
+        self.write_paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout_kind: str | None = None
+        self.deadline = 0.0
+
+    # ---------------------------------------------------------------- the connection
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        gw = self.gw
+        if gw.open_connections >= self.limits.max_connections:
+            transport.close()
+            return
+        self.counted = True
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        gw.open_connections += 1
+        gw.on_connections(gw.open_connections)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self._arm(IDLE, self.limits.head_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if self.counted:
+            self.counted = False
+            self.gw.open_connections -= 1
+            self.gw.on_connections(self.gw.open_connections)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for ex in self.queue:
+            if ex.task is not None and not ex.task.done():
+                ex.task.cancel()
+            if ex.app is not None:
+                ex.app.abandon()
+        self.queue.clear()
+        if self.spliced is not None:
+            self.spliced.abandon()
+        if self.kept is not None:
+            self.kept[1].abandon()
+            self.kept = None
+
+    def eof_received(self) -> bool:
+        if self.spliced is not None or not self.queue:
+            return False  # a websocket's end, or a browser done with its requests: close
+        if self.in_head and self.head_bytes == 0 and self.queue[-1].complete:
+            self.dead = True
+            self.queue[-1].close = True  # answer what was asked, then close
+            return True
+        return False  # mid-request: nothing sane to answer
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        app = self._app()
+        if app is not None:
+            app.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        app = self._app()
+        if app is not None:
+            app.resume_reading()
+
+    def _app(self) -> _App | None:
+        if self.spliced is not None:
+            return self.spliced
+        return self.queue[0].app if self.queue else None
+
+    def _pause(self, why: str) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused.add(why)
+
+    def _unpause(self, why: str) -> None:
+        if why in self.paused:
+            self.paused.discard(why)
+            if not self.paused and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---------------------------------------------------------------- timeouts, one timer
+
+    def _arm(self, kind: str, seconds: float) -> None:
+        self.timeout_kind = kind
+        self.deadline = self.loop.time() + seconds
+        if self.timer is not None and self.timer.when() > self.deadline:
+            self.timer.cancel()
+            self.timer = None
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        kind = self.timeout_kind
+        if kind is None or self.transport is None:
+            return
+        now = self.loop.time()
+        if now < self.deadline or (kind == BODY and self.paused):  # activity since, or the app is slow
+            self.deadline = max(self.deadline, now + (1.0 if self.paused else 0.0))
+            self.timer = self.loop.call_at(self.deadline, self._expire)
+            return
+        self.timeout_kind = None
+        if kind == HEAD:
+            self._refuse_head(408, "head-timeout",
+                              f"the request's headers did not arrive within {self.limits.head_timeout:g} s")
+        else:
+            self._close()
+
+    # ---------------------------------------------------------------- parsing
+
+    def data_received(self, data: bytes) -> None:
+        if self.spliced is not None:
+            self.spliced.from_browser(data)
+            return
+        if self.dead:
+            return
+        if self.passing:
+            return self._pass_body(data)
+        if self.in_head:
+            if self.head_bytes == 0:
+                self._arm(HEAD, self.limits.head_timeout)
+            room = self.limits.max_head_bytes - self.head_bytes
+            if len(data) > room:
+                # give the parser only what fits: if the head ends within it, the rest is a
+                # body or the next request; if not, the head is too large
+                self.head_bytes = self.limits.max_head_bytes
+                self._feed(data[:room])
+                if self.dead:
+                    return
+                if self.in_head:
+                    return self._refuse_head(431, "headers-too-large", "request line and headers are limited to "
+                                             f"{self.limits.max_head_bytes} bytes")
+                return self.data_received(data[room:])
+            self.head_bytes += len(data)
+        elif self.timeout_kind == BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        self._feed(data)
+
+    def _pass_body(self, data: bytes) -> None:
+        """A Content-Length body's bytes after its first piece: counted, not parsed."""
+        if self.timeout_kind == BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        left = self.body_left
+        if len(data) < left:
+            return self.on_body(data)
+        self.on_body(data[:left] if len(data) > left else data)
+        self.passing = False
+        self.parser = httptools.HttpRequestParser(self)  # the old one still waits for the body
+        self.on_message_complete()
+        if len(data) > left:
+            self.data_received(data[left:])
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+            if self.body_left > 0 and not self.ex.complete:
+                self.passing = True
+        except httptools.HttpParserUpgrade as exc:
+            # an upgrade request: what follows it is for the app, once (and if) it switches
+            self.queue[-1].tail = data[exc.args[0]:]
+            self.dead = True
+            self._pause("upgrade")
+        except httptools.HttpParserError as exc:
+            refused = _raised(exc)
+            if isinstance(refused, _Refused):
+                return self._refuse_head(refused.status, refused.slug, refused.detail)
+            if refused is not None:
+                log.error("gateway: reading a request failed", exc_info=refused)
+            self._refuse_head(400, "bad-request", f"malformed request: {exc}")
+
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.n_headers = b"", [], 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.n_headers += 1
+        if self.n_headers > self.limits.max_headers:
+            raise _Refused(431, "too-many-headers", f"at most {self.limits.max_headers} headers are accepted")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser, headers = self.parser, self.headers
+        method, version = parser.get_method(), parser.get_http_version()
+        try:
+            host, body = core.check_head(method, version, headers)
+        except core.GatewayError as exc:
+            raise _Refused(exc.status, exc.slug, exc.detail) from None
+        request = Request(method, self.url, headers, host, self.client_ip, self.gw.scheme)
+        ex = _Exchange(request, version == "1.1", body, parser.should_upgrade())
+        ex.keep_alive = parser.should_keep_alive()
+        self.body_left = core.content_length(headers) if ex.body == core.LENGTH else 0
+        self.ex = ex
+        self.queue.append(ex)
+        if ex.body != core.NO_BODY:
+            self._arm(BODY, self.limits.body_timeout)
+        else:
+            self.timeout_kind = None
+        if len(self.queue) == 1:
+            self._start(ex)
+        else:
+            self._pause("pipelined")  # answered in order: read no further until this one's turn
+
+    def on_body(self, data: bytes) -> None:
+        ex = self.ex
+        self.body_left -= len(data)
+        if ex.app is not None:
+            ex.app.write_body(data)
+        elif not ex.close:
+            ex.pending.append(data)
+            ex.pending_bytes += len(data)
+            if ex.pending_bytes > BUFFER:
+                self._pause("buffer")
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        ex.complete = True
+        self.in_head, self.head_bytes, self.body_left = True, 0, 0
+        if self.timeout_kind == BODY:
+            self.timeout_kind = None
+        if ex.app is not None:
+            ex.app.end_body()
+
+    def _refuse_head(self, status: int, slug: str, detail: str) -> None:
+        """A request the parser (or the head's rules) refused: answered in its turn, then closed.
+        A body that turns out malformed (a bad chunk) ends its request: the app's connection
+        is dropped (it never sees the request complete) and, unless its answer has begun,
+        the refusal answers the request instead."""
+        self.dead = True
+        self._pause("refused")
+        ex = self.ex
+        if ex is not None and not ex.complete and self.queue and self.queue[-1] is ex:
+            if ex.app is not None and ex.app.head_sent:
+                self._close()
+                return
+            self.queue.pop()
+            if ex.task is not None:
+                ex.task.cancel()
+            if ex.app is not None:
+                ex.app.abandon()
+        ex = _Exchange(None)
+        ex.refusal = Refuse(status, slug, detail)
+        ex.close = True
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            self._start(ex)
+
+    # ---------------------------------------------------------------- answering
+
+    def _start(self, ex: _Exchange) -> None:
+        if ex.refusal is not None:
+            self.gw.on_refusal(ex.refusal.status)
+            self._answer(ex, *self.gw.refusal(ex.request, ex.refusal))
+            return
+        ex.task = self.loop.create_task(self._serve(ex))
+
+    async def _serve(self, ex: _Exchange) -> None:
+        try:
+            try:
+                decision = await self.gw.resolver(ex.request)
+            except core.GatewayError as exc:
+                decision = Refuse(exc.status, exc.slug, exc.detail)
+            if self.transport is None:
+                return
+            if isinstance(decision, Refuse):
+                self.gw.on_refusal(decision.status)
+                self._answer(ex, *self.gw.refusal(ex.request, decision))
+            elif isinstance(decision, Reply):
+                self._answer(ex, decision.status, decision.headers, decision.body)
+            else:
+                await self._forward(ex, decision)
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
+            log.exception("gateway connection failed")
+            self._close()
+
+    def _answer(self, ex: _Exchange, status: int, headers: core.Headers, body: bytes) -> None:
+        """An answer of the gateway's own; the request's body, if any is still coming, is not read."""
+        if not ex.complete or not ex.keep_alive or ex.upgrade:
+            ex.close = True
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
+        if ex.close:
+            headers.append((b"connection", b"close"))
+        self.transport.write(_head(status, b"", headers) + body)
+        self.finished(ex, None)
+
+    async def _forward(self, ex: _Exchange, fwd: Forward) -> None:
+        # another replica's gateway checks every request it is passed: one connection each
+        key = None if fwd.passthrough else getattr(fwd.upstream, "key", None)
+        app = None
+        if self.kept is not None:
+            kept_key, app = self.kept
+            self.kept = None
+            if key is None or kept_key != key or not app.idle():
+                app.abandon()
+                app = None
+        if app is None:
+            try:
+                app = await asyncio.wait_for(fwd.upstream.connect(_App), self.limits.connect_timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the app
+                log.info("gateway: cannot reach %s/%s: %s", fwd.target.route.user, fwd.target.route.name, exc)
+                (fwd.on_status or _nothing)(503)
+                if self.transport is not None:
+                    self._answer(ex, *self.gw.refusal(ex.request, Refuse(
+                        503, "app-unreachable", "the app behind this route is not answering (its node may be "
+                        "reconnecting); retry shortly", [(b"retry-after", b"2")])))
+                return
+            if self.transport is None:
+                app.abandon()
+                return
+        app.key = key
+        app.start(self, ex, fwd)
+        if self.write_paused:
+            app.pause_reading()
+        self._unpause("buffer")
+
+    def finished(self, ex: _Exchange, app: _App | None) -> None:
+        """The answer to the first request in the queue has been written in full; ``app``
+        is its app connection when it may serve this browser's next request."""
+        self.queue.popleft()
+        ex.app = None
+        if app is not None:
+            self.kept = (app.key, app)
+        self._unpause("app")
+        if ex.close or self.transport is None:
+            self._close()
+            return
+        if self.queue:
+            if len(self.queue) == 1:
+                self._unpause("pipelined")
+            self._start(self.queue[0])
+        elif self.in_head and self.head_bytes == 0:
+            self._arm(IDLE, self.limits.idle_timeout)
+
+    def splice(self, app: _App) -> None:
+        self.spliced = app
+        self.timeout_kind = None
+        ex = self.queue[0]
+        if ex.tail:
+            app.from_browser(ex.tail)
+        self.paused.clear()
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+
+class _App(asyncio.Protocol):
+    """One connection to an app: requests written to it, its responses parsed and relayed."""
 
     def __init__(self):
+        self.transport: Any = None
         self.key: Any = None
-        self.conn: tuple[Any, Any] | None = None
+        self.browser: _Browser | None = None
+        self.ex: _Exchange | None = None
+        self.parser: Any = None
+        self.closed = False
+        self.spliced = False
+        self.headers: core.Headers = []
+        self.reason = b""
+        self.mode = self.down = core.NO_BODY
+        self.head_sent = False
+        self.out: list[bytes] = []  # for the browser, written once per read from the app (a head and a body: one write)
+        self.keep = False  # the app will take another request on this connection
+        self.left = 0  # of a Content-Length body
+        self.passing = False  # the rest of such a body goes to the browser without the parser
+        self.counted: Callable[[int, int], None] = _nothing
+        self.on_status: Callable[[int], None] = _nothing
 
-    def take(self, key: Any) -> tuple[Any, Any] | None:
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return None
-        at_eof, closing = getattr(conn[0], "at_eof", None), getattr(conn[1], "is_closing", None)
-        if key is not None and key == self.key and not (at_eof and at_eof()) and not (closing and closing()):
-            return conn
-        conn[1].close()
-        return None
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
 
-    def keep(self, key: Any, conn: tuple[Any, Any]) -> None:
-        self.key, self.conn = key, conn
+    def idle(self) -> bool:
+        return not self.closed and self.ex is None and not self.transport.is_closing()
 
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn[1].close()
-            self.conn = None
+    def abandon(self) -> None:
+        self.browser = self.ex = None
+        if not self.closed:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.browser is not None:
+            self.browser._pause("app")
+
+    def resume_writing(self) -> None:
+        if self.browser is not None:
+            self.browser._unpause("app")
+
+    # ---------------------------------------------------------------- the request
+
+    def start(self, browser: _Browser, ex: _Exchange, fwd: Forward) -> None:
+        self.browser, self.ex = browser, ex
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_sent = self.passing = False
+        self.out = []
+        self.counted = fwd.on_bytes or _nothing
+        self.on_status = fwd.on_status or _nothing
+        request = ex.request
+        if fwd.passthrough:
+            upgrade = ex.upgrade
+            headers = [(n, v) for n, v in request.headers
+                       if n.lower() not in core.HOP_BY_HOP or (upgrade and n.lower() == b"upgrade")]
+            headers += [(b"connection", b"upgrade")] if upgrade else []
+            headers.append((HOP_HEADER, b"1"))
+            target = request.target
+        else:
+            headers = core.upstream_request_headers(
+                request.headers, client_ip=request.client_ip, scheme=request.scheme,
+                host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
+                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix),
+                extra=fwd.headers, upgrade=ex.upgrade)
+            target = fwd.target.path
+        if ex.body == core.CHUNKED:
+            headers.append((b"transfer-encoding", b"chunked"))
+        self.transport.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            request.method, target, b"".join(b"%s: %s\r\n" % h for h in headers)))
+        ex.app = self
+        pending, ex.pending, ex.pending_bytes = ex.pending, [], 0
+        for data in pending:
+            self.write_body(data)
+        if ex.complete:
+            self.end_body()
+
+    def write_body(self, data: bytes) -> None:
+        self.counted(len(data), 0)
+        if self.ex.body == core.CHUNKED:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def end_body(self) -> None:
+        if self.ex.body == core.CHUNKED:
+            self.transport.write(b"0\r\n\r\n")
+
+    # ---------------------------------------------------------------- the response
+
+    def data_received(self, data: bytes) -> None:
+        if self.spliced:
+            if self.browser is not None and self.browser.transport is not None:
+                self.counted(0, len(data))
+                self.browser.transport.write(data)
+            return
+        if self.ex is None:  # bytes from an app with no request outstanding: it is not speaking HTTP
+            self.abandon()
+            return
+        if self.passing:
+            self._pass_body(data)
+            return self._flush()
+        try:
+            self.parser.feed_data(data)
+            if self.left > 0 and self.ex is not None:
+                self.passing = True
+            self._flush()
+        except httptools.HttpParserUpgrade as exc:
+            self._flush()
+            self._switch(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            log.info("gateway: the app's response cannot be relayed: %s", _raised(exc) or exc)
+            self._broken()
+
+    def on_message_begin(self) -> None:
+        self.headers, self.reason = [], b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= MAX_APP_HEADERS:
+            raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        ex, browser = self.ex, self.browser
+        if status < 200:
+            if status == 101:
+                if not ex.upgrade:
+                    raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
+                self.on_status(101)
+                self.head_sent = True
+                self.out.append(_head(101, self.reason, core.downstream_response_headers(
+                    self.headers, upgrade=True)))
+            elif ex.http11 and status in (100, 103):
+                self.out.append(_head(status, self.reason, core.downstream_response_headers(self.headers)))
+            return
+        self.on_status(status)
+        head = core.response_head(status, ex.request.method, self.headers, http11=ex.http11, keep_alive=(
+            ex.complete and ex.keep_alive and not ex.upgrade and not ex.close))
+        self.mode, self.down, self.left, ex.close = head.body, head.down, head.length, head.close
+        self.keep = self.parser.should_keep_alive()
+        self.head_sent = True
+        self.out.append(_head(status, self.reason, head.headers))
+        if ex.request.method == b"HEAD":
+            self._done(False)  # the parser would wait for the body a Content-Length announces
+
+    def on_body(self, data: bytes) -> None:
+        self.counted(0, len(data))
+        self.left -= len(data)
+        if self.down == core.CHUNKED:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self.out.append(data)
+
+    def on_message_complete(self) -> None:
+        if self.ex is None or self.parser.get_status_code() < 200:
+            return  # an informational answer (the final one follows), or a 101 (the splice follows)
+        if self.down == core.CHUNKED:
+            self.out.append(b"0\r\n\r\n")
+        self._done(self.keep and self.mode != core.UNTIL_CLOSE)
+
+    def _pass_body(self, data: bytes) -> None:
+        """A Content-Length body's bytes after its first piece: counted and relayed, not parsed."""
+        left = self.left
+        if len(data) < left:
+            return self.on_body(data)
+        self.passing = False
+        self.on_body(data[:left] if len(data) > left else data)
+        self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.browser is not None and self.browser.transport is not None:
+            if len(out) == 1:
+                self.browser.transport.write(out[0])
+            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
+                self.browser.transport.write(b"".join(out))
+            else:
+                self.browser.transport.writelines(out)
+
+    def _done(self, reusable: bool) -> None:
+        self._flush()
+        browser, ex = self.browser, self.ex
+        self.browser = self.ex = None
+        reusable = reusable and ex.complete and not ex.close
+        if not reusable:
+            self.abandon()
+        if browser is not None:
+            browser.finished(ex, self if reusable else None)
+
+    def _switch(self, tail: bytes) -> None:
+        self.spliced = True
+        self.parser = None
+        browser = self.browser
+        if tail:
+            self.counted(0, len(tail))
+            browser.transport.write(tail)
+        browser.splice(self)
+
+    def from_browser(self, data: bytes) -> None:
+        self.counted(len(data), 0)
+        if not self.closed:
+            self.transport.write(data)
+
+    def _broken(self) -> None:
+        browser, ex = self.browser, self.ex
+        self.abandon()
+        if browser is None or browser.transport is None:
+            return
+        if self.head_sent:
+            browser._close()  # mid-answer: nothing sane to add
+            return
+        self.on_status(502)
+        ex.close = True
+        browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
+            502, "bad-gateway", "the app's answer was not valid HTTP/1.1")))
+
+    def eof_received(self) -> bool:
+        if self.ex is not None and self.head_sent and self.mode == core.UNTIL_CLOSE and not self.spliced:
+            if self.down == core.CHUNKED:
+                self.out.append(b"0\r\n\r\n")
+            self._done(False)  # the app's close ended its body
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        browser = self.browser
+        if browser is None:
+            return
+        if self.spliced:
+            self.browser = None
+            browser._close()
+        elif self.ex is not None:
+            if self.head_sent:
+                self.browser = self.ex = None
+                browser._close()  # the answer was cut short
+            else:
+                ex = self.ex
+                self.browser = self.ex = None
+                self.on_status(502)
+                ex.close = True
+                browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
+                    502, "app-closed", "the app closed its connection without answering")))
 
 
 class Gateway:
@@ -195,112 +856,18 @@ class Gateway:
         self.scheme = scheme
         self.limits = limits or Limits()
         self.open_connections = 0
-        self.on_refusal = on_refusal or (lambda status: None)  # answers no route saw
-        self.on_connections = on_connections or (lambda n: None)
+        self.on_refusal = on_refusal or _nothing  # answers no route saw
+        self.on_connections = on_connections or _nothing
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.open_connections >= self.limits.max_connections:
-            writer.close()
-            return
-        self.open_connections += 1
-        self.on_connections(self.open_connections)
-        peer = writer.get_extra_info("peername")
-        client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
-        kept = _Kept()
-        try:
-            first = True
-            while True:
-                request = await self._read_head(conn, reader, writer, client_ip, first)
-                first = False
-                if request is None:
-                    return
-                await self._serve(conn, reader, writer, request, kept)
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
-            log.exception("gateway connection failed")
-        finally:
-            kept.close()
-            self.open_connections -= 1
-            self.on_connections(self.open_connections)
-            writer.close()
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol for one browser connection (``loop.create_server(gateway.protocol, ...)``)."""
+        return _Browser(self)
 
-    async def _read_head(self, conn: h11.Connection, reader, writer, client_ip: str, first: bool) -> Request | None:
-        """The next request's head, within the limits; None when the browser is done."""
-        limits = self.limits
-        raw = bytearray()
-        deadline_for_first_byte = limits.head_timeout if first else limits.idle_timeout
-        started = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_for_first_byte
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._refuse_raw(writer, exc.error_status_hint, "bad-request", f"malformed request: {exc}")
-                return None
-            if isinstance(event, h11.Request):
-                break
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
-            # NEED_DATA
-            if len(raw) > limits.max_head_bytes:
-                await self._refuse_raw(writer, 431, "headers-too-large",
-                                       f"request line and headers are limited to {limits.max_head_bytes} bytes")
-                return None
-            left = deadline - loop.time()
-            if left <= 0:
-                if started:
-                    await self._refuse_raw(writer, 408, "head-timeout",
-                                           f"the request's headers did not arrive within {limits.head_timeout:g} s")
-                return None
-            try:
-                # never buffer past the cap: at most one byte more than it allows
-                data = await asyncio.wait_for(reader.read(min(READ, limits.max_head_bytes + 1 - len(raw))), left)
-            except asyncio.TimeoutError:
-                continue
-            if not started and data:
-                started = True
-                deadline = loop.time() + limits.head_timeout
-            raw += data
-            conn.receive_data(data)
-            if not data:
-                continue
-        if len(event.headers) > limits.max_headers:
-            await self._refuse_raw(writer, 431, "too-many-headers", f"at most {limits.max_headers} headers are accepted")
-            return None
-        headers = list(event.headers.raw_items())
-        head_end = bytes(raw).find(b"\r\n\r\n")
-        try:
-            core.check_head(event.method, headers, bytes(raw[: head_end if head_end >= 0 else len(raw)]))
-            host_value = next((v for n, v in headers if n.lower() == b"host"), b"")
-            host = core.split_host(host_value)
-        except core.GatewayError as exc:
-            await self._refuse_raw(writer, exc.status, exc.slug, exc.detail)
-            return None
-        return Request(event.method, event.target, headers, host, client_ip, self.scheme)
-
-    async def _serve(self, conn: h11.Connection, reader, writer, request: Request, kept: _Kept) -> None:
-        try:
-            decision = await self.resolver(request)
-        except core.GatewayError as exc:
-            decision = Refuse(exc.status, exc.slug, exc.detail)
-        if isinstance(decision, Refuse):
-            self.on_refusal(decision.status)
-            await self._discard_body(conn, reader)
-            await self._send_simple(conn, writer, *self._refusal(request, decision))
-        elif isinstance(decision, Reply):
-            await self._discard_body(conn, reader)
-            await self._send_simple(conn, writer, decision.status, decision.headers, decision.body)
-        else:
-            await self._forward(conn, reader, writer, request, decision, kept)
-
-    def _refusal(self, request: Request, r: Refuse) -> tuple[int, core.Headers, bytes]:
-        if request.wants_html():
+    @staticmethod
+    def refusal(request: Request | None, r: Refuse) -> tuple[int, core.Headers, bytes]:
+        """A refusal as a page for browsers, problem+json for API clients (and for a request
+        that could not be read)."""
+        if request is not None and request.wants_html():
             title = html.escape(r.detail)
             body = (f"<!doctype html><meta charset=utf-8><title>{r.status}</title>"
                     f"<h1>{r.status}</h1><p>{title}</p>").encode()
@@ -310,202 +877,6 @@ class Gateway:
             ctype = b"application/problem+json"
         return r.status, [(b"content-type", ctype), *r.headers], body
 
-    async def _send_simple(self, conn: h11.Connection, writer, status: int, headers: core.Headers,
-                           body: bytes) -> None:
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-        if conn.their_state is not h11.DONE:
-            headers.append((b"connection", b"close"))
-        await self._send(conn, writer, h11.Response(status_code=status, headers=headers))
-        if body:
-            await self._send(conn, writer, h11.Data(data=body))
-        await self._send(conn, writer, h11.EndOfMessage())
-
-    async def _send(self, conn: h11.Connection, writer, event) -> None:
-        data = conn.send(event)
-        if data:
-            writer.write(data)
-            await writer.drain()
-
-    async def _discard_body(self, conn: h11.Connection, reader) -> None:
-        """Read and drop a refused request's body, if it is small and quick; else close after answering."""
-        budget = 64 << 10
-        while conn.their_state is h11.SEND_BODY and budget > 0:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                return
-            if event is h11.NEED_DATA:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ), 1.0)
-                except asyncio.TimeoutError:
-                    return
-                budget -= len(data)
-                conn.receive_data(data)
-                if not data:
-                    return
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return
-
-    async def _refuse_raw(self, writer, status: int, slug: str, detail: str) -> None:
-        """Answer a request h11 could not take (or we would not) and close the connection."""
-        body = json.dumps({"type": f"urn:tether:problem:{slug}", "status": status, "detail": detail}).encode()
-        conn = h11.Connection(h11.SERVER)
-        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a stand-in request, so h11 lets us answer
-        conn.next_event()
-        head = conn.send(h11.Response(status_code=status, headers=[
-            (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]))
-        try:
-            writer.write(head + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        raise _Closed
-
-    async def _forward(self, conn: h11.Connection, reader, writer, request: Request, fwd: Forward,
-                       kept: _Kept) -> None:
-        limits = self.limits
-        # another replica's gateway checks every request it is passed: one connection each
-        key = None if fwd.passthrough else getattr(fwd.upstream, "key", None)
-        try:
-            up_reader, up_writer = kept.take(key) or await asyncio.wait_for(fwd.upstream.open(),
-                                                                            limits.connect_timeout)
-        except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure to reach the app
-            log.info("gateway: cannot reach %s/%s: %s", fwd.target.route.user, fwd.target.route.name, exc)
-            if fwd.on_status:
-                fwd.on_status(503)
-            await self._discard_body(conn, reader)
-            await self._send_simple(conn, writer, *self._refusal(request, Refuse(
-                503, "app-unreachable", "the app behind this route is not answering (its node may be "
-                "reconnecting); retry shortly", [(b"retry-after", b"2")])))
-            return
-        client = h11.Connection(h11.CLIENT)
-        upgrade = core.is_upgrade(request.headers)
-        if fwd.passthrough:
-            headers = [(n, v) for n, v in request.headers
-                       if n.lower() not in core.HOP_BY_HOP or (upgrade and n.lower() == b"upgrade")]
-            headers += [(b"connection", b"upgrade")] if upgrade else []
-            headers.append((HOP_HEADER, b"1"))
-            target_path = request.target
-        else:
-            headers = core.upstream_request_headers(
-                request.headers, client_ip=request.client_ip, scheme=request.scheme,
-                host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
-                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix),
-                extra=fwd.headers)
-            target_path = fwd.target.path
-        counted = fwd.on_bytes or (lambda up, down: None)
-        try:
-            up_writer.write(client.send(h11.Request(method=request.method, target=target_path, headers=headers)))
-            await up_writer.drain()
-            pump = asyncio.create_task(self._pump_request(conn, reader, client, up_writer, counted))
-            try:
-                switched = await self._pump_response(conn, writer, client, up_reader, counted, upgrade,
-                                                     fwd.on_status or (lambda status: None))
-                if not switched:
-                    await pump  # the request's body was sent in full (or the browser stopped sending)
-            finally:
-                if not pump.done():
-                    pump.cancel()
-            if switched:
-                await self._splice(reader, writer, up_reader, up_writer, conn.trailing_data[0],
-                                   client.trailing_data[0], counted)
-                raise _Closed
-            if key is not None and client.our_state is h11.DONE and client.their_state is h11.DONE \
-                    and not client.trailing_data[0]:
-                kept.keep(key, (up_reader, up_writer))  # the app may serve this browser's next request
-                up_writer = None
-        finally:
-            if up_writer is not None:
-                up_writer.close()
-
-    async def _pump_request(self, conn: h11.Connection, reader, client: h11.Connection, up_writer, counted) -> None:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(READ), self.limits.body_timeout)
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.SEND_BODY:
-                    raise _Closed
-                continue
-            if event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Data):
-                counted(len(event.data), 0)
-                up_writer.write(client.send(h11.Data(data=event.data)))
-                await up_writer.drain()
-            elif isinstance(event, h11.EndOfMessage):
-                up_writer.write(client.send(h11.EndOfMessage()))
-                await up_writer.drain()
-                return
-            elif isinstance(event, h11.ConnectionClosed):
-                raise _Closed
-
-    async def _pump_response(self, conn: h11.Connection, writer, client: h11.Connection, up_reader, counted,
-                             upgrade: bool, on_status: Callable[[int], None]) -> bool:
-        """Relay the app's response; True when it switched protocols (a websocket)."""
-        while True:
-            try:
-                event = client.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _Closed from exc  # the app spoke broken HTTP: nothing sane to relay
-            if event is h11.NEED_DATA:
-                # no timeout: a server-sent event stream may stay quiet for long; the app decides
-                client.receive_data(await up_reader.read(READ))
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101 and upgrade:
-                    on_status(101)
-                    await self._send(conn, writer, h11.InformationalResponse(
-                        status_code=101, headers=core.downstream_response_headers(list(event.headers.raw_items()),
-                                                                                   upgrade=True)))
-                    return True
-                continue  # 100 Continue and the like: h11 answers those for the browser itself
-            if isinstance(event, h11.Response):
-                on_status(event.status_code)
-                await self._send(conn, writer, h11.Response(
-                    status_code=event.status_code, reason=event.reason,
-                    headers=core.downstream_response_headers(list(event.headers.raw_items()))))
-            elif isinstance(event, h11.Data):
-                counted(0, len(event.data))
-                await self._send(conn, writer, h11.Data(data=event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                await self._send(conn, writer, h11.EndOfMessage())
-                return False
-            elif event is h11.PAUSED:
-                return client.our_state is h11.SWITCHED_PROTOCOL
-            elif isinstance(event, h11.ConnectionClosed):
-                raise _Closed
-
-    async def _splice(self, reader, writer, up_reader, up_writer, from_browser: bytes, from_app: bytes,
-                      counted) -> None:
-        """After a 101: raw bytes both ways until either side closes."""
-
-        async def copy(src, dst, first: bytes, up: bool) -> None:
-            if first:
-                dst.write(first)
-            while True:
-                data = await src.read(READ)
-                if not data:
-                    break
-                counted(len(data), 0) if up else counted(0, len(data))
-                dst.write(data)
-                await dst.drain()
-            try:
-                if dst.can_write_eof():
-                    dst.write_eof()
-            except (OSError, RuntimeError):
-                pass
-
-        tasks = [asyncio.create_task(copy(reader, up_writer, from_browser, True)),
-                 asyncio.create_task(copy(up_reader, writer, from_app, False))]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
 
 async def serve(gateway: Gateway, host: str, port: int, *, ssl=None) -> asyncio.Server:
-    return await asyncio.start_server(gateway.handle, host, port, ssl=ssl, limit=READ, backlog=1024)
+    return await asyncio.get_running_loop().create_server(gateway.protocol, host, port, ssl=ssl, backlog=1024)

@@ -71,12 +71,16 @@ def apps_unavailable(settings: Any) -> str | None:
 def gateway_resolver(forward: Any, apps: Any, domain: str):
     """One resolver for the gateway: a route names an app instance (apps answers) or a
     forwarded app (forward answers). Routes and instances share one set of names per
-    user (each capability refuses a name the other holds), so at most one matches."""
+    user (each capability refuses a name the other holds), so at most one matches, and a
+    name forward has seen live within its CHECK_SECONDS skips the instance lookup."""
     from tether.gateway import core as gw
 
     async def resolve(request):
         if apps is not None:
-            decision = await apps(request, gw.match(request.host, request.target, domain))
+            target = gw.match(request.host, request.target, domain)
+            if forward.knows(target.route):  # a live forward route of this name: no instance can have it
+                return await forward(request)
+            decision = await apps(request, target)
             if decision is not None:
                 return decision
         return await forward(request)

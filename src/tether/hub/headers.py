@@ -11,8 +11,7 @@ of the HTTP syntax is parsed here: httptools still does all of it.
 
 Every HTTP listener of the hub that uvicorn serves (the API; a rendezvous listener
 as it comes) runs with ``uvicorn.run(..., http=limited_http_protocol(...))``. The
-gateway has its own HTTP/1.1 proxy on h11, which enforces the same limits before
-buffering past them (``tether.gateway.proxy.Limits``, given the same settings by
+gateway has its own HTTP/1.1 proxy on httptools, which counts its heads the same way (``tether.gateway.proxy.Limits``, given the same settings by
 ``hub.app``). The SSH listener needs nothing of this: asyncssh bounds its packets.
 """
 

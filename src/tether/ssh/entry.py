@@ -89,11 +89,12 @@ Auditor = Callable[[str, str, int, str], None]
 class ListenHandler(Protocol):
     """A capability that accepts remote UNIX-socket forwards (``ssh -R NAME:PATH``): the
     client asks the hub to "listen" on NAME; ``listen`` decides (a route the key's user
-    may register) and returns an asyncssh listener object, or False to refuse. ``opener``
-    opens one channel back to the client's socket (one per incoming connection); ``close``
-    drops the client's connection, telling it why."""
+    may register) and returns an asyncssh listener object, or False to refuse.
+    ``opener(session_factory)`` opens one channel back to the client's socket (one per
+    incoming connection; asyncssh's ``create_unix_connection``: the session gets the
+    channel's data in callbacks); ``close`` drops the client's connection, telling it why."""
 
-    async def listen(self, session: SessionInfo, path: str, opener: Callable[[], Any],
+    async def listen(self, session: SessionInfo, path: str, opener: Callable[[Callable[[], Any]], Any],
                      close: Callable[[str], None]) -> Any: ...
 
 
