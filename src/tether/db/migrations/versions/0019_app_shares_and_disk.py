@@ -1,11 +1,11 @@
 """app_shares (an instance shared with a named user), app_versions.disk_bytes (/data's size),
 app_instances.data_at (the replica whose apps_root holds an instance's /data)
 
-(Numbered 0019 by the branch that made it; it follows 0017 here. Migrations merged
+(Numbered 0019 by the branch that made it; it follows 0018, upload leases. Migrations merged
 between them go before it: set ``down_revision`` to the newest of them.)
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 """
 
 import sqlalchemy as sa
