@@ -97,7 +97,9 @@ class Site:
             n.path.write_text("\n".join(lines) + "\n")
 
     def argv(self, name: str, *args: str, prog: str = "tether", subject: bool = True) -> list[str]:
-        base = [str(BIN / "tether"), "signal"] if prog == "tether" else [str(BIN / "remaphore")]
+        base = {"tether": [str(BIN / "tether"), "signal"], "remaphore": [str(BIN / "remaphore")],
+                # remaphore's own Go binary (tests/signal/test_remaphore_binary.py)
+                "go": [os.environ.get("TETHER_REMAPHORE", "remaphore")]}[prog]
         s = ["-S", self.subject] if subject else []
         return [*base, "-c", str(self.nodes[name].path), *s, *args]
 
@@ -115,7 +117,7 @@ class Site:
         self.procs.append(p)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if "ready" in err.read_text():
+            if "ready" in err.read_text().lower():  # remaphore's binary logs "Ready"
                 return p
             if p.poll() is not None:
                 raise AssertionError(f"receiver exited {p.returncode}: {err.read_text()}")

@@ -193,9 +193,10 @@ a word is a receive SCRIPT, as in remaphore (`tether signal -t 1h send` runs
 Flags follow Go's flag package, as remaphore's: -u x, -u=x, --u=x; -o=false.
 
 \b
-Exit codes (remaphore's): 0 received (or sent), 1 nothing before the timeout
-or NATS refused our credentials, 2 usage or config error, 3 runtime error
-(no known receivers, no responders, NATS down when sending), 143 SIGTERM.
+Exit codes (remaphore's): 0 received (or sent), 1 nothing received (the
+timeout, no responders to -r, a waiter's credentials refused), 2 usage or
+config error, 3 runtime error (sending: NATS down or our credentials refused;
+no known receivers), 143 SIGTERM.
 """,
 )
 @click.option("-s", "send_only", is_flag=True, help="Send and forget: MESSAGE... is the payload.")
