@@ -282,6 +282,30 @@ def append_peer(text: str, line: str) -> str:
     return body + line + "\n"
 
 
+def replace_connection(text: str, servers: list[str], credentials: str | None) -> str:
+    """``text`` with its ``server:`` and ``credentials:`` lines replaced by these (``credentials`` None:
+    keep the file's own); every other line (identity, destination, peers, comments) kept as it was.
+    The new lines go where the first old one was."""
+    out: list[str] = []
+    placed = False
+    section = "general"
+    for raw in text.splitlines():
+        clean = _clean(raw)
+        if clean.startswith("[") and clean.endswith("]"):
+            section = clean[1:-1].strip().lower()
+        key = clean.partition(":")[0].strip().lower() if ":" in clean else ""
+        new = [f"server: {u}" for u in servers] + ([f"credentials: {credentials}"] if credentials is not None else [])
+        if section == "general" and (key == "server" or (key == "credentials" and credentials is not None)):
+            if not placed:
+                out += new
+                placed = True
+            continue
+        out.append(raw)
+    if not placed:
+        out = new + out
+    return "\n".join(out) + "\n"
+
+
 def example_config(key: SigningKey | None = None) -> str:
     """What ``-C`` prints: a working config with a freshly generated identity."""
     key = key or SigningKey.generate()
