@@ -11,7 +11,7 @@ import pytest
 from tether.signal import core
 from tether.signal.config import load_config, replace_connection
 from tests.hubproc import HubProcess
-from tests.signal.conftest import BIN
+from tests.signal.conftest import BIN, finish, start_waiter
 
 
 def signal_cli(hub: HubProcess | None, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -55,16 +55,13 @@ def test_renew_keeps_the_identity_and_peers_still_trust_it(hub, tmp_path):
     assert (tmp_path / "a.conf.creds").stat().st_mode & 0o777 == 0o600 and a.stat().st_mode & 0o777 == 0o600
 
     # b, paired before the renewal, still takes a's messages
-    w = subprocess.Popen([str(BIN / "tether"), "signal", "-c", str(b), "-t", "20s", "-u", "after_renewal"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    w = start_waiter([str(BIN / "tether"), "signal", "-c", str(b), "-t", "20s", "-u", "after_renewal"],
+                     tmp_path / "b.err")
     try:
-        import time
-
-        time.sleep(1.5)  # b subscribes
         r = signal_cli(None, "-c", str(a), "-s", "-u", "after_renewal")
         assert r.returncode == 0, r.stderr
-        _, err = w.communicate(timeout=20)
-        assert w.returncode == 0, err
+        code, _, err = finish(w, timeout=20)
+        assert code == 0, err
     finally:
         if w.poll() is None:
             w.kill()

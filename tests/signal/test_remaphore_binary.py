@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.signal.conftest import Site, finish
+from tests.signal.conftest import Site, finish, start_waiter
 
 GO = os.environ.get("TETHER_REMAPHORE", "")
 pytestmark = pytest.mark.skipif(
@@ -119,17 +119,12 @@ def test_generated_config_loads_in_the_other(creds_site, tmp_path, generator):
     creds = next(line for line in a.path.read_text().splitlines() if line.startswith("credentials:"))
     text = f"server: {creds_site.url}\n{creds}\n" + text + f"com.example.b {creds_site.nodes['com.example.b'].key.public_b58} [*]\n"
     path.write_text(text)
-    w = subprocess.Popen(_argv(loader, "-c", str(path), "-S", creds_site.subject, "-t", "15s", "-o", "-d"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)
-        assert creds_site.run("com.example.b", "-s", "hello", prog=generator).returncode == 0
-        out, err = w.communicate(timeout=15)
-        assert w.returncode == 0, err
-    finally:
-        if w.poll() is None:
-            w.kill()
-            w.wait()
+    w = start_waiter(_argv(loader, "-c", str(path), "-S", creds_site.subject, "-t", "15s", "-o", "-d"),
+                     tmp_path / "loader.err")
+    creds_site.procs.append(w)  # killed at the end if still there
+    assert creds_site.run("com.example.b", "-s", "hello", prog=generator).returncode == 0
+    code, _, err = finish(w)
+    assert code == 0, err
 
 
 def _argv(prog: str, *args: str) -> list[str]:
@@ -264,3 +259,63 @@ def test_negative_timeout_waits_forever(creds_site, prog):
 def test_exit_destination_with_a_comma(creds_site, prog):
     r = creds_site.run("com.example.a", "-s", "-D", "com.example.a,com.example.b", prog=prog)
     assert r.returncode == 3, (r.returncode, r.stderr)
+
+
+_TOKENS = ["-o", "-o=false", "-o=maybe", "--o", "-r=true", "-s", "-d", "-t", "1s", "-t=1s", "-t=-1s", "-t=bad", "-u",
+           "x", "-u=x", "--u=x", "--u", "-v=a,b", "-D", "com.*", "-", "--", "---o", "-=x", "-x", "-C", "-p", "false",
+           "script", "-S", "all", "-t=1h2m3s4ms5us6ns", "-o=T", "-d=0"]
+
+
+def _outcome(prog: str, argv: list[str]) -> tuple[int, str]:
+    """(exit code, what happened): the flag error's text, or 'config' when parsing passed and the config was read."""
+    r = subprocess.run(_argv(prog, "-c", "/nonexistent/remaphore.conf", *argv), capture_output=True, text=True,
+                       timeout=30)
+    flag_error = {"go": "\nUsage of ", "tether": "Try 'tether signal --help'"}[prog]
+    if flag_error in r.stderr:
+        line = r.stderr.splitlines()[0] if prog == "go" else r.stderr.rsplit("Error: ", 1)[1]
+        return r.returncode, line.split(":")[0].strip().replace('"', "'")  # Go quotes with ", tether with '
+    return r.returncode, "config" if "/nonexistent/remaphore.conf" in r.stderr else r.stdout[:12]
+
+
+def test_go_flag_parsing_agrees_on_random_command_lines():
+    """Random command lines of flags, values and stray words: both stop at the same place with the same error
+    (or both read the config; -C prints one), remaphore's binary being the reference for Go's flag package."""
+    import random
+
+    rng = random.Random(20)
+    lines = [rng.choices(_TOKENS, k=rng.randint(1, 5)) for _ in range(60)]
+    differ = [(argv, _outcome("go", argv), _outcome("tether", argv)) for argv in lines]
+    differ = [d for d in differ if d[1] != d[2]]
+    assert not differ, "\n".join(map(str, differ))
+
+
+def test_configs_written_by_signal_init_work_in_remaphore(tmp_path):
+    """`tether signal init` against a hub's embedded NATS, `peer add`: remaphore's binary uses the files as they are,
+    before and after `init --renew`."""
+    from tests.hubproc import HubProcess
+    from tests.signal.test_init_renew import signal_cli
+
+    hub = HubProcess(tmp_path / "data").start()
+    try:
+        a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+        for conf, dest in ((a, "com.example.a"), (b, "com.example.b")):
+            assert signal_cli(hub, "init", "-c", str(conf), "--destination", dest).returncode == 0
+        assert signal_cli(None, "peer", "add", "-c", str(b), "--from", str(a)).returncode == 0
+        assert signal_cli(None, "peer", "add", "-c", str(a), "--from", str(b)).returncode == 0
+        for renewed in (False, True):
+            if renewed:
+                assert signal_cli(hub, "init", "-c", str(a), "--renew").returncode == 0
+            for receiver, sender in (("go", "tether"), ("tether", "go")):
+                w = start_waiter(_argv(receiver, "-c", str(b), "-t", "20s", "-u", "init_ok"), tmp_path / "b.err")
+                try:
+                    r = subprocess.run(_argv(sender, "-c", str(a), "-s", "-u", "init_ok"), capture_output=True,
+                                       text=True, timeout=30)
+                    assert r.returncode == 0, (renewed, sender, r.stderr)
+                    code, _, err = finish(w, timeout=20)
+                    assert code == 0, (renewed, receiver, err)
+                finally:
+                    if w.poll() is None:
+                        w.kill()
+                        w.wait()
+    finally:
+        hub.stop()
