@@ -57,8 +57,20 @@ def _code(rc: int) -> int:
 def _env_script(tmp_path: pathlib.Path, name: str) -> list[str]:
     """A receive SCRIPT that writes its arguments and the REMAPHORE_* variables to a file (remaphore drops its output)."""
     out = tmp_path / f"{name}.out"
-    return ["/bin/sh", "-c", f'printf "%s|%s|%s|%s|%s\\n" "$1" "$2" "$REMAPHORE_VERB" "$REMAPHORE_MSG" '
-                             f'"$REMAPHORE_DESTMATCH" >> {out}; echo "answer from $REMAPHORE_DESTMATCH"', "script"]
+    return ["/bin/sh", "-c", f'printf "%s|%s|%s|%s|%s|%s|%s\\n" "$1" "$2" "$REMAPHORE_VERB" "$REMAPHORE_MSG" '
+                             f'"$REMAPHORE_DESTMATCH" "$REMAPHORE_SENDER" "$REMAPHORE_UUID" >> {out}; '
+                             'echo "answer from $REMAPHORE_DESTMATCH"', "script"]
+
+
+def _seen(site: Site, tmp_path: pathlib.Path, receiver: str, verb: str, msg: str, uuid: str = "") -> None:
+    """The receiver's script ran once, with VERB MSG as arguments and the same REMAPHORE_* values in both programs."""
+    from tether.signal import core
+
+    sender = site.nodes["com.example.a"].key.public_b58
+    got = (tmp_path / f"{receiver}.out").read_text().splitlines()
+    assert len(got) == 1 and got[0].startswith(f"{verb}|{msg}|{verb}|{msg}|com.example.b|{sender}|"), got
+    hexuuid = got[0].rsplit("|", 1)[1]  # without -u, a random one: 12 bytes
+    assert hexuuid == core.make_uuid(uuid).hex() if uuid else len(bytes.fromhex(hexuuid)) == 12, got
 
 
 @pytest.mark.parametrize("sender", PROGS)
@@ -69,8 +81,7 @@ def test_send_and_wait_both_ways_with_creds(creds_site, tmp_path, sender):
     assert r.returncode == 0, r.stderr
     code, _, err = finish(w)
     assert code == 0, err
-    lines = (tmp_path / f"{receiver}.out").read_text().splitlines()
-    assert lines == ["deploy|bigfile is up|deploy|bigfile is up|com.example.b"]
+    _seen(creds_site, tmp_path, receiver, "deploy", "bigfile is up", "upload_done")
 
 
 @pytest.mark.parametrize("sender", PROGS)
@@ -79,7 +90,7 @@ def test_default_payload_is_empty_both_ways(creds_site, tmp_path, sender):
     w = creds_site.start("com.example.b", "-t", "15s", "-o", *_env_script(tmp_path, receiver), prog=receiver)
     assert creds_site.run("com.example.a", "-s", prog=sender).returncode == 0
     assert finish(w)[0] == 0
-    assert (tmp_path / f"{receiver}.out").read_text().splitlines() == ["ping||ping||com.example.b"]
+    _seen(creds_site, tmp_path, receiver, "ping", "")
 
 
 @pytest.mark.parametrize("requester", PROGS)
@@ -90,7 +101,20 @@ def test_request_reply_both_ways(creds_site, tmp_path, requester):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "com.example.b,0,answer from com.example.b\n", r.stdout
     assert finish(w)[0] == 0
-    assert (tmp_path / f"{responder}.out").read_text().splitlines() == ["status|how are you|status|how are you|com.example.b"]
+    _seen(creds_site, tmp_path, responder, "status", "how are you")
+
+
+@pytest.mark.parametrize("requester", PROGS)
+def test_request_multi_line_answer_and_exit_code(creds_site, requester):
+    import re
+
+    w = creds_site.start("com.example.b", "-t", "15s", "-o", "/bin/sh", "-c", "echo one; echo two; exit 3",
+                         prog=other(requester))
+    r = creds_site.run("com.example.a", "-r", "-t", "10s", prog=requester)
+    assert r.returncode == 0, r.stderr
+    sep = re.fullmatch(r"--> ([0-9a-f]{32})\n.*", r.stdout, re.S)
+    assert sep and r.stdout == f"--> {sep[1]}\ncom.example.b,3,one\ntwo\n--< {sep[1]}\n", r.stdout
+    finish(w)
 
 
 @pytest.mark.parametrize("requester", PROGS)
@@ -125,6 +149,19 @@ def test_generated_config_loads_in_the_other(creds_site, tmp_path, generator):
     assert creds_site.run("com.example.b", "-s", "hello", prog=generator).returncode == 0
     code, _, err = finish(w)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("extra, go_code, warning", [
+    ("[ Extra ]\n", 1, "unknown section"),  # a header alone: skipped by both
+    ("[ Peers ]\ncom.example.x\t{key} [ping]\n", 2, "remaphore refuses this line"),  # remaphore: bad format
+])
+def test_lenient_lines(creds_site, extra, go_code, warning):
+    """What remaphore skips, tether skips with a warning; what remaphore refuses, tether reads and warns about."""
+    path = creds_site.nodes["com.example.a"].path
+    path.write_text(path.read_text() + extra.format(key=creds_site.nodes["com.example.b"].key.public_b58))
+    assert creds_site.run("com.example.a", "-t", "500ms", prog="go").returncode == go_code
+    r = creds_site.run("com.example.a", "-t", "500ms", prog="tether")
+    assert r.returncode == 1 and warning in r.stderr, r.stderr
 
 
 def _argv(prog: str, *args: str) -> list[str]:
@@ -237,7 +274,7 @@ def test_long_uuid_and_sender_filter_agree(creds_site, tmp_path, sender):
     assert creds_site.run("com.example.a", "-s", "-u", uuid + "!", "wrong", prog=sender).returncode == 0
     assert creds_site.run("com.example.a", "-s", "-u", uuid, "right", prog=sender).returncode == 0
     assert finish(w)[0] == 0
-    assert (tmp_path / f"{receiver}.out").read_text().splitlines() == ["ping|right|ping|right|com.example.b"]
+    _seen(creds_site, tmp_path, receiver, "ping", "right", uuid)
 
 
 @pytest.mark.parametrize("prog", PROGS)

@@ -171,7 +171,11 @@ def parse_config(text: str, path: str | None = None) -> SignalConfig:
                 cfg.warnings.append(f"{where}:{lineno}: {key} has no value: line ignored")
                 continue
             _set(cfg, key, value, path, lineno)
-        elif section == "identities":
+            continue
+        if line.split(" ", 2) != line.split(None, 2):  # remaphore splits on single spaces
+            cfg.warnings.append(f"{where}:{lineno}: fields separated by a tab or several spaces: remaphore refuses "
+                                "this line (exit 2); separate them with one space")
+        if section == "identities":
             parts = line.split(None, 2)
             if len(parts) != 3:
                 raise ConfigError("an identity is `publickey privatekey [verbs]`", path=path, line=lineno)
