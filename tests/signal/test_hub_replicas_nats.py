@@ -4,6 +4,8 @@ replica names the same one. Through the documented balancer, as a real site runs
 
 from __future__ import annotations
 
+import os
+
 import httpx
 
 
@@ -38,3 +40,29 @@ def test_a_configured_cluster_is_the_same_answer_on_every_replica(replica_set):
     answers = nats_answers(rs)
     assert {r.status_code for r in answers} == {200}
     assert all(r.json() == {"servers": cluster.split(","), "creds": None, "expires": None} for r in answers)
+
+
+def test_replica_guard_counts_live_holders_of_this_database_only(pg_server):
+    from sqlalchemy import text
+
+    from tether.db.engine import Database
+    from tether.signal.embedded import ReplicaGuard
+
+    dbs = [Database(pg_server.create_database(f"guard_{i}_{os.getpid()}")) for i in range(2)]
+    try:
+        one, two, elsewhere = ReplicaGuard(dbs[0]), ReplicaGuard(dbs[0]), ReplicaGuard(dbs[1])
+        assert (one.others(), two.others(), elsewhere.others()) == (1, 1, 0)  # another database does not count
+        two.close()
+        assert one.others() == 0
+        # a replica whose database session died stops counting, and closing it afterwards does not raise
+        with dbs[0].connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND objid = :k"), {"k": 0x7E7E_0020})
+        three = ReplicaGuard(dbs[0])
+        assert three.others() == 0
+        one.close()
+        three.close()
+        elsewhere.close()
+    finally:
+        for db in dbs:
+            db.dispose()

@@ -127,6 +127,8 @@ class ReplicaGuard:
             try:  # a pooled session keeps session-level locks: let go before handing it back
                 conn.exec_driver_sql("SELECT pg_advisory_unlock_shared(%s)", (PG_EMBEDDED_LOCK,))
                 conn.commit()
+            except Exception:  # the database went away, and the lock with its session
+                conn.invalidate()
             finally:
                 conn.close()
 
