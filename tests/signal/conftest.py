@@ -97,7 +97,9 @@ class Site:
             n.path.write_text("\n".join(lines) + "\n")
 
     def argv(self, name: str, *args: str, prog: str = "tether", subject: bool = True) -> list[str]:
-        base = [str(BIN / "tether"), "signal"] if prog == "tether" else [str(BIN / "remaphore")]
+        base = {"tether": [str(BIN / "tether"), "signal"], "remaphore": [str(BIN / "remaphore")],
+                # remaphore's own Go binary (tests/signal/test_remaphore_binary.py)
+                "go": [os.environ.get("TETHER_REMAPHORE", "remaphore")]}[prog]
         s = ["-S", self.subject] if subject else []
         return [*base, "-c", str(self.nodes[name].path), *s, *args]
 
@@ -106,21 +108,9 @@ class Site:
 
     def start(self, name: str, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
         """Start a receiver and wait until it is subscribed."""
-        err = self.tmp / f"{name}-{len(self.procs)}.err"
-        fh = open(err, "w")
-        p = subprocess.Popen(self.argv(name, *args, **kw), stdout=subprocess.PIPE, stderr=fh, text=True,
-                             env={**os.environ, **(env or {})})
-        fh.close()
-        p.err_path = err  # type: ignore[attr-defined]
+        p = start_waiter(self.argv(name, *args, **kw), self.tmp / f"{name}-{len(self.procs)}.err", env)
         self.procs.append(p)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if "ready" in err.read_text():
-                return p
-            if p.poll() is not None:
-                raise AssertionError(f"receiver exited {p.returncode}: {err.read_text()}")
-            time.sleep(0.02)
-        raise AssertionError(f"receiver not ready: {err.read_text()}")
+        return p
 
     def publish_raw(self, payloads: list[bytes], subject: str | None = None) -> None:
         import nats
@@ -141,6 +131,23 @@ class Site:
             p.wait(timeout=5)
             if p.stdout:
                 p.stdout.close()
+
+
+def start_waiter(argv: list[str], err: pathlib.Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a receiver (tether's or remaphore's binary) with stderr in ``err``; return once it says it is ready."""
+    with open(err, "w") as fh:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=fh, text=True, env={**os.environ, **(env or {})})
+    p.err_path = err  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "ready" in err.read_text().lower():  # remaphore's binary logs "Ready"
+            return p
+        if p.poll() is not None:
+            raise AssertionError(f"receiver exited {p.returncode}: {err.read_text()}")
+        time.sleep(0.02)
+    p.kill()
+    p.wait()
+    raise AssertionError(f"receiver not ready: {err.read_text()}")
 
 
 def finish(p: subprocess.Popen, timeout: float = 15) -> tuple[int, str, str]:

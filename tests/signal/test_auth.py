@@ -52,17 +52,18 @@ def test_refused_credentials_exit_1_and_say_so(tmp_path, nats_operator, how):
            "signed by another account": f"credentials: {auth.user_creds('stranger', signer=natsauth.new_key('account'))}",
            "expired": f"credentials: {auth.user_creds('old', expires=int(time.time()) - 10)}"}[how]
     s = pair(tmp_path, srv.url, bad, good)
-    for args in (["-s", "hello"], ["-t", "30s", "-o"], ["-r", "-t", "5s"]):
+    for args, code in ((["-s", "hello"], 3), (["-t", "30s", "-o"], 1), (["-r", "-t", "5s"], 3)):
         t0 = time.monotonic()
         r = s.run("com.example.a", *args)
-        # remaphore exits 1 when the server refuses its credentials; tether says why, and does not wait out -t
-        assert r.returncode == 1, (args, r.returncode, r.stderr)
+        # remaphore's codes when the server refuses its credentials: a waiter 1 (after -t), a sender 3;
+        # tether says why, and does not wait out -t
+        assert r.returncode == code, (args, r.returncode, r.stderr)
         assert "refused our credentials" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert time.monotonic() - t0 < 15
 
 
 def works_then_refused(tmp_path, url: str, good: str, bad: str) -> None:
-    """A message goes through with the ``good`` config lines; with ``bad`` ones the server refuses us: exit 1."""
+    """A message goes through with the ``good`` config lines; with ``bad`` ones the server refuses a sender: exit 3."""
     s = pair(tmp_path, url, good, good)
     try:
         w = s.start("com.example.b", "-t", "15s", "-o")
@@ -71,7 +72,7 @@ def works_then_refused(tmp_path, url: str, good: str, bad: str) -> None:
     finally:
         s.stop()
     r = pair(tmp_path / "refused", url, bad, "").run("com.example.a", "-s")
-    assert r.returncode == 1 and "refused our credentials" in r.stderr, r.stderr
+    assert r.returncode == 3 and "refused our credentials" in r.stderr, r.stderr
 
 
 def test_nkey_seed(tmp_path, nats_nkey):

@@ -76,6 +76,18 @@ def test_lines_remaphore_skips_are_warnings(change, line, words):
     assert cfg.subject == "remaphore" and len(cfg.identities) == 2 and len(list(cfg.peers)) == 2
 
 
+@pytest.mark.parametrize("old, new", [(f"com.crypto.us.right {B.public_b58}", f"com.crypto.us.right\t{B.public_b58}"),
+                                      (f"{A.public_b58} {A.private_b58}", f"{A.public_b58}  {A.private_b58}")])
+def test_fields_split_by_tabs_or_several_spaces_load_with_a_warning(old, new):
+    """remaphore splits identity and peer lines on single spaces and refuses these (exit 2): tether reads them
+    and says so, so a file shared with remaphore nodes gets fixed."""
+    assert old in GOOD
+    cfg = parse_config(GOOD.replace(old, new), "n.conf")
+    assert len(cfg.identities) == 2 and len(list(cfg.peers)) == 2
+    assert [w for w in cfg.warnings if "remaphore refuses this line" in w and "one space" in w], cfg.warnings
+    assert not parse_config(GOOD, "n.conf").warnings
+
+
 def test_unknown_section_header_keeps_the_section_it_was_in():
     # as remaphore's parser: the header changes nothing, the peer after it is still a peer
     cfg = parse_config(GOOD.replace(f"com.crypto.eu.any {A.public_b58} [*]",

@@ -151,7 +151,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo(f"tether: SSH on {settings.ssh_listen}, host key {key.get_fingerprint('sha256')} "
                    f"({data / 'ssh_host_ed25519_key.pub'})", err=True)
     app = create_app(settings, db)
-    app.state.signal_nats = nats = _signal_nats(settings, data)
+    app.state.signal_nats = nats = _signal_nats(settings, data, db)
     # Everything loaded so far (modules, the app, SQLAlchemy's mappings: ~100,000 objects)
     # lives as long as the process: keep it out of the collector's full passes, which
     # otherwise cost ~30-60 ms each, several times per large publish.
@@ -176,9 +176,9 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
             nats.stop()
 
 
-def _signal_nats(settings, data: Path):
+def _signal_nats(settings, data: Path, db):
     """Start the embedded nats-server for signal (or name the cluster in use); None when signal_nats is off."""
-    from tether.signal.embedded import EmbeddedNats, ExternalNats, NatsUnavailable, find_nats_server
+    from tether.signal.embedded import EmbeddedNats, ExternalNats, NatsUnavailable, ReplicaGuard, find_nats_server
 
     if settings.signal_nats == "off":
         return None
@@ -195,6 +195,11 @@ def _signal_nats(settings, data: Path):
         sys.exit(3)
     click.echo(f"tether: NATS for signal on {nats.servers[0]} (JetStream, {data / 'nats'}); "
                "`tether signal init` gets credentials for it", err=True)
+    nats.guard = ReplicaGuard(db)
+    if nats.other_replicas():
+        click.echo("tether: warning: another replica of this hub (same database) runs its own embedded NATS: "
+                   "`tether signal init` is refused (409) on every replica until signal_nats names a NATS cluster "
+                   "(docs/signal.md, 'Several hub replicas')", err=True)
     return nats
 
 

@@ -193,9 +193,10 @@ a word is a receive SCRIPT, as in remaphore (`tether signal -t 1h send` runs
 Flags follow Go's flag package, as remaphore's: -u x, -u=x, --u=x; -o=false.
 
 \b
-Exit codes (remaphore's): 0 received (or sent), 1 nothing before the timeout
-or NATS refused our credentials, 2 usage or config error, 3 runtime error
-(no known receivers, no responders, NATS down when sending), 143 SIGTERM.
+Exit codes (remaphore's): 0 received (or sent), 1 nothing received (the
+timeout, no responders to -r, a waiter's credentials refused), 2 usage or
+config error, 3 runtime error (sending: NATS down or our credentials refused;
+no known receivers), 143 SIGTERM.
 """,
 )
 @click.option("-s", "send_only", is_flag=True, help="Send and forget: MESSAGE... is the payload.")
@@ -658,66 +659,93 @@ Examples:
   tether login http://127.0.0.1:8580 --token "$(cat data/admin.token)"
   tether signal init -c uploader.conf --destination com.example.uploader
   tether signal init --destination org.example.builder1 --verbs 'ping, deploy'
+  tether signal init -c uploader.conf --renew     # new credentials, same identity
 """,
 )
 @_config_option
-@click.option("--destination", "destination", metavar="NAME", required=True,
-              help="This node's name, reverse-dot and globally unique (e.g. com.example.eu.node1).")
+@click.option("--destination", "destination", metavar="NAME",
+              help="This node's name, reverse-dot and globally unique (e.g. com.example.eu.node1); "
+                   "required unless --renew.")
 @click.option("--verbs", "verbs", metavar="VERB[,VERB...]", default="ping", show_default=True,
               help="Verbs this node's identity may send (`*` for all).")
-@click.option("--force", is_flag=True, help="Replace an existing config (its identity is lost).")
+@click.option("--force", is_flag=True, help="Replace an existing config: a new identity, so peers must trust it again.")
+@click.option("--renew", is_flag=True,
+              help="Only fetch new NATS credentials (and the hub's servers) for an existing CONFIG; its identity, "
+                   "destination and peers are kept, so its peers go on trusting it.")
 @_json_option
 @client_options
-def init_cmd(config_path: str, destination: str, verbs: str, force: bool, as_json: bool, conn: Any) -> None:
+def init_cmd(config_path: str, destination: str | None, verbs: str, force: bool, renew: bool, as_json: bool,
+             conn: Any) -> None:
     """Write a node config that reaches the hub's NATS server, with a fresh identity.
 
     Asks the hub you are logged in to (`tether login`) where its NATS server is
     and for NATS credentials of your own, then writes CONFIG (0600) with those
     `server:` lines, `credentials:` (CONFIG.creds, 0600), this --destination and
     a new identity, and no [ Peers ] yet. Prints the line other nodes need to
-    trust this one (`tether signal peer add ...`). Run it again with --force
-    when the credentials expire (30 days by default).
+    trust this one (`tether signal peer add ...`). When the credentials expire
+    (30 days by default), `--renew` replaces only the `server:` and
+    `credentials:` lines: the identity, and so every peer's trust, stays.
     """
     import json
     import os
 
+    from tether.files import write_private
     from tether.signal import config as config_mod
-    from tether.signal.core import SigningKey
+    from tether.signal.core import SigningKey, b58encode
 
+    if renew:
+        if force or destination is not None:
+            raise TetherError("--renew keeps the config's identity and destination: give neither --force nor "
+                              "--destination with it", EXIT_USAGE)
+        if not os.path.exists(config_path):
+            raise TetherError(f"{config_path} does not exist: nothing to renew", EXIT_NO,
+                              "write it first: tether signal init -c FILE --destination NAME")
+        old = config_mod.load_config(config_path)  # a ConfigError: exit 2, and nothing is asked or written
+        destination = old.destination
+    else:
+        if destination is None:
+            raise TetherError("--destination NAME is required (or --renew, for new credentials in an existing config)",
+                              EXIT_USAGE)
+        if any(c in destination for c in " ,\t#[]") or not destination:
+            raise TetherError(f"--destination must be one name without spaces or commas, got {destination!r}",
+                              EXIT_USAGE)
+        if os.path.exists(config_path) and not force:
+            raise TetherError(f"{config_path} already exists; not overwriting a node's identity", EXIT_NO,
+                              "--renew fetches new credentials and keeps it; --force replaces it, or -c another file")
     verb_list = _verb_list(verbs, "--verbs") or ["ping"]
-    if any(c in destination for c in " ,\t#[]") or not destination:
-        raise TetherError(f"--destination must be one name without spaces or commas, got {destination!r}", EXIT_USAGE)
-    if os.path.exists(config_path) and not force:
-        raise TetherError(f"{config_path} already exists; not overwriting a node's identity", EXIT_NO,
-                          "pass --force to replace it, or -c another file")
     got = conn.client.post("/api/v1/signal/nats", json={}) or {}
     servers = [str(u) for u in got.get("servers") or []]
     if not servers:
         raise TetherError("the hub named no NATS server", EXIT_RUNTIME, "is signal_nats off on the hub?")
-    key = SigningKey.generate()
-    lines = [f"# written by `tether signal init` from {conn.client.hub_url}"]
-    lines += [f"server: {u}" for u in servers]
     creds_path = None
     if got.get("creds"):
-        from tether.files import write_private
-
         creds_path = os.path.abspath(config_path + ".creds")
         write_private(creds_path, str(got["creds"]))
-        lines.append(f"credentials: {creds_path}")
-    else:  # a cluster of the site's own: its credentials come from there (remaphore needs the line)
-        lines.append(f"credentials: {config_mod.PLACEHOLDER_CREDS}")
-    text = "\n".join([*lines, "subject: remaphore", f"default_identity: {key.public_b58}",
-                      f"destination: {destination}", "allow_skew: 5s", "", "[ Identities ]",
-                      f"{key.public_b58} {key.private_b58} [{', '.join(verb_list)}]", "", "[ Peers ]", ""])
+    if renew:
+        with open(config_path, encoding="utf-8") as fh:
+            text = config_mod.replace_connection(fh.read(), servers, creds_path)  # no creds: the site's own stay
+        public_b58 = b58encode(old.default_identity or b"")
+    else:
+        key = SigningKey.generate()
+        public_b58 = key.public_b58
+        lines = [f"# written by `tether signal init` from {conn.client.hub_url}"]
+        lines += [f"server: {u}" for u in servers]
+        # no creds: a cluster of the site's own, whose credentials come from there (remaphore needs the line)
+        lines.append(f"credentials: {creds_path or config_mod.PLACEHOLDER_CREDS}")
+        text = "\n".join([*lines, "subject: remaphore", f"default_identity: {key.public_b58}",
+                          f"destination: {destination}", "allow_skew: 5s", "", "[ Identities ]",
+                          f"{key.public_b58} {key.private_b58} [{', '.join(verb_list)}]", "", "[ Peers ]", ""])
     config_mod.parse_config(text, config_path)  # what we write loads
-    from tether.files import write_private
-
     write_private(config_path, text)
-    peer = f"{destination} {key.public_b58}"
+    peer = f"{destination} {public_b58}"
     if as_json:
         click.echo(json.dumps({"config": config_path, "credentials": creds_path, "servers": servers,
-                               "destination": destination, "public_key": key.public_b58,
-                               "expires": got.get("expires")}, indent=2))
+                               "destination": destination, "public_key": public_b58,
+                               "expires": got.get("expires"), "renewed": renew}, indent=2))
+        return
+    if renew:
+        click.echo(f"renewed {config_path}" + (f" and {creds_path}" if creds_path else "") +
+                   f": identity {public_b58} kept, so its peers still trust it")
         return
     click.echo(f"wrote {config_path}" + (f" and {creds_path}" if creds_path else ""))
     click.echo("other nodes trust this one with:")

@@ -180,7 +180,11 @@ def parse_config(text: str, path: str | None = None) -> SignalConfig:
                 cfg.warnings.append(f"{where}:{lineno}: {key} has no value: line ignored")
                 continue
             _set(cfg, key, value, path, lineno)
-        elif section == "identities":
+            continue
+        if line.split(" ", 2) != line.split(None, 2):  # remaphore splits on single spaces
+            cfg.warnings.append(f"{where}:{lineno}: fields separated by a tab or several spaces: remaphore refuses "
+                                "this line (exit 2); separate them with one space")
+        if section == "identities":
             parts = line.split(None, 2)
             if len(parts) != 3:
                 raise ConfigError("an identity is `publickey privatekey [verbs]`", path=path, line=lineno)
@@ -289,6 +293,30 @@ def append_peer(text: str, line: str) -> str:
     if last != "peers":
         body += "\n[ Peers ]\n"
     return body + line + "\n"
+
+
+def replace_connection(text: str, servers: list[str], credentials: str | None) -> str:
+    """``text`` with its ``server:`` and ``credentials:`` lines replaced by these (``credentials`` None:
+    keep the file's own); every other line (identity, destination, peers, comments) kept as it was.
+    The new lines go where the first old one was."""
+    out: list[str] = []
+    placed = False
+    section = "general"
+    for raw in text.splitlines():
+        clean = _clean(raw)
+        if clean.startswith("[") and clean.endswith("]"):
+            section = clean[1:-1].strip().lower()
+        key = clean.partition(":")[0].strip().lower() if ":" in clean else ""
+        new = [f"server: {u}" for u in servers] + ([f"credentials: {credentials}"] if credentials is not None else [])
+        if section == "general" and (key == "server" or (key == "credentials" and credentials is not None)):
+            if not placed:
+                out += new
+                placed = True
+            continue
+        out.append(raw)
+    if not placed:
+        out = new + out
+    return "\n".join(out) + "\n"
 
 
 def example_config(key: SigningKey | None = None) -> str:

@@ -10,6 +10,13 @@ only the hub's users reach it, each with their own expiring ``.creds``.
 With ``signal_nats = "nats://a:4222,nats://b:4222"`` (a cluster of your own)
 the hub only tells clients where it is; they bring their own credentials.
 ``signal_nats = "off"``: no NATS at all.
+
+Several hub replicas on one PostgreSQL database would each run their own
+embedded server, and nodes given credentials by different replicas could never
+reach each other. So each replica running one holds a shared advisory lock
+(:class:`ReplicaGuard`) for as long as it runs; while more than one holds it,
+every replica refuses ``POST /api/v1/signal/nats`` (409), saying to point
+``signal_nats`` at a NATS cluster instead.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from dataclasses import dataclass
 from tether.files import write_private
 from tether.signal import natsauth
 
-__all__ = ["find_nats_server", "stop_process", "EmbeddedNats", "ExternalNats", "NatsUnavailable"]
+__all__ = ["find_nats_server", "stop_process", "EmbeddedNats", "ExternalNats", "NatsUnavailable", "ReplicaGuard"]
 
 
 DEFAULT_PORT = 4222
+#: held shared (session-level) by every replica running an embedded NATS, beside db.engine's 0x7E7E_0001
+PG_EMBEDDED_LOCK = 0x7E7E_0020
 
 
 class NatsUnavailable(RuntimeError):
@@ -81,6 +90,48 @@ class ExternalNats:
     def issue(self, user: str, lifetime_s: int) -> tuple[str | None, int | None]:
         return None, None
 
+    def other_replicas(self) -> int:
+        return 0  # every replica names the same cluster
+
+
+class ReplicaGuard:
+    """How many other replicas of this hub (the same PostgreSQL database) run an embedded NATS right now.
+
+    Each holds ``PG_EMBEDDED_LOCK`` shared on a connection of its own for as long as it runs, so a replica
+    that stops or dies (its connection closed) stops counting at once. SQLite: one hub, never others.
+    """
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.conn = None
+        if db.dialect == "postgresql":
+            self.conn = db.write_engine.connect()  # checked out for the hub's life: the lock lives with it
+            self.conn.exec_driver_sql("SELECT pg_advisory_lock_shared(%s)", (PG_EMBEDDED_LOCK,))
+            self.conn.commit()
+
+    def others(self) -> int:
+        if self.conn is None:
+            return 0
+        from sqlalchemy import text
+
+        with self.db.connect() as c:  # a one-bigint-key advisory lock: classid 0, objid the key, objsubid 1
+            held = c.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 "
+                "AND objid = :k AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())"), {"k": PG_EMBEDDED_LOCK}).scalar_one()
+        return max(int(held) - 1, 0)
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:  # a pooled session keeps session-level locks: let go before handing it back
+                conn.exec_driver_sql("SELECT pg_advisory_unlock_shared(%s)", (PG_EMBEDDED_LOCK,))
+                conn.commit()
+            except Exception:  # the database went away, and the lock with its session
+                conn.invalidate()
+            finally:
+                conn.close()
+
 
 class EmbeddedNats:
     """One nats-server in operator mode under ``DATA/nats``; ``stop()`` ends it by its pid."""
@@ -92,6 +143,11 @@ class EmbeddedNats:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.operator = self.account = self.system = None
+        self.guard: ReplicaGuard | None = None  # set by the hub (it has the database)
+
+    def other_replicas(self) -> int:
+        """Other replicas on this database running an embedded NATS of their own (see ReplicaGuard)."""
+        return self.guard.others() if self.guard is not None else 0
 
     @property
     def servers(self) -> list[str]:
@@ -174,6 +230,9 @@ class EmbeddedNats:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         stop_process(proc)
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.close()
 
 
 def stop_process(proc: subprocess.Popen | None, grace: float = 10) -> None:

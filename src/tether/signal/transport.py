@@ -65,10 +65,11 @@ _REFUSED = ("authorization", "authentication", "user credentials", "nkey", "cert
 
 
 class CredentialsRefused(SignalError):
-    """NATS refused our credentials: exit 1, as remaphore (its receivers give up and report nothing received)."""
+    """NATS refused our credentials. Exit codes as remaphore's binary: 1 for a receiver (it reports nothing
+    received), 3 for a sender or requester (its publish fails on the closed connection)."""
 
 
-async def _connect_once(cfg: SignalConfig, name: str) -> NATS:
+async def _connect_once(cfg: SignalConfig, name: str, refused_code: int) -> NATS:
     opts: dict = dict(
         servers=cfg.servers,
         name=name,
@@ -104,16 +105,19 @@ async def _connect_once(cfg: SignalConfig, name: str) -> NATS:
         where = f"NATS at {', '.join(cfg.servers)}"
         if any(w in detail.lower() for w in _REFUSED):
             raise CredentialsRefused(
-                f"{where} refused our credentials: {detail}", exit_code=1,
+                f"{where} refused our credentials: {detail}", exit_code=refused_code,
                 hint="check `credentials` (the .creds file), `nkey_seed`, `token`, `user`/`password` or the TLS "
                      "client certificate in the config, and that the server still knows that user") from None
         raise SignalError(f"cannot connect to {where}: {detail}", exit_code=3,
                           hint="is nats-server running and reachable?") from None
 
 
-async def connect(cfg: SignalConfig, *, name: str = "tether-signal") -> NATS:
-    """Connect to the first reachable ``server``; fail within a few seconds if none is."""
-    nc = await _connect_once(cfg, name)
+async def connect(cfg: SignalConfig, *, name: str = "tether-signal", refused_code: int = 3) -> NATS:
+    """Connect to the first reachable ``server``; fail within a few seconds if none is.
+
+    ``refused_code``: the exit code when the server refuses our credentials (3 when sending, as remaphore).
+    """
+    nc = await _connect_once(cfg, name, refused_code)
     # Once connected, ride out server restarts for as long as we run.
     nc.options["max_reconnect_attempts"] = -1
     return nc
@@ -130,7 +134,7 @@ async def connect_retrying(cfg: SignalConfig, until: float, log: Log, *, name: s
         left = until - time.monotonic()
         try:
             # a black-holed address must not hold us past the deadline
-            nc = await asyncio.wait_for(connect(cfg, name=name), None if left == float("inf") else max(left, 0.1))
+            nc = await asyncio.wait_for(connect(cfg, name=name, refused_code=1), None if left == float("inf") else max(left, 0.1))
         except CredentialsRefused:
             raise
         except (SignalError, TimeoutError) as exc:
@@ -259,8 +263,10 @@ async def request(cfg: SignalConfig, *, subject: str | None, public: bytes | Non
     finally:
         await _close(nc)
     if no_responders and not collector.received:
+        # remaphore waits out -t and exits 1 (nothing received): the same code, said at once
         raise SignalError("no responders: nothing is listening on "
-                          f"{core.broadcast_subject(cfg.subject, subject)}", exit_code=3)
+                          f"{core.broadcast_subject(cfg.subject, subject)}", exit_code=1,
+                          hint="start a receiver there first, or check -S and the config's subject")
     return 0 if collector.received else 1
 
 
