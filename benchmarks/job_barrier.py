@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -205,8 +206,21 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the event loop's thread (the main one) and of the others, from /proc."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "event loop" if task.name == str(pid) else "other threads"
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[tuple[str, str | None]],
-                wait_arrived) -> dict:
+                wait_arrived, profiled: bool = False) -> dict:
     """Start the workers, let N-1 arrive, release the last, collect the release times."""
     last = tokens[-1][0]
     chunks = [tokens[i::WORKERS] for i in range(WORKERS)]
@@ -224,6 +238,9 @@ def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[t
         assert json.loads(p.stdout.readline()) == {"ready": True}
     wait_arrived(workers)
     cpu_t0, _ = proc_stats(server_pid)
+    threads0 = thread_cpu(server_pid)
+    if profiled:
+        os.kill(server_pid, signal.SIGUSR1)
     for p in workers:
         p.stdin.write("go\n")
         p.stdin.flush()
@@ -235,19 +252,29 @@ def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[t
             released.update(msg.get("released", {}))
         p.wait(600)
     cpu1, hwm = proc_stats(server_pid)
+    if profiled:
+        os.kill(server_pid, signal.SIGUSR2)
+    threads1 = thread_cpu(server_pid)
+    if kind == "tether":
+        print("hub CPU after the last arrival, per thread:", ", ".join(
+            f"{name} {threads1[name] - threads0.get(name, 0):.2f} s" for name in sorted(threads1)
+            if threads1[name] - threads0.get(name, 0) > 0), flush=True)
     lat = sorted(t - t0 for t in released.values())
     assert len(lat) == size, (len(lat), size)
     return {"p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "max": lat[-1],
             "cpu": cpu1 - cpu0, "release_cpu": cpu1 - cpu_t0, "rss": hwm}
 
 
-def bench_tether(size: int, tmp: Path) -> dict:
+def bench_tether(size: int, tmp: Path, profile: str | None = None) -> dict:
     import httpx
 
     from tests.hubproc import HubProcess
 
     (tmp / f"hub-{size}").mkdir(exist_ok=True)
-    hub = HubProcess(tmp / f"hub-{size}" / "data").start()
+    hub = HubProcess(tmp / f"hub-{size}" / "data")
+    if profile:
+        hub.argv[1:3] = [str(Path(__file__).with_name("_profiled_hub.py")), f"{profile}.{size}"]
+    hub.start()
     try:
         with hub.admin() as c:
             c.post("/api/v1/spaces", json={"name": "bench"})
@@ -267,7 +294,7 @@ def bench_tether(size: int, tmp: Path) -> dict:
                     time.sleep(0.2)
 
         res = run_barrier("tether", size, hub.proc.pid, {"host": "127.0.0.1", "port": hub.port, "group": f"b{size}"},
-                          tokens, wait_arrived)
+                          tokens, wait_arrived, profiled=bool(profile))
         httpx.get(hub.url + "/healthz")
         return res
     finally:
@@ -347,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lava-sizes", type=int, nargs="*", default=[16, 256])
     ap.add_argument("--poll-delays", type=int, nargs="*", default=[1, 3])
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the hub's event loop during each tether release "
+                    "(from the last arrival on) into FILE.SIZE; read with python -m pstats")
     ap.add_argument("--wakeup-only", action="store_true", help="Only the send -> wait wake-up on one replica.")
     args = ap.parse_args(argv)
     if args.worker:
@@ -364,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in args.sizes:
-            rows.append(("tether (SQLite)", n, bench_tether(n, tmp)))
+            rows.append(("tether (SQLite)", n, bench_tether(n, tmp, args.profile)))
             print(table(rows[-1:]), flush=True)
         for n in args.lava_sizes:
             for delay in args.poll_delays:

@@ -195,22 +195,30 @@ async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Reques
 async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
     svc = _svc(request)
     place = await _run(svc.place, ctx, group, node)
+    # The audit record is of the change (an arrival, a new wait), written durably when
+    # it is made; asking again changes nothing and is not recorded, and the answers a
+    # barrier releases at once do not each wait for an audit commit.
+    request.state.read_only = True
     # A JSONResponse as is: FastAPI's encoder would walk the reply again, for every
     # waiter a barrier releases at once.
     return JSONResponse(await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role,
                                         body.generation, min(body.timeout, MAX_HOLD), body.call,
-                                        end_writer_of(request.app)))
+                                        end_writer_of(request.app), request.state.record_change))
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
                     generation: int | None, hold: float, call: str | None = None,
-                    later: EndWriter | None = None) -> dict[str, Any]:
+                    later: EndWriter | None = None, record=None) -> dict[str, Any]:
     """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes.
     With ``later``, the closing bookkeeping (last seen, what the node waits on, that
     it was told) is written after the answer leaves, batched with the other answers
     of the same wake-up. Only callers whose calls carry a generation or call token
-    may defer it (the HTTP API): LAVA's identical polls need "told" written first."""
-    w, _ = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+    may defer it (the HTTP API): LAVA's identical polls need "told" written first.
+    ``record``: awaited once the wait changed the group (arrived, joined, began to wait
+    on something new), before it is held: the hub's audit record of that change."""
+    w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+    if changed and record is not None:
+        await record()
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + hold
