@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -181,27 +181,25 @@ async def cancel(group: str, body: CancelIn, ctx: Caller, request: Request):
 @router.post("/{group}/nodes/{node}/state")
 async def set_state(group: str, node: str, body: StateIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
-    return await _run(svc.mark, ctx, place, body.state, body.reason)
+    return await _run(lambda: svc.mark(ctx, svc.place(ctx, group, node), body.state, body.reason))
 
 
 @router.post("/{group}/nodes/{node}/send")
 async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
-    return await _run(svc.send, place, body.id, body.data)
+    # one trip to a worker thread, not two: a send is what a waiter's wake-up waits for
+    return await _run(lambda: svc.send(svc.place(ctx, group, node), body.id, body.data))
 
 
 @router.post("/{group}/nodes/{node}/wait")
 async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
     # The audit record is of the change (an arrival, a new wait), written durably when
     # it is made; asking again changes nothing and is not recorded, and the answers a
     # barrier releases at once do not each wait for an audit commit.
     request.state.read_only = True
-    head, told = await hold_answer(svc, waker_of(request.app), place, body.kind, body.id, body.role,
-                                   body.generation, min(body.timeout, MAX_HOLD), body.call,
+    head, told = await hold_answer(svc, waker_of(request.app), lambda: svc.place(ctx, group, node), body.kind,
+                                   body.id, body.role, body.generation, min(body.timeout, MAX_HOLD), body.call,
                                    end_writer_of(request.app), request.state.record_change)
     # The bytes as they go: the outcome's part is encoded once for all the waiters it
     # is the same for (a barrier's thousand answers; a wait-all's data, however large).
@@ -241,18 +239,23 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
     return {**head, **told.fields}
 
 
-async def hold_answer(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
-                      generation: int | None, hold: float, call: str | None = None,
+async def hold_answer(svc: JobService, waker: Waker, where: Place | Callable[[], Place], kind: str, msg_id: str,
+                      role: str | None, generation: int | None, hold: float, call: str | None = None,
                       later: EndWriter | None = None, record=None) -> tuple[dict[str, Any], Told]:
     """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes;
-    answer this node's part of the reply and the outcome's (shared) part.
+    answer this node's part of the reply and the outcome's (shared) part. ``where``: the
+    node, or how to resolve it (in the same worker thread as the wait's beginning).
     With ``later``, the closing bookkeeping (last seen, what the node waits on, that
     it was told) is written after the answer leaves, batched with the other answers
     of the same wake-up. Only callers whose calls carry a generation or call token
     may defer it (the HTTP API): LAVA's identical polls need "told" written first.
     ``record``: awaited once the wait changed the group (arrived, joined, began to wait
     on something new), before it is held: the hub's audit record of that change."""
-    w, changed = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+    def begin() -> tuple[Place, core.Wait, bool]:
+        place = where() if callable(where) else where
+        return place, *svc.begin(place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+
+    place, w, changed = await _run(begin)
     if changed and record is not None:
         await record()
     loop = asyncio.get_running_loop()
