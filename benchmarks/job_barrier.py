@@ -219,9 +219,14 @@ def loop_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[tuple[str, str | None]],
-                wait_arrived, profiled: bool = False) -> dict:
-    """Start the workers, let N-1 arrive, release the last, collect the release times."""
+def run_barrier(kind: str, size: int, server: subprocess.Popen, cfg: dict, tokens: list[tuple[str, str | None]],
+                wait_arrived, profiled: bool = False, limit: float = 150) -> dict:
+    """Start the workers, let N-1 arrive, release the last, collect the release times.
+    A server that exits meanwhile (lava-coordinator crashes under some loads, one of the
+    defects issue 18 lists), or a run past ``limit`` seconds, ends the run: its row says so."""
+    import threading
+
+    server_pid = server.pid
     last = tokens[-1][0]
     chunks = [tokens[i::WORKERS] for i in range(WORKERS)]
     cpu0, _ = proc_stats(server_pid)
@@ -234,9 +239,29 @@ def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[t
         p.stdin.write(json.dumps({**cfg, "kind": kind, "size": size, "nodes": chunk, "last": last}) + "\n")
         p.stdin.flush()
         workers.append(p)
-    for p in workers:
-        assert json.loads(p.stdout.readline()) == {"ready": True}
-    wait_arrived(workers)
+    began, over = time.monotonic(), threading.Event()
+    verdict: list[str] = []
+
+    def watch() -> None:  # stop the workers (ours, by pid) if the server died or the run is too long
+        while not over.wait(0.5):
+            if server.poll() is not None or time.monotonic() - began > limit:
+                verdict.append(f"the server exited ({server.returncode})" if server.poll() is not None
+                               else f"not done in {limit:.0f} s")
+                for p in workers:
+                    p.kill()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    if all(p.stdout.readline() != "" for p in workers):
+        wait_arrived(workers)
+    while not verdict and any(p.poll() is not None for p in workers):  # a worker ended early: the watch says why
+        time.sleep(0.1)
+    if verdict:
+        over.set()
+        for p in workers:
+            p.kill()
+            p.wait()
+        return {"failed": f"{verdict[0]} after {time.monotonic() - began:.0f} s, before the release"}
     cpu_t0, _ = proc_stats(server_pid)
     loop0 = loop_cpu(server_pid)
     if profiled:
@@ -251,6 +276,9 @@ def run_barrier(kind: str, size: int, server_pid: int, cfg: dict, tokens: list[t
             t0 = msg.get("T0", t0)
             released.update(msg.get("released", {}))
         p.wait(600)
+    over.set()
+    if verdict:
+        return {"failed": f"{verdict[0]} after {time.monotonic() - began:.0f} s; {len(released)} of {size} released"}
     cpu1, hwm = proc_stats(server_pid)
     if profiled:
         os.kill(server_pid, signal.SIGUSR2)
@@ -290,7 +318,7 @@ def bench_tether(size: int, tmp: Path, profile: str | None = None) -> dict:
                         return
                     time.sleep(0.2)
 
-        res = run_barrier("tether", size, hub.proc.pid, {"host": "127.0.0.1", "port": hub.port, "group": f"b{size}"},
+        res = run_barrier("tether", size, hub.proc, {"host": "127.0.0.1", "port": hub.port, "group": f"b{size}"},
                           tokens, wait_arrived, profiled=bool(profile))
         httpx.get(hub.url + "/healthz")
         return res
@@ -308,9 +336,9 @@ def bench_lava(size: int, poll_delay: int, tmp: Path) -> dict:
         def wait_arrived(_workers) -> None:
             pass  # each worker said "ready" once its early nodes had their first "wait"
 
-        return run_barrier("lava", size, coord.proc.pid,
+        return run_barrier("lava", size, coord.proc,
                            {"port": coord.port, "group": f"lava-{size}", "poll_delay": poll_delay}, tokens,
-                           wait_arrived)
+                           wait_arrived, limit=60)
     finally:
         coord.stop()
 
@@ -394,6 +422,9 @@ def table(rows: list[tuple[str, int, dict]]) -> str:
            "arrival (s) | of that on the event loop (s) | server peak RSS (MiB) |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, n, r in rows:
+        if "failed" in r:
+            out.append(f"| {name} | {n:,} | {r['failed']} | | | | | | |")
+            continue
         loop = f"{r['loop_cpu']:.2f}" if "loop_cpu" in r else "—"
         out.append(f"| {name} | {n:,} | {r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | {r['cpu']:.1f} | "
                    f"{r['release_cpu']:.2f} | {loop} | {r['rss'] / 2**20:.0f} |")
@@ -423,7 +454,8 @@ class LoadSampler:
 
 def median_run(runs: list[dict]) -> dict:
     """Of several runs of one size, the one with the median release p50."""
-    return sorted(runs, key=lambda r: r["p50"])[len(runs) // 2]
+    done = sorted((r for r in runs if "failed" not in r), key=lambda r: r["p50"])
+    return done[len(done) // 2] if done else runs[0]
 
 
 def main(argv: list[str] | None = None) -> int:
