@@ -232,3 +232,38 @@ def test_the_group_timeout_ends_waits(scheduler):
     g = scheduler.create(roles={"r": 2}, timeout="2s")
     r = wait(scheduler.hub, g, g["nodes"][0], "never", timeout=20).json()
     assert r["state"] == "failed" and "timeout" in r["reason"]
+
+
+def test_a_wait_is_audited_when_it_arrives_not_each_time_it_asks_again(scheduler):
+    """The audit record of a wait is of its change (an arrival at a barrier), committed
+    when the change is made, while the wait is still held; asking again is no change.
+    (The answers a barrier releases together do not each wait for an audit commit.)"""
+    hub = scheduler.hub
+    g = scheduler.create(roles={"r": 2})
+    a, b = g["nodes"]
+
+    def of(node):
+        with hub.admin() as c:
+            return c.get("/api/v1/audit", params={"token": node["token_id"]}).json()["records"]
+
+    got = {}
+    t = threading.Thread(target=lambda: got.update(r=wait(hub, g, a, "b", kind="sync", timeout=20)))
+    t.start()
+    for _ in range(200):  # a's arrival is recorded while its wait is held (b has not come)
+        if of(a):
+            break
+        time.sleep(0.05)
+    assert t.is_alive() and "r" not in got
+    [arrival] = of(a)
+    assert arrival["outcome"] == "allowed" and arrival["action"] == "job.write" and arrival["status"] == 200
+    assert f"/{a['node']} " in arrival["resource"]
+    # asked again (the same barrier, the generation it was given): no change, no record
+    r = wait(hub, g, b, "other", timeout=0.1)
+    assert r.json()["state"] == "pending"
+    again = wait(hub, g, b, "other", timeout=0.1)
+    assert again.json()["state"] == "pending"
+    assert len(of(b)) == 1  # b's first wait on "other" is recorded, not the second
+    assert wait(hub, g, b, "b", kind="sync").json()["state"] == "done"
+    t.join(15)
+    assert got["r"].json()["state"] == "done"
+    assert len(of(a)) == 1 and len(of(b)) == 2  # the release added no record

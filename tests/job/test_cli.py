@@ -97,6 +97,10 @@ def test_exit_codes(tether, scheduler):
     r = tether("sync", "s", "--timeout", "60s", token=a["token"], hub=url)
     assert r.returncode == 1 and b["node"] in r.stderr and "board died" in r.stderr
     assert time.monotonic() - t < 10
+    # status says why the node is out, once per row
+    row = next(ln for ln in tether("status", nodes[0]["group"], token=scheduler.token, hub=url).stdout.splitlines()
+               if ln.startswith(b["node"]))
+    assert row.split()[:4] == [b["node"], "r", "failed", "(board"], row
 
 
 def test_sync_and_wait_all_between_processes(tether, scheduler):

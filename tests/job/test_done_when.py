@@ -106,7 +106,9 @@ def test_killing_a_client_fails_the_others_next_wait_at_once_naming_it(scheduler
         hanging = tmp_path / victim / "hanging"
         deadline = time.monotonic() + 90
         while not hanging.exists():
-            assert time.monotonic() < deadline, {n: p.poll() for n, p in procs.items()}
+            ended = {n: p for n, p in procs.items() if p.poll() is not None}
+            assert not ended and time.monotonic() < deadline, {n: (p.returncode, p.stderr.read()) for n, p in
+                                                               ended.items()}
             time.sleep(0.1)
         time.sleep(1)  # the others now wait at "finished"
         pid = int((tmp_path / victim / "pid").read_text())

@@ -122,6 +122,14 @@ class HubMiddleware:
                         raise Problem(413, "request-too-large", f"request bodies are limited to {limit} bytes")
                 return message
 
+            async def record_change() -> None:
+                """A long-poll (a job's wait) records its change when it makes it, durably,
+                and not when its answer leaves, maybe minutes later with a thousand others
+                (it sets ``read_only`` too, so the answer is not recorded again)."""
+                await self._audit_durably(self._audit_fields(scope, state, 200))
+
+            state["record_change"] = record_change
+
             async def capture_send(message):
                 nonlocal status, observed, audited
                 if message["type"] == "http.response.start":

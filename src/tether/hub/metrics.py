@@ -36,9 +36,18 @@ class Metrics:
             "tether_gateway_open_connections", "Browser connections open on the gateway", registry=self.registry,
         )
 
+        # (method, route, status) -> its counter and histogram: a dictionary hit per request
+        # rather than prometheus_client's label lookups (a route is a template, so few keys)
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                           self.latency.labels(method, route))
+        child[0].inc()
+        child[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -24,13 +24,14 @@ Nodes (the node's own token, scope ``job:GROUP/NODE``):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from tether.auth.deps import Caller, StrictModel
@@ -180,37 +181,83 @@ async def cancel(group: str, body: CancelIn, ctx: Caller, request: Request):
 @router.post("/{group}/nodes/{node}/state")
 async def set_state(group: str, node: str, body: StateIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
-    return await _run(svc.mark, ctx, place, body.state, body.reason)
+    return await _run(lambda: svc.mark(ctx, svc.place(ctx, group, node), body.state, body.reason))
 
 
 @router.post("/{group}/nodes/{node}/send")
 async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
-    return await _run(svc.send, place, body.id, body.data)
+    # one trip to a worker thread, not two: a send is what a waiter's wake-up waits for
+    return await _run(lambda: svc.send(svc.place(ctx, group, node), body.id, body.data))
 
 
 @router.post("/{group}/nodes/{node}/wait")
 async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
     svc = _svc(request)
-    place = await _run(svc.place, ctx, group, node)
-    # A JSONResponse as is: FastAPI's encoder would walk the reply again, for every
-    # waiter a barrier releases at once.
-    return JSONResponse(await hold_wait(svc, waker_of(request.app), place, body.kind, body.id, body.role,
-                                        body.generation, min(body.timeout, MAX_HOLD), body.call,
-                                        end_writer_of(request.app)))
+    # The audit record is of the change (an arrival, a new wait), written durably when
+    # it is made; asking again changes nothing and is not recorded, and the answers a
+    # barrier releases at once do not each wait for an audit commit.
+    request.state.read_only = True
+    head, told = await hold_answer(svc, waker_of(request.app), lambda: svc.place(ctx, group, node), body.kind,
+                                   body.id, body.role, body.generation, min(body.timeout, MAX_HOLD), body.call,
+                                   end_writer_of(request.app), request.state.record_change)
+    # The bytes as they go: the outcome's part is encoded once for all the waiters it
+    # is the same for (a barrier's thousand answers; a wait-all's data, however large).
+    return Response(_dumps(head)[:-1] + b"," + told.json() + b"}", media_type="application/json")
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON as JSONResponse writes it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+class Told:
+    """An outcome as a wait's answer says it: its fields, shared by every waiter it is
+    the same for, and their JSON (without the braces), encoded once when first asked."""
+
+    __slots__ = ("fields", "_json")
+
+    def __init__(self, out: core.Outcome):
+        if isinstance(out, core.Done):
+            self.fields: dict[str, Any] = {"state": "done", "data": out.data}
+        elif isinstance(out, core.Failed):
+            self.fields = {"state": "failed", "reason": out.reason, "nodes": list(out.nodes)}
+        else:
+            self.fields = {"state": "pending", "awaited": list(out.awaited)}
+        self._json: bytes | None = None
+
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = _dumps(self.fields)[1:-1]
+        return self._json
 
 
 async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_id: str, role: str | None,
-                    generation: int | None, hold: float, call: str | None = None,
-                    later: EndWriter | None = None) -> dict[str, Any]:
-    """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes.
+                    generation: int | None, hold: float, call: str | None = None) -> dict[str, Any]:
+    """:func:`hold_answer`'s answer as one dictionary (the LAVA listener's)."""
+    head, told = await hold_answer(svc, waker, place, kind, msg_id, role, generation, hold, call)
+    return {**head, **told.fields}
+
+
+async def hold_answer(svc: JobService, waker: Waker, where: Place | Callable[[], Place], kind: str, msg_id: str,
+                      role: str | None, generation: int | None, hold: float, call: str | None = None,
+                      later: EndWriter | None = None, record=None) -> tuple[dict[str, Any], Told]:
+    """Begin (or resume) a wait and hold it until it completes, fails or ``hold`` passes;
+    answer this node's part of the reply and the outcome's (shared) part. ``where``: the
+    node, or how to resolve it (in the same worker thread as the wait's beginning).
     With ``later``, the closing bookkeeping (last seen, what the node waits on, that
     it was told) is written after the answer leaves, batched with the other answers
     of the same wake-up. Only callers whose calls carry a generation or call token
-    may defer it (the HTTP API): LAVA's identical polls need "told" written first."""
-    w, _ = await _run(svc.begin, place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+    may defer it (the HTTP API): LAVA's identical polls need "told" written first.
+    ``record``: awaited once the wait changed the group (arrived, joined, began to wait
+    on something new), before it is held: the hub's audit record of that change."""
+    def begin() -> tuple[Place, core.Wait, bool]:
+        place = where() if callable(where) else where
+        return place, *svc.begin(place, kind, msg_id, role, generation, call)  # it wakes whom it concerns
+
+    place, w, changed = await _run(begin)
+    if changed and record is not None:
+        await record()
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + hold
@@ -222,7 +269,7 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
             end = min(end, start + snap.lost_after / 3)
         now = time.time()
         try:
-            out = _outcome(outcomes, snap, place.node, w, now)
+            out, told = _outcome(outcomes, snap, place.node, w, now)
         except core.JobError as exc:
             raise problem_of(exc) from None
         left = end - loop.time()
@@ -231,27 +278,23 @@ async def hold_wait(svc: JobService, waker: Waker, place: Place, kind: str, msg_
         if out.recheck_at is not None:
             left = min(left, max(0.001, out.recheck_at - now + 0.001))
         try:
-            await asyncio.wait_for(ev.wait(), left)
+            async with asyncio.timeout(left):  # no task of its own, unlike wait_for
+                await ev.wait()
         except TimeoutError:
             pass
-    told = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
+    finished = not isinstance(out, core.Pending)
+    synced = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
     if later is not None:
-        later.add(place, not isinstance(out, core.Pending), told)
+        later.add(place, finished, synced)
     else:
-        await _run(svc.end, place, not isinstance(out, core.Pending), told)
-    reply: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}
+        await _run(svc.end, place, finished, synced)
+    head: dict[str, Any] = {"id": msg_id, "kind": kind, "node": place.node}
     if isinstance(w, core.Sync):
-        reply["generation"] = w.generation
-    if isinstance(out, core.Done):
-        reply.update(state="done", data=out.data)
-    elif isinstance(out, core.Failed):
-        reply.update(state="failed", reason=out.reason, nodes=list(out.nodes))
-    else:
-        reply.update(state="pending", awaited=list(out.awaited))
-    return reply
+        head["generation"] = w.generation
+    return head, told
 
 
-def _outcome(outcomes: dict, snap: core.Snapshot, me: str, w: core.Wait, now: float) -> core.Outcome:
+def _outcome(outcomes: dict, snap: core.Snapshot, me: str, w: core.Wait, now: float) -> tuple[core.Outcome, Told]:
     """``core.evaluate``, decided once per snapshot for every waiter it is the same for:
     a sync's, a wait-all's or a join's outcome does not depend on who asks, nor does a
     wait's once it is done. A pending outcome holds until its ``recheck_at`` (when
@@ -259,11 +302,12 @@ def _outcome(outcomes: dict, snap: core.Snapshot, me: str, w: core.Wait, now: fl
     for key in (w, (w, me)):
         hit = outcomes.get(key)
         if hit is not None and (hit[1] is None or now < hit[1]):
-            return hit[0]
+            return hit[0], hit[2]
     out = core.evaluate(snap, me, w, now)
     shared = not isinstance(w, core.WaitAny) or isinstance(out, core.Done)
-    outcomes[w if shared else (w, me)] = (out, out.recheck_at if isinstance(out, core.Pending) else None)
-    return out
+    told = Told(out)
+    outcomes[w if shared else (w, me)] = (out, out.recheck_at if isinstance(out, core.Pending) else None, told)
+    return out, told
 
 
 async def _shared_snapshot(svc: JobService, waker: Waker, ev: asyncio.Event, place: Place, topic: str,

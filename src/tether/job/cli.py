@@ -140,7 +140,8 @@ def status(conn: Conn, group: str, as_json: bool) -> None:
         emit_json(s)
         return
     click.echo(f"group {s['group']} ({s['space']}): {s['state']}" + (f" - {s['reason']}" if s["reason"] else ""))
-    rows = [{**n, "state": n["gone"] or n["state"]} for n in s["nodes"]]
+    # a node that cannot take part any more shows why ("failed (board died)"), not its name again
+    rows = [{**n, "state": n["gone"].removeprefix(f"{n['node']} ") if n["gone"] else n["state"]} for n in s["nodes"]]
     emit_table(rows, ["node", "role", "state", "last_seen", "waiting_on"])
     for m in s["messages"]:
         click.echo(f"message {m['id']}: sent by {', '.join(m['sent']) or '-'}; not by {', '.join(m['not_sent']) or '-'}")

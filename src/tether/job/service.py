@@ -423,7 +423,8 @@ class JobService:
     def begin(self, place: Place, kind: str, msg_id: str, role: str | None, generation: int | None,
               call: str | None = None) -> tuple[core.Wait, bool]:
         """Start (or resume) a wait: validate it, arrive at a barrier, note what the node waits on.
-        Also says whether this changed the group (a barrier completed, a first sign of life)."""
+        Also says whether this changed what status shows (an arrival, a first sign of life,
+        a new wait); a wait asked again changes at most the node's last sign of life."""
         try:
             if kind != "joined":
                 core.check_name("sync id" if kind == "sync" else "message id", msg_id)
@@ -446,9 +447,8 @@ class JobService:
         wakes: list = []
         with self.db.write() as s:
             s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
-            snap, _ = self._partial(s, place, syncs=sync_id, roles=kind == "all")
+            snap, waiting_on = self._partial(s, place, syncs=sync_id, roles=kind == "all")
             wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
-            completes = False
             if arrived:
                 row = s.get(JobSync, (place.group_id, msg_id, place.node))
                 if row is None:
@@ -459,12 +459,11 @@ class JobService:
                 # Only the arrival that completes the barrier wakes its waiters: a thousand
                 # arrivals waking a thousand waiters each would be a million wake-ups.
                 # (arrive() refused an ended group, so everyone reaching it is completion.)
-                completes = self._all_reached(s, place.group_id, msg_id, wait.generation)
-                if completes:
+                if self._all_reached(s, place.group_id, msg_id, wait.generation):
                     self._notify(s, place.group, topic_of(wait), wakes)
             joined = self._seen(s, place, now, wakes, waiting_on=shown)
         self._wake(wakes)
-        return wait, completes or joined
+        return wait, arrived or joined or waiting_on != shown
 
     @staticmethod
     def _decide(snap: core.Snapshot, place: Place, kind: str, msg_id: str, role: str | None,
