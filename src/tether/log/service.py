@@ -16,10 +16,11 @@ that pushed can update its own copy instead of reloading it.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
+import uuid
 from collections import OrderedDict
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -42,10 +43,9 @@ from tether.log.reconcile import (
 from tether.log.store import (
     Record,
     RecordError,
+    keyed_record_from_wire,
     parse_id,
     record_digest,
-    record_from_wire,
-    record_to_wire,
 )
 from tether.problems import Problem, bad_request, forbidden
 
@@ -55,6 +55,8 @@ MAX_PULL_IDS = 1000
 #: A pull reply stops adding records beyond this many bytes of JSON (it always holds
 #: at least one); the ids it left out are listed under ``more``, to be asked again.
 PULL_REPLY_BYTES = 4 << 20
+#: A pulled record's JSON beyond its author and body: the keys, the id, created, kind.
+_RECORD_JSON_OVERHEAD = 116  # (with the ", " between records: never under the true size)
 #: The hub's replies to reconcile messages are cut at this size (the rest follows
 #: next round), as the client's are; a message may be up to 4 MiB.
 HUB_FRAME_LIMIT = 1024 * 1024
@@ -189,21 +191,23 @@ class LogService:
         if len(items) > MAX_PUSH_RECORDS:
             raise Problem(413, "too-many-records", f"at most {MAX_PUSH_RECORDS} records per push; send several pushes")
         records: dict[str, Record] = {}
+        keys: dict[str, bytes] = {}
         for n, item in enumerate(items):
             try:
-                r = record_from_wire(item)
+                r, key = keyed_record_from_wire(item)
             except RecordError as exc:
                 raise bad_request(f"record {n}: {exc}", "invalid-record", index=n) from None
             if r.id in records and records[r.id] != r:
                 raise Problem(409, "conflict", f"record {r.id} appears twice with different content", ids=[r.id])
             records[r.id] = r
+            keys[r.id] = key
         foreign = sorted({r.id for r in records.values() if r.author != ctx.user.name})
         if foreign and not self._may_push_foreign(ctx, space):
             raise forbidden(_foreign_detail(ctx.user.name, [records[i] for i in foreign]), "foreign-author",
                             ids=foreign[:100])
         for attempt in range(3):
             try:
-                return self._insert(ctx, sid, list(records.values()))
+                return self._insert(ctx, sid, {keys[i]: r for i, r in records.items()})
             except IntegrityError:  # a concurrent push stored some of these ids first
                 if attempt == 2:
                     raise Problem(503, "busy", "concurrent pushes of the same records; retry",
@@ -215,10 +219,10 @@ class LogService:
             return True
         return authorize(ctx.principal, "log.admin", Resource(space=space)).allowed
 
-    def _insert(self, ctx: AuthContext, sid: int, records: list[Record]) -> dict[str, Any]:
-        by_bytes = {r.id_bytes: r for r in records}
+    def _insert(self, ctx: AuthContext, sid: int, by_bytes: dict[bytes, Record]) -> dict[str, Any]:
+        """Store the records (keyed by their ids' bytes) this space lacks."""
         conflicts: list[str] = []
-        new: list[Record] = []
+        new: list[tuple[bytes, Record]] = []
         with self.db.write() as s:
             # Lock the head first: pushes to a space are serialized, and the
             # known-ids check below sees every earlier push.
@@ -237,7 +241,7 @@ class LogService:
                     if known[b] != (r.created, r.author, r.kind, r.body):
                         conflicts.append(r.id)
                 else:
-                    new.append(r)
+                    new.append((b, r))
             if conflicts:
                 raise Problem(
                     409, "conflict",
@@ -246,13 +250,13 @@ class LogService:
                     + "; records are immutable, nothing was written",
                     ids=conflicts[:1000],
                 )
-            items = [(r.id_bytes, record_digest(r)) for r in new]
+            items = [(b, record_digest(r, b)) for b, r in new]
             if new:
                 now = utcnow()
                 s.execute(_T.insert(), [
                     {"space_id": sid, "id": i, "created": r.created, "author": r.author, "kind": r.kind,
                      "body": r.body, "pushed_by": ctx.user.name, "pushed_at": now, "digest": tag}
-                    for r, (i, tag) in zip(new, items)
+                    for (_, r), (i, tag) in zip(new, items)
                 ])
                 version = secrets.token_hex(16)
                 if old is None:
@@ -262,8 +266,8 @@ class LogService:
                               .values(version=version, records=_H.c.records + len(new)))
         if new:
             self.snapshots.pushed(sid, old, version, items)
-        ctx.trail["reason"] = f"{len(new)} new of {len(records)}"
-        return {"received": len(records), "new": len(new), "known": len(records) - len(new)}
+        ctx.trail["reason"] = f"{len(new)} new of {len(by_bytes)}"
+        return {"received": len(by_bytes), "new": len(new), "known": len(by_bytes) - len(new)}
 
     # ------------------------------------------------------------ pull
 
@@ -279,6 +283,7 @@ class LogService:
                 raise bad_request(f"id {n}: {exc}", "invalid-id", index=n) from None
         out: list[dict[str, Any]] = []
         more: list[str] = []
+        found: set[bytes] = set()
         size = 0
         with self.db.connect() as conn:
             ordered = sorted(keys)
@@ -286,17 +291,18 @@ class LogService:
                 q = (select(_T.c.id, _T.c.created, _T.c.author, _T.c.kind, _T.c.body)
                      .where(_T.c.space_id == sid, _T.c.id.in_(ordered[k : k + 500])).order_by(_T.c.id))
                 for row in conn.execute(q):
-                    r = Record(str(parse_id(bytes(row[0]))), row[1], row[2], row[3], row[4])
-                    wire = record_to_wire(r)
+                    key = bytes(row[0])
+                    found.add(key)
+                    rid = str(uuid.UUID(bytes=key))  # stored ids were checked on the way in
                     # Bounded replies: a pull of many large records comes in several.
-                    n = len(json.dumps(wire, ensure_ascii=False).encode())
+                    # The size is the JSON's but for the short fields' quoting (C-encoded body).
+                    n = _RECORD_JSON_OVERHEAD + len(row[2]) + len(encode_basestring(row[4]).encode())
                     if out and (more or size + n > PULL_REPLY_BYTES):
-                        more.append(r.id)
+                        more.append(rid)
                         continue
                     size += n
-                    out.append(wire)
-        found = {r["id"] for r in out} | set(more)
-        missing = [str(parse_id(k)) for k in ordered if str(parse_id(k)) not in found]
+                    out.append({"id": rid, "created": row[1], "author": row[2], "kind": row[3], "body": row[4]})
+        missing = [str(uuid.UUID(bytes=k)) for k in ordered if k not in found]
         return {"records": out, "missing": missing, "more": more}
 
     def count(self, ctx: AuthContext, space: str) -> dict[str, Any]:

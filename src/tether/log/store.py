@@ -265,9 +265,14 @@ def record_to_wire(r: Record) -> dict[str, Any]:
 
 
 def record_from_wire(d: Any, max_body: int = DEFAULT_MAX_BODY) -> Record:
+    return keyed_record_from_wire(d, max_body)[0]
+
+
+def keyed_record_from_wire(d: Any, max_body: int = DEFAULT_MAX_BODY) -> tuple[Record, bytes]:
+    """:func:`record_from_wire`, also giving the id's 16 bytes (parsed once)."""
     if not isinstance(d, dict) or set(d) != {"id", "created", "author", "kind", "body"}:
         raise RecordError("a record is an object with exactly id, created, author, kind, body")
-    return validate(Record(d["id"], d["created"], d["author"], d["kind"], d["body"]), max_body)
+    return _checked(Record(d["id"], d["created"], d["author"], d["kind"], d["body"]), max_body)
 
 
 def make_record(body: str, author: str, *, kind: str = "text", max_body: int = DEFAULT_MAX_BODY,
