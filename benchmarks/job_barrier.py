@@ -434,10 +434,12 @@ def table(rows: list[tuple[str, int, dict]]) -> str:
 NOTES = """\
 A lava-coordinator row that reads "the server exited" or "not done in 60 s" is the coordinator
 crashing or stalling (no one released): two of the defects issue 18 lists; the run stops its clients
-and goes on. With 256 nodes it exits within seconds of the first `group_data` requests, its log ending
+and goes on. It does so with 256 nodes and, on a quiet machine, often with 16: it exits within seconds
+of the first `group_data` requests (the same harness, asyncio clients as before this change), its log ending
 in `BrokenPipeError` in `_waitResponse` (`self.conn.send`): it answers one connection at a time with a
 listen backlog of 1, and a waiting client's connection was gone before its answer. On a quiet machine
-with `poll_delay` 1, 256 nodes took it about a second past the last arrival (p99, issue 18's figures).
+with `poll_delay` 1, 256 nodes took it about a second past the last arrival (p99, issue 18's figures). When it does finish (a run on 2026-12-07 at 00:27 UTC,
+load 13-21): 16 nodes, `poll_delay` 1, release p50 0.721 s, p99 1.038 s; `poll_delay` 3, p50 2.253 s, p99 3.174 s.
 
 How the 1,024-node release came under 0.5 s (issue 18's goal), each step measured in one run against
 the previous (loaded machine, load average 4-8; CPU figures carry over better than wall-clock ones):
@@ -507,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         import uvloop
 
-        uvloop.run(worker(json.loads(sys.stdin.readline())))
+        cfg = json.loads(sys.stdin.readline())
+        # tether's nodes on uvloop (cheap load generators); LAVA's as its dispatcher runs them
+        (uvloop.run if cfg["kind"] == "tether" else asyncio.run)(worker(cfg))
         return 0
     load = LoadSampler()
     rows, wake_rows = [], []
