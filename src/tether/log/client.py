@@ -251,10 +251,12 @@ def _push_batches(records: list[Record]) -> list[list[Record]]:
 
 
 def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
-          on_batch: Callable[[str, int], None] | None, stop: Callable[[], bool] = lambda: False) -> int:
+          on_batch: Callable[[str, int], None] | None, stop: Callable[[], bool] = lambda: False,
+          meanwhile: Callable[[], None] | None = None) -> int:
     """Fetch and store the records with these ids, in batches; the next batch is
     asked for (in a thread) while this one is being stored, so the hub's work and
-    ours overlap. A batch is stored, then reported, in order."""
+    ours overlap. A batch is stored, then reported, in order. ``meanwhile`` runs
+    here once the first request is on its way; ``stop`` ends the pull early."""
     import uuid
     from concurrent.futures import ThreadPoolExecutor
 
@@ -268,6 +270,8 @@ def _pull(store: LogStore, remote: HttpRemote | SshRemote, need: set[bytes],
 
     with ThreadPoolExecutor(1, thread_name_prefix="tether-pull") as pool:
         fut = ask()
+        if meanwhile is not None:
+            meanwhile()
         while fut is not None and not stop():
             ids, (records, more) = fut.result()
             wanted = set(ids)
@@ -296,12 +300,13 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
     result.rounds, result.method = rec.rounds, rec.method
 
     # Pushing runs in a thread beside the pull, so the remote always has the next
-    # request while this side stores what it pulled or encodes what it sends.
-    # Records to push are read here first: the store's connection stays in this thread.
-    batches = _push_batches(store.get_many(rec.have)) if push and rec.have else []
+    # request while this side stores what it pulled or encodes what it sends. The
+    # records to push are read in this thread (the store's connection stays here),
+    # once the first pull request is on its way.
     stop = threading.Event()
+    pushing: list[Any] = []  # the push thread's future, once started
 
-    def push_all() -> int:
+    def push_all(batches: list[list[Record]]) -> int:
         pushed = 0
         for batch in batches:
             if stop.is_set():
@@ -311,20 +316,26 @@ def sync(store: LogStore, remote: HttpRemote | SshRemote, *, push: bool = True, 
                 on_batch("push", len(batch))
         return pushed
 
+    def start_push() -> None:
+        if push and rec.have:
+            pushing.append(pool.submit(push_all, _push_batches(store.get_many(rec.have))))
+
+    def push_failed() -> bool:
+        return bool(pushing) and pushing[0].done() and pushing[0].exception() is not None
+
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="tether-push") as pool:
-        pushing = pool.submit(push_all) if batches else None
         try:
             if pull and rec.need:
-                result.pulled = _pull(store, remote, rec.need, on_batch,
-                                      stop=lambda: pushing is not None and pushing.done()
-                                      and pushing.exception() is not None)
+                result.pulled = _pull(store, remote, rec.need, on_batch, stop=push_failed, meanwhile=start_push)
+            else:
+                start_push()
         except BaseException:
             stop.set()
             raise
-        if pushing is not None:
-            result.pushed = pushing.result()
+        if pushing:
+            result.pushed = pushing[0].result()
     result.bytes = remote.bytes
     if rec.conflicts:
         import uuid
