@@ -45,7 +45,7 @@ def test_the_apps_tour_runs_as_shown(tmp_path):
 
 def test_the_readme_apps_section_runs_as_written(tmp_path):
     readme = (DOCS.parent / "README.md").read_text()
-    section = readme.split("### A sandboxed app for every user", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### A sandboxed app for every user", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     [(block, _)] = sh_blocks(section)
     login = 'tether login http://127.0.0.1:8580 --token "$(cat data/admin.token)"\n'  # the quick start's
     assert login in readme
