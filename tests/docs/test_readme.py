@@ -59,3 +59,18 @@ def test_the_venv_fallback_updates_the_package_index_first(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert re.search(r"apt-get update\b.*&& apt-get install -y -qq python3-venv", r.stdout), r.stdout
+
+
+def test_readme_names_every_package_make_test_installs():
+    """'What `make test` installs' lists exactly the Debian packages scripts/install-system-deps
+    may install (those of --bench included, as the README says)."""
+    script = (ROOT / "scripts" / "install-system-deps").read_text()
+    installed = set()
+    for names in re.findall(r"need\+=\(([^)]*)\)", script):
+        installed.update(names.split())
+    readme = (ROOT / "README.md").read_text()
+    said = readme.split("### What `make test` installs", 1)[1].split("\n### ", 1)[0]
+    said = said.split("Debian packages", 1)[1].split("The list, with why", 1)[0]
+    named = set(re.findall(r"`([a-z0-9][a-z0-9.+-]*)`", said)) - {"make", "make test", "make bench", "sudo", "apt-get"}
+    assert installed - named == set(), "install-system-deps installs these, the README does not say so"
+    assert named - installed == set(), "the README names these, install-system-deps does not install them"
