@@ -227,6 +227,71 @@ def convert_plain(kind: Any, value: str) -> tuple[Any] | None:
     return (value,) if os.access(value, os.R_OK) else None
 
 
+def read_plain(
+    argv: Sequence[str],
+    values: Mapping[str, tuple[str, Any, str | None, bool]],
+    flags: Mapping[str, tuple[str, Any]],
+    environ: Mapping[str, str],
+    *,
+    joined_short: bool = False,
+) -> tuple[dict[str, Any], list[str]] | None:
+    """Read ARGV as click would, for the quick command lines (tether.cli.quick,
+    tether.publish.command): ``(params, positional)``, where params holds each option
+    given (on the command line, else from its environment variable; a ``multiple`` one
+    as a tuple), or None when an argument is not in a plain form (click then reads them
+    and explains). ``values``: option -> (parameter, kind for :func:`convert_plain`,
+    environment variable, multiple); ``flags``: option -> (parameter, value).
+
+    Long options take ``--name=VALUE`` or ``--name VALUE``. A short value option is
+    read only with ``joined_short``: ``-xVALUE`` or ``-x VALUE`` (click reads ``-x=1``
+    as the value "=1"); without it, any short option but a flag goes to click."""
+    params: dict[str, Any] = {}
+    given: set[str] = set()  # the value options given on the command line
+    multiple: dict[str, list[Any]] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            positional.extend(argv[i:])
+            break
+        if arg[:1] != "-" or arg == "-":
+            positional.append(arg)
+            continue
+        long = arg.startswith("--")
+        name, eq, value = arg.partition("=") if long or not joined_short else (arg[:2], "", arg[2:])
+        if name in flags and not eq and not value:
+            param, flag = flags[name]
+            params[param] = flag
+            continue
+        if name not in values or not (long or joined_short):
+            return None
+        if not eq and not value:
+            if i == len(argv) or (argv[i][:1] == "-" and argv[i] != "-"):
+                return None  # no value, or one click might take for an option
+            value = argv[i]
+            i += 1
+        param, kind, _, many = values[name]
+        converted = convert_plain(kind, value)
+        if converted is None:
+            return None
+        if many:
+            multiple.setdefault(param, []).append(converted[0])
+        else:
+            params[param] = converted[0]
+        given.add(param)
+    params.update((param, tuple(v)) for param, v in multiple.items())
+    for param, kind, envvar, _ in values.values():
+        if envvar and param not in given and environ.get(envvar):
+            converted = convert_plain(kind, environ[envvar])
+            if converted is None:
+                return None
+            params[param] = converted[0]
+            given.add(param)
+    return params, positional
+
+
 # -- output -------------------------------------------------------------------
 
 _ANSI_RE = re.compile(r"\033\[[0-?]*[ -/]*[@-~]")  # click's: what click.echo strips off a pipe

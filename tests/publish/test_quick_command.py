@@ -135,7 +135,7 @@ def test_the_options_are_the_click_commands():
                 param, value = FLAG_OPTIONS[opt]
                 assert click_reading(["--type", "t", opt, "b", "g"], _env({}))[param] == value, opt
             else:
-                param, _, envvar = VALUE_OPTIONS[opt]
+                param, _, envvar, _ = VALUE_OPTIONS[opt]
                 assert envvar == p.envvar, opt
             assert param == p.name, opt
             seen[opt] = p.name

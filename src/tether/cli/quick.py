@@ -109,57 +109,16 @@ def _program_name() -> str:
 def parse(spec: Mapping[str, Any], argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The callback's parameters for ARGV, read as click reads them; None when the
     arguments are not all in a plain form (click then reads them and explains)."""
-    from tether.console import convert_plain
+    from tether.console import read_plain
 
-    values, flags, arg_names = spec["values"], spec["flags"], spec["args"]
-    params = dict(spec["defaults"])
-    given: set[str] = set()
-    multiple: dict[str, list[Any]] = {}
-    positional: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg == "--":
-            positional.extend(args[i:])
-            break
-        if arg[:1] != "-" or arg == "-":
-            positional.append(arg)
-            continue
-        name, eq, value = arg.partition("=")
-        if name in flags and not eq:
-            param, flag = flags[name]
-            params[param] = flag
-            continue
-        if name not in values or not name.startswith("--"):
-            return None
-        if not eq:
-            if i == len(args) or (args[i][:1] == "-" and args[i] != "-"):
-                return None  # no value, or one click might take for an option
-            value = args[i]
-            i += 1
-        param, kind, _, many = values[name]
-        converted = convert_plain(kind, value)
-        if converted is None:
-            return None
-        if many:
-            multiple.setdefault(param, []).append(converted[0])
-        else:
-            params[param] = converted[0]
-        given.add(param)
-    params.update((param, tuple(v)) for param, v in multiple.items())
-    for param, kind, envvar, _ in values.values():
-        if envvar and param not in given and environ.get(envvar):
-            converted = convert_plain(kind, environ[envvar])
-            if converted is None:
-                return None
-            params[param] = converted[0]
-            given.add(param)
+    read = read_plain(argv, spec["values"], spec["flags"], environ)
+    if read is None:
+        return None
+    options, positional = read
+    arg_names = spec["args"]
     if len(positional) != len(arg_names):
         return None
-    params.update(zip(arg_names, positional))
-    return params
+    return {**spec["defaults"], **options, **dict(zip(arg_names, positional))}
 
 
 # -- running ---------------------------------------------------------------------------

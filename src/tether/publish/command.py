@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tether.hubclient.hub import Conn
 
-#: option -> (parameter, kind, environment variable); kinds: "str", "path-dir" (a
+#: option -> (parameter, kind, environment variable, multiple); kinds: "str", "path-dir" (a
 #: directory, click.Path(file_okay=False)), "path-file" (click.Path(dir_okay=False)),
 #: ("int", min, max) (see tether.console.convert_plain), or the value of a flag
-VALUE_OPTIONS: dict[str, tuple[str, Any, str | None]] = {
-    "--type": ("build_type", "str", None),
-    "--strip": ("strip_n", ("int", 0, None), None),
-    "--space": ("space", "str", "TETHER_SPACE"),
-    "--root": ("root", "path-dir", None),
-    "--jobs": ("jobs", ("int", 1, 64), None),
-    "-j": ("jobs", ("int", 1, 64), None),
-    "--hub": ("hub", "str", "TETHER_HUB"),
-    "--token": ("token", "str", "TETHER_TOKEN"),
-    "--ca-bundle": ("ca_bundle", "path-file", "TETHER_CA_BUNDLE"),
+VALUE_OPTIONS: dict[str, tuple[str, Any, str | None, bool]] = {
+    "--type": ("build_type", "str", None, False),
+    "--strip": ("strip_n", ("int", 0, None), None, False),
+    "--space": ("space", "str", "TETHER_SPACE", False),
+    "--root": ("root", "path-dir", None, False),
+    "--jobs": ("jobs", ("int", 1, 64), None, False),
+    "-j": ("jobs", ("int", 1, 64), None, False),
+    "--hub": ("hub", "str", "TETHER_HUB", False),
+    "--token": ("token", "str", "TETHER_TOKEN", False),
+    "--ca-bundle": ("ca_bundle", "path-file", "TETHER_CA_BUNDLE", False),
 }
 FLAG_OPTIONS: dict[str, tuple[str, bool]] = {
     "--dry-run": ("dry_run", True),
@@ -51,47 +51,14 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | N
     """The keyword arguments of :func:`execute` (and ``hub``, ``token``, ``ca_bundle``)
     for ``tether publish ARGV``, read as click reads them; None when the arguments are
     not all in a plain form (click then reads them, and explains what is wrong)."""
-    from tether.console import convert_plain
+    from tether.console import convert_plain, read_plain
 
-    params = dict(DEFAULTS)
-    given: set[str] = set()
-    positional: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg == "--":
-            positional.extend(args[i:])
-            break
-        if arg[:1] != "-" or arg == "-":
-            positional.append(arg)
-            continue
-        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
-        if name in FLAG_OPTIONS and not eq and not value:
-            param, flag = FLAG_OPTIONS[name]
-            params[param] = flag
-            continue
-        if name not in VALUE_OPTIONS:
-            return None
-        if not eq and not value:
-            if i == len(args) or (args[i][:1] == "-" and args[i] != "-"):
-                return None  # no value, or one click might take for an option
-            value = args[i]
-            i += 1
-        param, kind, _ = VALUE_OPTIONS[name]
-        converted = convert_plain(kind, value)
-        if converted is None:
-            return None
-        params[param] = converted[0]
-        given.add(param)
-    for name, (param, kind, envvar) in VALUE_OPTIONS.items():
-        if envvar and param not in given and environ.get(envvar):
-            converted = convert_plain(kind, environ[envvar])
-            if converted is None:
-                return None
-            params[param] = converted[0]
-    if "root" not in given and convert_plain("path-dir", params["root"]) is None:
+    read = read_plain(argv, VALUE_OPTIONS, FLAG_OPTIONS, environ, joined_short=True)
+    if read is None:
+        return None
+    options, positional = read
+    params = {**DEFAULTS, **options}
+    if "root" not in options and convert_plain("path-dir", params["root"]) is None:
         return None  # click checks the default too
     if params["build_type"] is None or len(positional) < 2:
         return None
