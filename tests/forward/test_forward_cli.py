@@ -22,7 +22,7 @@ from tests.forward.conftest import start_forward_hub
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fwdcli")
-    w = start_forward_hub(tmp, ("carol",), {"TETHER_FORWARD_SWEEP_SECONDS": "0.3"})
+    w = start_forward_hub(tmp, ("carol", "dave"), {"TETHER_FORWARD_SWEEP_SECONDS": "0.3"})
     hub = w["hub"]
     hub.fwd = {"ssh": f"carol@127.0.0.1:{w['ssh_port']}", "gw_port": w["gw_port"], "key": w["keys"]["carol"],
                "known": w["known"], "token": w["tokens"]["carol"], "tmp": tmp}
@@ -117,6 +117,34 @@ def test_the_demo_app_is_served_and_stopping_the_route_stops_it(hub):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
+
+
+def test_links_and_shares_print_as_a_table_or_as_json_and_unshare_says_what_it_did(hub):
+    proc, events = _start(hub, "shown", sys.executable, "-m", "uvicorn", "--uds", "{socket}", "--log-level",
+                          "warning", "tether.forward.demo:app")
+    try:
+        assert events[-1]["event"] == "live", events
+        r = _cli(hub, "links", "shown")
+        assert (r.returncode, r.stdout, r.stderr.strip()) == (0, "", "no share links")  # the remark off stdout
+        assert json.loads(_cli(hub, "links", "shown", "--json").stdout) == []
+        r = _cli(hub, "share", "shown", "--link", "--read-only", "--expires", "10m", "--json")
+        assert r.returncode == 0, r.stderr
+        made = json.loads(r.stdout)
+        rows = json.loads(_cli(hub, "links", "shown", "--json").stdout)
+        assert [(x["id"], x["read_only"]) for x in rows] == [(made["id"], True)]
+        table = _cli(hub, "links", "shown").stdout.splitlines()
+        assert table[0].split() == ["id", "read_only", "created", "expires"]
+        assert table[1].split()[:2] == [made["id"], "yes"]
+        assert _cli(hub, "share", "shown", "--with", "dave").returncode == 0
+        r = _cli(hub, "unshare", "shown", "--with", "dave")
+        assert (r.returncode, r.stdout) == (0, "shown is no longer shared with dave\n"), r.stderr
+        r = _cli(hub, "unshare", "shown", "--with", "nobody-here")  # the hub's refusal, not a "done"
+        assert r.returncode != 0 and r.stdout == "", r
+        r = _cli(hub, "links", "nosuch", "--json")
+        assert r.returncode == 1 and r.stdout == "" and "nosuch" in r.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
 
 
 def test_a_tcp_only_app_with_tcp(hub):

@@ -11,7 +11,7 @@ import click
 
 from tether.console import emit_json, emit_table, json_option
 from tether.hubclient.hub import Conn, q
-from tether.hubclient.options import client_options
+from tether.hubclient.options import client_options, end_share, show_rows
 
 INSTANCE_HELP = "APP (your own) or APP--USER"
 
@@ -351,8 +351,7 @@ def unshare(conn: Conn, name: str, with_user: str) -> None:
     Examples:
       tether app unshare demo --with bob
     """
-    conn.client.request("DELETE", f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}")
-    click.echo(f"{name} is no longer shared with {with_user}")
+    end_share(conn, f"/api/v1/app-instances/{q(name)}/shares/{q(with_user)}", name, with_user)
 
 
 @app.command("shares")
@@ -366,11 +365,8 @@ def shares(conn: Conn, name: str, as_json: bool) -> None:
     Examples:
       tether app shares demo --json
     """
-    rows = conn.client.get(f"/api/v1/app-instances/{q(name)}/shares") or []
-    if as_json:
-        emit_json(rows)
-        return
-    emit_table(rows, ["user", "read_only", "created"], empty="not shared with anyone")
+    show_rows(conn, f"/api/v1/app-instances/{q(name)}/shares", ["user", "read_only", "created"], as_json=as_json,
+              empty="not shared with anyone")
 
 
 def _destination(proto_or_dest: str, dest: str | None) -> dict:
@@ -438,8 +434,6 @@ def grants(conn: Conn, instance: str, as_json: bool) -> None:
     Examples:
       tether app grants demo --json
     """
-    rows = conn.client.get(f"/api/v1/app-instances/{q(instance)}/grants") or []
-    if as_json:
-        emit_json(rows)
-        return
-    emit_table(rows, ["destination", "host", "on_hub", "expires", "reason", "by"], empty="no grants: it reaches nothing")
+    show_rows(conn, f"/api/v1/app-instances/{q(instance)}/grants",
+              ["destination", "host", "on_hub", "expires", "reason", "by"], as_json=as_json,
+              empty="no grants: it reaches nothing")

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from tether.console import emit_json, emit_table, json_option
+from tether.console import emit_json, json_option
 from tether.hubclient.hub import Conn, q
-from tether.hubclient.options import client_options
+from tether.hubclient.options import client_options, end_share, show_rows
 
 
 class _RunByDefault(click.Group):
@@ -115,12 +115,9 @@ def list_routes(conn: Conn, everyone: bool, as_json: bool) -> None:
       tether forward list
       tether forward list --all --json | jq '.[] | select(.state == "reconnecting")'
     """
-    routes = conn.client.get("/api/v1/forward/routes", params={"all": "true"} if everyone else None) or []
-    if as_json:
-        emit_json(routes)
-        return
-    emit_table(routes, ["owner", "name", "state", "url", "node", "created", "last_activity", "bytes_up",
-                        "bytes_down", "open_connections"], empty="no live routes")
+    show_rows(conn, "/api/v1/forward/routes", ["owner", "name", "state", "url", "node", "created", "last_activity",
+                                                "bytes_up", "bytes_down", "open_connections"],
+              as_json=as_json, empty="no live routes", params={"all": "true"} if everyone else None)
 
 
 @forward.command("stop")
@@ -190,8 +187,7 @@ def unshare(conn: Conn, name: str, with_user: str) -> None:
     Examples:
       tether forward unshare demo --with bob
     """
-    conn.client.request("DELETE", f"/api/v1/forward/routes/{q(name)}/shares/{q(with_user)}")
-    click.echo(f"{name} is no longer shared with {with_user}")
+    end_share(conn, f"/api/v1/forward/routes/{q(name)}/shares/{q(with_user)}", name, with_user)
 
 
 @forward.command("links")
@@ -205,11 +201,8 @@ def links(conn: Conn, name: str, as_json: bool) -> None:
     Examples:
       tether forward links demo
     """
-    rows = conn.client.get(f"/api/v1/forward/routes/{q(name)}/links") or []
-    if as_json:
-        emit_json(rows)
-        return
-    emit_table(rows, ["id", "read_only", "created", "expires"], empty="no share links")
+    show_rows(conn, f"/api/v1/forward/routes/{q(name)}/links", ["id", "read_only", "created", "expires"],
+              as_json=as_json, empty="no share links")
 
 
 @forward.command("signin")

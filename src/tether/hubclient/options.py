@@ -5,12 +5,12 @@ click's side of the hub client: imported by command modules only."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from tether.console import handle_errors
+from tether.console import echo, emit_json, emit_table, handle_errors
 from tether.hubclient.hub import Conn
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,4 +77,21 @@ def client_options(f: F | None = None, *, token_flag: str = "--token") -> Any:
     return deco(f) if f is not None else deco
 
 
-__all__ = ["ca_bundle_option", "client_options", "hub_option", "token_option"]
+def show_rows(conn: Conn, path: str, columns: Sequence[str], *, as_json: bool, empty: str,
+              params: dict[str, str] | None = None) -> None:
+    """Ask the hub for the rows at PATH and print them: as the hub's JSON array with
+    ``--json``, else as a table of COLUMNS (EMPTY, on stderr, when there are none)."""
+    rows = conn.client.get(path, params=params) or []
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, columns, empty=empty)
+
+
+def end_share(conn: Conn, path: str, name: str, with_user: str) -> None:
+    """End the share at PATH (``.../shares/USER``) of NAME with WITH_USER, and say so."""
+    conn.client.request("DELETE", path)
+    echo(f"{name} is no longer shared with {with_user}")
+
+
+__all__ = ["ca_bundle_option", "client_options", "end_share", "hub_option", "show_rows", "token_option"]
