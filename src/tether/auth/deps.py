@@ -46,7 +46,10 @@ def _refuse_early(request: Request) -> None:
     """429 for a source with too many failed authentications lately."""
     hub = hub_state(request)
     key = service.normalise_source(request.client.host if request.client else None) or "unknown"
-    wait = hub.limiter.retry_after(key, time.monotonic())
+    _refuse_if(hub, key, hub.limiter.retry_after(key, time.monotonic()))
+
+
+def _refuse_if(hub, key: str, wait: int | None) -> None:
     if wait is not None:
         hub.metrics.auth_refusals.labels("rate-limited").inc()
         raise Problem(
@@ -72,7 +75,8 @@ def authenticate_secret(request: Request, secret: str, *, count_failure: bool = 
         request.state.trail = {"token_id": p.extra.get("token_id"), "action": "auth", **p.trail}
         if p.status == 401 and count_failure:
             _refuse_early(request)
-            hub.limiter.failed(key, time.monotonic())
+            # counted across replicas on PostgreSQL: the failure past the budget is refused here
+            _refuse_if(hub, key, hub.limiter.failed(key, time.monotonic()))
         hub.metrics.auth_refusals.labels(p.slug).inc()
         raise
     request.state.auth = ctx

@@ -270,6 +270,17 @@ class UploadLease(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AuthFailure(Base):
+    """Failed authentications from one source in one minute (seconds since the epoch // 60,
+    on the database's clock): what the failure limiter counts on PostgreSQL, so that
+    replicas share one budget per source (``auth/failures.py``). Empty on SQLite."""
+
+    __tablename__ = "auth_failures"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    failures: Mapped[int] = mapped_column(Integer)
+
+
 # ---------------------------------------------------------------- log sync
 
 

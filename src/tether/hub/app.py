@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from tether import __version__
 from tether.auth import audit
-from tether.auth.ratelimit import FailureLimiter
+from tether.auth.failures import failure_limiter
 from tether.auth.service import parse_lifetime
 from tether.config import HubSettings
 from tether.db import Database
@@ -52,7 +52,7 @@ class HubState:
         self.default_lifetime = min(
             parse_lifetime(settings.token_default_lifetime, "token_default_lifetime"), self.max_lifetime
         )
-        self.limiter = FailureLimiter(settings.auth_failures_per_minute)
+        self.limiter = failure_limiter(db, settings.auth_failures_per_minute)  # shared on PostgreSQL
         self.metrics = Metrics()
         self.audit_writer = audit.AuditWriter(db)  # runs while the app does (see its lifespan)
         self.refusals = audit.RefusalTally()  # written every audit_anonymous_interval (see the lifespan)
