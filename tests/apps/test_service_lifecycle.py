@@ -1,7 +1,9 @@
 """An instance's life through the real CLI, hub, gateway and sandbox (root, bubblewrap,
 cgroups): spawn, reach it through the gateway as its owner only (tether's credentials
 never reach the app, the user's name does), logs, stop/start, restart after a crash with
-the restart counted, and removal leaving nothing behind."""
+the restart counted, and removal leaving nothing behind. The hub is the module's; each
+test starts from the state it needs (alice's instance running, or none), so any one runs
+alone or in any order."""
 
 from __future__ import annotations
 
@@ -29,7 +31,31 @@ def host(w, user, app="demo"):
 def bearer(w, user):
     return {"Authorization": f"Bearer {w.tokens[user]}"}
 
-def test_spawn_serves_the_owner_only_and_keeps_credentials_from_the_app(w):
+def instance_of(w, user="alice"):
+    """``user``'s instance of demo as `tether app status --json` shows it, or None."""
+    r = w.cli(user, "status", "demo", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+@pytest.fixture
+def no_instance(w):
+    """alice has no instance of demo (an earlier test's is removed)."""
+    if instance_of(w) is not None:
+        r = w.cli("alice", "rm", "demo")
+        assert r.returncode == 0, r.stderr
+
+@pytest.fixture
+def running(w):
+    """alice's instance of demo, running (spawned or started if an earlier test did not leave one)."""
+    st = instance_of(w)
+    if st is None or st["state"] != "running":
+        r = w.cli("alice", "spawn" if st is None else "start", "demo")
+        assert r.returncode == 0, r.stderr
+    st = wait_for(lambda: (s := instance_of(w)) and s["state"] == "running" and s, what="alice's instance running")
+    assert wait_for(lambda: gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 200)
+    return st
+
+def test_spawn_serves_the_owner_only_and_keeps_credentials_from_the_app(w, no_instance):
     r = w.cli("alice", "spawn", "demo", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -51,7 +77,7 @@ def test_spawn_serves_the_owner_only_and_keeps_credentials_from_the_app(w):
     records = records.get("records", records)
     assert any(rec["user"] == "bob" and rec["outcome"] == "denied" for rec in records)
 
-def test_spawning_twice_for_others_or_for_nobody_is_refused(w):
+def test_spawning_twice_for_others_or_for_nobody_is_refused(w, running):
     again = w.cli("alice", "spawn", "demo")
     assert again.returncode == 1 and "already has an instance" in again.stderr
     other = w.cli("alice", "spawn", "demo", "--for", "bob")
@@ -70,8 +96,7 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w):
     listed = json.loads(w.cli("olga", "list", "--all", "--json").stdout)
     assert [i["instance"] for i in listed] == ["demo--alice"]
 
-def test_logs_stop_start_and_restart_after_a_crash(w):
-    gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))
+def test_logs_stop_start_and_restart_after_a_crash(w, running):
     logs = w.cli("alice", "logs", "demo")
     assert logs.returncode == 0 and "demo: serving on /run/tether/app.sock" in logs.stdout, logs.stderr
     stop = w.cli("alice", "stop", "demo")
@@ -83,16 +108,16 @@ def test_logs_stop_start_and_restart_after_a_crash(w):
     assert gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 200
     # the app dies: the supervisor starts it again (after a 1 s backoff) and counts it
     gateway_get(w.gw_port, host(w, "alice"), "/api/crash", bearer(w, "alice"))
-    st = wait_for(lambda: (s := json.loads(w.cli("alice", "status", "demo", "--json").stdout))["restarts"] >= 1
-                  and s["state"] == "running" and s, what="a restart")
-    assert st["restarts"] == 1
+    st = wait_for(lambda: (s := instance_of(w))["restarts"] > running["restarts"] and s["state"] == "running" and s,
+                  what="a restart")
+    assert st["restarts"] == running["restarts"] + 1
     assert wait_for(lambda: gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 200)
     with w.api("admin") as c:
         records = c.get("/api/v1/audit", params={"action": "app.restart"}).json()
     assert records.get("records", records)
 
-def test_rm_leaves_nothing_behind(w):
-    st = json.loads(w.cli("alice", "status", "demo", "--json").stdout)
+def test_rm_leaves_nothing_behind(w, running):
+    st = running
     data = w.hub.data_dir / "apps" / "data" / st["id"]
     assert data.is_dir()
     r = w.cli("alice", "rm", "demo")
