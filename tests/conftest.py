@@ -106,15 +106,17 @@ def replica_set(request, tmp_path_factory):
     shared: dict[str, ReplicaSet] = {}
 
     def start(blobs: str = "fs", n: int = 2, env: dict[str, str] | None = None, args=None,
-              shared_ok: bool = True) -> ReplicaSet:
-        """``args(i)``: the command-line options of replica ``i``; ``shared_ok=False``: a set
-        of the test's own (else the plain sets are shared by the session's tests)."""
-        plain = shared_ok and n == 2 and not env and args is None
+              shared_ok: bool = True, listeners: tuple[str, ...] = ()) -> ReplicaSet:
+        """``args(i)``: the command-line options of replica ``i``; ``listeners``: listen flags each
+        replica gets a port of its own for (HubProcess.ports); ``shared_ok=False``: a set of the
+        test's own (else the plain sets are shared by the session's tests)."""
+        plain = shared_ok and n == 2 and not env and args is None and not listeners
         if plain and blobs in shared:
             return shared[blobs]
         url = request.getfixturevalue("pg_server").create_database(unique("replicas").replace("-", "_"))
         env = {**s3_env(request.getfixturevalue("seaweed")), **(env or {})} if blobs == "s3" else dict(env or {})
-        rs = ReplicaSet(tmp_path_factory.mktemp(f"replicas-{blobs}"), url, n=n, env=env, args=args)
+        rs = ReplicaSet(tmp_path_factory.mktemp(f"replicas-{blobs}"), url, n=n, env=env, args=args,
+                        listeners=listeners)
         started.append(rs)
         rs.start()
         rs.backend = f"replicas-{blobs}"

@@ -18,10 +18,19 @@ _names = itertools.count(1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago. Another program may take it before
+    the server it is meant for binds it: prefer a server that binds port 0 itself and
+    reports it, else start it again on a new port when it says the port is taken
+    (:meth:`HubProcess.start` does)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's log says it could not bind a port another program holds."""
+    return "the port is taken by another program" in log or "address already in use" in log.lower()
 
 
 def unique(prefix: str) -> str:
@@ -29,15 +38,16 @@ def unique(prefix: str) -> str:
 
 
 def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, *, verify: ssl.SSLContext | bool = True,
-                 log=lambda: "") -> bool:
-    """Wait until ``url``/healthz answers 200 (True), or ``timeout`` passes (False).
-    RuntimeError with ``log()`` if ``proc`` exits first."""
+                 log=lambda: "", ours=lambda: True) -> bool:
+    """Wait until ``url``/healthz answers 200 and ``ours()`` says the answer is from
+    ``proc`` (not from another program that took its port first) (True), or ``timeout``
+    passes (False). RuntimeError with ``log()`` if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
+            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200 and ours():
                 return True
         except httpx.HTTPError:
             pass
@@ -85,35 +95,63 @@ class HubHelpers:
 
 
 class HubProcess(HubHelpers):
-    """One hub; ``stop()`` ends only the process it started, by pid."""
+    """One hub; ``stop()`` ends only the process it started, by pid.
+
+    It listens on ports it picks (``port``; and ``ports[FLAG]`` for each flag of
+    ``listeners``, e.g. ``--ssh-listen``, ``--gateway-listen``). A port another program
+    takes between the pick and the hub's bind fails that start: the first start then
+    tries again on new ports (a restart keeps its ports, and tries them again)."""
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, args: list[str] | None = None):
+                 env: dict[str, str] | None = None, args: list[str] | None = None, listeners: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.host = host
-        self.port = free_port(host)
-        shown = f"[{host}]" if ":" in host else host
-        scheme = "https" if args and "--tls-cert" in args else "http"
-        self.url = f"{scheme}://{shown}:{self.port}"
+        self.args, self.listeners = list(args or []), listeners
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         full_env = dict(os.environ)
         full_env.pop("TETHER_TOKEN", None)
         if database_url:
             full_env["TETHER_DATABASE_URL"] = database_url
         full_env.update(env or {})
-        self.argv = [sys.executable, "-m", "tether", "hub", "--data", str(data_dir),
-                     "--listen", f"{shown}:{self.port}", *(args or [])]
         self.env = full_env
         self.proc: subprocess.Popen | None = None
         self.verify: ssl.SSLContext | bool = True
+        self.started = False
+        self._pick_ports()
 
-    def start(self, timeout: float = 30) -> "HubProcess":
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        if wait_healthy(self.proc, self.url, timeout, verify=self.verify, log=self.log_text):
-            return self
-        self.stop()
-        raise RuntimeError(f"hub did not come up in {timeout}s:\n{self.log_text()}")
+    def _pick_ports(self) -> None:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.port = free_port(self.host)
+        self.ports = {flag: free_port(self.host) for flag in self.listeners}
+        scheme = "https" if "--tls-cert" in self.args else "http"
+        self.url = f"{scheme}://{shown}:{self.port}"
+        listen = [x for flag, port in self.ports.items() for x in (flag, f"{shown}:{port}")]
+        self.argv = [sys.executable, "-m", "tether", "hub", "--data", str(self.data_dir),
+                     "--listen", f"{shown}:{self.port}", *listen, *self.args]
+
+    def start(self, timeout: float = 30, attempts: int = 3) -> "HubProcess":
+        for attempt in range(1, attempts + 1):
+            self.log = open(self.log_path, "ab")
+            since = self.log.tell()  # this start's lines (the log is kept across restarts)
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+            said = lambda: self.log_path.read_bytes()[since:].decode(errors="replace")  # noqa: E731
+            try:
+                # "hub serving" is said once its socket is bound: the answer is this hub's
+                if wait_healthy(self.proc, self.url, timeout, verify=self.verify, log=self.log_text,
+                                ours=lambda: "tether: hub serving" in said()):
+                    self.started = True
+                    return self
+            except RuntimeError:
+                self.stop()
+                if attempt == attempts or not port_taken(said()):
+                    raise
+                if not self.started:
+                    self._pick_ports()
+                time.sleep(0.2 * attempt)
+                continue
+            self.stop()
+            raise RuntimeError(f"hub did not come up in {timeout}s:\n{self.log_text()}")
+        raise AssertionError("unreachable")
 
     @property
     def blob_dir(self) -> Path:

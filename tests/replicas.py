@@ -109,7 +109,7 @@ class ReplicaSet(HubHelpers):
     :class:`Balancer`. ``url`` is the balancer's; ``replicas`` the hubs themselves."""
 
     def __init__(self, workdir: Path, database_url: str, *, n: int = 2, env: dict[str, str] | None = None,
-                 args: Callable[[int], list[str]] | None = None):
+                 args: Callable[[int], list[str]] | None = None, listeners: tuple[str, ...] = ()):
         self.workdir = workdir
         self.database_url = database_url
         self.port = free_port()  # the balancer's: the URL clients use, and the hubs' public URL
@@ -120,7 +120,7 @@ class ReplicaSet(HubHelpers):
         for i in range(n):
             (workdir / f"r{i}").mkdir(parents=True, exist_ok=True)
             self.replicas.append(HubProcess(workdir / f"r{i}" / "data", database_url=database_url, env=env,
-                                            args=args(i) if args else None))
+                                            args=args(i) if args else None, listeners=listeners))
         self.balancer: Balancer | None = None
         self.verify = True
         self.url = ""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.hubproc import HubProcess, free_port
+from tests.hubproc import HubProcess
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -29,9 +29,8 @@ def test_the_forward_tour_runs_as_shown(tmp_path):
     pairs = [(m.group(1), m.group(3)) for m in re.finditer(r"```sh\n(.*?)```(\n\n(?:[^`]*\n\n)?```text\n(.*?)```)?",
                                                            tour, re.S)]
     assert pairs[0][0].startswith("make run"), "the tour starts the hub with make run"
-    ssh_port, gw_port = free_port(), free_port()
-    hub = HubProcess(tmp_path / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
-                                              "--gateway-listen", f"127.0.0.1:{gw_port}"]).start()
+    hub = HubProcess(tmp_path / "data", listeners=("--ssh-listen", "--gateway-listen")).start()
+    ssh_port, gw_port = hub.ports["--ssh-listen"], hub.ports["--gateway-listen"]
     try:
         bin_dir = str(Path(sys.executable).parent)
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8",

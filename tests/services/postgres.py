@@ -45,6 +45,8 @@ import tempfile
 import time
 from types import TracebackType
 
+from tests.hubproc import free_port
+
 PG_USER = "postgres"
 _DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # sun_path is 108 bytes on Linux; the socket file is "<dir>/.s.PGSQL.<port>".
@@ -73,13 +75,6 @@ def find_pg_bin() -> pathlib.Path | None:
     if not candidates:
         return None
     return max(candidates)[1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

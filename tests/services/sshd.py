@@ -42,18 +42,14 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
+from tests.hubproc import free_port, port_taken
+
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
 
 
 class SshdError(RuntimeError):
     """The test sshd could not be set up, started or used."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
@@ -220,11 +216,17 @@ class SshServer:
             if check.returncode != 0:
                 raise SshdError(f"sshd -t rejected {self.config_path}:\n{check.stderr}")
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            since = self._log.tell()
             self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config_path)],
                                          stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+            # ours once it says it listens (another program may have taken the port, and accept too)
+            listening = f"Server listening on {HOST} port {self._port}."
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
-                if port_accepts(self._port):
+                said = self.log_path.read_bytes()[since:].decode(errors="replace")
+                if port_taken(said):
+                    break  # start it on another port
+                if listening in said and port_accepts(self._port):
                     self.known_hosts.write_text(self.known_hosts_line() + "\n")
                     return self
                 time.sleep(0.05)
