@@ -124,20 +124,20 @@ def test_racing_failures_on_two_replicas_get_exactly_the_budget(database_url):
 
     db = Database(database_url)
     db.migrate()
-    replicas = [SharedFailureLimiter(Database(database_url), 60) for _ in range(2)]
+    replicas = [SharedFailureLimiter(db, 60) for _ in range(2)]  # each its own pool, as in two hubs
     _not_near_a_minute_end()
     with ThreadPoolExecutor(max_workers=16) as pool:
         waits = list(pool.map(lambda i: replicas[i % 2].failed("192.0.2.7", time.monotonic()), range(100)))
     assert waits.count(None) == 60 and all(1 <= w <= 60 for w in waits if w is not None)
     assert _failures(db, "192.0.2.7") == 100
     statements = []
-    for r in replicas:
-        event.listen(r.db.write_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for engine in (*(r.engine for r in replicas), db.write_engine):
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     assert all(1 <= r.retry_after("192.0.2.7", time.monotonic()) <= 60 for r in replicas)
     assert replicas[0].retry_after("192.0.2.8", time.monotonic()) is None
     assert statements == []  # refusing a source known to be over costs no query
     assert replicas[0].failed("192.0.2.8", time.monotonic()) is None  # another source: its own budget
-    for d in (db, *(r.db for r in replicas)):
+    for d in (db, *replicas):
         d.dispose()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from tether.auth.ratelimit import FailureLimiter
 from tether.db import Database
@@ -39,7 +39,11 @@ class SharedFailureLimiter:
     ``now`` is this process's monotonic clock (for the memory of sources over their budget)."""
 
     def __init__(self, db: Database, per_minute: int, *, max_keys: int = 10_000):
-        self.db = db
+        # A pool of its own: a flood of bad tokens queues here, not in the API's pool. Its
+        # commits do not wait for the disk: a crash may forget the last failures' counts,
+        # which only lets a source try a few more times (and a failure answers 5 ms sooner).
+        self.engine = create_engine(db.url, pool_size=2, max_overflow=2, pool_recycle=1800,
+                                    connect_args={"options": "-c synchronous_commit=off"})
         self.per_minute = per_minute
         self.max_keys = max_keys
         self._over: dict[str, float] = {}  # source -> when (monotonic) its minute ends
@@ -60,7 +64,7 @@ class SharedFailureLimiter:
     def failed(self, key: str, now: float) -> int | None:
         """Count one failure from ``key``; the seconds to wait when it is past the budget
         (refuse it with 429), else None."""
-        with self.db.write_connection() as conn:
+        with self.engine.begin() as conn:
             failures, minute, left = conn.execute(_COUNT, {"source": key}).one()
             if minute != self._swept:
                 conn.execute(_SWEEP, {"minute": minute})
@@ -72,6 +76,9 @@ class SharedFailureLimiter:
                 while len(self._over) > self.max_keys:  # bounded under a spray of sources
                     del self._over[next(iter(self._over))]
         return int(left) if failures > self.per_minute else None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
 
 def failure_limiter(db: Database, per_minute: int) -> FailureLimiter | SharedFailureLimiter:
