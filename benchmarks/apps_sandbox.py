@@ -9,8 +9,14 @@ Side by side in one run, as root, on this machine's real kernel:
   named network namespace and veth, the instance's nftables table, the in-namespace
   self-test, cgroups, and bubblewrap forked with the app's command (the app's own start is
   excluded: it is ``sleep``). Its parts are timed too.
-* **/data with a disk limit** (``apps.disk``): making the image and mounting it (first
-  start), mounting it (later starts), unmounting it (stop), against a plain directory.
+* **tether spawn → ready with /data** (``--disk``, what a hub's spawn does): the instance's
+  data filesystem made and mounted (first start: a sparse copy of the size's template) or
+  mounted (later start), then ``Sandboxes.start()``.
+* **/data with a disk limit** (``apps.disk``, in process: template copy, ``LOOP_CONFIGURE``,
+  ``mount(2)``): first start, later start, stop; against a plain directory (the floor) and
+  the way it was done before (``mkfs.ext4`` per image, ``mount -o loop``, ``umount``).
+* **namespace + veth**: in process over netlink (``netns.create``) against the two
+  ``ip -batch`` processes that made the same before.
 
 Grant and revoke: N instances (10, 100, 1,000) each hold their nftables state (their own
 network namespace with their table and 10 grants) **without a process or a veth each**:
@@ -139,66 +145,142 @@ class Timed:
 def bench_spawn(n, tmp: Path):
     """n spawns one after another, each instance left running (as on a hub), then n removes.
     (Removing while spawning slows spawns: the kernel tears a namespace down in the
-    background and that contends with making the next; the removes are timed apart.)"""
+    background and that contends with making the next; the removes are timed apart.)
+    Each spawn mounts the instance's /data first, as a hub's does (``--disk 1G``): a new
+    image the first time; after the removes, n later starts mount the images kept."""
     import resource
 
+    from tether.apps import disk
+
     timed = Timed()
-    timed.wrap(netns, "create", "namespace + veth (ip -batch, 2 calls)")
+    timed.wrap(netns, "create", "namespace + veth (in process, netlink)")
     timed.wrap(sb.Sandboxes, "_policy", "nftables: the instance's table (and the host's, if missing)")
     timed.wrap(selftest, "run", "self-test")
     timed.wrap(cgroups.Layout, "create", "cgroups")
+    timed.wrap(disk, "ensure", "/data: image copy (first start only) + loop device + mount")
     boxes = sb.Sandboxes(tmp / "state", prefix=PREFIX)
     app = tmp / "app"
     app.mkdir()
-    totals, removes, cpu = [], [], []
-    try:
-        for i in range(n):
-            spec = sb.SandboxSpec(instance=f"s{i}", app_dir=app, data_dir=tmp / "data" / f"s{i}",
-                                  run_dir=tmp / "run" / f"s{i}", argv=("sleep", "600"), env={},
-                                  uid=64000 + i, gid=64000 + i, limits=sb.Limits(64 << 20, 0.5, 32))
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
-            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t = time.perf_counter()
-            boxes.start(spec)
-            totals.append(time.perf_counter() - t)
-            r1 = resource.getrusage(resource.RUSAGE_SELF)
-            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    images = tmp / "images"
+    t = time.perf_counter()
+    disk.template(images / "templates", 1 << 30)  # once per size on a hub: apart, below
+    template_made = time.perf_counter() - t
+    first, later, removes, cpu = [], [], [], []
+
+    def spec(i):
+        return sb.SandboxSpec(instance=f"s{i}", app_dir=app, data_dir=tmp / "data" / f"s{i}",
+                              run_dir=tmp / "run" / f"s{i}", argv=("sleep", "600"), env={},
+                              uid=64000 + i, gid=64000 + i, limits=sb.Limits(64 << 20, 0.5, 32))
+
+    def spawn(i, out, parts):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        disk.ensure(images / f"s{i}.img", tmp / "data" / f"s{i}", 1 << 30, 64000 + i, 64000 + i)
+        boxes.start(spec(i))
+        out.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if parts:
             cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
                        + c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
             timed.commit()
+        else:
+            timed.current = {}
+
+    try:
+        for i in range(n):
+            spawn(i, first, True)
         for i in range(n):
             t = time.perf_counter()
             boxes.remove(f"s{i}")
+            disk.unmount(tmp / "data" / f"s{i}")
             removes.append(time.perf_counter() - t)
+        for i in range(n):
+            spawn(i, later, False)
     finally:
         for inst in boxes.present():
             boxes.remove(inst)
+        for i in range(n):
+            disk.release(images / f"s{i}.img", tmp / "data" / f"s{i}")
     parts = dict(timed.parts)
-    known = [sum(vals[k] for vals in timed.parts.values()) for k in range(len(totals))]
+    known = [sum(vals[k] for vals in timed.parts.values()) for k in range(len(first))]
     parts["the rest: state files, fork+exec bubblewrap (with cgroup join, setns, rlimits), counters reset"] = [
-        tot - kn for tot, kn in zip(totals, known)]
-    return totals, removes, parts, cpu
+        tot - kn for tot, kn in zip(first, known)]
+    return first, later, removes, parts, cpu, template_made
+
+
+def ip_batch_create(name: str, link: netns.Link) -> None:
+    """The baseline: how netns.create made the namespace and veth before, two `ip -batch`."""
+    def batch(commands, ns=None):
+        argv = [netns.IP, *(["-n", ns] if ns else []), "-batch", "-"]
+        subprocess.run(argv, input="\n".join(commands) + "\n", text=True, check=True, capture_output=True)
+
+    batch([f"netns add {name}", f"link add {name} type veth peer name eth0 netns {name}",
+           f"addr add {link.host4}/31 dev {name}", f"addr add {link.host6}/127 dev {name} nodad",
+           f"link set {name} up"])
+    netns.forward_from(name)
+    batch(["link set lo up", f"addr add {link.inst4}/31 dev eth0", f"addr add {link.inst6}/127 dev eth0 nodad",
+           "link set eth0 up", f"route add default via {link.host4}", f"route add ::/0 via {link.host6}"], ns=name)
+
+
+def bench_netns(n):
+    """Namespace + veth, alternately in process and by the `ip -batch` baseline (n each)."""
+    pool4, pool6 = netns.default_pools(PREFIX)
+    ours, theirs = [], []
+    try:
+        for i in range(n):
+            for out, make, name in ((ours, netns.create, f"{PREFIX}-n{i}"), (theirs, ip_batch_create, f"{PREFIX}-i{i}")):
+                link = netns.Link.at(100 + 2 * i + (out is theirs), pool4, pool6)
+                t = time.perf_counter()
+                make(name, link)
+                out.append(time.perf_counter() - t)
+    finally:
+        for name in netns.names(PREFIX + "-"):
+            netns.remove(name)
+    return ours, theirs
 
 
 def bench_disk(n, tmp: Path):
-    """An instance's /data with its disk limit (1 GiB): made (sparse image, mkfs, mount) at its
-    first start, mounted at a later start, unmounted at a stop; against the plain directory
-    (mkdir, chown) that a /data without a limit costs."""
+    """An instance's /data with its disk limit (1 GiB): made (sparse copy of the template,
+    mount) at its first start, mounted at a later start, unmounted at a stop; against the
+    plain directory (mkdir, chown) that a /data without a limit costs, and against the way
+    it was done before (mkfs.ext4 per image, `mount -o loop`, `umount`)."""
     import os
 
     from tether.apps import disk
 
     made, mounted, unmounted, plain = [], [], [], []
+    old_made, old_mounted, old_unmounted = [], [], []
+    disks = tmp / "disks"
+    disk.template(disks / "templates", 1 << 30)
+
+    def old_first(image, mnt):
+        mnt.mkdir(parents=True, exist_ok=True)
+        fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(fd, 1 << 30)
+        os.close(fd)
+        subprocess.run([disk.MKFS, "-q", "-F", "-m", "0", "-L", "tether-data", str(image)], check=True)
+        subprocess.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(mnt)], check=True)
+
+    def old_later(image, mnt):
+        subprocess.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(mnt)], check=True)
+
     try:
         for i in range(n):
-            image, mnt = tmp / "disks" / f"d{i}.img", tmp / "dmnt" / f"d{i}"
+            image, mnt = disks / f"d{i}.img", tmp / "dmnt" / f"d{i}"
+            oimage, omnt = disks / f"o{i}.img", tmp / "dmnt" / f"o{i}"
             for out, step in ((made, lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i)),
                               (unmounted, lambda: disk.unmount(mnt)),
-                              (mounted, lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i))):
+                              (mounted, lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i)),
+                              (old_made, lambda: old_first(oimage, omnt)),
+                              (old_unmounted, lambda: subprocess.run(["umount", str(omnt)], check=True)),
+                              (old_mounted, lambda: old_later(oimage, omnt))):
                 t = time.perf_counter()
                 step()
                 out.append(time.perf_counter() - t)
             disk.release(image, mnt)
+            disk.release(oimage, omnt)
             t = time.perf_counter()
             d = tmp / "plain" / f"d{i}"
             d.mkdir(parents=True, mode=0o700)
@@ -206,8 +288,9 @@ def bench_disk(n, tmp: Path):
             plain.append(time.perf_counter() - t)
     finally:
         for i in range(n):
-            disk.release(tmp / "disks" / f"d{i}.img", tmp / "dmnt" / f"d{i}")
-    return plain, made, mounted, unmounted
+            for name in "do":
+                disk.release(disks / f"{name}{i}.img", tmp / "dmnt" / f"{name}{i}")
+    return plain, made, mounted, unmounted, old_made, old_mounted, old_unmounted
 
 
 def make_policy_only(boxes: sb.Sandboxes, count_from: int, count_to: int, grants_each: int):
@@ -286,26 +369,38 @@ def main(argv=None):
         tmp = Path(d)
         fork = bench_fork_exec(n)
         bare = bench_bare_bwrap(n)
-        spawn, removes, parts, cpu = bench_spawn(n, tmp)
+        spawn, spawn_later, removes, parts, cpu, template_made = bench_spawn(n, tmp)
+        ns_ours, ns_ip = bench_netns(n)
         disks = bench_disk(n, tmp)
         grants = bench_grants(sizes, rounds, tmp)
     floor = statistics.median(fork)
     lines = ["| start | p50 (ms) | p90 (ms) | x fork/exec (p50) |", "|---|---:|---:|---:|"]
     for label, vals in (("fork/exec `true` (floor)", fork), ("bare `bwrap --unshare-all ... true`", bare),
-                        ("tether spawn → ready (self-test included)", spawn)):
+                        ("tether spawn → ready with /data, first start (self-test included)", spawn),
+                        ("tether spawn → ready with /data, later start", spawn_later)):
         lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
                      f"{statistics.median(vals) / floor:.1f} |")
     lines += ["", "Parts of a spawn (p50, ms):", ""]
     lines += [f"- {label}: {ms(statistics.median(v))}" for label, v in parts.items()]
-    lines += [f"- CPU time per spawn (the hub's process and its children: ip, bwrap): p50 {ms(statistics.median(cpu))}",
-              f"- remove (kill, cgroups, namespace, veth, conntrack, state), timed apart: p50 "
+    lines += [f"- CPU time per spawn (the hub's process and its children: mkfs never, bwrap): p50 "
+              f"{ms(statistics.median(cpu))}",
+              f"- once per disk size on a hub, before its first spawn: the template (`mkfs.ext4`): {ms(template_made)}",
+              f"- remove + unmount (kill, cgroups, namespace, veth, conntrack, state, /data), timed apart: p50 "
               f"{ms(statistics.median(removes))}",
-              "", "| an instance's /data (`--disk 1G`) | p50 (ms) | p90 (ms) | x plain directory (p50) |",
+              "", "| namespace + veth + addresses + routes | p50 (ms) | p90 (ms) | x in process (p50) |",
+              "|---|---:|---:|---:|"]
+    for label, vals in (("in process, netlink (pyroute2) + unshare/mount", ns_ours),
+                        ("baseline: two `ip -batch` processes (before)", ns_ip)):
+        lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
+                     f"{statistics.median(vals) / statistics.median(ns_ours):.1f} |")
+    lines += ["", "| an instance's /data (`--disk 1G`) | p50 (ms) | p90 (ms) | x plain directory (p50) |",
               "|---|---:|---:|---:|"]
     dir_floor = statistics.median(disks[0])
-    for label, vals in zip(("plain directory: mkdir + chown (no limit; the baseline)",
-                            "first start: sparse image + `mkfs.ext4` + loop mount",
-                            "later start: loop mount", "stop: unmount"), disks):
+    for label, vals in zip(("plain directory: mkdir + chown (no limit; the floor)",
+                            "first start: sparse copy of the template + loop device + mount(2)",
+                            "later start: loop device + mount(2)", "stop: umount2(2)",
+                            "before: first start, sparse image + `mkfs.ext4` + `mount -o loop`",
+                            "before: later start, `mount -o loop`", "before: stop, `umount`"), disks):
         lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
                      f"{statistics.median(vals) / dir_floor:.0f} |")
     lines += ["", "| instances (10 grants each) | grant p50 / p90 (ms) | revoke p50 / p90 (ms) | "

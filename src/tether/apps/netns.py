@@ -5,14 +5,19 @@ Each instance gets a named namespace (``/run/netns/<prefix>-<id>``) and a veth p
 the sandboxes' pools and a default route via the host. Whether anything may cross that
 link is the nftables policy's business (netpolicy.py); the addresses are only for
 routing, never for policy.
+
+Made in process, over netlink (pyroute2) and with unshare(2)/mount(2), as ``ip netns add``
+makes it (a file in ``/run/netns`` bind-mounted on the namespace, the directory a shared
+mount) but with no ``ip`` process: a thread unshares its network namespace, binds it to
+the file and makes the veth from inside; the calling thread stays in the host's.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import os
-import subprocess
 import threading
 import zlib
 from dataclasses import dataclass
@@ -21,21 +26,37 @@ from pathlib import Path
 NETNS_DIR = Path("/run/netns")
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
 CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 0x100000
+MNT_DETACH = 2
+IFA_F_NODAD = 0x02
+THREAD_NS = b"/proc/thread-self/ns/net"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns = _libc.setns
 _setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_unshare = _libc.unshare
+_unshare.argtypes = (ctypes.c_int,)
+_mount = _libc.mount
+_mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+_umount2 = _libc.umount2
+_umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_shared_dir = threading.Lock()
+_dir_is_shared = False
 
 
 class NetError(Exception):
-    """A namespace or link could not be made; the message carries ip's own words."""
+    """A namespace or link could not be made; the message says which step and the kernel's words."""
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def setns_net(fd: int) -> None:
     """Move the calling thread into the network namespace open at ``fd``."""
-    if _setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    _check(_setns(fd, CLONE_NEWNET), "setns")
 
 
 def default_pools(prefix: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
@@ -65,18 +86,6 @@ class Link:
         return cls(index, b4 + 2 * index, b4 + 2 * index + 1, b6 + 2 * index, b6 + 2 * index + 1)
 
 
-def _batch(commands: list[str], netns: str | None = None, force: bool = False) -> None:
-    argv = [IP]
-    if netns:
-        argv += ["-n", netns]
-    if force:
-        argv.append("-force")
-    argv += ["-batch", "-"]
-    res = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True)
-    if res.returncode != 0 and not force:
-        raise NetError(f"ip {' / '.join(commands)}: {res.stderr.strip()}")
-
-
 def forward_from(interface: str) -> bool:
     """Let the host forward what arrives on ``interface`` (IPv4, and IPv6 where the
     kernel can do it per interface: ``force_forwarding``, Linux 6.17 and later), without
@@ -90,31 +99,110 @@ def forward_from(interface: str) -> bool:
     return Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip() == "1"
 
 
+def _share_dir() -> None:
+    """/run/netns as ``ip netns`` keeps it: a shared mount, so a namespace bound in it is seen
+    in mount namespaces made later (once per process; a no-op when it already is)."""
+    global _dir_is_shared
+    if _dir_is_shared:
+        return
+    with _shared_dir:
+        NETNS_DIR.mkdir(mode=0o755, exist_ok=True)
+        d = os.fsencode(NETNS_DIR)
+        if _mount(b"none", d, None, MS_SHARED | MS_REC, None) != 0:
+            if ctypes.get_errno() != errno.EINVAL:  # EINVAL: not a mount point yet
+                _check(-1, f"making {NETNS_DIR} a shared mount")
+            _check(_mount(d, d, b"none", MS_BIND | MS_REC, None), f"binding {NETNS_DIR}")
+            _check(_mount(b"none", d, None, MS_SHARED | MS_REC, None), f"making {NETNS_DIR} a shared mount")
+        _dir_is_shared = True
+
+
+def _in_thread(fn, label: str):
+    """fn() in a thread of its own, which ends after (so whatever namespace it entered goes
+    with it, and pyroute2's calls never meet the caller's event loop)."""
+    box: dict[str, object] = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name=label)
+    th.start()
+    th.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]
+
+
 def create(name: str, link: Link) -> None:
     """Make namespace ``name`` with its veth pair, addresses, routes and loopback up.
-    Forwarding is turned on for the host end only (not machine-wide; see :func:`forward_from`)."""
-    _batch([
-        f"netns add {name}",
-        f"link add {name} type veth peer name eth0 netns {name}",
-        f"addr add {link.host4}/31 dev {name}",
-        f"addr add {link.host6}/127 dev {name} nodad",
-        f"link set {name} up",
-    ])
+    Forwarding is turned on for the host end only (not machine-wide; see :func:`forward_from`).
+    On failure what was made stays for :func:`remove` (which the sandbox calls)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    path = NETNS_DIR / name
+    try:
+        _share_dir()
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    except OSError as exc:
+        raise NetError(f"namespace {name}: {exc}") from None
+
+    def build() -> None:
+        step = "opening netlink"
+        try:
+            host_ns = os.open(THREAD_NS, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with IPRoute() as host:  # its socket stays in the host's namespace
+                    step = "unshare"
+                    _check(_unshare(CLONE_NEWNET), "unshare")
+                    _check(_mount(THREAD_NS, os.fsencode(path), b"none", MS_BIND, None), f"binding {path}")
+                    with IPRoute() as inner:
+                        step = "veth"
+                        inner.link("add", ifname="eth0", kind="veth", peer={"ifname": name, "net_ns_fd": host_ns})
+                        step = "the namespace's addresses and routes"
+                        inner.link("set", index=inner.link_lookup(ifname="lo")[0], state="up")
+                        eth0 = inner.link_lookup(ifname="eth0")[0]
+                        inner.addr("add", index=eth0, address=str(link.inst4), prefixlen=31)
+                        inner.addr("add", index=eth0, address=str(link.inst6), prefixlen=127, flags=IFA_F_NODAD)
+                        inner.link("set", index=eth0, state="up")
+                        inner.route("add", dst="0.0.0.0/0", gateway=str(link.host4))
+                        inner.route("add", dst="::/0", gateway=str(link.host6), family=10)
+                    step = "the host end's addresses"
+                    idx = host.link_lookup(ifname=name)[0]
+                    host.addr("add", index=idx, address=str(link.host4), prefixlen=31)
+                    host.addr("add", index=idx, address=str(link.host6), prefixlen=127, flags=IFA_F_NODAD)
+                    host.link("set", index=idx, state="up")
+            finally:
+                os.close(host_ns)
+        except (NetlinkError, OSError, IndexError) as exc:
+            raise NetError(f"namespace {name}, {step}: {exc}") from None
+
+    _in_thread(build, f"netns-{name}")
     forward_from(name)
-    _batch([
-        "link set lo up",
-        f"addr add {link.inst4}/31 dev eth0",
-        f"addr add {link.inst6}/127 dev eth0 nodad",
-        "link set eth0 up",
-        f"route add default via {link.host4}",
-        f"route add ::/0 via {link.host6}",
-    ], netns=name)
 
 
 def remove(name: str) -> None:
     """Delete the veth pair and the namespace; nothing if they are gone."""
-    if Path("/sys/class/net", name).exists() or (NETNS_DIR / name).exists():
-        _batch([f"link del {name}", f"netns del {name}"], force=True)
+    if Path("/sys/class/net", name).exists():
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        def delete() -> None:
+            with IPRoute() as host:
+                try:
+                    host.link("del", ifname=name)
+                except NetlinkError as exc:
+                    if exc.code != errno.ENODEV:
+                        raise NetError(f"deleting the link {name}: {exc}") from None
+
+        _in_thread(delete, f"netns-del-{name}")
+    path = NETNS_DIR / name
+    if path.exists():
+        if _umount2(os.fsencode(path), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            _check(-1, f"unmounting {path}")
+        path.unlink(missing_ok=True)
 
 
 def exists(name: str) -> bool:
@@ -137,22 +225,13 @@ def open_ns(name: str) -> int:
 def run_in(name: str, fn):
     """fn() in a thread that entered namespace ``name`` (setns moves only that thread, and
     the thread ends after), so the hub itself never leaves its own namespace."""
-    box: dict[str, object] = {}
 
-    def target():
+    def inside():
+        fd = open_ns(name)
         try:
-            fd = open_ns(name)
-            try:
-                setns_net(fd)
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
+            setns_net(fd)
+        finally:
+            os.close(fd)
+        return fn()
 
-    th = threading.Thread(target=target, name=f"netns-{name}")
-    th.start()
-    th.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
+    return _in_thread(inside, f"netns-{name}")

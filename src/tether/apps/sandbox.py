@@ -622,8 +622,8 @@ class Sandboxes:
         name = self._name(spec.instance)
         link = self._allocate(spec.instance)
         with self._lock:  # the host's table is not removed under a starting instance
-            netns.remove(name)
             try:
+                netns.remove(name)
                 netns.create(name, link)
             except (netns.NetError, OSError) as exc:
                 raise SandboxError(f"the network namespace of {spec.instance}: {exc}") from exc
@@ -635,7 +635,10 @@ class Sandboxes:
         host's table goes when no instance of this prefix is left."""
         name = self._name(instance)
         link = self._link(instance)
-        netns.remove(name)
+        try:
+            netns.remove(name)
+        except (netns.NetError, OSError) as exc:
+            raise SandboxError(f"the network namespace of {instance} could not be removed: {exc}") from exc
         if link is not None:
             self._end_flows(link, None)
         with self._lock:
