@@ -97,24 +97,53 @@ def ms(v):
     return f"{v * 1000:.1f}"
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process (all its threads) and of its waited-for children."""
+    import resource
+
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def timed(fn, wall: list, cpu: list):
+    c, t = cpu_now(), time.perf_counter()
+    try:
+        return fn()
+    finally:
+        wall.append(time.perf_counter() - t)
+        cpu.append(cpu_now() - c)
+
+
 def bench_fork_exec(n):
-    out = []
+    out, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
-        subprocess.Popen(["/usr/bin/true"]).wait()
-        out.append(time.perf_counter() - t)
-    return out
+        timed(lambda: subprocess.Popen(["/usr/bin/true"]).wait(), out, cpu)
+    return out, cpu
 
 
 def bench_bare_bwrap(n):
     argv = [sb.BWRAP, "--unshare-all", *sb._system_binds(), "--proc", "/proc", "--dev", "/dev",
             "--tmpfs", "/tmp", "--", "/usr/bin/true"]
-    out = []
+    out, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
-        subprocess.run(argv, check=True)
-        out.append(time.perf_counter() - t)
-    return out
+        timed(lambda: subprocess.run(argv, check=True), out, cpu)
+    return out, cpu
+
+
+def bench_preexec(n, heap_mb=256):
+    """Starting a process from a hub-sized one (``heap_mb`` MiB touched): with a Python
+    preexec_fn, which makes subprocess fork (copying the page tables), as bubblewrap was
+    started before; and without one (vfork), as now."""
+    heap = bytearray(heap_mb << 20)
+    for i in range(0, len(heap), 4096):
+        heap[i] = 1
+    rows = {"with a preexec_fn (fork; before)": ([], []), "without (vfork; now)": ([], [])}
+    for _ in range(n):
+        timed(lambda: subprocess.Popen(["/usr/bin/true"], preexec_fn=lambda: None).wait(),
+              *rows["with a preexec_fn (fork; before)"])
+        timed(lambda: subprocess.Popen(["/usr/bin/true"]).wait(), *rows["without (vfork; now)"])
+    del heap
+    return rows
 
 
 class Timed:
@@ -148,16 +177,14 @@ def bench_spawn(n, tmp: Path):
     background and that contends with making the next; the removes are timed apart.)
     Each spawn mounts the instance's /data first, as a hub's does (``--disk 1G``): a new
     image the first time; after the removes, n later starts mount the images kept."""
-    import resource
-
     from tether.apps import disk
 
-    timed = Timed()
-    timed.wrap(netns, "create", "namespace + veth (in process, netlink)")
-    timed.wrap(sb.Sandboxes, "_policy", "nftables: the instance's table (and the host's, if missing)")
-    timed.wrap(selftest, "run", "self-test")
-    timed.wrap(cgroups.Layout, "create", "cgroups")
-    timed.wrap(disk, "ensure", "/data: image copy (first start only) + loop device + mount")
+    timer = Timed()
+    timer.wrap(netns, "create", "namespace + veth (in process, netlink)")
+    timer.wrap(sb.Sandboxes, "_policy", "nftables: the instance's table (and the host's, if missing)")
+    timer.wrap(selftest, "run", "self-test")
+    timer.wrap(cgroups.Layout, "create", "cgroups")
+    timer.wrap(disk, "ensure", "/data: image copy (first start only) + loop device + mount")
     boxes = sb.Sandboxes(tmp / "state", prefix=PREFIX)
     app = tmp / "app"
     app.mkdir()
@@ -165,49 +192,44 @@ def bench_spawn(n, tmp: Path):
     t = time.perf_counter()
     disk.template(images / "templates", 1 << 30)  # once per size on a hub: apart, below
     template_made = time.perf_counter() - t
-    first, later, removes, cpu = [], [], [], []
+    first, later, removes, cpu, later_cpu = [], [], [], [], []
 
     def spec(i):
         return sb.SandboxSpec(instance=f"s{i}", app_dir=app, data_dir=tmp / "data" / f"s{i}",
                               run_dir=tmp / "run" / f"s{i}", argv=("sleep", "600"), env={},
                               uid=64000 + i, gid=64000 + i, limits=sb.Limits(64 << 20, 0.5, 32))
 
-    def spawn(i, out, parts):
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        disk.ensure(images / f"s{i}.img", tmp / "data" / f"s{i}", 1 << 30, 64000 + i, 64000 + i)
-        boxes.start(spec(i))
-        out.append(time.perf_counter() - t)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    def spawn(i, out, out_cpu, parts):
+        def one():
+            disk.ensure(images / f"s{i}.img", tmp / "data" / f"s{i}", 1 << 30, 64000 + i, 64000 + i)
+            boxes.start(spec(i))
+
+        timed(one, out, out_cpu)
         if parts:
-            cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-                       + c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
-            timed.commit()
+            timer.commit()
         else:
-            timed.current = {}
+            timer.current = {}
 
     try:
         for i in range(n):
-            spawn(i, first, True)
+            spawn(i, first, cpu, True)
         for i in range(n):
             t = time.perf_counter()
             boxes.remove(f"s{i}")
             disk.unmount(tmp / "data" / f"s{i}")
             removes.append(time.perf_counter() - t)
         for i in range(n):
-            spawn(i, later, False)
+            spawn(i, later, later_cpu, False)
     finally:
         for inst in boxes.present():
             boxes.remove(inst)
         for i in range(n):
             disk.release(images / f"s{i}.img", tmp / "data" / f"s{i}")
-    parts = dict(timed.parts)
-    known = [sum(vals[k] for vals in timed.parts.values()) for k in range(len(first))]
+    parts = dict(timer.parts)
+    known = [sum(vals[k] for vals in timer.parts.values()) for k in range(len(first))]
     parts["the rest: state files, fork+exec bubblewrap (with cgroup join, setns, rlimits), counters reset"] = [
         tot - kn for tot, kn in zip(first, known)]
-    return first, later, removes, parts, cpu, template_made
+    return (first, cpu), (later, later_cpu), removes, parts, template_made
 
 
 def ip_batch_create(name: str, link: netns.Link) -> None:
@@ -227,18 +249,17 @@ def ip_batch_create(name: str, link: netns.Link) -> None:
 def bench_netns(n):
     """Namespace + veth, alternately in process and by the `ip -batch` baseline (n each)."""
     pool4, pool6 = netns.default_pools(PREFIX)
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     try:
         for i in range(n):
-            for out, make, name in ((ours, netns.create, f"{PREFIX}-n{i}"), (theirs, ip_batch_create, f"{PREFIX}-i{i}")):
+            for out, cpu, make, name in ((ours, ours_cpu, netns.create, f"{PREFIX}-n{i}"),
+                                         (theirs, theirs_cpu, ip_batch_create, f"{PREFIX}-i{i}")):
                 link = netns.Link.at(100 + 2 * i + (out is theirs), pool4, pool6)
-                t = time.perf_counter()
-                make(name, link)
-                out.append(time.perf_counter() - t)
+                timed(lambda: make(name, link), out, cpu)
     finally:
         for name in netns.names(PREFIX + "-"):
             netns.remove(name)
-    return ours, theirs
+    return ours, theirs, ours_cpu, theirs_cpu
 
 
 def bench_disk(n, tmp: Path):
@@ -250,8 +271,12 @@ def bench_disk(n, tmp: Path):
 
     from tether.apps import disk
 
-    made, mounted, unmounted, plain = [], [], [], []
-    old_made, old_mounted, old_unmounted = [], [], []
+    labels = ("plain directory: mkdir + chown (no limit; the floor)",
+              "first start: sparse copy of the template + loop device + mount(2)",
+              "later start: loop device + mount(2)", "stop: umount2(2)",
+              "before: first start, sparse image + `mkfs.ext4` + `mount -o loop`",
+              "before: later start, `mount -o loop`", "before: stop, `umount`")
+    rows = {label: ([], []) for label in labels}  # label -> (wall, cpu)
     disks = tmp / "disks"
     disk.template(disks / "templates", 1 << 30)
 
@@ -261,36 +286,36 @@ def bench_disk(n, tmp: Path):
         os.ftruncate(fd, 1 << 30)
         os.close(fd)
         subprocess.run([disk.MKFS, "-q", "-F", "-m", "0", "-L", "tether-data", str(image)], check=True)
-        subprocess.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(mnt)], check=True)
+        old_later(image, mnt)
 
     def old_later(image, mnt):
         subprocess.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(mnt)], check=True)
+
+    def plain(i):
+        d = tmp / "plain" / f"d{i}"
+        d.mkdir(parents=True, mode=0o700)
+        os.chown(d, 64000 + i, 64000 + i)
 
     try:
         for i in range(n):
             image, mnt = disks / f"d{i}.img", tmp / "dmnt" / f"d{i}"
             oimage, omnt = disks / f"o{i}.img", tmp / "dmnt" / f"o{i}"
-            for out, step in ((made, lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i)),
-                              (unmounted, lambda: disk.unmount(mnt)),
-                              (mounted, lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i)),
-                              (old_made, lambda: old_first(oimage, omnt)),
-                              (old_unmounted, lambda: subprocess.run(["umount", str(omnt)], check=True)),
-                              (old_mounted, lambda: old_later(oimage, omnt))):
-                t = time.perf_counter()
-                step()
-                out.append(time.perf_counter() - t)
+            steps = (lambda: plain(i),
+                     lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i),
+                     lambda: disk.ensure(image, mnt, 1 << 30, 64000 + i, 64000 + i),
+                     lambda: disk.unmount(mnt),
+                     lambda: old_first(oimage, omnt),
+                     lambda: old_later(oimage, omnt),
+                     lambda: subprocess.run(["umount", str(omnt)], check=True))
+            for label in (labels[0], labels[1], labels[3], labels[2], labels[4], labels[6], labels[5]):
+                timed(steps[labels.index(label)], *rows[label])
             disk.release(image, mnt)
             disk.release(oimage, omnt)
-            t = time.perf_counter()
-            d = tmp / "plain" / f"d{i}"
-            d.mkdir(parents=True, mode=0o700)
-            os.chown(d, 64000 + i, 64000 + i)
-            plain.append(time.perf_counter() - t)
     finally:
         for i in range(n):
             for name in "do":
                 disk.release(disks / f"{name}{i}.img", tmp / "dmnt" / f"{name}{i}")
-    return plain, made, mounted, unmounted, old_made, old_mounted, old_unmounted
+    return rows
 
 
 def make_policy_only(boxes: sb.Sandboxes, count_from: int, count_to: int, grants_each: int):
@@ -369,40 +394,40 @@ def main(argv=None):
         tmp = Path(d)
         fork = bench_fork_exec(n)
         bare = bench_bare_bwrap(n)
-        spawn, spawn_later, removes, parts, cpu, template_made = bench_spawn(n, tmp)
-        ns_ours, ns_ip = bench_netns(n)
+        spawn, spawn_later, removes, parts, template_made = bench_spawn(n, tmp)
+        ns_ours, ns_ip, ns_ours_cpu, ns_ip_cpu = bench_netns(n)
+        forks = bench_preexec(n)
         disks = bench_disk(n, tmp)
         grants = bench_grants(sizes, rounds, tmp)
-    floor = statistics.median(fork)
-    lines = ["| start | p50 (ms) | p90 (ms) | x fork/exec (p50) |", "|---|---:|---:|---:|"]
-    for label, vals in (("fork/exec `true` (floor)", fork), ("bare `bwrap --unshare-all ... true`", bare),
-                        ("tether spawn → ready with /data, first start (self-test included)", spawn),
-                        ("tether spawn → ready with /data, later start", spawn_later)):
-        lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
+    floor = statistics.median(fork[0])
+    lines = ["| start | wall p50 (ms) | wall p90 (ms) | CPU p50 (ms) | x fork/exec (wall p50) |",
+             "|---|---:|---:|---:|---:|"]
+    for label, (vals, cpus) in (("fork/exec `true` (floor)", fork), ("bare `bwrap --unshare-all ... true`", bare),
+                                ("tether spawn → ready with /data, first start (self-test included)", spawn),
+                                ("tether spawn → ready with /data, later start", spawn_later)):
+        lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | {ms(statistics.median(cpus))} | "
                      f"{statistics.median(vals) / floor:.1f} |")
     lines += ["", "Parts of a spawn (p50, ms):", ""]
     lines += [f"- {label}: {ms(statistics.median(v))}" for label, v in parts.items()]
-    lines += [f"- CPU time per spawn (the hub's process and its children: mkfs never, bwrap): p50 "
-              f"{ms(statistics.median(cpu))}",
-              f"- once per disk size on a hub, before its first spawn: the template (`mkfs.ext4`): {ms(template_made)}",
+    lines += [f"- once per disk size on a hub, before its first spawn: the template (`mkfs.ext4`): {ms(template_made)}",
               f"- remove + unmount (kill, cgroups, namespace, veth, conntrack, state, /data), timed apart: p50 "
               f"{ms(statistics.median(removes))}",
-              "", "| namespace + veth + addresses + routes | p50 (ms) | p90 (ms) | x in process (p50) |",
-              "|---|---:|---:|---:|"]
-    for label, vals in (("in process, netlink (pyroute2) + unshare/mount", ns_ours),
-                        ("baseline: two `ip -batch` processes (before)", ns_ip)):
+              "", "| namespace + veth + addresses + routes | wall p50 (ms) | wall p90 (ms) | CPU p50 (ms) | "
+              "x in process (CPU p50) |", "|---|---:|---:|---:|---:|"]
+    for label, vals, cpus in (("in process, netlink (pyroute2) + unshare/mount", ns_ours, ns_ours_cpu),
+                              ("baseline: two `ip -batch` processes (before)", ns_ip, ns_ip_cpu)):
         lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
-                     f"{statistics.median(vals) / statistics.median(ns_ours):.1f} |")
-    lines += ["", "| an instance's /data (`--disk 1G`) | p50 (ms) | p90 (ms) | x plain directory (p50) |",
-              "|---|---:|---:|---:|"]
-    dir_floor = statistics.median(disks[0])
-    for label, vals in zip(("plain directory: mkdir + chown (no limit; the floor)",
-                            "first start: sparse copy of the template + loop device + mount(2)",
-                            "later start: loop device + mount(2)", "stop: umount2(2)",
-                            "before: first start, sparse image + `mkfs.ext4` + `mount -o loop`",
-                            "before: later start, `mount -o loop`", "before: stop, `umount`"), disks):
+                     f"{ms(statistics.median(cpus))} | {statistics.median(cpus) / statistics.median(ns_ours_cpu):.1f} |")
+    lines += ["", "| fork+exec `true` from a process with 256 MiB touched | wall p50 (ms) | wall p90 (ms) | "
+              "CPU p50 (ms) |", "|---|---:|---:|---:|"]
+    for label, (vals, cpus) in forks.items():
+        lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | {ms(statistics.median(cpus))} |")
+    lines += ["", "| an instance's /data (`--disk 1G`) | wall p50 (ms) | wall p90 (ms) | CPU p50 (ms) | "
+              "x plain directory (wall p50) |", "|---|---:|---:|---:|---:|"]
+    dir_floor = statistics.median(next(iter(disks.values()))[0])
+    for label, (vals, cpus) in disks.items():
         lines.append(f"| {label} | {ms(statistics.median(vals))} | {ms(pct(vals, 0.9))} | "
-                     f"{statistics.median(vals) / dir_floor:.0f} |")
+                     f"{ms(statistics.median(cpus))} | {statistics.median(vals) / dir_floor:.0f} |")
     lines += ["", "| instances (10 grants each) | grant p50 / p90 (ms) | revoke p50 / p90 (ms) | "
               "nft transaction: grant / revoke p50 (ms) | baseline: `nsenter nft -f` add p50 (ms) | "
               "baseline: revoke by element delete p50 (ms) |", "|---:|---:|---:|---:|---:|---:|"]
