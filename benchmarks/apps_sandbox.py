@@ -59,11 +59,31 @@ PREFIX = "tsbb"
 SECTION = "## Apps sandboxes"
 NOTES = """Notes, honestly:
 
-- Goals: spawn → ready under 100 ms (a `docker run` is about 300 ms) and grant/revoke under
-  10 ms at 1,000 instances. Read the p90s against the load average above: on a busy 2-core
-  machine they are the machine's queue more than the work (the floor's p90 too). A spawn's
-  CPU time is the line above; the rest of its wall time is waiting on the `ip` processes
-  and on the kernel making a network namespace, the largest single part.
+- Goals: spawn → ready under 100 ms with the instance's /data mounted (a `docker run` is about
+  300 ms) and grant/revoke under 10 ms at 1,000 instances. Read the wall-clock p90s against
+  the load average above: on a busy 2-core machine they are the machine's run queue more than
+  the work (the floor's p90 too); the CPU column is the work. A spawn hops between a few
+  short-lived threads (one per namespace it enters), and each hop waits for a core.
+- What a spawn does, all in the hub's process, with no helper process but bubblewrap:
+  - /data: the image is a sparse copy (`FICLONE` where the filesystem has reflinks, else
+    `copy_file_range` of the data ranges only) of an empty ext4 made once per disk size by
+    `mkfs.ext4` (the template line above; it is in no spawn's time but the first of its size);
+    the loop device comes from `LOOP_CTL_GET_FREE` and one `LOOP_CONFIGURE` (autoclear: it
+    detaches when the filesystem is unmounted); then `mount(2)`. Its rows against the way it was
+    done before (`mkfs.ext4` per image and util-linux's `mount -o loop`/`umount`) are the
+    /data table. Images of one template share their filesystem UUID; nothing mounts them by it.
+    A stop's wall time is the kernel's (the journal's last commit and write-back): the
+    `umount` tool added CPU, not wall.
+  - namespace + veth: a thread unshares its network namespace, binds it into /run/netns and
+    makes the veth, addresses and routes over rtnetlink (pyroute2's message classes on a plain
+    socket; pyroute2's IPRoute itself cost ~4x the CPU); against the two `ip -batch` processes
+    of before in its own table.
+  - bubblewrap is forked without a preexec_fn, so subprocess uses vfork: on cgroup v1 a thread
+    joins the instance's namespace and cgroups alone and forks; the rlimits are set inside by
+    `prlimit` before `setpriv`. A preexec_fn forces a full fork, whose cost grows with the
+    hub's memory: the fork+exec table shows it from a process with 256 MiB touched (a hub's
+    size; this benchmark's own process is small, so its spawn rows do not show it). On cgroup
+    v2 a thread cannot join a domain cgroup alone: there the preexec_fn stays.
 - Grant and revoke do not grow with the number of instances: an instance's sets live in its
   own namespace, so a change touches one small table, in process (Debian's libnftables
   binding, in a thread that entered the namespace). The baselines show what a subprocess
@@ -75,16 +95,6 @@ NOTES = """Notes, honestly:
   `conntrack` tool walks the whole table: ~50-60 ms at ~4,000 flows here).
 - Remove is dominated by the kernel tearing the namespace down and by the conntrack walk;
   it is off any request's path.
-- A hub's spawn adds the instance's /data (its disk limit, a row of the second table): a first
-  start makes and mounts the image, a later start mounts it, a stop unmounts it (so that with
-  an `apps_root` shared between replicas only the one running an instance has it mounted).
-  That is most of the margin under the 100 ms goal: the `mount`/`umount` tools (loop device
-  set-up, util-linux's checks) are the cost, not the filesystem. Next step: set up the loop
-  device and mount in process (`LOOP_CONFIGURE`, `mount(2)`), or keep the mount across stops
-  on a replica whose `apps_root` is its own.
-- Next steps if spawn must be faster: make the namespace and veth over netlink in process
-  (pyroute2) instead of two `ip -batch` processes, and fork bubblewrap without a Python
-  `preexec_fn` (which forces a full fork instead of vfork).
 """
 
 
@@ -227,7 +237,8 @@ def bench_spawn(n, tmp: Path):
             disk.release(images / f"s{i}.img", tmp / "data" / f"s{i}")
     parts = dict(timer.parts)
     known = [sum(vals[k] for vals in timer.parts.values()) for k in range(len(first))]
-    parts["the rest: state files, fork+exec bubblewrap (with cgroup join, setns, rlimits), counters reset"] = [
+    parts["the rest: state files, fork+exec bubblewrap (from a thread in its namespace and cgroups), "
+          "counters reset"] = [
         tot - kn for tot, kn in zip(first, known)]
     return (first, cpu), (later, later_cpu), removes, parts, template_made
 
@@ -443,8 +454,9 @@ def main(argv=None):
         command = "benchmarks/apps_sandbox.py " + " ".join(argv if argv is not None else sys.argv[1:])
         body = "\n".join([
             SECTION, "",
-            f"Spawn → ready ({n} spawns, one after another) against the floor of starting anything and a bare "
-            "bubblewrap; grant and revoke latency with 10, 100 and 1,000 instances holding 10 grants each "
+            f"Spawn → ready with the instance's /data mounted ({n} first starts one after another, then {n} later "
+            "starts), against the floor of starting anything and a bare bubblewrap; its parts, each against the "
+            "way it was done before; grant and revoke latency with 10, 100 and 1,000 instances holding 10 grants each "
             f"({rounds} of each per size, a random instance each time). The 1,000 instances' nftables state is "
             "real (a network namespace each, with its table and sets) but they have no process and no veth: "
             "an instance's policy lives in its own namespace, and that is all a grant touches.",
