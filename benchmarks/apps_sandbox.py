@@ -66,7 +66,7 @@ NOTES = """Notes, honestly:
   short-lived threads (one per namespace it enters), and each hop waits for a core.
 - What a spawn does, all in the hub's process, with no helper process but bubblewrap:
   - /data: the image is a sparse copy (`FICLONE` where the filesystem has reflinks, else
-    `copy_file_range` of the data ranges only) of an empty ext4 made once per disk size by
+    the data ranges only, chunks of zeros skipped) of an empty ext4 made once per disk size by
     `mkfs.ext4` (the template line above; it is in no spawn's time but the first of its size);
     the loop device comes from `LOOP_CTL_GET_FREE` and one `LOOP_CONFIGURE` (autoclear: it
     detaches when the filesystem is unmounted); then `mount(2)`. Its rows against the way it was

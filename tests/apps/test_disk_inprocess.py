@@ -134,3 +134,21 @@ def test_old_data_without_an_image_is_not_hidden(root):
     (mnt / "kept").write_text("from before disk limits")
     assert disk.ensure(image, mnt, SIZE, 64001, 64001) is False
     assert not mounted(mnt) and not image.exists() and (mnt / "kept").read_text() == "from before disk limits"
+
+
+def test_the_copy_stays_sparse_where_holes_are_not_reported(root):
+    """A source whose zeros are real blocks (what a filesystem without SEEK_HOLE looks like):
+    the copy writes only the chunks that hold data."""
+    src, dst = root / "dense.img", root / "copy.img"
+    with open(src, "wb") as f:
+        f.write(b"\0" * (8 << 20))
+        f.seek(3 << 20)
+        f.write(b"superblock")
+        f.flush()
+        os.fsync(f.fileno())
+    assert src.stat().st_blocks * 512 >= 8 << 20
+    disk._sparse_copy(src, dst)
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_blocks * 512 <= 1 << 20 and dst.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):  # never over an existing file
+        disk._sparse_copy(src, dst)

@@ -44,6 +44,8 @@ _LOOP_CONFIG = struct.Struct("=II 5Q 4I 64s 64s 32s 2Q 8Q")
 # <linux/mount.h>
 MS_NOSUID, MS_NODEV, MS_NOATIME = 0x2, 0x4, 0x400
 MOUNT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOATIME
+FICLONE = 0x40049409  # <linux/fs.h>
+COPY_CHUNK = 1 << 16
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mount = _libc.mount
@@ -73,18 +75,20 @@ def _oserror(what: str) -> DiskError:
 
 
 def _sparse_copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to a new ``dst`` (0600), its data ranges only: the holes stay holes.
-    A reflink (FICLONE) where the filesystem has them, else copy_file_range per range."""
+    """Copy ``src`` to a new ``dst`` (0600) and keep it sparse: a reflink (FICLONE) where the
+    filesystem has them; else the data ranges only (SEEK_DATA/SEEK_HOLE), chunk by chunk,
+    skipping chunks of zeros (so a filesystem that reports no holes, an NFS before 4.2,
+    still gets a sparse copy)."""
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            size = os.fstat(fin).st_size
             try:
-                fcntl.ioctl(fout, 0x40049409, fin)  # FICLONE: shares the blocks, copy-on-write
+                fcntl.ioctl(fout, FICLONE, fin)  # shares the blocks, copy-on-write
                 return
             except OSError:
                 pass
+            size = os.fstat(fin).st_size
             os.ftruncate(fout, size)
             pos = 0
             while pos < size:
@@ -96,10 +100,12 @@ def _sparse_copy(src: Path, dst: Path) -> None:
                     raise
                 end = os.lseek(fin, start, os.SEEK_HOLE)
                 while start < end:
-                    n = os.copy_file_range(fin, fout, end - start, start, start)
-                    if n == 0:
+                    chunk = os.pread(fin, min(COPY_CHUNK, end - start), start)
+                    if not chunk:
                         raise DiskError(f"copying {src}: it ended early")
-                    start += n
+                    if chunk.count(0) != len(chunk):
+                        os.pwrite(fout, chunk, start)
+                    start += len(chunk)
                 pos = end
             os.fsync(fout)
         finally:
