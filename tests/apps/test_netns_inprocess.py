@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -109,3 +110,18 @@ def test_threads_making_namespaces_at_once(name):
         for n in names:
             netns.remove(n)
     assert not any((netns.NETNS_DIR / n).exists() or Path("/sys/class/net", n).exists() for n in names)
+
+
+def test_run_netns_is_made_a_shared_mount_when_it_is_not_one(tmp_path):
+    """On a fresh machine /run/netns is a plain directory: it is bound onto itself and made
+    shared, as `ip netns add` does. Tried in a private mount namespace on a stand-in directory."""
+    code = ("import sys; from pathlib import Path; from tether.apps import netns\n"
+            "netns.NETNS_DIR = Path(sys.argv[1]); netns._share_dir(); netns._share_dir()\n"
+            "print('\\n'.join(l for l in open('/proc/self/mountinfo') if l.split()[4] == sys.argv[1]))")
+    stand_in = tmp_path / "netns"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", code,
+                           str(stand_in)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = [ln for ln in done.stdout.splitlines() if ln]
+    assert len(lines) == 1 and "shared:" in lines[0]  # one bind (the second call changed nothing), shared
+    assert stand_in.is_dir()
