@@ -21,7 +21,9 @@ from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 # Each pytest-xdist worker its own names (`make test` runs two): "taga", "tagb"... here;
 # tests/apps/hubs.py's hubs use "tag0", "tag1"...
 WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10
-PREFIX = "tag" + "abcdefghij"[WORKER]
+# TETHER_TEST_APPS_TAG: another 3-letter start, for two checkouts testing on one machine at once
+TAG = os.environ.get("TETHER_TEST_APPS_TAG", "tag")
+PREFIX = TAG + "abcdefghij"[WORKER]
 _uids = itertools.count(61000 + (os.getpid() % 500) * 20)
 
 
@@ -228,12 +230,12 @@ def _outside(ns: str, veth: str, host: str, addr: str, plen: int, bind: str, por
 @pytest.fixture
 def outside_server():
     """An IPv4 server outside: namespace tagsrvW (veth tagsvW, 198.51.100.2W/31; W the worker), port 7070."""
-    yield from _outside(f"tagsrv{WORKER}", f"tagsv{WORKER}", f"198.51.100.{2 * WORKER}",
+    yield from _outside(f"{TAG}srv{WORKER}", f"{TAG}sv{WORKER}", f"198.51.100.{2 * WORKER}",
                         f"198.51.100.{2 * WORKER + 1}", 31, "0.0.0.0")
 
 
 @pytest.fixture
 def outside_server6():
     """An IPv6 server outside: namespace tagsrv6W (veth tagsv6W, 2001:db8:7a67:W::/127), port 7070."""
-    yield from _outside(f"tagsrv6{WORKER}", f"tagsv6{WORKER}", f"2001:db8:7a67:{WORKER}::",
+    yield from _outside(f"{TAG}srv6{WORKER}", f"{TAG}sv6{WORKER}", f"2001:db8:7a67:{WORKER}::",
                         f"2001:db8:7a67:{WORKER}::1", 127, "::")

@@ -79,7 +79,7 @@ def demo_for_alice(tmp: Path, users: dict[str, str]):
 
 
 # this branch's prefix for sandboxes' interfaces and cgroups, one per pytest-xdist worker
-PREFIX = "tag" + str(int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10)
+PREFIX = os.environ.get("TETHER_TEST_APPS_TAG", "tag") + str(int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10)
 
 
 def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):

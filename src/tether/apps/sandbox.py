@@ -20,7 +20,6 @@ import ipaddress
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ SOCKET_IN_SANDBOX = "/run/tether/app.sock"
 HIDDEN_ETC = ("/etc/tether",)
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
+PRLIMIT = "/usr/bin/prlimit"
 PYTHON = "/usr/bin/python3"  # runs the relay of a TCP app, inside its sandbox
 RELAY_SOURCE = Path(relay.__file__).read_text()
 MIN_UID = 1000
@@ -164,10 +164,11 @@ def bwrap_argv(spec: SandboxSpec, status_fd: int, seccomp_fd: int | None = None)
     """The bubblewrap command line for ``spec`` (an argv list; the app's argv goes last, as is).
 
     bubblewrap runs as root without a user namespace, so it can bind directories whose
-    parents the instance's uid may not traverse; inside, ``setpriv`` drops to the
-    instance's uid and gid, clears the groups, the inheritable, ambient and bounding
-    capability sets, and sets no_new_privs before it execs the app. The network namespace
-    is the instance's own, entered before bubblewrap starts."""
+    parents the instance's uid may not traverse; inside, ``prlimit`` sets the app's rlimits
+    (RLIMIT_NPROC holds once it is no longer root) and ``setpriv`` drops to the instance's
+    uid and gid, clears the groups, the inheritable, ambient and bounding capability sets,
+    and sets no_new_privs before it execs the app. The network namespace is the instance's
+    own, entered before bubblewrap starts."""
     argv = [BWRAP, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--hostname", f"app-{spec.instance}", "--new-session"]
     argv += _system_binds()
@@ -183,7 +184,9 @@ def bwrap_argv(spec: SandboxSpec, status_fd: int, seccomp_fd: int | None = None)
         app = [PYTHON, "-I", "-c", RELAY_SOURCE, "--", *app]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
+    lim = spec.limits
     argv += ["--json-status-fd", str(status_fd), "--",
+             PRLIMIT, f"--nofile={lim.nofile}:{lim.nofile}", "--core=0:0", f"--nproc={lim.pids}:{lim.pids}", "--",
              SETPRIV, "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
              "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
              "--", *app]
@@ -243,26 +246,42 @@ def _seccomp_fd() -> int | None:
     return r
 
 
-def _child_setup(procs_files: list[bytes], limits: Limits, netns_fd: int):
-    """What the forked child does before it execs bubblewrap: join the cgroups and the
-    instance's network namespace, and set the rlimits (RLIMIT_NPROC holds once setpriv has
-    dropped root). Only plain system calls: the hub has threads."""
-    nofile = limits.nofile
-    nproc = limits.pids
+def _write_id(files: Sequence[Path | bytes], ident: int) -> None:
+    """Write a pid or tid to each cgroup file (plain system calls: also run in a forked child)."""
+    text = str(ident).encode()
+    for f in files:
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+
+
+def _join(tasks_files: list[Path]) -> None:
+    """Move the calling thread (alone: cgroup v1's ``tasks`` files take one thread) into
+    the cgroups of these files."""
+    _write_id(tasks_files, threading.get_native_id())
+
+
+def _thread_cgroups(controllers: list[str]) -> list[Path]:
+    """The ``tasks`` files of the calling thread's own v1 cgroups, one per controller."""
+    own: dict[str, str] = {}
+    for line in Path("/proc/thread-self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        own.update((n, path) for n in names.split(","))
+    return [cgroups.CGROUP_FS / c / own.get(c, "/").lstrip("/") / "tasks" for c in controllers]
+
+
+def _child_setup(procs_files: list[bytes], netns_fd: int):
+    """cgroup v2 only (a thread cannot join a domain cgroup alone): what the forked child does
+    before it execs bubblewrap, join the cgroups and the instance's network namespace. Only
+    plain system calls: the hub has threads. (A preexec_fn makes subprocess fork instead of
+    vfork: tens of ms in a hub of a few hundred MB.)"""
     setns = netns.setns_net
 
     def setup() -> None:
         setns(netns_fd)
-        pid = str(os.getpid()).encode()
-        for f in procs_files:
-            fd = os.open(f, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        _write_id(procs_files, os.getpid())
 
     return setup
 
@@ -322,8 +341,9 @@ class Sandboxes:
             self.layout
         except SandboxError as exc:
             return exc.reason
-        if not os.access(SETPRIV, os.X_OK):
-            return "setpriv is missing: install the Debian package 'util-linux'"
+        for tool in (SETPRIV, PRLIMIT):
+            if not os.access(tool, os.X_OK):
+                return f"{tool} is missing: install the Debian package 'util-linux'"
         for tool, package in ((netpolicy.NFT, "nftables"), (netns.IP, "iproute2"), (CONNTRACK, "conntrack")):
             if not os.access(tool, os.X_OK):
                 return f"{tool} is missing: install the Debian package '{package}'"
@@ -363,16 +383,28 @@ class Sandboxes:
             raise SandboxError(f"cgroup for {spec.instance}: {exc}") from exc
         status_fd = os.open(d / "status.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         log_fd = os.open(self.log_path(spec.instance), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        ns_fd = netns.open_ns(name)
         filter_fd = _seccomp_fd()
+        ns_fd = None
+        argv = bwrap_argv(spec, status_fd, seccomp_fd=filter_fd)
+        popen = dict(stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/", start_new_session=True,
+                     env={}, pass_fds=(status_fd,) + ((filter_fd,) if filter_fd is not None else ()))
         try:
-            proc = subprocess.Popen(
-                bwrap_argv(spec, status_fd, seccomp_fd=filter_fd),
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
-                pass_fds=(status_fd,) + ((filter_fd,) if filter_fd is not None else ()),
-                start_new_session=True, env={},
-                preexec_fn=_child_setup([str(f).encode() for f in procs_files], spec.limits, ns_fd),
-            )
+            if self.layout.version == 1:
+                # forked (vfork, no preexec_fn) by a thread that entered the instance's network
+                # namespace and cgroups: the child starts in them; the thread ends after
+                def spawn() -> subprocess.Popen:
+                    back = _thread_cgroups(list(self.layout.bases))
+                    try:
+                        _join([f.with_name("tasks") for f in procs_files])
+                        return subprocess.Popen(argv, **popen)
+                    finally:
+                        _join(back)  # out before it ends: never a hub thread in an instance's group
+
+                proc = netns.run_in(name, spawn)
+            else:
+                ns_fd = netns.open_ns(name)
+                proc = subprocess.Popen(argv, **popen,
+                                        preexec_fn=_child_setup([str(f).encode() for f in procs_files], ns_fd))
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: the child's set-up failed
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:
@@ -622,8 +654,8 @@ class Sandboxes:
         name = self._name(spec.instance)
         link = self._allocate(spec.instance)
         with self._lock:  # the host's table is not removed under a starting instance
-            netns.remove(name)
             try:
+                netns.remove(name)
                 netns.create(name, link)
             except (netns.NetError, OSError) as exc:
                 raise SandboxError(f"the network namespace of {spec.instance}: {exc}") from exc
@@ -635,7 +667,10 @@ class Sandboxes:
         host's table goes when no instance of this prefix is left."""
         name = self._name(instance)
         link = self._link(instance)
-        netns.remove(name)
+        try:
+            netns.remove(name)
+        except (netns.NetError, OSError) as exc:
+            raise SandboxError(f"the network namespace of {instance} could not be removed: {exc}") from exc
         if link is not None:
             self._end_flows(link, None)
         with self._lock:
