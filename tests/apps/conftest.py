@@ -21,7 +21,7 @@ from tether.apps.sandbox import Limits, SandboxSpec, Sandboxes
 # Each pytest-xdist worker its own names (`make test` runs two): "taga", "tagb"... here;
 # tests/apps/hubs.py's hubs use "tag0", "tag1"...
 WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10
-PREFIX = "tag" + "abcdefghij"[WORKER]
+PREFIX = os.environ.get("TETHER_TEST_APPS_PREFIX", "tag") + "abcdefghij"[WORKER]  # see tests/apps/hubs.py
 _uids = itertools.count(61000 + (os.getpid() % 500) * 20)
 
 
