@@ -69,6 +69,13 @@ def test_a_revoked_token_is_refused_at_once_here_and_within_the_bound_there(pair
     assert status(b, there["token"]) == 401
     assert refused_within(a, there["token"], (401,)) <= CHECK_SECONDS + SLACK
     assert status(a, a.tokens["alice"]) == 200  # others' answers are read afresh, not lost
+    # a token that expires: refused from its expiry on by both (its caveats are checked on every request)
+    with a.api("admin") as c:
+        short = c.post("/api/v1/tokens", json={"for_user": "alice", "expires": "3s"}).json()["token"]
+    expires = time.monotonic() + 3
+    warm(a, b, short)
+    refused_within(a, short, (401,))
+    assert time.monotonic() - expires <= SLACK and status(b, short) == 401
 
 
 def test_a_disabled_user_and_an_unshare_are_refused_within_the_bound(pair):
