@@ -69,6 +69,8 @@ def test_a_tcp_instance_reaches_nothing_else(w, outside):
     code, _, body = gateway_get(w.gw_port, host, "/api/whoami", bearer(w))
     assert code == 200 and json.loads(body)["user"] == "alice"
     assert json.loads(body)["authorization"] == ""  # tether's credential stays at the gateway
+    env = json.loads(body)["env"]
+    assert "PORT" in env and "TETHER_SOCKET" not in env  # the socket is the relay's, not the app's to bind
     from tether.apps.service import hub_addresses
 
     hub_ip = next(str(a) for a in hub_addresses() if a.version == 4 and not a.is_loopback)
