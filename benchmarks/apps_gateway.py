@@ -18,8 +18,9 @@ Run from the repository root, as root::
 
     .venv/bin/python benchmarks/apps_gateway.py                 # ~1 minute
     .venv/bin/python benchmarks/apps_gateway.py --write-docs    # also rewrite its section of docs/benchmarks.md
+    .venv/bin/python benchmarks/apps_gateway.py --before e04f17f --write-docs  # and that commit's gateway, side by side
 
-Everything it makes is named with the prefix ``tabg`` and removed at the end.
+Everything it makes is named with the prefix ``tabg`` (``tabh`` for --before's hub) and removed at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ for p in (ROOT, ROOT / "src", ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 PREFIX = "tabg"
+BEFORE_PREFIX = "tabh"  # the --before hub's sandboxes: two hubs on one machine must not share names
 SECTION = "## Apps gateway"
 
 
@@ -134,9 +136,12 @@ def wrk(port: int, host: str, token: str, seconds: float) -> dict:
     return {"rps": rps, "p50": p50}
 
 
-def start_hub(tmp: Path) -> tuple[subprocess.Popen, str, int, str]:
+def start_hub(tmp: Path, prefix: str = PREFIX, src: Path | None = None) -> tuple[subprocess.Popen, str, int, str]:
+    """A hub in ``tmp`` (its sandboxes named ``prefix``...); ``src``: run that source tree's tether instead."""
     api, gw = free_port(), free_port()
-    env = {**os.environ, "TETHER_APPS_PREFIX": PREFIX}
+    env = {**os.environ, "TETHER_APPS_PREFIX": prefix}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     env.pop("TETHER_TOKEN", None)
     log = open(tmp / "hub.log", "wb")
     hub = subprocess.Popen([sys.executable, "-m", "tether", "hub", "--data", str(tmp / "data"), "--listen",
@@ -157,6 +162,12 @@ def start_hub(tmp: Path) -> tuple[subprocess.Popen, str, int, str]:
     return hub, f"http://127.0.0.1:{api}", gw, (tmp / "data" / "admin.token").read_text().strip()
 
 
+def hub_cpu(pid: int) -> float:
+    """The hub process's CPU time so far (user + system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tether(url: str, token: str, *args: str) -> str:
     env = {**os.environ, "TETHER_HUB": url, "TETHER_TOKEN": token}
     r = subprocess.run([sys.executable, "-m", "tether", *args], capture_output=True, text=True, env=env, timeout=120)
@@ -165,71 +176,107 @@ def tether(url: str, token: str, *args: str) -> str:
     return r.stdout
 
 
+def deploy(tmp: Path, prefix: str, src: Path | None = None) -> dict:
+    """A hub in ``tmp`` running the demo as its admin's instance: its process, gateway port, token, route, socket."""
+    tmp.mkdir()
+    hub, url, gw, token = start_hub(tmp, prefix, src)
+    tether(url, token, "space", "create", "apps")
+    subprocess.run([sys.executable, "-m", "tether.apps.demo", "--copy", str(tmp / "demo")], check=True)
+    tether(url, token, "app", "register", "demo", "--space", "apps", "--dir", str(tmp / "demo"), "--cpu", "2",
+           "--pids", "256", "--cmd", "python3", "app.py")
+    st = json.loads(tether(url, token, "app", "spawn", "demo", "--json"))
+    return {"hub": hub, "gw": gw, "token": token, "host": f"demo--{st['user']}.localhost:{gw}",
+            "sock": str(tmp / "data" / "apps" / "run" / st["id"] / "app.sock")}
+
+
+def undeploy(tmp: Path, prefix: str, hub: subprocess.Popen | None) -> None:
+    if hub is not None:
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(30)
+    from tether.apps.sandbox import Sandboxes
+
+    sb = Sandboxes(tmp / "data" / "apps" / "sandboxes", prefix=prefix)
+    for inst in sb.present():
+        sb.remove(inst)
+    data = f"{tmp / 'data' / 'apps' / 'data'}/"  # instances' /data filesystems stay mounted until `app rm`
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4].startswith(data):
+            subprocess.run(["umount", line.split()[4]], check=False)
+
+
 def run(args) -> dict:
     if os.geteuid() != 0:
         sys.exit("run as root: instances run in sandboxes")
     tmp = Path(tempfile.mkdtemp(prefix="tabg-"))
-    hub = None
+    setups: dict[str, dict] = {}
     try:
-        hub, url, gw, token = start_hub(tmp)
-        tether(url, token, "space", "create", "apps")
-        subprocess.run([sys.executable, "-m", "tether.apps.demo", "--copy", str(tmp / "demo")], check=True)
-        tether(url, token, "app", "register", "demo", "--space", "apps", "--dir", str(tmp / "demo"), "--cpu", "2",
-               "--pids", "256", "--cmd", "python3", "app.py")
-        st = json.loads(tether(url, token, "app", "spawn", "demo", "--json"))
-        sock = str(tmp / "data" / "apps" / "run" / st["id"] / "app.sock")
-        host = f"demo--{st['user']}.localhost:{gw}"
+        setups["gateway"] = deploy(tmp / "now", PREFIX)
+        if args.before:  # the same benchmark against that commit's code, side by side
+            src = tmp / "before"
+            src.mkdir()
+            tree = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"], capture_output=True,
+                                  check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=tree, check=True)
+            setups["before"] = deploy(tmp / "then", BEFORE_PREFIX, src / "src")
+        now = setups["gateway"]
 
         def direct():
             s = socket.socket(socket.AF_UNIX)
-            s.connect(sock)
+            s.connect(now["sock"])
             return Client(lambda: s, "app", None)
 
-        def gateway():
-            return Client(lambda: socket.create_connection(("127.0.0.1", gw)), host, token)
+        def gateway(setup):
+            return lambda: Client(lambda: socket.create_connection(("127.0.0.1", setup["gw"])), setup["host"],
+                                  setup["token"])
 
-        rows = {"direct": direct, "gateway": gateway}
+        rows = {"direct": (direct, now["hub"]), **{k: (gateway(v), v["hub"]) for k, v in setups.items()}}
         results: dict = {(r, c): [] for r in rows for c in (1, 8)}
         for rnd in range(args.rounds):
             for conns in (1, 8):
-                for name, make in rows.items():
+                for name, (make, hub) in rows.items():
                     run_clients(make, conns, 0.5)  # warm-up
+                    cpu = hub_cpu(hub.pid)
                     rps, lat = run_clients(make, conns, args.seconds)
-                    results[(name, conns)].append((rps, pct(lat, 0.5), pct(lat, 0.99)))
+                    cpu = hub_cpu(hub.pid) - cpu  # the hub's own CPU time: its gateway's cost, whatever the load
+                    results[(name, conns)].append((rps, pct(lat, 0.5), pct(lat, 0.99), cpu / (rps * args.seconds)))
                     print(f"round {rnd + 1}: {name} x{conns}: {rps:,.0f} req/s", file=sys.stderr)
-        load = wrk(gw, host, token, args.seconds) if shutil.which("wrk") else None
-        return {"results": results, "wrk": load, "rounds": args.rounds, "seconds": args.seconds}
+        load = wrk(now["gw"], now["host"], now["token"], args.seconds) if shutil.which("wrk") else None
+        return {"results": results, "wrk": load, "rounds": args.rounds, "seconds": args.seconds,
+                "before": args.before}
     finally:
-        if hub is not None:
-            hub.send_signal(signal.SIGTERM)
-            hub.wait(30)
-        from tether.apps.sandbox import Sandboxes
-
-        sb = Sandboxes(tmp / "data" / "apps" / "sandboxes", prefix=PREFIX)
-        for inst in sb.present():
-            sb.remove(inst)
-        data = f"{tmp / 'data' / 'apps' / 'data'}/"  # instances' /data filesystems stay mounted until `app rm`
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            if line.split()[4].startswith(data):
-                subprocess.run(["umount", line.split()[4]], check=False)
+        for name, prefix in (("now", PREFIX), ("then", BEFORE_PREFIX)):
+            key = "gateway" if name == "now" else "before"
+            undeploy(tmp / name, prefix, setups.get(key, {}).get("hub"))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def median_round(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+def median_round(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
     return sorted(rounds)[len(rounds) // 2]
 
 
 def table(out: dict) -> str:
     r = {k: median_round(v) for k, v in out["results"].items()}
-    lines = ["| measurement | direct to the instance's socket | through the gateway | ratio |", "|---|---:|---:|---:|"]
+    before = out.get("before")
+    head = "| measurement | direct to the instance's socket | through the gateway | ratio |"
+    rule = "|---|---:|---:|---:|"
+    if before:
+        head += f" through the gateway at {before} | ratio |"
+        rule += "---:|---:|"
+    lines = [head, rule]
     for conns in (1, 8):
         d, g = r[("direct", conns)], r[("gateway", conns)]
-        lines.append(f"| requests/s, {conns} connection{'s' if conns > 1 else ''} | {d[0]:,.0f} | {g[0]:,.0f} | "
-                     f"{g[0] / d[0]:.2f}× |")
-        lines.append(f"| latency p50 / p99, {conns} connection{'s' if conns > 1 else ''}, ms | {d[1] * 1000:.2f} / "
-                     f"{d[2] * 1000:.2f} | {g[1] * 1000:.2f} / {g[2] * 1000:.2f} | |")
+        b = r.get(("before", conns))
+        n = f"{conns} connection{'s' if conns > 1 else ''}"
+        lines.append(f"| requests/s, {n} | {d[0]:,.0f} | {g[0]:,.0f} | {g[0] / d[0]:.2f}× |" +
+                     (f" {b[0]:,.0f} | {b[0] / d[0]:.2f}× |" if b else ""))
+        lines.append(f"| latency p50 / p99, {n}, ms | {d[1] * 1000:.2f} / {d[2] * 1000:.2f} | "
+                     f"{g[1] * 1000:.2f} / {g[2] * 1000:.2f} | |" +
+                     (f" {b[1] * 1000:.2f} / {b[2] * 1000:.2f} | |" if b else ""))
+        lines.append(f"| the hub's CPU time per request, {n}, µs | {d[3] * 1e6:.0f} (idle) | {g[3] * 1e6:.0f} | |" +
+                     (f" {b[3] * 1e6:.0f} | {b[3] / g[3]:.1f}× the CPU |" if b else ""))
     if out["wrk"]:
-        lines.append(f"| requests/s, wrk, 64 connections | — | {out['wrk']['rps']:,.0f} (p50 {out['wrk']['p50']}) | |")
+        lines.append(f"| requests/s, wrk, 64 connections | — | {out['wrk']['rps']:,.0f} (p50 {out['wrk']['p50']}) | |" +
+                     (" | |" if before else ""))
     return "\n".join(lines)
 
 
@@ -238,6 +285,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--before", metavar="COMMIT", help="also run the gateway of COMMIT's code (git archive), side by "
+                    "side: e.g. e04f17f, before the gateway reused its checks")
     args = ap.parse_args()
     load = os.getloadavg()[0]
     out = run(args)
@@ -255,16 +304,25 @@ def main() -> None:
             "the instance's owner and scopes, counted and relayed. One Python client (raw sockets, keep-alive, "
             "`GET /api/whoami`, ~0.5 KiB answers) for both rows, interleaved over "
             f"{out['rounds']} rounds of {out['seconds']:g} s (median round shown). wrk cannot speak to a UNIX socket: "
-            "its row is the gateway's only.", "",
+            "its row is the gateway's only. The hub's CPU time per request (user + system of the hub process over "
+            "a row, from /proc, divided by its requests) is the gateway's cost whatever else the machine runs; "
+            "in the direct rows the hub only idles.", "",
             "Machine:", "",
             *machine_lines(cpu_note="the client, the hub and the app share them", load=load),
             "", "Command (from the repository root, as root):", "",
-            "```sh", ".venv/bin/python benchmarks/apps_gateway.py --write-docs", "```", "",
+            "```sh", ".venv/bin/python benchmarks/apps_gateway.py" + (f" --before {out['before']}" if out["before"]
+                                                                     else "") + " --write-docs", "```", "",
             text, "",
-            "The gateway adds a TCP hop, an HTTP parse on each side (httptools since the forward gateway's rework; h11 when the table above was measured) and, per request, a lookup of "
-            "the instance's row and the token's check in the database; the demo app is itself slow (a Python "
-            "thread per connection), so the ratio says more about the gateway's cost per request than the absolute "
-            "rates do. The forward gateway's section above measures the same proxy against nginx.",
+            "The gateway adds a TCP hop and an HTTP parse on each side (httptools). The instance's row and the "
+            "token's check are read from the database once a second per replica, not per request "
+            "(`tether.gateway.recent.CHECK_SECONDS`, forward's pattern: what this replica takes away is refused "
+            "at once, what another takes away within the second; tests/apps/test_gateway_cache_apps.py holds both "
+            "bounds), so a request costs no database read and no thread hop. `--before e04f17f` runs, side by side "
+            "in the same rounds, a second hub on the code from before that change (its own sandbox prefix, the same "
+            "app), whose gateway read both per request in a thread. "
+            "The demo app is itself slow (a Python thread per connection), so the ratio says more about the "
+            "gateway's cost per request than the absolute rates do. The forward gateway's section above measures "
+            "the same proxy against nginx.",
         ])
         write_section(SECTION, body)
 

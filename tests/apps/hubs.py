@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubproc import HubProcess, free_port
+from tests.hubproc import HubProcess, free_port, unique
 
 
 class AppsHub:
@@ -62,6 +62,28 @@ class AppsHub:
 
     def stop(self) -> None:
         self.hub.stop()
+
+
+def replicas(pg_server, tmp_path, shared_root: bool, users: dict[str, str] | None = None):
+    """A fixture's body: two hub replicas on one PostgreSQL database (and one blob store), their
+    gateways behind one public port, ``apps_root`` shared between them or not; stopped and cleaned after."""
+    url = pg_server.create_database(unique("apprep").replace("-", "_"))
+    a = AppsHub(tmp_path, database_url=url, env={"TETHER_BLOB_STORE": str(tmp_path / "blobs")}, data="a")
+    # one public address for both gateways (a load balancer's), so both answer with the same URLs
+    env = {"TETHER_BLOB_STORE": str(tmp_path / "blobs"), "TETHER_GATEWAY_PUBLIC_PORT": str(a.gw_port)}
+    roots = [{"TETHER_APPS_ROOT": str(tmp_path / "apps")}] * 2 if shared_root else [{}, {}]
+    a = AppsHub(tmp_path, database_url=url, env={**env, **roots[0]}, data="a", gw_port=a.gw_port)
+    b = AppsHub(tmp_path, database_url=url, env={**env, **roots[1]}, data="b")
+    try:
+        a.start().setup(users or {"alice": "read", "olga": "admin"})
+        b.start()
+        b.tokens = a.tokens
+        yield a, b
+    finally:
+        for h in (a, b):
+            h.stop()
+        for h in (a, b):
+            clean(h.apps_root / "sandboxes")
 
 
 def demo_for_alice(tmp: Path, users: dict[str, str]):

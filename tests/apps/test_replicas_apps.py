@@ -9,28 +9,7 @@ from __future__ import annotations
 import json
 import pytest
 
-from tests.apps.hubs import AppsHub, clean, gateway_get, wait_for
-from tests.hubproc import unique
-
-def replicas(pg_server, tmp_path, shared_root: bool):
-    url = pg_server.create_database(unique("apprep").replace("-", "_"))
-    a = AppsHub(tmp_path, database_url=url, env={"TETHER_BLOB_STORE": str(tmp_path / "blobs")}, data="a")
-    # one public address for both gateways (a load balancer's), so both answer with the same URLs
-    env = {"TETHER_BLOB_STORE": str(tmp_path / "blobs"), "TETHER_GATEWAY_PUBLIC_PORT": str(a.gw_port)}
-    roots = [{"TETHER_APPS_ROOT": str(tmp_path / "apps")}] * 2 if shared_root else [{}, {}]
-    a = AppsHub(tmp_path, database_url=url, env={**env, **roots[0]}, data="a", gw_port=a.gw_port)
-    b = AppsHub(tmp_path, database_url=url, env={**env, **roots[1]}, data="b")
-    try:
-        a.start().setup({"alice": "read", "olga": "admin"})
-        b.start()
-        b.tokens = a.tokens
-        yield a, b
-    finally:
-        for h in (a, b):
-            h.stop()
-        for h in (a, b):
-            clean(h.apps_root / "sandboxes")
-
+from tests.apps.hubs import gateway_get, replicas, wait_for
 
 @pytest.fixture
 def pair(pg_server, tmp_path):

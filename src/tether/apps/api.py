@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from tether.apps.service import AppsService, Instance
 from tether.auth.deps import Caller, StrictModel
@@ -68,6 +68,8 @@ class RegisterIn(StrictModel):
     pids: str | None = Field(default=None, max_length=20)
     disk: str | None = Field(default=None, max_length=20, description="the size of each instance's /data")
     grants: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=64)
+    tcp: StrictInt | Annotated[str, Field(max_length=20)] | None = Field(default=None, description="the app listens on 127.0.0.1:PORT in its own network "
+                                  "namespace instead of on $TETHER_SOCKET (1-65535)")
 
 
 @router.get("/apps")
@@ -81,7 +83,7 @@ def register(name: str, body: RegisterIn, ctx: Caller, request: Request):
     the same version with the same files and command changes nothing (``unchanged``)."""
     out = _svc(request).register(ctx, space=body.space, name=name, version=body.version, build=body.build,
                                  argv=body.cmd, install=body.install, memory=body.memory, cpu=body.cpu,
-                                 pids=body.pids, grants=body.grants, disk=body.disk)
+                                 pids=body.pids, grants=body.grants, disk=body.disk, tcp=body.tcp)
     ctx.trail.update(action="app.register", resource=f"app:{body.space}/{name} version {body.version}")
     return JSONResponse(out, status_code=200 if out["unchanged"] else 201)
 

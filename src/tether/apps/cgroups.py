@@ -138,6 +138,17 @@ class Layout:
             return []
         return [int(x) for x in text.split()]
 
+    def events(self, name: str) -> dict[str, int]:
+        """cgroup v2's ``cgroup.events`` of the group (``populated``: 1 while any process is in it
+        or below; ``frozen``); empty on v1 or when the group is gone."""
+        if self.version != 2:
+            return {}
+        try:
+            text = (self._dir(name, "unified") / "cgroup.events").read_text()
+        except FileNotFoundError:
+            return {}
+        return {key: int(value) for key, _, value in (line.partition(" ") for line in text.splitlines()) if value}
+
     def memory(self, name: str) -> int | None:
         f = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
         try:
@@ -170,7 +181,7 @@ class Layout:
                 _write(freezer, "FROZEN")
         while True:
             pids = self.pids(name)
-            if not pids:
+            if not pids and not self.events(name).get("populated"):  # v2: exiting tasks count until reaped
                 break
             for pid in pids:
                 try:

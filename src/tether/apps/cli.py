@@ -72,11 +72,14 @@ class _ArgvTail(click.Command):
 @click.option("--disk", metavar="SIZE", help="The size of each instance's /data, e.g. 4G (default 1G; 16M to 1T).")
 @click.option("--grant", "grants", multiple=True, metavar="tcp:HOST:PORT",
               help="A destination every instance may reach (repeat).")
+@click.option("--tcp", "tcp", is_flag=False, flag_value="8000", default=None, metavar="[PORT]",
+              help="For an app that only speaks TCP: it listens on 127.0.0.1:$PORT inside its own network "
+              "namespace (PORT 1-65535, default 8000), not on $TETHER_SOCKET.")
 @client_options
 @json_option
 def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | None, build: str | None,
              memory: str | None, cpu: str | None, pids: str | None, disk: str | None, grants: tuple[str, ...],
-             as_json: bool) -> None:
+             tcp: str | None, as_json: bool) -> None:
     """Register app NAME (or a new --version of it).
 
     \b
@@ -88,12 +91,16 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
 
     The app runs in /app (its files, read-only), with a writable /data of its own
     (a filesystem of --disk bytes: writing past it fails with "No space left on
-    device"), and listens on the UNIX socket $TETHER_SOCKET.
+    device"), and listens on the UNIX socket $TETHER_SOCKET, or, with --tcp, on
+    127.0.0.1:$PORT inside its own network namespace (the gateway reaches it
+    there; the instance still reaches nothing it was not granted).
 
     \b
     Examples:
       tether app register demo --space apps --dir ./demo --cmd python3 app.py
       tether app register demo --space apps --version 2 --build apps/apps/demo-2 --cmd python3 app.py
+      tether app register files --space apps --dir ./www --tcp 8080 \\
+          --cmd python3 -m http.server --bind 127.0.0.1 8080
       tether app register nb --space lab --dir ./nb --memory 1G --cpu 1 --pids 256 --disk 4G \\
           --grant tcp:192.0.2.10:5432 --install python3 -m pip install --target /data -r req.txt \\
           --cmd python3 server.py
@@ -101,7 +108,8 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
     ctx = click.get_current_context()
     cmd, install = ctx.meta["app_cmd"], ctx.meta.get("app_install")
     from tether.apps import client
-    from tether.apps.core import AppError, check_app_name, check_argv, check_version, parse_destination, parse_limits
+    from tether.apps.core import (AppError, check_app_name, check_argv, check_version, parse_destination,
+                                  parse_limits, parse_tcp_port)
     from tether.problems import TetherError
 
     try:  # what can be checked here is, before any file travels (the hub checks it all again)
@@ -113,6 +121,8 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
             check_argv(install, "--install")
         for g in grants:
             parse_destination(None, g)
+        if tcp is not None:
+            parse_tcp_port(tcp)
     except AppError as exc:
         raise TetherError(exc.detail, 2) from None
     if bool(src_dir) == bool(build):
@@ -124,7 +134,8 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
         except client.TreeError as exc:
             raise click.UsageError(str(exc)) from None
     body = {"space": space, "version": version, "build": build, "cmd": cmd, "install": install,
-            "memory": memory, "cpu": cpu, "pids": pids, "disk": disk, "grants": list(grants)}
+            "memory": memory, "cpu": cpu, "pids": pids, "disk": disk, "grants": list(grants),
+            **({"tcp": tcp} if tcp is not None else {})}
     out = client.register(conn.client, name, body)
     if sent is not None:
         out["files_sent"] = sent
@@ -243,7 +254,7 @@ def status(conn: Conn, instance: str, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    for key in ("instance", "version", "state", "desired", "reason", "url", "holder", "uid", "limits", "restarts",
+    for key in ("instance", "version", "state", "desired", "reason", "url", "holder", "uid", "limits", "tcp_port", "restarts",
                 "oom_kills", "refused", "grants", "started", "last_activity", "bytes_up", "bytes_down"):
         click.echo(f"{key}: {out.get(key)}")
 

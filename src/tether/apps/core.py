@@ -166,6 +166,23 @@ def parse_pids(text: object) -> int:
     return n
 
 
+DEFAULT_TCP_PORT = 8000
+
+
+def parse_tcp_port(text: object) -> int:
+    """The port a TCP-only app listens on, on 127.0.0.1 inside its own network namespace
+    (``--tcp PORT``): a whole number between 1 and 65535."""
+    if isinstance(text, bool) or isinstance(text, float):
+        text = repr(text)
+    value = str(text).strip()
+    if not value.isdigit() or not value.isascii():
+        raise AppError(f"--tcp {value[:20]!r} is not a port number such as {DEFAULT_TCP_PORT}", "invalid-port")
+    n = int(value)
+    if not 1 <= n <= 65535:
+        raise AppError(f"--tcp {n} is out of range: a port between 1 and 65535", "invalid-port")
+    return n
+
+
 def parse_limits(memory: object = None, cpu: object = None, pids: object = None, disk: object = None) -> AppLimits:
     return AppLimits(DEFAULT_MEMORY if memory is None else parse_memory(memory),
                      DEFAULT_CPU if cpu is None else parse_cpu(cpu),

@@ -1,6 +1,7 @@
 """A small web app to try ``tether app`` with: the Python standard library only, one file.
 
-It listens on the UNIX socket ``$TETHER_SOCKET`` (or ``127.0.0.1:$PORT``) and shows who
+It listens on ``127.0.0.1:$PORT`` when that is set (registered with ``--tcp``: the
+sandbox relays its socket there), else on the UNIX socket ``$TETHER_SOCKET``, and shows who
 is signed in (the gateway's ``X-Tether-User``), a visit counter kept in ``/data``, and a
 form that tries a TCP connection from inside the sandbox, so a browser shows at once
 what the instance may reach (nothing, until a grant). Copy it into a directory and
@@ -138,7 +139,7 @@ def main(argv: list[str]) -> int:
         Path(argv[1]).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(__file__, Path(argv[1]) / "app.py")
         return 0
-    path = os.environ.get("TETHER_SOCKET")
+    path = None if os.environ.get("PORT") else os.environ.get("TETHER_SOCKET")
     if path:
         server: ThreadingHTTPServer = UnixServer(path, Handler)
     else:

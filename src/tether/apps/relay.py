@@ -1,6 +1,7 @@
 """The relay for apps that only speak TCP: runs inside the sandbox (stdlib only, on the
 system's python3), listens on $TETHER_SOCKET, starts the app, and pipes each connection
 to 127.0.0.1:$PORT in the sandbox's own network namespace. It exits with the app's code.
+The app gets $PORT, not $TETHER_SOCKET (the socket is the relay's).
 
 Usage (inside the sandbox): python3 -c "$(this file)" -- APP-ARGV...
 """
@@ -26,7 +27,9 @@ async def _pipe(reader, writer):
 
 
 async def _serve(path, port, argv):
-    app = await asyncio.create_subprocess_exec(*argv)
+    # the socket is the relay's: an app that saw $TETHER_SOCKET might bind it in the relay's place
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_SOCKET"}
+    app = await asyncio.create_subprocess_exec(*argv, env=env)
 
     async def handle(creader, cwriter):
         for _ in range(200):  # the app may still be starting: up to ~10 s

@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.apps import core
+from tether.auth import epoch as auth_epoch
 from tether.auth import service as auth
 from tether.auth.identities import user_row
 from tether.auth.policy import Resource, authorize
@@ -79,6 +80,7 @@ class Instance:
     manifest: str
     build_id: int | None
     limits: core.AppLimits
+    tcp_port: int | None  # the app listens on 127.0.0.1:PORT in its netns (None: on $TETHER_SOCKET)
     failures: int
     last_activity_at: datetime
     started_at: datetime | None
@@ -122,14 +124,17 @@ class AppsService:
 
     def register(self, ctx: auth.AuthContext, *, space: str, name: str, version: str, build: str,
                  argv: list[str], install: list[str] | None, memory: Any, cpu: Any, pids: Any,
-                 grants: list[str], disk: Any = None) -> dict:
+                 grants: list[str], disk: Any = None, tcp: Any = None) -> dict:
         """Register ``name`` (or a new version of it) from build ``SPACE/TYPE/ID``. The same
-        version with the same files and command is an answer, not an error ("unchanged")."""
+        version with the same files and command is an answer, not an error ("unchanged").
+        ``tcp``: the app listens on 127.0.0.1:PORT in its own network namespace, not on
+        $TETHER_SOCKET (None: on the socket)."""
         checked(core.check_app_name, name)
         checked(core.check_version, version)
         argv_t = checked(core.check_argv, argv, "--cmd")
         install_t = checked(core.check_argv, install, "--install") if install is not None else None
         limits = checked(core.parse_limits, memory, cpu, pids, disk)
+        tcp_port = checked(core.parse_tcp_port, tcp) if tcp is not None else None
         ctx.require("app.admin", Resource(space=space, path=name))
         destinations = [self._check_grant(ctx, space, name, None, g, admin=True) for g in grants]
         b_space, b_type, b_id = self._split_build(build)
@@ -159,10 +164,10 @@ class AppsService:
                         and (tuple(existing.install_argv) if existing.install_argv is not None else None) == install_t
                         and (existing.memory_bytes, existing.cpu, existing.pids, _disk(existing.disk_bytes)) ==
                         (limits.memory_bytes, limits.cpu, limits.pids, limits.disk_bytes)
-                        and sorted(existing.grants) == keys)
+                        and sorted(existing.grants) == keys and existing.tcp_port == tcp_port)
                 if not same:
                     raise conflict(f"version {version} of {name} is already registered with other files, command, "
-                                   "limits or grants; register a new --version")
+                                   "limits, grants or --tcp; register a new --version")
                 app.current_version = version
                 return {**self._app_info(app, space), "version": version, "unchanged": True,
                         "manifest": build_row.manifest, "build": build}
@@ -170,7 +175,7 @@ class AppsService:
                              manifest=build_row.manifest, argv=list(argv_t),
                              install_argv=list(install_t) if install_t is not None else None,
                              memory_bytes=limits.memory_bytes, cpu=limits.cpu, pids=limits.pids,
-                             disk_bytes=limits.disk_bytes, grants=keys,
+                             disk_bytes=limits.disk_bytes, grants=keys, tcp_port=tcp_port,
                              created_by=ctx.user.name, created_at=utcnow()))
             app.current_version = version
             return {**self._app_info(app, space), "version": version, "unchanged": False,
@@ -200,6 +205,7 @@ class AppsService:
                 out.append({**self._app_info(app, space), "argv": v.argv if v else None,
                             "limits": {"memory": v.memory_bytes, "cpu": v.cpu, "pids": v.pids,
                                        "disk": _disk(v.disk_bytes)} if v else None,
+                            "tcp_port": v.tcp_port if v else None,
                             "versions": s.scalars(select(AppVersion.version).where(
                                 AppVersion.app_id == app.id).order_by(AppVersion.id)).all()})
         return out
@@ -288,7 +294,7 @@ class AppsService:
                        AppInstance.token_id,
                        AppVersion.argv, AppVersion.install_argv, AppVersion.manifest, AppVersion.build_id,
                        AppVersion.memory_bytes, AppVersion.cpu, AppVersion.pids, AppVersion.disk_bytes,
-                       AppInstance.failures,
+                       AppVersion.tcp_port, AppInstance.failures,
                        AppInstance.last_activity_at, AppInstance.started_at)
                 .join(App, App.id == AppInstance.app_id).join(Space, Space.id == App.space_id)
                 .join(User, User.id == AppInstance.user_id).join(AppVersion, AppVersion.id == AppInstance.version_id))
@@ -330,6 +336,8 @@ class AppsService:
             if reason:
                 values["reason"] = reason[:500]
             s.execute(update(AppInstance).where(AppInstance.id == inst.id).values(**values))
+        if desired != "running":
+            auth_epoch.bump()  # this replica's gateway refuses it from the next request
 
     def list_instances(self, ctx: auth.AuthContext, *, everyone: bool = False) -> list[Instance]:
         q = self._query().order_by(App.name, User.name)
@@ -351,13 +359,14 @@ class AppsService:
                 "holder": (row.holder or "").partition("#")[0] or None, "uid": row.uid, "reason": row.reason,
                 "restarts": row.restarts, "failures": row.failures, "oom_kills": row.oom_kills,
                 "refused": dict(row.refused or {}), "grants": len(grants),
-                "limits": inst.limits.info(), "created": auth.iso(row.created_at),
+                "limits": inst.limits.info(), "tcp_port": inst.tcp_port, "created": auth.iso(row.created_at),
                 "started": auth.iso(row.started_at), "last_activity": auth.iso(row.last_activity_at),
                 "bytes_up": row.bytes_up, "bytes_down": row.bytes_down}
 
     def remove_row(self, inst: Instance) -> None:
         with self.db.write() as s:
             s.execute(delete(AppInstance).where(AppInstance.id == inst.id))
+        auth_epoch.bump()
         self._revoke_token(inst.owner, inst.token_id)
 
     # ------------------------------------------------------------------ grants
@@ -500,7 +509,10 @@ class AppsService:
             if row is None:
                 row = AppShare(instance_id=inst.id, user_id=target.id, created_at=utcnow())
                 s.add(row)
+            narrowed = read_only and row.read_only is False
             row.read_only = read_only
+        if narrowed:
+            auth_epoch.bump()  # a share narrowed to read-only takes effect at once
         return {"instance": f"{inst.app}--{inst.owner}", "user": with_user, "read_only": read_only}
 
     def unshare(self, ctx: auth.AuthContext, inst: Instance, with_user: str) -> None:
@@ -511,6 +523,7 @@ class AppsService:
                                                     AppShare.user_id == target.id)).rowcount:
                 raise not_found(f"a share of {inst.app}--{inst.owner} with {with_user} "
                                 f"(see `tether app shares {inst.app}`)")
+        auth_epoch.bump()
 
     def shares(self, inst: Instance) -> list[dict]:
         with self.db.read() as s:
@@ -598,7 +611,7 @@ def _grant_info(g: AppGrant) -> dict:
 
 
 def _instance(row_id, app, space, owner, version, uid, state, desired, holder, data_at, token_id, argv, install_argv,
-              manifest, build_id, memory, cpu, pids, disk, failures, last_activity_at, started_at) -> Instance:
+              manifest, build_id, memory, cpu, pids, disk, tcp_port, failures, last_activity_at, started_at) -> Instance:
     return Instance(row_id, core.instance_id(row_id), app, space, owner, version, uid, state, desired, holder,
                     data_at, token_id, tuple(argv), tuple(install_argv) if install_argv else None, manifest, build_id,
-                    core.AppLimits(memory, cpu, pids, _disk(disk)), failures, last_activity_at, started_at)
+                    core.AppLimits(memory, cpu, pids, _disk(disk)), tcp_port, failures, last_activity_at, started_at)

@@ -73,6 +73,7 @@ class AppsRuntime:
         self._refused: dict[int, dict] = {}
         self._baseline: dict[int, dict] = {}  # counters at start: the self-test's own probes
         self._crashed_at: dict[int, float] = {}
+        self._serving: set[int] = set()  # instances whose sandbox this run started or adopted, until stopped
         # one thread at a time acts on an instance's sandbox (the API's, the gateway's, the sweep's)
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._tree_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -131,7 +132,7 @@ class AppsRuntime:
             instance=inst.sandbox, app_dir=app_dir, data_dir=data, run_dir=run, argv=inst.argv, env=env,
             uid=inst.uid, gid=inst.uid,
             limits=Limits(memory_bytes=inst.limits.memory_bytes, cpu=inst.limits.cpu, pids=inst.limits.pids),
-            grants=tuple(Destination(p, ipaddress.ip_address(a), port) for p, a, port in grants))
+            tcp_port=inst.tcp_port, grants=tuple(Destination(p, ipaddress.ip_address(a), port) for p, a, port in grants))
 
     # ------------------------------------------------------------------ files
 
@@ -246,6 +247,7 @@ class AppsRuntime:
                               reason=p.detail)
             raise
         self._applied[inst.id] = tuple(sorted((d.proto, str(d.address), d.port) for d in spec.grants))
+        self._serving.add(inst.id)
         self.service.mark(inst.id, state="running", holder=self.holder, started_at=utcnow(), reason="",
                           last_activity_at=utcnow())
         self._wait_ready(spec.run_dir / "app.sock")
@@ -270,6 +272,7 @@ class AppsRuntime:
             self._stop(inst, state=state, reason=reason)
 
     def _stop(self, inst: Instance, *, state: str, reason: str) -> None:
+        self._serving.discard(inst.id)
         self.sandboxes.stop(inst.sandbox)
         self.sandboxes.remove(inst.sandbox)
         try:
@@ -286,6 +289,7 @@ class AppsRuntime:
 
     def _remove(self, inst: Instance) -> None:
         self._check_data_here(inst)
+        self._serving.discard(inst.id)
         if self.unavailable() is None:
             self.sandboxes.remove(inst.sandbox)
             self.log_path(inst).unlink(missing_ok=True)
@@ -319,6 +323,10 @@ class AppsRuntime:
 
     def mine(self, inst: Instance) -> bool:
         return inst.holder == self.holder
+
+    def serving(self, inst: Instance) -> bool:
+        """Whether this run of the replica started (or adopted) ``inst``'s sandbox and has not stopped it."""
+        return inst.id in self._serving
 
     def log_path(self, inst: Instance) -> Path:
         return self.sandboxes.log_path(inst.sandbox)
@@ -385,6 +393,7 @@ class AppsRuntime:
                                                for k in set(now_counts) | set(saved)}
                     self._refused[inst.id] = saved
                     self.service.mark(inst.id, holder=self.holder, state="running")
+                    self._serving.add(inst.id)
                     self._applied.pop(inst.id, None)
                     self._audit("app.adopt", inst, "adopted after a hub restart")
                     continue

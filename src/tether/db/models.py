@@ -438,6 +438,8 @@ class AppVersion(Base):
     pids: Mapped[int] = mapped_column(Integer)
     disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # /data's size (None: registered before 0019, 1 GiB)
     grants: Mapped[list] = mapped_column(JSON, default=list)  # ["tcp:ADDR:PORT", ...] for every instance
+    # the app listens on 127.0.0.1:tcp_port in its own netns (a relay serves $TETHER_SOCKET); None: on the socket
+    tcp_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -12,29 +12,19 @@ Control paths on every route's origin (never passed to the app):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import logging
 import ssl
-import time
 from urllib.parse import parse_qs
 
-from tether.auth import epoch as auth_epoch
-from tether.auth.caveats import check_request
-from tether.auth.service import normalise_source
-from tether.db.models import utcnow
 from tether.forward.runtime import ForwardRuntime
 from tether.gateway import core as gw
 from tether.gateway.core import Access
 from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream
+from tether.gateway.recent import CHECK_SECONDS, Checks, Recent  # noqa: F401 - CHECK_SECONDS: forward's bound, named here too
 from tether.problems import Problem
 
 log = logging.getLogger("tether.forward")
-
-#: how long a route's row and a credential's check are reused by a replica's gateway. A
-#: stopped route, a revoked token, share or link, an unshare or a disabled user is refused
-#: by every replica within this; an expiry or source caveat is checked on every request.
-CHECK_SECONDS = 1.0
 
 _PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                  (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
@@ -87,36 +77,12 @@ class _ChannelSession:
         self.protocol.resume_writing()
 
 
-class Recent:
-    """Answers reused for at most ``seconds`` (and at most ``size`` of them: past that the
-    lot is dropped), so a busy route costs its database reads once a second, not per request."""
-
-    def __init__(self, seconds: float = CHECK_SECONDS, size: int = 4096, clock=time.monotonic):
-        self.seconds, self.size, self.clock = seconds, size, clock
-        self._d: dict = {}
-        self._epoch = auth_epoch.current()
-
-    def get(self, key):
-        if auth_epoch.current() != self._epoch:  # this process took some access away: start afresh
-            self._epoch = auth_epoch.current()
-            self._d.clear()
-        hit = self._d.get(key)
-        if hit is not None and hit[0] > self.clock():
-            return hit[1]
-        return None
-
-    def put(self, key, value) -> None:
-        if len(self._d) >= self.size:
-            self._d.clear()
-        self._d[key] = (self.clock() + self.seconds, value)
-
-
 class ForwardResolver:
     def __init__(self, runtime: ForwardRuntime):
         self.runtime = runtime
         self.secure = runtime.address.scheme == "https"
         self.routes = Recent()  # (owner, name) -> a live Route
-        self.checks = Recent()  # (route, its token, sha256 of the secret, source, method, upgrade) -> allowed ctx
+        self.checks = Checks()  # (route, its token, source, method, upgrade, sha256 of the secret) -> allowed ctx
 
     def knows(self, route: gw.RouteKey) -> bool:
         """Whether a live route of this name was read within CHECK_SECONDS."""
@@ -153,19 +119,16 @@ class ForwardResolver:
             return Refuse(401, "sign-in-needed",
                           f"sign in to {name} with the one-time link `tether forward` printed (or send a bearer "
                           f"token scoped forward:{owner}/{name})", [(b"www-authenticate", b'Bearer realm="tether"')])
-        key = (route.id, route.token_id, hashlib.sha256(secret.encode()).digest(), request.client_ip,
-               request.method, upgrade)
-        ctx = self.checks.get(key)
-        if ctx is None or (ctx.caveats is not None and check_request(
-                ctx.caveats, now=utcnow(), source=normalise_source(request.client_ip))):
+        key = Checks.key(route.id, route.token_id, request.client_ip, request.method, upgrade, secret=secret)
+        if self.checks.allowed(key, request.client_ip) is None:
             try:
                 access, _ctx = await asyncio.to_thread(self.runtime.service.authorize, route, secret,
                                                        source=request.client_ip, method=request.method,
                                                        upgrade=upgrade)
             except Problem as p:
                 return Refuse(p.status, p.slug, f"{p.detail}; sign in again with a fresh link")
-            if access.allowed and not (_ctx.token is not None and _ctx.token.limited.get("uses")):
-                self.checks.put(key, _ctx)  # a token that counts its uses is checked every time
+            if access.allowed:
+                self.checks.keep(key, _ctx)
         else:
             access = Access(True)
         if not access.allowed:
