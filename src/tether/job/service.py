@@ -46,6 +46,24 @@ _g, _n, _m, _y, _sp = (JobGroup.__table__.c, JobNode.__table__.c, JobMessage.__t
 # What a decision needs of a group's row (all of it but its creator and space).
 _GROUP_ROW = select(_g.name, _g.state, _g.reason, _g.essential, _g.lost_after, _g.deadline, _g.expires_at
                     ).where(_g.id == bindparam("gid"))
+_GROUP_ROW_LOCKED = _GROUP_ROW.with_for_update()
+_NODES = select(_n.name, _n.role, _n.state, _n.reason, _n.last_seen).where(_n.group_id == bindparam("gid"))
+_MESSAGES = select(_m.node, _m.data).where(_m.group_id == bindparam("gid"), _m.message_id == bindparam("mid"))
+_SYNCS = select(_y.node, _y.reached, _y.told, _y.call).where(_y.group_id == bindparam("gid"),
+                                                             _y.sync_id == bindparam("sid"))
+# One node's part (see JobService._partial): its row, or its row and the essential roles' nodes.
+_NODE_COLUMNS = select(_n.name, _n.role, _n.state, _n.reason, _n.last_seen, _n.waiting_on)
+_MY_NODE = _NODE_COLUMNS.where(_n.group_id == bindparam("gid"), _n.name == bindparam("node"))
+_MY_NODES_AND = _NODE_COLUMNS.where(_n.group_id == bindparam("gid"), or_(
+    _n.name == bindparam("node"), _n.role.in_(bindparam("roles", expanding=True))))
+_ROLES = select(_n.role).where(_n.group_id == bindparam("gid")).distinct()
+_MY_MESSAGE = select(_m.data).where(_m.group_id == bindparam("gid"), _m.message_id == bindparam("mid"),
+                                    _m.node == bindparam("node"))
+_MY_SYNC = select(_y.reached, _y.told, _y.call).where(_y.group_id == bindparam("gid"), _y.sync_id == bindparam("sid"),
+                                                      _y.node == bindparam("node"))
+_INSERT_MESSAGE = insert(JobMessage.__table__)
+# A sign of life: last_seen, and waiting_on and state when the parameters carry them.
+_SEEN = update(JobNode.__table__).where(_n.group_id == bindparam("gid"), _n.name == bindparam("node"))
 # A node's place, one query: the group, its space, and the node's role (None: no such node).
 _PLACE = (select(_g.id, _sp.name, _n.role).select_from(JobGroup.__table__.join(Space.__table__, _sp.id == _g.space_id))
           .outerjoin(JobNode.__table__, and_(_n.group_id == _g.id, _n.name == bindparam("node")))
@@ -215,62 +233,55 @@ class JobService:
                 "nodes": {name: role for name, role in _ordered(dict(nodes)).items()}}
 
     def snapshot(self, group_id: int, *, messages: str | None = None, syncs: str | None = None,
-                 s: Session | Connection | None = None) -> core.Snapshot:
-        """The group as the core sees it, with the messages of one id and the barrier of one id."""
+                 s: Session | Connection | None = None, group: Any = None) -> core.Snapshot:
+        """The group as the core sees it, with the messages of one id and the barrier of one id.
+        ``group``: its row (:data:`_GROUP_ROW`), when the caller read it in this transaction."""
         if s is None:
             with self.db.connect() as conn:
                 return self.snapshot(group_id, messages=messages, syncs=syncs, s=conn)
-        g = s.execute(_GROUP_ROW, {"gid": group_id}).one()
+        g = group if group is not None else s.execute(_GROUP_ROW, {"gid": group_id}).one()
         # Columns, not ORM objects: a group of a thousand nodes is read on every arrival.
-        nodes = {name: core.Node(name, role, state, reason, _ts(seen)) for name, role, state, reason, seen in s.execute(
-            select(_n.name, _n.role, _n.state, _n.reason, _n.last_seen).where(_n.group_id == group_id))}
+        nodes = {name: core.Node(name, role, state, reason, _ts(seen))
+                 for name, role, state, reason, seen in s.execute(_NODES, {"gid": group_id})}
         snap = _snapshot_of(g, _ordered(nodes))
         if messages is not None:
-            snap.messages[messages] = dict(s.execute(
-                select(_m.node, _m.data).where(_m.group_id == group_id, _m.message_id == messages)).all())
+            snap.messages[messages] = dict(s.execute(_MESSAGES, {"gid": group_id, "mid": messages}).all())
         if syncs is not None:
-            y_ = _y
-            rows = s.execute(select(y_.node, y_.reached, y_.told, y_.call)
-                             .where(y_.group_id == group_id, y_.sync_id == syncs)).all()
+            rows = s.execute(_SYNCS, {"gid": group_id, "sid": syncs}).all()
             snap.syncs[syncs] = {node: reached for node, reached, _, _ in rows}
             snap.sync_told[syncs] = {node: (told, call) for node, _, told, call in rows}
         return snap
 
     def _partial(self, s: Session | Connection, place: Place, *, messages: str | None = None,
-                 syncs: str | None = None, roles: bool = False, lock: bool = False) -> tuple[core.Snapshot, str]:
-        """The group as a decision about ``place``'s node needs it, and what that node
-        waits on: its row and the essential roles' nodes (the only others
-        :func:`core.group_failure` looks at), its own message ``messages`` and its own
-        row of barrier ``syncs``, and the group's role names if ``roles``. Enough for
+                 syncs: str | None = None, roles: bool = False, lock: bool = False) -> tuple[core.Snapshot, str, Any]:
+        """The group as a decision about ``place``'s node needs it, what that node waits on,
+        and the group's row: the node's own row and the essential roles' nodes (the only
+        others :func:`core.group_failure` looks at), its own message ``messages`` and its
+        own row of barrier ``syncs``, and the group's role names if ``roles``. Enough for
         :func:`core.send` and :func:`core.arrive`, not for :func:`core.evaluate`. With
         ``lock``, the group's row is locked first: changes to one group are serialized on
-        every backend (SQLite: one writer at a time anyway)."""
-        g = s.execute(_GROUP_ROW.with_for_update() if lock else _GROUP_ROW, {"gid": place.group_id}).one()
-        n_ = _n
-        mine = n_.name == place.node
-        which = or_(mine, n_.role.in_(g.essential)) if g.essential else mine
+        every backend (SQLite: one writer at a time anyway). Statements built once: this
+        is a send's path, and a wait's."""
+        me = {"gid": place.group_id, "node": place.node}
+        g = s.execute(_GROUP_ROW_LOCKED if lock else _GROUP_ROW, me).one()
         nodes: dict[str, core.Node] = {}
         waiting_on = ""
-        for name, role, state, reason, seen, waits in s.execute(
-                select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen, n_.waiting_on)
-                .where(n_.group_id == place.group_id, which)):
+        rows = s.execute(_MY_NODES_AND, {**me, "roles": g.essential}) if g.essential else s.execute(_MY_NODE, me)
+        for name, role, state, reason, seen, waits in rows:
             nodes[name] = core.Node(name, role, state, reason, _ts(seen))
             if name == place.node:
                 waiting_on = waits
         snap = _snapshot_of(g, nodes)
         if roles:
-            snap.role_names = frozenset(s.scalars(select(n_.role).where(n_.group_id == place.group_id).distinct()))
+            snap.role_names = frozenset(s.scalars(_ROLES, me))
         if messages is not None:
-            data = s.scalar(select(_m.data).where(
-                _m.group_id == place.group_id, _m.message_id == messages, _m.node == place.node))
+            data = s.scalar(_MY_MESSAGE, {**me, "mid": messages})
             snap.messages[messages] = {} if data is None else {place.node: data}
         if syncs is not None:
-            y_ = JobSync.__table__.c
-            row = s.execute(select(y_.reached, y_.told, y_.call).where(
-                y_.group_id == place.group_id, y_.sync_id == syncs, y_.node == place.node)).first()
+            row = s.execute(_MY_SYNC, {**me, "sid": syncs}).first()
             snap.syncs[syncs] = {} if row is None else {place.node: row[0]}
             snap.sync_told[syncs] = {} if row is None else {place.node: (row[1], row[2])}
-        return snap, waiting_on
+        return snap, waiting_on, g
 
     def _all_reached(self, s: Session, group_id: int, sync_id: str, generation: int) -> bool:
         """Has every node of the group reached ``generation`` of barrier ``sync_id``?"""
@@ -440,7 +451,7 @@ class JobService:
         wakes: list = []
         topic = f"msg:{msg_id}"
         with self.db.write_connection() as conn:
-            snap, _ = self._partial(conn, place, messages=msg_id, lock=True)
+            snap, _, group = self._partial(conn, place, messages=msg_id, lock=True)
             now = utcnow()
             try:
                 new = core.send(snap, place.node, msg_id, data, now.timestamp())
@@ -448,9 +459,9 @@ class JobService:
                 raise problem_of(exc) from None
             self._seen(conn, place, snap, now, wakes)
             if new:
-                conn.execute(insert(JobMessage.__table__).values(
-                    group_id=place.group_id, message_id=msg_id, node=place.node, data=data, sent_at=now))
-                after = (self.snapshot(place.group_id, messages=msg_id, s=conn)
+                conn.execute(_INSERT_MESSAGE, {"group_id": place.group_id, "message_id": msg_id,
+                                               "node": place.node, "data": data, "sent_at": now})
+                after = (self.snapshot(place.group_id, messages=msg_id, s=conn, group=group)
                          if self.waiting(place.group, topic) else None)
                 self._notify(conn, place.group, topic, wakes, after)
         self._wake(wakes)
@@ -474,7 +485,7 @@ class JobService:
         # waiters re-polling do not queue a thousand writes.
         sync_id = msg_id if kind == "sync" else None
         with self.db.connect() as conn:
-            snap, waiting_on = self._partial(conn, place, syncs=sync_id, roles=kind == "all")
+            snap, waiting_on, _ = self._partial(conn, place, syncs=sync_id, roles=kind == "all")
         now = utcnow()
         wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
         me = snap.nodes[place.node]
@@ -482,7 +493,7 @@ class JobService:
             return wait, False
         wakes: list = []
         with self.db.write() as s:
-            snap, waiting_on = self._partial(s, place, syncs=sync_id, roles=kind == "all", lock=True)
+            snap, waiting_on, _ = self._partial(s, place, syncs=sync_id, roles=kind == "all", lock=True)
             wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
             if arrived:
                 row = s.get(JobSync, (place.group_id, msg_id, place.node))
@@ -556,14 +567,13 @@ class JobService:
         """Note a sign of life, in one statement; True when it is the node's first (it joined:
         waiters may care). ``snap`` was read with the group's row locked, so its word on the
         node's state holds."""
-        values: dict[str, Any] = {"last_seen": now}
+        joined = snap.nodes[place.node].state == "pending"
+        values: dict[str, Any] = {"gid": place.group_id, "node": place.node, "last_seen": now}
         if waiting_on is not None:
             values["waiting_on"] = waiting_on
-        joined = snap.nodes[place.node].state == "pending"
         if joined:
             values["state"] = "joined"
-        s.execute(update(JobNode.__table__).where(_n.group_id == place.group_id, _n.name == place.node)
-                  .values(**values))
+        s.execute(_SEEN, values)
         if joined:
             self._notify(s, place.group, JOINED, wakes)
         return joined
