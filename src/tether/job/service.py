@@ -62,6 +62,15 @@ _MY_MESSAGE = select(_m.data).where(_m.group_id == bindparam("gid"), _m.message_
 _MY_SYNC = select(_y.reached, _y.told, _y.call).where(_y.group_id == bindparam("gid"), _y.sync_id == bindparam("sid"),
                                                       _y.node == bindparam("node"))
 _INSERT_MESSAGE = insert(JobMessage.__table__)
+# A node arrives at a barrier: its first arrival, or a later generation.
+_FIRST_ARRIVAL = insert(JobSync.__table__).values(group_id=bindparam("g"), sync_id=bindparam("sid"), node=bindparam("n"),
+                                                  reached=bindparam("r"), told=0, call=bindparam("c"), at=bindparam("a"))
+_ARRIVE = (update(JobSync.__table__).where(_y.group_id == bindparam("g"), _y.sync_id == bindparam("sid"),
+                                           _y.node == bindparam("n"))
+           .values(reached=bindparam("r"), call=bindparam("c"), at=bindparam("a")))
+_REACHED = select(func.count()).where(_y.group_id == bindparam("gid"), _y.sync_id == bindparam("sid"),
+                                      _y.reached >= bindparam("gen"))
+_NODE_COUNT = select(func.count()).where(_n.group_id == bindparam("gid"))
 # A sign of life: last_seen, and waiting_on and state when the parameters carry them.
 _SEEN = update(JobNode.__table__).where(_n.group_id == bindparam("gid"), _n.name == bindparam("node"))
 # A node's place, one query: the group, its space, and the node's role (None: no such node).
@@ -283,13 +292,10 @@ class JobService:
             snap.sync_told[syncs] = {} if row is None else {place.node: (row[1], row[2])}
         return snap, waiting_on, g
 
-    def _all_reached(self, s: Session, group_id: int, sync_id: str, generation: int) -> bool:
+    def _all_reached(self, s: Connection, group_id: int, sync_id: str, generation: int) -> bool:
         """Has every node of the group reached ``generation`` of barrier ``sync_id``?"""
-        y_, n_ = JobSync.__table__.c, JobNode.__table__.c
-        s.flush()
-        reached = s.scalar(select(func.count()).where(y_.group_id == group_id, y_.sync_id == sync_id,
-                                                     y_.reached >= generation))
-        return reached == s.scalar(select(func.count()).where(n_.group_id == group_id))
+        reached = s.scalar(_REACHED, {"gid": group_id, "sid": sync_id, "gen": generation})
+        return reached == s.scalar(_NODE_COUNT, {"gid": group_id})
 
     # ------------------------------------------------------------------ scheduling
 
@@ -492,16 +498,14 @@ class JobService:
         if not arrived and me.state != "pending" and waiting_on == shown and not self._stale(snap, me, now):
             return wait, False
         wakes: list = []
-        with self.db.write() as s:
+        with self.db.write_connection() as s:
             snap, waiting_on, _ = self._partial(s, place, syncs=sync_id, roles=kind == "all", lock=True)
             wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
             if arrived:
-                row = s.get(JobSync, (place.group_id, msg_id, place.node))
-                if row is None:
-                    s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
-                                  told=0, call=call or "", at=now))
-                else:
-                    row.reached, row.call, row.at = wait.generation, call or "", now
+                mine = {"g": place.group_id, "sid": msg_id, "n": place.node, "r": wait.generation, "c": call or "",
+                        "a": now}
+                # _partial read this node's row of the barrier with the group locked: it has one or not
+                s.execute(_ARRIVE if place.node in snap.syncs[msg_id] else _FIRST_ARRIVAL, mine)
                 # Only the arrival that completes the barrier wakes its waiters: a thousand
                 # arrivals waking a thousand waiters each would be a million wake-ups.
                 # (arrive() refused an ended group, so everyone reaching it is completion.)
