@@ -20,6 +20,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/job_barrier.py                  # the tables (about 3-4 minutes)
     .venv/bin/python benchmarks/job_barrier.py --write-docs     # also updates docs/benchmarks.md
+    .venv/bin/python benchmarks/job_barrier.py --wakeup-only    # only the send -> wait rows (~1 minute)
     .venv/bin/python benchmarks/job_barrier.py --sizes 1024 --lava-sizes --wakeup-rounds 0 --profile /tmp/p
                                                                 # cProfile of the hub's event loop
                                                                 # during each release (/tmp/p.1024)
@@ -368,6 +369,28 @@ async def wakeups(waiter_port: int, sender_port: int, group: str, waiter: tuple[
     return wake, rtt
 
 
+def bare_commit_ms(directory: Path, n: int = 200) -> float:
+    """p50 of a one-row commit into a fresh SQLite database in ``directory``, set up as the
+    hub's (WAL, ``synchronous=FULL``): the disk's fsync, the floor under a send's commit."""
+    import sqlite3
+
+    con = sqlite3.connect(directory / "bare.db", isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE t (i INTEGER)")
+        took = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("INSERT INTO t VALUES (?)", (i,))
+            con.execute("COMMIT")
+            took.append(time.perf_counter() - t0)
+    finally:
+        con.close()
+    return statistics.median(took) * 1000
+
+
 def bench_wakeup(tmp: Path, rounds: int = 100, replicas: bool = False) -> list[tuple[str, dict]]:
     """Send -> wait wake-up: one SQLite hub; with ``replicas``, also two hubs on one
     PostgreSQL (the waiter on one, the sender on the same one, then on the other)."""
@@ -392,6 +415,7 @@ def bench_wakeup(tmp: Path, rounds: int = 100, replicas: bool = False) -> list[t
     hub = HubProcess(tmp / "hub-wakeup" / "data").start()
     try:
         rows.append(run("one hub (SQLite)", hub.port, hub.port, hub, [hub.proc.pid]))
+        rows[-1][1]["bare_commit"] = bare_commit_ms(tmp / "hub-wakeup")
     finally:
         hub.stop()
     if replicas:
@@ -417,6 +441,10 @@ def wakeup_table(rows: list[tuple[str, dict]], rounds: int) -> str:
     for name, r in rows:
         out.append(f"| {name} | {r['p50'] * 1000:.1f} | {r['p99'] * 1000:.1f} | {r['rtt'] * 1000:.1f} | "
                    f"{r['cpu'] * 1000:.1f} |")
+    bare = [r["bare_commit"] for _, r in rows if "bare_commit" in r]
+    if bare:
+        out += ["", f"A bare one-row SQLite commit (WAL, `synchronous=FULL`) on the same disk, in the same run: "
+                    f"{bare[0]:.2f} ms p50."]
     return "\n".join(out)
 
 
@@ -503,10 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per tether size; the one with the median p50 is shown")
     ap.add_argument("--wakeup-rounds", type=int, default=100, help="send -> wait rounds per row (0: none)")
     ap.add_argument("--no-replicas", action="store_true", help="no PostgreSQL wake-up rows (one SQLite hub only)")
+    ap.add_argument("--wakeup-only", action="store_true",
+                    help="only the send -> wait wake-up rows (about 1 minute; not with --write-docs)")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the hub's event loop during each tether release "
                     "(from the last arrival on) into FILE.SIZE; read with python -m pstats")
     args = ap.parse_args(argv)
+    if args.wakeup_only:
+        if args.write_docs:
+            ap.error("--wakeup-only prints its rows; --write-docs needs the whole run")
+        args.sizes, args.lava_sizes = [], []
     if args.worker:
         import uvloop
 

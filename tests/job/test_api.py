@@ -3,13 +3,15 @@ liveness, and every bad input refused with a clear error and nothing changed."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.job.conftest import node_client
+from tests.job.conftest import Scheduler, node_client, open_files, rss_mib, wait_quiet
 
 
 def path(g: dict, node: dict, what: str) -> str:
@@ -267,3 +269,75 @@ def test_a_wait_is_audited_when_it_arrives_not_each_time_it_asks_again(scheduler
     t.join(15)
     assert got["r"].json()["state"] == "done"
     assert len(of(a)) == 1 and len(of(b)) == 2  # the release added no record
+
+
+def test_a_revoked_node_token_is_refused_at_once_though_its_check_was_reused(scheduler):
+    """A node's token check is reused for a second (NodeCalls); revoking the token through
+    the hub empties that at once, and a token is reused only for its own node."""
+    hub = scheduler.hub
+    g = scheduler.create(roles={"r": 2})
+    a, b = g["nodes"]
+    with node_client(hub, a) as c:
+        assert c.post(path(g, a, "send"), json={"id": "one", "data": {}}).status_code == 200  # checked, kept
+        assert c.post(path(g, b, "send"), json={"id": "one", "data": {}}).status_code == 403  # not as b
+        with scheduler.client() as s:
+            assert s.delete(f"/api/v1/tokens/{a['token_id']}").status_code in (200, 204)
+        r = c.post(path(g, a, "send"), json={"id": "two", "data": {}})
+        assert r.status_code == 401 and r.json()["type"] == "urn:tether:problem:token-revoked", r.text
+        r = c.post(path(g, a, "wait"), json={"id": "one", "kind": "any", "timeout": 1})
+        assert r.status_code == 401
+    assert [m["id"] for m in status(scheduler, g)["messages"]] == ["one"]  # "two" was not stored
+
+
+HELD = 2_000
+
+
+def test_many_held_waits_cost_bounded_memory_and_slow_nobody(start_hub):
+    """2,000 long-poll waits held at once (raw connections, as many machines would hold
+    them): the hub's memory grows by a bounded amount per held wait, another node's
+    send still wakes its waiter at once, and every held wait answers when the group ends."""
+    hub = start_hub()
+    scheduler = Scheduler(hub)
+    g = scheduler.create(roles={"r": 3})
+    idle, sender, waiter = g["nodes"]
+    body = json.dumps({"id": "never", "kind": "all", "timeout": 25}).encode()
+    request = (f"POST {path(g, idle, 'wait')} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {idle['token']}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with node_client(hub, idle) as c:  # its first wait writes what it waits on; the same wait again writes nothing
+        assert c.post(path(g, idle, "wait"), json={"id": "never", "kind": "all", "timeout": 0}).json()["state"] \
+            == "pending"
+    before = rss_mib(hub.proc.pid)
+    held: list[socket.socket] = []
+    with open_files(HELD):
+        try:
+            for _ in range(HELD):
+                s = socket.create_connection(("127.0.0.1", hub.port), 10)
+                s.sendall(request)
+                held.append(s)
+            wait_quiet(hub.proc.pid)  # all of them reached the hub and are held
+            got = {}
+            t = threading.Thread(target=lambda: got.update(r=wait(hub, g, waiter, "go", timeout=10)))
+            t.start()
+            time.sleep(0.3)
+            sent = time.monotonic()
+            with node_client(hub, sender) as c:
+                assert c.post(path(g, sender, "send"), json={"id": "go", "data": {}}).status_code == 200
+            t.join(10)
+            woke = time.monotonic() - sent
+            grown = rss_mib(hub.proc.pid) - before
+            with scheduler.client() as c:
+                assert c.post(f"/api/v1/jobs/{g['group']}/cancel", json={}).status_code == 200
+            answered = 0
+            deadline = time.monotonic() + 10
+            for s in held:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    answered += s.recv(64).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    pass
+        finally:
+            for s in held:
+                s.close()
+    assert got["r"].json()["state"] == "done" and woke < 1, woke
+    assert grown < HELD * 64 / 1024, f"{grown:.0f} MiB for {HELD} held waits"  # under 64 KiB each (measured: 36)
+    assert answered == HELD  # every one was held, and answered when the group ended

@@ -24,17 +24,24 @@ Nodes (the node's own token, scope ``job:GROUP/NODE``):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Annotated, Any, Callable, Literal
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from tether.auth.deps import Caller, StrictModel
+from tether.auth.caveats import check_request
+from tether.auth.deps import BEARER, Caller, StrictModel, caller
+from tether.auth.epoch import Recent
+from tether.auth.policy import Resource
+from tether.auth.service import AuthContext, normalise_source
+from tether.db.models import utcnow
 from tether.job import core
 from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of, topic_of
 
@@ -59,8 +66,53 @@ def _svc_for(app) -> JobService:
         svc = app.state.job_service = JobService(
             hub.db, max_lifetime=hub.max_lifetime, default_lifetime=hub.default_lifetime)
         waker, loop = waker_of(app), asyncio.get_running_loop()
-        svc.wake = lambda group, topic: loop.call_soon_threadsafe(waker.notify, group, topic)
+        svc.wake = lambda group, topic, snap: loop.call_soon_threadsafe(waker.notify, group, topic, snap)
+        svc.waiting = waker.waiting
     return svc
+
+
+class NodeCalls:
+    """Who calls a node's routes (send, wait) and which node that is, checked once and
+    reused for at most ``CHECK_SECONDS`` (:class:`tether.auth.epoch.Recent`, as the
+    forward gateway does), so a node's calls after its first cost no token lookup, no
+    group lookup and no trip to a worker thread before their own work. A token revoked
+    or a user disabled through this replica takes effect at once (the cache starts
+    afresh), through another within ``CHECK_SECONDS``; expiry and source caveats are
+    checked on every call; a token that counts its uses is checked every time. A node's
+    place (group, space, role) never changes once the group is created."""
+
+    def __init__(self, svc: JobService):
+        self.svc = svc
+        self.recent = Recent()  # (sha256 of the secret, group, node) -> (AuthContext, Place)
+
+    async def place(self, request: Request, group: str, node: str) -> tuple[AuthContext, Place]:
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        key = (hashlib.sha256(secret.strip().encode()).digest(), group, node)
+        hit = self.recent.get(key) if scheme.lower() == "bearer" else None
+        if hit is not None:
+            known, place = hit
+            source = normalise_source(request.client.host if request.client else None)
+            if check_request(known.caveats, now=utcnow(), source=source) is None:  # else: refused below, in full
+                ctx = replace(known, source=source, trail={})
+                ctx.require("job.write", Resource(space=place.space, job=group, path=node))  # the audit's fields
+                request.state.auth = ctx
+                return ctx, place
+
+        def check() -> tuple[AuthContext, Place]:
+            ctx = caller(request)
+            return ctx, self.svc.place(ctx, group, node)
+
+        ctx, place = await _run(check)
+        if ctx.token is not None and not ctx.token.limited.get("uses"):
+            self.recent.put(key, (ctx, place))
+        return ctx, place
+
+
+def node_calls_of(app) -> NodeCalls:
+    c = getattr(app.state, "job_node_calls", None)
+    if c is None:
+        c = app.state.job_node_calls = NodeCalls(_svc_for(app))
+    return c
 
 
 class EndWriter:
@@ -184,21 +236,28 @@ async def set_state(group: str, node: str, body: StateIn, ctx: Caller, request: 
     return await _run(lambda: svc.mark(ctx, svc.place(ctx, group, node), body.state, body.reason))
 
 
+# The node routes check their caller themselves (NodeCalls): the token as Caller does it,
+# reused for a second. BEARER only declares the scheme in the API's description.
+Bearer = Annotated[Any, Depends(BEARER)]
+
+
 @router.post("/{group}/nodes/{node}/send")
-async def send(group: str, node: str, body: SendIn, ctx: Caller, request: Request):
+async def send(group: str, node: str, body: SendIn, request: Request, _bearer: Bearer = None):
     svc = _svc(request)
-    # one trip to a worker thread, not two: a send is what a waiter's wake-up waits for
-    return await _run(lambda: svc.send(svc.place(ctx, group, node), body.id, body.data))
+    _, place = await node_calls_of(request.app).place(request, group, node)
+    # one trip to a worker thread: a send is what a waiter's wake-up waits for
+    return await _run(svc.send, place, body.id, body.data)
 
 
 @router.post("/{group}/nodes/{node}/wait")
-async def wait(group: str, node: str, body: WaitIn, ctx: Caller, request: Request):
+async def wait(group: str, node: str, body: WaitIn, request: Request, _bearer: Bearer = None):
     svc = _svc(request)
+    _, place = await node_calls_of(request.app).place(request, group, node)
     # The audit record is of the change (an arrival, a new wait), written durably when
     # it is made; asking again changes nothing and is not recorded, and the answers a
     # barrier releases at once do not each wait for an audit commit.
     request.state.read_only = True
-    head, told = await hold_answer(svc, waker_of(request.app), lambda: svc.place(ctx, group, node), body.kind,
+    head, told = await hold_answer(svc, waker_of(request.app), place, body.kind,
                                    body.id, body.role, body.generation, min(body.timeout, MAX_HOLD), body.call,
                                    end_writer_of(request.app), request.state.record_change)
     # The bytes as they go: the outcome's part is encoded once for all the waiters it

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tether.auth import service as auth
@@ -40,6 +41,42 @@ from tether.job import core
 from tether.problems import Problem, bad_request, not_found
 
 NOTIFY_CHANNEL = "tether_jobs"
+_g, _n, _m, _y, _sp = (JobGroup.__table__.c, JobNode.__table__.c, JobMessage.__table__.c, JobSync.__table__.c,
+                       Space.__table__.c)
+# What a decision needs of a group's row (all of it but its creator and space).
+_GROUP_ROW = select(_g.name, _g.state, _g.reason, _g.essential, _g.lost_after, _g.deadline, _g.expires_at
+                    ).where(_g.id == bindparam("gid"))
+_GROUP_ROW_LOCKED = _GROUP_ROW.with_for_update()
+_NODES = select(_n.name, _n.role, _n.state, _n.reason, _n.last_seen).where(_n.group_id == bindparam("gid"))
+_MESSAGES = select(_m.node, _m.data).where(_m.group_id == bindparam("gid"), _m.message_id == bindparam("mid"))
+_SYNCS = select(_y.node, _y.reached, _y.told, _y.call).where(_y.group_id == bindparam("gid"),
+                                                             _y.sync_id == bindparam("sid"))
+# One node's part (see JobService._partial): its row, or its row and the essential roles' nodes.
+_NODE_COLUMNS = select(_n.name, _n.role, _n.state, _n.reason, _n.last_seen, _n.waiting_on)
+_MY_NODE = _NODE_COLUMNS.where(_n.group_id == bindparam("gid"), _n.name == bindparam("node"))
+_MY_NODES_AND = _NODE_COLUMNS.where(_n.group_id == bindparam("gid"), or_(
+    _n.name == bindparam("node"), _n.role.in_(bindparam("roles", expanding=True))))
+_ROLES = select(_n.role).where(_n.group_id == bindparam("gid")).distinct()
+_MY_MESSAGE = select(_m.data).where(_m.group_id == bindparam("gid"), _m.message_id == bindparam("mid"),
+                                    _m.node == bindparam("node"))
+_MY_SYNC = select(_y.reached, _y.told, _y.call).where(_y.group_id == bindparam("gid"), _y.sync_id == bindparam("sid"),
+                                                      _y.node == bindparam("node"))
+_INSERT_MESSAGE = insert(JobMessage.__table__)
+# A node arrives at a barrier: its first arrival, or a later generation.
+_FIRST_ARRIVAL = insert(JobSync.__table__).values(group_id=bindparam("g"), sync_id=bindparam("sid"), node=bindparam("n"),
+                                                  reached=bindparam("r"), told=0, call=bindparam("c"), at=bindparam("a"))
+_ARRIVE = (update(JobSync.__table__).where(_y.group_id == bindparam("g"), _y.sync_id == bindparam("sid"),
+                                           _y.node == bindparam("n"))
+           .values(reached=bindparam("r"), call=bindparam("c"), at=bindparam("a")))
+_REACHED = select(func.count()).where(_y.group_id == bindparam("gid"), _y.sync_id == bindparam("sid"),
+                                      _y.reached >= bindparam("gen"))
+_NODE_COUNT = select(func.count()).where(_n.group_id == bindparam("gid"))
+# A sign of life: last_seen, and waiting_on and state when the parameters carry them.
+_SEEN = update(JobNode.__table__).where(_n.group_id == bindparam("gid"), _n.name == bindparam("node"))
+# A node's place, one query: the group, its space, and the node's role (None: no such node).
+_PLACE = (select(_g.id, _sp.name, _n.role).select_from(JobGroup.__table__.join(Space.__table__, _sp.id == _g.space_id))
+          .outerjoin(JobNode.__table__, and_(_n.group_id == _g.id, _n.name == bindparam("node")))
+          .where(_g.name == bindparam("group")))
 DEFAULT_EXPIRES = timedelta(hours=4)
 
 
@@ -117,8 +154,14 @@ class Waker:
             ev = topics[topic] = asyncio.Event()
         return ev
 
-    def notify(self, group: str, topic: str | None = None) -> None:
-        """``topic`` changed in ``group``; None: the group itself changed."""
+    def waiting(self, group: str, topic: str) -> bool:
+        """Are waits held on ``topic`` of ``group``? (A hint, read from any thread.)"""
+        return topic in self._events.get(group, ())
+
+    def notify(self, group: str, topic: str | None = None, snap: core.Snapshot | None = None) -> None:
+        """``topic`` changed in ``group``; None: the group itself changed. ``snap``: the
+        topic's snapshot as the change committed it, which its waiters then share
+        instead of reading the group again."""
         topics = self._events.get(group)
         if topics is None:
             return
@@ -132,6 +175,10 @@ class Waker:
         for t, ev in fired.items():
             self.shared.pop((group, t), None)
             ev.set()
+        if snap is not None and topic in fired:
+            read = asyncio.get_running_loop().create_future()
+            read.set_result(snap)
+            self.shared[(group, topic)] = (self.event(group, topic), read, {})
 
     def notify_all(self) -> None:
         for group in list(self._events):
@@ -149,9 +196,13 @@ class JobService:
         self.db = db
         self.max_lifetime = max_lifetime
         self.default_lifetime = default_lifetime
-        # Told (after commit) of each change, as (group, topic or None): the API wakes
-        # this replica's waiters with it; other replicas hear of it by NOTIFY.
-        self.wake: Callable[[str, str | None], None] = lambda group, topic: None
+        # Told (after commit) of each change, as (group, topic or None, the topic's new
+        # snapshot or None): the API wakes this replica's waiters with it; other replicas
+        # hear of it by NOTIFY.
+        self.wake: Callable[[str, str | None, core.Snapshot | None], None] = lambda group, topic, snap: None
+        # Does this replica hold waits on (group, topic)? Then a send reads their snapshot
+        # in its own transaction, and they answer from it without reading again.
+        self.waiting: Callable[[str, str], bool] = lambda group, topic: False
 
     # ------------------------------------------------------------------ lookups
 
@@ -167,14 +218,16 @@ class JobService:
     def place(self, ctx: AuthContext | None, group: str, node: str) -> Place:
         """Resolve (and, for a caller, authorize) node ``node`` of ``group``. ``ctx`` is
         None for the LAVA listener, whose protocol has no credentials."""
-        with self.db.read() as s:
-            g, space = self._group(s, group)
-            if ctx is not None:
-                ctx.require("job.write", Resource(space=space, job=group, path=node))
-            role = s.scalar(select(JobNode.role).where(JobNode.group_id == g.id, JobNode.name == node))
+        with self.db.connect() as conn:
+            row = conn.execute(_PLACE, {"group": group, "node": node}).first()
+        if row is None:
+            raise not_found(f"job group {group}")
+        group_id, space, role = row
+        if ctx is not None:
+            ctx.require("job.write", Resource(space=space, job=group, path=node))
         if role is None:
             raise not_found(f"node {node} of job group {group}")
-        return Place(g.id, group, space, node, role)
+        return Place(group_id, group, space, node, role)
 
     def whoami(self, ctx: AuthContext) -> dict[str, Any]:
         """The group and node a node token is for (its one ``job:GROUP/NODE`` scope)."""
@@ -189,69 +242,60 @@ class JobService:
                 "nodes": {name: role for name, role in _ordered(dict(nodes)).items()}}
 
     def snapshot(self, group_id: int, *, messages: str | None = None, syncs: str | None = None,
-                 s: Session | None = None) -> core.Snapshot:
-        """The group as the core sees it, with the messages of one id and the barrier of one id."""
+                 s: Session | Connection | None = None, group: Any = None) -> core.Snapshot:
+        """The group as the core sees it, with the messages of one id and the barrier of one id.
+        ``group``: its row (:data:`_GROUP_ROW`), when the caller read it in this transaction."""
         if s is None:
-            with self.db.read() as s2:
-                return self.snapshot(group_id, messages=messages, syncs=syncs, s=s2)
-        g = s.get(JobGroup, group_id)
+            with self.db.connect() as conn:
+                return self.snapshot(group_id, messages=messages, syncs=syncs, s=conn)
+        g = group if group is not None else s.execute(_GROUP_ROW, {"gid": group_id}).one()
         # Columns, not ORM objects: a group of a thousand nodes is read on every arrival.
-        n_ = JobNode.__table__.c
-        nodes = {name: core.Node(name, role, state, reason, _ts(seen)) for name, role, state, reason, seen in s.execute(
-            select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen).where(n_.group_id == group_id))}
+        nodes = {name: core.Node(name, role, state, reason, _ts(seen))
+                 for name, role, state, reason, seen in s.execute(_NODES, {"gid": group_id})}
         snap = _snapshot_of(g, _ordered(nodes))
         if messages is not None:
-            snap.messages[messages] = {m.node: m.data for m in s.scalars(
-                select(JobMessage).where(JobMessage.group_id == group_id, JobMessage.message_id == messages))}
+            snap.messages[messages] = dict(s.execute(_MESSAGES, {"gid": group_id, "mid": messages}).all())
         if syncs is not None:
-            y_ = JobSync.__table__.c
-            rows = s.execute(select(y_.node, y_.reached, y_.told, y_.call)
-                             .where(y_.group_id == group_id, y_.sync_id == syncs)).all()
+            rows = s.execute(_SYNCS, {"gid": group_id, "sid": syncs}).all()
             snap.syncs[syncs] = {node: reached for node, reached, _, _ in rows}
             snap.sync_told[syncs] = {node: (told, call) for node, _, told, call in rows}
         return snap
 
-    def _partial(self, s: Session, place: Place, *, messages: str | None = None, syncs: str | None = None,
-                 roles: bool = False) -> tuple[core.Snapshot, str]:
-        """The group as a decision about ``place``'s node needs it, and what that node
-        waits on: its row and the essential roles' nodes (the only others
-        :func:`core.group_failure` looks at), its own message ``messages`` and its own
-        row of barrier ``syncs``, and the group's role names if ``roles``. Enough for
-        :func:`core.send` and :func:`core.arrive`, not for :func:`core.evaluate`."""
-        g = s.get(JobGroup, place.group_id)
-        n_ = JobNode.__table__.c
-        mine = n_.name == place.node
-        which = or_(mine, n_.role.in_(g.essential)) if g.essential else mine
+    def _partial(self, s: Session | Connection, place: Place, *, messages: str | None = None,
+                 syncs: str | None = None, roles: bool = False, lock: bool = False) -> tuple[core.Snapshot, str, Any]:
+        """The group as a decision about ``place``'s node needs it, what that node waits on,
+        and the group's row: the node's own row and the essential roles' nodes (the only
+        others :func:`core.group_failure` looks at), its own message ``messages`` and its
+        own row of barrier ``syncs``, and the group's role names if ``roles``. Enough for
+        :func:`core.send` and :func:`core.arrive`, not for :func:`core.evaluate`. With
+        ``lock``, the group's row is locked first: changes to one group are serialized on
+        every backend (SQLite: one writer at a time anyway). Statements built once: this
+        is a send's path, and a wait's."""
+        me = {"gid": place.group_id, "node": place.node}
+        g = s.execute(_GROUP_ROW_LOCKED if lock else _GROUP_ROW, me).one()
         nodes: dict[str, core.Node] = {}
         waiting_on = ""
-        for name, role, state, reason, seen, waits in s.execute(
-                select(n_.name, n_.role, n_.state, n_.reason, n_.last_seen, n_.waiting_on)
-                .where(n_.group_id == place.group_id, which)):
+        rows = s.execute(_MY_NODES_AND, {**me, "roles": g.essential}) if g.essential else s.execute(_MY_NODE, me)
+        for name, role, state, reason, seen, waits in rows:
             nodes[name] = core.Node(name, role, state, reason, _ts(seen))
             if name == place.node:
                 waiting_on = waits
         snap = _snapshot_of(g, nodes)
         if roles:
-            snap.role_names = frozenset(s.scalars(select(n_.role).where(n_.group_id == place.group_id).distinct()))
+            snap.role_names = frozenset(s.scalars(_ROLES, me))
         if messages is not None:
-            data = s.scalar(select(JobMessage.data).where(
-                JobMessage.group_id == place.group_id, JobMessage.message_id == messages, JobMessage.node == place.node))
+            data = s.scalar(_MY_MESSAGE, {**me, "mid": messages})
             snap.messages[messages] = {} if data is None else {place.node: data}
         if syncs is not None:
-            y_ = JobSync.__table__.c
-            row = s.execute(select(y_.reached, y_.told, y_.call).where(
-                y_.group_id == place.group_id, y_.sync_id == syncs, y_.node == place.node)).first()
+            row = s.execute(_MY_SYNC, {**me, "sid": syncs}).first()
             snap.syncs[syncs] = {} if row is None else {place.node: row[0]}
             snap.sync_told[syncs] = {} if row is None else {place.node: (row[1], row[2])}
-        return snap, waiting_on
+        return snap, waiting_on, g
 
-    def _all_reached(self, s: Session, group_id: int, sync_id: str, generation: int) -> bool:
+    def _all_reached(self, s: Connection, group_id: int, sync_id: str, generation: int) -> bool:
         """Has every node of the group reached ``generation`` of barrier ``sync_id``?"""
-        y_, n_ = JobSync.__table__.c, JobNode.__table__.c
-        s.flush()
-        reached = s.scalar(select(func.count()).where(y_.group_id == group_id, y_.sync_id == sync_id,
-                                                     y_.reached >= generation))
-        return reached == s.scalar(select(func.count()).where(n_.group_id == group_id))
+        reached = s.scalar(_REACHED, {"gid": group_id, "sid": sync_id, "gen": generation})
+        return reached == s.scalar(_NODE_COUNT, {"gid": group_id})
 
     # ------------------------------------------------------------------ scheduling
 
@@ -402,21 +446,30 @@ class JobService:
         return {"group": place.group, "node": place.node, "state": state}
 
     def send(self, place: Place, msg_id: str, data: Any) -> dict[str, Any]:
+        """Store a message: one short transaction of a few Core statements (the group's
+        row locked and read, this node's row and message, the insert). When this replica
+        holds waits on the message, their snapshot is read in the same transaction, so
+        they answer the moment it commits without reading again."""
+        try:
+            data = core.check_message(data)
+        except core.JobError as exc:
+            raise problem_of(exc) from None
         wakes: list = []
-        with self.db.write() as s:
-            # The group's row locked first: changes to one group are serialized on every backend.
-            s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
-            snap, _ = self._partial(s, place, messages=msg_id)
+        topic = f"msg:{msg_id}"
+        with self.db.write_connection() as conn:
+            snap, _, group = self._partial(conn, place, messages=msg_id, lock=True)
             now = utcnow()
             try:
-                data = core.check_message(data)
                 new = core.send(snap, place.node, msg_id, data, now.timestamp())
             except core.JobError as exc:
                 raise problem_of(exc) from None
-            self._seen(s, place, now, wakes)
+            self._seen(conn, place, snap, now, wakes)
             if new:
-                s.add(JobMessage(group_id=place.group_id, message_id=msg_id, node=place.node, data=data, sent_at=now))
-                self._notify(s, place.group, f"msg:{msg_id}", wakes)
+                conn.execute(_INSERT_MESSAGE, {"group_id": place.group_id, "message_id": msg_id,
+                                               "node": place.node, "data": data, "sent_at": now})
+                after = (self.snapshot(place.group_id, messages=msg_id, s=conn, group=group)
+                         if self.waiting(place.group, topic) else None)
+                self._notify(conn, place.group, topic, wakes, after)
         self._wake(wakes)
         return {"id": msg_id, "node": place.node, "stored": new}
 
@@ -437,31 +490,28 @@ class JobService:
         # changes (an arrival, a join, a stale last_seen, another wait), so a thousand
         # waiters re-polling do not queue a thousand writes.
         sync_id = msg_id if kind == "sync" else None
-        with self.db.read() as s:
-            snap, waiting_on = self._partial(s, place, syncs=sync_id, roles=kind == "all")
+        with self.db.connect() as conn:
+            snap, waiting_on, _ = self._partial(conn, place, syncs=sync_id, roles=kind == "all")
         now = utcnow()
         wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
         me = snap.nodes[place.node]
         if not arrived and me.state != "pending" and waiting_on == shown and not self._stale(snap, me, now):
             return wait, False
         wakes: list = []
-        with self.db.write() as s:
-            s.execute(select(JobGroup.id).where(JobGroup.id == place.group_id).with_for_update())
-            snap, waiting_on = self._partial(s, place, syncs=sync_id, roles=kind == "all")
+        with self.db.write_connection() as s:
+            snap, waiting_on, _ = self._partial(s, place, syncs=sync_id, roles=kind == "all", lock=True)
             wait, shown, arrived = self._decide(snap, place, kind, msg_id, role, generation, call, now)
             if arrived:
-                row = s.get(JobSync, (place.group_id, msg_id, place.node))
-                if row is None:
-                    s.add(JobSync(group_id=place.group_id, sync_id=msg_id, node=place.node, reached=wait.generation,
-                                  told=0, call=call or "", at=now))
-                else:
-                    row.reached, row.call, row.at = wait.generation, call or "", now
+                mine = {"g": place.group_id, "sid": msg_id, "n": place.node, "r": wait.generation, "c": call or "",
+                        "a": now}
+                # _partial read this node's row of the barrier with the group locked: it has one or not
+                s.execute(_ARRIVE if place.node in snap.syncs[msg_id] else _FIRST_ARRIVAL, mine)
                 # Only the arrival that completes the barrier wakes its waiters: a thousand
                 # arrivals waking a thousand waiters each would be a million wake-ups.
                 # (arrive() refused an ended group, so everyone reaching it is completion.)
                 if self._all_reached(s, place.group_id, msg_id, wait.generation):
                     self._notify(s, place.group, topic_of(wait), wakes)
-            joined = self._seen(s, place, now, wakes, waiting_on=shown)
+            joined = self._seen(s, place, snap, now, wakes, waiting_on=shown)
         self._wake(wakes)
         return wait, arrived or joined or waiting_on != shown
 
@@ -516,31 +566,36 @@ class JobService:
                                                y_.c.node == bindparam("n"), y_.c.told < bindparam("gen"))
                              .values(told=bindparam("gen")), told)
 
-    def _seen(self, s: Session, place: Place, now: datetime, wakes: list, *, waiting_on: str | None = None) -> bool:
-        """Note a sign of life; True when it is the node's first (it joined: waiters may care)."""
-        values: dict[str, Any] = {"last_seen": now}
+    def _seen(self, s: Session | Connection, place: Place, snap: core.Snapshot, now: datetime, wakes: list, *,
+              waiting_on: str | None = None) -> bool:
+        """Note a sign of life, in one statement; True when it is the node's first (it joined:
+        waiters may care). ``snap`` was read with the group's row locked, so its word on the
+        node's state holds."""
+        joined = snap.nodes[place.node].state == "pending"
+        values: dict[str, Any] = {"gid": place.group_id, "node": place.node, "last_seen": now}
         if waiting_on is not None:
             values["waiting_on"] = waiting_on
-        s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node)
-                  .values(**values))
-        joined = s.execute(update(JobNode).where(JobNode.group_id == place.group_id, JobNode.name == place.node,
-                                                 JobNode.state == "pending").values(state="joined")).rowcount
+        if joined:
+            values["state"] = "joined"
+        s.execute(_SEEN, values)
         if joined:
             self._notify(s, place.group, JOINED, wakes)
-        return bool(joined)
+        return joined
 
-    def _notify(self, s: Session, group: str, topic: str | None, wakes: list) -> None:
+    def _notify(self, s: Session | Connection, group: str, topic: str | None, wakes: list,
+                snap: core.Snapshot | None = None) -> None:
         """Wake the waiters of ``topic`` (None: all of the group's) once this transaction
         commits: on other replicas by NOTIFY (PostgreSQL delivers it at commit, and not at
-        all on rollback), on this one by :meth:`_wake` after the commit."""
+        all on rollback), on this one by :meth:`_wake` after the commit, handing them
+        ``snap`` (the topic as this transaction leaves it) when it was read."""
         if self.db.dialect == "postgresql":
             s.execute(text("SELECT pg_notify(:c, :g)"),
                       {"c": NOTIFY_CHANNEL, "g": group if topic is None else f"{group}\t{topic}"})
-        wakes.append((group, topic))
+        wakes.append((group, topic, snap))
 
     def _wake(self, wakes: list) -> None:
-        for group, topic in wakes:
-            self.wake(group, topic)
+        for group, topic, snap in wakes:
+            self.wake(group, topic, snap)
 
 def _snapshot_of(g: JobGroup, nodes: dict[str, core.Node]) -> core.Snapshot:
     return core.Snapshot(g.name, nodes, state=g.state, reason=g.reason, essential=frozenset(g.essential or ()),
