@@ -206,18 +206,34 @@ def serve_app(sock_path: str, port: int) -> None:
 # ---------------------------------------------------------------- tether's gateway alone (a child process)
 
 
-def serve_gateway(sock_path: str, port: int) -> None:
+def serve_gateway(sock_path: str, port: int, profile: str | None = None) -> None:
     from tether.gateway import core
     from tether.gateway.proxy import Forward, Gateway, UnixUpstream, serve
 
-    async def resolve(request):
-        return Forward(UnixUpstream(sock_path), core.match(request.host, request.target, "localhost"))
+    upstream = UnixUpstream(sock_path)
+
+    class Resolve:
+        """Every request to the socket; decided at once (``now``), as the hub's resolvers decide
+        a request whose route and credential they checked within the last second."""
+
+        def now(self, request):
+            return Forward(upstream, core.match(request.host, request.target, "localhost"))
+
+        async def __call__(self, request):
+            return self.now(request)
 
     loop = new_loop()
     asyncio.set_event_loop(loop)
-    server = loop.run_until_complete(serve(Gateway(resolve), "127.0.0.1", port))
+    server = loop.run_until_complete(serve(Gateway(Resolve()), "127.0.0.1", port))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
-    loop.run_forever()
+    if profile:  # --rps --profile FILE: where the gateway's CPU goes, for who works on it
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.runcall(loop.run_forever)
+        prof.dump_stats(profile)
+    else:
+        loop.run_forever()
     server.close()
 
 
@@ -380,7 +396,7 @@ class World:
 
     # -- the four rows
 
-    def start(self, nginx_workers: str) -> dict[str, Target]:
+    def start(self, nginx_workers: str, *, hub: bool = True, profile: str | None = None) -> dict[str, Target]:
         me = [sys.executable, str(Path(__file__).resolve())]
         sock = self.tmp / "app.sock"
         app_port = free_port()
@@ -403,11 +419,13 @@ class World:
         targets["nginx"] = Target("nginx", nginx_port, [ngx.pid, *children(ngx.pid)])
 
         gw_port = free_port()
-        gw = self.spawn([*me, "--serve-gateway", str(sock), str(gw_port)], cwd=ROOT)
+        gw = self.spawn([*me, "--serve-gateway", str(sock), str(gw_port), *(["--profile", profile] if profile else [])],
+                        cwd=ROOT)
         wait_for(lambda: connectable_tcp(gw_port), "the gateway", proc=gw)
         targets["gateway"] = Target("gateway", gw_port, [gw.pid])
 
-        targets["gateway-ssh"] = self.start_hub(sock)
+        if hub:
+            targets["gateway-ssh"] = self.start_hub(sock)
         relay_port = free_port()
         relay = self.spawn([*me, "--serve-relay", str(sock), str(relay_port)], cwd=ROOT)
         wait_for(lambda: connectable_tcp(relay_port), "the relay floor", proc=relay)
@@ -848,6 +866,32 @@ def run(args) -> dict:
     return results
 
 
+def rps_only(args) -> None:
+    """The quick loop for whoever works on the gateway's CPU per request: nginx, the gateway
+    and the relay floor under wrk, interleaved, median round; nothing written."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    seconds, rounds = args.seconds or 5, args.rounds or 3
+    world = World()
+    try:
+        targets = world.start(args.nginx_workers, hub=False, profile=args.profile)
+        rows = {"nginx": targets["nginx"], "gateway": targets["gateway"], "relay": world.relay}
+        got: dict[str, list] = {r: [] for r in rows}
+        for rnd in range(rounds):
+            for row, t in rows.items():
+                wrk(t, 1, args.connections, args.threads)
+                c0 = cpu_seconds(t.pids)
+                w = wrk(t, seconds, args.connections, args.threads)
+                got[row].append((w["rps"], (cpu_seconds(t.pids) - c0) / w["requests"] * 1e6, w["non_2xx"]))
+        load = os.getloadavg()[0]
+    finally:
+        world.close()
+    med = {r: sorted(v)[len(v) // 2] for r, v in got.items()}
+    for row, (rps, us, bad) in med.items():
+        print(f"{row:8} {rps:>10,.0f} req/s  {us:6.1f} µs CPU/request  "
+              f"ratio to nginx {rps / med['nginx'][0]:.2f}×  non-2xx {bad}")
+    print(f"CPU ratio nginx/gateway {med['nginx'][1] / med['gateway'][1]:.2f}×; load {load:.2f}")
+
+
 def goals(res: dict) -> list[dict]:
     rows = res["rows"]
     gw, ssh = rows["gateway"], rows["gateway-ssh"]
@@ -1135,6 +1179,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, help="websocket echoes (default 1000; quick 200)")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before reading RSS")
     ap.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1, like the gateway)")
+    ap.add_argument("--rps", action="store_true",
+                    help="only requests/s and CPU per request of nginx, the gateway and the relay floor (~1 min)")
+    ap.add_argument("--profile", metavar="FILE", help="with --rps: cProfile the gateway, stats to FILE")
     ap.add_argument("--serve-app", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--serve-gateway", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--serve-relay", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
@@ -1142,9 +1189,11 @@ def main() -> None:
     if args.serve_app:
         return serve_app(args.serve_app[0], int(args.serve_app[1]))
     if args.serve_gateway:
-        return serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]))
+        return serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]), args.profile)
     if args.serve_relay:
         return serve_relay(args.serve_relay[0], int(args.serve_relay[1]))
+    if args.rps:
+        return rps_only(args)
     q = args.quick
     args.seconds = args.seconds or (3 if q else 10)
     args.rounds = args.rounds or (1 if q else 3)

@@ -230,6 +230,96 @@ def check_head(method: bytes, version: str, headers: Headers) -> tuple[str, str]
 NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
 
 
+# ---------------------------------------------------------------- heads as llhttp accepted them
+#
+# The proxy lets llhttp (httptools) check every byte of a head, and asks it for no callback
+# per header: it takes the head's block of field lines from the bytes llhttp has just
+# accepted and splits it here, with one regular expression per question. llhttp refuses a
+# bare CR or LF, a space before a field's colon, obs-fold and control characters, so in an
+# accepted head every line ends in CRLF, the first empty line ends the head, and a field
+# line is ``NAME:VALUE`` with NAME a token (tests/gateway/test_head_block.py holds this).
+
+_FIELD = rb"^([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r$"
+_FIELDS_RE = re.compile(_FIELD, re.M)
+#: the fields that decide a request's framing and route
+_FRAMING_RE = re.compile(_FIELD.replace(rb"[^:\r\n]+", rb"host|content-length|transfer-encoding"), re.M | re.I)
+
+
+def _names(names) -> bytes:
+    return b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+#: whole field lines the app never sees from a client: hop-by-hop ones, the gateway's
+#: credentials (Authorization; its cookie is taken out of Cookie apart) and what only the
+#: gateway may say (X-Forwarded-*, X-Tether-User)
+_DROP_RE = re.compile(rb"^(?:" + _names(HOP_BY_HOP | _FORWARDED | {b"authorization"}) + rb"):[^\r\n]*\r\n",
+                      re.M | re.I)
+#: in an app's answer, the fields that keep it from passing to the browser as it came
+_ANSWER_RE = re.compile(rb"\r\n(" + _names(HOP_BY_HOP | {b"set-cookie", b"content-length"}) + rb"):[ \t]*([^\r\n]*)",
+                        re.I)
+
+
+def locate_head(data: bytes, at: int) -> tuple[int, int, int]:
+    """Where the head that llhttp has accepted, starting at ``at`` in ``data``, lies: (the
+    start of its first line, the end of that line, the start of the CRLFCRLF that ends it).
+    Empty lines before a message are skipped, as llhttp skips them. -1 as the last when
+    the head does not end in ``data`` (an HTTP/0.9 request line, which is refused)."""
+    if data.startswith((b"\r", b"\n"), at):
+        at = len(data) - len(data[at:].lstrip(b"\r\n"))
+    return at, data.find(b"\r\n", at), data.find(b"\r\n\r\n", at)
+
+
+def split_fields(block: bytes) -> Headers:
+    """The (name, value) pairs of a block of field lines (each ending in CRLF), values
+    without the whitespace around them."""
+    return _FIELDS_RE.findall(block)
+
+
+def check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes]:
+    """:func:`check_head` for a request's block of field lines: (the Host's name, how the
+    body is delimited, its Content-Length when it has one, the Host field's value)."""
+    framing = _FRAMING_RE.findall(block)
+    host, body = check_head(method, version, framing)
+    value = next(v for n, v in framing if n.lower() == b"host")
+    return host, body, content_length(framing) if body == LENGTH else 0, value
+
+
+def upstream_head(method: bytes, target: bytes, block: bytes, *, client_ip: str, scheme: str, host: bytes,
+                  prefix: str, cookie: str, extra: Headers = (), upgrade: bool = False,
+                  chunked: bool = False) -> bytes:
+    """The request head the app is sent, by the rules of :func:`upstream_request_headers`,
+    from the client's block of field lines: the lines to drop are cut out in one pass and
+    the gateway's own appended. A request whose Cookie may hold the gateway's cookie, or
+    that asks for an upgrade, takes the field-by-field way."""
+    tail = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n" % (
+        client_ip.encode(), scheme.encode(), host)
+    if upgrade or cookie.encode() + b"=" in block:
+        fields = upstream_request_headers(split_fields(block), client_ip=client_ip, scheme=scheme, host=host,
+                                          prefix=prefix, cookie=cookie, extra=extra, upgrade=upgrade)
+        lines = b"".join(b"%s: %s\r\n" % h for h in fields)
+    else:
+        lines = _DROP_RE.sub(b"", block) + tail
+        if prefix:
+            lines += b"x-forwarded-prefix: %s\r\n" % prefix.encode()
+        if extra:
+            lines += b"".join(b"%s: %s\r\n" % h for h in extra)
+    if chunked:
+        lines += b"transfer-encoding: chunked\r\n"
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, lines)
+
+
+def passable_length(head: bytes) -> int | None:
+    """The Content-Length of an app's final answer head that may go to the browser as it
+    came: HTTP/1.1, its body delimited by one Content-Length, and no hop-by-hop field or
+    Set-Cookie (which :func:`response_head` would rewrite). None for any other head."""
+    if not head.startswith(b"HTTP/1.1 "):
+        return None
+    found = _ANSWER_RE.findall(head)
+    if len(found) != 1 or found[0][0].lower() != b"content-length":
+        return None
+    return int(found[0][1].strip())
+
+
 def content_length(headers: Headers) -> int:
     """The Content-Length of a message the parser accepted (so it has at most one, all digits)."""
     return next((int(v) for n, v in headers if n.lower() == b"content-length"), 0)
