@@ -67,7 +67,7 @@ class Request:
     __slots__ = ("method", "target", "_headers", "host", "client_ip", "scheme", "block")
 
     def __init__(self, method: bytes, target: bytes, headers: core.Headers | None, host: str, client_ip: str,
-                 scheme: str, *, block: bytes = b""):
+                 scheme: str, block: bytes = b""):
         self.method, self.target, self._headers, self.host = method, target, headers, host
         self.client_ip, self.scheme, self.block = client_ip, scheme, block
 
@@ -220,12 +220,16 @@ class _Exchange:
     """One request and its answer, from the request's head to the answer's last byte."""
 
     __slots__ = ("request", "http11", "body", "upgrade", "complete", "keep_alive", "pending", "pending_bytes",
-                 "app", "tail", "refusal", "close", "task", "host")
+                 "app", "tail", "refusal", "close", "task", "host", "clean")
 
     def __init__(self, request: Request | None, http11: bool = True, body: str = core.NO_BODY,
-                 upgrade: bool = False):
+                 upgrade: bool = False, host: bytes = b"", clean: bool = False):
         self.request, self.http11, self.body, self.upgrade = request, http11, body, upgrade
-        self.complete = False  # the whole request has been read from the browser
+        self.host = host  # the Host field's value, as the browser sent it
+        self.clean = clean  # its fields may go to the app as they came
+        # the whole request has been read from the browser (one without a body: once its head
+        # is, so an answer given before the parser says so keeps the connection)
+        self.complete = request is not None and body == core.NO_BODY
         self.keep_alive = False  # the browser may send another request after this one
         self.pending: list[bytes] = []  # body bytes read before the app was connected
         self.pending_bytes = 0
@@ -234,7 +238,6 @@ class _Exchange:
         self.refusal: Refuse | None = None  # refused while parsing: answered in turn, then the connection closes
         self.close = False  # close the browser's connection after the answer
         self.task: asyncio.Task | None = None
-        self.host = b""  # the Host field's value, as the browser sent it
 
 
 IDLE, HEAD, BODY = "idle", "head", "body"
@@ -386,8 +389,6 @@ class _Browser(asyncio.Protocol):
         if self.passing:
             return self._pass_body(data)
         if self.in_head:
-            if self.head_bytes == 0:
-                self._arm(HEAD, self.limits.head_timeout)
             room = self.limits.max_head_bytes - self.head_bytes
             if len(data) > room:
                 # give the parser only what fits: if the head ends within it, the rest is a
@@ -430,7 +431,14 @@ class _Browser(asyncio.Protocol):
                     self.buf, self.at = b"", 0
                 else:
                     whole = self.buf + data if self.buf else data
-                    self.buf, self.at = (whole[at:] if at < len(whole) else b""), 0
+                    if at < len(whole):
+                        self.buf, self.at = whole[at:], 0
+                        if self.timeout_kind != HEAD and self.buf.strip(b"\r\n"):
+                            # a head begun and not ended: it has head_timeout to arrive (one that
+                            # arrives in one read, the commonest, costs the timer nothing)
+                            self._arm(HEAD, self.limits.head_timeout)
+                    else:
+                        self.buf, self.at = b"", 0
             else:
                 self.buf = b""
                 if self.body_left > 0 and not self.ex.complete:
@@ -467,19 +475,17 @@ class _Browser(asyncio.Protocol):
             if end < 0 or version not in ("1.0", "1.1"):
                 core.check_head(method, version, [])  # refuses the version
                 raise core.GatewayError(400, "bad-request", "malformed request head")
-            block = whole[line_end + 2:end + 2]
-            if block.count(b"\n") > self.limits.max_headers:
+            block = whole[line_end:end + 2]  # the field lines, each after a CRLF
+            if block.count(b"\n") > self.limits.max_headers + 1:
                 raise core.GatewayError(431, "too-many-headers",
                                         f"at most {self.limits.max_headers} headers are accepted")
-            host, body, length, host_value = core.check_block(method, version, block)
+            host, body, length, host_value, clean = core.check_block(method, version, block)
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
         target = whole[start:line_end].split(b" ", 2)[1]
-        request = Request(method, target, None, host, self.client_ip, self.gw.scheme, block=block)
-        ex = _Exchange(request, version == "1.1", body, parser.should_upgrade())
+        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), version == "1.1",
+                       body, parser.should_upgrade(), host_value, clean)
         ex.keep_alive = parser.should_keep_alive()
-        ex.host = host_value
-        ex.complete = body == core.NO_BODY  # (so an answer given before the parser says so keeps the connection)
         self.body_left = length
         self.at = end + 4 + length if body != core.CHUNKED else None
         self.ex = ex
@@ -562,6 +568,8 @@ class _Browser(asyncio.Protocol):
                     decision = now(ex.request)
                 except core.GatewayError as exc:
                     decision = Refuse(exc.status, exc.slug, exc.detail)
+                if type(decision) is Forward:
+                    return self._forward(ex, decision)
                 if decision is not None:
                     return self._decided(ex, decision)
             except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
@@ -607,8 +615,13 @@ class _Browser(asyncio.Protocol):
         if self.kept is not None:
             kept_key, app = self.kept
             self.kept = None
-            if key is not None and kept_key == key and app.idle():
-                return self._send(ex, fwd, app, key)  # the kept connection: no task, no wait
+            if key is not None and kept_key == key and app.idle():  # the kept connection: no task, no wait
+                app.start(self, ex, fwd)
+                if self.write_paused:
+                    app.pause_reading()
+                if self.paused:
+                    self._unpause("buffer")
+                return
             app.abandon()
         ex.task = self.loop.create_task(self._connect(ex, fwd, key))
 
@@ -646,7 +659,8 @@ class _Browser(asyncio.Protocol):
         ex.app = None
         if app is not None:
             self.kept = (app.key, app)
-        self._unpause("app")
+        if self.paused:
+            self._unpause("app")
         if ex.close or self.transport is None:
             self._close()
             return
@@ -745,16 +759,18 @@ class _App(asyncio.Protocol):
             self.transport.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (
                 request.method, request.target, b"".join(b"%s: %s\r\n" % h for h in headers)))
         else:
+            target = fwd.target
             self.transport.write(core.upstream_head(
-                request.method, fwd.target.path, request.block, client_ip=request.client_ip, scheme=request.scheme,
-                host=ex.host, prefix=fwd.target.prefix,
-                cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix), extra=fwd.headers,
-                upgrade=ex.upgrade, chunked=ex.body == core.CHUNKED))
+                request.method, target.path, request.block, ex.clean, request.client_ip, request.scheme, ex.host,
+                target.prefix,
+                core.cookie_name(request.scheme == "https", target.prefix), fwd.headers, ex.upgrade,
+                ex.body == core.CHUNKED))
         ex.app = self
-        pending, ex.pending, ex.pending_bytes = ex.pending, [], 0
-        for data in pending:
-            self.write_body(data)
-        if ex.complete:
+        if ex.pending:
+            pending, ex.pending, ex.pending_bytes = ex.pending, [], 0
+            for data in pending:
+                self.write_body(data)
+        if ex.complete and ex.body == core.CHUNKED:
             self.end_body()
 
     def write_body(self, data: bytes) -> None:
@@ -833,7 +849,7 @@ class _App(asyncio.Protocol):
                 self.out.append(head if keep_alive else head[:-2] + b"connection: close\r\n\r\n")
                 return
         line = whole[start:line_end].split(b" ", 2)
-        reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end + 2:end + 2])
+        reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
         if status < 200:
             if status == 101:
                 if not ex.upgrade:
