@@ -280,10 +280,21 @@ def split_fields(block: bytes) -> Headers:
     return _FIELDS_RE.findall(block)
 
 
+#: heads up to this size have their reading remembered (pure functions of their bytes: a
+#: browser sends the same fields request after request, an app answers with the same head)
+REMEMBERED_HEAD = 2048
+
+
 def check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes, bool]:
     """:func:`check_head` for a request's block of field lines: (the Host's name, how the
     body is delimited, its Content-Length when it has one, the Host field's value, and
     whether the block may go to the app as it came: no field to drop, no body)."""
+    if len(block) <= REMEMBERED_HEAD:
+        return _check_block_remembered(method, version, block)
+    return _check_block(method, version, block)
+
+
+def _check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes, bool]:
     low = block.lower()
     if (method != b"CONNECT" and _REQUEST_SPECIAL_RE.search(low) is None and low.count(b"\nhost:") == 1
             and b"\ntransfer-encoding:" not in low):  # the commonest: one Host, no body, nothing to drop
@@ -294,6 +305,9 @@ def check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, in
     host, body = check_head(method, version, framing)
     value = next(v for n, v in framing if n.lower() == b"host")
     return host, body, content_length(framing) if body == LENGTH else 0, value, False
+
+
+_check_block_remembered = lru_cache(maxsize=1024)(_check_block)  # (a refusal, an exception, is not remembered)
 
 
 def upstream_head(method: bytes, target: bytes, block: bytes, clean: bool, client_ip: str, scheme: str,
@@ -325,6 +339,10 @@ def passable_length(head: bytes) -> int | None:
     """The Content-Length of an app's final answer head that may go to the browser as it
     came: HTTP/1.1, its body delimited by one Content-Length, and no hop-by-hop field or
     Set-Cookie (which :func:`response_head` would rewrite). None for any other head."""
+    return _passable_remembered(head) if len(head) <= REMEMBERED_HEAD else _passable_length(head)
+
+
+def _passable_length(head: bytes) -> int | None:
     if not head.startswith(b"HTTP/1.1 "):
         return None
     low = head.lower()
@@ -332,6 +350,9 @@ def passable_length(head: bytes) -> int | None:
         return None
     i = low.index(b"\ncontent-length:") + 16
     return int(head[i:head.index(b"\r", i)])
+
+
+_passable_remembered = lru_cache(maxsize=1024)(_passable_length)
 
 
 def content_length(headers: Headers) -> int:
