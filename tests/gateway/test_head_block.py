@@ -25,7 +25,6 @@ from tether.gateway.proxy import Forward, Gateway, Limits, UnixUpstream
 from tests.gateway.test_proxy import (  # noqa: F401 - the module's fixtures, reused
     HOST,
     SMUGGLING,
-    GatewayThread,
     _count,
     _raw,
     _Sock,
@@ -33,6 +32,7 @@ from tests.gateway.test_proxy import (  # noqa: F401 - the module's fixtures, re
     _ScriptedApp,
     app_socket,
     gateway,
+    scripted_gateway,
 )
 
 # ---------------------------------------------------------------- sans-IO: the block is llhttp's reading
@@ -286,15 +286,7 @@ class _ExtraApp(_ScriptedApp):
 
 @pytest.fixture(scope="module")
 def extra(tmp_path_factory):
-    app = _ExtraApp(str(tmp_path_factory.mktemp("extra") / "app.sock"))
-
-    async def resolve(request):
-        return Forward(UnixUpstream(app.path), core.match(request.host, request.target, "localhost"))
-
-    g = GatewayThread(resolve, Limits())
-    asyncio.run_coroutine_threadsafe(asyncio.start_unix_server(app.handle, app.path), g.loop).result(5)
-    yield g
-    g.stop()
+    yield from scripted_gateway(_ExtraApp(str(tmp_path_factory.mktemp("extra") / "app.sock")))
 
 
 def _get(path: bytes, close=False) -> bytes:
