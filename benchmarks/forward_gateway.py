@@ -207,6 +207,8 @@ def serve_app(sock_path: str, port: int) -> None:
 
 
 def serve_gateway(sock_path: str, port: int, profile: str | None = None) -> None:
+    if os.environ.get("BENCH_GATEWAY_SRC"):  # --steps: the gateway as it was at a commit
+        sys.path.insert(0, os.environ["BENCH_GATEWAY_SRC"])
     from tether.gateway import core
     from tether.gateway.proxy import Forward, Gateway, UnixUpstream, serve
 
@@ -221,6 +223,9 @@ def serve_gateway(sock_path: str, port: int, profile: str | None = None) -> None
 
         async def __call__(self, request):
             return self.now(request)
+
+    if os.environ.get("BENCH_AWAITED"):  # --steps: every decision awaited, a task per request
+        del Resolve.now
 
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -866,6 +871,54 @@ def run(args) -> dict:
     return results
 
 
+def steps(args) -> None:
+    """CPU per request of the gateway as it was at each of ``args.steps`` (commits: its
+    ``src/tether`` taken with ``git archive``), and at the last one with every decision
+    awaited, side by side with nginx and the relay floor in one run; a markdown table."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    seconds, rounds = args.seconds or 5, args.rounds or 3
+    world = World()
+    me = [sys.executable, str(Path(__file__).resolve())]
+    try:
+        targets = world.start(args.nginx_workers, hub=False)
+        sock = str(world.tmp / "app.sock")
+        rows: dict[str, Target] = {"nginx → socket": targets["nginx"], "relay floor": world.relay}
+        variants = [(c, {}) for c in args.steps] + [(args.steps[-1], {"BENCH_AWAITED": "1"})]
+        for commit, env in variants:
+            src = world.tmp / "steps" / f"{commit}{'-awaited' if env else ''}"
+            src.mkdir(parents=True)
+            tar = subprocess.run(["git", "archive", commit, "src/tether"], cwd=ROOT, check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-C", str(src)], input=tar.stdout, check=True)
+            port = free_port()
+            proc = world.spawn([*me, "--serve-gateway", sock, str(port)], cwd=ROOT,
+                               env={**os.environ, "BENCH_GATEWAY_SRC": str(src / "src"), **env})
+            wait_for(lambda: connectable_tcp(port), f"the gateway at {commit}", proc=proc)
+            label = subprocess.run(["git", "log", "-1", "--format=%h %s", commit], cwd=ROOT, check=True,
+                                   capture_output=True, text=True).stdout.strip()[:90]
+            rows[("gateway " + label) + (" — every decision awaited (a task per request)" if env else "")] = \
+                Target(commit, port, [proc.pid])
+        got: dict[str, list] = {r: [] for r in rows}
+        for _ in range(rounds):
+            for row, t in rows.items():
+                wrk(t, 1, args.connections, args.threads)
+                c0 = cpu_seconds(t.pids)
+                w = wrk(t, seconds, args.connections, args.threads)
+                if w["non_2xx"] or w["socket_errors"]:
+                    raise RuntimeError(f"{row}: errors under wrk: {w}")
+                got[row].append((cpu_seconds(t.pids) - c0) / w["requests"] * 1e6)
+        load = os.getloadavg()[0]
+    finally:
+        world.close()
+    med = {r: statistics.median(v) for r, v in got.items()}
+    ngx = med["nginx → socket"]
+    print("| step | proxy CPU per request, µs | nginx's ÷ this (the requests/s ratio once both are CPU-bound) |")
+    print("|---|---:|---:|")
+    for row, us in med.items():
+        print(f"| {row} | {us:.1f} | {ngx / us:.2f}× |")
+    print(f"\n{rounds} rounds of {seconds:g} s interleaved, median; load average {load:.2f} after, on "
+          f"{os.cpu_count()} cores")
+
+
 def rps_only(args) -> None:
     """The quick loop for whoever works on the gateway's CPU per request: nginx, the gateway
     and the relay floor under wrk, interleaved, median round; nothing written."""
@@ -1182,6 +1235,8 @@ def main() -> None:
     ap.add_argument("--rps", action="store_true",
                     help="only requests/s and CPU per request of nginx, the gateway and the relay floor (~1 min)")
     ap.add_argument("--profile", metavar="FILE", help="with --rps: cProfile the gateway, stats to FILE")
+    ap.add_argument("--steps", nargs="+", metavar="COMMIT",
+                    help="CPU per request of the gateway at each commit, side by side (a table of steps)")
     ap.add_argument("--serve-app", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--serve-gateway", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--serve-relay", nargs=2, metavar=("SOCKET", "PORT"), help=argparse.SUPPRESS)
@@ -1194,6 +1249,8 @@ def main() -> None:
         return serve_relay(args.serve_relay[0], int(args.serve_relay[1]))
     if args.rps:
         return rps_only(args)
+    if args.steps:
+        return steps(args)
     q = args.quick
     args.seconds = args.seconds or (3 if q else 10)
     args.rounds = args.rounds or (1 if q else 3)
