@@ -214,15 +214,17 @@ def serve_gateway(sock_path: str, port: int, profile: str | None = None) -> None
 
     upstream = UnixUpstream(sock_path)
 
+    def decide(request):
+        return Forward(upstream, core.match(request.host, request.target, "localhost"))
+
     class Resolve:
         """Every request to the socket; decided at once (``now``), as the hub's resolvers decide
         a request whose route and credential they checked within the last second."""
 
-        def now(self, request):
-            return Forward(upstream, core.match(request.host, request.target, "localhost"))
+        now = staticmethod(decide)
 
         async def __call__(self, request):
-            return self.now(request)
+            return decide(request)
 
     if os.environ.get("BENCH_AWAITED"):  # --steps: every decision awaited, a task per request
         del Resolve.now
@@ -897,19 +899,11 @@ def steps(args) -> None:
                                    capture_output=True, text=True).stdout.strip()[:90]
             rows[("gateway " + label) + (" — every decision awaited (a task per request)" if env else "")] = \
                 Target(commit, port, [proc.pid])
-        got: dict[str, list] = {r: [] for r in rows}
-        for _ in range(rounds):
-            for row, t in rows.items():
-                wrk(t, 1, args.connections, args.threads)
-                c0 = cpu_seconds(t.pids)
-                w = wrk(t, seconds, args.connections, args.threads)
-                if w["non_2xx"] or w["socket_errors"]:
-                    raise RuntimeError(f"{row}: errors under wrk: {w}")
-                got[row].append((cpu_seconds(t.pids) - c0) / w["requests"] * 1e6)
+        got = cpu_rounds(rows, rounds, seconds, args)
         load = os.getloadavg()[0]
     finally:
         world.close()
-    med = {r: statistics.median(v) for r, v in got.items()}
+    med = {r: statistics.median(us for _, us in v) for r, v in got.items()}
     ngx = med["nginx → socket"]
     print("| step | proxy CPU per request, µs | nginx's ÷ this (the requests/s ratio once both are CPU-bound) |")
     print("|---|---:|---:|")
@@ -917,6 +911,20 @@ def steps(args) -> None:
         print(f"| {row} | {us:.1f} | {ngx / us:.2f}× |")
     print(f"\n{rounds} rounds of {seconds:g} s interleaved, median; load average {load:.2f} after, on "
           f"{os.cpu_count()} cores")
+
+
+def cpu_rounds(rows: dict[str, Target], rounds: int, seconds: float, args) -> dict[str, list[tuple[float, float]]]:
+    """wrk through each row in turn, ``rounds`` times: (requests/s, the proxy's CPU µs per request) each time."""
+    got: dict[str, list] = {r: [] for r in rows}
+    for _ in range(rounds):
+        for row, t in rows.items():
+            wrk(t, 1, args.connections, args.threads)
+            c0 = cpu_seconds(t.pids)
+            w = wrk(t, seconds, args.connections, args.threads)
+            if w["non_2xx"] or w["socket_errors"]:
+                raise RuntimeError(f"{row}: errors under wrk: {w}")
+            got[row].append((w["rps"], (cpu_seconds(t.pids) - c0) / w["requests"] * 1e6))
+    return got
 
 
 def rps_only(args) -> None:
@@ -928,20 +936,13 @@ def rps_only(args) -> None:
     try:
         targets = world.start(args.nginx_workers, hub=False, profile=args.profile)
         rows = {"nginx": targets["nginx"], "gateway": targets["gateway"], "relay": world.relay}
-        got: dict[str, list] = {r: [] for r in rows}
-        for rnd in range(rounds):
-            for row, t in rows.items():
-                wrk(t, 1, args.connections, args.threads)
-                c0 = cpu_seconds(t.pids)
-                w = wrk(t, seconds, args.connections, args.threads)
-                got[row].append((w["rps"], (cpu_seconds(t.pids) - c0) / w["requests"] * 1e6, w["non_2xx"]))
+        got = cpu_rounds(rows, rounds, seconds, args)
         load = os.getloadavg()[0]
     finally:
         world.close()
     med = {r: sorted(v)[len(v) // 2] for r, v in got.items()}
-    for row, (rps, us, bad) in med.items():
-        print(f"{row:8} {rps:>10,.0f} req/s  {us:6.1f} µs CPU/request  "
-              f"ratio to nginx {rps / med['nginx'][0]:.2f}×  non-2xx {bad}")
+    for row, (rps, us) in med.items():
+        print(f"{row:8} {rps:>10,.0f} req/s  {us:6.1f} µs CPU/request  ratio to nginx {rps / med['nginx'][0]:.2f}×")
     print(f"CPU ratio nginx/gateway {med['nginx'][1] / med['gateway'][1]:.2f}×; load {load:.2f}")
 
 
