@@ -120,7 +120,7 @@ class Reply:
     body: bytes = b""
 
 
-@dataclass
+@dataclass(slots=True)
 class Forward:
     upstream: Upstream
     target: core.Target
@@ -130,7 +130,7 @@ class Forward:
     #: (credentials included: that gateway checks them again), marked as one hop
     passthrough: bool = False
     #: headers the gateway vouches for, added after the client's (e.g. X-Tether-User)
-    headers: core.Headers = field(default_factory=list)
+    headers: core.Headers | tuple = ()
 
 
 Decision = Refuse | Reply | Forward
@@ -231,7 +231,7 @@ class _Exchange:
         # is, so an answer given before the parser says so keeps the connection)
         self.complete = request is not None and body == core.NO_BODY
         self.keep_alive = False  # the browser may send another request after this one
-        self.pending: list[bytes] = []  # body bytes read before the app was connected
+        self.pending: list[bytes] | None = None  # body bytes read before the app was connected
         self.pending_bytes = 0
         self.app: _App | None = None
         self.tail = b""  # bytes after an upgrade request, for the app once it switched
@@ -505,6 +505,8 @@ class _Browser(asyncio.Protocol):
         if ex.app is not None:
             ex.app.write_body(data)
         elif not ex.close:
+            if ex.pending is None:
+                ex.pending = []
             ex.pending.append(data)
             ex.pending_bytes += len(data)
             if ex.pending_bytes > BUFFER:
@@ -767,7 +769,7 @@ class _App(asyncio.Protocol):
                 ex.body == core.CHUNKED))
         ex.app = self
         if ex.pending:
-            pending, ex.pending, ex.pending_bytes = ex.pending, [], 0
+            pending, ex.pending, ex.pending_bytes = ex.pending, None, 0
             for data in pending:
                 self.write_body(data)
         if ex.complete and ex.body == core.CHUNKED:
