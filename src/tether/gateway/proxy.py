@@ -468,9 +468,10 @@ class _Browser(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        method, version = parser.get_method(), parser.get_http_version()
         whole = self.buf + self.data if self.buf else self.data
         start, line_end, end = core.locate_head(whole, self.at)
+        method, proto = parser.get_method(), whole[line_end - 9:line_end]  # (the line as llhttp accepted it)
+        version = "1.1" if proto == b" HTTP/1.1" else "1.0" if proto == b" HTTP/1.0" else parser.get_http_version()
         try:
             if end < 0 or version not in ("1.0", "1.1"):
                 core.check_head(method, version, [])  # refuses the version
