@@ -812,7 +812,8 @@ class _App(asyncio.Protocol):
                 elif self.left > 0:
                     self.passing = True
             self.feeding = False
-            self._flush()
+            if self.out:
+                self._flush()
         except httptools.HttpParserUpgrade as exc:
             self.feeding = False
             self._flush()
