@@ -2,7 +2,12 @@
 Protocols under it.
 
 Each browser connection is a :class:`_Browser` protocol with a request parser; each
-connection to an app is an :class:`_App` protocol with a response parser. Bytes go
+connection to an app is an :class:`_App` protocol with a response parser (one per
+connection, for all its answers). llhttp checks every byte of every head but calls
+Python only where the gateway acts: a message's start, its head's end, body pieces and
+its end; the head itself is taken whole from the bytes llhttp accepted and read by
+:mod:`tether.gateway.core` (one Host and nothing to drop: it goes to the app as it came;
+an answer framed by one Content-Length with nothing to rewrite: to the browser). Bytes go
 from one transport to the other inside the parsers' callbacks: no stream buffers, no
 task per body, no ``drain`` per chunk. A body with a Content-Length passes through as
 it came; a chunked one is re-framed (a size line per piece, the piece itself untouched).
@@ -12,8 +17,9 @@ are spliced byte for byte.
 
 A :data:`Resolver` (forward's and apps', joined by the hub) decides per request:
 refuse, redirect, answer, or forward to an :class:`Upstream` (a local UNIX socket, a
-channel of the node's SSH connection, another replica). One task per request runs
-that decision; everything after it is callbacks. The rules (what is refused, which
+channel of the node's SSH connection, another replica). A resolver that knows at once
+(its ``now``) costs the request no task; otherwise one task per request awaits it (and
+one connects to the app when no kept connection serves); everything else is callbacks. The rules (what is refused, which
 headers pass, how a body is delimited) are in :mod:`tether.gateway.core`; this module
 moves bytes and enforces the limits: head size and header count (431), the time a head
 may take to arrive (408), idle keep-alive connections, upstream connect time, a stalled
