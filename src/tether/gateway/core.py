@@ -296,8 +296,8 @@ def check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, in
 
 def _check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes, bool]:
     low = block.lower()
-    if (method != b"CONNECT" and _REQUEST_SPECIAL_RE.search(low) is None and low.count(b"\nhost:") == 1
-            and b"\ntransfer-encoding:" not in low):  # the commonest: one Host, no body, nothing to drop
+    if (method != b"CONNECT" and version in ("1.0", "1.1") and _REQUEST_SPECIAL_RE.search(low) is None
+            and low.count(b"\nhost:") == 1):  # the commonest: one Host, no body, nothing to drop
         i = low.index(b"\nhost:") + 6
         value = block[i:block.index(b"\r", i)].strip(b" \t")
         return split_host(value), NO_BODY, 0, value, True
