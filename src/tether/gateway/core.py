@@ -318,14 +318,12 @@ def upstream_head(method: bytes, target: bytes, block: bytes, clean: bool, clien
     to drop are cut out in one pass and the gateway's own appended. A request whose
     Cookie may hold the gateway's cookie, or that asks for an upgrade, takes the
     field-by-field way."""
-    tail = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n" % (
-        client_ip.encode(), scheme.encode(), host)
-    if upgrade or (cookie + "=").encode() in block:
+    if upgrade or _cookie_pair(cookie) in block:
         fields = upstream_request_headers(split_fields(block), client_ip=client_ip, scheme=scheme, host=host,
                                           prefix=prefix, cookie=cookie, extra=extra, upgrade=upgrade)
         lines = b"\r\n" + b"".join(b"%s: %s\r\n" % h for h in fields)
     else:
-        lines = (block if clean else _DROP_RE.sub(b"", block)) + tail
+        lines = (block if clean else _DROP_RE.sub(b"", block)) + _forwarded(client_ip, scheme, host)
         if prefix:
             lines += b"x-forwarded-prefix: %s\r\n" % prefix.encode()
         if extra:
@@ -333,6 +331,18 @@ def upstream_head(method: bytes, target: bytes, block: bytes, clean: bool, clien
     if chunked:
         lines += b"transfer-encoding: chunked\r\n"
     return b"%s %s HTTP/1.1%s\r\n" % (method, target, lines)
+
+
+@lru_cache(maxsize=1024)
+def _forwarded(client_ip: str, scheme: str, host: bytes) -> bytes:
+    """The gateway's X-Forwarded-* lines (a browser connection asks for the same ones each request)."""
+    return b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n" % (
+        client_ip.encode(), scheme.encode(), host)
+
+
+@lru_cache(maxsize=256)
+def _cookie_pair(cookie: str) -> bytes:
+    return (cookie + "=").encode()
 
 
 def passable_length(head: bytes) -> int | None:
