@@ -478,9 +478,8 @@ class _ScriptedApp:
         writer.close()
 
 
-@pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
-    app = _ScriptedApp(str(tmp_path_factory.mktemp("scripted") / "app.sock"))
+def scripted_gateway(app: _ScriptedApp):
+    """A gateway in front of ``app`` (served on the gateway's loop), until the generator ends."""
 
     async def resolve(request):
         return Forward(UnixUpstream(app.path), core.match(request.host, request.target, "localhost"))
@@ -489,6 +488,11 @@ def scripted(tmp_path_factory):
     asyncio.run_coroutine_threadsafe(asyncio.start_unix_server(app.handle, app.path), g.loop).result(5)
     yield g
     g.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    yield from scripted_gateway(_ScriptedApp(str(tmp_path_factory.mktemp("scripted") / "app.sock")))
 
 
 def _exchange(g, path: bytes, *, method=b"GET", version=b"HTTP/1.1", extra=b"", then: bytes = b"") -> bytes:

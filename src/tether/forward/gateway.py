@@ -88,13 +88,18 @@ class ForwardResolver:
         """Whether a live route of this name was read within CHECK_SECONDS."""
         return self.routes.get(tuple(route)) is not None
 
-    async def _lookup(self, owner: str, name: str):
+    def _recent(self, owner: str, name: str):
+        """The live route read within CHECK_SECONDS, unless this replica's hold on it changed since."""
         route = self.routes.get((owner, name))
         if route is not None:
             held = self.runtime.live.get((owner, name))
             mine = (route.holder or "").partition("#")[0] == self.runtime.internal
             if (held is None and mine) or (held is not None and held.route.token_id != route.token_id):
-                route = None  # this replica dropped the node, or it registered again since: read it afresh
+                return None  # this replica dropped the node, or it registered again since: read it afresh
+        return route
+
+    async def _lookup(self, owner: str, name: str):
+        route = self._recent(owner, name)
         if route is None:
             route = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
             if route is not None and route.state == "live":  # only a live route: a reconnect shows at once
@@ -136,6 +141,28 @@ class ForwardResolver:
                               f"{access.slug}: {access.reason}", user=_ctx.user.name,
                               token_id=_ctx.token.id if _ctx.token else None)
             return Refuse(access.status, access.slug, access.reason)
+        return self._to_route(request, target, route)
+
+    def now(self, request: Request) -> Decision | None:
+        """The decision without waiting (so the gateway spends no task on it) when the route
+        was read and this credential allowed on it within CHECK_SECONDS and its caveats
+        hold now; None when it must be awaited (``__call__``), which checks the rest."""
+        target = gw.match(request.host, request.target, self.runtime.address.domain)
+        route = self._recent(*target.route)
+        if route is None or route.state != "live" or target.path.startswith(gw.CONTROL_PREFIX.encode()):
+            return None
+        secret = self._credential(request, target)
+        if secret is None:
+            return None
+        key = Checks.key(route.id, route.token_id, request.client_ip, request.method,
+                         gw.is_upgrade(request.headers), secret=secret)
+        if self.checks.allowed(key, request.client_ip) is None:
+            return None
+        return self._to_route(request, target, route)
+
+    def _to_route(self, request: Request, target: gw.Target, route) -> Decision:
+        """An allowed request: to the node's channel when this replica holds it, else to the replica that does."""
+        owner, name = target.route
         held = self.runtime.live.get((owner, name))
         if held is not None and held.route.token_id == route.token_id:
             return Forward(SSHUpstream(held.opener, lambda: self.runtime.connection_opened(route.id)), target,

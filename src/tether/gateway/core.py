@@ -230,6 +230,141 @@ def check_head(method: bytes, version: str, headers: Headers) -> tuple[str, str]
 NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
 
 
+# ---------------------------------------------------------------- heads as llhttp accepted them
+#
+# The proxy lets llhttp (httptools) check every byte of a head, and asks it for no callback
+# per header: it takes the head's block of field lines from the bytes llhttp has just
+# accepted and reads it here, with a few searches of the whole block. llhttp refuses a bare
+# CR or LF, a space before a field's colon, obs-fold and control characters, so in an
+# accepted head every line ends in CRLF, the first empty line ends the head, and a field
+# line is ``NAME:VALUE`` with NAME a token: in the block (which starts with the CRLF that
+# ends the first line), ``\nNAME:`` is where a field NAME begins, and nowhere else.
+# tests/gateway/test_head_block.py holds this against llhttp's own reading.
+
+_FIELD = rb"^([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r$"
+_FIELDS_RE = re.compile(_FIELD, re.M)
+#: the fields that decide a request's framing and route
+_FRAMING_RE = re.compile(_FIELD.replace(rb"[^:\r\n]+", rb"host|content-length|transfer-encoding"), re.M | re.I)
+
+
+def _names(names) -> bytes:
+    return b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+_TO_DROP = HOP_BY_HOP | _FORWARDED | {b"authorization"}
+#: whole field lines the app never sees from a client: hop-by-hop ones, the gateway's
+#: credentials (Authorization; its cookie is taken out of Cookie apart) and what only the
+#: gateway may say (X-Forwarded-*, X-Tether-User)
+_DROP_RE = re.compile(rb"^(?:" + _names(_TO_DROP) + rb"):[^\r\n]*\r\n", re.M | re.I)
+#: in a lowercased request block: a field that is dropped, or that frames a body
+_REQUEST_SPECIAL_RE = re.compile(rb"\n(?:" + _names(_TO_DROP | {b"content-length"}) + rb"):")
+#: in a lowercased answer head: a field that keeps the head from passing as it came
+_ANSWER_SPECIAL_RE = re.compile(rb"\n(?:" + _names(HOP_BY_HOP | {b"set-cookie"}) + rb"):")
+
+
+def locate_head(data: bytes, at: int) -> tuple[int, int, int]:
+    """Where the head that llhttp has accepted, starting at ``at`` in ``data``, lies: (the
+    start of its first line, the end of that line, the start of the CRLFCRLF that ends it).
+    Empty lines before a message are skipped, as llhttp skips them. -1 as the last when
+    the head does not end in ``data`` (an HTTP/0.9 request line, which is refused)."""
+    first = data[at]
+    if first == 13 or first == 10:  # CR, LF
+        at = len(data) - len(data[at:].lstrip(b"\r\n"))
+    line_end = data.find(b"\r\n", at)
+    return at, line_end, data.find(b"\r\n\r\n", line_end)
+
+
+def split_fields(block: bytes) -> Headers:
+    """The (name, value) pairs of a block of field lines (each ending in CRLF), values
+    without the whitespace around them."""
+    return _FIELDS_RE.findall(block)
+
+
+#: heads up to this size have their reading remembered (pure functions of their bytes: a
+#: browser sends the same fields request after request, an app answers with the same head)
+REMEMBERED_HEAD = 2048
+
+
+def check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes, bool]:
+    """:func:`check_head` for a request's block of field lines: (the Host's name, how the
+    body is delimited, its Content-Length when it has one, the Host field's value, and
+    whether the block may go to the app as it came: no field to drop, no body)."""
+    if len(block) <= REMEMBERED_HEAD:
+        return _check_block_remembered(method, version, block)
+    return _check_block(method, version, block)
+
+
+def _check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, int, bytes, bool]:
+    low = block.lower()
+    if (method != b"CONNECT" and version in ("1.0", "1.1") and _REQUEST_SPECIAL_RE.search(low) is None
+            and low.count(b"\nhost:") == 1):  # the commonest: one Host, no body, nothing to drop
+        i = low.index(b"\nhost:") + 6
+        value = block[i:block.index(b"\r", i)].strip(b" \t")
+        return split_host(value), NO_BODY, 0, value, True
+    framing = _FRAMING_RE.findall(block)
+    host, body = check_head(method, version, framing)
+    value = next(v for n, v in framing if n.lower() == b"host")
+    return host, body, content_length(framing) if body == LENGTH else 0, value, False
+
+
+_check_block_remembered = lru_cache(maxsize=1024)(_check_block)  # (a refusal, an exception, is not remembered)
+
+
+def upstream_head(method: bytes, target: bytes, block: bytes, clean: bool, client_ip: str, scheme: str,
+                  host: bytes, prefix: str, cookie: str, extra: Headers = (), upgrade: bool = False,
+                  chunked: bool = False) -> bytes:
+    """The request head the app is sent, by the rules of :func:`upstream_request_headers`,
+    from the client's block of field lines (``clean``: nothing in it to drop): the lines
+    to drop are cut out in one pass and the gateway's own appended. A request whose
+    Cookie may hold the gateway's cookie, or that asks for an upgrade, takes the
+    field-by-field way."""
+    if upgrade or _cookie_pair(cookie) in block:
+        fields = upstream_request_headers(split_fields(block), client_ip=client_ip, scheme=scheme, host=host,
+                                          prefix=prefix, cookie=cookie, extra=extra, upgrade=upgrade)
+        lines = b"\r\n" + b"".join(b"%s: %s\r\n" % h for h in fields)
+    else:
+        lines = (block if clean else _DROP_RE.sub(b"", block)) + _forwarded(client_ip, scheme, host)
+        if prefix:
+            lines += b"x-forwarded-prefix: %s\r\n" % prefix.encode()
+        if extra:
+            lines += b"".join(b"%s: %s\r\n" % h for h in extra)
+    if chunked:
+        lines += b"transfer-encoding: chunked\r\n"
+    return b"%s %s HTTP/1.1%s\r\n" % (method, target, lines)
+
+
+@lru_cache(maxsize=1024)
+def _forwarded(client_ip: str, scheme: str, host: bytes) -> bytes:
+    """The gateway's X-Forwarded-* lines (a browser connection asks for the same ones each request)."""
+    return b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n" % (
+        client_ip.encode(), scheme.encode(), host)
+
+
+@lru_cache(maxsize=256)
+def _cookie_pair(cookie: str) -> bytes:
+    return (cookie + "=").encode()
+
+
+def passable_length(head: bytes) -> int | None:
+    """The Content-Length of an app's final answer head that may go to the browser as it
+    came: HTTP/1.1, its body delimited by one Content-Length, and no hop-by-hop field or
+    Set-Cookie (which :func:`response_head` would rewrite). None for any other head."""
+    return _passable_remembered(head) if len(head) <= REMEMBERED_HEAD else _passable_length(head)
+
+
+def _passable_length(head: bytes) -> int | None:
+    if not head.startswith(b"HTTP/1.1 "):
+        return None
+    low = head.lower()
+    if _ANSWER_SPECIAL_RE.search(low) is not None or low.count(b"\ncontent-length:") != 1:
+        return None
+    i = low.index(b"\ncontent-length:") + 16
+    return int(head[i:head.index(b"\r", i)])
+
+
+_passable_remembered = lru_cache(maxsize=1024)(_passable_length)
+
+
 def content_length(headers: Headers) -> int:
     """The Content-Length of a message the parser accepted (so it has at most one, all digits)."""
     return next((int(v) for n, v in headers if n.lower() == b"content-length"), 0)
@@ -288,6 +423,7 @@ def is_upgrade(headers: Headers) -> bool:
     return b"upgrade" in [t.strip() for t in conn.split(b",")] and any(n.lower() == b"upgrade" for n, _ in headers)
 
 
+@lru_cache(maxsize=256)
 def cookie_name(secure: bool, prefix: str = "") -> str:
     """The gateway's session cookie on a route. On its own origin: ``__Host-`` (which needs
     Secure: a plain-HTTP gateway, a laptop's *.localhost, drops the prefix). In path mode

@@ -2,7 +2,12 @@
 Protocols under it.
 
 Each browser connection is a :class:`_Browser` protocol with a request parser; each
-connection to an app is an :class:`_App` protocol with a response parser. Bytes go
+connection to an app is an :class:`_App` protocol with a response parser (one per
+connection, for all its answers). llhttp checks every byte of every head but calls
+Python only where the gateway acts: a message's start, its head's end, body pieces and
+its end; the head itself is taken whole from the bytes llhttp accepted and read by
+:mod:`tether.gateway.core` (one Host and nothing to drop: it goes to the app as it came;
+an answer framed by one Content-Length with nothing to rewrite: to the browser). Bytes go
 from one transport to the other inside the parsers' callbacks: no stream buffers, no
 task per body, no ``drain`` per chunk. A body with a Content-Length passes through as
 it came; a chunked one is re-framed (a size line per piece, the piece itself untouched).
@@ -12,8 +17,9 @@ are spliced byte for byte.
 
 A :data:`Resolver` (forward's and apps', joined by the hub) decides per request:
 refuse, redirect, answer, or forward to an :class:`Upstream` (a local UNIX socket, a
-channel of the node's SSH connection, another replica). One task per request runs
-that decision; everything after it is callbacks. The rules (what is refused, which
+channel of the node's SSH connection, another replica). A resolver that knows at once
+(its ``now``) costs the request no task; otherwise one task per request awaits it (and
+one connects to the app when no kept connection serves); everything else is callbacks. The rules (what is refused, which
 headers pass, how a body is delimited) are in :mod:`tether.gateway.core`; this module
 moves bytes and enforces the limits: head size and header count (431), the time a head
 may take to arrive (408), idle keep-alive connections, upstream connect time, a stalled
@@ -59,14 +65,23 @@ class Limits:
     max_connections: int = 4096
 
 
-@dataclass
 class Request:
-    method: bytes
-    target: bytes
-    headers: core.Headers
-    host: str
-    client_ip: str
-    scheme: str
+    """A request's head as the resolver sees it. ``headers`` is split from the head's block of
+    field lines (``block``) when first asked for: a resolver that needs only the host and
+    target costs no split."""
+
+    __slots__ = ("method", "target", "_headers", "host", "client_ip", "scheme", "block")
+
+    def __init__(self, method: bytes, target: bytes, headers: core.Headers | None, host: str, client_ip: str,
+                 scheme: str, block: bytes = b""):
+        self.method, self.target, self._headers, self.host = method, target, headers, host
+        self.client_ip, self.scheme, self.block = client_ip, scheme, block
+
+    @property
+    def headers(self) -> core.Headers:
+        if self._headers is None:
+            self._headers = core.split_fields(self.block)
+        return self._headers
 
     def hop(self) -> bool:
         """Passed on by another replica's gateway (which does not hold the route)."""
@@ -111,7 +126,7 @@ class Reply:
     body: bytes = b""
 
 
-@dataclass
+@dataclass(slots=True)
 class Forward:
     upstream: Upstream
     target: core.Target
@@ -121,12 +136,15 @@ class Forward:
     #: (credentials included: that gateway checks them again), marked as one hop
     passthrough: bool = False
     #: headers the gateway vouches for, added after the client's (e.g. X-Tether-User)
-    headers: core.Headers = field(default_factory=list)
+    headers: core.Headers | tuple = ()
 
 
 Decision = Refuse | Reply | Forward
+#: decides each request. It may also have a ``now(request)`` method that gives the decision
+#: without waiting when it can (from what it holds in memory: a route and a credential
+#: checked within the last second), and None when it must be awaited; then the request
+#: costs no task.
 Resolver = Callable[[Request], Awaitable[Decision]]
-
 
 
 
@@ -171,6 +189,12 @@ def _nothing(*args) -> None:
     return None
 
 
+class _Desync(Exception):
+    """A request pipelined right behind a chunked body, in the same read: where its head
+    begins is known only to llhttp, so it is not read (the connection closes after the
+    answers before it; a client retries such a request on a new connection)."""
+
+
 class _Refused(Exception):
     """A request head the gateway will not pass on (raised inside the parser's callback)."""
 
@@ -189,12 +213,12 @@ def _raised(exc: Exception) -> BaseException | None:
     return exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
 
 
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
 def _head(status: int, reason: bytes, headers: core.Headers) -> bytes:
     if not reason:
-        try:
-            reason = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            reason = b"Unknown"
+        reason = _PHRASES.get(status, b"Unknown")
     return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(b"%s: %s\r\n" % h for h in headers))
 
 
@@ -202,14 +226,18 @@ class _Exchange:
     """One request and its answer, from the request's head to the answer's last byte."""
 
     __slots__ = ("request", "http11", "body", "upgrade", "complete", "keep_alive", "pending", "pending_bytes",
-                 "app", "tail", "refusal", "close", "task")
+                 "app", "tail", "refusal", "close", "task", "host", "clean")
 
     def __init__(self, request: Request | None, http11: bool = True, body: str = core.NO_BODY,
-                 upgrade: bool = False):
+                 upgrade: bool = False, host: bytes = b"", clean: bool = False):
         self.request, self.http11, self.body, self.upgrade = request, http11, body, upgrade
-        self.complete = False  # the whole request has been read from the browser
+        self.host = host  # the Host field's value, as the browser sent it
+        self.clean = clean  # its fields may go to the app as they came
+        # the whole request has been read from the browser (one without a body: once its head
+        # is, so an answer given before the parser says so keeps the connection)
+        self.complete = request is not None and body == core.NO_BODY
         self.keep_alive = False  # the browser may send another request after this one
-        self.pending: list[bytes] = []  # body bytes read before the app was connected
+        self.pending: list[bytes] | None = None  # body bytes read before the app was connected
         self.pending_bytes = 0
         self.app: _App | None = None
         self.tail = b""  # bytes after an upgrade request, for the app once it switched
@@ -235,8 +263,10 @@ class _Browser(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Exchange] = deque()
         self.ex: _Exchange | None = None  # the exchange being parsed
-        self.in_head, self.head_bytes, self.n_headers = True, 0, 0
-        self.url, self.headers = b"", []
+        self.in_head, self.head_bytes = True, 0
+        # the bytes of a head that began in an earlier read, the read being parsed, and where
+        # in the two the message being parsed begins (None: behind a chunked body, unknown)
+        self.buf, self.data, self.at = b"", b"", 0
         self.body_left = 0  # of a Content-Length body
         self.passing = False  # the rest of such a body goes to the app without the parser
         self.dead = False  # no more requests are parsed on this connection
@@ -365,8 +395,6 @@ class _Browser(asyncio.Protocol):
         if self.passing:
             return self._pass_body(data)
         if self.in_head:
-            if self.head_bytes == 0:
-                self._arm(HEAD, self.limits.head_timeout)
             room = self.limits.max_head_bytes - self.head_bytes
             if len(data) > room:
                 # give the parser only what fits: if the head ends within it, the rest is a
@@ -394,22 +422,42 @@ class _Browser(asyncio.Protocol):
         self.on_body(data[:left] if len(data) > left else data)
         self.passing = False
         self.parser = httptools.HttpRequestParser(self)  # the old one still waits for the body
+        self.buf, self.at = b"", 0
         self.on_message_complete()
         if len(data) > left:
             self.data_received(data[left:])
 
     def _feed(self, data: bytes) -> None:
+        self.data = data
         try:
             self.parser.feed_data(data)
-            if self.body_left > 0 and not self.ex.complete:
-                self.passing = True
+            if self.in_head:  # keep what has come of the next head (if any) for the next read
+                at = self.at
+                if at is None:  # the chunked body ended in this read, and no message began behind it
+                    self.buf, self.at = b"", 0
+                else:
+                    whole = self.buf + data if self.buf else data
+                    if at < len(whole):
+                        self.buf, self.at = whole[at:], 0
+                        if self.timeout_kind != HEAD and self.buf.strip(b"\r\n"):
+                            # a head begun and not ended: it has head_timeout to arrive (one that
+                            # arrives in one read, the commonest, costs the timer nothing)
+                            self._arm(HEAD, self.limits.head_timeout)
+                    else:
+                        self.buf, self.at = b"", 0
+            else:
+                self.buf = b""
+                if self.body_left > 0 and not self.ex.complete:
+                    self.passing = True
         except httptools.HttpParserUpgrade as exc:
             # an upgrade request: what follows it is for the app, once (and if) it switches
-            self.queue[-1].tail = data[exc.args[0]:]
+            self.ex.tail = data[exc.args[0]:]
             self.dead = True
             self._pause("upgrade")
         except httptools.HttpParserError as exc:
             refused = _raised(exc)
+            if isinstance(refused, _Desync):
+                return self._desync()
             if isinstance(refused, _Refused):
                 return self._refuse_head(refused.status, refused.slug, refused.detail)
             if refused is not None:
@@ -417,29 +465,36 @@ class _Browser(asyncio.Protocol):
             self._refuse_head(400, "bad-request", f"malformed request: {exc}")
 
     def on_message_begin(self) -> None:
-        self.url, self.headers, self.n_headers = b"", [], 0
+        if self.at is None:
+            raise _Desync()
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.n_headers += 1
-        if self.n_headers > self.limits.max_headers:
-            raise _Refused(431, "too-many-headers", f"at most {self.limits.max_headers} headers are accepted")
-        self.headers.append((name, value))
+    # (no on_url, no on_header: llhttp checks the head's every byte, and the head is taken
+    # whole from the bytes it accepted, one split instead of a callback per field)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        parser, headers = self.parser, self.headers
-        method, version = parser.get_method(), parser.get_http_version()
+        parser = self.parser
+        whole = self.buf + self.data if self.buf else self.data
+        start, line_end, end = core.locate_head(whole, self.at)
+        method, proto = parser.get_method(), whole[line_end - 9:line_end]  # (the line as llhttp accepted it)
+        version = "1.1" if proto == b" HTTP/1.1" else "1.0" if proto == b" HTTP/1.0" else parser.get_http_version()
         try:
-            host, body = core.check_head(method, version, headers)
+            if end < 0 or version not in ("1.0", "1.1"):
+                core.check_head(method, version, [])  # refuses the version
+                raise core.GatewayError(400, "bad-request", "malformed request head")
+            block = whole[line_end:end + 2]  # the field lines, each after a CRLF
+            if block.count(b"\n") > self.limits.max_headers + 1:
+                raise core.GatewayError(431, "too-many-headers",
+                                        f"at most {self.limits.max_headers} headers are accepted")
+            host, body, length, host_value, clean = core.check_block(method, version, block)
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
-        request = Request(method, self.url, headers, host, self.client_ip, self.gw.scheme)
-        ex = _Exchange(request, version == "1.1", body, parser.should_upgrade())
+        target = whole[start:line_end].split(b" ", 2)[1]
+        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), version == "1.1",
+                       body, parser.should_upgrade(), host_value, clean)
         ex.keep_alive = parser.should_keep_alive()
-        self.body_left = core.content_length(headers) if ex.body == core.LENGTH else 0
+        self.body_left = length
+        self.at = end + 4 + length if body != core.CHUNKED else None
         self.ex = ex
         self.queue.append(ex)
         if ex.body != core.NO_BODY:
@@ -457,6 +512,8 @@ class _Browser(asyncio.Protocol):
         if ex.app is not None:
             ex.app.write_body(data)
         elif not ex.close:
+            if ex.pending is None:
+                ex.pending = []
             ex.pending.append(data)
             ex.pending_bytes += len(data)
             if ex.pending_bytes > BUFFER:
@@ -470,6 +527,17 @@ class _Browser(asyncio.Protocol):
             self.timeout_kind = None
         if ex.app is not None:
             ex.app.end_body()
+        elif not self.queue and not self.dead:  # answered already (by the gateway, at once): wait for the next
+            self._arm(IDLE, self.limits.idle_timeout)
+
+    def _desync(self) -> None:
+        """Stop reading; the answers to the requests read so far are sent, then the connection closes."""
+        self.dead = True
+        self._pause("refused")
+        if self.queue:
+            self.queue[-1].close = True
+        else:
+            self._close()
 
     def _refuse_head(self, status: int, slug: str, detail: str) -> None:
         """A request the parser (or the head's rules) refused: answered in its turn, then closed.
@@ -502,6 +570,20 @@ class _Browser(asyncio.Protocol):
             self.gw.on_refusal(ex.refusal.status)
             self._answer(ex, *self.gw.refusal(ex.request, ex.refusal))
             return
+        now = self.gw.now
+        if now is not None:  # the resolver may know at once: no task, no turn of the loop
+            try:
+                try:
+                    decision = now(ex.request)
+                except core.GatewayError as exc:
+                    decision = Refuse(exc.status, exc.slug, exc.detail)
+                if type(decision) is Forward:
+                    return self._forward(ex, decision)
+                if decision is not None:
+                    return self._decided(ex, decision)
+            except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
+                log.exception("gateway connection failed")
+                return self._close()
         ex.task = self.loop.create_task(self._serve(ex))
 
     async def _serve(self, ex: _Exchange) -> None:
@@ -512,16 +594,19 @@ class _Browser(asyncio.Protocol):
                 decision = Refuse(exc.status, exc.slug, exc.detail)
             if self.transport is None:
                 return
-            if isinstance(decision, Refuse):
-                self.gw.on_refusal(decision.status)
-                self._answer(ex, *self.gw.refusal(ex.request, decision))
-            elif isinstance(decision, Reply):
-                self._answer(ex, decision.status, decision.headers, decision.body)
-            else:
-                await self._forward(ex, decision)
+            self._decided(ex, decision)
         except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
             log.exception("gateway connection failed")
             self._close()
+
+    def _decided(self, ex: _Exchange, decision: Decision) -> None:
+        if isinstance(decision, Forward):
+            self._forward(ex, decision)
+        elif isinstance(decision, Refuse):
+            self.gw.on_refusal(decision.status)
+            self._answer(ex, *self.gw.refusal(ex.request, decision))
+        else:
+            self._answer(ex, decision.status, decision.headers, decision.body)
 
     def _answer(self, ex: _Exchange, status: int, headers: core.Headers, body: bytes) -> None:
         """An answer of the gateway's own; the request's body, if any is still coming, is not read."""
@@ -533,30 +618,43 @@ class _Browser(asyncio.Protocol):
         self.transport.write(_head(status, b"", headers) + body)
         self.finished(ex, None)
 
-    async def _forward(self, ex: _Exchange, fwd: Forward) -> None:
+    def _forward(self, ex: _Exchange, fwd: Forward) -> None:
         # another replica's gateway checks every request it is passed: one connection each
         key = None if fwd.passthrough else getattr(fwd.upstream, "key", None)
-        app = None
         if self.kept is not None:
             kept_key, app = self.kept
             self.kept = None
-            if key is None or kept_key != key or not app.idle():
-                app.abandon()
-                app = None
-        if app is None:
-            try:
-                app = await asyncio.wait_for(fwd.upstream.connect(_App), self.limits.connect_timeout)
-            except Exception as exc:  # noqa: BLE001 - any failure to reach the app
-                log.info("gateway: cannot reach %s/%s: %s", fwd.target.route.user, fwd.target.route.name, exc)
-                (fwd.on_status or _nothing)(503)
-                if self.transport is not None:
-                    self._answer(ex, *self.gw.refusal(ex.request, Refuse(
-                        503, "app-unreachable", "the app behind this route is not answering (its node may be "
-                        "reconnecting); retry shortly", [(b"retry-after", b"2")])))
+            if key is not None and kept_key == key and app.idle():  # the kept connection: no task, no wait
+                app.start(self, ex, fwd)
+                if self.write_paused:
+                    app.pause_reading()
+                if self.paused:
+                    self._unpause("buffer")
                 return
-            if self.transport is None:
-                app.abandon()
-                return
+            app.abandon()
+        ex.task = self.loop.create_task(self._connect(ex, fwd, key))
+
+    async def _connect(self, ex: _Exchange, fwd: Forward, key: Any) -> None:
+        try:
+            app = await asyncio.wait_for(fwd.upstream.connect(_App), self.limits.connect_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the app
+            log.info("gateway: cannot reach %s/%s: %s", fwd.target.route.user, fwd.target.route.name, exc)
+            (fwd.on_status or _nothing)(503)
+            if self.transport is not None:
+                self._answer(ex, *self.gw.refusal(ex.request, Refuse(
+                    503, "app-unreachable", "the app behind this route is not answering (its node may be "
+                    "reconnecting); retry shortly", [(b"retry-after", b"2")])))
+            return
+        if self.transport is None:
+            app.abandon()
+            return
+        try:
+            self._send(ex, fwd, app, key)
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
+            log.exception("gateway connection failed")
+            self._close()
+
+    def _send(self, ex: _Exchange, fwd: Forward, app: _App, key: Any) -> None:
         app.key = key
         app.start(self, ex, fwd)
         if self.write_paused:
@@ -570,7 +668,8 @@ class _Browser(asyncio.Protocol):
         ex.app = None
         if app is not None:
             self.kept = (app.key, app)
-        self._unpause("app")
+        if self.paused:
+            self._unpause("app")
         if ex.close or self.transport is None:
             self._close()
             return
@@ -600,11 +699,13 @@ class _App(asyncio.Protocol):
         self.key: Any = None
         self.browser: _Browser | None = None
         self.ex: _Exchange | None = None
+        # one parser per connection, made again only after an answer it did not read to its
+        # end (to a HEAD, or a body passed on without it)
         self.parser: Any = None
         self.closed = False
         self.spliced = False
-        self.headers: core.Headers = []
-        self.reason = b""
+        self.in_head = False
+        self.buf, self.data, self.at = b"", b"", 0  # as the browser side's: the head being read
         self.mode = self.down = core.NO_BODY
         self.head_sent = False
         self.out: list[bytes] = []  # for the browser, written once per read from the app (a head and a body: one write)
@@ -612,14 +713,16 @@ class _App(asyncio.Protocol):
         self.left = 0  # of a Content-Length body
         self.passing = False  # the rest of such a body goes to the browser without the parser
         self.counted: Callable[[int, int], None] = _nothing
-        self.on_status: Callable[[int], None] = _nothing
+        # the route's status counter (not named on_status: httptools would take it for its callback)
+        self.report_status: Callable[[int], None] = _nothing
+        self.feeding = False  # inside the parser: not free for another request until it returns
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def idle(self) -> bool:
-        return not self.closed and self.ex is None and not self.transport.is_closing()
+        return not self.closed and self.ex is None and not self.feeding and not self.transport.is_closing()
 
     def abandon(self) -> None:
         self.browser = self.ex = None
@@ -646,11 +749,13 @@ class _App(asyncio.Protocol):
 
     def start(self, browser: _Browser, ex: _Exchange, fwd: Forward) -> None:
         self.browser, self.ex = browser, ex
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
         self.head_sent = self.passing = False
+        self.in_head, self.buf, self.at = True, b"", 0
         self.out = []
         self.counted = fwd.on_bytes or _nothing
-        self.on_status = fwd.on_status or _nothing
+        self.report_status = fwd.on_status or _nothing
         request = ex.request
         if fwd.passthrough:
             upgrade = ex.upgrade
@@ -658,23 +763,23 @@ class _App(asyncio.Protocol):
                        if n.lower() not in core.HOP_BY_HOP or (upgrade and n.lower() == b"upgrade")]
             headers += [(b"connection", b"upgrade")] if upgrade else []
             headers.append((HOP_HEADER, b"1"))
-            target = request.target
+            if ex.body == core.CHUNKED:
+                headers.append((b"transfer-encoding", b"chunked"))
+            self.transport.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (
+                request.method, request.target, b"".join(b"%s: %s\r\n" % h for h in headers)))
         else:
-            headers = core.upstream_request_headers(
-                request.headers, client_ip=request.client_ip, scheme=request.scheme,
-                host=next((v for n, v in request.headers if n.lower() == b"host"), b""),
-                prefix=fwd.target.prefix, cookie=core.cookie_name(request.scheme == "https", fwd.target.prefix),
-                extra=fwd.headers, upgrade=ex.upgrade)
-            target = fwd.target.path
-        if ex.body == core.CHUNKED:
-            headers.append((b"transfer-encoding", b"chunked"))
-        self.transport.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (
-            request.method, target, b"".join(b"%s: %s\r\n" % h for h in headers)))
+            target = fwd.target
+            self.transport.write(core.upstream_head(
+                request.method, target.path, request.block, ex.clean, request.client_ip, request.scheme, ex.host,
+                target.prefix,
+                core.cookie_name(request.scheme == "https", target.prefix), fwd.headers, ex.upgrade,
+                ex.body == core.CHUNKED))
         ex.app = self
-        pending, ex.pending, ex.pending_bytes = ex.pending, [], 0
-        for data in pending:
-            self.write_body(data)
-        if ex.complete:
+        if ex.pending:
+            pending, ex.pending, ex.pending_bytes = ex.pending, None, 0
+            for data in pending:
+                self.write_body(data)
+        if ex.complete and ex.body == core.CHUNKED:
             self.end_body()
 
     def write_body(self, data: bytes) -> None:
@@ -702,52 +807,75 @@ class _App(asyncio.Protocol):
         if self.passing:
             self._pass_body(data)
             return self._flush()
+        ex = self.ex
+        self.data, self.feeding = data, True
         try:
             self.parser.feed_data(data)
-            if self.left > 0 and self.ex is not None:
-                self.passing = True
-            self._flush()
+            if self.ex is ex:
+                if self.in_head:  # keep what has come of the head for the next read
+                    whole = self.buf + data if self.buf else data
+                    self.buf, self.at = whole[self.at:], 0
+                elif self.left > 0:
+                    self.passing = True
+            self.feeding = False
+            if self.out:
+                self._flush()
         except httptools.HttpParserUpgrade as exc:
+            self.feeding = False
             self._flush()
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
+            self.feeding = False
             log.info("gateway: the app's response cannot be relayed: %s", _raised(exc) or exc)
             self._broken()
 
     def on_message_begin(self) -> None:
-        self.headers, self.reason = [], b""
+        if self.ex is None or not self.in_head:
+            raise _BadResponse("bytes after its answer")
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= MAX_APP_HEADERS:
-            raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
-        self.headers.append((name, value))
+    # (no on_status, no on_header: as on the browser's side, the head is taken whole from
+    # the bytes llhttp accepted)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        ex, browser = self.ex, self.browser
+        ex = self.ex
+        whole = self.buf + self.data if self.buf else self.data
+        start, line_end, end = core.locate_head(whole, self.at)
+        head = whole[start:end + 4]
+        self.at = end + 4  # an informational answer's: the next head begins there
+        if head.count(b"\n") > MAX_APP_HEADERS + 2:
+            raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
+        if status >= 200:
+            self.in_head = False
+            self.report_status(status)
+            self.keep = self.parser.should_keep_alive()
+            self.head_sent = True
+            keep_alive = ex.complete and ex.keep_alive and not ex.upgrade and not ex.close
+            method = ex.request.method
+            length = None if method == b"HEAD" or status in (204, 304) else core.passable_length(head)
+            if length is not None:  # the app's head as it came (the commonest answer)
+                self.mode = self.down = core.LENGTH
+                self.left, ex.close = length, not keep_alive
+                self.out.append(head if keep_alive else head[:-2] + b"connection: close\r\n\r\n")
+                return
+        line = whole[start:line_end].split(b" ", 2)
+        reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
         if status < 200:
             if status == 101:
                 if not ex.upgrade:
                     raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
-                self.on_status(101)
+                self.report_status(101)
                 self.head_sent = True
-                self.out.append(_head(101, self.reason, core.downstream_response_headers(
-                    self.headers, upgrade=True)))
+                self.out.append(_head(101, reason, core.downstream_response_headers(headers, upgrade=True)))
             elif ex.http11 and status in (100, 103):
-                self.out.append(_head(status, self.reason, core.downstream_response_headers(self.headers)))
+                self.out.append(_head(status, reason, core.downstream_response_headers(headers)))
             return
-        self.on_status(status)
-        head = core.response_head(status, ex.request.method, self.headers, http11=ex.http11, keep_alive=(
-            ex.complete and ex.keep_alive and not ex.upgrade and not ex.close))
+        head = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
         self.mode, self.down, self.left, ex.close = head.body, head.down, head.length, head.close
-        self.keep = self.parser.should_keep_alive()
-        self.head_sent = True
-        self.out.append(_head(status, self.reason, head.headers))
-        if ex.request.method == b"HEAD":
-            self._done(False)  # the parser would wait for the body a Content-Length announces
+        self.out.append(_head(status, reason, head.headers))
+        if method == b"HEAD":
+            self.parser = None  # it would wait for the body a Content-Length announces
+            self._done(False)
 
     def on_body(self, data: bytes) -> None:
         self.counted(0, len(data))
@@ -770,6 +898,7 @@ class _App(asyncio.Protocol):
         if len(data) < left:
             return self.on_body(data)
         self.passing = False
+        self.parser = None  # it still waits for the body
         self.on_body(data[:left] if len(data) > left else data)
         self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
 
@@ -815,7 +944,7 @@ class _App(asyncio.Protocol):
         if self.head_sent:
             browser._close()  # mid-answer: nothing sane to add
             return
-        self.on_status(502)
+        self.report_status(502)
         ex.close = True
         browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
             502, "bad-gateway", "the app's answer was not valid HTTP/1.1")))
@@ -842,7 +971,7 @@ class _App(asyncio.Protocol):
             else:
                 ex = self.ex
                 self.browser = self.ex = None
-                self.on_status(502)
+                self.report_status(502)
                 ex.close = True
                 browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
                     502, "app-closed", "the app closed its connection without answering")))
@@ -853,6 +982,7 @@ class Gateway:
                  on_refusal: Callable[[int], None] | None = None,
                  on_connections: Callable[[int], None] | None = None):
         self.resolver = resolver
+        self.now: Callable[[Request], Decision | None] | None = getattr(resolver, "now", None)
         self.scheme = scheme
         self.limits = limits or Limits()
         self.open_connections = 0

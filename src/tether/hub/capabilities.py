@@ -85,6 +85,13 @@ def gateway_resolver(forward: Any, apps: Any, domain: str):
                 return decision
         return await forward(request)
 
+    def now(request):
+        """Forward's decision without waiting, for a name forward has seen live (no instance has it)."""
+        if apps is not None and not forward.knows(gw.match(request.host, request.target, domain).route):
+            return None
+        return forward.now(request)
+
+    resolve.now = now
     return resolve
 
 
