@@ -6,18 +6,15 @@ failed authentication on PostgreSQL (``tether.auth.failures``); successes write
 nothing. A replica deletes the rows older than the previous minute once a minute. A
 single hub on SQLite keeps counting in its memory and leaves the table empty.
 
-(Numbered 0021 by the branch that made it; while it was made, 0020 was another branch's:
-set ``down_revision`` to the newest migration merged before it.)
-
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
