@@ -43,6 +43,10 @@ Run from the repository root::
     .venv/bin/python benchmarks/forward_gateway.py            # about 4 minutes (1 GiB, 3 rounds of 10 s)
     .venv/bin/python benchmarks/forward_gateway.py --json     # machine-readable
     .venv/bin/python benchmarks/forward_gateway.py --write-docs   # also rewrite "Forward gateway" in docs/benchmarks.md
+    .venv/bin/python benchmarks/forward_gateway.py --rps          # ~1 min: requests/s and CPU per request of
+                                                                  # nginx, the gateway and the relay floor only
+    .venv/bin/python benchmarks/forward_gateway.py --rps --profile /tmp/gw.prof   # the same, cProfiling the gateway
+    .venv/bin/python benchmarks/forward_gateway.py --steps C1 C2 ...  # the gateway at each commit, side by side
 
 Every process it starts (app, nginx, gateway, hub, ssh) is stopped by its pid, and its
 temporary directory removed, when it finishes or fails.
