@@ -69,6 +69,9 @@ class HubSettings(BaseSettings):
     max_header_bytes: int = Field(default=64 << 10, ge=4096, le=16 << 20,
                                   description="largest request line and headers of one request (431)")
     max_headers: int = Field(default=100, ge=16, le=10_000, description="most header fields in one request (431)")
+    header_timeout: float = Field(
+        default=10, gt=0, le=3600,
+        description="seconds a request line and headers may take to arrive, API and gateway alike (408)")
     audit_anonymous_interval: float = Field(
         default=60, gt=0, le=86400,
         description="refusals of unauthenticated requests: one audit row per source and reason per this many seconds",

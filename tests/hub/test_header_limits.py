@@ -99,3 +99,39 @@ def test_huge_headers_keep_memory_flat_and_others_served(start_hub):
         assert took < 5
     assert slowest < 1, slowest
     assert grown < 30 * MiB, f"the hub grew by {grown / MiB:.0f} MiB"
+
+
+def test_a_head_that_does_not_arrive_in_time_gets_408_and_others_are_served(start_hub):
+    """Slow-loris on the API: half a head, then nothing. Before header_timeout existed the
+    connection stayed open for good (uvicorn times only the wait between requests)."""
+    hub = start_hub(env={"TETHER_HEADER_TIMEOUT": "1"})
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as half, \
+            socket.create_connection(("127.0.0.1", hub.port), timeout=10) as mute:
+        half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        assert httpx.get(hub.url + "/healthz").status_code == 200  # others are served meanwhile
+        answer = b""
+        while chunk := half.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"head-timeout" in answer and b"header_timeout" in answer
+        assert 0.8 < waited < 5, waited
+        assert mute.recv(1) == b""  # sent nothing: closed without an answer
+
+
+def test_a_kept_connection_is_timed_per_head_and_a_long_answer_is_not(start_hub):
+    """The timer runs while a head arrives, not while the hub makes its answer: a request
+    whose answer takes longer than header_timeout is answered, and the next head on the
+    same connection is timed from its own first byte."""
+    hub = start_hub(env={"TETHER_HEADER_TIMEOUT": "1"})
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        time.sleep(0.5)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # half of the second head
+        time.sleep(0.7)  # 1.2 s since the first request, 0.7 s into this head: in time
+        s.sendall(b"\r\n")
+        second = s.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200 "), second[:200]

@@ -212,7 +212,8 @@ def _serve(uvicorn, app, settings, host: str, port: int, sock, limited_http_prot
 
     config = uvicorn.Config(
         app,
-        http=limited_http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past them
+        http=limited_http_protocol(settings.max_header_bytes, settings.max_headers,  # 431 past them
+                                   settings.header_timeout),  # 408 past it
         host=host,
         port=port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

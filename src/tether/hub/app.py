@@ -403,7 +403,8 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, 
         context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key)
     host, port = split_listen(settings.gateway_listen)
     # the same head limits as the API listener's (431 past them)
-    limits = Limits(max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
+    limits = Limits(max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
+                    head_timeout=settings.header_timeout)
     gateway = Gateway(resolver, scheme="https" if context else "http", limits=limits,
                       on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
                       on_connections=metrics.gateway_connections.set)
