@@ -135,3 +135,22 @@ def test_a_kept_connection_is_timed_per_head_and_a_long_answer_is_not(start_hub)
         s.sendall(b"\r\n")
         second = s.recv(65536)
         assert second.startswith(b"HTTP/1.1 200 "), second[:200]
+
+
+def test_the_hub_raises_its_open_files_limit_to_the_hard_one(start_hub):
+    """Every connection is a file: started with a soft limit of 1,024 (Debian's default),
+    the hub raises it to the hard limit rather than stall its accepts at 1,024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        import pytest
+        pytest.skip(f"the hard limit here is {hard}: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # the hub inherits it
+    try:
+        hub = start_hub()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    line = next(x for x in Path(f"/proc/{hub.proc.pid}/limits").read_text().splitlines()
+                if x.startswith("Max open files"))
+    assert line.split()[3] == (str(hard) if hard != resource.RLIM_INFINITY else "unlimited"), line

@@ -85,6 +85,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         sys.exit(2)
 
     sock = None if recover_admin else _bind_listeners(settings)  # before anything is said or written
+    _raise_open_files()
 
     import uvicorn
 
@@ -174,6 +175,17 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     finally:
         if nats is not None and hasattr(nats, "stop"):
             nats.stop()
+
+
+def _raise_open_files() -> None:
+    """The soft limit on open files up to the hard one: every browser, node and held wait
+    is a socket, and at Debian's default soft limit (1,024) asyncio stops accepting for a
+    second each time it runs out."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _signal_nats(settings, data: Path, db):
