@@ -117,6 +117,8 @@ class HubProcess(HubHelpers):
         self.proc: subprocess.Popen | None = None
         self.verify: ssl.SSLContext | bool = True
         self.started = False
+        self.argv: list[str] = []
+        self._built = 0
         self._pick_ports()
 
     def _pick_ports(self) -> None:
@@ -126,8 +128,11 @@ class HubProcess(HubHelpers):
         scheme = "https" if "--tls-cert" in self.args else "http"
         self.url = f"{scheme}://{shown}:{self.port}"
         listen = [x for flag, port in self.ports.items() for x in (flag, f"{shown}:{port}")]
+        appended = self.argv[self._built:] if self.argv else []  # options a caller added to argv
         self.argv = [sys.executable, "-m", "tether", "hub", "--data", str(self.data_dir),
                      "--listen", f"{shown}:{self.port}", *listen, *self.args]
+        self._built = len(self.argv)
+        self.argv += appended
 
     def start(self, timeout: float = 30, attempts: int = 3) -> "HubProcess":
         for attempt in range(1, attempts + 1):

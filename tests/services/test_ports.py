@@ -56,10 +56,11 @@ def test_a_hub_whose_port_was_taken_starts_on_another_and_is_not_fooled(tmp_path
     given = _first(monkeypatch, tests.hubproc, impostor)
     hub = HubProcess(tmp_path / "data", listeners=("--gateway-listen",))
     assert hub.port == impostor
+    hub.argv += ["--ssh-listen", f"127.0.0.1:{tests.hubproc.free_port()}"]  # what a caller adds stays
     hub.start()
     try:
         assert hub.port not in (impostor, 0) and hub.port == given[-2]  # new API and gateway ports
-        assert hub.ports["--gateway-listen"] == given[-1]
+        assert hub.ports["--gateway-listen"] == given[-1] and "--ssh-listen" in hub.argv
         assert "the port is taken by another program" in hub.log_text()
         with hub.admin() as c:  # its own API, not the impostor's
             assert c.get("/api/v1/whoami").json()["user"]["name"] == "admin"
