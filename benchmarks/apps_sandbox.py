@@ -63,7 +63,10 @@ NOTES = """Notes, honestly:
   300 ms) and grant/revoke under 10 ms at 1,000 instances. Read the wall-clock p90s against
   the load average above: on a busy 2-core machine they are the machine's run queue more than
   the work (the floor's p90 too); the CPU column is the work. A spawn hops between a few
-  short-lived threads (one per namespace it enters), and each hop waits for a core.
+  short-lived threads (one per namespace it enters), and each hop waits for a core. The later
+  starts run right after the 50 removes, while the kernel still tears those namespaces down
+  in the background (holding the rtnl lock that making a veth needs): their CPU is the first
+  starts', their wall time is not.
 - What a spawn does, all in the hub's process, with no helper process but bubblewrap:
   - /data: the image is a sparse copy (`FICLONE` where the filesystem has reflinks, else
     the data ranges only, chunks of zeros skipped) of an empty ext4 made once per disk size by
