@@ -70,12 +70,21 @@ GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 
+class _LastSet(dict):
+    """A dict whose order is that of each key's last setting."""
+
+    def __setitem__(self, key, value) -> None:
+        self.pop(key, None)
+        super().__setitem__(key, value)
+
+
 def go_flag_parse(argv: list[str], kinds: dict[str, str]):
     """FlagSet.Parse with ContinueOnError: ('ok', values, args) | ('error',) | ('help',).
 
-    kinds: name -> 'bool' | 'string' | 'duration'.
+    kinds: name -> 'bool' | 'string' | 'duration'. ``values`` lists each flag once, in
+    the order of its last setting (so flags that share a variable can be resolved).
     """
-    values: dict = {}
+    values = _LastSet()
     args = list(argv)
     while True:
         if not args:
@@ -161,8 +170,11 @@ def assert_agrees(cmd: click.Command, argv: list[str]) -> None:
     params = got[1]
     positional = next(p.name for p in cmd.params if isinstance(p, click.Argument))
     assert list(params[positional]) == args, (argv, want, params)
-    for name, value in values.items():
-        have = params[param_of[name]]
+    # Flags that are spellings of one option (-u, -uuid) share one variable, as in Go when
+    # both are bound to it: the last one set wins.
+    final = {param_of[name]: (name, value) for name, value in values.items()}
+    for param, (name, value) in final.items():
+        have = params[param]
         if value is False:
             assert not have, (argv, name, have)
         else:
@@ -289,3 +301,9 @@ def test_the_spelled_out_modes_read_argv_as_go_too(argv):
     ctx = wait_cmd.make_context("wait", ["-u=x", "--timeout=1s", "-o=false", "--", "-script"])
     assert (ctx.params["uuid"], ctx.params["timeout"], ctx.params["once"], ctx.params["script"]) == (
         "x", 10**9, False, ("-script",))
+
+
+def test_two_spellings_of_one_flag_the_last_wins():
+    """Found by the property test: -u and -uuid name one option, so `-u -s -uuid=x` leaves x."""
+    assert_agrees(remaphore, ["-u", "-s", "-uuid=x"])
+    assert_agrees(remaphore, ["-uuid=x", "-u", "y"])
