@@ -315,7 +315,7 @@ def main() -> None:
             text, "",
             "The gateway adds a TCP hop and an HTTP parse on each side (httptools). The instance's row and the "
             "token's check are read from the database once a second per replica, not per request "
-            "(`tether.gateway.recent.CHECK_SECONDS`, forward's pattern: what this replica takes away is refused "
+            "(`tether.auth.recent.CHECK_SECONDS`, forward's pattern: what this replica takes away is refused "
             "at once, what another takes away within the second; tests/apps/test_gateway_cache_apps.py holds both "
             "bounds), so a request costs no database read and no thread hop. `--before e04f17f` runs, side by side "
             "in the same rounds, a second hub on the code from before that change (its own sandbox prefix, the same "

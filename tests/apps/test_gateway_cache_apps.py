@@ -1,5 +1,5 @@
 """The apps gateway reuses a running instance's row and an allowed credential's check for at
-most CHECK_SECONDS (tether.gateway.recent), so a busy instance costs no database read per
+most CHECK_SECONDS (tether.auth.recent), so a busy instance costs no database read per
 request. The bounds a user relies on, with two hub replicas on one PostgreSQL: what is taken
 away (a revoked token, a disabled user, an unshare, a stopped or removed instance) is refused
 at once by the replica it was taken away through, and within the bound by the other one, which
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tether.gateway.recent import CHECK_SECONDS
+from tether.auth.recent import CHECK_SECONDS
 from tests.apps.hubs import gateway_get, replicas
 
 SLACK = 0.75  # a request's own time on a busy machine

@@ -8,7 +8,7 @@ tether's credentials (the gateway strips its cookie and Authorization); it gets 
 signed-in user's name in ``X-Tether-User``, which no client can set.
 
 A running instance's row and an allowed credential's check are reused for at most
-:data:`tether.gateway.recent.CHECK_SECONDS` (forward's pattern), so a busy instance costs
+:data:`tether.auth.recent.CHECK_SECONDS` (forward's pattern), so a busy instance costs
 no database read and no thread hop per request. What this replica takes away (a token
 revoked, a user disabled, an unshare, a stop or rm: :mod:`tether.auth.epoch`), or an
 instance its supervisor stopped, is refused at once; what another replica takes away,
@@ -27,7 +27,7 @@ from tether.apps.service import Instance
 from tether.apps.supervisor import AppsRuntime
 from tether.gateway import core as gw
 from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream, UnixUpstream
-from tether.gateway.recent import Checks, Recent
+from tether.auth.recent import Checks, Recent
 from tether.problems import Problem
 
 log = logging.getLogger("tether.apps")

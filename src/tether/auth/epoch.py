@@ -2,7 +2,7 @@
 disabled, a forward share ended or narrowed, a route closed.
 
 Caches of "may this caller pass?" answers (:class:`Recent`: the gateway's route rows and
-credential checks, :class:`tether.gateway.recent.Checks`; a job node's token and place) start
+credential checks, :class:`tether.auth.recent.Checks`; a job node's token and place) start
 afresh when it moves, so a change made through this replica's API is enforced by it at once.
 Other replicas do not see this count: their caches hold an answer for at most their own
 bound (``CHECK_SECONDS``), and the database stays the one truth.

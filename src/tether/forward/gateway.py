@@ -21,7 +21,7 @@ from tether.forward.runtime import ForwardRuntime
 from tether.gateway import core as gw
 from tether.gateway.core import Access
 from tether.gateway.proxy import Decision, Forward, Refuse, Reply, Request, TCPUpstream
-from tether.gateway.recent import CHECK_SECONDS, Checks, Recent  # noqa: F401 - CHECK_SECONDS: forward's bound, named here too
+from tether.auth.recent import CHECK_SECONDS, Checks, Recent  # noqa: F401 - CHECK_SECONDS: forward's bound, named here too
 from tether.problems import Problem
 
 log = logging.getLogger("tether.forward")

@@ -24,7 +24,6 @@ Nodes (the node's own token, scope ``job:GROUP/NODE``):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -36,12 +35,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from tether.auth.caveats import check_request
 from tether.auth.deps import BEARER, Caller, StrictModel, caller
-from tether.auth.epoch import Recent
+from tether.auth.recent import Checks, Recent
 from tether.auth.policy import Resource
 from tether.auth.service import AuthContext, normalise_source
-from tether.db.models import utcnow
 from tether.job import core
 from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of, topic_of
 
@@ -73,8 +70,8 @@ def _svc_for(app) -> JobService:
 
 class NodeCalls:
     """Who calls a node's routes (send, wait) and which node that is, checked once and
-    reused for at most ``CHECK_SECONDS`` (:class:`tether.auth.epoch.Recent`, as the
-    forward gateway does), so a node's calls after its first cost no token lookup, no
+    reused for at most ``CHECK_SECONDS`` (:class:`tether.auth.recent.Checks`, as the
+    gateway does), so a node's calls after its first cost no token lookup, no
     group lookup and no trip to a worker thread before their own work. A token revoked
     or a user disabled through this replica takes effect at once (the cache starts
     afresh), through another within ``CHECK_SECONDS``; expiry and source caveats are
@@ -83,28 +80,28 @@ class NodeCalls:
 
     def __init__(self, svc: JobService):
         self.svc = svc
-        self.recent = Recent()  # (sha256 of the secret, group, node) -> (AuthContext, Place)
+        self.checks = Checks()  # (group, node, sha256 of the secret) -> the allowed AuthContext
+        self.places = Recent()  # (group, node) -> Place
 
     async def place(self, request: Request, group: str, node: str) -> tuple[AuthContext, Place]:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        key = (hashlib.sha256(secret.strip().encode()).digest(), group, node)
-        hit = self.recent.get(key) if scheme.lower() == "bearer" else None
-        if hit is not None:
-            known, place = hit
-            source = normalise_source(request.client.host if request.client else None)
-            if check_request(known.caveats, now=utcnow(), source=source) is None:  # else: refused below, in full
-                ctx = replace(known, source=source, trail={})
-                ctx.require("job.write", Resource(space=place.space, job=group, path=node))  # the audit's fields
-                request.state.auth = ctx
-                return ctx, place
+        key = Checks.key(group, node, secret=secret.strip())
+        host = request.client.host if request.client else None
+        known = self.checks.allowed(key, host) if scheme.lower() == "bearer" else None  # else: checked in full
+        place = self.places.get((group, node)) if known is not None else None
+        if place is not None:
+            ctx = replace(known, source=normalise_source(host), trail={})
+            ctx.require("job.write", Resource(space=place.space, job=group, path=node))  # the audit's fields
+            request.state.auth = ctx
+            return ctx, place
 
         def check() -> tuple[AuthContext, Place]:
             ctx = caller(request)
             return ctx, self.svc.place(ctx, group, node)
 
         ctx, place = await _run(check)
-        if ctx.token is not None and not ctx.token.limited.get("uses"):
-            self.recent.put(key, (ctx, place))
+        self.checks.keep(key, ctx)
+        self.places.put((group, node), place)
         return ctx, place
 
 

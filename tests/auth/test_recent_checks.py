@@ -1,4 +1,4 @@
-"""tether.gateway.recent.Checks, the credential checks forward's and apps' resolvers reuse: a
+"""tether.auth.recent.Checks, the credential checks forward's and apps' resolvers reuse: a
 key never holds the secret, an allowed answer is reused only while its caveats (expiry,
 source) hold for the request at hand, and a token that counts its uses is never reused
 (each use must reach the database to be counted). Recent's bound and epoch are in
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from tether.auth.caveats import Caveats
 from tether.db.models import utcnow
-from tether.gateway.recent import Checks
+from tether.auth.recent import Checks
 
 
 def ctx(*, caveats=None, uses=None):

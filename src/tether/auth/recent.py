@@ -1,6 +1,7 @@
-"""What a replica's gateway remembers between requests: a route's row and a credential's
-check, each for at most :data:`CHECK_SECONDS`, so a busy route costs its database reads
-once a second rather than once a request (forward's routes and apps' instances alike).
+"""What a replica remembers between requests: a route's row and a credential's check, each
+for at most :data:`CHECK_SECONDS`, so a busy route costs its database reads once a second
+rather than once a request (the gateway's forward routes and app instances, a job node's
+token and place).
 
 Access taken away through this process (:mod:`tether.auth.epoch`: a token revoked, a user
 disabled, a share ended, an instance stopped...) drops every answer at once; another
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tether.auth.epoch import CHECK_SECONDS, Recent  # noqa: F401 (CHECK_SECONDS: the gateway's bound, named here too)
+from tether.auth.epoch import CHECK_SECONDS, Recent  # noqa: F401 (CHECK_SECONDS: the bound, named here too)
 from tether.auth.caveats import check_request
 from tether.auth.service import normalise_source
 from tether.db.models import utcnow
