@@ -127,14 +127,31 @@ def test_a_kept_connection_is_timed_per_head_and_a_long_answer_is_not(start_hub)
     hub = start_hub(env={"TETHER_HEADER_TIMEOUT": "1"})
     with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = s.recv(65536)
+        first = _one_answer(s)
         assert first.startswith(b"HTTP/1.1 200 "), first[:200]
         time.sleep(0.5)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # half of the second head
         time.sleep(0.7)  # 1.2 s since the first request, 0.7 s into this head: in time
         s.sendall(b"\r\n")
-        second = s.recv(65536)
+        second = _one_answer(s)
         assert second.startswith(b"HTTP/1.1 200 "), second[:200]
+
+
+def _one_answer(s: socket.socket) -> bytes:
+    """One whole answer (its head, then as many body bytes as its Content-Length says)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, data
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_the_hub_raises_its_open_files_limit_to_the_hard_one(start_hub):
