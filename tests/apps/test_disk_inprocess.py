@@ -6,9 +6,12 @@ image is never mounted twice, and whatever fails leaves nothing mounted or attac
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,9 +96,28 @@ def test_images_of_one_template_are_independent_and_sparse(root):
 def test_an_image_in_use_is_never_mounted_twice(root):
     image, mnt, other = root / "disks" / "a.img", root / "data" / "a", root / "data" / "b"
     disk.ensure(image, mnt, SIZE, 64001, 64001)
+    started = time.monotonic()
     with pytest.raises(disk.DiskError, match="in use"):
-        disk.ensure(image, other, SIZE, 64001, 64001)
+        disk.ensure(image, other, SIZE, 64001, 64001, wait=0.3)
+    assert time.monotonic() - started >= 0.3  # it waited for a release that did not come
     assert not mounted(other) and len(attached(image)) == 1
+    disk.release(image, mnt)
+    assert attached(image) == []
+
+
+def test_a_start_waits_for_the_release_of_a_mount_just_given_up(root):
+    """The kernel lets go of an unmounted image a moment later (a sandbox's mount namespace
+    exiting, the loop device's rundown): a start right after a stop waits for it, not fails.
+    Here another open of the image holds its lock, as the loop device does, for 0.5 s."""
+    image, mnt = root / "disks" / "a.img", root / "data" / "a"
+    disk.ensure(image, mnt, SIZE, 64001, 64001)
+    disk.unmount(mnt)
+    holder = os.open(image, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    threading.Timer(0.5, os.close, (holder,)).start()
+    started = time.monotonic()
+    assert disk.ensure(image, mnt, SIZE, 64001, 64001)
+    assert time.monotonic() - started >= 0.4 and len(mounted(mnt)) == 1 and len(attached(image)) == 1
     disk.release(image, mnt)
     assert attached(image) == []
 

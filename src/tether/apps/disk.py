@@ -27,11 +27,15 @@ import fcntl
 import os
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 MKFS = "/usr/sbin/mkfs.ext4"
 LOOP_CONTROL = "/dev/loop-control"
 TIMEOUT = 60
+# A mount just given up is released by the kernel a moment later (an exiting sandbox's mount
+# namespace, the loop device's rundown): the image's lock waits this long for it.
+RELEASE_WAIT = 5.0
 # <linux/loop.h>
 LOOP_CTL_GET_FREE = 0x4C82
 LOOP_CONFIGURE = 0x4C0A
@@ -146,16 +150,26 @@ def template(templates: Path, size: int) -> Path:
     return path
 
 
-def _attach(image: Path) -> tuple[int, str]:
+def _lock(img: int, image: Path, wait: float) -> None:
+    """The image's exclusive lock, waiting up to ``wait`` s for a mount being released."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(img, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the loop device keeps it while attached
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise DiskError(f"{image} is in use (mounted by another process, or not released "
+                                f"{wait:g} s after its instance stopped): stop the instance there first") from None
+            time.sleep(0.02)
+
+
+def _attach(image: Path, wait: float = RELEASE_WAIT) -> tuple[int, str]:
     """A loop device backed by ``image``, set up with autoclear: (its open fd, its path).
     Closing the fd before anything else holds the device detaches it."""
     img = os.open(image, os.O_RDWR | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(img, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the loop device keeps it while attached
-        except BlockingIOError:
-            raise DiskError(f"{image} is in use (mounted by another process or not yet released): "
-                            "stop the instance there first") from None
+        _lock(img, image, wait)
         name = os.fsencode(image)[:LO_NAME_SIZE - 1]
         config = _LOOP_CONFIG.pack(img, 0, 0, 0, 0, 0, 0, 0, 0, 0, LO_FLAGS_AUTOCLEAR, name, b"", b"", 0, 0,
                                    *[0] * 8)
@@ -181,7 +195,7 @@ def _attach(image: Path) -> tuple[int, str]:
         os.close(img)  # the loop device holds its own reference (and the lock with it)
 
 
-def ensure(image: Path, mountpoint: Path, size: int, uid: int, gid: int) -> bool:
+def ensure(image: Path, mountpoint: Path, size: int, uid: int, gid: int, *, wait: float = RELEASE_WAIT) -> bool:
     """Mount the instance's data filesystem at ``mountpoint``, making the image first if
     there is none (``size`` bytes, a copy of the size's template; the root directory is
     given to the instance's uid). False when it stays a plain directory: data written
@@ -206,7 +220,7 @@ def ensure(image: Path, mountpoint: Path, size: int, uid: int, gid: int) -> bool
         except DiskError:
             staging.unlink(missing_ok=True)
             raise
-    loop, dev = _attach(image)
+    loop, dev = _attach(image, wait)
     try:
         if _mount(dev.encode(), os.fsencode(mountpoint), b"ext4", MOUNT_FLAGS, None) != 0:
             raise _oserror(f"mounting the instance's data filesystem {image} at {mountpoint}")
