@@ -88,9 +88,39 @@ def test_images_of_one_template_are_independent_and_sparse(root):
     assert templates[0].stat().st_blocks * 512 < 2 << 20  # sparse: the empty filesystem's metadata only
     groups = subprocess.run(["dumpe2fs", str(templates[0])], capture_output=True, text=True).stdout
     assert groups.count("ITABLE_ZEROED") == len(re.findall(r"^Group \d+:", groups, re.M))  # no lazy init will write zeros
+    # each copy has a UUID of its own (the host's udev and blkid tell them apart by it), and
+    # the checksums stay valid: e2fsck finds nothing to mend
+    uuids = {fs_uuid(x) for x in (a, b, templates[0])}
+    assert len(uuids) == 3
     for image, mnt in ((a, ma), (b, mb)):
+        disk.unmount(mnt)
+        check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
         disk.release(image, mnt)
         assert attached(image) == []
+
+
+def fs_uuid(image: Path) -> str:
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", str(image)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_template_from_before_seeded_checksums_is_made_again(root):
+    """A hub upgraded in place has templates made without csum_seed, whose copies cannot get a
+    UUID of their own without rewriting every checksum: the template is made again."""
+    templates = root / "disks" / "templates"
+    templates.mkdir(parents=True)
+    old = templates / f"ext4-{SIZE}.img"
+    with open(old, "wb") as f:
+        f.truncate(SIZE)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(old)], check=True)
+    before = fs_uuid(old)
+    image, mnt = root / "disks" / "a.img", root / "data" / "a"
+    assert disk.ensure(image, mnt, SIZE, 64001, 64001)
+    assert "metadata_csum_seed" in subprocess.run(["dumpe2fs", "-h", str(old)], capture_output=True,
+                                                  text=True).stdout
+    assert len({before, fs_uuid(old), fs_uuid(image)}) == 3
+    disk.release(image, mnt)
 
 
 def test_an_image_in_use_is_never_mounted_twice(root):

@@ -1,8 +1,8 @@
 """Each instance's /data is a filesystem of its own, so its size is a hard limit.
 
 An instance's data directory is the mount point of an ext4 filesystem in a sparse
-image file (only what the app writes takes room on the host), made when the instance
-first starts, and loop-mounted ``nosuid,nodev`` while the instance runs (across
+image file (only what the app writes takes room on the host, and its filesystem has a UUID of
+its own), made when the instance first starts, and loop-mounted ``nosuid,nodev`` while the instance runs (across
 crashes of the app and restarts of the hub; unmounted when it stops, so with an
 ``apps_root`` shared between replicas only the one running it has it mounted). An app that
 writes past it gets ENOSPC inside its own filesystem; the host's filesystem only
@@ -28,7 +28,10 @@ import os
 import struct
 import subprocess
 import time
+import uuid
 from pathlib import Path
+
+import google_crc32c
 
 MKFS = "/usr/sbin/mkfs.ext4"
 LOOP_CONTROL = "/dev/loop-control"
@@ -49,6 +52,11 @@ _LOOP_CONFIG = struct.Struct("=II 5Q 4I 64s 64s 32s 2Q 8Q")
 MS_NOSUID, MS_NODEV, MS_NOATIME = 0x2, 0x4, 0x400
 MOUNT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOATIME
 FICLONE = 0x40049409  # <linux/fs.h>
+# the ext4 superblock (at byte 1024): features, UUID, and its own crc32c; with the csum_seed
+# feature, every other checksum is seeded from a field of its own, not from the UUID
+SUPERBLOCK, SUPERBLOCK_SIZE = 1024, 1024
+S_FEATURE_INCOMPAT, S_FEATURE_RO_COMPAT, S_UUID, S_CHECKSUM = 0x60, 0x64, 0x68, 0x3FC
+INCOMPAT_CSUM_SEED, RO_COMPAT_METADATA_CSUM = 0x2000, 0x400
 COPY_CHUNK = 1 << 16
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -118,6 +126,41 @@ def _sparse_copy(src: Path, dst: Path) -> None:
         os.close(fin)
 
 
+def _superblock(fd: int) -> tuple[bytearray, int, int]:
+    sb = bytearray(os.pread(fd, SUPERBLOCK_SIZE, SUPERBLOCK))
+    if len(sb) != SUPERBLOCK_SIZE:
+        raise DiskError("not an ext4 image: it ends before its superblock does")
+    incompat, ro_compat = struct.unpack_from("<II", sb, S_FEATURE_INCOMPAT)
+    return sb, incompat, ro_compat
+
+
+def _seeded(path: Path) -> bool:
+    """Whether the filesystem's checksums are seeded apart from its UUID (a template made
+    before images got UUIDs of their own is not, and is made again)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return bool(_superblock(fd)[1] & INCOMPAT_CSUM_SEED)
+    finally:
+        os.close(fd)
+
+
+def _new_uuid(image: Path) -> None:
+    """Give a fresh copy of a template a UUID of its own, as ``tune2fs -U random`` would (a
+    host's udev and blkid tell filesystems apart by it), without its process and its fsync:
+    only the superblock changes, since with csum_seed no other checksum depends on the UUID."""
+    fd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        sb, incompat, ro_compat = _superblock(fd)
+        if not incompat & INCOMPAT_CSUM_SEED:
+            raise DiskError(f"{image}: its template has no csum_seed feature; remove the templates directory")
+        sb[S_UUID:S_UUID + 16] = uuid.uuid4().bytes
+        if ro_compat & RO_COMPAT_METADATA_CSUM:  # crc32c from ~0, not inverted at the end (e2fsprogs)
+            struct.pack_into("<I", sb, S_CHECKSUM, google_crc32c.value(bytes(sb[:S_CHECKSUM])) ^ 0xFFFFFFFF)
+        os.pwrite(fd, sb, SUPERBLOCK)
+    finally:
+        os.close(fd)
+
+
 def template(templates: Path, size: int) -> Path:
     """The empty filesystem of ``size`` bytes that images are copied from, made the first
     time by ``mkfs.ext4``. The journal is kept: without one, a host that crashes leaves a
@@ -126,7 +169,7 @@ def template(templates: Path, size: int) -> Path:
     file (they read as zeros, which is all a fresh journal needs), and mkfs's discard of the
     file (holes again) lets it mark the inode tables zeroed, so no lazy init writes later."""
     path = templates / f"ext4-{size}.img"
-    if path.exists():
+    if path.exists() and _seeded(path):
         return path
     templates.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = path.with_name(f"{path.name}.{os.getpid()}.new")
@@ -135,7 +178,7 @@ def template(templates: Path, size: int) -> Path:
         os.ftruncate(fd, size)  # sparse: no block is taken until the app writes one
     finally:
         os.close(fd)
-    argv = [MKFS, "-q", "-F", "-m", "0", "-L", "tether-data", "-E", "lazy_journal_init=1",
+    argv = [MKFS, "-q", "-F", "-m", "0", "-L", "tether-data", "-O", "metadata_csum_seed", "-E", "lazy_journal_init=1",
             str(staging)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
@@ -213,6 +256,7 @@ def ensure(image: Path, mountpoint: Path, size: int, uid: int, gid: int, *, wait
         staging.unlink(missing_ok=True)
         try:
             _sparse_copy(src, staging)
+            _new_uuid(staging)
             os.rename(staging, image)
         except OSError as exc:
             staging.unlink(missing_ok=True)
