@@ -207,6 +207,23 @@ class _BadResponse(Exception):
     """The app spoke HTTP the gateway cannot relay."""
 
 
+class _NeedsBody(Exception):
+    """An answer whose body is re-framed (chunked, or until the app closes) met a response
+    parser without a body callback: it is read again, from its head, by one with it."""
+
+
+class _WithBody:
+    """An app connection's parser callbacks with the body's pieces (``on_body``). The
+    commonest answer, a Content-Length body, needs none: the body is taken from the read
+    itself, and llhttp, without the callback, makes no copy of it."""
+
+    __slots__ = ("on_message_begin", "on_headers_complete", "on_body", "on_message_complete")
+
+    def __init__(self, app: _App):
+        self.on_message_begin, self.on_headers_complete = app.on_message_begin, app.on_headers_complete
+        self.on_body, self.on_message_complete = app._relay_body, app.on_message_complete
+
+
 def _raised(exc: Exception) -> BaseException | None:
     """What a parser callback of ours raised (httptools reports it as the context of a
     ``HttpParserCallbackError``); None for the parser's own refusals."""
@@ -475,22 +492,24 @@ class _Browser(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         whole = self.buf + self.data if self.buf else self.data
-        start, line_end, end = core.locate_head(whole, self.at)
-        method, proto = parser.get_method(), whole[line_end - 9:line_end]  # (the line as llhttp accepted it)
-        version = "1.1" if proto == b" HTTP/1.1" else "1.0" if proto == b" HTTP/1.0" else parser.get_http_version()
+        start = self.at
+        end = whole.find(b"\r\n\r\n", start)
+        first = whole[start]
+        if first == 13 or first == 10:  # empty lines before the request, skipped as llhttp skips them
+            start, _, end = core.locate_head(whole, start)
         try:
-            if end < 0 or version not in ("1.0", "1.1"):
-                core.check_head(method, version, [])  # refuses the version
+            reading = core.read_request(whole[start:end + 4]) if end >= 0 else None
+            if reading is None:  # no HTTP/1.x version on its line
+                version = parser.get_http_version()
+                core.check_head(parser.get_method(), version, [])  # refuses the version
                 raise core.GatewayError(400, "bad-request", "malformed request head")
-            block = whole[line_end:end + 2]  # the field lines, each after a CRLF
-            if block.count(b"\n") > self.limits.max_headers + 1:
+            method, target, http11, host, body, length, host_value, clean, block, lines = reading
+            if lines > self.limits.max_headers + 1:
                 raise core.GatewayError(431, "too-many-headers",
                                         f"at most {self.limits.max_headers} headers are accepted")
-            host, body, length, host_value, clean = core.check_block(method, version, block)
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
-        target = whole[start:line_end].split(b" ", 2)[1]
-        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), version == "1.1",
+        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), http11,
                        body, parser.should_upgrade(), host_value, clean)
         ex.keep_alive = parser.should_keep_alive()
         self.body_left = length
@@ -702,6 +721,7 @@ class _App(asyncio.Protocol):
         # one parser per connection, made again only after an answer it did not read to its
         # end (to a HEAD, or a body passed on without it)
         self.parser: Any = None
+        self.body_cb = False  # the parser hands over the body's pieces (see _WithBody)
         self.closed = False
         self.spliced = False
         self.in_head = False
@@ -750,7 +770,7 @@ class _App(asyncio.Protocol):
     def start(self, browser: _Browser, ex: _Exchange, fwd: Forward) -> None:
         self.browser, self.ex = browser, ex
         if self.parser is None:
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser, self.body_cb = httptools.HttpResponseParser(self), False
         self.head_sent = self.passing = False
         self.in_head, self.buf, self.at = True, b"", 0
         self.out = []
@@ -826,6 +846,11 @@ class _App(asyncio.Protocol):
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             self.feeding = False
+            if isinstance(_raised(exc), _NeedsBody):
+                rest = (self.buf + data if self.buf else data)[self.at:]
+                self.parser, self.body_cb = httptools.HttpResponseParser(_WithBody(self)), True
+                self.buf, self.at = b"", 0
+                return self.data_received(rest)
             log.info("gateway: the app's response cannot be relayed: %s", _raised(exc) or exc)
             self._broken()
 
@@ -842,42 +867,72 @@ class _App(asyncio.Protocol):
         whole = self.buf + self.data if self.buf else self.data
         start, line_end, end = core.locate_head(whole, self.at)
         head = whole[start:end + 4]
-        self.at = end + 4  # an informational answer's: the next head begins there
         if head.count(b"\n") > MAX_APP_HEADERS + 2:
             raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
         if status >= 200:
-            self.in_head = False
-            self.report_status(status)
-            self.keep = self.parser.should_keep_alive()
-            self.head_sent = True
             keep_alive = ex.complete and ex.keep_alive and not ex.upgrade and not ex.close
             method = ex.request.method
             length = None if method == b"HEAD" or status in (204, 304) else core.passable_length(head)
             if length is not None:  # the app's head as it came (the commonest answer)
+                self.in_head, self.head_sent = False, True
+                self.report_status(status)
+                self.keep = self.parser.should_keep_alive()
                 self.mode = self.down = core.LENGTH
-                self.left, ex.close = length, not keep_alive
-                self.out.append(head if keep_alive else head[:-2] + b"connection: close\r\n\r\n")
+                ex.close = not keep_alive
+                if keep_alive:
+                    self._length_body(whole, start, end + 4, length, head)
+                else:
+                    self._length_body(whole, start, end + 4, length, head[:-2] + b"connection: close\r\n\r\n")
                 return
+            line = whole[start:line_end].split(b" ", 2)
+            reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
+            rewritten = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
+            if rewritten.body in (core.CHUNKED, core.UNTIL_CLOSE) and not self.body_cb:
+                raise _NeedsBody()  # read again by a parser that hands over the body's pieces
+            self.in_head, self.head_sent = False, True
+            self.at = end + 4
+            self.report_status(status)
+            self.keep = self.parser.should_keep_alive()
+            self.mode, self.down, self.left, ex.close = rewritten.body, rewritten.down, rewritten.length, rewritten.close
+            out = _head(status, reason, rewritten.headers)
+            if self.mode == core.LENGTH and not self.body_cb:
+                self._length_body(whole, -1, end + 4, self.left, out)
+            else:
+                self.out.append(out)
+            if method == b"HEAD":
+                self.parser = None  # it would wait for the body a Content-Length announces
+                self._done(False)
+            return
+        self.at = end + 4  # an informational answer's: the next head begins there
         line = whole[start:line_end].split(b" ", 2)
         reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
-        if status < 200:
-            if status == 101:
-                if not ex.upgrade:
-                    raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
-                self.report_status(101)
-                self.head_sent = True
-                self.out.append(_head(101, reason, core.downstream_response_headers(headers, upgrade=True)))
-            elif ex.http11 and status in (100, 103):
-                self.out.append(_head(status, reason, core.downstream_response_headers(headers)))
-            return
-        head = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
-        self.mode, self.down, self.left, ex.close = head.body, head.down, head.length, head.close
-        self.out.append(_head(status, reason, head.headers))
-        if method == b"HEAD":
-            self.parser = None  # it would wait for the body a Content-Length announces
-            self._done(False)
+        if status == 101:
+            if not ex.upgrade:
+                raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
+            self.report_status(101)
+            self.head_sent = True
+            self.out.append(_head(101, reason, core.downstream_response_headers(headers, upgrade=True)))
+        elif ex.http11 and status in (100, 103):
+            self.out.append(_head(status, reason, core.downstream_response_headers(headers)))
 
-    def on_body(self, data: bytes) -> None:
+    def _length_body(self, whole: bytes, start: int, body_at: int, length: int, head: bytes) -> None:
+        """A Content-Length body's bytes in this read, taken after the head from the bytes
+        llhttp has accepted (the parser has no body callback: llhttp counts the body and
+        calls the message's end; no copy of each piece): the head and they are relayed as
+        one piece, the read itself when it is exactly an answer that passes as it came."""
+        n = min(len(whole) - body_at, length)
+        self.left = length - n
+        self.at = body_at + n
+        if n:
+            self.counted(0, n)
+        if start == 0 and body_at + n == len(whole) and len(head) == body_at:
+            self.out.append(whole)  # the whole read is this answer, as it came
+        elif n:
+            self.out += (head, whole[body_at:body_at + n])
+        else:
+            self.out.append(head)
+
+    def _relay_body(self, data: bytes) -> None:
         self.counted(0, len(data))
         self.left -= len(data)
         if self.down == core.CHUNKED:
@@ -886,7 +941,7 @@ class _App(asyncio.Protocol):
             self.out.append(data)
 
     def on_message_complete(self) -> None:
-        if self.ex is None or self.parser.get_status_code() < 200:
+        if self.in_head or self.ex is None:
             return  # an informational answer (the final one follows), or a 101 (the splice follows)
         if self.down == core.CHUNKED:
             self.out.append(b"0\r\n\r\n")
@@ -896,10 +951,10 @@ class _App(asyncio.Protocol):
         """A Content-Length body's bytes after its first piece: counted and relayed, not parsed."""
         left = self.left
         if len(data) < left:
-            return self.on_body(data)
+            return self._relay_body(data)
         self.passing = False
         self.parser = None  # it still waits for the body
-        self.on_body(data[:left] if len(data) > left else data)
+        self._relay_body(data[:left] if len(data) > left else data)
         self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
 
     def _flush(self) -> None:
