@@ -246,14 +246,14 @@ class _Exchange:
                  "app", "tail", "refusal", "close", "task", "host", "clean")
 
     def __init__(self, request: Request | None, http11: bool = True, body: str = core.NO_BODY,
-                 upgrade: bool = False, host: bytes = b"", clean: bool = False):
+                 upgrade: bool = False, host: bytes = b"", clean: bool = False, keep_alive: bool = False):
         self.request, self.http11, self.body, self.upgrade = request, http11, body, upgrade
         self.host = host  # the Host field's value, as the browser sent it
         self.clean = clean  # its fields may go to the app as they came
         # the whole request has been read from the browser (one without a body: once its head
         # is, so an answer given before the parser says so keeps the connection)
         self.complete = request is not None and body == core.NO_BODY
-        self.keep_alive = False  # the browser may send another request after this one
+        self.keep_alive = keep_alive  # the browser may send another request after this one
         self.pending: list[bytes] | None = None  # body bytes read before the app was connected
         self.pending_bytes = 0
         self.app: _App | None = None
@@ -288,10 +288,11 @@ class _Browser(asyncio.Protocol):
         self.passing = False  # the rest of such a body goes to the app without the parser
         self.dead = False  # no more requests are parsed on this connection
         self.spliced: _App | None = None
-        self.kept: tuple[Any, _App] | None = None
+        self.kept: _App | None = None  # the app connection kept for the next request (its key: app.key)
         self.paused: set[str] = set()
         self.write_paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when it fires
         self.timeout_kind: str | None = None
         self.deadline = 0.0
 
@@ -329,7 +330,7 @@ class _Browser(asyncio.Protocol):
         if self.spliced is not None:
             self.spliced.abandon()
         if self.kept is not None:
-            self.kept[1].abandon()
+            self.kept.abandon()
             self.kept = None
 
     def eof_received(self) -> bool:
@@ -377,12 +378,13 @@ class _Browser(asyncio.Protocol):
 
     def _arm(self, kind: str, seconds: float) -> None:
         self.timeout_kind = kind
-        self.deadline = self.loop.time() + seconds
-        if self.timer is not None and self.timer.when() > self.deadline:
-            self.timer.cancel()
-            self.timer = None
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.deadline, self._expire)
+        self.deadline = deadline = self.loop.time() + seconds
+        timer = self.timer
+        if timer is not None:
+            if self.timer_at <= deadline:  # it fires first, and sees the later deadline
+                return
+            timer.cancel()
+        self.timer, self.timer_at = self.loop.call_at(deadline, self._expire), deadline
 
     def _expire(self) -> None:
         self.timer = None
@@ -392,7 +394,7 @@ class _Browser(asyncio.Protocol):
         now = self.loop.time()
         if now < self.deadline or (kind == BODY and self.paused):  # activity since, or the app is slow
             self.deadline = max(self.deadline, now + (1.0 if self.paused else 0.0))
-            self.timer = self.loop.call_at(self.deadline, self._expire)
+            self.timer, self.timer_at = self.loop.call_at(self.deadline, self._expire), self.deadline
             return
         self.timeout_kind = None
         if kind == HEAD:
@@ -509,18 +511,18 @@ class _Browser(asyncio.Protocol):
                                         f"at most {self.limits.max_headers} headers are accepted")
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
-        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), http11,
-                       body, parser.should_upgrade(), host_value, clean)
-        ex.keep_alive = parser.should_keep_alive()
+        self.ex = ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), http11,
+                                 body, parser.should_upgrade(), host_value, clean, parser.should_keep_alive())
         self.body_left = length
-        self.at = end + 4 + length if body != core.CHUNKED else None
-        self.ex = ex
-        self.queue.append(ex)
-        if ex.body != core.NO_BODY:
-            self._arm(BODY, self.limits.body_timeout)
-        else:
+        queue = self.queue
+        queue.append(ex)
+        if body == core.NO_BODY:
+            self.at = end + 4
             self.timeout_kind = None
-        if len(self.queue) == 1:
+        else:
+            self.at = end + 4 + length if body != core.CHUNKED else None
+            self._arm(BODY, self.limits.body_timeout)
+        if len(queue) == 1:
             self._start(ex)
         else:
             self._pause("pipelined")  # answered in order: read no further until this one's turn
@@ -545,7 +547,8 @@ class _Browser(asyncio.Protocol):
         if self.timeout_kind == BODY:
             self.timeout_kind = None
         if ex.app is not None:
-            ex.app.end_body()
+            if ex.body == core.CHUNKED:
+                ex.app.end_body()
         elif not self.queue and not self.dead:  # answered already (by the gateway, at once): wait for the next
             self._arm(IDLE, self.limits.idle_timeout)
 
@@ -640,10 +643,11 @@ class _Browser(asyncio.Protocol):
     def _forward(self, ex: _Exchange, fwd: Forward) -> None:
         # another replica's gateway checks every request it is passed: one connection each
         key = None if fwd.passthrough else getattr(fwd.upstream, "key", None)
-        if self.kept is not None:
-            kept_key, app = self.kept
+        app = self.kept
+        if app is not None:
             self.kept = None
-            if key is not None and kept_key == key and app.idle():  # the kept connection: no task, no wait
+            if key is not None and app.key == key and not app.closed and app.ex is None and not app.feeding \
+                    and not app.transport.is_closing():  # the kept connection: no task, no wait
                 app.start(self, ex, fwd)
                 if self.write_paused:
                     app.pause_reading()
@@ -686,7 +690,7 @@ class _Browser(asyncio.Protocol):
         self.queue.popleft()
         ex.app = None
         if app is not None:
-            self.kept = (app.key, app)
+            self.kept = app
         if self.paused:
             self._unpause("app")
         if ex.close or self.transport is None:
@@ -740,9 +744,6 @@ class _App(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
-
-    def idle(self) -> bool:
-        return not self.closed and self.ex is None and not self.feeding and not self.transport.is_closing()
 
     def abandon(self) -> None:
         self.browser = self.ex = None
@@ -862,37 +863,43 @@ class _App(asyncio.Protocol):
     # the bytes llhttp accepted)
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = self.parser
+        status = parser.get_status_code()
         ex = self.ex
         whole = self.buf + self.data if self.buf else self.data
-        start, line_end, end = core.locate_head(whole, self.at)
+        start = self.at
+        end = whole.find(b"\r\n\r\n", start)
+        first = whole[start]
+        if first == 13 or first == 10:  # empty lines before the answer
+            start, _, end = core.locate_head(whole, start)
         head = whole[start:end + 4]
         if head.count(b"\n") > MAX_APP_HEADERS + 2:
             raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
         if status >= 200:
             keep_alive = ex.complete and ex.keep_alive and not ex.upgrade and not ex.close
             method = ex.request.method
-            length = None if method == b"HEAD" or status in (204, 304) else core.passable_length(head)
+            length = None if method == b"HEAD" or status == 204 or status == 304 else core.passable_length(head)
             if length is not None:  # the app's head as it came (the commonest answer)
                 self.in_head, self.head_sent = False, True
                 self.report_status(status)
-                self.keep = self.parser.should_keep_alive()
+                self.keep = parser.should_keep_alive()
                 self.mode = self.down = core.LENGTH
-                ex.close = not keep_alive
-                if keep_alive:
-                    self._length_body(whole, start, end + 4, length, head)
-                else:
-                    self._length_body(whole, start, end + 4, length, head[:-2] + b"connection: close\r\n\r\n")
+                if not keep_alive:
+                    ex.close = True
+                    head = head[:-2] + b"connection: close\r\n\r\n"
+                self._length_body(whole, start, end + 4, length, head)
                 return
-            line = whole[start:line_end].split(b" ", 2)
-            reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
+        line_end = whole.find(b"\r\n", start)
+        line = whole[start:line_end].split(b" ", 2)
+        reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
+        if status >= 200:
             rewritten = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
             if rewritten.body in (core.CHUNKED, core.UNTIL_CLOSE) and not self.body_cb:
                 raise _NeedsBody()  # read again by a parser that hands over the body's pieces
             self.in_head, self.head_sent = False, True
             self.at = end + 4
             self.report_status(status)
-            self.keep = self.parser.should_keep_alive()
+            self.keep = parser.should_keep_alive()
             self.mode, self.down, self.left, ex.close = rewritten.body, rewritten.down, rewritten.length, rewritten.close
             out = _head(status, reason, rewritten.headers)
             if self.mode == core.LENGTH and not self.body_cb:
@@ -904,8 +911,6 @@ class _App(asyncio.Protocol):
                 self._done(False)
             return
         self.at = end + 4  # an informational answer's: the next head begins there
-        line = whole[start:line_end].split(b" ", 2)
-        reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
         if status == 101:
             if not ex.upgrade:
                 raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
@@ -920,15 +925,17 @@ class _App(asyncio.Protocol):
         llhttp has accepted (the parser has no body callback: llhttp counts the body and
         calls the message's end; no copy of each piece): the head and they are relayed as
         one piece, the read itself when it is exactly an answer that passes as it came."""
-        n = min(len(whole) - body_at, length)
+        n = len(whole) - body_at
+        if n > length:
+            n = length
         self.left = length - n
         self.at = body_at + n
         if n:
             self.counted(0, n)
-        if start == 0 and body_at + n == len(whole) and len(head) == body_at:
-            self.out.append(whole)  # the whole read is this answer, as it came
-        elif n:
-            self.out += (head, whole[body_at:body_at + n])
+            if start == 0 and body_at + n == len(whole) and len(head) == body_at:
+                self.out.append(whole)  # the whole read is this answer, as it came
+            else:
+                self.out += (head, whole[body_at:body_at + n])
         else:
             self.out.append(head)
 
@@ -958,24 +965,30 @@ class _App(asyncio.Protocol):
         self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
 
     def _flush(self) -> None:
-        out, self.out = self.out, []
-        if out and self.browser is not None and self.browser.transport is not None:
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        browser = self.browser
+        if browser is not None and browser.transport is not None:
             if len(out) == 1:
-                self.browser.transport.write(out[0])
+                browser.transport.write(out[0])
             elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
-                self.browser.transport.write(b"".join(out))
+                browser.transport.write(b"".join(out))
             else:
-                self.browser.transport.writelines(out)
+                browser.transport.writelines(out)
 
     def _done(self, reusable: bool) -> None:
-        self._flush()
+        if self.out:
+            self._flush()
         browser, ex = self.browser, self.ex
         self.browser = self.ex = None
-        reusable = reusable and ex.complete and not ex.close
-        if not reusable:
+        if not reusable or not ex.complete or ex.close:
             self.abandon()
-        if browser is not None:
-            browser.finished(ex, self if reusable else None)
+            if browser is not None:
+                browser.finished(ex, None)
+        elif browser is not None:
+            browser.finished(ex, self)
 
     def _switch(self, tail: bytes) -> None:
         self.spliced = True
