@@ -293,6 +293,7 @@ class _Browser(asyncio.Protocol):
         self.write_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when it fires
+        self.held: list[bytes] | None = None  # for the browser, written at the end of this turn of the loop
         self.timeout_kind: str | None = None
         self.deadline = 0.0
 
@@ -372,7 +373,28 @@ class _Browser(asyncio.Protocol):
 
     def _close(self) -> None:
         if self.transport is not None:
+            if self.held is not None:
+                self.release()
             self.transport.close()
+
+    def send(self, data: bytes) -> None:
+        """Every write to the browser: held to the end of this turn of the loop, with the other
+        answers given in it (one wake-up of each reader per turn, not one per answer), in order."""
+        if self.held is None:
+            self.held = [data]
+            self.gw.hold(self)
+        else:
+            self.held.append(data)
+
+    def release(self) -> None:
+        out, self.held = self.held, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
+                self.transport.write(b"".join(out))
+            else:
+                self.transport.writelines(out)
 
     # ---------------------------------------------------------------- timeouts, one timer
 
@@ -637,7 +659,7 @@ class _Browser(asyncio.Protocol):
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         if ex.close:
             headers.append((b"connection", b"close"))
-        self.transport.write(_head(status, b"", headers) + body)
+        self.send(_head(status, b"", headers) + body)
         self.finished(ex, None)
 
     def _forward(self, ex: _Exchange, fwd: Forward) -> None:
@@ -726,6 +748,7 @@ class _App(asyncio.Protocol):
         # end (to a HEAD, or a body passed on without it)
         self.parser: Any = None
         self.body_cb = False  # the parser hands over the body's pieces (see _WithBody)
+        self.held: bytes | None = None  # a request head written at the end of this turn of the loop
         self.closed = False
         self.spliced = False
         self.in_head = False
@@ -745,8 +768,13 @@ class _App(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
+    def release(self) -> None:
+        head, self.held = self.held, None
+        if head is not None and not self.closed and not self.transport.is_closing():
+            self.transport.write(head)
+
     def abandon(self) -> None:
-        self.browser = self.ex = None
+        self.browser = self.ex = self.held = None
         if not self.closed:
             self.transport.close()
 
@@ -790,11 +818,18 @@ class _App(asyncio.Protocol):
                 request.method, request.target, b"".join(b"%s: %s\r\n" % h for h in headers)))
         else:
             target = fwd.target
-            self.transport.write(core.upstream_head(
+            head = core.upstream_head(
                 request.method, target.path, request.block, ex.clean, request.client_ip, request.scheme, ex.host,
                 target.prefix,
                 core.cookie_name(request.scheme == "https", target.prefix), fwd.headers, ex.upgrade,
-                ex.body == core.CHUNKED))
+                ex.body == core.CHUNKED)
+            if ex.complete and ex.body == core.NO_BODY and not ex.upgrade:
+                # nothing else is written to this app before its answer: the write waits for the
+                # end of this turn of the loop, with the other requests read in it
+                self.held = head
+                browser.gw.hold(self)
+            else:
+                self.transport.write(head)
         ex.app = self
         if ex.pending:
             pending, ex.pending, ex.pending_bytes = ex.pending, None, 0
@@ -820,7 +855,7 @@ class _App(asyncio.Protocol):
         if self.spliced:
             if self.browser is not None and self.browser.transport is not None:
                 self.counted(0, len(data))
-                self.browser.transport.write(data)
+                self.browser.send(data)
             return
         if self.ex is None:  # bytes from an app with no request outstanding: it is not speaking HTTP
             self.abandon()
@@ -971,12 +1006,11 @@ class _App(asyncio.Protocol):
         self.out = []
         browser = self.browser
         if browser is not None and browser.transport is not None:
-            if len(out) == 1:
-                browser.transport.write(out[0])
-            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
-                browser.transport.write(b"".join(out))
+            if browser.held is None:
+                browser.held = out
+                browser.gw.hold(browser)
             else:
-                browser.transport.writelines(out)
+                browser.held += out
 
     def _done(self, reusable: bool) -> None:
         if self.out:
@@ -996,7 +1030,7 @@ class _App(asyncio.Protocol):
         browser = self.browser
         if tail:
             self.counted(0, len(tail))
-            browser.transport.write(tail)
+            browser.send(tail)
         browser.splice(self)
 
     def from_browser(self, data: bytes) -> None:
@@ -1056,6 +1090,22 @@ class Gateway:
         self.open_connections = 0
         self.on_refusal = on_refusal or _nothing  # answers no route saw
         self.on_connections = on_connections or _nothing
+        #: connections with bytes held for the end of this turn of the loop (see _Browser.send)
+        self.held: list[_Browser | _App] = []
+
+    def hold(self, protocol: _Browser | _App) -> None:
+        held = self.held
+        held.append(protocol)
+        if len(held) == 1:
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        for protocol in held:
+            try:
+                protocol.release()
+            except Exception:  # noqa: BLE001 - one connection's failure must not hold the others' bytes
+                log.exception("gateway: writing held bytes failed")
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol for one browser connection (``loop.create_server(gateway.protocol, ...)``)."""
