@@ -150,8 +150,11 @@ def match(host: str, target: bytes, domain: str) -> Target:
     own host, by its path (``/apps/USER/NAME/...``). GatewayError (404) when none."""
     route = _host_route(host, domain)
     if route is not None:
-        return Target(route, target, "")
+        return _tuple_new(Target, (route, target, ""))  # (Target's own __new__ is a Python call)
     return _match_path(target)
+
+
+_tuple_new = tuple.__new__
 
 
 @lru_cache(maxsize=1024)
