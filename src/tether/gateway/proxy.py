@@ -723,7 +723,11 @@ class _Browser(asyncio.Protocol):
                 self._unpause("pipelined")
             self._start(self.queue[0])
         elif self.in_head and self.head_bytes == 0:
-            self._arm(IDLE, self.limits.idle_timeout)
+            deadline = self.loop.time() + self.limits.idle_timeout
+            if self.timer is not None and self.timer_at <= deadline:  # (_arm's commonest case, inline)
+                self.timeout_kind, self.deadline = IDLE, deadline
+            else:
+                self._arm(IDLE, self.limits.idle_timeout)
 
     def splice(self, app: _App) -> None:
         self.spliced = app
@@ -802,7 +806,8 @@ class _App(asyncio.Protocol):
             self.parser, self.body_cb = httptools.HttpResponseParser(self), False
         self.head_sent = self.passing = False
         self.in_head, self.buf, self.at = True, b"", 0
-        self.out = []
+        if self.out:
+            self.out = []
         self.counted = fwd.on_bytes or _nothing
         self.report_status = fwd.on_status or _nothing
         request = ex.request
