@@ -233,6 +233,10 @@ def serve_gateway(sock_path: str, port: int, profile: str | None = None) -> None
     if os.environ.get("BENCH_AWAITED"):  # --steps: every decision awaited, a task per request
         del Resolve.now
 
+    if os.environ.get("BENCH_GC") == "off":  # (measured: what the collector costs the gateway at most)
+        import gc
+
+        gc.disable()
     loop = new_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(serve(Gateway(Resolve()), "127.0.0.1", port))

@@ -463,14 +463,22 @@ class _ScriptedApp:
     def __init__(self, path: str):
         self.path, self.accepted = path, 0
 
+    def pieces(self, target: bytes) -> tuple[list[bytes], bool]:
+        """The answer to a request for ``target``, in the pieces it is written in, and whether the app then closes."""
+        answer, close = self.ANSWERS[target]
+        return [answer], close
+
     async def handle(self, reader, writer):
         self.accepted += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                answer, close = self.ANSWERS[head.split(b" ")[1]]
-                writer.write(answer)
-                await writer.drain()
+                pieces, close = self.pieces(head.split(b" ")[1])
+                for i, piece in enumerate(pieces):
+                    if i:
+                        await asyncio.sleep(0.005)  # a read of its own for the gateway
+                    writer.write(piece)
+                    await writer.drain()
                 if close:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):

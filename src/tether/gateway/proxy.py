@@ -207,6 +207,23 @@ class _BadResponse(Exception):
     """The app spoke HTTP the gateway cannot relay."""
 
 
+class _NeedsBody(Exception):
+    """An answer whose body is re-framed (chunked, or until the app closes) met a response
+    parser without a body callback: it is read again, from its head, by one with it."""
+
+
+class _WithBody:
+    """An app connection's parser callbacks with the body's pieces (``on_body``). The
+    commonest answer, a Content-Length body, needs none: the body is taken from the read
+    itself, and llhttp, without the callback, makes no copy of it."""
+
+    __slots__ = ("on_message_begin", "on_headers_complete", "on_body", "on_message_complete")
+
+    def __init__(self, app: _App):
+        self.on_message_begin, self.on_headers_complete = app.on_message_begin, app.on_headers_complete
+        self.on_body, self.on_message_complete = app._relay_body, app.on_message_complete
+
+
 def _raised(exc: Exception) -> BaseException | None:
     """What a parser callback of ours raised (httptools reports it as the context of a
     ``HttpParserCallbackError``); None for the parser's own refusals."""
@@ -229,14 +246,14 @@ class _Exchange:
                  "app", "tail", "refusal", "close", "task", "host", "clean")
 
     def __init__(self, request: Request | None, http11: bool = True, body: str = core.NO_BODY,
-                 upgrade: bool = False, host: bytes = b"", clean: bool = False):
+                 upgrade: bool = False, host: bytes = b"", clean: bool = False, keep_alive: bool = False):
         self.request, self.http11, self.body, self.upgrade = request, http11, body, upgrade
         self.host = host  # the Host field's value, as the browser sent it
         self.clean = clean  # its fields may go to the app as they came
         # the whole request has been read from the browser (one without a body: once its head
         # is, so an answer given before the parser says so keeps the connection)
         self.complete = request is not None and body == core.NO_BODY
-        self.keep_alive = False  # the browser may send another request after this one
+        self.keep_alive = keep_alive  # the browser may send another request after this one
         self.pending: list[bytes] | None = None  # body bytes read before the app was connected
         self.pending_bytes = 0
         self.app: _App | None = None
@@ -271,10 +288,12 @@ class _Browser(asyncio.Protocol):
         self.passing = False  # the rest of such a body goes to the app without the parser
         self.dead = False  # no more requests are parsed on this connection
         self.spliced: _App | None = None
-        self.kept: tuple[Any, _App] | None = None
+        self.kept: _App | None = None  # the app connection kept for the next request (its key: app.key)
         self.paused: set[str] = set()
         self.write_paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when it fires
+        self.held: list[bytes] | None = None  # for the browser, written at the end of this turn of the loop
         self.timeout_kind: str | None = None
         self.deadline = 0.0
 
@@ -312,7 +331,7 @@ class _Browser(asyncio.Protocol):
         if self.spliced is not None:
             self.spliced.abandon()
         if self.kept is not None:
-            self.kept[1].abandon()
+            self.kept.abandon()
             self.kept = None
 
     def eof_received(self) -> bool:
@@ -354,18 +373,40 @@ class _Browser(asyncio.Protocol):
 
     def _close(self) -> None:
         if self.transport is not None:
+            if self.held is not None:
+                self.release()
             self.transport.close()
+
+    def send(self, data: bytes) -> None:
+        """Every write to the browser: held to the end of this turn of the loop, with the other
+        answers given in it (one wake-up of each reader per turn, not one per answer), in order."""
+        if self.held is None:
+            self.held = [data]
+            self.gw.hold(self)
+        else:
+            self.held.append(data)
+
+    def release(self) -> None:
+        out, self.held = self.held, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
+                self.transport.write(b"".join(out))
+            else:
+                self.transport.writelines(out)
 
     # ---------------------------------------------------------------- timeouts, one timer
 
     def _arm(self, kind: str, seconds: float) -> None:
         self.timeout_kind = kind
-        self.deadline = self.loop.time() + seconds
-        if self.timer is not None and self.timer.when() > self.deadline:
-            self.timer.cancel()
-            self.timer = None
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.deadline, self._expire)
+        self.deadline = deadline = self.loop.time() + seconds
+        timer = self.timer
+        if timer is not None:
+            if self.timer_at <= deadline:  # it fires first, and sees the later deadline
+                return
+            timer.cancel()
+        self.timer, self.timer_at = self.loop.call_at(deadline, self._expire), deadline
 
     def _expire(self) -> None:
         self.timer = None
@@ -375,7 +416,7 @@ class _Browser(asyncio.Protocol):
         now = self.loop.time()
         if now < self.deadline or (kind == BODY and self.paused):  # activity since, or the app is slow
             self.deadline = max(self.deadline, now + (1.0 if self.paused else 0.0))
-            self.timer = self.loop.call_at(self.deadline, self._expire)
+            self.timer, self.timer_at = self.loop.call_at(self.deadline, self._expire), self.deadline
             return
         self.timeout_kind = None
         if kind == HEAD:
@@ -475,33 +516,35 @@ class _Browser(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         whole = self.buf + self.data if self.buf else self.data
-        start, line_end, end = core.locate_head(whole, self.at)
-        method, proto = parser.get_method(), whole[line_end - 9:line_end]  # (the line as llhttp accepted it)
-        version = "1.1" if proto == b" HTTP/1.1" else "1.0" if proto == b" HTTP/1.0" else parser.get_http_version()
+        start = self.at
+        end = whole.find(b"\r\n\r\n", start)
+        first = whole[start]
+        if first == 13 or first == 10:  # empty lines before the request, skipped as llhttp skips them
+            start, _, end = core.locate_head(whole, start)
         try:
-            if end < 0 or version not in ("1.0", "1.1"):
-                core.check_head(method, version, [])  # refuses the version
+            reading = core.read_request(whole[start:end + 4]) if end >= 0 else None
+            if reading is None:  # no HTTP/1.x version on its line
+                version = parser.get_http_version()
+                core.check_head(parser.get_method(), version, [])  # refuses the version
                 raise core.GatewayError(400, "bad-request", "malformed request head")
-            block = whole[line_end:end + 2]  # the field lines, each after a CRLF
-            if block.count(b"\n") > self.limits.max_headers + 1:
+            method, target, http11, host, body, length, host_value, clean, block, lines = reading
+            if lines > self.limits.max_headers + 1:
                 raise core.GatewayError(431, "too-many-headers",
                                         f"at most {self.limits.max_headers} headers are accepted")
-            host, body, length, host_value, clean = core.check_block(method, version, block)
         except core.GatewayError as exc:
             raise _Refused(exc.status, exc.slug, exc.detail) from None
-        target = whole[start:line_end].split(b" ", 2)[1]
-        ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), version == "1.1",
-                       body, parser.should_upgrade(), host_value, clean)
-        ex.keep_alive = parser.should_keep_alive()
+        self.ex = ex = _Exchange(Request(method, target, None, host, self.client_ip, self.gw.scheme, block), http11,
+                                 body, parser.should_upgrade(), host_value, clean, parser.should_keep_alive())
         self.body_left = length
-        self.at = end + 4 + length if body != core.CHUNKED else None
-        self.ex = ex
-        self.queue.append(ex)
-        if ex.body != core.NO_BODY:
-            self._arm(BODY, self.limits.body_timeout)
-        else:
+        queue = self.queue
+        queue.append(ex)
+        if body == core.NO_BODY:
+            self.at = end + 4
             self.timeout_kind = None
-        if len(self.queue) == 1:
+        else:
+            self.at = end + 4 + length if body != core.CHUNKED else None
+            self._arm(BODY, self.limits.body_timeout)
+        if len(queue) == 1:
             self._start(ex)
         else:
             self._pause("pipelined")  # answered in order: read no further until this one's turn
@@ -526,7 +569,8 @@ class _Browser(asyncio.Protocol):
         if self.timeout_kind == BODY:
             self.timeout_kind = None
         if ex.app is not None:
-            ex.app.end_body()
+            if ex.body == core.CHUNKED:
+                ex.app.end_body()
         elif not self.queue and not self.dead:  # answered already (by the gateway, at once): wait for the next
             self._arm(IDLE, self.limits.idle_timeout)
 
@@ -615,16 +659,17 @@ class _Browser(asyncio.Protocol):
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         if ex.close:
             headers.append((b"connection", b"close"))
-        self.transport.write(_head(status, b"", headers) + body)
+        self.send(_head(status, b"", headers) + body)
         self.finished(ex, None)
 
     def _forward(self, ex: _Exchange, fwd: Forward) -> None:
         # another replica's gateway checks every request it is passed: one connection each
         key = None if fwd.passthrough else getattr(fwd.upstream, "key", None)
-        if self.kept is not None:
-            kept_key, app = self.kept
+        app = self.kept
+        if app is not None:
             self.kept = None
-            if key is not None and kept_key == key and app.idle():  # the kept connection: no task, no wait
+            if key is not None and app.key == key and not app.closed and app.ex is None and not app.feeding \
+                    and not app.transport.is_closing():  # the kept connection: no task, no wait
                 app.start(self, ex, fwd)
                 if self.write_paused:
                     app.pause_reading()
@@ -667,7 +712,7 @@ class _Browser(asyncio.Protocol):
         self.queue.popleft()
         ex.app = None
         if app is not None:
-            self.kept = (app.key, app)
+            self.kept = app
         if self.paused:
             self._unpause("app")
         if ex.close or self.transport is None:
@@ -678,7 +723,11 @@ class _Browser(asyncio.Protocol):
                 self._unpause("pipelined")
             self._start(self.queue[0])
         elif self.in_head and self.head_bytes == 0:
-            self._arm(IDLE, self.limits.idle_timeout)
+            deadline = self.loop.time() + self.limits.idle_timeout
+            if self.timer is not None and self.timer_at <= deadline:  # (_arm's commonest case, inline)
+                self.timeout_kind, self.deadline = IDLE, deadline
+            else:
+                self._arm(IDLE, self.limits.idle_timeout)
 
     def splice(self, app: _App) -> None:
         self.spliced = app
@@ -702,6 +751,8 @@ class _App(asyncio.Protocol):
         # one parser per connection, made again only after an answer it did not read to its
         # end (to a HEAD, or a body passed on without it)
         self.parser: Any = None
+        self.body_cb = False  # the parser hands over the body's pieces (see _WithBody)
+        self.held: bytes | None = None  # a request head written at the end of this turn of the loop
         self.closed = False
         self.spliced = False
         self.in_head = False
@@ -721,11 +772,13 @@ class _App(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
-    def idle(self) -> bool:
-        return not self.closed and self.ex is None and not self.feeding and not self.transport.is_closing()
+    def release(self) -> None:
+        head, self.held = self.held, None
+        if head is not None and not self.closed and not self.transport.is_closing():
+            self.transport.write(head)
 
     def abandon(self) -> None:
-        self.browser = self.ex = None
+        self.browser = self.ex = self.held = None
         if not self.closed:
             self.transport.close()
 
@@ -750,10 +803,11 @@ class _App(asyncio.Protocol):
     def start(self, browser: _Browser, ex: _Exchange, fwd: Forward) -> None:
         self.browser, self.ex = browser, ex
         if self.parser is None:
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser, self.body_cb = httptools.HttpResponseParser(self), False
         self.head_sent = self.passing = False
         self.in_head, self.buf, self.at = True, b"", 0
-        self.out = []
+        if self.out:
+            self.out = []
         self.counted = fwd.on_bytes or _nothing
         self.report_status = fwd.on_status or _nothing
         request = ex.request
@@ -769,11 +823,18 @@ class _App(asyncio.Protocol):
                 request.method, request.target, b"".join(b"%s: %s\r\n" % h for h in headers)))
         else:
             target = fwd.target
-            self.transport.write(core.upstream_head(
+            head = core.upstream_head(
                 request.method, target.path, request.block, ex.clean, request.client_ip, request.scheme, ex.host,
                 target.prefix,
                 core.cookie_name(request.scheme == "https", target.prefix), fwd.headers, ex.upgrade,
-                ex.body == core.CHUNKED))
+                ex.body == core.CHUNKED)
+            if ex.complete and ex.body == core.NO_BODY and not ex.upgrade:
+                # nothing else is written to this app before its answer: the write waits for the
+                # end of this turn of the loop, with the other requests read in it
+                self.held = head
+                browser.gw.hold(self)
+            else:
+                self.transport.write(head)
         ex.app = self
         if ex.pending:
             pending, ex.pending, ex.pending_bytes = ex.pending, None, 0
@@ -799,7 +860,7 @@ class _App(asyncio.Protocol):
         if self.spliced:
             if self.browser is not None and self.browser.transport is not None:
                 self.counted(0, len(data))
-                self.browser.transport.write(data)
+                self.browser.send(data)
             return
         if self.ex is None:  # bytes from an app with no request outstanding: it is not speaking HTTP
             self.abandon()
@@ -826,6 +887,11 @@ class _App(asyncio.Protocol):
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             self.feeding = False
+            if isinstance(_raised(exc), _NeedsBody):
+                rest = (self.buf + data if self.buf else data)[self.at:]
+                self.parser, self.body_cb = httptools.HttpResponseParser(_WithBody(self)), True
+                self.buf, self.at = b"", 0
+                return self.data_received(rest)
             log.info("gateway: the app's response cannot be relayed: %s", _raised(exc) or exc)
             self._broken()
 
@@ -837,47 +903,83 @@ class _App(asyncio.Protocol):
     # the bytes llhttp accepted)
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = self.parser
+        status = parser.get_status_code()
         ex = self.ex
         whole = self.buf + self.data if self.buf else self.data
-        start, line_end, end = core.locate_head(whole, self.at)
+        start = self.at
+        end = whole.find(b"\r\n\r\n", start)
+        first = whole[start]
+        if first == 13 or first == 10:  # empty lines before the answer
+            start, _, end = core.locate_head(whole, start)
         head = whole[start:end + 4]
-        self.at = end + 4  # an informational answer's: the next head begins there
         if head.count(b"\n") > MAX_APP_HEADERS + 2:
             raise _BadResponse(f"more than {MAX_APP_HEADERS} header fields")
         if status >= 200:
-            self.in_head = False
-            self.report_status(status)
-            self.keep = self.parser.should_keep_alive()
-            self.head_sent = True
             keep_alive = ex.complete and ex.keep_alive and not ex.upgrade and not ex.close
             method = ex.request.method
-            length = None if method == b"HEAD" or status in (204, 304) else core.passable_length(head)
+            length = None if method == b"HEAD" or status == 204 or status == 304 else core.passable_length(head)
             if length is not None:  # the app's head as it came (the commonest answer)
+                self.in_head, self.head_sent = False, True
+                self.report_status(status)
+                self.keep = parser.should_keep_alive()
                 self.mode = self.down = core.LENGTH
-                self.left, ex.close = length, not keep_alive
-                self.out.append(head if keep_alive else head[:-2] + b"connection: close\r\n\r\n")
+                if not keep_alive:
+                    ex.close = True
+                    head = head[:-2] + b"connection: close\r\n\r\n"
+                self._length_body(whole, start, end + 4, length, head)
                 return
+        line_end = whole.find(b"\r\n", start)
         line = whole[start:line_end].split(b" ", 2)
         reason, headers = line[2] if len(line) > 2 else b"", core.split_fields(whole[line_end:end + 2])
-        if status < 200:
-            if status == 101:
-                if not ex.upgrade:
-                    raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
-                self.report_status(101)
-                self.head_sent = True
-                self.out.append(_head(101, reason, core.downstream_response_headers(headers, upgrade=True)))
-            elif ex.http11 and status in (100, 103):
-                self.out.append(_head(status, reason, core.downstream_response_headers(headers)))
+        if status >= 200:
+            rewritten = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
+            if rewritten.body in (core.CHUNKED, core.UNTIL_CLOSE) and not self.body_cb:
+                raise _NeedsBody()  # read again by a parser that hands over the body's pieces
+            self.in_head, self.head_sent = False, True
+            self.at = end + 4
+            self.report_status(status)
+            self.keep = parser.should_keep_alive()
+            self.mode, self.down, self.left, ex.close = rewritten.body, rewritten.down, rewritten.length, rewritten.close
+            out = _head(status, reason, rewritten.headers)
+            if self.mode == core.LENGTH and not self.body_cb:
+                self._length_body(whole, -1, end + 4, self.left, out)
+            else:
+                self.out.append(out)
+            if method == b"HEAD":
+                self.parser = None  # it would wait for the body a Content-Length announces
+                self._done(False)
             return
-        head = core.response_head(status, method, headers, http11=ex.http11, keep_alive=keep_alive)
-        self.mode, self.down, self.left, ex.close = head.body, head.down, head.length, head.close
-        self.out.append(_head(status, reason, head.headers))
-        if method == b"HEAD":
-            self.parser = None  # it would wait for the body a Content-Length announces
-            self._done(False)
+        self.at = end + 4  # an informational answer's: the next head begins there
+        if status == 101:
+            if not ex.upgrade:
+                raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
+            self.report_status(101)
+            self.head_sent = True
+            self.out.append(_head(101, reason, core.downstream_response_headers(headers, upgrade=True)))
+        elif ex.http11 and status in (100, 103):
+            self.out.append(_head(status, reason, core.downstream_response_headers(headers)))
 
-    def on_body(self, data: bytes) -> None:
+    def _length_body(self, whole: bytes, start: int, body_at: int, length: int, head: bytes) -> None:
+        """A Content-Length body's bytes in this read, taken after the head from the bytes
+        llhttp has accepted (the parser has no body callback: llhttp counts the body and
+        calls the message's end; no copy of each piece): the head and they are relayed as
+        one piece, the read itself when it is exactly an answer that passes as it came."""
+        n = len(whole) - body_at
+        if n > length:
+            n = length
+        self.left = length - n
+        self.at = body_at + n
+        if n:
+            self.counted(0, n)
+            if start == 0 and body_at + n == len(whole) and len(head) == body_at:
+                self.out.append(whole)  # the whole read is this answer, as it came
+            else:
+                self.out += (head, whole[body_at:body_at + n])
+        else:
+            self.out.append(head)
+
+    def _relay_body(self, data: bytes) -> None:
         self.counted(0, len(data))
         self.left -= len(data)
         if self.down == core.CHUNKED:
@@ -886,7 +988,7 @@ class _App(asyncio.Protocol):
             self.out.append(data)
 
     def on_message_complete(self) -> None:
-        if self.ex is None or self.parser.get_status_code() < 200:
+        if self.in_head or self.ex is None:
             return  # an informational answer (the final one follows), or a 101 (the splice follows)
         if self.down == core.CHUNKED:
             self.out.append(b"0\r\n\r\n")
@@ -896,31 +998,36 @@ class _App(asyncio.Protocol):
         """A Content-Length body's bytes after its first piece: counted and relayed, not parsed."""
         left = self.left
         if len(data) < left:
-            return self.on_body(data)
+            return self._relay_body(data)
         self.passing = False
         self.parser = None  # it still waits for the body
-        self.on_body(data[:left] if len(data) > left else data)
+        self._relay_body(data[:left] if len(data) > left else data)
         self._done(self.keep and len(data) == left)  # bytes past the body: the app is not speaking HTTP
 
     def _flush(self) -> None:
-        out, self.out = self.out, []
-        if out and self.browser is not None and self.browser.transport is not None:
-            if len(out) == 1:
-                self.browser.transport.write(out[0])
-            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
-                self.browser.transport.write(b"".join(out))
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        browser = self.browser
+        if browser is not None and browser.transport is not None:
+            if browser.held is None:
+                browser.held = out
+                browser.gw.hold(browser)
             else:
-                self.browser.transport.writelines(out)
+                browser.held += out
 
     def _done(self, reusable: bool) -> None:
-        self._flush()
+        if self.out:
+            self._flush()
         browser, ex = self.browser, self.ex
         self.browser = self.ex = None
-        reusable = reusable and ex.complete and not ex.close
-        if not reusable:
+        if not reusable or not ex.complete or ex.close:
             self.abandon()
-        if browser is not None:
-            browser.finished(ex, self if reusable else None)
+            if browser is not None:
+                browser.finished(ex, None)
+        elif browser is not None:
+            browser.finished(ex, self)
 
     def _switch(self, tail: bytes) -> None:
         self.spliced = True
@@ -928,7 +1035,7 @@ class _App(asyncio.Protocol):
         browser = self.browser
         if tail:
             self.counted(0, len(tail))
-            browser.transport.write(tail)
+            browser.send(tail)
         browser.splice(self)
 
     def from_browser(self, data: bytes) -> None:
@@ -988,6 +1095,22 @@ class Gateway:
         self.open_connections = 0
         self.on_refusal = on_refusal or _nothing  # answers no route saw
         self.on_connections = on_connections or _nothing
+        #: connections with bytes held for the end of this turn of the loop (see _Browser.send)
+        self.held: list[_Browser | _App] = []
+
+    def hold(self, protocol: _Browser | _App) -> None:
+        held = self.held
+        held.append(protocol)
+        if len(held) == 1:
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        for protocol in held:
+            try:
+                protocol.release()
+            except Exception:  # noqa: BLE001 - one connection's failure must not hold the others' bytes
+                log.exception("gateway: writing held bytes failed")
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol for one browser connection (``loop.create_server(gateway.protocol, ...)``)."""
