@@ -421,4 +421,4 @@ async def background(app) -> None:
         if hub.settings.lava_listen:
             from tether.job.lava import serve
 
-            tg.start_soon(serve, app, hub.settings.lava_listen)
+            tg.start_soon(serve, app, hub.settings.lava_listen, getattr(app.state, "listeners", {}).get("lava_listen"))
