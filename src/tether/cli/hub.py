@@ -42,11 +42,14 @@ def _is_loopback(host: str) -> bool:
 @click.option("--lava-listen", metavar="HOST:PORT",
               help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
                    "(unauthenticated: a lab's private network only; see docs/job.md).")
+@click.option("--job-max-waits", type=click.IntRange(1, 1_000_000), metavar="N",
+              help="The most job waits (long-polls) this hub holds at once (default 4096); past it a wait is "
+                   "answered 503 with Retry-After and `tether job` asks again. Env TETHER_JOB_MAX_WAITS.")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
 def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
-        gateway_tls_cert, gateway_tls_key, lava_listen, recover_admin):
+        gateway_tls_cert, gateway_tls_key, lava_listen, job_max_waits, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -71,7 +74,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
             ssh_listen=ssh_listen, gateway_listen=gateway_listen, gateway_tls_cert=gateway_tls_cert,
-            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen,
+            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen, job_max_waits=job_max_waits,
         )
         check_settings(settings)
     except ConfigError as exc:
