@@ -142,6 +142,10 @@ class HubSettings(BaseSettings):
     lava_listen: str | None = Field(
         default=None, description="HOST:PORT for the LAVA-coordinator-compatible listener (no authentication: "
         "bind it to the lab's private network only)")
+    job_max_waits: int = Field(
+        default=4096, ge=1, le=1_000_000,
+        description="the most job long-polls (waits) one hub replica holds at once; past it a wait is answered "
+                    "503 with Retry-After and `tether job` asks again")
 
     @field_validator("listen", "lava_listen", "signal_nats_listen")
     @classmethod

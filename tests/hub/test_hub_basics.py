@@ -191,7 +191,7 @@ def test_a_gc_grace_that_is_not_a_duration_stops_the_hub_at_start(tmp_path):
     assert not (tmp_path / "data" / "tether.db").exists()  # nothing created
 
 
-@pytest.mark.parametrize("flag", ["--listen", "--ssh-listen", "--gateway-listen"])
+@pytest.mark.parametrize("flag", ["--listen", "--ssh-listen", "--gateway-listen", "--lava-listen"])
 def test_a_taken_port_is_a_clear_error_before_anything_is_announced(tmp_path, flag):
     """The hub binds before it says it serves: a port another program holds exits 3 naming
     the address and the flag, with no "hub serving" line, no admin-token path, no file."""

@@ -42,10 +42,15 @@ class AppsResolver:
         self.instances = Recent()  # (owner, app) -> its row, while it runs
         self.checks = Checks()  # (instance, its token, source, method, upgrade, sha256 of the secret) -> allowed ctx
 
-    async def _lookup(self, owner: str, name: str) -> Instance | None:
+    def _recent(self, owner: str, name: str) -> Instance | None:
+        """The running instance read within CHECK_SECONDS, unless this replica stopped it since."""
         inst = self.instances.get((owner, name))
         if inst is not None and self.runtime.mine(inst) and not self.runtime.serving(inst):
-            inst = None  # this replica stopped it since (idle, crashed, moved): read it afresh
+            return None  # this replica stopped it since (idle, crashed, moved): read it afresh
+        return inst
+
+    async def _lookup(self, owner: str, name: str) -> Instance | None:
+        inst = self._recent(owner, name)
         if inst is None:
             inst = await asyncio.to_thread(self.runtime.service.lookup, owner, name)
             if inst is not None and inst.state == "running" and inst.desired == "running" and inst.holder:
@@ -84,6 +89,23 @@ class AppsResolver:
             self.checks.keep(key, ctx)
         return await self._route(request, target, inst, ctx.user.name)
 
+    def now(self, request: Request, target: gw.Target) -> Decision | None:
+        """The decision without waiting (the gateway spends no task on it) when the running
+        instance was read and this credential allowed on it within CHECK_SECONDS and its
+        caveats hold now; None when it must be awaited (``__call__``), which checks the rest."""
+        inst = self._recent(*target.route)
+        if inst is None or target.path.startswith(gw.CONTROL_PREFIX.encode()):
+            return None
+        secret = request.credential(gw.cookie_name(self.secure, target.prefix))
+        if secret is None:
+            return None
+        key = Checks.key(inst.id, inst.token_id, request.client_ip, request.method, gw.is_upgrade(request.headers),
+                         secret=secret)
+        ctx = self.checks.allowed(key, request.client_ip)
+        if ctx is None:
+            return None
+        return self._to_instance(request, target, inst, ctx.user.name)
+
     async def _route(self, request: Request, target: gw.Target, inst: Instance, user: str) -> Decision:
         runtime = self.runtime
         if not runtime.mine(inst) and (inst.holder or "").partition("#")[0] == runtime.internal:
@@ -103,14 +125,21 @@ class AppsResolver:
                 inst = await asyncio.to_thread(runtime.ensure_running, inst, states=("idle", "starting"))
             except Problem as p:
                 return Refuse(p.status, p.slug, p.detail, [(b"retry-after", b"5")])
+        return self._to_instance(request, target, inst, user) or Refuse(
+            503, "instance-starting", f"{inst.app} of {inst.owner} is starting or moving between replicas; retry "
+            "shortly", [(b"retry-after", b"2")])
+
+    def _to_instance(self, request: Request, target: gw.Target, inst: Instance, user: str) -> Decision | None:
+        """An allowed request to a running instance: to its socket when this replica holds
+        its sandbox, else to the replica that does; None when neither is known here."""
+        runtime = self.runtime
         if runtime.mine(inst):
             sock = runtime.root / "run" / inst.sandbox / "app.sock"
             return Forward(UnixUpstream(str(sock)), target, runtime.counter(inst),
                            headers=[(gw.USER_HEADER, user.encode())])
         peer = (inst.holder or "").partition("#")[0]
         if request.hop() or not peer or peer == runtime.internal:
-            return Refuse(503, "instance-starting", f"{inst.app} of {inst.owner} is starting or moving between "
-                          "replicas; retry shortly", [(b"retry-after", b"2")])
+            return None
         host, _, port = peer.rpartition(":")
         context = ssl.create_default_context() if self.secure else None
         return Forward(TCPUpstream(host.strip("[]"), int(port), ssl=context, server_hostname=request.host),

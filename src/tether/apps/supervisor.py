@@ -234,14 +234,19 @@ class AppsRuntime:
             if not disk.ensure(self._disk_image(inst), spec.data_dir, inst.limits.disk_bytes, inst.uid, inst.uid):
                 log.warning("%s of %s keeps its /data from before disk limits: no --disk limit applies to it",
                             inst.app, inst.owner)
-            self.sandboxes.start(spec)
-            # the counters as the app starts: the self-test's own probes, not the app's attempts
-            self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
-            if inst.data_at != self.internal:
-                self.service.mark(inst.id, data_at=self.internal)
-        except (SandboxError, disk.DiskError) as exc:
-            self.service.mark(inst.id, state="failed", holder=None, reason=exc.reason)
-            raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {exc.reason}") from None
+            try:
+                self.sandboxes.start(spec)
+                # the counters as the app starts: the self-test's own probes, not the app's attempts
+                self._baseline[inst.id] = dict(self.sandboxes.status(inst.sandbox).refused or {})
+                if inst.data_at != self.internal:
+                    self.service.mark(inst.id, data_at=self.internal)
+            except BaseException:  # /data is mounted: not until the next stop or rm
+                self._undo_start(inst)
+                raise
+        except (SandboxError, disk.DiskError, OSError) as exc:  # OSError: a directory the sandbox cannot use
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.service.mark(inst.id, state="failed", holder=None, reason=reason)
+            raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {reason}") from None
         except Problem as p:  # not started: failed, or (its data is elsewhere) stopped here
             self.service.mark(inst.id, state="stopped" if p.slug == "data-elsewhere" else "failed", holder=None,
                               reason=p.detail)
@@ -273,14 +278,26 @@ class AppsRuntime:
 
     def _stop(self, inst: Instance, *, state: str, reason: str) -> None:
         self._serving.discard(inst.id)
+        self._end_sandbox(inst)
+        self._applied.pop(inst.id, None)
+        self.service.mark(inst.id, state=state, holder=None, reason=reason)
+
+    def _end_sandbox(self, inst: Instance) -> None:
+        """Stop and remove the sandbox, then unmount its /data (the loop device goes with it)."""
         self.sandboxes.stop(inst.sandbox)
         self.sandboxes.remove(inst.sandbox)
         try:
             disk.unmount(self._dirs(inst)[0])
         except disk.DiskError as exc:  # still mounted: the next start uses it as it is
             log.warning("apps: %s of %s: %s", inst.app, inst.owner, exc.reason)
-        self._applied.pop(inst.id, None)
-        self.service.mark(inst.id, state=state, holder=None, reason=reason)
+
+    def _undo_start(self, inst: Instance) -> None:
+        """A start that failed after /data was mounted: end whatever of it runs and unmount,
+        leaving the start's own error to be reported."""
+        try:
+            self._end_sandbox(inst)
+        except Exception:  # noqa: BLE001 - the start's error is the one to report
+            log.exception("apps: cleaning up the failed start of %s of %s", inst.app, inst.owner)
 
     def remove(self, inst: Instance) -> None:
         """Remove the sandbox and everything it had (data, socket directory), then the row."""

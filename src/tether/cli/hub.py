@@ -42,11 +42,14 @@ def _is_loopback(host: str) -> bool:
 @click.option("--lava-listen", metavar="HOST:PORT",
               help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
                    "(unauthenticated: a lab's private network only; see docs/job.md).")
+@click.option("--job-max-waits", type=click.IntRange(1, 1_000_000), metavar="N",
+              help="The most job waits (long-polls) this hub holds at once (default 4096); past it a wait is "
+                   "answered 503 with Retry-After and `tether job` asks again. Env TETHER_JOB_MAX_WAITS.")
 @click.option("--recover-admin-token", "recover_admin", metavar="ADMIN",
               help="Don't serve: write a new non-expiring token for hub admin ADMIN to DATA/admin.token and exit "
                    "(for an operator who lost it; needs access to the hub's storage).")
 def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_listen, gateway_listen,
-        gateway_tls_cert, gateway_tls_key, lava_listen, recover_admin):
+        gateway_tls_cert, gateway_tls_key, lava_listen, job_max_waits, recover_admin):
     """Run the tether hub: the HTTP API under /api/v1, /healthz and /metrics.
 
     On first start the hub creates user 'admin' and writes its token to
@@ -71,7 +74,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         settings = load_settings(
             config_file, data_dir=data_dir, listen=listen, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
             ssh_listen=ssh_listen, gateway_listen=gateway_listen, gateway_tls_cert=gateway_tls_cert,
-            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen,
+            gateway_tls_key=gateway_tls_key, lava_listen=lava_listen, job_max_waits=job_max_waits,
         )
         check_settings(settings)
     except ConfigError as exc:
@@ -84,7 +87,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         click.echo("tether: error: the gateway's TLS needs both --gateway-tls-cert and --gateway-tls-key", err=True)
         sys.exit(2)
 
-    sock = None if recover_admin else _bind_listeners(settings)  # before anything is said or written
+    socks = {} if recover_admin else _bind_listeners(settings)  # before anything is said or written
     _raise_open_files()
 
     import uvicorn
@@ -151,7 +154,10 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
         key = load_or_create_host_key(data)
         click.echo(f"tether: SSH on {settings.ssh_listen}, host key {key.get_fingerprint('sha256')} "
                    f"({data / 'ssh_host_ed25519_key.pub'})", err=True)
-    app = create_app(settings, db)
+    if settings.lava_listen:
+        click.echo(f"tether: LAVA coordinator protocol on {settings.lava_listen} (no authentication: "
+                   "a lab's private network only)", err=True)
+    app = create_app(settings, db, listeners=socks)
     app.state.signal_nats = nats = _signal_nats(settings, data, db)
     # Everything loaded so far (modules, the app, SQLAlchemy's mappings: ~100,000 objects)
     # lives as long as the process: keep it out of the collector's full passes, which
@@ -171,7 +177,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     from tether.hub.headers import limited_http_protocol
 
     try:
-        _serve(uvicorn, app, settings, host, port, sock, limited_http_protocol)
+        _serve(uvicorn, app, settings, host, port, socks["listen"], limited_http_protocol)
     finally:
         if nats is not None and hasattr(nats, "stop"):
             nats.stop()
@@ -245,18 +251,29 @@ def _serve(uvicorn, app, settings, host: str, port: int, sock, limited_http_prot
         sys.exit(3)
 
 
-def _bind_listeners(settings):
-    """The API's socket, bound; the other listeners' addresses checked. A taken port
-    exits 3 with what to do, before the hub writes or announces anything."""
-    from tether.config import split_listen
-    from tether.hub.listen import ListenError, bind, check
+_LISTENERS = (("listen", "--listen"), ("ssh_listen", "--ssh-listen"), ("gateway_listen", "--gateway-listen"),
+              ("lava_listen", "--lava-listen"))
 
+
+def _bind_listeners(settings) -> dict:
+    """Every listener's socket, bound once (setting name -> socket), each handed to its
+    server later. A port that cannot be bound exits 3 with what to do, before the hub
+    writes or announces anything. A port of 0 is the kernel's choice: the settings are
+    rewritten to the port bound, so every line, URL and address the hub gives names it."""
+    from tether.config import split_listen
+    from tether.hub.listen import ListenError, bind, bound
+
+    socks: dict = {}
     try:
-        for value, flag in ((settings.ssh_listen, "--ssh-listen"), (settings.gateway_listen, "--gateway-listen"),
-                            (settings.lava_listen, "--lava-listen")):
+        for name, flag in _LISTENERS:
+            value = getattr(settings, name)
             if value:
-                check(*split_listen(value), flag)
-        return bind(*split_listen(settings.listen), "--listen")
+                host, port = split_listen(value)
+                socks[name] = bind(host, port, flag)
+                setattr(settings, name, bound(host, socks[name]))
     except ListenError as exc:
+        for sock in socks.values():
+            sock.close()
         click.echo(f"tether: error: {exc}", err=True)
         sys.exit(3)
+    return socks

@@ -1131,5 +1131,9 @@ class Gateway:
         return r.status, [(b"content-type", ctype), *r.headers], body
 
 
-async def serve(gateway: Gateway, host: str, port: int, *, ssl=None) -> asyncio.Server:
-    return await asyncio.get_running_loop().create_server(gateway.protocol, host, port, ssl=ssl, backlog=1024)
+async def serve(gateway: Gateway, host: str, port: int, *, ssl=None, sock=None) -> asyncio.Server:
+    """Serve on ``host:port``, or on ``sock`` (a socket already bound and listening) when given."""
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(gateway.protocol, sock=sock, ssl=ssl, backlog=1024)
+    return await loop.create_server(gateway.protocol, host, port, ssl=ssl, backlog=1024)

@@ -225,7 +225,10 @@ class HubMiddleware:
             log.exception("could not write an audit record")
 
 
-def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
+def create_app(settings: HubSettings, db: Database | None = None, listeners: dict | None = None) -> FastAPI:
+    """The hub's app. ``listeners``: sockets ``tether hub`` bound (setting name ->
+    socket: ``ssh_listen``, ``gateway_listen``, ``lava_listen``), served as they are;
+    a listener without one binds its setting's address when the app starts."""
     db = db or Database(settings.effective_database_url())
     hub = HubState(settings, db)
 
@@ -233,8 +236,10 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         acceptor = gateway = runtime = None
         apps = app.state.apps_runtime
+        socks = app.state.listeners
         if settings.gateway_listen:
-            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics, app.state.apps_resolver)
+            gateway, runtime, registrar = await _start_gateway(settings, db, hub.metrics, app.state.apps_resolver,
+                                                               socks.get("gateway_listen"))
         if settings.ssh_listen:
             from tether.config import split_listen
             from tether.hub.capabilities import ssh_handlers
@@ -242,7 +247,8 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
 
             host, port = split_listen(settings.ssh_listen)
             acceptor = await start_server(ssh_handlers(runtime), settings, db, host, port,
-                                          listener=registrar if runtime is not None else None)
+                                          listener=registrar if runtime is not None else None,
+                                          sock=socks.get("ssh_listen"))
         hub.audit_writer.start()
         try:
             async with anyio.create_task_group() as tg:
@@ -276,6 +282,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    app.state.listeners = dict(listeners or {})
     # Called when the server starts to stop, before it waits for open requests to end:
     # a capability holding requests (job's long-polls) answers them now.
     app.state.drain_hooks = []
@@ -387,7 +394,7 @@ def create_app(settings: HubSettings, db: Database | None = None) -> FastAPI:
     return app
 
 
-async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, apps_resolver=None):
+async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, apps_resolver=None, sock=None):
     """The gateway's listener (forwarded apps and app instances), with the replica's forward state."""
     import ssl
 
@@ -408,7 +415,7 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, 
     gateway = Gateway(resolver, scheme="https" if context else "http", limits=limits,
                       on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
                       on_connections=metrics.gateway_connections.set)
-    server = await serve(gateway, host, port, ssl=context)
+    server = await serve(gateway, host, port, ssl=context, sock=sock)
     return server, runtime, registrar
 
 

@@ -86,9 +86,12 @@ def gateway_resolver(forward: Any, apps: Any, domain: str):
         return await forward(request)
 
     def now(request):
-        """Forward's decision without waiting, for a name forward has seen live (no instance has it)."""
-        if apps is not None and not forward.knows(gw.match(request.host, request.target, domain).route):
-            return None
+        """The decision without waiting: forward's, for a name forward has seen live (no
+        instance has it), else apps', for a running instance read within CHECK_SECONDS."""
+        if apps is not None:
+            target = gw.match(request.host, request.target, domain)
+            if not forward.knows(target.route):
+                return apps.now(request, target)
         return forward.now(request)
 
     resolve.now = now

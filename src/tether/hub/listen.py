@@ -1,9 +1,10 @@
-"""The hub's listening sockets, bound before it says it serves.
+"""The hub's listening sockets, bound once, before it says it serves.
 
-``tether hub`` binds its API socket here and hands it to uvicorn, and checks that the
-other listeners' addresses (SSH, gateway, LAVA) can be bound, before it touches its
-storage or prints "hub serving …": a taken port is one clear error, not an
-announcement followed by a traceback.
+``tether hub`` binds every listener here (the API, SSH, gateway, LAVA) before it
+touches its storage or prints "hub serving …", and hands each bound socket to its
+server: a taken port is one clear error, not an announcement followed by a
+traceback, and no port can be taken between a check and a second bind. A port of 0
+is the kernel's choice; :func:`bound` names the address actually bound.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ def bind(host: str, port: int, flag: str) -> socket.socket:
     return sock
 
 
-def check(host: str, port: int, flag: str) -> None:
-    """Raise :class:`ListenError` if ``host:port`` cannot be bound now (the listener
-    itself binds it again when the hub starts)."""
-    bind(host, port, flag).close()
+def bound(host: str, sock: socket.socket) -> str:
+    """``HOST:PORT`` of a bound socket: the host as the setting named it, the port the
+    socket has (the kernel's choice for a port of 0)."""
+    return _show(host, sock.getsockname()[1])
 
 
 def _show(host: str, port: int) -> str:
@@ -60,4 +61,4 @@ def _said(host: str, port: int, flag: str, exc: OSError) -> str:
     return f"cannot listen on {where} ({flag}): {exc.strerror or exc}"
 
 
-__all__ = ["ListenError", "bind", "check"]
+__all__ = ["ListenError", "bind", "bound"]

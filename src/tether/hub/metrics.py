@@ -22,6 +22,8 @@ class Metrics:
         )
         self.uploads = Gauge("tether_uploads_in_progress", "Uploads whose bodies are being received or stored",
                              registry=self.registry)  # its value: set_function by the app
+        self.job_waits = Gauge("tether_job_waits_held", "Job waits (long-polls) this replica holds "
+                               "(at most the setting job_max_waits)", registry=self.registry)  # set_function by job
 
         # the gateway (forwarded apps): per route, "USER/NAME"
         self.gateway_requests = Counter(

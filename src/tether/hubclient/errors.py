@@ -22,11 +22,14 @@ _HINTS = {
 
 
 class HubError(TetherError):
-    """The hub answered with a non-2xx status; ``problem`` is its problem+json body."""
+    """The hub answered with a non-2xx status; ``problem`` is its problem+json body;
+    ``retry_after``: the seconds its Retry-After asked for (capped), or None."""
 
-    def __init__(self, status: int, problem: dict[str, Any], hint: str | None = None):
+    def __init__(self, status: int, problem: dict[str, Any], hint: str | None = None, *,
+                 retry_after: float | None = None):
         self.status = status
         self.problem = problem
+        self.retry_after = retry_after
         super().__init__(self.message, exit_code_for_status(status), hint or _HINTS.get(status))
 
     @property

@@ -101,7 +101,7 @@ class Hub:
 
         resp = self.send(method, path, **kw)
         if not resp.is_success:
-            raise HubError(resp.status_code, problem_from(resp))
+            raise HubError(resp.status_code, problem_from(resp), retry_after=self.policy.retry_after(resp))
         if resp.status_code == 204 or not resp.content:
             return None
         try:

@@ -41,12 +41,14 @@ from tether.auth.policy import Resource
 from tether.auth.service import AuthContext, normalise_source
 from tether.job import core
 from tether.job.service import NOTIFY_CHANNEL, JobService, Place, Waker, problem_of, topic_of
+from tether.problems import Problem
 
 log = logging.getLogger("tether.job")
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 MAX_HOLD = 25.0  # seconds a long-poll is held; below common proxies' idle timeouts
+BUSY_RETRY_AFTER = 1  # seconds a wait refused past job_max_waits is told to wait before asking again
 Name = Annotated[str, Field(max_length=core.MAX_NAME)]
 
 
@@ -246,10 +248,48 @@ async def send(group: str, node: str, body: SendIn, request: Request, _bearer: B
     return await _run(svc.send, place, body.id, body.data)
 
 
+class Holds:
+    """How many waits this replica holds, at most ``limit`` (``job_max_waits``): each costs
+    a socket and ~36 KiB, so past it a wait is refused at once (503, Retry-After) and the
+    client asks again, rather than the replica holding without bound."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    def take(self) -> None:
+        if self.held >= self.limit:
+            raise Problem(503, "too-many-waits",
+                          f"this hub replica holds its most waits at once ({self.limit}, setting job_max_waits); "
+                          f"ask again in {BUSY_RETRY_AFTER} s (`tether job` does so by itself)",
+                          headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+        self.held += 1
+
+    def give(self) -> None:
+        self.held -= 1
+
+
+def holds_of(app) -> Holds:
+    h = getattr(app.state, "job_holds", None)
+    if h is None:
+        h = app.state.job_holds = Holds(app.state.hub.settings.job_max_waits)
+        app.state.hub.metrics.job_waits.set_function(lambda: h.held)
+    return h
+
+
 @router.post("/{group}/nodes/{node}/wait")
 async def wait(group: str, node: str, body: WaitIn, request: Request, _bearer: Bearer = None):
     svc = _svc(request)
     _, place = await node_calls_of(request.app).place(request, group, node)
+    holds = holds_of(request.app)
+    holds.take()  # on the event loop: no lock needed
+    try:
+        return await _held_wait(svc, place, body, request)
+    finally:
+        holds.give()
+
+
+async def _held_wait(svc: JobService, place: Place, body: WaitIn, request: Request) -> Response:
     # The audit record is of the change (an arrival, a new wait), written durably when
     # it is made; asking again changes nothing and is not recorded, and the answers a
     # barrier releases at once do not each wait for an audit commit.
@@ -421,4 +461,4 @@ async def background(app) -> None:
         if hub.settings.lava_listen:
             from tether.job.lava import serve
 
-            tg.start_soon(serve, app, hub.settings.lava_listen)
+            tg.start_soon(serve, app, hub.settings.lava_listen, getattr(app.state, "listeners", {}).get("lava_listen"))

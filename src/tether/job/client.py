@@ -19,7 +19,8 @@ from tether.hubclient.errors import HubError, TransportError
 from tether.hubclient.hub import Hub, q
 from tether.problems import EXIT_NO, TetherError
 
-#: Answers that mean "ask again shortly": the hub restarts, or its database does.
+#: Answers that mean "ask again shortly": the hub restarts, or its database does, or the
+#: replica holds its most waits (503 with Retry-After, setting job_max_waits).
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: How long the hub holds one long-poll: within the client's 30 s socket timeout.
 HOLD = 20.0
@@ -125,7 +126,10 @@ class JobClient:
             except HubError as exc:
                 if exc.status not in RETRY_STATUSES:
                     raise
-                time.sleep(pause)
+                # the hub restarts, or this replica holds its most waits: after the time it
+                # asked for (Retry-After), else a growing pause, ask again
+                delay = exc.retry_after if exc.retry_after is not None else pause
+                time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 2.0)
                 continue
             pause = 0.1

@@ -157,13 +157,16 @@ class Listener:
         return {"response": "wait"}
 
 
-async def serve(app, listen: str) -> None:
-    """Serve LAVA's protocol on ``listen`` until cancelled."""
+async def serve(app, listen: str, sock=None) -> None:
+    """Serve LAVA's protocol on ``listen`` (or on ``sock``, bound to it already) until cancelled."""
     from tether.config import split_listen
 
-    host, port = split_listen(listen)
     listener = Listener(app)
-    server = await asyncio.start_server(listener.handle, host, port, backlog=1024)
+    if sock is not None:
+        server = await asyncio.start_server(listener.handle, sock=sock, backlog=1024)
+    else:
+        host, port = split_listen(listen)
+        server = await asyncio.start_server(listener.handle, host, port, backlog=1024)
     log.info("LAVA coordinator protocol on %s", listen)
     async with server:
         await server.serve_forever()

@@ -148,10 +148,12 @@ async def _handle(process: asyncssh.SSHServerProcess, handlers: Mapping[str, Han
 
 
 async def start_server(handlers: Mapping[str, Handler], settings: Any, db: Database, host: str, port: int, *,
-                       listener: ListenHandler | None = None) -> asyncssh.SSHAcceptor:
+                       listener: ListenHandler | None = None, sock: socket.socket | None = None) -> asyncssh.SSHAcceptor:
+    """Serve SSH on ``host:port``, or on ``sock`` (bound to it already) when given."""
     key = load_or_create_host_key(settings.data_dir)
+    where = {"sock": sock} if sock is not None else {"host": host, "port": port}
     return await asyncssh.create_server(
-        lambda: _Server(settings, db, listener), host, port, server_host_keys=[key],
+        lambda: _Server(settings, db, listener), **where, server_host_keys=[key],
         process_factory=lambda p: _handle(p, handlers, settings, db),
         encoding=None, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         login_timeout=30, keepalive_interval=30, encryption_algs=CIPHERS,
