@@ -243,8 +243,9 @@ class Forwarder:
             else:
                 await self.conn.forward_remote_path_to_port(path, *endpoint)
         except asyncssh.ChannelListenError:
-            raise Failed(EXIT_USAGE, f"the hub refused route {self.name}: it is live from another node "
-                         "(--replace takes it over) or you may not register it") from None
+            raise Failed(EXIT_USAGE, f"the hub refused route {self.name}: it is live from another node of yours "
+                         f"(--replace takes it over), or an app instance of yours is named {self.name} "
+                         "(`tether app list`; pick another name), or this key's user may not register it") from None
         self.replace = True  # a reconnect takes our own route back
         hello = await self._hello()
         self.emit("live", url=hello["url"], signin=hello["signin"])
