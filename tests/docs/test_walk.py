@@ -44,6 +44,18 @@ def test_forward_says_what_failed_and_nothing_else(tmp_path):
     assert "Warning" not in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_forward_of_an_app_that_never_listens_says_where_it_should(tmp_path):
+    """A command that ignores {socket} (the commonest slip: `uvicorn app:app` without
+    --uds {socket}) fails after --start-timeout, exit 3, saying where the app must listen."""
+    r = _tether("forward", "demo", "--ssh", f"127.0.0.1:{free_port()}", "--start-timeout", "1", "--",
+                "sleep", "30", tmp=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "did not accept connections within 1 s" in r.stderr and "{socket} ($TETHER_SOCKET)" in r.stderr, r.stderr
+    r = _tether("forward", "demo", "--tcp", "--ssh", f"127.0.0.1:{free_port()}", "--start-timeout", "1", "--",
+                "sleep", "30", tmp=tmp_path)
+    assert r.returncode == 3 and "{port} ($TETHER_PORT)" in r.stderr, r.stderr
+
+
 def test_app_register_with_an_option_after_cmd_says_to_put_cmd_last(tmp_path):
     """Everything after --cmd is the app's command: a --dir typed after it is named, not
     reported missing; nothing reaches the hub (there is none here)."""

@@ -144,7 +144,9 @@ class Forwarder:
             if self.app.returncode is not None:
                 raise Failed(EXIT_RUNTIME, f"the app exited ({self.app.returncode}) before it accepted connections")
             if asyncio.get_running_loop().time() > deadline:
-                raise Failed(EXIT_RUNTIME, f"the app did not accept connections within {self.start_timeout:g} s")
+                where = "{port} ($TETHER_PORT)" if self.tcp else "{socket} ($TETHER_SOCKET)"
+                raise Failed(EXIT_RUNTIME, f"the app did not accept connections within {self.start_timeout:g} s: "
+                             f"does its command listen on {where}? (--start-timeout gives a slow app longer)")
             await asyncio.sleep(0.1)
         return endpoint
 
