@@ -56,6 +56,21 @@ def test_forward_of_an_app_that_never_listens_says_where_it_should(tmp_path):
     assert r.returncode == 3 and "{port} ($TETHER_PORT)" in r.stderr, r.stderr
 
 
+def test_forward_with_an_unusable_key_says_why_before_starting_the_app(tmp_path):
+    """`-i KEY.pub` (the public half, a common slip) or a key with a passphrase: exit 2
+    saying what to give instead, and the app never starts. Both ended in a traceback."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(tmp_path / "pw")], check=True)
+    (tmp_path / "junk").write_text("not a key\n")
+    said = {"k.pub": "it is a public key: give the private half", "pw": "ssh-add",
+            "junk": "not a private key tether can use"}
+    for key, words in said.items():
+        r = _tether("forward", "demo", "--ssh", f"127.0.0.1:{free_port()}", "-i", key, "--",
+                    "sh", "-c", "touch started; sleep 30", tmp=tmp_path)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (key, r.stderr)
+        assert not (tmp_path / "started").exists(), "the app was started before the key was checked"
+
+
 def test_app_register_with_an_option_after_cmd_says_to_put_cmd_last(tmp_path):
     """Everything after --cmd is the app's command: a --dir typed after it is named, not
     reported missing; nothing reaches the hub (there is none here)."""
