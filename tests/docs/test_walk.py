@@ -71,6 +71,23 @@ def test_forward_with_an_unusable_key_says_why_before_starting_the_app(tmp_path)
         assert not (tmp_path / "started").exists(), "the app was started before the key was checked"
 
 
+def test_login_to_the_api_address_says_which_address_to_use(tmp_path):
+    """`tether hub` prints the hub's URL and, beside it, its API's (`.../api/v1`): logging in
+    to the latter is refused, exit 2, naming the former, and nothing is saved (it said
+    'no such endpoint: /api/v1/api/v1/whoami')."""
+    r = _tether("login", f"http://127.0.0.1:{free_port()}/api/v1/", "--token", "tth_0123456789abcdef_x", tmp=tmp_path)
+    assert r.returncode == 2 and "is the hub's API" in r.stderr, r.stderr
+    assert "tether login http://127.0.0.1:" in r.stderr and "/api/v1 ..." not in r.stderr, r.stderr
+    assert not (tmp_path / "home" / ".config" / "tether").exists()
+
+
+def test_job_install_helpers_into_a_place_it_cannot_write(tmp_path):
+    """A directory that cannot be made: exit 2 with what to do, no traceback."""
+    (tmp_path / "file").write_text("")
+    r = _tether("job", "install-helpers", str(tmp_path / "file" / "bin"), tmp=tmp_path)
+    assert r.returncode == 2 and "cannot write the helpers into" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_app_register_with_an_option_after_cmd_says_to_put_cmd_last(tmp_path):
     """Everything after --cmd is the app's command: a --dir typed after it is named, not
     reported missing; nothing reaches the hub (there is none here)."""

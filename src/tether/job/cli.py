@@ -443,14 +443,18 @@ def install_helpers(directory: str) -> None:
     """
     import shlex
 
-    os.makedirs(directory, exist_ok=True)
     python = shlex.quote(sys.executable)
-    for name, sub in HELPERS.items():
-        path = os.path.join(directory, name)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"#!/bin/sh\n# {name}: LAVA MultiNode's helper, served by tether's hub\n"
-                     f"exec {python} -m tether job {sub} \"$@\"\n")
-        os.chmod(path, 0o755)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for name, sub in HELPERS.items():
+            path = os.path.join(directory, name)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(f"#!/bin/sh\n# {name}: LAVA MultiNode's helper, served by tether's hub\n"
+                         f"exec {python} -m tether job {sub} \"$@\"\n")
+            os.chmod(path, 0o755)
+    except OSError as exc:
+        raise TetherError(f"cannot write the helpers into {directory}: {exc.strerror} ({exc.filename})", EXIT_USAGE,
+                          "give a directory you may write to (it is made if missing)") from None
     click.echo(f"wrote {len(HELPERS)} helpers to {directory}: {', '.join(HELPERS)}")
 
 
