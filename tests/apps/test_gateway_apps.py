@@ -7,7 +7,9 @@ the user's next request."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -68,6 +70,12 @@ def test_a_route_name_is_refused_to_an_instance_and_back(w):
     refused = subprocess.run([*w.ssh, "-R", f"/lab:{w.tmp / 'fwd.sock'}", "alice@127.0.0.1"], stdin=subprocess.DEVNULL,
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "forwarding failed" in refused.stderr.lower()
+    port, key, known = w.ssh[3], w.ssh[5], w.ssh[9].split("=", 1)[1]  # and `tether forward` says what may be why
+    refused = subprocess.run([sys.executable, "-m", "tether", "forward", "lab", "--tcp", "--ssh", f"alice@127.0.0.1:{port}",
+                              "-i", key, "--known-hosts", known, "--", sys.executable, "-m", "http.server", "--bind",
+                              "127.0.0.1", "{port}"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "HOME": str(w.tmp)})
+    assert refused.returncode == 2 and "an app instance of yours is named lab" in refused.stderr, refused.stderr
     code, _, body = gateway_get(w.gw_port, f"lab--alice.localhost:{w.gw_port}", "/api/whoami", bearer(w.tokens["alice"]))
     assert code == 200 and json.loads(body)["instance"] == "lab--alice"  # still the instance
 

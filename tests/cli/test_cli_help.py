@@ -82,9 +82,9 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
         "--scope", "--expires", "--not-before", "--source", "--max-uses",
         "--max-files", "--max-bytes", "--label", "--json", *CLIENT_OPTS,
     ],
-    ("token", "inspect"): ["[ID]", *CLIENT_OPTS, "--json"],
+    ("token", "inspect"): ["[ID|TOKEN]", *CLIENT_OPTS, "--json"],
     ("token", "list"): ["--user", "--all", *CLIENT_OPTS, "--json"],
-    ("token", "revoke"): ["ID", *CLIENT_OPTS],
+    ("token", "revoke"): ["ID|TOKEN", *CLIENT_OPTS],
     ("publish",): [
         "BUILD_ID", "GLOB...", "--type", "--strip", "--space", "--root", "--dry-run", "--jobs", "--json",
         "--public", "--private", "--latest", *CLIENT_OPTS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tether.console import emit_json, emit_table, json_option
+from tether.console import emit_json, emit_object, emit_table, json_option
 from tether.hubclient.hub import Conn, q
 from tether.hubclient.options import client_options, end_share, show_rows
 
@@ -126,7 +126,10 @@ def register(conn: Conn, name: str, space: str, version: str, src_dir: Path | No
     except AppError as exc:
         raise TetherError(exc.detail, 2) from None
     if bool(src_dir) == bool(build):
-        raise click.UsageError("give the app's files with either --dir DIR or --build SPACE/TYPE/ID")
+        late = [w for w in cmd if w in ("--dir", "--build")]
+        raise click.UsageError(f"{late[0]} came after --cmd, so it is part of the app's command: put --cmd last"
+                               if late and not (src_dir or build) else
+                               "give the app's files with either --dir DIR or --build SPACE/TYPE/ID")
     sent = None
     if src_dir is not None:
         try:
@@ -254,9 +257,8 @@ def status(conn: Conn, instance: str, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    for key in ("instance", "version", "state", "desired", "reason", "url", "holder", "uid", "limits", "tcp_port", "restarts",
-                "oom_kills", "refused", "grants", "started", "last_activity", "bytes_up", "bytes_down"):
-        click.echo(f"{key}: {out.get(key)}")
+    emit_object(out, ["instance", "version", "state", "desired", "reason", "url", "holder", "uid", "limits", "tcp_port",
+                      "restarts", "oom_kills", "refused", "grants", "started", "last_activity", "bytes_up", "bytes_down"])
 
 
 @app.command("logs")

@@ -97,7 +97,7 @@ def token_list(conn: Conn, user: str | None, all_: bool, as_json: bool) -> None:
 def audit(conn: Conn, since: str | None, user: str | None, token_id: str | None, action: str | None,
           limit: int | None, as_json: bool) -> None:  # fmt: skip
     if token_id is not None:
-        token_id = _token_id(token_id)
+        token_id = token_id_arg(token_id, "--token")
     params = {"since": since, "user": user, "token": token_id, "action": action, "limit": limit}
     params = {k: str(v) for k, v in params.items() if v is not None}
     records = (conn.client.get("/api/v1/audit", params=params) or {}).get("records", [])
@@ -107,8 +107,9 @@ def audit(conn: Conn, since: str | None, user: str | None, token_id: str | None,
     emit_table(records, AUDIT_COLUMNS, empty="no audit records")
 
 
-def _token_id(value: str) -> str:
-    """A token id, or the id of a whole token (``tth_<id>_<secret>``): the secret stays here."""
+def token_id_arg(value: str, what: str) -> str:
+    """A token id, or the id of a whole token (``tth_<id>_<secret>``): the secret stays here.
+    ``what`` names the argument in the error (``--token``, ``ID``)."""
     from tether.auth.tokens import is_token_id, split_token
     from tether.problems import EXIT_USAGE, TetherError
 
@@ -119,8 +120,8 @@ def _token_id(value: str) -> str:
     if is_token_id(value):
         return value
     shown = "a token" if value.startswith("tth_") else repr(value[:40])
-    raise TetherError(f"--token: {shown} is neither a token id (16 hex digits) nor a whole token (tth_<id>_<secret>)",
+    raise TetherError(f"{what}: {shown} is neither a token id (16 hex digits) nor a whole token (tth_<id>_<secret>)",
                       EXIT_USAGE, "copy the id from `tether token list`, or pass the token itself")
 
 
-__all__ = ["audit", "print_minted", "token_body", "token_list", "token_mint", "whoami"]
+__all__ = ["audit", "print_minted", "token_body", "token_id_arg", "token_list", "token_mint", "whoami"]

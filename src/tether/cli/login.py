@@ -63,6 +63,9 @@ def login(hub_url: str, token: str | None, ca_bundle: str | None, insecure_http:
         from tether.hubclient.config import is_loopback_url, normalize_hub, save
 
         url = normalize_hub(hub_url)
+        if url.rstrip("/").endswith("/api/v1"):  # the API address `tether hub` prints beside the hub's
+            raise TetherError(f"{hub_url} is the hub's API; log in to the hub itself", EXIT_USAGE,
+                              f"tether login {url.rstrip('/').removesuffix('/api/v1')} ...")
         if url.startswith("http://") and not is_loopback_url(url) and not insecure_http:
             raise TetherError(
                 f"refusing to send a token over plain http to {url}",

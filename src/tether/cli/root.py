@@ -4,6 +4,7 @@ command of :data:`tether.cli.COMMANDS` on first use."""
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import click
@@ -11,6 +12,10 @@ import click
 from tether import __version__
 from tether.cli import COMMANDS
 from tether.console import Group
+
+# asyncssh (`tether forward`'s SSH, the hub's SSH server) still names DSA, which cryptography
+# deprecates: ten lines of warning on every start that no tether user can act on.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\b")
 
 
 class LazyGroup(Group):
@@ -73,8 +78,9 @@ def main() -> None:
       tether whoami
       T=$(tether token mint --scope publish:builds/android --expires 1h)
 
-    Exit codes: 0 done, 1 not found / already exists, 2 usage or configuration
-    error, 3 runtime or transport failure, 4 authentication or permission denied.
+    Exit codes: 0 done, 1 a clean "no" (not found, already exists, timed out),
+    2 usage or configuration error, 3 runtime or transport failure,
+    4 authentication or permission denied.
     """
 
 

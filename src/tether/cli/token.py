@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tether.cli.actions import TOKEN_FIELDS
+from tether.cli.actions import TOKEN_FIELDS, token_id_arg
 from tether.console import SIZE, echo, emit_json, emit_object, json_option
 from tether.hubclient.hub import Conn, q
 from tether.hubclient.options import client_options
@@ -101,19 +101,22 @@ def token_attenuate(conn: Conn, as_json: bool, **kw: Any) -> None:
 
 
 @token.command("inspect")
-@click.argument("token_id", metavar="[ID]", required=False)
+@click.argument("token_id", metavar="[ID|TOKEN]", required=False)
 @client_options
 @json_option
 def token_inspect(conn: Conn, token_id: str | None, as_json: bool) -> None:
     """Show a token's owner, caveats and usage; without ID, the token in use.
 
+    ID is a token's id (16 hex digits, as `tether token list` shows) or the whole
+    token (only its id is sent).
+
     \b
     Examples:
       tether token inspect
-      tether token inspect 42 --json | jq .uses
-      TETHER_TOKEN=$T tether token inspect
+      tether token inspect 3dfb14015f005ac4 --json | jq .uses
+      tether token inspect "$T"
     """
-    path = "/api/v1/tokens/self" if token_id is None else f"/api/v1/tokens/{q(token_id)}"
+    path = "/api/v1/tokens/self" if token_id is None else f"/api/v1/tokens/{q(token_id_arg(token_id, 'ID'))}"
     t = conn.client.get(path) or {}
     if as_json:
         emit_json(t)
@@ -144,20 +147,23 @@ def token_list(conn: Conn, user: str | None, all_: bool, as_json: bool) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", metavar="ID")
+@click.argument("token_id", metavar="ID|TOKEN")
 @client_options
 @json_option
 def token_revoke(conn: Conn, token_id: str, as_json: bool) -> None:
     """Revoke token ID and every token minted from it.
 
-    Prints how many tokens were revoked. Exits 1 if there is no such token.
+    ID is a token's id (16 hex digits, as `tether token list` shows) or the whole
+    token (only its id is sent). Prints how many tokens were revoked. Exits 1 if
+    there is no such token.
 
     \b
     Examples:
-      tether token revoke 42
-      tether token revoke 42 --json | jq '.revoked | length'
+      tether token revoke 3dfb14015f005ac4
+      tether token revoke "$T"                  # the token a job was handed
+      tether token revoke 3dfb14015f005ac4 --json | jq '.revoked | length'
     """
-    r = conn.client.delete(f"/api/v1/tokens/{q(token_id)}") or {}
+    r = conn.client.delete(f"/api/v1/tokens/{q(token_id_arg(token_id, 'ID'))}") or {}
     if as_json:
         emit_json(r)
         return

@@ -89,6 +89,8 @@ def run(name: str, command: tuple[str, ...], ssh_target: str, identity: str | No
         target = parse_target(ssh_target)
     except (GatewayError, ValueError) as exc:
         raise click.UsageError(getattr(exc, "detail", str(exc))) from None
+    if identity:
+        _check_identity(identity)
     idle_seconds = None
     if idle:
         from tether.units import parse_duration
@@ -100,6 +102,30 @@ def run(name: str, command: tuple[str, ...], ssh_target: str, identity: str | No
     runner = Forwarder(name, list(command), target, identity=identity, known_hosts=known_hosts, replace=replace,
                        tcp=tcp, idle=idle_seconds, as_json=as_json, start_timeout=start_timeout)
     sys.exit(asyncio.run(runner.run()))
+
+
+def _check_identity(path: str) -> None:
+    """-i must be a private key this command can use without asking: checked before the
+    app starts (a .pub given by mistake, or a key with a passphrase, ended in a traceback)."""
+    import asyncssh
+
+    try:
+        asyncssh.read_private_key(path)
+        return
+    except OSError as exc:
+        why = f"cannot read it: {exc.strerror}"
+    except asyncssh.KeyImportError as exc:
+        why = f"not a private key tether can use ({exc})"
+        if "passphrase" in str(exc).lower():
+            why = f"it has a passphrase, which tether does not ask for: put it in your ssh-agent (`ssh-add {path}`) " \
+                  "and leave out -i"
+        else:
+            try:
+                asyncssh.read_public_key(path)
+                why = "it is a public key: give the private half (the same name without .pub)"
+            except (asyncssh.KeyImportError, OSError):
+                pass
+    raise click.BadParameter(f"{path}: {why}", param_hint="-i")
 
 
 @forward.command("list")

@@ -144,7 +144,9 @@ class Forwarder:
             if self.app.returncode is not None:
                 raise Failed(EXIT_RUNTIME, f"the app exited ({self.app.returncode}) before it accepted connections")
             if asyncio.get_running_loop().time() > deadline:
-                raise Failed(EXIT_RUNTIME, f"the app did not accept connections within {self.start_timeout:g} s")
+                where = "{port} ($TETHER_PORT)" if self.tcp else "{socket} ($TETHER_SOCKET)"
+                raise Failed(EXIT_RUNTIME, f"the app did not accept connections within {self.start_timeout:g} s: "
+                             f"does its command listen on {where}? (--start-timeout gives a slow app longer)")
             await asyncio.sleep(0.1)
         return endpoint
 
@@ -243,8 +245,9 @@ class Forwarder:
             else:
                 await self.conn.forward_remote_path_to_port(path, *endpoint)
         except asyncssh.ChannelListenError:
-            raise Failed(EXIT_USAGE, f"the hub refused route {self.name}: it is live from another node "
-                         "(--replace takes it over) or you may not register it") from None
+            raise Failed(EXIT_USAGE, f"the hub refused route {self.name}: it is live from another node of yours "
+                         f"(--replace takes it over), or an app instance of yours is named {self.name} "
+                         "(`tether app list`; pick another name), or this key's user may not register it") from None
         self.replace = True  # a reconnect takes our own route back
         hello = await self._hello()
         self.emit("live", url=hello["url"], signin=hello["signin"])

@@ -370,6 +370,9 @@ def run(conn: Conn, command: tuple[str, ...], heartbeat: float) -> None:
     """Run COMMAND as this node: report it alive while it runs, and done or failed
     (with its exit status) when it ends, so the others' waits need not time out.
 
+    Ctrl-C, SIGTERM and SIGHUP are passed on to COMMAND; when it dies of one, this
+    node is reported failed ("killed by signal 15") and the others' waits end.
+
     \b
     Examples:
       tether job run -- sh ./multinode-test.sh
@@ -383,6 +386,12 @@ def run(conn: Conn, command: tuple[str, ...], heartbeat: float) -> None:
     jobs.mark(me.group, me.node, "joined", "")
     proc = subprocess.Popen(list(command))
     stop = threading.Event()
+
+    def pass_on(signum: int, _frame: object) -> None:  # a kill (a job timeout) ends COMMAND, which is then reported
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, pass_on)
 
     def beat() -> None:
         from tether.hubclient.hub import Hub
@@ -434,14 +443,18 @@ def install_helpers(directory: str) -> None:
     """
     import shlex
 
-    os.makedirs(directory, exist_ok=True)
     python = shlex.quote(sys.executable)
-    for name, sub in HELPERS.items():
-        path = os.path.join(directory, name)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"#!/bin/sh\n# {name}: LAVA MultiNode's helper, served by tether's hub\n"
-                     f"exec {python} -m tether job {sub} \"$@\"\n")
-        os.chmod(path, 0o755)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for name, sub in HELPERS.items():
+            path = os.path.join(directory, name)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(f"#!/bin/sh\n# {name}: LAVA MultiNode's helper, served by tether's hub\n"
+                         f"exec {python} -m tether job {sub} \"$@\"\n")
+            os.chmod(path, 0o755)
+    except OSError as exc:
+        raise TetherError(f"cannot write the helpers into {directory}: {exc.strerror} ({exc.filename})", EXIT_USAGE,
+                          "give a directory you may write to (it is made if missing)") from None
     click.echo(f"wrote {len(HELPERS)} helpers to {directory}: {', '.join(HELPERS)}")
 
 
