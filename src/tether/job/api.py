@@ -17,6 +17,8 @@ Nodes (the node's own token, scope ``job:GROUP/NODE``):
   25 s) passes, and answers ``{"state": "done" | "failed" | "pending", …}``; on
   ``pending`` the client asks again (with the ``generation`` it was given, for a
   sync). The answer leaves within milliseconds of the change that completes it.
+  A replica holds at most ``job_max_waits`` of them: past it, 503 with
+  ``Retry-After`` at once, and the client asks again after it.
 * ``POST /api/v1/jobs/{group}/nodes/{node}/state`` -- ``joined``, ``done`` or
   ``failed`` (the node itself, or the scheduler marking it).
 """
