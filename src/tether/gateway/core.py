@@ -332,8 +332,9 @@ def read_request(head: bytes) -> RequestHead | None:
     """A request head llhttp has accepted (from its line to the CRLFCRLF that ends it), read
     by :func:`check_block`'s rules; GatewayError when refused, None when its line does not
     end in an HTTP/1.0 or 1.1 version (llhttp's own reading of it decides the refusal). A
-    head up to :data:`REMEMBERED_HEAD` bytes is read once: a browser sends the same head
-    again and again."""
+    head up to :data:`REMEMBERED_HEAD` bytes is read once (a page's resources asked for
+    again, an API polled), and so is the block of a head not seen yet (a browser's next
+    request differs in its path, not in its fields)."""
     if len(head) <= REMEMBERED_HEAD:
         return _read_remembered(head)
     return _read_request(head)
@@ -350,7 +351,8 @@ def _read_request(head: bytes) -> RequestHead | None:
         return None
     parts = head[:line_end].split(b" ", 2)
     block = head[line_end:-2]
-    host, body, length, value, clean = _check_block(parts[0], version, block)
+    # (the block's reading is remembered apart: a browser's next path differs, its fields do not)
+    host, body, length, value, clean = check_block(parts[0], version, block)
     return RequestHead(parts[0], parts[1], version == "1.1", host, body, length, value, clean, block,
                        block.count(b"\n"))
 
