@@ -112,12 +112,11 @@ def test_a_heads_reading_is_llhttps_line_and_the_blocks_rules(fields, method, ta
     if parser.get_http_version() not in ("1.0", "1.1"):
         assert reading is None  # (the gateway asks llhttp, and refuses the version)
         return
-    assert (reading.method, reading.target, reading.http11) == (
-        parser.get_method(), theirs.url, parser.get_http_version() == "1.1")
-    block = head[head.index(b"\r\n"):-2]
-    assert (reading.host, reading.body, reading.length, reading.host_value, reading.clean) == core.check_block(
-        method, parser.get_http_version(), block)
-    assert reading.lines == len(theirs.headers) + 1
+    method_read, target, http11, host, body, length, value, clean, block, lines = reading
+    assert (method_read, target, http11) == (parser.get_method(), theirs.url, parser.get_http_version() == "1.1")
+    assert block == head[head.index(b"\r\n"):-2]
+    assert (host, body, length, value, clean) == core.check_block(method, parser.get_http_version(), block)
+    assert lines == len(theirs.headers) + 1
 
 
 # ---------------------------------------------------------------- held writes keep the order

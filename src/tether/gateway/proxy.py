@@ -304,6 +304,7 @@ class _Browser(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when it fires
         self.held: list[bytes] | None = None  # for the browser, written at the end of this turn of the loop
+        self.last_head, self.last_reading = b"", None  # this connection's last request head, and its reading
         self.timeout_kind: str | None = None
         self.deadline = 0.0
 
@@ -524,7 +525,16 @@ class _Browser(asyncio.Protocol):
         if first == 13 or first == 10:  # empty lines before the request, skipped as llhttp skips them
             start, _, end = core.locate_head(whole, start)
         try:
-            reading = core.read_request(whole[start:end + 4]) if end >= 0 else None
+            if end < 0:
+                reading = None
+            else:
+                head = whole[start:end + 4]
+                if head == self.last_head:  # the same request again (polled, reloaded): read once
+                    reading = self.last_reading
+                else:
+                    reading = core.read_request(head)
+                    if len(head) <= core.REMEMBERED_HEAD:
+                        self.last_head, self.last_reading = head, reading
             if reading is None:  # no HTTP/1.x version on its line
                 version = parser.get_http_version()
                 core.check_head(parser.get_method(), version, [])  # refuses the version
