@@ -1090,24 +1090,28 @@ def unwrap(text: str) -> str:
 
 #: the table of steps, from ``--steps`` (a run of its own: the gateway at each commit side by side)
 STEPS = """Steps of the last round, CPU per request under wrk as in the table above, each commit's gateway
-side by side with nginx and the relay floor in one run (3 rounds of 5 s, median; load average 9.3 on
-2 cores: the other sessions of the machine; the lead's quiet re-run replaces the table above, not this
-one):
+side by side with nginx and the relay floor in one run (3 rounds of 5 s, median; load average 6.7
+before and 11.3 after, on 2 cores: the other sessions of the machine; the lead's quiet re-run replaces
+the table above, not this one):
 
 ```sh
-.venv/bin/python benchmarks/forward_gateway.py --steps e04f17f 2f81d9a fe24e57 869486e 8a8ef0b
+.venv/bin/python benchmarks/forward_gateway.py --steps a3a41a4 fecff93 4ce084a f796f3c 495d85c
 ```
 
 | step | gateway CPU per request, µs | nginx's ÷ the gateway's |
 |---|---:|---:|
-| nginx → socket | 10.6 | 1.00× |
-| relay floor (no HTTP) | 7.3 | 1.46× |
-| e04f17f: before (a callback per header, a task per request, a response parser per request) | 31.4 | 0.34× |
-| 2f81d9a: heads taken whole from llhttp's bytes; `now` (no task); one parser per app connection | 30.5 | 0.35× |
-| fe24e57: a clean request block and a plain answer head pass as they came; no timer per head | 28.3 | 0.38× |
-| 869486e: a head's reading remembered | 26.0 | 0.41× |
-| 8a8ef0b: the version from the request line; no list per `Forward` | 21.3 | 0.50× |
-| 8a8ef0b, every decision awaited (a task per request) | 22.9 | 0.46× |"""
+| nginx → socket | 8.0 | 1.00× |
+| relay floor (no HTTP) | 6.0 | 1.33× |
+| a3a41a4: before this round (20.5 µs in the quiet run of the table above) | 18.4 | 0.43× |
+| fecff93: an answer's body taken from the read, no llhttp body callback; a head's reading one lookup | 18.4 | 0.44× |
+| 4ce084a: fewer calls per request (the answer head located inline, the kept app connection, the timer) | 17.0 | 0.47× |
+| f796f3c: writes held to the end of the loop's turn (one wake-up per reader per turn) | 15.5 | 0.51× |
+| 495d85c: the held bytes written by one callback for both sides | 14.4 | 0.56× |
+| 495d85c, every decision awaited (a task per request) | 16.8 | 0.48× |
+
+The previous round (e04f17f to 8a8ef0b: heads taken whole from llhttp's bytes, `now`, one response
+parser per app connection, heads passed as they came) took the gateway from 31.4 to 21.3 µs in a run
+of its own (nginx 10.6 there)."""
 
 
 def notes(res: dict) -> str:
@@ -1121,58 +1125,61 @@ def notes(res: dict) -> str:
     ws = gw["idle_ws"]
     return f"""**Requests/s.** The gateway (`tether.gateway.proxy`: asyncio Protocols on uvloop, httptools,
 the C parser llhttp, on both sides) spends {gw_us:,.1f} µs of CPU per proxied request against nginx's
-{ngx_us:,.1f} µs ({gw_us / ngx_us:,.1f}×); before the round below it was 28.0 µs, and with h11 on asyncio
-streams 237 µs. A bare byte relay on the same event loop, parsing nothing (`--serve-relay` in the
-benchmark, one connection to the app per browser connection), spent {relay_us:,.1f} µs per request in this
-run: that is the floor under any proxy in Python on this loop (the same reads and writes as nginx's).
-The requests/s ratio of a run depends on which side runs out of CPU first: wrk, the app, the proxy and
-other work share two cores here, so while nginx is bound by wrk the ratio reads higher, and once both
-proxies are bound by their own CPU it is the inverse ratio of their CPU per request, {ngx_us / gw_us:.2f}× in
-this run; the 0.5× goal is the gateway at twice nginx's CPU per request ({2 * ngx_us:,.1f} µs here).
+{ngx_us:,.1f} µs ({gw_us / ngx_us:,.1f}×); it was 20.5 µs against 8.7 in the quiet run before the round
+below, 28.0 µs before the round before, and 237 µs with h11 on asyncio streams. A bare byte relay on
+the same event loop, parsing nothing (`--serve-relay` in the benchmark, one connection to the app per
+browser connection), spent {relay_us:,.1f} µs per request in this run: that is the floor under any proxy
+in Python on this loop (the same reads and writes as nginx's). The requests/s ratio of a run depends on
+which side runs out of CPU first: wrk, the app, the proxy and other work share two cores here, so while
+nginx is bound by wrk the ratio reads higher, and once both proxies are bound by their own CPU it is
+the inverse ratio of their CPU per request, {ngx_us / gw_us:.2f}× in this run; the 0.5× goal is the
+gateway at twice nginx's CPU per request ({2 * ngx_us:,.1f} µs here).
 
 {STEPS}
 
-What each step did (every head is still read by llhttp, byte for byte, on both sides; no parser
-written by hand):
+What each step did (every byte of every head is still read by llhttp on both sides; no parser written
+by hand; tests/gateway/test_fast_path.py holds each step to the behaviour before it):
 
-- llhttp calls Python only where the gateway acts: a message's start, its head's end, body pieces and
-  the message's end: 3 callbacks for a GET and 4 for its answer, from 5 and 7 and one more per header
-  field on each side. The head is taken whole from the bytes llhttp accepted (in an accepted head every
-  line ends in CRLF and the first empty line ends it) and read by `tether.gateway.core`:
-  `locate_head`, `check_block` (the Host, the framing and the checks of `check_head`),
-  `passable_length`; tests/gateway/test_head_block.py holds this reading equal to llhttp's on
-  generated heads and splits heads, pipelines and every hostile head of the issue at every offset. A
-  request pipelined behind a chunked body in the same read cannot be located without llhttp's
-  offsets: it is not read, and the connection closes after the answers before it (a client sends such
-  a request again). The resolver may decide at once (`now`: forward's does when it checked the route
-  and the credential within the second, as before): no task and no turn of the loop per request, nor
-  for a kept connection to the app; one response parser per app connection, not one per request.
-  Alone this step measured about even: the regular expressions that split each head cost what the
-  callbacks had, and a task per request costs little (the "every decision awaited" row);
-- a request with one Host, no body and nothing to drop (no hop-by-hop field, Authorization,
-  X-Forwarded-* or the gateway's cookie) goes to the app as it came, with the gateway's
-  X-Forwarded-* after it; otherwise the lines to drop are cut out in one pass. An answer framed by one
-  Content-Length with no hop-by-hop field and no Set-Cookie goes to the browser as the app sent it;
-  either is decided by a search or two of the lowercased head. No timer work for a head that arrives
-  in one read (the 408 timer is armed only when a head is left unfinished);
-- a head's reading (up to 2 KiB) is remembered: an LRU of 1,024 per side, keyed by its bytes (a
-  browser sends the same fields request after request, an app the same answer head);
-- smaller cuts: the request's HTTP version read from its line (llhttp's getter formats a string),
-  no list per `Forward`; the last row's gain is more than these explain: the machine's load moved
-  during the run, which is why every step is measured side by side with nginx.
+- an answer with a Content-Length (the commonest) is relayed from the app's read itself: the response
+  parser has no body callback, so llhttp counts the body and calls the message's end without copying
+  each piece into a `bytes` for Python (in-process, 0.5 of the parser's 0.8 µs per 1 KiB answer), and
+  a read that is exactly an
+  answer passing as it came is written to the browser as the same object. A chunked or until-close
+  answer, whose pieces are re-framed, is read again from its head by a parser with the callback (once
+  per app connection that answers so). A request head's line is split once and its block's reading
+  (Host, framing, what to drop) remembered as before; a connection remembers its last head whole, so a
+  polled or repeated request is read once. (The first try remembered whole heads in a global LRU:
+  wrk's identical requests always hit it, but a browser's paths differ, and in-process a new path per
+  request cost 7.9 µs against 7.1 without it; it is gone);
+- fewer calls and objects per request: the answer head found where the read begins, the kept app
+  connection held alone (no tuple) and checked inline, the one timer's firing time kept beside it (no
+  `when()`), the idle time re-armed inline, `Target` made without its Python `__new__`;
+- writes wait for the end of the loop's turn: a request head for a kept app connection (a request with
+  no body, so nothing else is written to that app before its answer) and every write to a browser are
+  held, in order, and written by one callback once the turn's reads are parsed (a close writes what
+  its browser holds first). Each reader (the app, a client) is woken once per turn, not once per
+  request: on two shared cores each wake-up of another process cost the gateway a context switch (the
+  woken process preempts it), 1.22 involuntary switches per request before (nginx: 0.54), 0.59 after.
+  This is most of the kernel time the gateway spent beyond nginx's;
+- the collector measured no different off (`BENCH_GC=off` for the benchmark's gateway: 15.0 against
+  15.2 µs side by side): the gateway's objects per request hold no cycles and go with their last
+  reference, and in-process gen-0 collections ran 44 times in 200,000 requests. So the hub's start sets
+  nothing for GC (no `gc.freeze()`, no threshold).
 
-Where the rest goes: `perf record` of the gateway under wrk (at 869486e, 26 µs per request then) put
-48 % of its CPU in the kernel (the four reads and writes per request, as for the relay, and the context
-switches that each write's wake-up causes on two shared cores: the slower the process, the more of
-them), 40 % in the interpreter running the gateway's Python (about 9 µs per request, timed in-process
-with the transports replaced by lists: the two protocols' callbacks, the resolver's match and
-`Forward`, the request's two objects, the head for the app and the answer's relay), 5 % in llhttp and
-4 % in uvloop. What would take the gateway further from here is moving the per-request head work out
-of Python (a C extension for the head reading and rewrite), or more than one gateway process: gateway
-processes share nothing but the database (a browser connection keeps its own connection to the app),
-so N of them on one port (`SO_REUSEPORT`, or N hub replicas, which forward already supports) scale
-with cores as nginx's workers do; not measured here, where two cores are already shared by the client,
-the app and the proxy.
+Where the rest goes: side by side under wrk the gateway spent about 9 µs of user time and 6.5 µs of
+system time per request (nginx: 2.6 and 5.5; the relay floor: 1.5 and 5.5): the kernel's share is now
+nginx's, the same four reads and writes per request. The user time is Python: about 6 µs in-process
+(the transports replaced by lists): reading the request (its line, the remembered block, the `Request`
+and the exchange), the resolver (`match` and `Forward`: about 0.5 µs here; the hub's forward resolver
+also reads the credential), the head for the app, the answer head's reading, three llhttp callbacks per
+message and the held writes. The benchmark's app answers the same head every time and a remembered
+answer head (`passable_length`, an LRU keyed by its bytes) always hits here; a real app's heads differ
+(`Date`, lengths), and each new one is read afresh (a few searches of the lowercased head). What would
+take the gateway further is moving the head work out of Python (a C extension for the head reading and
+rewrite), or more than one gateway process: gateway processes share nothing but the database (a
+browser connection keeps its own connection to the app), so N of them on one port (`SO_REUSEPORT`, or N
+hub replicas, which forward already supports) scale with cores as nginx's workers do; not measured
+here, where two cores are already shared by the client, the app and the proxy.
 
 **Streaming.** Per MiB the gateway spends {gw["cpu_ms_per_mib"]["proxy"]:.2f} ms of CPU against nginx's
 {ngx["cpu_ms_per_mib"]["proxy"]:.2f} ms (with h11 it was 0.85 ms). After a `Content-Length` body's first

@@ -23,11 +23,14 @@ import json
 import socket
 import time
 
+import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.gateway import core
 from tether.gateway.proxy import Forward, Gateway, Limits, Refuse, TCPUpstream, UnixUpstream
-from tests.gateway.test_head_block import HOSTILE, _answers, _Recorder
+from tests.gateway.test_head_block import FIELDS, HOSTILE, _answers, _Llhttp, _Recorder
 from tests.gateway.test_proxy import (  # noqa: F401 - the module's fixtures, reused
     HOST,
     GatewayThread,
@@ -79,6 +82,41 @@ def _drive(gateway: Gateway, reads: list[bytes], answers: int) -> tuple[bytes, b
         return browser.out, closed
 
     return asyncio.run(run())
+
+
+# ---------------------------------------------------------------- a head's whole reading is llhttp's
+
+
+@settings(max_examples=300, deadline=None)
+@given(FIELDS, st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT"]),
+       st.sampled_from([b"/", b"/a?b=c", b"*", b"/x%20y", b"http://h/p"]),
+       st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/0.9"]))
+def test_a_heads_reading_is_llhttps_line_and_the_blocks_rules(fields, method, target, version):
+    lines = b"".join(f"{n}:{before}{v}{after}\r\n".encode() for n, v, before, after in fields)
+    head = method + b" " + target + b" " + version + b"\r\n" + lines + b"\r\n"
+    theirs = _Llhttp()
+    parser = httptools.HttpRequestParser(theirs)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # (CONNECT: its head was read whole)
+    except httptools.HttpParserError:
+        return  # refused by llhttp: never read by the gateway
+    try:
+        reading = core.read_request(head)
+    except core.GatewayError as exc:
+        with pytest.raises(core.GatewayError) as got:
+            core.check_block(method, parser.get_http_version(), head[head.index(b"\r\n"):-2])
+        assert (got.value.status, got.value.slug) == (exc.status, exc.slug)
+        return
+    if parser.get_http_version() not in ("1.0", "1.1"):
+        assert reading is None  # (the gateway asks llhttp, and refuses the version)
+        return
+    method_read, target, http11, host, body, length, value, clean, block, lines = reading
+    assert (method_read, target, http11) == (parser.get_method(), theirs.url, parser.get_http_version() == "1.1")
+    assert block == head[head.index(b"\r\n"):-2]
+    assert (host, body, length, value, clean) == core.check_block(method, parser.get_http_version(), block)
+    assert lines == len(theirs.headers) + 1
 
 
 # ---------------------------------------------------------------- held writes keep the order

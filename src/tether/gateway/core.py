@@ -313,33 +313,15 @@ def _check_block(method: bytes, version: str, block: bytes) -> tuple[str, str, i
 _check_block_remembered = lru_cache(maxsize=1024)(_check_block)  # (a refusal, an exception, is not remembered)
 
 
-class RequestHead(NamedTuple):
-    """A request head's reading (:func:`read_request`)."""
-
-    method: bytes
-    target: bytes
-    http11: bool
-    host: str  # the Host's name
-    body: str  # how the body is delimited
-    length: int  # its Content-Length, when it has one
-    host_value: bytes  # the Host field's value, as it came
-    clean: bool  # the block may go to the app as it came
-    block: bytes  # the field lines, each after a CRLF
-    lines: int  # LF in the block: its field lines + 1
-
-
-def read_request(head: bytes) -> RequestHead | None:
+def read_request(head: bytes) -> tuple | None:
     """A request head llhttp has accepted (from its line to the CRLFCRLF that ends it), read
-    by :func:`check_block`'s rules; GatewayError when refused, None when its line does not
-    end in an HTTP/1.0 or 1.1 version (llhttp's own reading of it decides the refusal). A
-    head up to :data:`REMEMBERED_HEAD` bytes is read once: a browser sends the same head
-    again and again."""
-    if len(head) <= REMEMBERED_HEAD:
-        return _read_remembered(head)
-    return _read_request(head)
-
-
-def _read_request(head: bytes) -> RequestHead | None:
+    by :func:`check_block`'s rules: (method, target, whether HTTP/1.1, the Host's name, how
+    the body is delimited, its Content-Length, the Host field's value, whether the block may
+    go to the app as it came, the block of field lines, its LF count: the fields + 1).
+    GatewayError when refused; None when its line does not end in an HTTP/1.0 or 1.1
+    version (llhttp's own reading of it decides the refusal). The line is split each time
+    and the block's reading remembered (a browser's next request differs in its path, not
+    in its fields)."""
     line_end = head.find(b"\r\n")
     proto = head[line_end - 9:line_end]
     if proto == b" HTTP/1.1":
@@ -348,14 +330,12 @@ def _read_request(head: bytes) -> RequestHead | None:
         version = "1.0"
     else:
         return None
-    parts = head[:line_end].split(b" ", 2)
+    line = head[:line_end].split(b" ", 2)
+    if len(line) < 3:
+        return None
     block = head[line_end:-2]
-    host, body, length, value, clean = _check_block(parts[0], version, block)
-    return RequestHead(parts[0], parts[1], version == "1.1", host, body, length, value, clean, block,
-                       block.count(b"\n"))
-
-
-_read_remembered = lru_cache(maxsize=1024)(_read_request)
+    host, body, length, value, clean = check_block(line[0], version, block)
+    return line[0], line[1], version == "1.1", host, body, length, value, clean, block, block.count(b"\n")
 
 
 def upstream_head(method: bytes, target: bytes, block: bytes, clean: bool, client_ip: str, scheme: str,

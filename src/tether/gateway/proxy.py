@@ -233,6 +233,16 @@ def _raised(exc: Exception) -> BaseException | None:
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
+def _write(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Bytes held for a transport: one write when few (a head and a small body: one send)."""
+    if len(out) == 1:
+        transport.write(out[0])
+    elif sum(map(len, out)) <= 1 << 16:
+        transport.write(b"".join(out))
+    else:
+        transport.writelines(out)
+
+
 def _head(status: int, reason: bytes, headers: core.Headers) -> bytes:
     if not reason:
         reason = _PHRASES.get(status, b"Unknown")
@@ -294,6 +304,7 @@ class _Browser(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when it fires
         self.held: list[bytes] | None = None  # for the browser, written at the end of this turn of the loop
+        self.last_head, self.last_reading = b"", None  # this connection's last request head, and its reading
         self.timeout_kind: str | None = None
         self.deadline = 0.0
 
@@ -374,7 +385,9 @@ class _Browser(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             if self.held is not None:
-                self.release()
+                held, self.held = self.held, None
+                if not self.transport.is_closing():
+                    _write(self.transport, held)
             self.transport.close()
 
     def send(self, data: bytes) -> None:
@@ -385,16 +398,6 @@ class _Browser(asyncio.Protocol):
             self.gw.hold(self)
         else:
             self.held.append(data)
-
-    def release(self) -> None:
-        out, self.held = self.held, None
-        if out and self.transport is not None and not self.transport.is_closing():
-            if len(out) == 1:
-                self.transport.write(out[0])
-            elif sum(map(len, out)) <= 1 << 16:  # a head and a small body: one write, one send
-                self.transport.write(b"".join(out))
-            else:
-                self.transport.writelines(out)
 
     # ---------------------------------------------------------------- timeouts, one timer
 
@@ -522,7 +525,16 @@ class _Browser(asyncio.Protocol):
         if first == 13 or first == 10:  # empty lines before the request, skipped as llhttp skips them
             start, _, end = core.locate_head(whole, start)
         try:
-            reading = core.read_request(whole[start:end + 4]) if end >= 0 else None
+            if end < 0:
+                reading = None
+            else:
+                head = whole[start:end + 4]
+                if head == self.last_head:  # the same request again (polled, reloaded): read once
+                    reading = self.last_reading
+                else:
+                    reading = core.read_request(head)
+                    if len(head) <= core.REMEMBERED_HEAD:
+                        self.last_head, self.last_reading = head, reading
             if reading is None:  # no HTTP/1.x version on its line
                 version = parser.get_http_version()
                 core.check_head(parser.get_method(), version, [])  # refuses the version
@@ -752,7 +764,7 @@ class _App(asyncio.Protocol):
         # end (to a HEAD, or a body passed on without it)
         self.parser: Any = None
         self.body_cb = False  # the parser hands over the body's pieces (see _WithBody)
-        self.held: bytes | None = None  # a request head written at the end of this turn of the loop
+        self.held: list[bytes] | None = None  # a request head, written at the end of this turn of the loop
         self.closed = False
         self.spliced = False
         self.in_head = False
@@ -771,11 +783,6 @@ class _App(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
-
-    def release(self) -> None:
-        head, self.held = self.held, None
-        if head is not None and not self.closed and not self.transport.is_closing():
-            self.transport.write(head)
 
     def abandon(self) -> None:
         self.browser = self.ex = self.held = None
@@ -831,7 +838,7 @@ class _App(asyncio.Protocol):
             if ex.complete and ex.body == core.NO_BODY and not ex.upgrade:
                 # nothing else is written to this app before its answer: the write waits for the
                 # end of this turn of the loop, with the other requests read in it
-                self.held = head
+                self.held = [head]
                 browser.gw.hold(self)
             else:
                 self.transport.write(head)
@@ -1107,10 +1114,19 @@ class Gateway:
     def _release(self) -> None:
         held, self.held = self.held, []
         for protocol in held:
-            try:
-                protocol.release()
-            except Exception:  # noqa: BLE001 - one connection's failure must not hold the others' bytes
-                log.exception("gateway: writing held bytes failed")
+            out = protocol.held
+            if out is None:  # (written already, by a close, or dropped with its connection)
+                continue
+            protocol.held = None
+            transport = protocol.transport
+            if transport is not None and not transport.is_closing():
+                try:
+                    if len(out) == 1:
+                        transport.write(out[0])
+                    else:
+                        _write(transport, out)
+                except Exception:  # noqa: BLE001 - one connection's failure must not hold the others' bytes
+                    log.exception("gateway: writing held bytes failed")
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol for one browser connection (``loop.create_server(gateway.protocol, ...)``)."""
