@@ -128,8 +128,6 @@ class Agent:
     """Drives tests/apps/agent.py running in a sandbox, over its socket."""
 
     def __init__(self, sock: Path):
-        import socket
-
         self.sock = connect_unix(sock)
         self.file = self.sock.makefile("rwb")
 

@@ -45,8 +45,6 @@ def host_global_addresses() -> list[str]:
 def test_the_host_is_unreachable(sandboxes, start_agent, host_listener):
     listener, port = host_listener
     _, a = start_agent("hosta")
-    gw4, gw6 = subprocess.run(["ip", "-n", f"{PREFIX}-hosta", "-j", "route", "show", "default"], capture_output=True,
-                              text=True).stdout, None
     gateways = [r["gateway"] for fam in ("-4", "-6") for r in json.loads(subprocess.run(
         ["ip", "-n", f"{PREFIX}-hosta", "-j", fam, "route", "show", "default"], capture_output=True, text=True).stdout)]
     assert len(gateways) == 2

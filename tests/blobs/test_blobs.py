@@ -23,8 +23,6 @@ from tether.blobs import (
     open_store,
 )
 from tether.blobs.s3 import S3BlobStore
-from tests.services.seaweed import SeaweedServer, find_weed
-
 from tests.conftest import S3_BUCKET as BUCKET
 MiB = 1 << 20
 

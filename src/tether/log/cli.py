@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from tether.console import SIZE, emit_json, emit_object, emit_table, json_option
-from tether.log.command import _db_path, _fmt_ms, _preview, add, list_records, log_errors, since_ms
+from tether.log.command import _db_path, _fmt_ms, add, list_records, log_errors, since_ms
 from tether.problems import EXIT_NO, EXIT_USAGE, TetherError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -64,7 +64,6 @@ from tether.signal.wire import (
     Peer,
     Peers,
     SigningKey,
-    _bytes,
     _text,
     _token_bytes,
     b58decode,
