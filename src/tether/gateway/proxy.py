@@ -50,6 +50,9 @@ BUFFER = 256 << 10
 #: bytes a transport may hold unsent before the other side's reads pause (asyncio's default
 #: of 64 KiB paused the app on nearly every 256 KiB read while streaming)
 WRITE_HIGH = 1 << 20
+#: an app's read past this size goes to the browser at once, not held to the end of the turn
+#: (held writes batch small answers' wake-ups; a streamed body's reads are each large)
+STREAMED = 1 << 16
 #: the most header fields an app's response may have (a broken app's, not a browser's limit)
 MAX_APP_HEADERS = 1000
 
@@ -1018,11 +1021,13 @@ class _App(asyncio.Protocol):
         self.out = []
         browser = self.browser
         if browser is not None and browser.transport is not None:
-            if browser.held is None:
+            if browser.held is not None:
+                browser.held += out
+            elif len(out) == 1 and len(out[0]) > STREAMED:  # a streamed body's read: on at once
+                browser.transport.write(out[0])
+            else:
                 browser.held = out
                 browser.gw.hold(browser)
-            else:
-                browser.held += out
 
     def _done(self, reusable: bool) -> None:
         if self.out:
