@@ -10,7 +10,11 @@ its end; the head itself is taken whole from the bytes llhttp accepted and read 
 an answer framed by one Content-Length with nothing to rewrite: to the browser). Bytes go
 from one transport to the other inside the parsers' callbacks: no stream buffers, no
 task per body, no ``drain`` per chunk. A body with a Content-Length passes through as
-it came; a chunked one is re-framed (a size line per piece, the piece itself untouched).
+it came, taken from the app's reads (its parser has no body callback: llhttp counts it);
+a chunked one is re-framed (a size line per piece, the piece itself untouched). Writes to
+a browser, and a bodiless request's head to a kept app connection, wait for the end of
+the loop's turn and go out together, in order: each reader is woken once per turn, not
+once per request (a streamed body's large reads go at once).
 Flow control is the transports' own: a side whose write buffer fills pauses reading on
 the other (``pause_reading``/``resume_reading``). After an app's 101 the two transports
 are spliced byte for byte.
