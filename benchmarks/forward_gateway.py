@@ -1090,26 +1090,28 @@ def unwrap(text: str) -> str:
 
 #: the table of steps, from ``--steps`` (a run of its own: the gateway at each commit side by side)
 STEPS = """Steps of the last round, CPU per request under wrk as in the table above, each commit's gateway
-side by side with nginx and the relay floor in one run (3 rounds of 5 s, median; load average 6.7
-before and 11.3 after, on 2 cores: the other sessions of the machine; the lead's quiet re-run replaces
+side by side with nginx and the relay floor in one run (3 rounds of 5 s, median; load average 7.5
+before and 11.2 after, on 2 cores: the other sessions of the machine; the lead's quiet re-run replaces
 the table above, not this one):
 
 ```sh
-.venv/bin/python benchmarks/forward_gateway.py --steps a3a41a4 fecff93 4ce084a f796f3c 495d85c
+.venv/bin/python benchmarks/forward_gateway.py --steps a3a41a4 fecff93 4ce084a f796f3c 495d85c a71ac62
 ```
 
 | step | gateway CPU per request, µs | nginx's ÷ the gateway's |
 |---|---:|---:|
-| nginx → socket | 8.0 | 1.00× |
-| relay floor (no HTTP) | 6.0 | 1.33× |
-| a3a41a4: before this round (20.5 µs in the quiet run of the table above) | 18.4 | 0.43× |
-| fecff93: an answer's body taken from the read, no llhttp body callback; a head's reading one lookup | 18.4 | 0.44× |
-| 4ce084a: fewer calls per request (the answer head located inline, the kept app connection, the timer) | 17.0 | 0.47× |
-| f796f3c: writes held to the end of the loop's turn (one wake-up per reader per turn) | 15.5 | 0.51× |
-| 495d85c: the held bytes written by one callback for both sides | 14.4 | 0.56× |
-| 495d85c, every decision awaited (a task per request) | 16.8 | 0.48× |
+| nginx → socket | 8.7 | 1.00× |
+| relay floor (no HTTP) | 7.3 | 1.19× |
+| a3a41a4: before this round (20.5 µs in the last quiet run, against nginx's 8.7) | 25.0 | 0.35× |
+| fecff93: an answer's body taken from the read, no llhttp body callback; a head's reading one lookup | 21.1 | 0.41× |
+| 4ce084a: fewer calls per request (the answer head located inline, the kept app connection, the timer) | 20.5 | 0.43× |
+| f796f3c: writes held to the end of the loop's turn (one wake-up per reader per turn) | 16.0 | 0.54× |
+| 495d85c: the held bytes written by one callback for both sides | 15.9 | 0.55× |
+| a71ac62: no whole-head LRU (a connection's last head instead); a streamed read not held | 15.5 | 0.56× |
+| a71ac62, every decision awaited (a task per request) | 18.3 | 0.48× |
 
-The previous round (e04f17f to 8a8ef0b: heads taken whole from llhttp's bytes, `now`, one response
+An earlier run of the same steps up to 495d85c (load 6.7 to 11.3) measured nginx 8.0, a3a41a4 18.4 and
+495d85c 14.4 µs (0.43× to 0.56×). The previous round (e04f17f to 8a8ef0b: heads taken whole from llhttp's bytes, `now`, one response
 parser per app connection, heads passed as they came) took the gateway from 31.4 to 21.3 µs in a run
 of its own (nginx 10.6 there)."""
 
@@ -1159,16 +1161,18 @@ by hand; tests/gateway/test_fast_path.py holds each step to the behaviour before
   held, in order, and written by one callback once the turn's reads are parsed (a close writes what
   its browser holds first). Each reader (the app, a client) is woken once per turn, not once per
   request: on two shared cores each wake-up of another process cost the gateway a context switch (the
-  woken process preempts it), 1.22 involuntary switches per request before (nginx: 0.54), 0.59 after.
-  This is most of the kernel time the gateway spent beyond nginx's;
+  woken process preempts it): 1.2 to 1.3 involuntary switches per request before, 0.6 to 0.8 after
+  (nginx: 0.54 to 0.57; `/proc/PID/status` over a wrk round, three runs). This is most of the kernel
+  time the gateway spent beyond nginx's. An app's read past 64 KiB (a streamed body) is not held;
 - the collector measured no different off (`BENCH_GC=off` for the benchmark's gateway: 15.0 against
   15.2 µs side by side): the gateway's objects per request hold no cycles and go with their last
   reference, and in-process gen-0 collections ran 44 times in 200,000 requests. So the hub's start sets
   nothing for GC (no `gc.freeze()`, no threshold).
 
-Where the rest goes: side by side under wrk the gateway spent about 9 µs of user time and 6.5 µs of
-system time per request (nginx: 2.6 and 5.5; the relay floor: 1.5 and 5.5): the kernel's share is now
-nginx's, the same four reads and writes per request. The user time is Python: about 6 µs in-process
+Where the rest goes: side by side under wrk (load 6 to 8) the gateway spent 9.1 µs of user time and
+6.2 µs of system time per request, against 11.9 and 8.9 before this round (nginx: 2.8 and 5.3; the
+relay floor: 1.5 and 4.5): the kernel's share is within 1 µs of nginx's, the same four reads and
+writes per request. The user time is Python: about 6 µs in-process
 (the transports replaced by lists): reading the request (its line, the remembered block, the `Request`
 and the exchange), the resolver (`match` and `Forward`: about 0.5 µs here; the hub's forward resolver
 also reads the credential), the head for the app, the answer head's reading, three llhttp callbacks per

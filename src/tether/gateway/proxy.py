@@ -10,7 +10,11 @@ its end; the head itself is taken whole from the bytes llhttp accepted and read 
 an answer framed by one Content-Length with nothing to rewrite: to the browser). Bytes go
 from one transport to the other inside the parsers' callbacks: no stream buffers, no
 task per body, no ``drain`` per chunk. A body with a Content-Length passes through as
-it came; a chunked one is re-framed (a size line per piece, the piece itself untouched).
+it came, taken from the app's reads (its parser has no body callback: llhttp counts it);
+a chunked one is re-framed (a size line per piece, the piece itself untouched). Writes to
+a browser, and a bodiless request's head to a kept app connection, wait for the end of
+the loop's turn and go out together, in order: each reader is woken once per turn, not
+once per request (a streamed body's large reads go at once).
 Flow control is the transports' own: a side whose write buffer fills pauses reading on
 the other (``pause_reading``/``resume_reading``). After an app's 101 the two transports
 are spliced byte for byte.
@@ -50,6 +54,9 @@ BUFFER = 256 << 10
 #: bytes a transport may hold unsent before the other side's reads pause (asyncio's default
 #: of 64 KiB paused the app on nearly every 256 KiB read while streaming)
 WRITE_HIGH = 1 << 20
+#: an app's read past this size goes to the browser at once, not held to the end of the turn
+#: (held writes batch small answers' wake-ups; a streamed body's reads are each large)
+STREAMED = 1 << 16
 #: the most header fields an app's response may have (a broken app's, not a browser's limit)
 MAX_APP_HEADERS = 1000
 
@@ -1018,11 +1025,13 @@ class _App(asyncio.Protocol):
         self.out = []
         browser = self.browser
         if browser is not None and browser.transport is not None:
-            if browser.held is None:
+            if browser.held is not None:
+                browser.held += out
+            elif len(out) == 1 and len(out[0]) > STREAMED:  # a streamed body's read: on at once
+                browser.transport.write(out[0])
+            else:
                 browser.held = out
                 browser.gw.hold(browser)
-            else:
-                browser.held += out
 
     def _done(self, reusable: bool) -> None:
         if self.out:
