@@ -91,6 +91,10 @@ class HubSettings(BaseSettings):
     gateway_tls_key: Path | None = None
     gateway_path_mode: bool = Field(default=False, description="URLs as /apps/USER/NAME/ on one origin")
     gateway_internal: str | None = Field(default=None, description="this replica's gateway address for the others")
+    gateway_answer_timeout: float = Field(
+        default=300, gt=0, le=86400,
+        description="seconds an app may send nothing after a whole request reached it (504); a body once begun "
+                    "has no limit")
     forward_idle: str | None = Field(default=None, description="end routes with no traffic for this long (e.g. 2h)")
     forward_reconnect_grace: str = Field(default="60s", description="how long a route waits for its node to reconnect")
     forward_sweep_seconds: float = Field(default=5.0, ge=0.1, le=300,

@@ -27,7 +27,8 @@ one connects to the app when no kept connection serves); everything else is call
 headers pass, how a body is delimited) are in :mod:`tether.gateway.core`; this module
 moves bytes and enforces the limits: head size and header count (431), the time a head
 may take to arrive (408), idle keep-alive connections, upstream connect time, a stalled
-request body, and how many connections are open at once.
+request body, an app that never begins its answer (504), and how many connections are
+open at once.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class Limits:
     idle_timeout: float = 75.0  # a keep-alive connection with no request
     connect_timeout: float = 5.0  # reaching the app
     body_timeout: float = 60.0  # no byte of a request body for this long
+    # the app sends nothing for this long after the whole request reached it (504); a
+    # long-poll or a slow report that takes longer needs more. A body, once begun, has no
+    # limit (a stream, server-sent events)
+    answer_timeout: float = 300.0
     max_connections: int = 4096
 
 
@@ -786,12 +791,19 @@ class _App(asyncio.Protocol):
         # the route's status counter (not named on_status: httptools would take it for its callback)
         self.report_status: Callable[[int], None] = _nothing
         self.feeding = False  # inside the parser: not free for another request until it returns
+        self.awaited: dict[_App, float] | None = None  # the gateway's, while the answer has not begun
+
+    def _answered(self) -> None:
+        self.awaited.pop(self, None)
+        self.awaited = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def abandon(self) -> None:
+        if self.awaited is not None:
+            self._answered()
         self.browser = self.ex = self.held = None
         if not self.closed:
             self.transport.close()
@@ -850,6 +862,7 @@ class _App(asyncio.Protocol):
             else:
                 self.transport.write(head)
         ex.app = self
+        self.awaited = browser.gw.await_answer(self, browser.loop.time())
         if ex.pending:
             pending, ex.pending, ex.pending_bytes = ex.pending, None, 0
             for data in pending:
@@ -871,6 +884,8 @@ class _App(asyncio.Protocol):
     # ---------------------------------------------------------------- the response
 
     def data_received(self, data: bytes) -> None:
+        if self.awaited is not None:  # the answer began
+            self._answered()
         if self.spliced:
             if self.browser is not None and self.browser.transport is not None:
                 self.counted(0, len(data))
@@ -1081,6 +1096,8 @@ class _App(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        if self.awaited is not None:
+            self._answered()
         browser = self.browser
         if browser is None:
             return
@@ -1099,6 +1116,19 @@ class _App(asyncio.Protocol):
                 browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
                     502, "app-closed", "the app closed its connection without answering")))
 
+    def silent(self, seconds: float) -> None:
+        """The app sent nothing for ``seconds`` after the whole request reached it: 504, and
+        this connection (its answer may still come: it must not reach the next request) closed."""
+        browser, ex = self.browser, self.ex
+        self.abandon()
+        if browser is None or browser.transport is None:
+            return
+        self.report_status(504)
+        ex.close = True
+        browser._answer(ex, *browser.gw.refusal(ex.request, Refuse(
+            504, "app-timeout", f"the app sent nothing for {seconds:g} s after the request (the gateway's "
+            "answer_timeout): it may be stuck, or need longer")))
+
 
 class Gateway:
     def __init__(self, resolver: Resolver, *, scheme: str = "http", limits: Limits | None = None,
@@ -1113,6 +1143,43 @@ class Gateway:
         self.on_connections = on_connections or _nothing
         #: connections with bytes held for the end of this turn of the loop (see _Browser.send)
         self.held: list[_Browser | _App] = []
+        #: app connections sent a request and silent since (loop time): checked by one coarse
+        #: sweep, not a timer per request
+        self.awaiting: dict[_App, float] = {}
+        self.sweeping = False
+
+    def await_answer(self, app: _App, now: float) -> dict[_App, float]:
+        awaiting = self.awaiting
+        awaiting[app] = now
+        if not self.sweeping:
+            self.sweeping = True
+            asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep_silent)
+        return awaiting
+
+    def _sweep_every(self) -> float:
+        return max(0.05, min(1.0, self.limits.answer_timeout / 4))
+
+    def _sweep_silent(self) -> None:
+        """504 for each app silent past answer_timeout since the whole request reached it
+        (a request body still arriving restarts its wait: body_timeout watches the browser)."""
+        loop = asyncio.get_running_loop()
+        now, limit, awaiting = loop.time(), self.limits.answer_timeout, self.awaiting
+        for app, since in list(awaiting.items()):
+            ex = app.ex
+            if ex is None or app.browser is None:
+                app._answered()
+            elif not ex.complete:
+                awaiting[app] = now
+            elif now - since >= limit:
+                app._answered()
+                try:
+                    app.silent(limit)
+                except Exception:  # noqa: BLE001 - one connection's failure must not stop the sweep
+                    log.exception("gateway: answering a silent app's request failed")
+        if awaiting:
+            loop.call_later(self._sweep_every(), self._sweep_silent)
+        else:
+            self.sweeping = False
 
     def hold(self, protocol: _Browser | _App) -> None:
         held = self.held

@@ -411,7 +411,7 @@ async def _start_gateway(settings: HubSettings, db: Database, metrics: Metrics, 
     host, port = split_listen(settings.gateway_listen)
     # the same head limits as the API listener's (431 past them)
     limits = Limits(max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
-                    head_timeout=settings.header_timeout)
+                    head_timeout=settings.header_timeout, answer_timeout=settings.gateway_answer_timeout)
     gateway = Gateway(resolver, scheme="https" if context else "http", limits=limits,
                       on_refusal=lambda status: metrics.gateway_requests.labels("-", str(status)).inc(),
                       on_connections=metrics.gateway_connections.set)
