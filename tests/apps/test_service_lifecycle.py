@@ -93,8 +93,16 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w, running):
             assert disabled.returncode == 4 and "bob is disabled" in disabled.stderr
         finally:
             c.post("/api/v1/users/bob/enable").raise_for_status()
+    # an admin spawning for a user who could not open it (no grant on the app's space): refused, nothing made
+    ungranted = w.cli("olga", "spawn", "demo", "--for", "dave")
+    assert ungranted.returncode == 1, ungranted.stderr
+    assert "dave has no grant on space apps" in ungranted.stderr
+    assert "`tether space grant apps dave read`" in ungranted.stderr
     listed = json.loads(w.cli("olga", "list", "--all", "--json").stdout)
     assert [i["instance"] for i in listed] == ["demo--alice"]
+    with w.api("admin") as c:
+        tokens = c.get("/api/v1/tokens", params={"user": "dave", "all": "true"}).json()
+    assert not [t for t in tokens.get("tokens", tokens) if "app instance" in (t.get("label") or "")], tokens
 
 def test_logs_stop_start_and_restart_after_a_crash(w, running):
     logs = w.cli("alice", "logs", "demo")
@@ -111,6 +119,7 @@ def test_logs_stop_start_and_restart_after_a_crash(w, running):
     st = wait_for(lambda: (s := instance_of(w))["restarts"] > running["restarts"] and s["state"] == "running" and s,
                   what="a restart")
     assert st["restarts"] == running["restarts"] + 1
+    assert st["reason"].startswith("restarted after it exited 3 (failure "), st  # how it ended, not ""
     assert wait_for(lambda: gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 200)
     with w.api("admin") as c:
         records = c.get("/api/v1/audit", params={"action": "app.restart"}).json()

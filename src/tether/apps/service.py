@@ -237,6 +237,10 @@ class AppsService:
                                 "user-disabled")
             _name_free(s, user.id, owner, name)
         owner_ctx = auth.context_for_user(self.db, owner)
+        if owner != ctx.user.name and not authorize(owner_ctx.principal, "app.read", Resource(space=space, path=name)):
+            raise Problem(409, "owner-not-granted", f"{owner} has no grant on space {space}, so they could not open "
+                          f"the instance: grant them read first (`tether space grant {space} {owner} read`), then "
+                          "spawn it again")
         token, _ = auth.mint(self.db, owner_ctx, auth.MintRequest(scopes=[core.app_scope(space, name)],
                                                                   label=f"app instance {name}"),
                              now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
