@@ -83,7 +83,18 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w, running):
     other = w.cli("alice", "spawn", "demo", "--for", "bob")
     assert other.returncode == 4 and "app.admin" in other.stderr
     missing = w.cli("alice", "spawn", "nosuch")
-    assert missing.returncode == 1 and "app nosuch" in missing.stderr
+    assert missing.returncode == 1 and "no app named nosuch; see `tether app list`" in missing.stderr
+    # the other not-found answers read as sentences too, each with what to do
+    for user, args, said in (
+            ("olga", ("revoke", "demo--alice", "tcp", "192.0.2.1:80"),
+             "demo--alice has no grant 192.0.2.1:80; see `tether app grants demo--alice`"),
+            ("alice", ("unshare", "demo", "--with", "bob"),
+             "demo--alice is not shared with bob; see `tether app shares demo`")):
+        r = w.cli(user, *args)
+        assert r.returncode == 1 and said in r.stderr and "does not exist" not in r.stderr, r.stderr
+    nobody = w.cli("olga", "status", "demo--bob")
+    assert nobody.returncode == 1 and "bob has no instance of demo; spawn it with `tether app spawn demo --for bob`" \
+        in nobody.stderr, nobody.stderr
     outsider = w.cli("dave", "spawn", "demo")
     assert outsider.returncode == 4 and "no grant on space 'apps'" in outsider.stderr
     with w.api("admin") as c:
@@ -135,4 +146,4 @@ def test_rm_leaves_nothing_behind(w, running):
     assert not (w.hub.data_dir / "apps" / "run" / st["id"]).exists()
     assert gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 404
     gone = w.cli("alice", "status", "demo")
-    assert gone.returncode == 1 and "spawn it" in gone.stderr
+    assert gone.returncode == 1 and "alice has no instance of demo; spawn it with `tether app spawn demo`" in gone.stderr
