@@ -73,7 +73,8 @@ def replicas(pg_server, tmp_path, shared_root: bool, users: dict[str, str] | Non
     env = {"TETHER_BLOB_STORE": str(tmp_path / "blobs"), "TETHER_GATEWAY_PUBLIC_PORT": str(a.gw_port)}
     roots = [{"TETHER_APPS_ROOT": str(tmp_path / "apps")}] * 2 if shared_root else [{}, {}]
     a = AppsHub(tmp_path, database_url=url, env={**env, **roots[0]}, data="a", gw_port=a.gw_port)
-    b = AppsHub(tmp_path, database_url=url, env={**env, **roots[1]}, data="b")
+    # two hubs on one machine: each its own apps_prefix (a hub refuses one another holds)
+    b = AppsHub(tmp_path, database_url=url, env={**env, **roots[1], "TETHER_APPS_PREFIX": PREFIX_B}, data="b")
     try:
         a.start().setup(users or {"alice": "read", "olga": "admin"})
         b.start()
@@ -82,8 +83,8 @@ def replicas(pg_server, tmp_path, shared_root: bool, users: dict[str, str] | Non
     finally:
         for h in (a, b):
             h.stop()
-        for h in (a, b):
-            clean(h.apps_root / "sandboxes")
+        for h, prefix in ((a, PREFIX), (b, PREFIX_B)):
+            clean(h.apps_root / "sandboxes", prefix)
 
 
 def demo_for_alice(tmp: Path, users: dict[str, str]):
@@ -101,7 +102,10 @@ def demo_for_alice(tmp: Path, users: dict[str, str]):
 
 
 # this branch's prefix for sandboxes' interfaces and cgroups, one per pytest-xdist worker
-PREFIX = os.environ.get("TETHER_TEST_APPS_TAG", "tag") + str(int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10)
+_WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % 10
+PREFIX = os.environ.get("TETHER_TEST_APPS_TAG", "tag") + str(_WORKER)
+# a second hub's on the same machine (a replica): "tagk", "tagl"... (conftest.py's sandboxes use "taga".."tagj")
+PREFIX_B = os.environ.get("TETHER_TEST_APPS_TAG", "tag") + "klmnopqrst"[_WORKER]
 
 
 def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = None, method: str = "GET"):
@@ -117,19 +121,19 @@ def gateway_get(port: int, host: str, path: str = "/", headers: dict | None = No
         c.close()
 
 
-def leftovers(root: Path) -> list[str]:
+def leftovers(root: Path, prefix: str = PREFIX) -> list[str]:
     """Sandboxes (state, cgroups) with this branch's prefix still on the machine under ``root``."""
     from tether.apps.sandbox import Sandboxes
 
-    return Sandboxes(root, prefix=PREFIX).present()
+    return Sandboxes(root, prefix=prefix).present()
 
 
-def clean(root: Path) -> None:
+def clean(root: Path, prefix: str = PREFIX) -> None:
     """Remove what the hub whose sandboxes live at ``root`` left: sandboxes, and the
     instances' data filesystems (mounted until `rm`, by design: they outlive the hub)."""
     from tether.apps.sandbox import Sandboxes
 
-    sb = Sandboxes(root, prefix=PREFIX)
+    sb = Sandboxes(root, prefix=prefix)
     for inst in sb.present():
         sb.remove(inst)
     for mountpoint in data_mounts(root.parent):

@@ -191,3 +191,17 @@ def test_uid_settings_are_checked():
     S.apps_uid_base, S.apps_uid_count = 60_000, 10_000
     with pytest.raises(ValueError, match="65534"):
         core.check_settings(S)
+
+
+@pytest.mark.parametrize("code, oom, want", [
+    (3, False, "exited 3"),
+    (0, False, "exited 0"),
+    (-9, False, "was killed by signal 9 (SIGKILL)"),
+    (-15, False, "was killed by signal 15 (SIGTERM)"),
+    (137, False, "exited 137 (killed by signal 9, SIGKILL)"),
+    (None, False, "ended with no exit status (its processes were killed from outside the sandbox)"),
+    (137, True, "ran out of memory (the memory limit killed it)"),
+    (-64, False, "was killed by signal 64 (unnamed)"),
+])
+def test_an_exit_always_has_a_reason(code, oom, want):
+    assert core.exit_reason(code, oom) == want

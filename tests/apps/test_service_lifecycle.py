@@ -83,7 +83,18 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w, running):
     other = w.cli("alice", "spawn", "demo", "--for", "bob")
     assert other.returncode == 4 and "app.admin" in other.stderr
     missing = w.cli("alice", "spawn", "nosuch")
-    assert missing.returncode == 1 and "app nosuch" in missing.stderr
+    assert missing.returncode == 1 and "no app named nosuch; see `tether app list`" in missing.stderr
+    # the other not-found answers read as sentences too, each with what to do
+    for user, args, said in (
+            ("olga", ("revoke", "demo--alice", "tcp", "192.0.2.1:80"),
+             "demo--alice has no grant 192.0.2.1:80; see `tether app grants demo--alice`"),
+            ("alice", ("unshare", "demo", "--with", "bob"),
+             "demo--alice is not shared with bob; see `tether app shares demo`")):
+        r = w.cli(user, *args)
+        assert r.returncode == 1 and said in r.stderr and "does not exist" not in r.stderr, r.stderr
+    nobody = w.cli("olga", "status", "demo--bob")
+    assert nobody.returncode == 1 and "bob has no instance of demo; spawn it with `tether app spawn demo --for bob`" \
+        in nobody.stderr, nobody.stderr
     outsider = w.cli("dave", "spawn", "demo")
     assert outsider.returncode == 4 and "no grant on space 'apps'" in outsider.stderr
     with w.api("admin") as c:
@@ -93,8 +104,16 @@ def test_spawning_twice_for_others_or_for_nobody_is_refused(w, running):
             assert disabled.returncode == 4 and "bob is disabled" in disabled.stderr
         finally:
             c.post("/api/v1/users/bob/enable").raise_for_status()
+    # an admin spawning for a user who could not open it (no grant on the app's space): refused, nothing made
+    ungranted = w.cli("olga", "spawn", "demo", "--for", "dave")
+    assert ungranted.returncode == 1, ungranted.stderr
+    assert "dave has no grant on space apps" in ungranted.stderr
+    assert "`tether space grant apps dave read`" in ungranted.stderr
     listed = json.loads(w.cli("olga", "list", "--all", "--json").stdout)
     assert [i["instance"] for i in listed] == ["demo--alice"]
+    with w.api("admin") as c:
+        tokens = c.get("/api/v1/tokens", params={"user": "dave", "all": "true"}).json()
+    assert not [t for t in tokens.get("tokens", tokens) if "app instance" in (t.get("label") or "")], tokens
 
 def test_logs_stop_start_and_restart_after_a_crash(w, running):
     logs = w.cli("alice", "logs", "demo")
@@ -111,6 +130,7 @@ def test_logs_stop_start_and_restart_after_a_crash(w, running):
     st = wait_for(lambda: (s := instance_of(w))["restarts"] > running["restarts"] and s["state"] == "running" and s,
                   what="a restart")
     assert st["restarts"] == running["restarts"] + 1
+    assert st["reason"].startswith("restarted after it exited 3 (failure "), st  # how it ended, not ""
     assert wait_for(lambda: gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 200)
     with w.api("admin") as c:
         records = c.get("/api/v1/audit", params={"action": "app.restart"}).json()
@@ -126,4 +146,4 @@ def test_rm_leaves_nothing_behind(w, running):
     assert not (w.hub.data_dir / "apps" / "run" / st["id"]).exists()
     assert gateway_get(w.gw_port, host(w, "alice"), "/", bearer(w, "alice"))[0] == 404
     gone = w.cli("alice", "status", "demo")
-    assert gone.returncode == 1 and "spawn it" in gone.stderr
+    assert gone.returncode == 1 and "alice has no instance of demo; spawn it with `tether app spawn demo`" in gone.stderr

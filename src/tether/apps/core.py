@@ -361,6 +361,25 @@ def restart_delay(failures: int, *, first: float = 1.0, cap: float = 60.0) -> fl
 
 STABLE_SECONDS = 30.0  # an instance that ran this long is no longer crash-looping: failures reset
 
+_SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+            9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ"}
+
+
+def exit_reason(exit_code: int | None, oom_killed: bool = False) -> str:
+    """Why an app's sandbox ended, as a phrase after "it": the memory limit, an exit
+    status, a signal (a negative code, or bubblewrap's 128+N), or no status at all
+    (killed from outside the sandbox). Never empty."""
+    if oom_killed:
+        return "ran out of memory (the memory limit killed it)"
+    if exit_code is None:
+        return "ended with no exit status (its processes were killed from outside the sandbox)"
+    if exit_code < 0:
+        return f"was killed by signal {-exit_code} ({_SIGNALS.get(-exit_code, 'unnamed')})"
+    if 128 < exit_code < 160:
+        sig = exit_code - 128
+        return f"exited {exit_code} (killed by signal {sig}, {_SIGNALS.get(sig, 'unnamed')})"
+    return f"exited {exit_code}"
+
 
 # ---------------------------------------------------------------- the gateway's rule
 

@@ -51,6 +51,12 @@ def _problem(exc: core.AppError) -> Problem:
     return Problem(exc.status, exc.slug, exc.detail)
 
 
+def missing(detail: str) -> Problem:
+    """404 with a sentence of its own (``not_found`` says "X does not exist", which reads
+    badly after a hint)."""
+    return Problem(404, "not-found", detail)
+
+
 def checked(fn, *args):
     """Call a core rule; its AppError becomes the Problem the API answers with."""
     try:
@@ -147,7 +153,7 @@ class AppsService:
             build_row = s.scalar(select(Build).join(Space, Space.id == Build.space_id).where(
                 Space.name == b_space, Build.type == b_type, Build.build_id == b_id))
             if build_row is None or not build_row.manifest:
-                raise not_found(f"build {build} (publish the app's files first, or give --dir)")
+                raise missing(f"no published build {build}: publish the app's files first, or give --dir")
             app = s.scalar(select(App).where(App.name == name).with_for_update())
             if app is not None and app.space_id != space_row.id:
                 raise conflict(f"app {name} is registered in another space; app names are unique on the hub "
@@ -214,7 +220,7 @@ class AppsService:
         checked(core.check_app_name, name)
         row = s.execute(select(App, Space.name).join(Space, Space.id == App.space_id).where(App.name == name)).first()
         if row is None:
-            raise not_found(f"app {name} (see `tether app list`)")
+            raise missing(f"no app named {name}; see `tether app list`")
         return row[0], row[1]
 
     # ------------------------------------------------------------------ instances
@@ -237,6 +243,10 @@ class AppsService:
                                 "user-disabled")
             _name_free(s, user.id, owner, name)
         owner_ctx = auth.context_for_user(self.db, owner)
+        if owner != ctx.user.name and not authorize(owner_ctx.principal, "app.read", Resource(space=space, path=name)):
+            raise Problem(409, "owner-not-granted", f"{owner} has no grant on space {space}, so they could not open "
+                          f"the instance: grant them read first (`tether space grant {space} {owner} read`), then "
+                          "spawn it again")
         token, _ = auth.mint(self.db, owner_ctx, auth.MintRequest(scopes=[core.app_scope(space, name)],
                                                                   label=f"app instance {name}"),
                              now=now, max_lifetime=self.max_lifetime, default_lifetime=self.max_lifetime)
@@ -323,7 +333,8 @@ class AppsService:
             with self.db.read() as s:
                 _, space = self._app(s, app)
             ctx.require(action if owner == ctx.user.name else "app.admin", Resource(space=space, path=app))
-            raise not_found(f"instance of {app} for {owner} (spawn it: `tether app spawn {app}`)")
+            for_owner = "" if owner == ctx.user.name else f" --for {owner}"
+            raise missing(f"{owner} has no instance of {app}; spawn it with `tether app spawn {app}{for_owner}`")
         ctx.require(action if owner == ctx.user.name else "app.admin", Resource(space=inst.space, path=app))
         ctx.trail["resource"] = f"app:{inst.space}/{app} instance of {owner}"
         return inst
@@ -421,7 +432,8 @@ class AppsService:
         with self.db.write() as s:
             n = s.execute(q).rowcount
         if dest is not None and not n:
-            raise not_found(f"grant {dest} on this instance (see `tether app grants {inst.app}--{inst.owner}`)")
+            raise missing(f"{inst.app}--{inst.owner} has no grant {dest}; "
+                          f"see `tether app grants {inst.app}--{inst.owner}`")
         return n
 
     def _grant_rows(self, s, instance_id: int, now: datetime | None = None) -> list[AppGrant]:
@@ -521,8 +533,8 @@ class AppsService:
             target = user_row(s, with_user)
             if not s.execute(delete(AppShare).where(AppShare.instance_id == inst.id,
                                                     AppShare.user_id == target.id)).rowcount:
-                raise not_found(f"a share of {inst.app}--{inst.owner} with {with_user} "
-                                f"(see `tether app shares {inst.app}`)")
+                raise missing(f"{inst.app}--{inst.owner} is not shared with {with_user}; "
+                              f"see `tether app shares {inst.app}`")
         auth_epoch.bump()
 
     def shares(self, inst: Instance) -> list[dict]:

@@ -19,6 +19,7 @@ and removes any sandbox no row wants: none is left orphaned.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -48,6 +49,35 @@ APP_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNB
            "PYTHONDONTWRITEBYTECODE": "1"}
 READY_TIMEOUT = 20.0
 INSTALL_TIMEOUT = 600.0
+#: one lock file per apps_prefix on this machine (whatever each hub's data directory)
+PREFIX_LOCKS = Path("/run/tether/apps-prefix")
+_held: dict[str, int] = {}  # prefix -> the open lock file this process holds, until it exits
+_held_lock = threading.Lock()
+
+
+def hold_prefix(prefix: str, where: Path = PREFIX_LOCKS) -> str | None:
+    """Take ``prefix`` for this process on this machine: None once held (an flock kept for
+    the process's life; the kernel drops it when the process ends, however it ends), else
+    why not. Sandboxes are named by prefix and instance number, so two hubs with one
+    prefix would stop, remove and restart each other's sandboxes."""
+    with _held_lock:
+        if prefix in _held:
+            return None
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(where / f"{prefix}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            return (f"another hub process{pid} on this machine runs its sandboxes with apps_prefix {prefix!r}, "
+                    "and sandboxes are named by that prefix: give each hub on one machine its own apps_prefix "
+                    "(apps_prefix in hub.toml, or TETHER_APPS_PREFIX) and restart this one")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[prefix] = fd
+        return None
 
 
 class Unavailable(Problem):
@@ -90,9 +120,10 @@ class AppsRuntime:
         return self._sandboxes
 
     def unavailable(self) -> str | None:
-        """None, or why this replica cannot run sandboxes (not root, no bwrap...)."""
+        """None, or why this replica cannot run sandboxes (not root, no bwrap, its
+        apps_prefix taken by another hub on this machine...)."""
         try:
-            return self.sandboxes.available() or disk.missing()
+            return self.sandboxes.available() or hold_prefix(self.settings.apps_prefix) or disk.missing()
         except Exception as exc:  # noqa: BLE001 - an OS layer that cannot even start says why
             return f"the sandbox layer failed to load: {exc}"
 
@@ -216,12 +247,13 @@ class AppsRuntime:
 
     # ------------------------------------------------------------------ start, stop, remove
 
-    def start(self, inst: Instance) -> None:
-        """Start ``inst``'s sandbox here (the caller claimed it); the row says running or failed."""
-        reason = self.unavailable()
-        if reason:
-            self.service.mark(inst.id, state="failed", holder=None, reason=f"apps cannot run on this hub: {reason}")
-            raise Unavailable(reason)
+    def start(self, inst: Instance, *, reason: str = "") -> None:
+        """Start ``inst``'s sandbox here (the caller claimed it); the row says running (with
+        ``reason``: why it was started again) or failed."""
+        why = self.unavailable()
+        if why:
+            self.service.mark(inst.id, state="failed", holder=None, reason=f"apps cannot run on this hub: {why}")
+            raise Unavailable(why)
         from tether.apps.sandbox import SandboxError
 
         try:
@@ -244,16 +276,16 @@ class AppsRuntime:
                 self._undo_start(inst)
                 raise
         except (SandboxError, disk.DiskError, OSError) as exc:  # OSError: a directory the sandbox cannot use
-            reason = getattr(exc, "reason", None) or str(exc)
-            self.service.mark(inst.id, state="failed", holder=None, reason=reason)
-            raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {reason}") from None
+            why = getattr(exc, "reason", None) or str(exc)
+            self.service.mark(inst.id, state="failed", holder=None, reason=why)
+            raise Problem(503, "sandbox-failed", f"{inst.app} for {inst.owner} did not start: {why}") from None
         except Problem as p:  # not started: failed, or (its data is elsewhere) stopped here
             self.service.mark(inst.id, state="stopped" if p.slug == "data-elsewhere" else "failed", holder=None,
                               reason=p.detail)
             raise
         self._applied[inst.id] = tuple(sorted((d.proto, str(d.address), d.port) for d in spec.grants))
         self._serving.add(inst.id)
-        self.service.mark(inst.id, state="running", holder=self.holder, started_at=utcnow(), reason="",
+        self.service.mark(inst.id, state="running", holder=self.holder, started_at=utcnow(), reason=reason,
                           last_activity_at=utcnow())
         self._wait_ready(spec.run_dir / "app.sock")
 
@@ -396,7 +428,11 @@ class AppsRuntime:
     def adopt_all(self) -> None:
         """After a hub restart: instances a previous run of this replica held are adopted
         (their sandbox still runs) or started again; sandboxes no row wants are removed."""
-        if not self.internal or self.unavailable():
+        if not self.internal:
+            return
+        why = self.unavailable()
+        if why:
+            log.error("apps: this hub runs no sandboxes: %s", why)
             return
         rows = {i.sandbox: i for i in self.service.held_by(self.internal)}
         present = set(self.sandboxes.present())
@@ -445,8 +481,8 @@ class AppsRuntime:
         if counts:
             await asyncio.to_thread(self.service.touch, {k: (v[0], v[1]) for k, v in counts.items()})
         await asyncio.to_thread(self.service.expire_grants)
-        if not self.internal:
-            return
+        if not self.internal or await asyncio.to_thread(self.unavailable):
+            return  # never touch sandboxes this hub may not run (another hub's, of the same apps_prefix)
         for inst in await asyncio.to_thread(self.service.held_by, self.internal):
             if not self.mine(inst):
                 continue
@@ -502,15 +538,15 @@ class AppsRuntime:
         # it died: restart it after a backoff
         failures = inst.failures + (1 if inst.id not in self._crashed_at else 0)
         first = self._crashed_at.setdefault(inst.id, time.monotonic())
-        why = "out of memory (the memory limit killed it)" if status.oom_killed else f"exited {status.exit_code}"
+        why = core.exit_reason(status.exit_code, status.oom_killed)
         if inst.id in self._crashed_at and failures != inst.failures:
-            self.service.mark(inst.id, state="failed", failures=failures, reason=f"crashed: {why}; restarting",
+            self.service.mark(inst.id, state="failed", failures=failures, reason=f"crashed: it {why}; restarting",
                               oom_kills=_add_oom(self, inst, status))
-            self._audit("app.crash", inst, f"crashed: {why}")
+            self._audit("app.crash", inst, f"crashed: it {why}")
         if time.monotonic() - first < core.restart_delay(failures):
             return
         del self._crashed_at[inst.id]
-        self.start(inst)
+        self.start(inst, reason=f"restarted after it {why} (failure {failures} in a row)")
         from sqlalchemy import update
 
         from tether.db.models import AppInstance

@@ -450,7 +450,10 @@ class AppInstance(Base):
     ``state`` what the holder last saw; the holder reconciles the two."""
 
     __tablename__ = "app_instances"
-    __table_args__ = (UniqueConstraint("app_id", "user_id", name="uq_app_instances_app_user"),)
+    # ids name sandboxes (core.instance_id) and are never handed out twice: AUTOINCREMENT
+    # on SQLite (migration 0022); PostgreSQL's sequence never reuses a number
+    __table_args__ = (UniqueConstraint("app_id", "user_id", name="uq_app_instances_app_user"),
+                      {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
