@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from tether.gateway import core
 from tether.gateway.proxy import Forward, Gateway, Limits, Refuse, TCPUpstream, UnixUpstream
-from tests.gateway.test_head_block import FIELDS, HOSTILE, _answers, _Llhttp, _Recorder
+from tests.gateway.test_head_block import FIELDS, HOSTILE, _answers, _Llhttp, _Recorder, _whole
 from tests.gateway.test_proxy import (  # noqa: F401 - the module's fixtures, reused
     HOST,
     GatewayThread,
@@ -73,7 +73,7 @@ def _drive(gateway: Gateway, reads: list[bytes], answers: int) -> tuple[bytes, b
             protocol.data_received(data)
             await asyncio.sleep(0)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not browser.closed and browser.out.count(b"HTTP/1.1 ") < answers:
+        while time.monotonic() < deadline and not browser.closed and not _whole(browser.out, answers):
             await asyncio.sleep(0.002)
         await asyncio.sleep(0.01)
         closed = browser.closed
