@@ -92,3 +92,22 @@ def test_port_zero_for_all_four_listeners_announces_and_serves_the_ports_bound(t
         stopper = HubProcess(tmp_path / "data")
         stopper.proc = proc
         stopper.stop()  # by its pid
+
+
+def test_a_malformed_listen_address_exits_2_with_one_line_naming_the_form(tmp_path):
+    """Each of the four flags (and its env var), given an address without a port, or
+    nonsense, or a port out of range: exit 2, one line saying HOST:PORT is expected,
+    no traceback or pydantic dump, and nothing written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    data = tmp_path / "data"
+    cases = [([flag, bad], {}) for flag in FLAGS for bad in ("127.0.0.1", "nonsense", "127.0.0.1:99999")]
+    cases.append(([], {"TETHER_GATEWAY_LISTEN": ":8080"}))
+    for args, extra in cases:
+        r = subprocess.run([sys.executable, "-m", "tether", "hub", "--data", str(data), *args],
+                           env={**env, **extra}, capture_output=True, text=True, timeout=60)
+        said = (args, extra, r.stderr)
+        assert r.returncode == 2, said
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("tether: error: "), said
+        assert "is not HOST:PORT (e.g. 127.0.0.1:8580" in r.stderr, said
+        assert "pydantic" not in r.stderr and "Traceback" not in r.stderr, said
+        assert not data.exists(), said
