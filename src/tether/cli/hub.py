@@ -138,8 +138,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     if token_file.exists():
         click.echo(f"tether: admin token: {token_file}", err=True)
     if settings.gateway_listen:
-        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at "
-                   f"http{'s' if settings.gateway_tls_cert else ''}://NAME--USER.{settings.gateway_domain}", err=True)
+        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at {_routes_at(settings)}", err=True)
         if not settings.ssh_listen:
             click.echo("tether: note: forwarded routes need --ssh-listen (nodes forward over SSH); app instances "
                        "do not", err=True)
@@ -249,6 +248,17 @@ def _serve(uvicorn, app, settings, host: str, port: int, sock, limited_http_prot
         pass
     if not server.started:
         sys.exit(3)
+
+
+def _routes_at(settings) -> str:
+    """The URL pattern of the gateway's routes as a browser opens them: the public port
+    (``gateway_public_port``, else the listen port) shown unless it is the scheme's default."""
+    from tether.gateway.core import PATH_PREFIX, SEPARATOR, GatewayAddress, origin
+
+    at = GatewayAddress(settings)
+    if at.path_mode:
+        return origin(at.scheme, at.domain, at.port) + f"{PATH_PREFIX}USER/NAME/"
+    return origin(at.scheme, f"NAME{SEPARATOR}USER.{at.domain}", at.port)
 
 
 _LISTENERS = (("listen", "--listen"), ("ssh_listen", "--ssh-listen"), ("gateway_listen", "--gateway-listen"),
