@@ -391,3 +391,23 @@ def test_parse_size_rejects(text):
 def test_scrub():
     assert "secret" not in scrub("bad token tth_abc_secretsecret here")
     assert scrub("x MYTOKEN y", "MYTOKEN") == "x <token> y"
+
+
+def test_hub_help_says_how_each_setting_it_names_is_set():
+    """Every hub setting `tether hub --help` names (a flag's, or one named in the text,
+    like signal_nats) comes with its env var, as the help the user sees prints it."""
+    import re
+
+    from tether.cli.hub import hub
+    from tether.config import HubSettings
+
+    for p in hub.params:
+        if p.name in HubSettings.model_fields:
+            assert f"Env TETHER_{p.name.upper()}" in (p.help or ""), p.name
+    out = subprocess.run([sys.executable, "-m", "tether", "hub", "--help"], capture_output=True, text=True,
+                         env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    flat = " ".join(out.split())
+    named = {w for w in re.findall(r"\b[a-z]+_[a-z_]+\b", flat) if w in HubSettings.model_fields}
+    assert {"signal_nats", "gateway_domain"} <= named
+    for name in named:
+        assert f"TETHER_{name.upper()}" in flat, name
