@@ -350,6 +350,15 @@ def test_unreachable_hub_exit_3_without_leaking_token(runner, clean_env):
     assert "Traceback" not in r.output
 
 
+def test_login_to_a_hub_that_is_down_hints_at_its_own_argument(runner, clean_env):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    r = runner.invoke(main, ["login", url, "--token", "tth_x"], env=clean_env)
+    assert r.exit_code == EXIT_RUNTIME, r.output
+    assert r.stderr.startswith(f"tether: error: cannot reach hub at {url}")
+    assert f"reachable at {url}? check the HUB_URL given to `tether login`" in r.stderr
+    assert "--hub" not in r.stderr and "TETHER_HUB" not in r.stderr  # options login does not take
+
+
 def test_missing_ca_bundle_exit_2(runner, clean_env):
     r = runner.invoke(main, ["whoami", "--hub", "https://127.0.0.1:1", "--ca-bundle", "/no/such/ca.pem"], env=clean_env)
     assert r.exit_code == EXIT_USAGE
