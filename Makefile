@@ -5,8 +5,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATA   ?= ./data
-LISTEN ?= 127.0.0.1:8580
+# The hub's own env vars count when the make variable is not given: LISTEN=... (on the
+# command line or in the environment) first, then TETHER_LISTEN, then the default.
+DATA   ?= $(or $(TETHER_DATA_DIR),./data)
+LISTEN ?= $(or $(TETHER_LISTEN),127.0.0.1:8580)
 HUB_ARGS ?=
 PYTEST_ARGS ?=
 

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tether.problems import ConfigError  # re-exported: what loading the hub's settings raises
@@ -151,7 +151,7 @@ class HubSettings(BaseSettings):
         description="the most job long-polls (waits) one hub replica holds at once; past it a wait is answered "
                     "503 with Retry-After and `tether job` asks again")
 
-    @field_validator("listen", "lava_listen", "signal_nats_listen")
+    @field_validator("listen", "ssh_listen", "gateway_listen", "lava_listen", "signal_nats_listen")
     @classmethod
     def _check_listen(cls, v: str | None) -> str | None:
         if v is not None:
@@ -265,5 +265,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> HubSetti
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return HubSettings(**values)
-    except Exception as exc:  # pydantic.ValidationError
-        raise ConfigError(f"invalid hub configuration: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid hub configuration: {_one_line(exc)}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each of pydantic's complaints as ``setting: why`` (a validator's own words when it
+    raised), on one line: no input dump, no link to pydantic's pages."""
+    parts = []
+    for e in exc.errors(include_url=False):
+        where = ".".join(str(x) for x in e.get("loc", ()))
+        why = str(e.get("ctx", {}).get("error") or e.get("msg"))
+        parts.append(f"{where}: {why}" if where else why)
+    return "; ".join(parts)

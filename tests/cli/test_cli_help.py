@@ -350,6 +350,15 @@ def test_unreachable_hub_exit_3_without_leaking_token(runner, clean_env):
     assert "Traceback" not in r.output
 
 
+def test_login_to_a_hub_that_is_down_hints_at_its_own_argument(runner, clean_env):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    r = runner.invoke(main, ["login", url, "--token", "tth_x"], env=clean_env)
+    assert r.exit_code == EXIT_RUNTIME, r.output
+    assert r.stderr.startswith(f"tether: error: cannot reach hub at {url}")
+    assert f"reachable at {url}? check the HUB_URL given to `tether login`" in r.stderr
+    assert "--hub" not in r.stderr and "TETHER_HUB" not in r.stderr  # options login does not take
+
+
 def test_missing_ca_bundle_exit_2(runner, clean_env):
     r = runner.invoke(main, ["whoami", "--hub", "https://127.0.0.1:1", "--ca-bundle", "/no/such/ca.pem"], env=clean_env)
     assert r.exit_code == EXIT_USAGE
@@ -391,3 +400,23 @@ def test_parse_size_rejects(text):
 def test_scrub():
     assert "secret" not in scrub("bad token tth_abc_secretsecret here")
     assert scrub("x MYTOKEN y", "MYTOKEN") == "x <token> y"
+
+
+def test_hub_help_says_how_each_setting_it_names_is_set():
+    """Every hub setting `tether hub --help` names (a flag's, or one named in the text,
+    like signal_nats) comes with its env var, as the help the user sees prints it."""
+    import re
+
+    from tether.cli.hub import hub
+    from tether.config import HubSettings
+
+    for p in hub.params:
+        if p.name in HubSettings.model_fields:
+            assert f"Env TETHER_{p.name.upper()}" in (p.help or ""), p.name
+    out = subprocess.run([sys.executable, "-m", "tether", "hub", "--help"], capture_output=True, text=True,
+                         env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    flat = " ".join(out.split())
+    named = {w for w in re.findall(r"\b[a-z]+_[a-z_]+\b", flat) if w in HubSettings.model_fields}
+    assert {"signal_nats", "gateway_domain"} <= named
+    for name in named:
+        assert f"TETHER_{name.upper()}" in flat, name

@@ -4,6 +4,7 @@ jq; only the hub's address and the builders' network (this machine's loopback) d
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -74,3 +75,20 @@ def test_readme_names_every_package_make_test_installs():
     named = set(re.findall(r"`([a-z0-9][a-z0-9.+-]*)`", said)) - {"make", "make test", "make bench", "sudo", "apt-get"}
     assert installed - named == set(), "install-system-deps installs these, the README does not say so"
     assert named - installed == set(), "the README names these, install-system-deps does not install them"
+
+
+def test_make_run_takes_the_hubs_env_vars_when_no_make_variable_is_given():
+    """`TETHER_LISTEN=… make run` serves there (README says so); LISTEN= still wins."""
+    def hub_line(*args: str, **env: str) -> str:
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith("TETHER_") and k not in ("LISTEN", "DATA", "MAKEFLAGS", "MAKELEVEL")}
+        out = subprocess.run(["make", "-n", "run", *args], cwd=ROOT, env={**base, **env}, capture_output=True,
+                             text=True, check=True).stdout
+        return next(ln for ln in out.splitlines() if "tether hub" in ln)
+
+    assert "--data ./data --listen 127.0.0.1:8580" in hub_line()
+    assert "--listen 127.0.0.1:8590" in hub_line(TETHER_LISTEN="127.0.0.1:8590")
+    assert "--data /srv/tether" in hub_line(TETHER_DATA_DIR="/srv/tether")
+    assert "--listen 127.0.0.1:8591" in hub_line("LISTEN=127.0.0.1:8591", TETHER_LISTEN="127.0.0.1:8590")
+    assert "--listen 127.0.0.1:8592" in hub_line(LISTEN="127.0.0.1:8592", TETHER_LISTEN="127.0.0.1:8590")
+    assert "TETHER_LISTEN=127.0.0.1:8590 make run" in _quick_start()

@@ -12,6 +12,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests.hubproc import HubProcess
 from tests.job.test_lava import raw
@@ -62,6 +63,7 @@ def test_port_zero_for_all_four_listeners_announces_and_serves_the_ports_bound(t
         api = int(_wait_for(proc, log, r"hub serving http://127\.0\.0\.1:(\d+) ").group(1))
         ssh = int(_wait_for(proc, log, r"SSH on 127\.0\.0\.1:(\d+),").group(1))
         gw = int(_wait_for(proc, log, r"gateway on 127\.0\.0\.1:(\d+):").group(1))
+        assert f"routes at http://NAME--USER.localhost:{gw}\n" in log.read_text()  # the URL to copy works
         lava = int(_wait_for(proc, log, r"LAVA coordinator protocol on 127\.0\.0\.1:(\d+) ").group(1))
         ports = {api, ssh, gw, lava}
         assert len(ports) == 4 and 0 not in ports, log.read_text()
@@ -92,3 +94,39 @@ def test_port_zero_for_all_four_listeners_announces_and_serves_the_ports_bound(t
         stopper = HubProcess(tmp_path / "data")
         stopper.proc = proc
         stopper.stop()  # by its pid
+
+
+def test_a_malformed_listen_address_exits_2_with_one_line_naming_the_form(tmp_path):
+    """Each of the four flags (and its env var), given an address without a port, or
+    nonsense, or a port out of range: exit 2, one line saying HOST:PORT is expected,
+    no traceback or pydantic dump, and nothing written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    data = tmp_path / "data"
+    cases = [([flag, bad], {}) for flag in FLAGS for bad in ("127.0.0.1", "nonsense", "127.0.0.1:99999")]
+    cases.append(([], {"TETHER_GATEWAY_LISTEN": ":8080"}))
+    for args, extra in cases:
+        r = subprocess.run([sys.executable, "-m", "tether", "hub", "--data", str(data), *args],
+                           env={**env, **extra}, capture_output=True, text=True, timeout=60)
+        said = (args, extra, r.stderr)
+        assert r.returncode == 2, said
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("tether: error: "), said
+        assert "is not HOST:PORT (e.g. 127.0.0.1:8580" in r.stderr, said
+        assert "pydantic" not in r.stderr and "Traceback" not in r.stderr, said
+        assert not data.exists(), said
+
+
+@pytest.mark.parametrize("settings,said", [
+    ({"gateway_listen": "127.0.0.1:8081"}, "http://NAME--USER.localhost:8081"),
+    ({"gateway_listen": "0.0.0.0:8081", "gateway_public_port": 80, "gateway_domain": "apps.example.org"},
+     "http://NAME--USER.apps.example.org"),
+    ({"gateway_listen": "127.0.0.1:8443", "gateway_tls_cert": "c.pem", "gateway_tls_key": "k.pem"},
+     "https://NAME--USER.localhost:8443"),
+    ({"gateway_listen": "127.0.0.1:443", "gateway_tls_cert": "c.pem", "gateway_tls_key": "k.pem"},
+     "https://NAME--USER.localhost"),
+    ({"gateway_listen": "127.0.0.1:8081", "gateway_path_mode": True}, "http://localhost:8081/apps/USER/NAME/"),
+])
+def test_the_gateway_line_names_the_port_unless_it_is_the_schemes_default(settings, said):
+    from tether.cli.hub import _routes_at
+    from tether.config import HubSettings
+
+    assert _routes_at(HubSettings(**settings)) == said

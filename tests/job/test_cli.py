@@ -140,3 +140,27 @@ def test_network_broadcast_collect_query_and_hosts(tether, scheduler, tmp_path):
     assert hosts.read_text() == f"127.0.0.1\t{host}\tserver01\n127.0.0.1\t{host}\tclient01\n"
     r = tether("network", "broadcast", "no-such-iface0", token=client["token"], hub=url)
     assert r.returncode == 2
+
+
+def test_a_node_that_finished_or_failed_can_no_longer_send_or_sync(tether, scheduler):
+    """After `tether job run` ends, the node takes no further part: a send or a sync from
+    it is refused (exit 1, what happened and what to do) and nothing is stored."""
+    nodes = make_group(tether, scheduler, "--role", "r=3")
+    url = scheduler.hub.url
+    done, failed, other = nodes
+    group = done["group"]
+    assert tether("run", "--", "true", token=done["token"], hub=url).returncode == 0
+    assert tether("run", "--", "false", token=failed["token"], hub=url).returncode != 0
+    for node, what in ((done, "finished"), (failed, "failed (false: exit status 1)")):
+        r = tether("send", "y", "b=2", token=node["token"], hub=url)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert f"{node['node']} cannot send 'y': it already {what}" in r.stderr
+        assert "nothing was stored" in r.stderr and "new group" in r.stderr
+        assert "stored" not in r.stdout
+        r = tether("sync", "s", "--timeout", "5s", token=node["token"], hub=url)
+        assert r.returncode == 1 and f"cannot sync 's': it already {what}" in r.stderr, r.stderr
+    st = json.loads(tether("status", group, "--json", token=scheduler.token, hub=url).stdout)
+    assert st["messages"] == [] and st["barriers"] == []  # nothing stored, no arrival counted
+    # the node still at work is unaffected
+    r = tether("send", "y", "b=2", token=other["token"], hub=url)
+    assert r.returncode == 0, r.stderr

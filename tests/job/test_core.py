@@ -61,6 +61,19 @@ def test_send_is_idempotent_and_conflicts_name_the_node():
     assert e.value.nodes == ("g.0",) and "ready" in e.value.detail
 
 
+@pytest.mark.parametrize("state,said", [("done", "finished"), ("failed", "failed (exit 3)")])
+def test_a_node_that_is_done_or_failed_can_neither_send_nor_arrive(state, said):
+    g = group(roles=(("r", 2),))
+    g.nodes["g.0"] = c.Node("g.0", "r", state, "exit 3" if state == "failed" else "", 0)
+    with pytest.raises(c.NodeEnded) as e:
+        c.send(g, "g.0", "y", {"b": "2"}, 0)
+    assert e.value.status == 409 and e.value.nodes == ("g.0",) and f"it already {said}" in e.value.detail
+    with pytest.raises(c.NodeEnded):
+        c.arrive(g, "g.0", "s", None, 0)
+    assert c.send(g, "g.1", "y", {"b": "2"}, 0) is True  # the others still can
+    assert c.arrive(g, "g.1", "s", None, 0) == (1, True)
+
+
 def test_wait_any_and_wait_all():
     g = group()
     assert isinstance(c.evaluate(g, "g.1", c.WaitAny("ready"), 0), c.Pending)

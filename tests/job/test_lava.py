@@ -276,6 +276,17 @@ def test_a_client_that_leaves_before_its_answer_breaks_nothing(listener):
     assert call(listener.lava_port, group, "1.1", "group_data")["response"] == "wait"
 
 
+def test_a_node_that_cleared_its_group_can_no_longer_send_or_sync(listener):
+    group = tether_group(listener)
+    assert call(listener.lava_port, group, "1.1", "clear_group") == {"response": "ack"}
+    r = call(listener.lava_port, group, "1.1", "lava_send", messageID="late", message={"b": "2"})
+    assert r["response"] == "nack" and "1.1 cannot send 'late': it already finished" in r["error"]
+    r = call(listener.lava_port, group, "1.1", "lava_sync", messageID="s", message=None)
+    assert r["response"] == "nack" and "cannot sync 's'" in r["error"]
+    # nothing was stored: a wait for the message still waits
+    assert call(listener.lava_port, group, "1.0", "lava_wait", messageID="late") == {"response": "wait"}
+
+
 def test_a_held_wait_is_answered_the_moment_it_completes(listener):
     import threading
 

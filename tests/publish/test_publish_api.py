@@ -284,12 +284,16 @@ def test_budget_exhaustion_leaves_no_partial_build(publisher):
     with hub.client(limited) as c:
         r = commit(c, space, [entry(f"f{i}", b) for i, b in enumerate(blobs)], build="over")
         assert r.status_code == 403 and r.json()["caveat"] == "max_files", r.text
+        # a token never used: the message gives its limit, not "no budget left"
+        assert r.json()["detail"].startswith("this request adds 3 files, but this token allows 2 files in all "
+                                             "(max_files) and has used 0, leaving 2"), r.text
         assert c.get(f"/files/{space}/ci/over/f0").status_code == 404
         assert commit(c, space, [entry("f0", b"1"), entry("f1", b"22")], build="fits").status_code == 201
         info = c.get("/api/v1/tokens/self").json()
         assert (info["files"], info["bytes"]) == (2, 3)
         r = commit(c, space, [entry("f0", b"1")], build="after")
         assert r.status_code == 403 and r.json()["caveat"] == "max_files"
+        assert "this token has reached its max_files limit of 2 files (2 used, none left)" in r.json()["detail"]
 
 
 def test_batch_upload_many_small_blobs(publisher):

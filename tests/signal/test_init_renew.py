@@ -102,3 +102,17 @@ def test_replace_connection_keeps_everything_else():
     assert replace_connection(text, ["nats://new:4222"], None) == (
         "# head\nserver: nats://new:4222\ncredentials: /old.creds\nsubject: s\ntoken: t\n"
         "[ Identities ]\nK P [ping]\n[ Peers ]\nd server: [x]\n")
+
+
+def test_init_against_a_hub_with_signal_off_exits_2_saying_so_and_writes_nothing(tmp_path):
+    hub = HubProcess(tmp_path / "data", env={"TETHER_SIGNAL_NATS": "off"}).start()
+    try:
+        out = tmp_path / "node"
+        out.mkdir()
+        r = signal_cli(hub, "init", "-c", str(out / "a.conf"), "--destination", "com.example.a")
+    finally:
+        hub.stop()
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("tether: error: this hub has signal off (signal_nats = off)"), r.stderr
+    assert "TETHER_SIGNAL_NATS" in r.stderr and "Traceback" not in r.stderr
+    assert list(out.iterdir()) == []  # no config, no .creds

@@ -333,10 +333,23 @@ def draw_budget(s: Session, token: Token, *, files: int, nbytes: int) -> None:
             over_files = row is not None and row.max_files is not None and row.files + files > row.max_files
             caveat, code = ("max_files", "token-files-exhausted") if over_files else ("max_bytes", "token-bytes-exhausted")
             whose = "this token" if tid == token.id else f"its parent token {tid}"
-            raise forbidden(
-                f"{whose} has no {caveat[4:]} budget left for {files} file(s) / {nbytes} byte(s)",
-                code, caveat=caveat, token_id=token.id,
-            )
+            raise forbidden(_over_budget(row, whose, caveat, files if over_files else nbytes),
+                            code, caveat=caveat, token_id=token.id)
+
+
+def _over_budget(row: Token | None, whose: str, caveat: str, adding: int) -> str:
+    """Why a draw of ``adding`` files or bytes does not fit: the limit, what is used of
+    it, and whether it was reached before this request or this request would pass it."""
+    unit = caveat[4:]
+    what = f"this request adds {adding} {unit}"
+    if row is None:
+        return f"{what}, past {whose}'s {caveat}"
+    limit, used = getattr(row, caveat), getattr(row, unit)
+    if used >= limit:
+        return (f"{what}, but {whose} has reached its {caveat} limit of {limit} {unit} ({used} used, none left); "
+                f"use a token minted with a new budget")
+    return (f"{what}, but {whose} allows {limit} {unit} in all ({caveat}) and has used {used}, leaving "
+            f"{limit - used}; publish less with it, or use a token minted with a larger {caveat}")
 
 
 # ---------------------------------------------------------------- tokens

@@ -23,25 +23,28 @@ def _is_loopback(host: str) -> bool:
 
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML settings file (default /etc/tether/hub.toml when it exists).")
+              help="TOML settings file (default /etc/tether/hub.toml when it exists); its keys are the settings' names.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Data directory: database, blobs, admin.token (default ./data). Env TETHER_DATA_DIR.")
 @click.option("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8580). Env TETHER_LISTEN.")
-@click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert.")
+@click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir). "
+                   "Env TETHER_DATABASE_URL.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain: serve HTTPS. Env TETHER_TLS_CERT.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key for --tls-cert. Env TETHER_TLS_KEY.")
 @click.option("--ssh-listen", metavar="HOST:PORT",
-              help="Also serve log sync and forwards over SSH on HOST:PORT (keys from the hub's database; no sshd needed).")
+              help="Also serve log sync and forwards over SSH on HOST:PORT (keys from the hub's database; no sshd needed). "
+                   "Env TETHER_SSH_LISTEN.")
 @click.option("--gateway-listen", metavar="HOST:PORT",
-              help="Serve forwarded apps on HOST:PORT as NAME--USER.<gateway_domain> (default domain localhost); "
-                   "nodes forward over --ssh-listen.")
+              help="Serve forwarded apps on HOST:PORT as NAME--USER.<gateway_domain> (setting gateway_domain, env "
+                   "TETHER_GATEWAY_DOMAIN; default localhost); nodes forward over --ssh-listen. "
+                   "Env TETHER_GATEWAY_LISTEN.")
 @click.option("--gateway-tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="PEM chain for *.<gateway_domain>: the gateway serves HTTPS.")
+              help="PEM chain for *.<gateway_domain>: the gateway serves HTTPS. Env TETHER_GATEWAY_TLS_CERT.")
 @click.option("--gateway-tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="PEM private key for --gateway-tls-cert.")
+              help="PEM private key for --gateway-tls-cert. Env TETHER_GATEWAY_TLS_KEY.")
 @click.option("--lava-listen", metavar="HOST:PORT",
               help="Also serve LAVA's coordinator protocol on HOST:PORT for groups made with `tether job create` "
-                   "(unauthenticated: a lab's private network only; see docs/job.md).")
+                   "(unauthenticated: a lab's private network only; see docs/job.md). Env TETHER_LAVA_LISTEN.")
 @click.option("--job-max-waits", type=click.IntRange(1, 1_000_000), metavar="N",
               help="The most job waits (long-polls) this hub holds at once (default 4096); past it a wait is "
                    "answered 503 with Retry-After and `tether job` asks again. Env TETHER_JOB_MAX_WAITS.")
@@ -56,7 +59,13 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     DATA/admin.token (mode 0600); the token is never printed.
 
     It also runs a nats-server for `tether signal` (JetStream on, loopback,
-    DATA/nats; setting signal_nats: "embedded", "off", or your cluster's URLs).
+    DATA/nats; setting signal_nats, env TETHER_SIGNAL_NATS: "embedded", "off",
+    or your cluster's URLs).
+
+    Every setting is a key of the --config file (at top level or under [hub])
+    and an env var TETHER_<KEY>, e.g. signal_nats and TETHER_SIGNAL_NATS; a
+    flag wins over its env var, an env var over the file. docs/hub.md lists
+    the settings.
 
     \b
     Examples:
@@ -138,8 +147,7 @@ def hub(config_file, data_dir, listen, database_url, tls_cert, tls_key, ssh_list
     if token_file.exists():
         click.echo(f"tether: admin token: {token_file}", err=True)
     if settings.gateway_listen:
-        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at "
-                   f"http{'s' if settings.gateway_tls_cert else ''}://NAME--USER.{settings.gateway_domain}", err=True)
+        click.echo(f"tether: gateway on {settings.gateway_listen}: routes at {_routes_at(settings)}", err=True)
         if not settings.ssh_listen:
             click.echo("tether: note: forwarded routes need --ssh-listen (nodes forward over SSH); app instances "
                        "do not", err=True)
@@ -249,6 +257,17 @@ def _serve(uvicorn, app, settings, host: str, port: int, sock, limited_http_prot
         pass
     if not server.started:
         sys.exit(3)
+
+
+def _routes_at(settings) -> str:
+    """The URL pattern of the gateway's routes as a browser opens them: the public port
+    (``gateway_public_port``, else the listen port) shown unless it is the scheme's default."""
+    from tether.gateway.core import PATH_PREFIX, SEPARATOR, GatewayAddress, origin
+
+    at = GatewayAddress(settings)
+    if at.path_mode:
+        return origin(at.scheme, at.domain, at.port) + f"{PATH_PREFIX}USER/NAME/"
+    return origin(at.scheme, f"NAME{SEPARATOR}USER.{at.domain}", at.port)
 
 
 _LISTENERS = (("listen", "--listen"), ("ssh_listen", "--ssh-listen"), ("gateway_listen", "--gateway-listen"),

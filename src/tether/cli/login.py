@@ -61,6 +61,7 @@ def login(hub_url: str, token: str | None, ca_bundle: str | None, insecure_http:
 
     def run() -> None:
         from tether.hubclient.config import is_loopback_url, normalize_hub, save
+        from tether.hubclient.errors import TransportError
 
         url = normalize_hub(hub_url)
         if url.rstrip("/").endswith("/api/v1"):  # the API address `tether hub` prints beside the hub's
@@ -76,6 +77,10 @@ def login(hub_url: str, token: str | None, ca_bundle: str | None, insecure_http:
         conn = state["conn"] = Conn(url, secret, ca_bundle)
         try:
             me = conn.client.get("/api/v1/whoami") or {}
+        except TransportError as exc:
+            if not exc.tls:  # login takes the hub as HUB_URL, not --hub / TETHER_HUB
+                exc.hint = f"is the hub running and reachable at {url}? check the HUB_URL given to `tether login`"
+            raise
         finally:
             conn.close()
         name, token_id = _describe(me)

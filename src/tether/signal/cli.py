@@ -651,6 +651,22 @@ def _hub_peers(client: Any, space: str, template: str,
 # -- init / peer add: a node's config from the hub login, pairing without an editor ---------------
 
 
+def _nats_credentials(client: Any) -> dict:
+    """The hub's NATS servers and this user's credentials; a hub with signal off is a
+    configuration to change (exit 2), not a clean "no"."""
+    from tether.hubclient.errors import HubError
+
+    try:
+        return client.post("/api/v1/signal/nats", json={}) or {}
+    except HubError as exc:
+        if exc.status != 404:
+            raise
+        raise TetherError(f"this hub has signal off (signal_nats = off): {client.hub_url} runs no NATS server for "
+                          "signal", EXIT_USAGE,
+                          "ask its operator to set signal_nats (TETHER_SIGNAL_NATS) to \"embedded\" or your NATS "
+                          "cluster's URLs, or write the node config by hand with your own `server:` lines") from None
+
+
 @signal.command(
     "init",
     context_settings=_SUB_CONTEXT,
@@ -713,7 +729,7 @@ def init_cmd(config_path: str, destination: str | None, verbs: str, force: bool,
             raise TetherError(f"{config_path} already exists; not overwriting a node's identity", EXIT_NO,
                               "--renew fetches new credentials and keeps it; --force replaces it, or -c another file")
     verb_list = _verb_list(verbs, "--verbs") or ["ping"]
-    got = conn.client.post("/api/v1/signal/nats", json={}) or {}
+    got = _nats_credentials(conn.client)
     servers = [str(u) for u in got.get("servers") or []]
     if not servers:
         raise TetherError("the hub named no NATS server", EXIT_RUNTIME, "is signal_nats off on the hub?")
