@@ -228,6 +228,11 @@ def test_a_node_not_seen_for_lost_after_fails_the_waits_that_need_it(scheduler):
     assert time.perf_counter() - t < 5
     # a, asking again all along, was never counted lost itself
     assert next(n for n in status(scheduler, g)["nodes"] if n["node"] == a["node"])["gone"] is None
+    # b, back after the others gave up on it, can no longer send: refused, nothing stored
+    with node_client(scheduler.hub, b) as c:
+        r = c.post(path(g, b, "send"), json={"id": "late", "data": {"k": "v"}})
+    assert r.status_code == 409 and "not seen for" in r.json()["detail"] and "nothing was stored" in r.json()["detail"]
+    assert status(scheduler, g)["messages"] == []
 
 
 def test_the_group_timeout_ends_waits(scheduler):

@@ -74,6 +74,20 @@ def test_a_node_that_is_done_or_failed_can_neither_send_nor_arrive(state, said):
     assert c.arrive(g, "g.1", "s", None, 0) == (1, True)
 
 
+def test_a_node_not_seen_for_lost_after_can_neither_send_nor_arrive():
+    """Waits that needed it failed once it counted as lost: what it sends after is refused,
+    as docs/job.md says, not stored behind the others' backs."""
+    g = group(roles=(("r", 2),), lost_after=10)
+    g.nodes["g.1"] = c.Node("g.1", "r", "joined", last_seen=9.0)
+    with pytest.raises(c.NodeEnded) as e:
+        c.send(g, "g.0", "y", {"b": "2"}, 11)
+    assert e.value.status == 409 and "not seen for 11 s" in e.value.detail and "lost_after is 10 s" in e.value.detail
+    with pytest.raises(c.NodeEnded):
+        c.arrive(g, "g.0", "s", None, 11)
+    assert c.send(g, "g.0", "y", {"b": "2"}, 10) is True  # within lost_after it still can
+    assert c.send(g, "g.1", "y", {"b": "2"}, 11) is True  # and a node seen since, at any time
+
+
 def test_wait_any_and_wait_all():
     g = group()
     assert isinstance(c.evaluate(g, "g.1", c.WaitAny("ready"), 0), c.Pending)

@@ -357,7 +357,7 @@ def send(snap: Snapshot, me: str, msg_id: str, data: Mapping[str, str], now: flo
     over = group_failure(snap, now)
     if over:
         raise Ended(f"cannot send {msg_id!r}: {over.reason}", nodes=over.nodes)
-    _still_taking_part(snap, me, f"send {msg_id!r}")
+    _still_taking_part(snap, me, f"send {msg_id!r}", now)
     before = snap.messages.get(msg_id, {}).get(me)
     if before is None:
         return True
@@ -367,15 +367,23 @@ def send(snap: Snapshot, me: str, msg_id: str, data: Mapping[str, str], now: flo
                    "(reuse ids only with sync)", nodes=(me,))
 
 
-def _still_taking_part(snap: Snapshot, me: str, what: str) -> None:
-    """Refuse ``what`` from a node that is done or failed: the others' waits no longer
-    count on it, so what it sent or reached now would arrive after they gave up on it."""
+def _still_taking_part(snap: Snapshot, me: str, what: str, now: float) -> None:
+    """Refuse ``what`` from a node that is done, failed or lost (not seen for the group's
+    lost_after): the others' waits no longer count on it, so what it sent or reached now
+    would arrive after they gave up on it."""
     node = snap.nodes.get(me)
-    if node is not None and node.state in ("done", "failed"):
-        raise NodeEnded(f"{me} cannot {what}: it already {'finished' if node.state == 'done' else 'failed'}"
-                        + (f" ({node.reason})" if node.reason else "")
-                        + f" and takes no further part in group {snap.name}; nothing was stored. "
-                        "Run the step as a node still at work, or in a new group", nodes=(me,))
+    if node is None:
+        return
+    if node.state in ("done", "failed"):
+        why = f"it already {'finished' if node.state == 'done' else 'failed'}" + (
+            f" ({node.reason})" if node.reason else "")
+    elif gone(snap, node, now):
+        why = (f"it was not seen for {now - node.last_seen:.0f} s (the group's lost_after is "
+               f"{snap.lost_after:g} s), so the waits that needed it have failed")
+    else:
+        return
+    raise NodeEnded(f"{me} cannot {what}: {why} and takes no further part in group {snap.name}; nothing was "
+                    "stored. Run the step as a node still at work, or in a new group", nodes=(me,))
 
 
 def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: float,
@@ -389,7 +397,7 @@ def arrive(snap: Snapshot, me: str, sync_id: str, generation: int | None, now: f
     over = group_failure(snap, now)
     if over:
         raise Ended(f"cannot sync {sync_id!r}: {over.reason}", nodes=over.nodes)
-    _still_taking_part(snap, me, f"sync {sync_id!r}")
+    _still_taking_part(snap, me, f"sync {sync_id!r}", now)
     mine = snap.syncs.get(sync_id, {}).get(me, 0)
     told, last_call = snap.sync_told.get(sync_id, {}).get(me, (0, ""))
     if generation is not None:
