@@ -48,6 +48,10 @@ def test_a_second_hub_with_the_same_prefix_refuses_to_run_sandboxes(two):
     assert before["state"] == "running"
     pid = (a.sandbox_root / before["id"] / "pid").read_text()
 
+    # b said so when it started, not "sandboxes available"
+    started = b.hub.log_path.read_text()
+    assert "apps cannot run here: another hub process" in started and "sandboxes available" not in started
+    assert "sandboxes available" in a.hub.log_path.read_text()
     register(b)  # registering touches no sandbox: allowed
     r = b.cli("alice", "spawn", "demo")
     assert r.returncode == 3, r.stderr

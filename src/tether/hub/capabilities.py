@@ -56,14 +56,18 @@ def apps_runtime(settings: Any, db: Any, store: Any, metrics: Any = None):
 
 
 def apps_unavailable(settings: Any) -> str | None:
-    """None when this machine can run app sandboxes, else why not (not root, no bubblewrap...)."""
+    """None when this machine can run app sandboxes, else why not (not root, no bubblewrap, another
+    hub process holding the apps_prefix...)."""
     from pathlib import Path
 
     try:
         from tether.apps.sandbox import Sandboxes
 
+        from tether.apps.supervisor import hold_prefix
+
         root = Path(settings.apps_root or (settings.data_dir / "apps")) / "sandboxes"
-        return Sandboxes(root, prefix=settings.apps_prefix).available()
+        # the prefix is taken now, for the process's life: the runtime started later finds it held
+        return Sandboxes(root, prefix=settings.apps_prefix).available() or hold_prefix(settings.apps_prefix)
     except Exception as exc:  # noqa: BLE001 - whatever stops the sandbox layer is the answer
         return str(exc)
 
