@@ -165,6 +165,24 @@ def test_a_sync_barrier_releases_everyone_and_is_reusable(scheduler):
         {"id": "step", "generation": 2, "arrived": sorted(n["node"] for n in g["nodes"]), "awaited": []}]
 
 
+def test_bare_syncs_asked_back_to_back_each_reach_the_next_generation(scheduler):
+    """A sync without a generation or call token (curl, a script) is told from a repeat of
+    the last one by what the hub recorded that the node was told: that must be written
+    before the answer leaves, or a node asking at once is taken for its last call, answered
+    'done' for the old generation, and the others wait for it at the new one."""
+    g = scheduler.create(roles={"r": 2})
+
+    def node(n) -> list:
+        with node_client(scheduler.hub, n) as c:  # one kept connection: the next call comes at once
+            return [c.post(path(g, n, "wait"), json={"id": "tick", "kind": "sync", "timeout": 10}).json()
+                    for _ in range(30)]
+
+    with ThreadPoolExecutor(2) as pool:
+        rounds = list(zip(*pool.map(node, g["nodes"])))
+    for round_, replies in enumerate(rounds, 1):
+        assert [(r["state"], r["generation"]) for r in replies] == [("done", round_)] * 2, (round_, replies)
+
+
 def test_a_failed_node_fails_the_waits_that_need_it_at_once_naming_it(scheduler):
     g = scheduler.create(roles={"server": 1, "client": 2})
     server, c1, c2 = g["nodes"]
