@@ -382,9 +382,9 @@ async def hold_answer(svc: JobService, waker: Waker, where: Place | Callable[[],
             pass
     finished = not isinstance(out, core.Pending)
     synced = w if isinstance(w, core.Sync) and isinstance(out, core.Done) else None
-    # deferred only for a call that names its generation or carries a call token: a bare
-    # sync asking next is told from the last one by "told" alone, so it must be written first
-    if later is not None and (generation is not None or call is not None):
+    # a bare sync (no generation, no call token) asking next is told from its last call by
+    # "told" alone, so that is written before it answers; everything else is batched
+    if later is not None and (synced is None or generation is not None or call is not None):
         later.add(place, finished, synced)
     else:
         await _run(svc.end, place, finished, synced)
